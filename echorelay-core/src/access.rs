@@ -1,0 +1,371 @@
+//! Roles, surfaces and the one voter that decides every project-scoped
+//! operation (invariant S10).
+//!
+//! ## The table
+//!
+//! | role | config read | config write | key mint | billing | members |
+//! |---|---|---|---|---|---|
+//! | viewer | allow | deny | deny | deny | deny |
+//! | editor | allow | allow | deny | deny | deny |
+//! | owner | allow | allow | allow | allow | allow |
+//!
+//! A caller that is not a member of the project named by the slug is denied
+//! for every surface, and so is an API key presented for a project other than
+//! its own. Anything not in the table is denied.
+//!
+//! ## Impossible by construction
+//!
+//! Project-scoped operations take a [`Grant<S>`], where `S` is the surface
+//! (a marker type from [`surface`]). A grant has private fields and only
+//! [`Voter::authorize`] makes one, so code cannot reach a project's data
+//! without passing the voter, and a read grant cannot be used for a write.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::Actor;
+use crate::config::{Project, Slug};
+use crate::error::{Error, Result};
+use crate::ids::{ProjectId, UserId};
+use crate::keys::VerifiedKey;
+use crate::ports::{ConfigStore, MembershipStore};
+
+/// A member's role in a project. Ordered: `Viewer < Editor < Owner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads configuration.
+    Viewer,
+    /// Reads and writes configuration.
+    Editor,
+    /// Everything, including keys, billing and membership.
+    Owner,
+}
+
+impl Role {
+    /// Every role, lowest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Editor, Role::Owner];
+
+    /// The role's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "editor" => Ok(Role::Editor),
+            "owner" => Ok(Role::Owner),
+            _ => Err(Error::InvalidInput("unknown role")),
+        }
+    }
+}
+
+/// A project surface that the voter gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Surface {
+    /// Reading lines, endpoints and targets (secrets masked).
+    ConfigRead,
+    /// Creating, updating and deleting lines, endpoints and targets.
+    ConfigWrite,
+    /// Minting, rotating, revoking and revealing API keys.
+    KeyMint,
+    /// Billing events: purchases, refunds, adjustments.
+    Billing,
+    /// Adding, changing and removing project members.
+    Members,
+}
+
+impl Surface {
+    /// Every surface.
+    pub const ALL: [Surface; 5] = [
+        Surface::ConfigRead,
+        Surface::ConfigWrite,
+        Surface::KeyMint,
+        Surface::Billing,
+        Surface::Members,
+    ];
+}
+
+/// The documented role table: may `role` use `surface`?
+pub const fn role_allows(role: Role, surface: Surface) -> bool {
+    match (role, surface) {
+        (_, Surface::ConfigRead) => true,
+        (Role::Editor | Role::Owner, Surface::ConfigWrite) => true,
+        (Role::Owner, _) => true,
+        _ => false,
+    }
+}
+
+/// Marker types naming a surface at the type level, for [`Grant<S>`].
+pub mod surface {
+    use super::Surface;
+
+    /// A surface known at compile time.
+    pub trait SurfaceKind: Send + Sync + 'static {
+        /// The runtime surface this marker stands for.
+        const SURFACE: Surface;
+    }
+
+    macro_rules! marker {
+        ($(#[$d:meta])* $name:ident) => {
+            $(#[$d])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $name;
+            impl SurfaceKind for $name {
+                const SURFACE: Surface = Surface::$name;
+            }
+        };
+    }
+    marker!(
+        /// [`Surface::ConfigRead`].
+        ConfigRead
+    );
+    marker!(
+        /// [`Surface::ConfigWrite`].
+        ConfigWrite
+    );
+    marker!(
+        /// [`Surface::KeyMint`].
+        KeyMint
+    );
+    marker!(
+        /// [`Surface::Billing`].
+        Billing
+    );
+    marker!(
+        /// [`Surface::Members`].
+        Members
+    );
+}
+
+use surface::SurfaceKind;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A signed-in user; their role comes from project membership.
+    User(UserId),
+    /// A verified API key; its project and role are fixed on the key.
+    ApiKey(VerifiedKey),
+}
+
+/// A principal plus where the request came from (recorded in audit events).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// The request's source IP, when known.
+    pub ip: Option<IpAddr>,
+}
+
+impl Caller {
+    /// A user calling from `ip`.
+    pub fn user(user: UserId, ip: Option<IpAddr>) -> Self {
+        Self {
+            principal: Principal::User(user),
+            ip,
+        }
+    }
+
+    /// An API key calling from `ip`.
+    pub fn api_key(key: VerifiedKey, ip: Option<IpAddr>) -> Self {
+        Self {
+            principal: Principal::ApiKey(key),
+            ip,
+        }
+    }
+
+    /// The audit actor for this caller.
+    pub fn actor(&self) -> Actor {
+        match &self.principal {
+            Principal::User(u) => Actor::User(*u),
+            Principal::ApiKey(k) => Actor::ApiKey(k.key_id),
+        }
+    }
+}
+
+/// Why the voter denied (for tests and operator logs; callers only ever see
+/// the opaque [`AccessDenied`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No project has this slug.
+    UnknownProject,
+    /// The user is not a member of the project.
+    NotMember,
+    /// The API key belongs to another project.
+    OtherProject,
+    /// The role does not allow the surface.
+    RoleTooLow,
+}
+
+/// The voter's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed, acting with `role` in `project`.
+    Allow {
+        /// The project the slug names.
+        project: ProjectId,
+        /// The caller's role there.
+        role: Role,
+    },
+    /// Denied.
+    Deny(DenyReason),
+}
+
+/// The one error a denied caller sees. It does not say whether the project
+/// exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("access denied")]
+pub struct AccessDenied;
+
+/// Proof that the voter allowed surface `S` on one project for one caller.
+///
+/// Only [`Voter::authorize`] constructs a grant. Project-scoped operations
+/// take `&Grant<S>` and act on [`Grant::project`] only.
+pub struct Grant<S: SurfaceKind> {
+    project: Project,
+    role: Role,
+    actor: Actor,
+    ip: Option<IpAddr>,
+    _surface: PhantomData<S>,
+}
+
+impl<S: SurfaceKind> Grant<S> {
+    /// The project this grant is for.
+    pub fn project(&self) -> &Project {
+        &self.project
+    }
+    /// The project's id.
+    pub fn project_id(&self) -> ProjectId {
+        self.project.id
+    }
+    /// The caller's role in the project.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The caller, as the audit log records it.
+    pub fn actor(&self) -> Actor {
+        self.actor
+    }
+    /// The caller's source IP.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+}
+
+impl<S: SurfaceKind> fmt::Debug for Grant<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("surface", &S::SURFACE)
+            .field("project", &self.project.id)
+            .field("role", &self.role)
+            .field("actor", &self.actor)
+            .finish()
+    }
+}
+
+/// The voter: decides every surface from role and project membership.
+#[derive(Debug, Clone)]
+pub struct Voter<S> {
+    store: S,
+}
+
+impl<S: ConfigStore + MembershipStore> Voter<S> {
+    /// A voter reading projects and memberships from `store`.
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+
+    /// Decides whether `caller` may use `surface` in the project named `slug`.
+    pub async fn decide(&self, caller: &Caller, slug: &str, surface: Surface) -> Result<Decision> {
+        Ok(self.decide_project(caller, slug, surface).await?.0)
+    }
+
+    async fn decide_project(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        surface: Surface,
+    ) -> Result<(Decision, Option<Project>)> {
+        // A slug that does not parse cannot name any project.
+        let Ok(slug) = Slug::parse(slug) else {
+            return Ok((Decision::Deny(DenyReason::UnknownProject), None));
+        };
+        let Some(project) = self.store.project_by_slug(&slug).await? else {
+            return Ok((Decision::Deny(DenyReason::UnknownProject), None));
+        };
+        let role = match &caller.principal {
+            Principal::User(user) => match self.store.role_of(*user, project.id).await? {
+                Some(role) => role,
+                None => return Ok((Decision::Deny(DenyReason::NotMember), None)),
+            },
+            Principal::ApiKey(key) => {
+                if key.project != project.id {
+                    return Ok((Decision::Deny(DenyReason::OtherProject), None));
+                }
+                key.role
+            }
+        };
+        if !role_allows(role, surface) {
+            return Ok((Decision::Deny(DenyReason::RoleTooLow), None));
+        }
+        let decision = Decision::Allow {
+            project: project.id,
+            role,
+        };
+        Ok((decision, Some(project)))
+    }
+
+    /// Authorizes surface `K` for `caller` in the project named `slug`,
+    /// returning the grant that project-scoped operations require.
+    ///
+    /// # Errors
+    /// [`Error::Denied`] for every denial, whatever the reason.
+    pub async fn authorize<K: SurfaceKind>(&self, caller: &Caller, slug: &str) -> Result<Grant<K>> {
+        match self.decide_project(caller, slug, K::SURFACE).await? {
+            (Decision::Allow { role, .. }, Some(project)) => Ok(Grant {
+                project,
+                role,
+                actor: caller.actor(),
+                ip: caller.ip,
+                _surface: PhantomData,
+            }),
+            (decision, _) => {
+                tracing::debug!(?decision, surface = ?K::SURFACE, "voter denied");
+                Err(AccessDenied.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_monotonic_in_role() {
+        for s in Surface::ALL {
+            for pair in Role::ALL.windows(2) {
+                assert!(!role_allows(pair[0], s) || role_allows(pair[1], s));
+            }
+        }
+    }
+}

@@ -1,0 +1,1024 @@
+//! Tenant configuration: project → lines → endpoints and targets.
+//!
+//! A target's bearer token, basic-auth password and signing secret are
+//! sealed by the vault with associated data naming the project, the target
+//! and the field (S4), so the stored form ([`Target`]) holds only
+//! ciphertext. Reads return [`TargetView`], where every secret is masked
+//! (S5); the plaintext exists only inside [`ConfigService`] while it is
+//! masked or handed to the delivery path.
+//!
+//! The whole tree of a project exports to JSON ([`ConfigService::export`],
+//! ciphertext only) and imports from it ([`ConfigService::import`]), which
+//! validates everything — shape, references, and that every ciphertext opens
+//! under its own project, record and field — before writing anything.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::access::surface::{ConfigRead, ConfigWrite, Members};
+use crate::access::{Grant, Role};
+use crate::audit::{Actor, AuditDraft, ConfigEntity, ConfigOp, EventKind};
+use crate::clock::Clock;
+use crate::error::{Error, Result, StoreError};
+use crate::ids::{EndpointId, LineId, ProjectId, TargetId, UserId};
+use crate::keys::LifecyclePolicy;
+use crate::ports::ConfigStore;
+use crate::ports::MembershipStore;
+use crate::vault::{Ciphertext, Masked, SecretContext, SecretVault};
+
+/// What was wrong with configuration input. Never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A slug must be 3–63 characters of `a-z`, `0-9` and single inner `-`,
+    /// starting with a letter.
+    #[error("invalid slug: {0}")]
+    Slug(&'static str),
+    /// A name must be 1–200 characters with no control characters.
+    #[error("invalid {0} name: must be 1-200 characters without control characters")]
+    Name(&'static str),
+    /// A target URL must be an absolute `https://` (or `http://`) URL.
+    #[error("invalid target url: {0}")]
+    Url(&'static str),
+    /// A secret must be 1–4096 bytes without control characters.
+    #[error("invalid {0}: must be 1-4096 bytes without control characters")]
+    Secret(&'static str),
+    /// A basic-auth username must be 1–200 characters without `:`.
+    #[error("invalid basic-auth username")]
+    Username,
+    /// The JSON does not match the export format.
+    #[error("config JSON does not parse: {0}")]
+    Json(String),
+    /// The export is from an unsupported format version.
+    #[error("unsupported config export version {0}")]
+    Version(u32),
+    /// The tree refers to something it does not contain, or repeats an id.
+    #[error("inconsistent config tree: {0}")]
+    Tree(&'static str),
+    /// The key lifecycle policy is invalid.
+    #[error("invalid key policy: {0}")]
+    Policy(#[from] crate::keys::PolicyError),
+}
+
+/// A project's URL name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Slug(String);
+
+impl Slug {
+    /// Validates a slug.
+    ///
+    /// ```
+    /// use echorelay_core::config::Slug;
+    /// assert!(Slug::parse("acme-prod").is_ok());
+    /// assert!(Slug::parse("Acme").is_err());
+    /// assert!(Slug::parse("a--b").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let b = s.as_bytes();
+        if !(3..=63).contains(&b.len()) {
+            return Err(ConfigError::Slug("length must be 3 to 63"));
+        }
+        if !b[0].is_ascii_lowercase() {
+            return Err(ConfigError::Slug("must start with a lowercase letter"));
+        }
+        if !b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        {
+            return Err(ConfigError::Slug("only a-z, 0-9 and - are allowed"));
+        }
+        if s.ends_with('-') || s.contains("--") {
+            return Err(ConfigError::Slug("no trailing or doubled -"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+    /// The slug text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Slug {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, ConfigError> {
+        Self::parse(&s)
+    }
+}
+impl From<Slug> for String {
+    fn from(s: Slug) -> String {
+        s.0
+    }
+}
+impl std::fmt::Display for Slug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn check_name(kind: &'static str, s: &str) -> Result<(), ConfigError> {
+    let n = s.chars().count();
+    if n == 0 || n > 200 || s.chars().any(char::is_control) {
+        return Err(ConfigError::Name(kind));
+    }
+    Ok(())
+}
+
+fn check_url(u: &str) -> Result<(), ConfigError> {
+    if u.len() > 2048 {
+        return Err(ConfigError::Url("longer than 2048 bytes"));
+    }
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or(ConfigError::Url("must start with https:// or http://"))?;
+    if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ConfigError::Url(
+            "contains whitespace or control characters",
+        ));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() {
+        return Err(ConfigError::Url("has no host"));
+    }
+    if host.contains('@') {
+        return Err(ConfigError::Url(
+            "credentials belong in the target's auth, not the URL",
+        ));
+    }
+    Ok(())
+}
+
+fn check_secret(kind: &'static str, s: &str) -> Result<(), ConfigError> {
+    if s.is_empty() || s.len() > 4096 || s.chars().any(char::is_control) {
+        return Err(ConfigError::Secret(kind));
+    }
+    Ok(())
+}
+
+/// A project (tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// Id.
+    pub id: ProjectId,
+    /// URL name, unique.
+    pub slug: Slug,
+    /// Display name.
+    pub name: String,
+    /// How the project's API keys rotate.
+    pub key_policy: LifecyclePolicy,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A line: a relay route with inbound endpoints and outbound targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// Id.
+    pub id: LineId,
+    /// Project.
+    pub project: ProjectId,
+    /// Name.
+    pub name: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An inbound endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Id.
+    pub id: EndpointId,
+    /// Project.
+    pub project: ProjectId,
+    /// Line.
+    pub line: LineId,
+    /// Name.
+    pub name: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A target's outbound auth as stored: secrets are ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StoredAuth {
+    /// No auth header.
+    None,
+    /// `Authorization: Bearer …`.
+    Bearer {
+        /// Sealed token.
+        token: Ciphertext,
+    },
+    /// HTTP basic auth.
+    Basic {
+        /// Username (not secret).
+        username: String,
+        /// Sealed password.
+        password: Ciphertext,
+    },
+}
+
+/// An outbound target as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Id.
+    pub id: TargetId,
+    /// Project.
+    pub project: ProjectId,
+    /// Line.
+    pub line: LineId,
+    /// Name.
+    pub name: String,
+    /// Delivery URL.
+    pub url: String,
+    /// Outbound auth.
+    pub auth: StoredAuth,
+    /// Sealed Standard Webhooks signing secret (`whsec_…`).
+    pub signing_secret: Ciphertext,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last updated.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Create or update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Must not exist yet.
+    Create,
+    /// Must exist.
+    Update,
+}
+
+/// One configuration change, as handed to [`ConfigStore::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigChange {
+    /// Create or update a line.
+    PutLine(Write, Line),
+    /// Delete a line with its endpoints and targets.
+    DeleteLine(ProjectId, LineId),
+    /// Create or update an endpoint.
+    PutEndpoint(Write, Endpoint),
+    /// Delete an endpoint.
+    DeleteEndpoint(ProjectId, EndpointId),
+    /// Create or update a target.
+    PutTarget(Write, Target),
+    /// Delete a target.
+    DeleteTarget(ProjectId, TargetId),
+    /// Replace the project's name and key policy.
+    UpdateProject(Project),
+}
+
+/// A project's whole configuration, as exported and imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectTree {
+    /// The project.
+    pub project: Project,
+    /// Its lines.
+    pub lines: Vec<Line>,
+    /// Its endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Its targets.
+    pub targets: Vec<Target>,
+}
+
+/// The JSON export envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ExportEnvelope {
+    format: String,
+    version: u32,
+    tree: ProjectTree,
+}
+
+const EXPORT_FORMAT: &str = "echorelay.config";
+const EXPORT_VERSION: u32 = 1;
+
+/// Outbound auth as given by a caller (plaintext secrets).
+#[derive(Debug, Clone)]
+pub enum AuthInput {
+    /// No auth.
+    None,
+    /// A bearer token.
+    Bearer(SecretString),
+    /// Basic auth.
+    Basic {
+        /// Username.
+        username: String,
+        /// Password.
+        password: SecretString,
+    },
+}
+
+/// Outbound auth as read: masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuthView {
+    /// No auth.
+    None,
+    /// A bearer token, masked.
+    Bearer {
+        /// Masked token.
+        token: Masked,
+    },
+    /// Basic auth with the password masked.
+    Basic {
+        /// Username.
+        username: String,
+        /// Masked password.
+        password: Masked,
+    },
+}
+
+/// A target as read: every secret masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetView {
+    /// Id.
+    pub id: TargetId,
+    /// Line.
+    pub line: LineId,
+    /// Name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// Auth, masked.
+    pub auth: AuthView,
+    /// Signing secret, masked.
+    pub signing_secret: Masked,
+    /// Updated.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A line with its endpoints and targets, as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineView {
+    /// The line.
+    pub line: Line,
+    /// Its endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Its targets, masked.
+    pub targets: Vec<TargetView>,
+}
+
+/// A new target.
+#[derive(Debug, Clone)]
+pub struct NewTarget {
+    /// Name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// Auth.
+    pub auth: AuthInput,
+    /// Signing secret; generated (`whsec_` + 32 random bytes) when `None`.
+    pub signing_secret: Option<SecretString>,
+}
+
+/// Changes to a target; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TargetPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New URL.
+    pub url: Option<String>,
+    /// New auth.
+    pub auth: Option<AuthInput>,
+    /// New signing secret.
+    pub signing_secret: Option<SecretString>,
+}
+
+/// A created target: its view and the signing secret, shown once.
+#[derive(Debug)]
+pub struct CreatedTarget {
+    /// The masked view.
+    pub view: TargetView,
+    /// The signing secret's plaintext (to give to the receiver).
+    pub signing_secret: SecretString,
+}
+
+/// Field names bound into the associated data.
+pub mod fields {
+    /// A bearer token.
+    pub const BEARER_TOKEN: &str = "target.auth.bearer_token";
+    /// A basic-auth password.
+    pub const BASIC_PASSWORD: &str = "target.auth.basic_password";
+    /// A signing secret.
+    pub const SIGNING_SECRET: &str = "target.signing_secret";
+}
+
+/// Creates a signing secret in the Standard Webhooks form.
+pub fn generate_signing_secret() -> SecretString {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut b = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(&mut *b);
+    let s = zeroize::Zeroizing::new(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(*b)
+    ));
+    SecretString::from(s.as_str())
+}
+
+/// The configuration service: every read and write of a project's tree.
+#[derive(Debug, Clone)]
+pub struct ConfigService<S, V> {
+    store: S,
+    vault: V,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
+    /// A service over `store`, sealing secrets with `vault`.
+    pub fn new(store: S, vault: V, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            vault,
+            clock,
+        }
+    }
+
+    fn draft<K: crate::access::surface::SurfaceKind>(
+        &self,
+        grant: &Grant<K>,
+        entity: ConfigEntity,
+        op: ConfigOp,
+        id: String,
+        at: DateTime<Utc>,
+    ) -> AuditDraft {
+        AuditDraft {
+            project: Some(grant.project_id()),
+            at,
+            actor: grant.actor(),
+            ip: grant.ip(),
+            subject: None,
+            kind: EventKind::Config { entity, op, id },
+        }
+    }
+
+    /// Creates a project owned by `owner` (who becomes its first member).
+    pub async fn create_project(
+        &self,
+        owner: UserId,
+        ip: Option<std::net::IpAddr>,
+        slug: &str,
+        name: &str,
+    ) -> Result<Project> {
+        let slug = Slug::parse(slug)?;
+        check_name("project", name)?;
+        let now = self.clock.now();
+        let project = Project {
+            id: ProjectId::random(),
+            slug,
+            name: name.to_owned(),
+            key_policy: LifecyclePolicy::default(),
+            created_at: now,
+        };
+        let audit = AuditDraft {
+            project: Some(project.id),
+            at: now,
+            actor: Actor::User(owner),
+            ip,
+            subject: None,
+            kind: EventKind::Config {
+                entity: ConfigEntity::Project,
+                op: ConfigOp::Create,
+                id: project.id.to_string(),
+            },
+        };
+        self.store
+            .create_project(project.clone(), owner, audit)
+            .await?;
+        Ok(project)
+    }
+
+    /// Sets the project's API key lifecycle policy (applies to keys minted
+    /// or rotated from now on).
+    pub async fn set_key_policy(
+        &self,
+        grant: &Grant<ConfigWrite>,
+        policy: LifecyclePolicy,
+    ) -> Result<()> {
+        policy.validate().map_err(ConfigError::from)?;
+        let mut project = grant.project().clone();
+        project.key_policy = policy;
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Project,
+            ConfigOp::Update,
+            project.id.to_string(),
+            self.clock.now(),
+        );
+        self.store
+            .apply(ConfigChange::UpdateProject(project), audit)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets (or removes, with `None`) a member's role.
+    pub async fn set_member(
+        &self,
+        grant: &Grant<Members>,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<()> {
+        let audit = AuditDraft {
+            project: Some(grant.project_id()),
+            at: self.clock.now(),
+            actor: grant.actor(),
+            ip: grant.ip(),
+            subject: Some(user),
+            kind: EventKind::Membership { user, role },
+        };
+        self.store
+            .set_role(grant.project_id(), user, role, audit)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates a line.
+    pub async fn create_line(&self, grant: &Grant<ConfigWrite>, name: &str) -> Result<Line> {
+        check_name("line", name)?;
+        let now = self.clock.now();
+        let line = Line {
+            id: LineId::random(),
+            project: grant.project_id(),
+            name: name.to_owned(),
+            created_at: now,
+        };
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Line,
+            ConfigOp::Create,
+            line.id.to_string(),
+            now,
+        );
+        self.store
+            .apply(ConfigChange::PutLine(Write::Create, line.clone()), audit)
+            .await?;
+        Ok(line)
+    }
+
+    /// Renames a line.
+    pub async fn rename_line(
+        &self,
+        grant: &Grant<ConfigWrite>,
+        id: LineId,
+        name: &str,
+    ) -> Result<Line> {
+        check_name("line", name)?;
+        let tree = self.store.tree(grant.project_id()).await?;
+        let mut line = tree
+            .lines
+            .into_iter()
+            .find(|l| l.id == id)
+            .ok_or(StoreError::NotFound { kind: "line" })?;
+        line.name = name.to_owned();
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Line,
+            ConfigOp::Update,
+            id.to_string(),
+            self.clock.now(),
+        );
+        self.store
+            .apply(ConfigChange::PutLine(Write::Update, line.clone()), audit)
+            .await?;
+        Ok(line)
+    }
+
+    /// Deletes a line with its endpoints and targets.
+    pub async fn delete_line(&self, grant: &Grant<ConfigWrite>, id: LineId) -> Result<()> {
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Line,
+            ConfigOp::Delete,
+            id.to_string(),
+            self.clock.now(),
+        );
+        self.store
+            .apply(ConfigChange::DeleteLine(grant.project_id(), id), audit)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates an inbound endpoint on a line.
+    pub async fn create_endpoint(
+        &self,
+        grant: &Grant<ConfigWrite>,
+        line: LineId,
+        name: &str,
+    ) -> Result<Endpoint> {
+        check_name("endpoint", name)?;
+        let now = self.clock.now();
+        let ep = Endpoint {
+            id: EndpointId::random(),
+            project: grant.project_id(),
+            line,
+            name: name.to_owned(),
+            created_at: now,
+        };
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Endpoint,
+            ConfigOp::Create,
+            ep.id.to_string(),
+            now,
+        );
+        self.store
+            .apply(ConfigChange::PutEndpoint(Write::Create, ep.clone()), audit)
+            .await?;
+        Ok(ep)
+    }
+
+    /// Deletes an endpoint.
+    pub async fn delete_endpoint(&self, grant: &Grant<ConfigWrite>, id: EndpointId) -> Result<()> {
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Endpoint,
+            ConfigOp::Delete,
+            id.to_string(),
+            self.clock.now(),
+        );
+        self.store
+            .apply(ConfigChange::DeleteEndpoint(grant.project_id(), id), audit)
+            .await?;
+        Ok(())
+    }
+
+    fn seal(
+        &self,
+        project: ProjectId,
+        target: TargetId,
+        field: &str,
+        secret: &SecretString,
+    ) -> Result<Ciphertext> {
+        let (p, r) = (project.to_string(), target.to_string());
+        Ok(self.vault.seal_str(
+            secret.expose_secret(),
+            &SecretContext {
+                project: &p,
+                record: &r,
+                field,
+            },
+        )?)
+    }
+
+    fn open(&self, t: &Target, field: &str, ct: &Ciphertext) -> Result<SecretString> {
+        let (p, r) = (t.project.to_string(), t.id.to_string());
+        Ok(self.vault.open_string(
+            ct,
+            &SecretContext {
+                project: &p,
+                record: &r,
+                field,
+            },
+        )?)
+    }
+
+    fn seal_auth(&self, project: ProjectId, id: TargetId, auth: &AuthInput) -> Result<StoredAuth> {
+        Ok(match auth {
+            AuthInput::None => StoredAuth::None,
+            AuthInput::Bearer(token) => {
+                check_secret("bearer token", token.expose_secret())?;
+                StoredAuth::Bearer {
+                    token: self.seal(project, id, fields::BEARER_TOKEN, token)?,
+                }
+            }
+            AuthInput::Basic { username, password } => {
+                if username.is_empty()
+                    || username.chars().count() > 200
+                    || username.contains(':')
+                    || username.chars().any(char::is_control)
+                {
+                    return Err(ConfigError::Username.into());
+                }
+                check_secret("basic-auth password", password.expose_secret())?;
+                StoredAuth::Basic {
+                    username: username.clone(),
+                    password: self.seal(project, id, fields::BASIC_PASSWORD, password)?,
+                }
+            }
+        })
+    }
+
+    /// Masks a stored target for reading. Decrypts each secret only to mask
+    /// it; fails if a ciphertext does not belong to this target (S4).
+    pub fn view(&self, t: &Target) -> Result<TargetView> {
+        let mask = |field, ct| self.open(t, field, ct).map(|s| Masked::of(&s));
+        let auth = match &t.auth {
+            StoredAuth::None => AuthView::None,
+            StoredAuth::Bearer { token } => AuthView::Bearer {
+                token: mask(fields::BEARER_TOKEN, token)?,
+            },
+            StoredAuth::Basic { username, password } => AuthView::Basic {
+                username: username.clone(),
+                password: mask(fields::BASIC_PASSWORD, password)?,
+            },
+        };
+        Ok(TargetView {
+            id: t.id,
+            line: t.line,
+            name: t.name.clone(),
+            url: t.url.clone(),
+            auth,
+            signing_secret: mask(fields::SIGNING_SECRET, &t.signing_secret)?,
+            updated_at: t.updated_at,
+        })
+    }
+
+    /// Creates a target; its secrets are sealed before they reach the store.
+    pub async fn create_target(
+        &self,
+        grant: &Grant<ConfigWrite>,
+        line: LineId,
+        input: NewTarget,
+    ) -> Result<CreatedTarget> {
+        check_name("target", &input.name)?;
+        check_url(&input.url)?;
+        let id = TargetId::random();
+        let project = grant.project_id();
+        let signing = match input.signing_secret {
+            Some(s) => {
+                check_secret("signing secret", s.expose_secret())?;
+                s
+            }
+            None => generate_signing_secret(),
+        };
+        let now = self.clock.now();
+        let target = Target {
+            id,
+            project,
+            line,
+            name: input.name,
+            url: input.url,
+            auth: self.seal_auth(project, id, &input.auth)?,
+            signing_secret: self.seal(project, id, fields::SIGNING_SECRET, &signing)?,
+            created_at: now,
+            updated_at: now,
+        };
+        let view = self.view(&target)?;
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Target,
+            ConfigOp::Create,
+            id.to_string(),
+            now,
+        );
+        self.store
+            .apply(ConfigChange::PutTarget(Write::Create, target), audit)
+            .await?;
+        Ok(CreatedTarget {
+            view,
+            signing_secret: signing,
+        })
+    }
+
+    async fn stored_target(&self, project: ProjectId, id: TargetId) -> Result<Target> {
+        let tree = self.store.tree(project).await?;
+        Ok(tree
+            .targets
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or(StoreError::NotFound { kind: "target" })?)
+    }
+
+    /// Updates a target.
+    pub async fn update_target(
+        &self,
+        grant: &Grant<ConfigWrite>,
+        id: TargetId,
+        patch: TargetPatch,
+    ) -> Result<TargetView> {
+        let mut t = self.stored_target(grant.project_id(), id).await?;
+        if let Some(name) = patch.name {
+            check_name("target", &name)?;
+            t.name = name;
+        }
+        if let Some(url) = patch.url {
+            check_url(&url)?;
+            t.url = url;
+        }
+        if let Some(auth) = &patch.auth {
+            t.auth = self.seal_auth(t.project, t.id, auth)?;
+        }
+        if let Some(s) = &patch.signing_secret {
+            check_secret("signing secret", s.expose_secret())?;
+            t.signing_secret = self.seal(t.project, t.id, fields::SIGNING_SECRET, s)?;
+        }
+        let now = self.clock.now();
+        t.updated_at = now;
+        let view = self.view(&t)?;
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Target,
+            ConfigOp::Update,
+            id.to_string(),
+            now,
+        );
+        self.store
+            .apply(ConfigChange::PutTarget(Write::Update, t), audit)
+            .await?;
+        Ok(view)
+    }
+
+    /// Deletes a target.
+    pub async fn delete_target(&self, grant: &Grant<ConfigWrite>, id: TargetId) -> Result<()> {
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Target,
+            ConfigOp::Delete,
+            id.to_string(),
+            self.clock.now(),
+        );
+        self.store
+            .apply(ConfigChange::DeleteTarget(grant.project_id(), id), audit)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads one target, masked.
+    pub async fn target(&self, grant: &Grant<ConfigRead>, id: TargetId) -> Result<TargetView> {
+        let t = self.stored_target(grant.project_id(), id).await?;
+        self.view(&t)
+    }
+
+    /// Reads the project's lines with endpoints and masked targets.
+    pub async fn lines(&self, grant: &Grant<ConfigRead>) -> Result<Vec<LineView>> {
+        let tree = self.store.tree(grant.project_id()).await?;
+        let mut out = Vec::with_capacity(tree.lines.len());
+        for line in tree.lines {
+            let endpoints = tree
+                .endpoints
+                .iter()
+                .filter(|e| e.line == line.id)
+                .cloned()
+                .collect();
+            let targets = tree
+                .targets
+                .iter()
+                .filter(|t| t.line == line.id)
+                .map(|t| self.view(t))
+                .collect::<Result<_>>()?;
+            out.push(LineView {
+                line,
+                endpoints,
+                targets,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Exports the project's tree as JSON: ciphertext only, never plaintext.
+    pub async fn export(&self, grant: &Grant<ConfigRead>) -> Result<String> {
+        let tree = self.store.tree(grant.project_id()).await?;
+        export_json(tree)
+    }
+
+    /// Imports a tree exported by [`ConfigService::export`] into the
+    /// granted project (same project id), replacing its lines, endpoints
+    /// and targets. Validates everything first; on any error nothing is
+    /// written.
+    pub async fn import(&self, grant: &Grant<ConfigWrite>, json: &str) -> Result<ProjectTree> {
+        let tree = self.validate_import(json)?;
+        if tree.project.id != grant.project_id() {
+            return Err(ConfigError::Tree("export belongs to another project").into());
+        }
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Project,
+            ConfigOp::Import,
+            tree.project.id.to_string(),
+            self.clock.now(),
+        );
+        self.store.import_tree(tree.clone(), audit).await?;
+        Ok(tree)
+    }
+
+    /// Restores a tree from a backup as the system (no grant: restore is an
+    /// operator action outside any project). Same validation as
+    /// [`ConfigService::import`].
+    pub async fn restore(&self, json: &str) -> Result<ProjectTree> {
+        let tree = self.validate_import(json)?;
+        let audit = AuditDraft {
+            project: Some(tree.project.id),
+            at: self.clock.now(),
+            actor: Actor::System,
+            ip: None,
+            subject: None,
+            kind: EventKind::Config {
+                entity: ConfigEntity::Project,
+                op: ConfigOp::Import,
+                id: tree.project.id.to_string(),
+            },
+        };
+        self.store.import_tree(tree.clone(), audit).await?;
+        Ok(tree)
+    }
+
+    /// Parses and checks an export without writing: shape, version, names,
+    /// URLs, references, unique ids, and that every ciphertext opens under
+    /// its own project, target and field.
+    pub fn validate_import(&self, json: &str) -> Result<ProjectTree> {
+        let env: ExportEnvelope =
+            serde_json::from_str(json).map_err(|e| ConfigError::Json(json_error_position(&e)))?;
+        if env.format != EXPORT_FORMAT {
+            return Err(ConfigError::Json("not an echorelay config export".into()).into());
+        }
+        if env.version != EXPORT_VERSION {
+            return Err(ConfigError::Version(env.version).into());
+        }
+        let tree = env.tree;
+        let pid = tree.project.id;
+        check_name("project", &tree.project.name)?;
+        tree.project
+            .key_policy
+            .validate()
+            .map_err(ConfigError::from)?;
+        let mut lines = HashSet::new();
+        for l in &tree.lines {
+            check_name("line", &l.name)?;
+            if l.project != pid {
+                return Err(ConfigError::Tree("line of another project").into());
+            }
+            if !lines.insert(l.id) {
+                return Err(ConfigError::Tree("duplicate line id").into());
+            }
+        }
+        let mut eps = HashSet::new();
+        for e in &tree.endpoints {
+            check_name("endpoint", &e.name)?;
+            if e.project != pid || !lines.contains(&e.line) {
+                return Err(ConfigError::Tree("endpoint refers to a line not in the tree").into());
+            }
+            if !eps.insert(e.id) {
+                return Err(ConfigError::Tree("duplicate endpoint id").into());
+            }
+        }
+        let mut tgts = HashSet::new();
+        for t in &tree.targets {
+            check_name("target", &t.name)?;
+            check_url(&t.url)?;
+            if t.project != pid || !lines.contains(&t.line) {
+                return Err(ConfigError::Tree("target refers to a line not in the tree").into());
+            }
+            if !tgts.insert(t.id) {
+                return Err(ConfigError::Tree("duplicate target id").into());
+            }
+            // Opening proves each ciphertext belongs to this very field.
+            self.view(t)?;
+        }
+        Ok(tree)
+    }
+}
+
+/// Serializes a tree in the export format.
+pub fn export_json(tree: ProjectTree) -> Result<String> {
+    let env = ExportEnvelope {
+        format: EXPORT_FORMAT.into(),
+        version: EXPORT_VERSION,
+        tree,
+    };
+    serde_json::to_string_pretty(&env)
+        .map_err(|_| Error::InvalidInput("config tree does not serialize"))
+}
+
+fn json_error_position(e: &serde_json::Error) -> String {
+    // serde_json's messages can quote input (which may hold ciphertext or
+    // names, never plaintext secrets); keep only the category and position.
+    let cat = match e.classify() {
+        serde_json::error::Category::Io => "io error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected or invalid field",
+        serde_json::error::Category::Eof => "unexpected end of input",
+    };
+    format!("{cat} at line {} column {}", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("https://example.com/hook").is_ok());
+        assert!(check_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_url("ftp://x").is_err());
+        assert!(check_url("https://").is_err());
+        assert!(check_url("https://user:pw@host/").is_err());
+        assert!(check_url("https://a b").is_err());
+    }
+
+    #[test]
+    fn slugs_are_checked() {
+        for ok in ["abc", "acme-prod", "a1-b2"] {
+            assert!(Slug::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ab", "1abc", "abc-", "a--b", "ABC", "a_b", &"a".repeat(64)] {
+            assert!(Slug::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Errors, grouped by category under one top-level [`Error`].
+//!
+//! Whose fault an error is, and whether a caller may branch on it:
+//!
+//! | variant | fault | branch on it? |
+//! |---|---|---|
+//! | [`Error::Unauthenticated`] | caller's credentials | no: it is deliberately opaque |
+//! | [`Error::Denied`] | caller's permissions | no: it never says whether the project exists |
+//! | [`Error::InvalidKey`], [`Error::InvalidInput`], [`Error::Policy`], [`Error::Config`] | caller's input | yes: the message names what was wrong |
+//! | [`Error::Vault`] | configuration or tampered data | yes, for operators |
+//! | [`Error::Store`] | backend or a concurrent change | `NotFound` / `AlreadyExists` / `Conflict` yes; `Backend` is transient |
+
+use std::error::Error as StdError;
+
+use crate::access::AccessDenied;
+use crate::config::ConfigError;
+use crate::keys::{KeyFormatError, PolicyError};
+use crate::vault::VaultError;
+
+/// Shorthand for results whose error is the top-level [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The top-level error of every echorelay operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The presented credential was not accepted. Deliberately says nothing
+    /// about why (unknown, revoked, expired or malformed all look the same).
+    #[error("authentication failed")]
+    Unauthenticated,
+    /// The voter denied the operation.
+    #[error(transparent)]
+    Denied(#[from] AccessDenied),
+    /// An API key string is malformed (only returned by the parser itself;
+    /// verification maps this to [`Error::Unauthenticated`]).
+    #[error(transparent)]
+    InvalidKey(#[from] KeyFormatError),
+    /// A key lifecycle policy is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Tenant configuration input is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Input that is not configuration or a key was invalid.
+    #[error("invalid input: {0}")]
+    InvalidInput(&'static str),
+    /// Encryption, decryption or key material failed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The backend failed or refused the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a backend can say about a store operation. Adapters map their own
+/// errors into this in one place.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The record does not exist (or is not visible in this project).
+    #[error("{kind} not found")]
+    NotFound {
+        /// Which kind of record.
+        kind: &'static str,
+    },
+    /// A record with the same identity (id, slug, hash) already exists.
+    #[error("{kind} already exists")]
+    AlreadyExists {
+        /// Which kind of record.
+        kind: &'static str,
+    },
+    /// A precondition failed: the record changed since it was read (for
+    /// example another process already rotated this key).
+    #[error("conflict: {reason}")]
+    Conflict {
+        /// What did not hold.
+        reason: &'static str,
+    },
+    /// The backend itself failed (connection, I/O, driver). Transient
+    /// failures may be retried.
+    #[error("storage backend failed")]
+    Backend {
+        /// The adapter's own error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// Wraps an adapter error as [`StoreError::Backend`].
+    pub fn backend(e: impl StdError + Send + Sync + 'static) -> Self {
+        Self::Backend {
+            source: Box::new(e),
+        }
+    }
+}

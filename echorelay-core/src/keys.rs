@@ -1,0 +1,976 @@
+//! Project API keys: format, hashing at rest, lifecycle and verification
+//! (invariants S1, S2, S3).
+//!
+//! ## Format
+//!
+//! `er_live_` or `er_test_`, then 33 characters drawn uniformly from the 62
+//! base62 characters by the OS CSPRNG (196 bits), then a 6-character base62
+//! CRC32 of everything before it. [`parse_key`] rejects a typo or a made-up
+//! key on the checksum alone, without touching a store.
+//!
+//! ## At rest
+//!
+//! Only `SHA-256(key)` ([`KeyHash`]) and a display hint (`er_live_…abcd`) are
+//! stored. The plaintext leaves the library once, as a [`PlaintextKey`]: at
+//! mint, at an operator rotation, or at the single reveal of an auto-rotated
+//! successor (held until then only as vault ciphertext, S1).
+//!
+//! ## Lifecycle
+//!
+//! A key minted at `t` is due for auto-rotation at `t + cadence − overlap`.
+//! Rotation at `r` mints a successor and gives the predecessor an expiry at
+//! `max(t + cadence, r + overlap)` for auto-rotation (a late scheduler never
+//! shortens the overlap) or `r + overlap` for an operator rotation. The
+//! predecessor verifies as [`KeyPhase::Overlap`] until its expiry, then as
+//! [`KeyPhase::Grace`] for `grace`, then never again. A key with no
+//! successor does not expire by itself: a stalled scheduler is not an
+//! outage. Revocation is immediate (S3): verification reads the store on
+//! every call and keeps no cache.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::access::surface::KeyMint;
+use crate::access::{AccessDenied, Grant, Role};
+use crate::audit::{Actor, AuditDraft, EventKind, KeyAction};
+use crate::clock::Clock;
+use crate::error::{Error, Result, StoreError};
+use crate::ids::{KeyId, ProjectId};
+use crate::ports::{ConfigStore, KeyStore};
+use crate::vault::{Ciphertext, SecretContext, SecretVault};
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Length of the random part.
+pub const RANDOM_LEN: usize = 33;
+/// Length of the checksum.
+pub const CHECKSUM_LEN: usize = 6;
+/// Length of the prefix (`er_live_` / `er_test_`).
+pub const PREFIX_LEN: usize = 8;
+/// Total length of a key.
+pub const KEY_LEN: usize = PREFIX_LEN + RANDOM_LEN + CHECKSUM_LEN;
+
+/// Which environment a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    /// Production traffic (`er_live_`).
+    Live,
+    /// Test traffic (`er_test_`).
+    Test,
+}
+
+impl Environment {
+    /// The key prefix for this environment.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Environment::Live => "er_live_",
+            Environment::Test => "er_test_",
+        }
+    }
+}
+
+/// Why a key string was rejected by [`parse_key`]. Never contains the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFormatError {
+    /// Does not start with `er_live_` or `er_test_`.
+    #[error("API key must start with er_live_ or er_test_")]
+    WrongPrefix,
+    /// Has the wrong number of characters.
+    #[error("API key must be {KEY_LEN} characters long, got {0}")]
+    WrongLength(usize),
+    /// Holds a character outside base62 after the prefix.
+    #[error("API key has a non-base62 character at position {0}")]
+    BadCharacter(usize),
+    /// The checksum does not match (a typo, or not a key we made).
+    #[error("API key checksum does not match")]
+    BadChecksum,
+}
+
+fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut v = crc32fast::hash(body) as u64;
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(v % 62) as usize];
+        v /= 62;
+    }
+    out
+}
+
+/// Checks a key's form and checksum without touching any store.
+///
+/// ```
+/// use echorelay_core::keys::{parse_key, KeyFormatError};
+/// assert_eq!(parse_key("er_live_nope"), Err(KeyFormatError::WrongLength(12)));
+/// assert_eq!(parse_key("sk_live_x"), Err(KeyFormatError::WrongPrefix));
+/// ```
+pub fn parse_key(s: &str) -> Result<Environment, KeyFormatError> {
+    let b = s.as_bytes();
+    let env = if b.starts_with(b"er_live_") {
+        Environment::Live
+    } else if b.starts_with(b"er_test_") {
+        Environment::Test
+    } else {
+        return Err(KeyFormatError::WrongPrefix);
+    };
+    if b.len() != KEY_LEN {
+        return Err(KeyFormatError::WrongLength(s.chars().count()));
+    }
+    if let Some(pos) = b[PREFIX_LEN..]
+        .iter()
+        .position(|c| !c.is_ascii_alphanumeric())
+    {
+        return Err(KeyFormatError::BadCharacter(PREFIX_LEN + pos));
+    }
+    let (body, sum) = b.split_at(KEY_LEN - CHECKSUM_LEN);
+    if checksum(body) != sum {
+        return Err(KeyFormatError::BadChecksum);
+    }
+    Ok(env)
+}
+
+/// An API key's plaintext. Zeroized on drop; `Debug` shows only the hint.
+pub struct PlaintextKey {
+    secret: SecretString,
+    environment: Environment,
+}
+
+impl PlaintextKey {
+    /// A fresh key from the OS CSPRNG.
+    pub fn generate(environment: Environment) -> Self {
+        let mut s = Zeroizing::new(String::with_capacity(KEY_LEN));
+        s.push_str(environment.prefix());
+        let mut rng = rand::rngs::OsRng;
+        for _ in 0..RANDOM_LEN {
+            s.push(char::from(rng.sample(Alphanumeric)));
+        }
+        let sum = checksum(s.as_bytes());
+        s.extend(sum.iter().map(|&c| char::from(c)));
+        Self {
+            secret: SecretString::from(s.as_str()),
+            environment,
+        }
+    }
+
+    /// Parses (and checksums) a presented key.
+    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
+        let environment = parse_key(s)?;
+        Ok(Self {
+            secret: SecretString::from(s),
+            environment,
+        })
+    }
+
+    /// The key text. Hand it to the user once; never log it.
+    pub fn expose_secret(&self) -> &str {
+        self.secret.expose_secret()
+    }
+
+    /// The environment.
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    /// SHA-256 of the key: the only form stored.
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(self.expose_secret())
+    }
+
+    /// The display hint, e.g. `er_live_…abcd`.
+    pub fn hint(&self) -> String {
+        hint_of(self.expose_secret())
+    }
+}
+
+fn hint_of(key: &str) -> String {
+    let tail = key.get(key.len().saturating_sub(4)..).unwrap_or("");
+    let prefix = key.get(..PREFIX_LEN).unwrap_or("");
+    format!("{prefix}…{tail}")
+}
+
+impl fmt::Debug for PlaintextKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PlaintextKey({}, <redacted>)", self.hint())
+    }
+}
+
+/// SHA-256 of an API key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    /// Hashes a key's text.
+    pub fn of(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+impl Serialize for KeyHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(s.as_bytes(), &mut b).map_err(serde::de::Error::custom)?;
+        Ok(Self(b))
+    }
+}
+
+/// Why a lifecycle policy is invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Cadence must be positive and at most ten years.
+    #[error("cadence must be between 1 second and 3650 days")]
+    Cadence,
+    /// Overlap must be non-negative and shorter than the cadence.
+    #[error("overlap must be at least 0 and shorter than the cadence")]
+    Overlap,
+    /// Grace must be non-negative and shorter than the cadence.
+    #[error("grace must be at least 0 and shorter than the cadence")]
+    Grace,
+}
+
+/// How a project's keys rotate. Defaults: 90-day cadence, 7-day overlap,
+/// 24-hour grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecyclePolicy {
+    cadence_secs: i64,
+    overlap_secs: i64,
+    grace_secs: i64,
+}
+
+impl Default for LifecyclePolicy {
+    fn default() -> Self {
+        Self {
+            cadence_secs: 90 * 86_400,
+            overlap_secs: 7 * 86_400,
+            grace_secs: 86_400,
+        }
+    }
+}
+
+impl LifecyclePolicy {
+    /// A validated policy.
+    ///
+    /// ```
+    /// use chrono::Duration;
+    /// use echorelay_core::keys::{LifecyclePolicy, PolicyError};
+    /// let p = LifecyclePolicy::new(Duration::days(30), Duration::days(3), Duration::hours(12)).unwrap();
+    /// assert_eq!(p.overlap(), Duration::days(3));
+    /// let bad = LifecyclePolicy::new(Duration::days(7), Duration::days(7), Duration::hours(1));
+    /// assert_eq!(bad, Err(PolicyError::Overlap));
+    /// ```
+    pub fn new(cadence: Duration, overlap: Duration, grace: Duration) -> Result<Self, PolicyError> {
+        let p = Self {
+            cadence_secs: cadence.num_seconds(),
+            overlap_secs: overlap.num_seconds(),
+            grace_secs: grace.num_seconds(),
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the rules (also run on deserialized policies).
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.cadence_secs < 1 || self.cadence_secs > 3650 * 86_400 {
+            return Err(PolicyError::Cadence);
+        }
+        if self.overlap_secs < 0 || self.overlap_secs >= self.cadence_secs {
+            return Err(PolicyError::Overlap);
+        }
+        if self.grace_secs < 0 || self.grace_secs >= self.cadence_secs {
+            return Err(PolicyError::Grace);
+        }
+        Ok(())
+    }
+
+    /// Time from mint to the key's scheduled expiry.
+    pub fn cadence(&self) -> Duration {
+        Duration::seconds(self.cadence_secs)
+    }
+    /// Time both keys verify after a rotation.
+    pub fn overlap(&self) -> Duration {
+        Duration::seconds(self.overlap_secs)
+    }
+    /// Time a superseded key still verifies after its expiry.
+    pub fn grace(&self) -> Duration {
+        Duration::seconds(self.grace_secs)
+    }
+}
+
+/// What happened to a key that has a successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supersession {
+    /// The successor.
+    pub successor: KeyId,
+    /// When the rotation happened.
+    pub rotated_at: DateTime<Utc>,
+    /// End of the overlap: the key's expiry.
+    pub expires_at: DateTime<Utc>,
+    /// End of the grace: after this the key never verifies.
+    pub grace_ends_at: DateTime<Utc>,
+}
+
+/// A successor's plaintext waiting for its single reveal (vault ciphertext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReveal {
+    /// The sealed key text.
+    pub ciphertext: Ciphertext,
+    /// Destroyed after this instant (the predecessor's grace end).
+    pub until: DateTime<Utc>,
+}
+
+/// A stored key: never the plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Record id.
+    pub id: KeyId,
+    /// Owning project.
+    pub project: ProjectId,
+    /// Environment.
+    pub environment: Environment,
+    /// Role the key acts with.
+    pub role: Role,
+    /// SHA-256 of the key.
+    pub hash: KeyHash,
+    /// Display hint.
+    pub hint: String,
+    /// Optional label.
+    pub label: String,
+    /// Who minted it.
+    pub created_by: Actor,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// When auto-rotation becomes due.
+    pub rotate_at: DateTime<Utc>,
+    /// The key it replaced, if any.
+    pub predecessor: Option<KeyId>,
+    /// Set once a successor exists.
+    pub superseded: Option<Supersession>,
+    /// Set when revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// For an auto-rotated successor: its plaintext, sealed, until revealed.
+    pub pending_reveal: Option<PendingReveal>,
+}
+
+/// How a verified key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum KeyPhase {
+    /// Current key.
+    Active {
+        /// When auto-rotation is due.
+        rotate_at: DateTime<Utc>,
+    },
+    /// A successor exists; this key is valid until `expires_at`.
+    Overlap {
+        /// The successor to switch to.
+        successor: KeyId,
+        /// This key's expiry.
+        expires_at: DateTime<Utc>,
+    },
+    /// Past expiry, still accepted until `until`.
+    Grace {
+        /// The successor to switch to.
+        successor: KeyId,
+        /// Last instant this key is accepted.
+        until: DateTime<Utc>,
+    },
+}
+
+impl KeyRecord {
+    /// The key's phase at `now`, or `None` if it must be rejected.
+    pub fn phase(&self, now: DateTime<Utc>) -> Option<KeyPhase> {
+        if self.revoked_at.is_some() {
+            return None;
+        }
+        match self.superseded {
+            None => Some(KeyPhase::Active {
+                rotate_at: self.rotate_at,
+            }),
+            Some(s) if now < s.expires_at => Some(KeyPhase::Overlap {
+                successor: s.successor,
+                expires_at: s.expires_at,
+            }),
+            Some(s) if now < s.grace_ends_at => Some(KeyPhase::Grace {
+                successor: s.successor,
+                until: s.grace_ends_at,
+            }),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether this key may be rotated (not revoked, no successor yet).
+    pub fn is_current(&self) -> bool {
+        self.revoked_at.is_none() && self.superseded.is_none()
+    }
+}
+
+/// What a successful verification tells the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedKey {
+    /// The key's project.
+    pub project: ProjectId,
+    /// The key's record id.
+    pub key_id: KeyId,
+    /// Environment.
+    pub environment: Environment,
+    /// Role.
+    pub role: Role,
+    /// Phase.
+    pub phase: KeyPhase,
+}
+
+/// A key as listed (no hash, no plaintext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    /// Record id.
+    pub id: KeyId,
+    /// Environment.
+    pub environment: Environment,
+    /// Role.
+    pub role: Role,
+    /// Display hint.
+    pub hint: String,
+    /// Label.
+    pub label: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Auto-rotation due.
+    pub rotate_at: DateTime<Utc>,
+    /// Predecessor.
+    pub predecessor: Option<KeyId>,
+    /// Supersession, if rotated.
+    pub superseded: Option<Supersession>,
+    /// Revocation time.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Whether an auto-rotated plaintext waits for its reveal.
+    pub reveal_pending: bool,
+}
+
+impl From<&KeyRecord> for KeyView {
+    fn from(r: &KeyRecord) -> Self {
+        Self {
+            id: r.id,
+            environment: r.environment,
+            role: r.role,
+            hint: r.hint.clone(),
+            label: r.label.clone(),
+            created_at: r.created_at,
+            rotate_at: r.rotate_at,
+            predecessor: r.predecessor,
+            superseded: r.superseded,
+            revoked_at: r.revoked_at,
+            reveal_pending: r.pending_reveal.is_some(),
+        }
+    }
+}
+
+/// A newly minted key: the listing view plus the plaintext, shown once.
+#[derive(Debug)]
+pub struct MintedKey {
+    /// What listings will show.
+    pub view: KeyView,
+    /// The key text. This is the only time it leaves the library.
+    pub plaintext: PlaintextKey,
+}
+
+/// What to mint.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    /// Environment.
+    pub environment: Environment,
+    /// Role; at most the minter's own role.
+    pub role: Role,
+    /// Label shown in listings (at most 100 characters).
+    pub label: String,
+}
+
+/// Options of an operator rotation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RotateOptions {
+    /// Overlap; the project policy's when `None`. Zero ends the old key's
+    /// validity at once (it then enters grace).
+    pub overlap: Option<Duration>,
+    /// Grace; the project policy's when `None`. With zero overlap and zero
+    /// grace the old key stops at once.
+    pub grace: Option<Duration>,
+}
+
+/// What one auto-rotation pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RotationReport {
+    /// Successors minted by this pass.
+    pub rotated: usize,
+    /// Keys another process rotated first (no successor made here).
+    pub lost_races: usize,
+    /// Unrevealed successor plaintexts destroyed.
+    pub reveals_expired: usize,
+}
+
+const REVEAL_FIELD: &str = "api_key.pending_reveal";
+
+fn reveal_context(project: &ProjectId, key: &KeyId) -> (String, String) {
+    (project.to_string(), key.to_string())
+}
+
+/// The key service: mint, verify, rotate, revoke, reveal and the
+/// auto-rotation pass.
+#[derive(Debug, Clone)]
+pub struct KeyService<S, V> {
+    store: S,
+    vault: V,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
+    /// A service over `store`, sealing pending reveals with `vault`.
+    pub fn new(store: S, vault: V, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            vault,
+            clock,
+        }
+    }
+
+    fn draft(
+        &self,
+        grant_actor: Actor,
+        ip: Option<std::net::IpAddr>,
+        rec: &KeyRecord,
+        action: KeyAction,
+        successor: Option<KeyId>,
+        at: DateTime<Utc>,
+    ) -> AuditDraft {
+        AuditDraft {
+            project: Some(rec.project),
+            at,
+            actor: grant_actor,
+            ip,
+            subject: None,
+            kind: EventKind::Key {
+                action,
+                key_id: rec.id,
+                environment: rec.environment,
+                role: rec.role,
+                successor,
+            },
+        }
+    }
+
+    fn new_record(
+        project: ProjectId,
+        plaintext: &PlaintextKey,
+        role: Role,
+        label: String,
+        created_by: Actor,
+        now: DateTime<Utc>,
+        policy: &LifecyclePolicy,
+        predecessor: Option<KeyId>,
+    ) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::random(),
+            project,
+            environment: plaintext.environment(),
+            role,
+            hash: plaintext.hash(),
+            hint: plaintext.hint(),
+            label,
+            created_by,
+            created_at: now,
+            rotate_at: now + policy.cadence() - policy.overlap(),
+            predecessor,
+            superseded: None,
+            revoked_at: None,
+            pending_reveal: None,
+        }
+    }
+
+    async fn policy(&self, project: ProjectId) -> Result<LifecyclePolicy> {
+        let p = self
+            .store
+            .project(project)
+            .await?
+            .ok_or(StoreError::NotFound { kind: "project" })?;
+        Ok(p.key_policy)
+    }
+
+    /// Mints a key. The plaintext is in the result and nowhere else.
+    ///
+    /// # Errors
+    /// [`Error::Denied`] if `req.role` is above the minter's role;
+    /// [`Error::InvalidInput`] for an over-long label.
+    pub async fn mint(&self, grant: &Grant<KeyMint>, req: MintRequest) -> Result<MintedKey> {
+        if req.role > grant.role() {
+            return Err(AccessDenied.into());
+        }
+        if req.label.chars().count() > 100 {
+            return Err(Error::InvalidInput("key label longer than 100 characters"));
+        }
+        let now = self.clock.now();
+        let policy = grant.project().key_policy;
+        let plaintext = PlaintextKey::generate(req.environment);
+        let rec = Self::new_record(
+            grant.project_id(),
+            &plaintext,
+            req.role,
+            req.label,
+            grant.actor(),
+            now,
+            &policy,
+            None,
+        );
+        let audit = self.draft(grant.actor(), grant.ip(), &rec, KeyAction::Mint, None, now);
+        let view = KeyView::from(&rec);
+        self.store.insert_key(rec, audit).await?;
+        Ok(MintedKey { view, plaintext })
+    }
+
+    /// Verifies a presented key. Every failure is the same opaque
+    /// [`Error::Unauthenticated`]; a malformed key is rejected before any
+    /// store access.
+    pub async fn verify(&self, presented: &str) -> Result<VerifiedKey> {
+        if parse_key(presented).is_err() {
+            return Err(Error::Unauthenticated);
+        }
+        let hash = KeyHash::of(presented);
+        let rec = self
+            .store
+            .key_by_hash(&hash)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        let phase = rec.phase(self.clock.now()).ok_or(Error::Unauthenticated)?;
+        Ok(VerifiedKey {
+            project: rec.project,
+            key_id: rec.id,
+            environment: rec.environment,
+            role: rec.role,
+            phase,
+        })
+    }
+
+    async fn project_key(&self, project: ProjectId, id: KeyId) -> Result<KeyRecord> {
+        match self.store.key_by_id(id).await? {
+            Some(r) if r.project == project => Ok(r),
+            // Another project's key looks exactly like a missing one.
+            _ => Err(StoreError::NotFound { kind: "key" }.into()),
+        }
+    }
+
+    /// Lists the project's keys.
+    pub async fn list(&self, grant: &Grant<KeyMint>) -> Result<Vec<KeyView>> {
+        let keys = self.store.keys_of_project(grant.project_id()).await?;
+        Ok(keys.iter().map(KeyView::from).collect())
+    }
+
+    /// Operator rotation: mints a successor (plaintext returned here, once)
+    /// and starts the old key's overlap.
+    ///
+    /// # Errors
+    /// `Store(NotFound)` for a key not in this project; `Store(Conflict)` if
+    /// the key is revoked or already has a successor.
+    pub async fn rotate(
+        &self,
+        grant: &Grant<KeyMint>,
+        id: KeyId,
+        opts: RotateOptions,
+    ) -> Result<MintedKey> {
+        let old = self.project_key(grant.project_id(), id).await?;
+        if !old.is_current() {
+            return Err(StoreError::Conflict {
+                reason: "key is revoked or already rotated",
+            }
+            .into());
+        }
+        let policy = grant.project().key_policy;
+        let overlap = opts.overlap.unwrap_or_else(|| policy.overlap());
+        let grace = opts.grace.unwrap_or_else(|| policy.grace());
+        if overlap < Duration::zero() || overlap >= policy.cadence() {
+            return Err(PolicyError::Overlap.into());
+        }
+        if grace < Duration::zero() || grace >= policy.cadence() {
+            return Err(PolicyError::Grace.into());
+        }
+        let now = self.clock.now();
+        let plaintext = PlaintextKey::generate(old.environment);
+        let succ = Self::new_record(
+            old.project,
+            &plaintext,
+            old.role,
+            old.label.clone(),
+            grant.actor(),
+            now,
+            &policy,
+            Some(old.id),
+        );
+        let sup = Supersession {
+            successor: succ.id,
+            rotated_at: now,
+            expires_at: now + overlap,
+            grace_ends_at: now + overlap + grace,
+        };
+        let audit = self.draft(
+            grant.actor(),
+            grant.ip(),
+            &old,
+            KeyAction::Rotate,
+            Some(succ.id),
+            now,
+        );
+        let view = KeyView::from(&succ);
+        self.store.rotate_key(old.id, sup, succ, audit).await?;
+        Ok(MintedKey { view, plaintext })
+    }
+
+    /// Hard revoke: from the moment this returns, no verifier sharing the
+    /// store accepts the key (S3). Also destroys a pending reveal.
+    pub async fn revoke(&self, grant: &Grant<KeyMint>, id: KeyId) -> Result<()> {
+        let rec = self.project_key(grant.project_id(), id).await?;
+        if rec.revoked_at.is_some() {
+            return Err(StoreError::Conflict {
+                reason: "key already revoked",
+            }
+            .into());
+        }
+        let now = self.clock.now();
+        let audit = self.draft(
+            grant.actor(),
+            grant.ip(),
+            &rec,
+            KeyAction::Revoke,
+            None,
+            now,
+        );
+        self.store.revoke_key(id, now, audit).await?;
+        Ok(())
+    }
+
+    /// Reveals an auto-rotated successor's plaintext, exactly once. The
+    /// sealed copy is destroyed in the same step.
+    ///
+    /// # Errors
+    /// `Store(NotFound)` if there is nothing (any longer) to reveal.
+    pub async fn reveal(&self, grant: &Grant<KeyMint>, id: KeyId) -> Result<PlaintextKey> {
+        let rec = self.project_key(grant.project_id(), id).await?;
+        let now = self.clock.now();
+        let gone = || {
+            Error::Store(StoreError::NotFound {
+                kind: "pending reveal",
+            })
+        };
+        match &rec.pending_reveal {
+            Some(p) if p.until > now && rec.revoked_at.is_none() => {}
+            _ => return Err(gone()),
+        }
+        let audit = self.draft(
+            grant.actor(),
+            grant.ip(),
+            &rec,
+            KeyAction::Reveal,
+            None,
+            now,
+        );
+        let pending = self
+            .store
+            .take_pending_reveal(id, audit)
+            .await?
+            .ok_or_else(gone)?;
+        let (p, r) = reveal_context(&rec.project, &rec.id);
+        let ctx = SecretContext {
+            project: &p,
+            record: &r,
+            field: REVEAL_FIELD,
+        };
+        let text = self.vault.open_string(&pending.ciphertext, &ctx)?;
+        Ok(PlaintextKey::parse(text.expose_secret())?)
+    }
+
+    /// The auto-rotation pass: rotates every key whose rotation is due and
+    /// destroys expired pending reveals. Idempotent: running it twice, or
+    /// from many processes at once, makes exactly one successor per key (the
+    /// store's rotation is conditional on the key still being current).
+    pub async fn rotate_due(&self) -> Result<RotationReport> {
+        let now = self.clock.now();
+        let mut report = RotationReport::default();
+        let mut policies: std::collections::HashMap<ProjectId, LifecyclePolicy> =
+            Default::default();
+        for old in self.store.keys_needing_attention(now).await? {
+            if let Some(p) = &old.pending_reveal {
+                if p.until <= now {
+                    let audit = self.draft(
+                        Actor::System,
+                        None,
+                        &old,
+                        KeyAction::RevealExpired,
+                        None,
+                        now,
+                    );
+                    if self
+                        .store
+                        .take_pending_reveal(old.id, audit)
+                        .await?
+                        .is_some()
+                    {
+                        report.reveals_expired += 1;
+                    }
+                }
+            }
+            if !(old.is_current() && old.rotate_at <= now) {
+                continue;
+            }
+            let policy = match policies.get(&old.project) {
+                Some(p) => *p,
+                None => {
+                    let p = self.policy(old.project).await?;
+                    policies.insert(old.project, p);
+                    p
+                }
+            };
+            let plaintext = PlaintextKey::generate(old.environment);
+            let mut succ = Self::new_record(
+                old.project,
+                &plaintext,
+                old.role,
+                old.label.clone(),
+                Actor::System,
+                now,
+                &policy,
+                Some(old.id),
+            );
+            let expires_at = (old.created_at + policy.cadence()).max(now + policy.overlap());
+            let sup = Supersession {
+                successor: succ.id,
+                rotated_at: now,
+                expires_at,
+                grace_ends_at: expires_at + policy.grace(),
+            };
+            let (p, r) = reveal_context(&succ.project, &succ.id);
+            let ctx = SecretContext {
+                project: &p,
+                record: &r,
+                field: REVEAL_FIELD,
+            };
+            succ.pending_reveal = Some(PendingReveal {
+                ciphertext: self.vault.seal_str(plaintext.expose_secret(), &ctx)?,
+                until: sup.grace_ends_at,
+            });
+            let audit = self.draft(
+                Actor::System,
+                None,
+                &old,
+                KeyAction::AutoRotate,
+                Some(succ.id),
+                now,
+            );
+            match self.store.rotate_key(old.id, sup, succ, audit).await {
+                Ok(()) => report.rotated += 1,
+                Err(StoreError::Conflict { .. }) => report.lost_races += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn generated_keys_parse_and_have_the_documented_shape() {
+        for env in [Environment::Live, Environment::Test] {
+            let k = PlaintextKey::generate(env);
+            let s = k.expose_secret();
+            assert_eq!(s.len(), KEY_LEN);
+            assert!(s.starts_with(env.prefix()));
+            assert_eq!(parse_key(s), Ok(env));
+            assert!(!format!("{k:?}").contains(&s[PREFIX_LEN..PREFIX_LEN + 10]));
+        }
+    }
+
+    #[test]
+    fn parser_names_what_is_wrong() {
+        let k = PlaintextKey::generate(Environment::Live);
+        let s = k.expose_secret().to_owned();
+        assert_eq!(
+            parse_key(&s.replace("er_live_", "er_prod_")),
+            Err(KeyFormatError::WrongPrefix)
+        );
+        assert_eq!(
+            parse_key(&s[..KEY_LEN - 1]),
+            Err(KeyFormatError::WrongLength(KEY_LEN - 1))
+        );
+        let mut bad = s.clone().into_bytes();
+        bad[10] = b'-';
+        assert_eq!(
+            parse_key(std::str::from_utf8(&bad).unwrap()),
+            Err(KeyFormatError::BadCharacter(10))
+        );
+        let mut typo = s.into_bytes();
+        typo[12] = if typo[12] == b'a' { b'b' } else { b'a' };
+        assert_eq!(
+            parse_key(std::str::from_utf8(&typo).unwrap()),
+            Err(KeyFormatError::BadChecksum)
+        );
+        assert_eq!(parse_key(""), Err(KeyFormatError::WrongPrefix));
+        assert!(parse_key("er_live_é").is_err());
+    }
+
+    #[test]
+    fn default_policy_is_the_published_one() {
+        let p = LifecyclePolicy::default();
+        assert_eq!(p.cadence(), Duration::days(90));
+        assert_eq!(p.overlap(), Duration::days(7));
+        assert_eq!(p.grace(), Duration::hours(24));
+        assert!(p.validate().is_ok());
+        assert_eq!(
+            LifecyclePolicy::new(Duration::zero(), Duration::zero(), Duration::zero()),
+            Err(PolicyError::Cadence)
+        );
+        assert_eq!(
+            LifecyclePolicy::new(Duration::days(1), Duration::seconds(-1), Duration::zero()),
+            Err(PolicyError::Overlap)
+        );
+        assert_eq!(
+            LifecyclePolicy::new(Duration::days(1), Duration::zero(), Duration::days(2)),
+            Err(PolicyError::Grace)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(s in "\\PC{0,60}") {
+            let _ = parse_key(&s);
+        }
+
+        #[test]
+        fn any_single_character_change_is_rejected(pos in PREFIX_LEN..KEY_LEN, c in "[0-9A-Za-z]") {
+            let k = PlaintextKey::generate(Environment::Test);
+            let mut b = k.expose_secret().as_bytes().to_vec();
+            let c = c.as_bytes()[0];
+            prop_assume!(b[pos] != c);
+            b[pos] = c;
+            prop_assert!(parse_key(std::str::from_utf8(&b).unwrap()).is_err());
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! # echorelay-core
+//!
+//! The domain rules and ports of echorelay, the security and persistence core
+//! of a multi-tenant webhook relay. This crate does no I/O: storage lives
+//! behind the port traits in [`ports`], time behind [`clock::Clock`], and every
+//! backend (in-memory, Postgres, Redis, S3) implements those ports and runs the
+//! same conformance suite (`echorelay-testkit`).
+//!
+//! | area | module | invariants |
+//! |---|---|---|
+//! | API keys: format, hashing, lifecycle | [`keys`] | S1, S2, S3 |
+//! | secret vault: AES-256-GCM, keyring, masking | [`vault`] | S4, S5 |
+//! | tenant config: projects, lines, endpoints, targets | [`config`] | S4, S5, S11 |
+//! | roles and the voter | [`access`] | S10 |
+//! | append-only, hash-chained audit log | [`audit`] | S11 |
+//!
+//! Errors are grouped by category under one top-level [`Error`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod access;
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod ports;
+pub mod vault;
+
+pub use error::{Error, Result, StoreError};

@@ -1,0 +1,506 @@
+//! # echorelay-store-mem
+//!
+//! Every echorelay port in memory: the embedded default, and the backend of
+//! tests and examples. One [`MemStore`] holds all state behind one lock, so
+//! each mutation and its audit event are written in one atomic step (S11),
+//! and conditional writes (rotation, reveal) are decided under that lock.
+//! Clones share the same state: hand one to each service.
+//!
+//! ```
+//! use echorelay_store_mem::MemStore;
+//! let store = MemStore::new();
+//! let shared = store.clone(); // same data
+//! # let _ = shared;
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use echorelay_core::access::Role;
+use echorelay_core::audit::{AuditDraft, AuditEvent, ChainHead, seal};
+use echorelay_core::config::{
+    ConfigChange, Endpoint, Line, Project, ProjectTree, Slug, Target, Write,
+};
+use echorelay_core::error::StoreError;
+use echorelay_core::ids::{EndpointId, KeyId, LineId, ProjectId, TargetId, UserId};
+use echorelay_core::keys::{KeyHash, KeyRecord, PendingReveal, Supersession};
+use echorelay_core::ports::{
+    AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, StoreResult,
+};
+
+#[derive(Debug, Default)]
+struct State {
+    projects: HashMap<ProjectId, Project>,
+    slugs: HashMap<Slug, ProjectId>,
+    members: HashMap<(ProjectId, UserId), Role>,
+    lines: BTreeMap<LineId, Line>,
+    endpoints: BTreeMap<EndpointId, Endpoint>,
+    targets: BTreeMap<TargetId, Target>,
+    keys: HashMap<KeyId, KeyRecord>,
+    key_hashes: HashMap<KeyHash, KeyId>,
+    audit: HashMap<Option<ProjectId>, Vec<AuditEvent>>,
+}
+
+impl State {
+    fn append(&mut self, draft: AuditDraft) -> AuditEvent {
+        let chain = self.audit.entry(draft.project).or_default();
+        let event = seal(draft, chain.last().map(AuditEvent::head));
+        chain.push(event.clone());
+        event
+    }
+}
+
+/// The in-memory backend. Cheap to clone; clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct MemStore {
+    state: Arc<RwLock<State>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // Every mutation validates before it changes anything, so a panic
+        // elsewhere cannot leave half a write behind: recover from poison.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn not_found(kind: &'static str) -> StoreError {
+    StoreError::NotFound { kind }
+}
+
+#[async_trait]
+impl KeyStore for MemStore {
+    async fn insert_key(&self, key: KeyRecord, audit: AuditDraft) -> StoreResult<()> {
+        let mut s = self.write();
+        if !s.projects.contains_key(&key.project) {
+            return Err(not_found("project"));
+        }
+        if s.keys.contains_key(&key.id) || s.key_hashes.contains_key(&key.hash) {
+            return Err(StoreError::AlreadyExists { kind: "key" });
+        }
+        s.key_hashes.insert(key.hash, key.id);
+        s.keys.insert(key.id, key);
+        s.append(audit);
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>> {
+        let s = self.read();
+        Ok(s.key_hashes
+            .get(hash)
+            .and_then(|id| s.keys.get(id))
+            .cloned())
+    }
+
+    async fn key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>> {
+        Ok(self.read().keys.get(&id).cloned())
+    }
+
+    async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>> {
+        let s = self.read();
+        let mut v: Vec<KeyRecord> = s
+            .keys
+            .values()
+            .filter(|k| k.project == project)
+            .cloned()
+            .collect();
+        v.sort_by_key(|k| (k.created_at, k.id));
+        Ok(v)
+    }
+
+    async fn keys_needing_attention(&self, now: DateTime<Utc>) -> StoreResult<Vec<KeyRecord>> {
+        let s = self.read();
+        let mut v: Vec<KeyRecord> = s
+            .keys
+            .values()
+            .filter(|k| {
+                (k.superseded.is_none() && k.revoked_at.is_none() && k.rotate_at <= now)
+                    || k.pending_reveal.as_ref().is_some_and(|p| p.until <= now)
+            })
+            .cloned()
+            .collect();
+        v.sort_by_key(|k| (k.rotate_at, k.id));
+        Ok(v)
+    }
+
+    async fn rotate_key(
+        &self,
+        predecessor: KeyId,
+        supersession: Supersession,
+        successor: KeyRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut s = self.write();
+        let old = s.keys.get(&predecessor).ok_or(not_found("key"))?;
+        if old.superseded.is_some() || old.revoked_at.is_some() {
+            return Err(StoreError::Conflict {
+                reason: "key is no longer current",
+            });
+        }
+        if old.project != successor.project {
+            return Err(StoreError::Conflict {
+                reason: "successor belongs to another project",
+            });
+        }
+        if s.keys.contains_key(&successor.id) || s.key_hashes.contains_key(&successor.hash) {
+            return Err(StoreError::AlreadyExists { kind: "key" });
+        }
+        if let Some(old) = s.keys.get_mut(&predecessor) {
+            old.superseded = Some(supersession);
+        }
+        s.key_hashes.insert(successor.hash, successor.id);
+        s.keys.insert(successor.id, successor);
+        s.append(audit);
+        Ok(())
+    }
+
+    async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: AuditDraft) -> StoreResult<()> {
+        let mut s = self.write();
+        let k = s.keys.get_mut(&id).ok_or(not_found("key"))?;
+        if k.revoked_at.is_some() {
+            return Err(StoreError::Conflict {
+                reason: "key already revoked",
+            });
+        }
+        k.revoked_at = Some(at);
+        k.pending_reveal = None;
+        s.append(audit);
+        Ok(())
+    }
+
+    async fn take_pending_reveal(
+        &self,
+        id: KeyId,
+        audit: AuditDraft,
+    ) -> StoreResult<Option<PendingReveal>> {
+        let mut s = self.write();
+        let k = s.keys.get_mut(&id).ok_or(not_found("key"))?;
+        let taken = k.pending_reveal.take();
+        if taken.is_some() {
+            s.append(audit);
+        }
+        Ok(taken)
+    }
+}
+
+fn project_children(s: &State, project: ProjectId) -> (Vec<Line>, Vec<Endpoint>, Vec<Target>) {
+    let mut lines: Vec<Line> = s
+        .lines
+        .values()
+        .filter(|l| l.project == project)
+        .cloned()
+        .collect();
+    lines.sort_by_key(|l| (l.created_at, l.id));
+    let mut eps: Vec<Endpoint> = s
+        .endpoints
+        .values()
+        .filter(|e| e.project == project)
+        .cloned()
+        .collect();
+    eps.sort_by_key(|e| (e.created_at, e.id));
+    let mut tgts: Vec<Target> = s
+        .targets
+        .values()
+        .filter(|t| t.project == project)
+        .cloned()
+        .collect();
+    tgts.sort_by_key(|t| (t.created_at, t.id));
+    (lines, eps, tgts)
+}
+
+fn check_put<K: Ord, V>(
+    map: &BTreeMap<K, V>,
+    id: &K,
+    w: Write,
+    owner_ok: impl Fn(&V) -> bool,
+    kind: &'static str,
+) -> StoreResult<()> {
+    match (w, map.get(id)) {
+        (Write::Create, Some(_)) => Err(StoreError::AlreadyExists { kind }),
+        (Write::Update, None) => Err(not_found(kind)),
+        (Write::Update, Some(v)) if !owner_ok(v) => Err(not_found(kind)),
+        _ => Ok(()),
+    }
+}
+
+fn line_in(s: &State, project: ProjectId, line: LineId) -> StoreResult<()> {
+    match s.lines.get(&line) {
+        Some(l) if l.project == project => Ok(()),
+        _ => Err(not_found("line")),
+    }
+}
+
+#[async_trait]
+impl ConfigStore for MemStore {
+    async fn create_project(
+        &self,
+        project: Project,
+        owner: UserId,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut s = self.write();
+        if s.projects.contains_key(&project.id) || s.slugs.contains_key(&project.slug) {
+            return Err(StoreError::AlreadyExists { kind: "project" });
+        }
+        s.slugs.insert(project.slug.clone(), project.id);
+        s.members.insert((project.id, owner), Role::Owner);
+        s.projects.insert(project.id, project);
+        s.append(audit);
+        Ok(())
+    }
+
+    async fn project_by_slug(&self, slug: &Slug) -> StoreResult<Option<Project>> {
+        let s = self.read();
+        Ok(s.slugs.get(slug).and_then(|id| s.projects.get(id)).cloned())
+    }
+
+    async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
+        Ok(self.read().projects.get(&id).cloned())
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        let mut v: Vec<Project> = self.read().projects.values().cloned().collect();
+        v.sort_by(|a, b| a.slug.cmp(&b.slug));
+        Ok(v)
+    }
+
+    async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()> {
+        let mut s = self.write();
+        match change {
+            ConfigChange::PutLine(w, line) => {
+                if !s.projects.contains_key(&line.project) {
+                    return Err(not_found("project"));
+                }
+                check_put(&s.lines, &line.id, w, |l| l.project == line.project, "line")?;
+                s.lines.insert(line.id, line);
+            }
+            ConfigChange::DeleteLine(p, id) => {
+                line_in(&s, p, id)?;
+                s.lines.remove(&id);
+                s.endpoints.retain(|_, e| e.line != id);
+                s.targets.retain(|_, t| t.line != id);
+            }
+            ConfigChange::PutEndpoint(w, ep) => {
+                line_in(&s, ep.project, ep.line)?;
+                check_put(
+                    &s.endpoints,
+                    &ep.id,
+                    w,
+                    |e| e.project == ep.project,
+                    "endpoint",
+                )?;
+                s.endpoints.insert(ep.id, ep);
+            }
+            ConfigChange::DeleteEndpoint(p, id) => match s.endpoints.get(&id) {
+                Some(e) if e.project == p => {
+                    s.endpoints.remove(&id);
+                }
+                _ => return Err(not_found("endpoint")),
+            },
+            ConfigChange::PutTarget(w, t) => {
+                line_in(&s, t.project, t.line)?;
+                check_put(&s.targets, &t.id, w, |x| x.project == t.project, "target")?;
+                s.targets.insert(t.id, t);
+            }
+            ConfigChange::DeleteTarget(p, id) => match s.targets.get(&id) {
+                Some(t) if t.project == p => {
+                    s.targets.remove(&id);
+                }
+                _ => return Err(not_found("target")),
+            },
+            ConfigChange::UpdateProject(p) => {
+                let cur = s.projects.get(&p.id).ok_or(not_found("project"))?;
+                if cur.slug != p.slug {
+                    return Err(StoreError::Conflict {
+                        reason: "a project's slug cannot change",
+                    });
+                }
+                s.projects.insert(p.id, p);
+            }
+            // `ConfigChange` is non-exhaustive for users of core; a variant
+            // this adapter does not know changes nothing.
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(StoreError::Conflict {
+                    reason: "unsupported change",
+                });
+            }
+        }
+        s.append(audit);
+        Ok(())
+    }
+
+    async fn tree(&self, project: ProjectId) -> StoreResult<ProjectTree> {
+        let s = self.read();
+        let p = s
+            .projects
+            .get(&project)
+            .ok_or(not_found("project"))?
+            .clone();
+        let (lines, endpoints, targets) = project_children(&s, project);
+        Ok(ProjectTree {
+            project: p,
+            lines,
+            endpoints,
+            targets,
+        })
+    }
+
+    async fn import_tree(&self, tree: ProjectTree, audit: AuditDraft) -> StoreResult<()> {
+        let mut s = self.write();
+        let pid = tree.project.id;
+        if let Some(holder) = s.slugs.get(&tree.project.slug) {
+            if *holder != pid {
+                return Err(StoreError::AlreadyExists {
+                    kind: "project slug",
+                });
+            }
+        }
+        // Ids must not collide with another project's entities.
+        let foreign = tree
+            .lines
+            .iter()
+            .any(|l| s.lines.get(&l.id).is_some_and(|x| x.project != pid))
+            || tree
+                .endpoints
+                .iter()
+                .any(|e| s.endpoints.get(&e.id).is_some_and(|x| x.project != pid))
+            || tree
+                .targets
+                .iter()
+                .any(|t| s.targets.get(&t.id).is_some_and(|x| x.project != pid));
+        if foreign {
+            return Err(StoreError::AlreadyExists {
+                kind: "config entity id",
+            });
+        }
+        if let Some(old) = s.projects.get(&pid).cloned() {
+            s.slugs.remove(&old.slug);
+        }
+        s.lines.retain(|_, l| l.project != pid);
+        s.endpoints.retain(|_, e| e.project != pid);
+        s.targets.retain(|_, t| t.project != pid);
+        s.slugs.insert(tree.project.slug.clone(), pid);
+        s.projects.insert(pid, tree.project);
+        s.lines.extend(tree.lines.into_iter().map(|l| (l.id, l)));
+        s.endpoints
+            .extend(tree.endpoints.into_iter().map(|e| (e.id, e)));
+        s.targets
+            .extend(tree.targets.into_iter().map(|t| (t.id, t)));
+        s.append(audit);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MembershipStore for MemStore {
+    async fn role_of(&self, user: UserId, project: ProjectId) -> StoreResult<Option<Role>> {
+        Ok(self.read().members.get(&(project, user)).copied())
+    }
+
+    async fn set_role(
+        &self,
+        project: ProjectId,
+        user: UserId,
+        role: Option<Role>,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut s = self.write();
+        if !s.projects.contains_key(&project) {
+            return Err(not_found("project"));
+        }
+        match role {
+            Some(r) => {
+                s.members.insert((project, user), r);
+            }
+            None => {
+                if s.members.remove(&(project, user)).is_none() {
+                    return Err(not_found("membership"));
+                }
+            }
+        }
+        s.append(audit);
+        Ok(())
+    }
+
+    async fn memberships_of(&self, user: UserId) -> StoreResult<Vec<(ProjectId, Role)>> {
+        let s = self.read();
+        let mut v: Vec<(ProjectId, Role)> = s
+            .members
+            .iter()
+            .filter(|((_, u), _)| *u == user)
+            .map(|((p, _), r)| (*p, *r))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemStore {
+    async fn append(&self, audit: AuditDraft) -> StoreResult<AuditEvent> {
+        let mut s = self.write();
+        if let Some(p) = audit.project {
+            if !s.projects.contains_key(&p) {
+                return Err(not_found("project"));
+            }
+        }
+        Ok(s.append(audit))
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemStore {
+    async fn events(
+        &self,
+        chain: Option<ProjectId>,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let s = self.read();
+        let Some(events) = s.audit.get(&chain) else {
+            return Ok(Vec::new());
+        };
+        // seq n sits at index n-1.
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(events.len());
+        Ok(events[start..].iter().take(limit).cloned().collect())
+    }
+
+    async fn head(&self, chain: Option<ProjectId>) -> StoreResult<Option<ChainHead>> {
+        Ok(self
+            .read()
+            .audit
+            .get(&chain)
+            .and_then(|v| v.last())
+            .map(AuditEvent::head))
+    }
+
+    async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>> {
+        use echorelay_core::audit::Actor;
+        let s = self.read();
+        let mut v: Vec<AuditEvent> = s
+            .audit
+            .values()
+            .flatten()
+            .filter(|e| e.actor == Actor::User(user) || e.subject == Some(user))
+            .cloned()
+            .collect();
+        v.sort_by_key(|e| (e.at, e.seq));
+        Ok(v)
+    }
+}
