@@ -106,12 +106,12 @@ impl Surface {
 
 /// The documented role table: may `role` use `surface`?
 pub const fn role_allows(role: Role, surface: Surface) -> bool {
-    match (role, surface) {
-        (_, Surface::ConfigRead) => true,
-        (Role::Editor | Role::Owner, Surface::ConfigWrite) => true,
-        (Role::Owner, _) => true,
-        _ => false,
-    }
+    matches!(
+        (role, surface),
+        (_, Surface::ConfigRead)
+            | (Role::Editor | Role::Owner, Surface::ConfigWrite)
+            | (Role::Owner, _)
+    )
 }
 
 /// Marker types naming a surface at the type level, for [`Grant<S>`].

@@ -527,6 +527,25 @@ pub struct RotationReport {
     pub reveals_expired: usize,
 }
 
+/// Where a new key record comes from: a mint request or a predecessor.
+struct Origin {
+    project: ProjectId,
+    role: Role,
+    label: String,
+    predecessor: Option<KeyId>,
+}
+
+impl Origin {
+    fn successor_of(old: &KeyRecord) -> Self {
+        Self {
+            project: old.project,
+            role: old.role,
+            label: old.label.clone(),
+            predecessor: Some(old.id),
+        }
+    }
+}
+
 const REVEAL_FIELD: &str = "api_key.pending_reveal";
 
 fn reveal_context(project: &ProjectId, key: &KeyId) -> (String, String) {
@@ -578,27 +597,24 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
     }
 
     fn new_record(
-        project: ProjectId,
+        origin: Origin,
         plaintext: &PlaintextKey,
-        role: Role,
-        label: String,
         created_by: Actor,
         now: DateTime<Utc>,
         policy: &LifecyclePolicy,
-        predecessor: Option<KeyId>,
     ) -> KeyRecord {
         KeyRecord {
             id: KeyId::random(),
-            project,
+            project: origin.project,
             environment: plaintext.environment(),
-            role,
+            role: origin.role,
             hash: plaintext.hash(),
             hint: plaintext.hint(),
-            label,
+            label: origin.label,
             created_by,
             created_at: now,
             rotate_at: now + policy.cadence() - policy.overlap(),
-            predecessor,
+            predecessor: origin.predecessor,
             superseded: None,
             revoked_at: None,
             pending_reveal: None,
@@ -629,16 +645,13 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
         let now = self.clock.now();
         let policy = grant.project().key_policy;
         let plaintext = PlaintextKey::generate(req.environment);
-        let rec = Self::new_record(
-            grant.project_id(),
-            &plaintext,
-            req.role,
-            req.label,
-            grant.actor(),
-            now,
-            &policy,
-            None,
-        );
+        let origin = Origin {
+            project: grant.project_id(),
+            role: req.role,
+            label: req.label,
+            predecessor: None,
+        };
+        let rec = Self::new_record(origin, &plaintext, grant.actor(), now, &policy);
         let audit = self.draft(grant.actor(), grant.ip(), &rec, KeyAction::Mint, None, now);
         let view = KeyView::from(&rec);
         self.store.insert_key(rec, audit).await?;
@@ -713,14 +726,11 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
         let now = self.clock.now();
         let plaintext = PlaintextKey::generate(old.environment);
         let succ = Self::new_record(
-            old.project,
+            Origin::successor_of(&old),
             &plaintext,
-            old.role,
-            old.label.clone(),
             grant.actor(),
             now,
             &policy,
-            Some(old.id),
         );
         let sup = Supersession {
             successor: succ.id,
@@ -847,14 +857,11 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
             };
             let plaintext = PlaintextKey::generate(old.environment);
             let mut succ = Self::new_record(
-                old.project,
+                Origin::successor_of(&old),
                 &plaintext,
-                old.role,
-                old.label.clone(),
                 Actor::System,
                 now,
                 &policy,
-                Some(old.id),
             );
             let expires_at = (old.created_at + policy.cadence()).max(now + policy.overlap());
             let sup = Supersession {

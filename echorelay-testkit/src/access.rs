@@ -1,0 +1,207 @@
+//! Conformance suite for [`MembershipStore`](echorelay_core::ports::MembershipStore)
+//! and the voter (S10): the full role × surface × membership matrix.
+
+use echorelay_core::Error;
+use echorelay_core::access::surface::{self, KeyMint, Members, SurfaceKind};
+use echorelay_core::access::{Caller, Decision, DenyReason, Role, Surface, Voter};
+use echorelay_core::ids::UserId;
+use echorelay_core::keys::{Environment, MintRequest};
+
+use crate::{Backend, Harness};
+
+/// The documented table (ARCHITECTURE.md, `access` module docs), written out
+/// independently of the code: surfaces in the order of [`Surface::ALL`].
+pub const DOCUMENTED_TABLE: [(Role, [bool; 5]); 3] = [
+    (Role::Viewer, [true, false, false, false, false]),
+    (Role::Editor, [true, true, false, false, false]),
+    (Role::Owner, [true, true, true, true, true]),
+];
+
+fn documented(role: Role, surface: Surface) -> bool {
+    let i = Surface::ALL.iter().position(|s| *s == surface).unwrap();
+    DOCUMENTED_TABLE.iter().find(|(r, _)| *r == role).unwrap().1[i]
+}
+
+async fn typed<B: Backend, K: SurfaceKind>(v: &Voter<B>, c: &Caller, slug: &str) -> bool {
+    match v.authorize::<K>(c, slug).await {
+        Ok(g) => {
+            assert_eq!(g.actor(), c.actor());
+            true
+        }
+        Err(Error::Denied(_)) => false,
+        Err(e) => panic!("access: voter failed: {e}"),
+    }
+}
+
+async fn authorize_any<B: Backend>(v: &Voter<B>, c: &Caller, slug: &str, s: Surface) -> bool {
+    match s {
+        Surface::ConfigRead => typed::<B, surface::ConfigRead>(v, c, slug).await,
+        Surface::ConfigWrite => typed::<B, surface::ConfigWrite>(v, c, slug).await,
+        Surface::KeyMint => typed::<B, surface::KeyMint>(v, c, slug).await,
+        Surface::Billing => typed::<B, surface::Billing>(v, c, slug).await,
+        Surface::Members => typed::<B, surface::Members>(v, c, slug).await,
+    }
+}
+
+/// Every caller kind × every surface × own, foreign, unknown and malformed
+/// slugs: the decision equals the documented table, and the typed
+/// `authorize` agrees with `decide`.
+pub async fn role_matrix_equals_the_documented_table<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let (q, owner_q) = h.project().await;
+    let owner_grant = h
+        .voter
+        .authorize::<Members>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let mint_grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let mint_q = h
+        .voter
+        .authorize::<KeyMint>(&owner_q, q.slug.as_str())
+        .await
+        .unwrap();
+    // (caller, role in p if any)
+    let mut callers: Vec<(Caller, Option<Role>, &str)> =
+        vec![(owner.clone(), Some(Role::Owner), "owner user")];
+    for role in [Role::Editor, Role::Viewer] {
+        let u = UserId::random();
+        h.config
+            .set_member(&owner_grant, u, Some(role))
+            .await
+            .unwrap();
+        callers.push((Caller::user(u, None), Some(role), "member user"));
+    }
+    callers.push((
+        Caller::user(UserId::random(), None),
+        None,
+        "non-member user",
+    ));
+    callers.push((owner_q.clone(), None, "owner of another project"));
+    for role in Role::ALL {
+        let k = h
+            .keys
+            .mint(
+                &mint_grant,
+                MintRequest {
+                    environment: Environment::Test,
+                    role,
+                    label: String::new(),
+                },
+            )
+            .await
+            .unwrap();
+        let v = h.keys.verify(k.plaintext.expose_secret()).await.unwrap();
+        callers.push((Caller::api_key(v, None), Some(role), "api key"));
+    }
+    let kq = h
+        .keys
+        .mint(
+            &mint_q,
+            MintRequest {
+                environment: Environment::Live,
+                role: Role::Owner,
+                label: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let vq = h.keys.verify(kq.plaintext.expose_secret()).await.unwrap();
+    callers.push((
+        Caller::api_key(vq, None),
+        None,
+        "api key of another project",
+    ));
+
+    let mut checked = 0;
+    for (caller, role, what) in &callers {
+        for slug in [p.slug.as_str(), "no-such-project", "NOT A SLUG", ""] {
+            for surface in Surface::ALL {
+                let expected =
+                    slug == p.slug.as_str() && role.is_some_and(|r| documented(r, surface));
+                let d = h.voter.decide(caller, slug, surface).await.unwrap();
+                assert_eq!(
+                    matches!(d, Decision::Allow { .. }),
+                    expected,
+                    "access: {what} {role:?} {surface:?} on {slug:?} gave {d:?}"
+                );
+                if let Decision::Allow { project, role: got } = d {
+                    assert_eq!(project, p.id);
+                    assert_eq!(Some(got), *role);
+                }
+                if slug != p.slug.as_str() {
+                    assert_eq!(d, Decision::Deny(DenyReason::UnknownProject));
+                }
+                assert_eq!(
+                    authorize_any(&h.voter, caller, slug, surface).await,
+                    expected
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, callers.len() * 4 * Surface::ALL.len());
+}
+
+/// Adding, changing and removing a member changes the next decision and is
+/// audited with the member as subject.
+pub async fn membership_changes_take_effect_and_are_audited<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let g = h
+        .voter
+        .authorize::<Members>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let u = UserId::random();
+    let c = Caller::user(u, None);
+    let slug = p.slug.as_str();
+    assert_eq!(
+        h.voter.decide(&c, slug, Surface::ConfigRead).await.unwrap(),
+        Decision::Deny(DenyReason::NotMember)
+    );
+    h.config
+        .set_member(&g, u, Some(Role::Viewer))
+        .await
+        .unwrap();
+    assert_eq!(h.store.role_of(u, p.id).await.unwrap(), Some(Role::Viewer));
+    assert_eq!(
+        h.voter
+            .decide(&c, slug, Surface::ConfigWrite)
+            .await
+            .unwrap(),
+        Decision::Deny(DenyReason::RoleTooLow)
+    );
+    h.config
+        .set_member(&g, u, Some(Role::Editor))
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.voter
+            .decide(&c, slug, Surface::ConfigWrite)
+            .await
+            .unwrap(),
+        Decision::Allow { .. }
+    ));
+    assert_eq!(
+        h.store.memberships_of(u).await.unwrap(),
+        vec![(p.id, Role::Editor)]
+    );
+    h.config.set_member(&g, u, None).await.unwrap();
+    assert_eq!(
+        h.voter.decide(&c, slug, Surface::ConfigRead).await.unwrap(),
+        Decision::Deny(DenyReason::NotMember)
+    );
+    assert!(
+        h.config.set_member(&g, u, None).await.is_err(),
+        "access: removing a non-member succeeded"
+    );
+    let mine = crate::audit::UserEvents::events_for_user_of(&h.store, u).await;
+    assert_eq!(
+        mine, 3,
+        "access: membership events not found for the member"
+    );
+    assert!(h.store.project(p.id).await.unwrap().is_some());
+}

@@ -1,0 +1,212 @@
+//! Conformance suite for [`AuditSink`](echorelay_core::ports::AuditSink) and
+//! [`AuditLog`](echorelay_core::ports::AuditLog) (S11).
+
+use echorelay_core::Error;
+use echorelay_core::access::surface::{Billing, ConfigWrite};
+use echorelay_core::audit::{
+    Actor, AuditDraft, BillingEvent, BillingKind, Currency, EventKind, record_billing, verify_chain,
+};
+use echorelay_core::ids::{ProjectId, UserId};
+use echorelay_core::ports::AuditLog;
+
+use crate::{Backend, Harness};
+
+/// Extension used by the suites: how many events concern a user.
+#[allow(async_fn_in_trait)]
+pub trait UserEvents {
+    /// Count of events whose actor or subject is `user`.
+    async fn events_for_user_of(&self, user: UserId) -> usize;
+}
+
+impl<T: AuditLog> UserEvents for T {
+    async fn events_for_user_of(&self, user: UserId) -> usize {
+        self.events_for_user(user).await.unwrap().len()
+    }
+}
+
+async fn all<B: Backend>(
+    h: &Harness<B>,
+    chain: Option<ProjectId>,
+) -> Vec<echorelay_core::audit::AuditEvent> {
+    h.store.events(chain, 0, usize::MAX).await.unwrap()
+}
+
+/// A chain built by real mutations verifies; paging returns it in order.
+pub async fn chain_verifies_and_pages<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h
+        .voter
+        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    for i in 0..12 {
+        h.config
+            .create_line(&w, &format!("line {i}"))
+            .await
+            .unwrap();
+    }
+    let events = all(&h, Some(p.id)).await;
+    assert_eq!(events.len(), 13);
+    let head = verify_chain(Some(p.id), &events, None).unwrap().unwrap();
+    assert_eq!(Some(head), h.store.head(Some(p.id)).await.unwrap());
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = h.store.events(Some(p.id), after, 5).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 5);
+        after = page.last().unwrap().seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, events);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.actor == owner.actor() && e.ip == owner.ip)
+    );
+    // Another project's chain is separate and starts at 1.
+    let (q, _) = h.project().await;
+    assert_eq!(all(&h, Some(q.id)).await[0].seq, 1);
+}
+
+/// Appends racing from many tasks still form one unbroken chain.
+pub async fn concurrent_appends_keep_one_chain<B: Backend>(h: Harness<B>) {
+    let (p, _) = h.project().await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = h.store.clone();
+        let at = h.clock_now();
+        tasks.push(tokio::spawn(async move {
+            let draft = AuditDraft {
+                project: Some(p.id),
+                at,
+                actor: Actor::System,
+                ip: None,
+                subject: None,
+                kind: EventKind::Billing {
+                    billing: BillingKind::BalanceAdjustment,
+                    amount_minor: i + 1,
+                    currency: Currency::parse("EUR").unwrap(),
+                    reference: None,
+                },
+            };
+            store.append(draft).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let events = all(&h, Some(p.id)).await;
+    assert_eq!(events.len(), 17);
+    verify_chain(Some(p.id), &events, None).unwrap();
+}
+
+/// Billing events need a billing grant, valid amounts, and are chained.
+pub async fn billing_events_are_validated_and_recorded<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let g = h
+        .voter
+        .authorize::<Billing>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let eur = Currency::parse("EUR").unwrap();
+    let ev = |kind, amount_minor| BillingEvent {
+        kind,
+        amount_minor,
+        currency: eur,
+        reference: Some("pi_123".into()),
+    };
+    let clock = h.clock.clone();
+    record_billing(&h.store, &clock, &g, ev(BillingKind::CreditPurchase, 5000))
+        .await
+        .unwrap();
+    record_billing(&h.store, &clock, &g, ev(BillingKind::Refund, 1000))
+        .await
+        .unwrap();
+    record_billing(
+        &h.store,
+        &clock,
+        &g,
+        ev(BillingKind::BalanceAdjustment, -250),
+    )
+    .await
+    .unwrap();
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    for bad in [
+        ev(BillingKind::CreditPurchase, 0),
+        ev(BillingKind::Refund, -5),
+        ev(BillingKind::BalanceAdjustment, 0),
+    ] {
+        assert!(matches!(
+            record_billing(&h.store, &clock, &g, bad).await,
+            Err(Error::InvalidInput(_))
+        ));
+    }
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+    let events = all(&h, Some(p.id)).await;
+    let billing: Vec<i64> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Billing { amount_minor, .. } => Some(amount_minor),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(billing, vec![5000, 1000, -250]);
+    verify_chain(Some(p.id), &events, None).unwrap();
+    // An event for a project that does not exist is refused.
+    let stray = AuditDraft {
+        project: Some(ProjectId::random()),
+        at: h.clock_now(),
+        actor: Actor::System,
+        ip: None,
+        subject: None,
+        kind: events[0].kind.clone(),
+    };
+    assert!(h.store.append(stray).await.is_err());
+}
+
+/// The GDPR export finds what a user did and what was done about them,
+/// across projects and the global chain.
+pub async fn user_export_finds_actor_and_subject_events<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let (q, owner_q) = h.project().await;
+    let user = match owner.principal {
+        echorelay_core::access::Principal::User(u) => u,
+        _ => unreachable!(),
+    };
+    let w = h
+        .voter
+        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    h.config.create_line(&w, "a").await.unwrap();
+    let gq = h
+        .voter
+        .authorize::<echorelay_core::access::surface::Members>(&owner_q, q.slug.as_str())
+        .await
+        .unwrap();
+    h.config
+        .set_member(&gq, user, Some(echorelay_core::access::Role::Viewer))
+        .await
+        .unwrap();
+    let global = AuditDraft {
+        project: None,
+        at: h.clock_now(),
+        actor: Actor::User(user),
+        ip: None,
+        subject: None,
+        kind: EventKind::Membership { user, role: None },
+    };
+    h.store.append(global).await.unwrap();
+    let mine = h.store.events_for_user(user).await.unwrap();
+    // project create + line create (actor), membership in q (subject), global event.
+    assert_eq!(mine.len(), 4, "audit: export found {mine:?}");
+    assert!(mine.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(
+        mine.iter()
+            .any(|e| e.project == Some(q.id) && e.subject == Some(user))
+    );
+    assert!(mine.iter().any(|e| e.project.is_none()));
+}

@@ -1,0 +1,402 @@
+//! Conformance suite for [`ConfigStore`](echorelay_core::ports::ConfigStore),
+//! driven through [`ConfigService`](echorelay_core::config::ConfigService).
+
+use echorelay_core::Error;
+use echorelay_core::access::surface::{ConfigRead, ConfigWrite};
+use echorelay_core::audit::{ConfigEntity, ConfigOp, EventKind};
+use echorelay_core::config::{
+    AuthInput, AuthView, ConfigChange, ConfigError, NewTarget, TargetPatch, Write,
+};
+use echorelay_core::error::StoreError;
+
+use echorelay_core::vault::VaultError;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{Backend, Harness};
+
+const TOKEN: &str = "tok_live_4f9a8b7c6d5e4f3a2b1c";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn bearer_target() -> NewTarget {
+    NewTarget {
+        name: "orders".into(),
+        url: "https://hooks.example.com/orders".into(),
+        auth: AuthInput::Bearer(SecretString::from(TOKEN)),
+        signing_secret: None,
+    }
+}
+
+/// S4 + S5: secrets reach the store only as ciphertext; reads are masked.
+pub async fn secrets_are_stored_sealed_and_read_masked<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h
+        .voter
+        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let r = h
+        .voter
+        .authorize::<ConfigRead>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    let created = h
+        .config
+        .create_target(&w, line.id, bearer_target())
+        .await
+        .unwrap();
+    let signing = created.signing_secret.expose_secret().to_owned();
+    assert!(signing.starts_with("whsec_"));
+    let basic = NewTarget {
+        name: "erp".into(),
+        url: "https://erp.example.com/in".into(),
+        auth: AuthInput::Basic {
+            username: "relay".into(),
+            password: SecretString::from(PASSWORD),
+        },
+        signing_secret: None,
+    };
+    let created_basic = h.config.create_target(&w, line.id, basic).await.unwrap();
+    let tree = h.store.tree(p.id).await.unwrap();
+    let stored = serde_json::to_string(&tree).unwrap();
+    for secret in [TOKEN, PASSWORD, signing.as_str(), &signing[6..]] {
+        assert!(!stored.contains(secret), "config: plaintext secret at rest");
+    }
+    let view = h.config.target(&r, created.view.id).await.unwrap();
+    assert_eq!(
+        view.auth,
+        AuthView::Bearer {
+            token: echorelay_core::vault::Masked::of(&SecretString::from(TOKEN))
+        }
+    );
+    let AuthView::Bearer { token } = &view.auth else {
+        unreachable!()
+    };
+    assert_eq!(token.as_str(), "••••2b1c");
+    let read = serde_json::to_string(&h.config.lines(&r).await.unwrap()).unwrap();
+    let export = h.config.export(&r).await.unwrap();
+    let debug = format!(
+        "{view:?} {created_basic:?} {:?}",
+        h.config.lines(&r).await.unwrap()
+    );
+    for out in [&read, &export, &debug] {
+        for secret in [TOKEN, PASSWORD, &signing[6..]] {
+            assert!(
+                !out.contains(secret),
+                "config: plaintext secret in a read API"
+            );
+        }
+    }
+    assert!(read.contains("••••"));
+}
+
+/// S4: a ciphertext copied to another target, field or project does not
+/// decrypt.
+pub async fn moved_ciphertext_does_not_decrypt<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h
+        .voter
+        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let r = h
+        .voter
+        .authorize::<ConfigRead>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let line = h.config.create_line(&w, "l").await.unwrap();
+    let a = h
+        .config
+        .create_target(&w, line.id, bearer_target())
+        .await
+        .unwrap();
+    let b = h
+        .config
+        .create_target(
+            &w,
+            line.id,
+            NewTarget {
+                name: "b".into(),
+                ..bearer_target()
+            },
+        )
+        .await
+        .unwrap();
+    let tree = h.store.tree(p.id).await.unwrap();
+    let ta = tree
+        .targets
+        .iter()
+        .find(|t| t.id == a.view.id)
+        .unwrap()
+        .clone();
+    let mut tb = tree
+        .targets
+        .iter()
+        .find(|t| t.id == b.view.id)
+        .unwrap()
+        .clone();
+    // Another row: a's token copied into b.
+    tb.auth = ta.auth.clone();
+    let audit = echorelay_core::audit::AuditDraft {
+        project: Some(p.id),
+        at: h.clock_now(),
+        actor: echorelay_core::audit::Actor::System,
+        ip: None,
+        subject: None,
+        kind: EventKind::Config {
+            entity: ConfigEntity::Target,
+            op: ConfigOp::Update,
+            id: tb.id.to_string(),
+        },
+    };
+    h.store
+        .apply(ConfigChange::PutTarget(Write::Update, tb.clone()), audit)
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.config.target(&r, b.view.id).await,
+        Err(Error::Vault(VaultError::Decrypt))
+    ));
+    // Another field: the signing secret's ciphertext as the bearer token.
+    let mut tc = ta.clone();
+    tc.auth = echorelay_core::config::StoredAuth::Bearer {
+        token: ta.signing_secret.clone(),
+    };
+    assert!(matches!(
+        h.config.view(&tc),
+        Err(Error::Vault(VaultError::Decrypt))
+    ));
+    // Another project.
+    let mut td = ta.clone();
+    td.project = echorelay_core::ids::ProjectId::random();
+    assert!(matches!(
+        h.config.view(&td),
+        Err(Error::Vault(VaultError::Decrypt))
+    ));
+    assert!(h.config.view(&ta).is_ok());
+}
+
+/// Every mutation is audited; entities of another project are invisible;
+/// deleting a line removes its children.
+pub async fn crud_is_audited_and_scoped_to_the_project<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let (q, owner_q) = h.project().await;
+    let w = h
+        .voter
+        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let wq = h
+        .voter
+        .authorize::<ConfigWrite>(&owner_q, q.slug.as_str())
+        .await
+        .unwrap();
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    let ep = h
+        .config
+        .create_endpoint(&w, line.id, "shopify")
+        .await
+        .unwrap();
+    let t = h
+        .config
+        .create_target(&w, line.id, bearer_target())
+        .await
+        .unwrap();
+    h.config
+        .rename_line(&w, line.id, "orders-v2")
+        .await
+        .unwrap();
+    let patched = h
+        .config
+        .update_target(
+            &w,
+            t.view.id,
+            TargetPatch {
+                url: Some("https://new.example.com/x".into()),
+                auth: Some(AuthInput::None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.auth, AuthView::None);
+    assert_eq!(patched.url, "https://new.example.com/x");
+    // Project q cannot touch p's entities, and cannot hang children on p's line.
+    let nf = |r: Result<(), Error>| matches!(r, Err(Error::Store(StoreError::NotFound { .. })));
+    assert!(nf(h.config.delete_target(&wq, t.view.id).await));
+    assert!(nf(h.config.delete_endpoint(&wq, ep.id).await));
+    assert!(nf(h.config.delete_line(&wq, line.id).await));
+    assert!(nf(h
+        .config
+        .rename_line(&wq, line.id, "x")
+        .await
+        .map(|_| ())));
+    assert!(nf(h
+        .config
+        .create_endpoint(&wq, line.id, "x")
+        .await
+        .map(|_| ())));
+    assert!(nf(h
+        .config
+        .update_target(&wq, t.view.id, TargetPatch::default())
+        .await
+        .map(|_| ())));
+    // Bad input is typed and writes nothing.
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    assert!(matches!(
+        h.config.create_line(&w, "").await,
+        Err(Error::Config(ConfigError::Name(_)))
+    ));
+    let bad_url = NewTarget {
+        url: "ftp://x".into(),
+        ..bearer_target()
+    };
+    assert!(matches!(
+        h.config.create_target(&w, line.id, bad_url).await,
+        Err(Error::Config(ConfigError::Url(_)))
+    ));
+    let bad_secret = NewTarget {
+        auth: AuthInput::Bearer(SecretString::from("")),
+        ..bearer_target()
+    };
+    assert!(matches!(
+        h.config.create_target(&w, line.id, bad_secret).await,
+        Err(Error::Config(ConfigError::Secret(_)))
+    ));
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+    h.config.delete_line(&w, line.id).await.unwrap();
+    let tree = h.store.tree(p.id).await.unwrap();
+    assert!(tree.lines.is_empty() && tree.endpoints.is_empty() && tree.targets.is_empty());
+    let ops: Vec<(ConfigEntity, ConfigOp)> = h
+        .store
+        .events(Some(p.id), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Config { entity, op, .. } => Some((entity, op)),
+            _ => None,
+        })
+        .collect();
+    use ConfigEntity as E;
+    use ConfigOp as O;
+    assert_eq!(
+        ops,
+        vec![
+            (E::Project, O::Create),
+            (E::Line, O::Create),
+            (E::Endpoint, O::Create),
+            (E::Target, O::Create),
+            (E::Line, O::Update),
+            (E::Target, O::Update),
+            (E::Line, O::Delete)
+        ]
+    );
+}
+
+/// A predicate on the error a bad input must produce.
+type ErrorCheck = fn(&Error) -> bool;
+
+/// The tree exports to JSON and imports back; bad JSON and inconsistent
+/// trees get typed errors and write nothing.
+pub async fn export_import_round_trip_and_bad_input<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h
+        .voter
+        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let r = h
+        .voter
+        .authorize::<ConfigRead>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    h.config.create_endpoint(&w, line.id, "in").await.unwrap();
+    h.config
+        .create_target(&w, line.id, bearer_target())
+        .await
+        .unwrap();
+    let before = h.store.tree(p.id).await.unwrap();
+    let json = h.config.export(&r).await.unwrap();
+    h.config.delete_line(&w, line.id).await.unwrap();
+    let imported = h.config.import(&w, &json).await.unwrap();
+    assert_eq!(imported, before);
+    assert_eq!(h.store.tree(p.id).await.unwrap(), before);
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    let cases: Vec<(String, ErrorCheck)> = vec![
+        ("not json".into(), |e| {
+            matches!(e, Error::Config(ConfigError::Json(_)))
+        }),
+        ("{}".into(), |e| {
+            matches!(e, Error::Config(ConfigError::Json(_)))
+        }),
+        (json.replace("\"version\": 1", "\"version\": 9"), |e| {
+            matches!(e, Error::Config(ConfigError::Version(9)))
+        }),
+        (
+            json.replace(
+                &line.id.to_string(),
+                &echorelay_core::ids::LineId::random().to_string(),
+            )
+            .replacen("\"lines\": [", "\"lines\": [], \"x\": [", 1),
+            |e| {
+                matches!(
+                    e,
+                    Error::Config(ConfigError::Json(_)) | Error::Config(ConfigError::Tree(_))
+                )
+            },
+        ),
+        (
+            json.replace("https://hooks.example.com/orders", "javascript:alert(1)"),
+            |e| matches!(e, Error::Config(ConfigError::Url(_))),
+        ),
+        (json.replace("\"erv1:", "\"erv1:AAAA"), |e| {
+            matches!(e, Error::Config(ConfigError::Json(_)) | Error::Vault(_))
+        }),
+    ];
+    for (input, ok) in cases {
+        let err = h
+            .config
+            .import(&w, &input)
+            .await
+            .expect_err("config: bad import accepted");
+        assert!(ok(&err), "config: unexpected error {err:?}");
+    }
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        head,
+        "config: failed import wrote"
+    );
+    assert_eq!(h.store.tree(p.id).await.unwrap(), before);
+    // An export of project p cannot be imported into project q.
+    let (q, owner_q) = h.project().await;
+    let wq = h
+        .voter
+        .authorize::<ConfigWrite>(&owner_q, q.slug.as_str())
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.config.import(&wq, &json).await,
+        Err(Error::Config(ConfigError::Tree(_)))
+    ));
+}
+
+/// Two projects cannot share a slug.
+pub async fn slugs_are_unique<B: Backend>(h: Harness<B>) {
+    let (p, _) = h.project().await;
+    let other = echorelay_core::ids::UserId::random();
+    let err = h
+        .config
+        .create_project(other, None, p.slug.as_str(), "dup")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Store(StoreError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        h.config.create_project(other, None, "Bad Slug", "x").await,
+        Err(Error::Config(ConfigError::Slug(_)))
+    ));
+}

@@ -1,0 +1,411 @@
+//! Conformance suite for [`KeyStore`](echorelay_core::ports::KeyStore),
+//! driven through [`KeyService`](echorelay_core::keys::KeyService).
+
+use chrono::Duration;
+use echorelay_core::Error;
+use echorelay_core::access::surface::KeyMint;
+use echorelay_core::audit::{Actor, EventKind, KeyAction};
+use echorelay_core::error::StoreError;
+use echorelay_core::keys::{Environment, KeyPhase, MintRequest, PlaintextKey, RotateOptions};
+
+use crate::{Backend, Harness};
+
+fn req(environment: Environment) -> MintRequest {
+    MintRequest {
+        environment,
+        role: echorelay_core::access::Role::Editor,
+        label: "ci".into(),
+    }
+}
+
+/// S1: mint returns the plaintext once; the store holds only its SHA-256.
+pub async fn mint_then_verify_stores_only_the_hash<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let minted = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    let key = minted.plaintext.expose_secret().to_owned();
+    assert!(key.starts_with("er_live_"));
+    let v = h.keys.verify(&key).await.unwrap();
+    assert_eq!(v.project, p.id);
+    assert_eq!(v.key_id, minted.view.id);
+    assert_eq!(v.environment, Environment::Live);
+    assert!(matches!(v.phase, KeyPhase::Active { .. }));
+    let rec = h.store.key_by_id(minted.view.id).await.unwrap().unwrap();
+    let stored = serde_json::to_string(&rec).unwrap();
+    assert!(!stored.contains(&key[8..]), "keys: plaintext found at rest");
+    assert_eq!(rec.hash, minted.plaintext.hash());
+    assert!(rec.pending_reveal.is_none());
+    assert_eq!(rec.rotate_at, rec.created_at + Duration::days(83));
+    // Listing shows the hint, never the key.
+    let listed = h.keys.list(&grant).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].hint.starts_with("er_live_…"));
+    assert!(!format!("{listed:?}").contains(&key[8..]));
+    // The mint was audited with actor and IP.
+    let ev = h.store.events(Some(p.id), 0, 100).await.unwrap();
+    let mint = ev
+        .iter()
+        .find(|e| {
+            matches!(
+                e.kind,
+                EventKind::Key {
+                    action: KeyAction::Mint,
+                    ..
+                }
+            )
+        })
+        .expect("mint event");
+    assert_eq!(mint.actor, owner.actor());
+    assert_eq!(mint.ip, owner.ip);
+    assert!(!serde_json::to_string(&ev).unwrap().contains(&key[8..]));
+}
+
+/// Malformed, unknown and fabricated keys all fail with one opaque error.
+pub async fn malformed_and_unknown_keys_fail_opaquely<B: Backend>(h: Harness<B>) {
+    let unknown = PlaintextKey::generate(Environment::Test);
+    for k in ["", "er_live_short", "Bearer x", unknown.expose_secret()] {
+        assert!(
+            matches!(h.keys.verify(k).await, Err(Error::Unauthenticated)),
+            "keys: {k:?} not rejected"
+        );
+    }
+}
+
+/// S3: after `revoke` returns, the next verify fails — in this process and
+/// in another one sharing the store.
+pub async fn revoke_is_effective_on_the_next_request_in_every_process<B: Backend>(h: Harness<B>) {
+    let other = h.another_process();
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let minted = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    let key = minted.plaintext.expose_secret();
+    assert!(other.keys.verify(key).await.is_ok());
+    h.keys.revoke(&grant, minted.view.id).await.unwrap();
+    assert!(matches!(
+        h.keys.verify(key).await,
+        Err(Error::Unauthenticated)
+    ));
+    assert!(matches!(
+        other.keys.verify(key).await,
+        Err(Error::Unauthenticated)
+    ));
+    // Revoking twice is a conflict, not a second event.
+    assert!(matches!(
+        h.keys.revoke(&grant, minted.view.id).await,
+        Err(Error::Store(StoreError::Conflict { .. }))
+    ));
+}
+
+/// S2 for an operator rotation: both keys verify during the overlap, the old
+/// one is in grace afterwards, then rejected.
+pub async fn operator_rotation_overlap_then_grace<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let old = h.keys.mint(&grant, req(Environment::Test)).await.unwrap();
+    let opts = RotateOptions {
+        overlap: Some(Duration::hours(2)),
+        grace: None,
+    };
+    let new = h.keys.rotate(&grant, old.view.id, opts).await.unwrap();
+    let (o, n) = (old.plaintext.expose_secret(), new.plaintext.expose_secret());
+    match h.keys.verify(o).await.unwrap().phase {
+        KeyPhase::Overlap { successor, .. } => assert_eq!(successor, new.view.id),
+        other => panic!("keys: expected overlap, got {other:?}"),
+    }
+    assert!(matches!(
+        h.keys.verify(n).await.unwrap().phase,
+        KeyPhase::Active { .. }
+    ));
+    h.clock.advance(Duration::hours(2));
+    assert!(matches!(
+        h.keys.verify(o).await.unwrap().phase,
+        KeyPhase::Grace { .. }
+    ));
+    h.clock.advance(Duration::hours(24) - Duration::seconds(1));
+    assert!(h.keys.verify(o).await.is_ok());
+    h.clock.advance(Duration::seconds(1));
+    assert!(matches!(
+        h.keys.verify(o).await,
+        Err(Error::Unauthenticated)
+    ));
+    assert!(h.keys.verify(n).await.is_ok());
+    // A rotated key cannot be rotated again.
+    assert!(matches!(
+        h.keys
+            .rotate(&grant, old.view.id, RotateOptions::default())
+            .await,
+        Err(Error::Store(StoreError::Conflict { .. }))
+    ));
+}
+
+/// Zero overlap and zero grace cut the old key off at once.
+pub async fn zero_overlap_zero_grace_is_immediate<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    let opts = RotateOptions {
+        overlap: Some(Duration::zero()),
+        grace: Some(Duration::zero()),
+    };
+    let new = h.keys.rotate(&grant, old.view.id, opts).await.unwrap();
+    assert!(h.keys.verify(old.plaintext.expose_secret()).await.is_err());
+    assert!(h.keys.verify(new.plaintext.expose_secret()).await.is_ok());
+}
+
+/// S1 for auto-rotation: the successor's plaintext exists at rest only as
+/// vault ciphertext and is revealed exactly once.
+pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    assert_eq!(
+        h.keys.rotate_due().await.unwrap().rotated,
+        0,
+        "keys: rotated before due"
+    );
+    h.clock.advance(Duration::days(83));
+    let report = h.keys.rotate_due().await.unwrap();
+    assert_eq!(report.rotated, 1);
+    assert_eq!(
+        h.keys.rotate_due().await.unwrap().rotated,
+        0,
+        "keys: second pass rotated again"
+    );
+    let v = h.keys.verify(old.plaintext.expose_secret()).await.unwrap();
+    let KeyPhase::Overlap {
+        successor,
+        expires_at,
+    } = v.phase
+    else {
+        panic!("keys: expected overlap, got {:?}", v.phase)
+    };
+    assert_eq!(expires_at, old.view.created_at + Duration::days(90));
+    let rec = h.store.key_by_id(successor).await.unwrap().unwrap();
+    assert!(rec.pending_reveal.is_some());
+    assert_eq!(rec.created_by, Actor::System);
+    let revealed = h.keys.reveal(&grant, successor).await.unwrap();
+    assert!(
+        !serde_json::to_string(&rec)
+            .unwrap()
+            .contains(&revealed.expose_secret()[8..])
+    );
+    assert_eq!(
+        h.keys
+            .verify(revealed.expose_secret())
+            .await
+            .unwrap()
+            .key_id,
+        successor
+    );
+    assert!(
+        h.store
+            .key_by_id(successor)
+            .await
+            .unwrap()
+            .unwrap()
+            .pending_reveal
+            .is_none()
+    );
+    assert!(matches!(
+        h.keys.reveal(&grant, successor).await,
+        Err(Error::Store(StoreError::NotFound { .. }))
+    ));
+    // Both verify until the predecessor's expiry; then grace; then only the successor.
+    h.clock.advance(Duration::days(7) - Duration::seconds(1));
+    assert!(matches!(
+        h.keys
+            .verify(old.plaintext.expose_secret())
+            .await
+            .unwrap()
+            .phase,
+        KeyPhase::Overlap { .. }
+    ));
+    h.clock.advance(Duration::seconds(1) + Duration::days(1));
+    assert!(h.keys.verify(old.plaintext.expose_secret()).await.is_err());
+    assert!(h.keys.verify(revealed.expose_secret()).await.is_ok());
+    let events = h.store.events(Some(p.id), 0, 100).await.unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::Key {
+            action: KeyAction::AutoRotate,
+            ..
+        }
+    ) && e.actor == Actor::System));
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::Key {
+            action: KeyAction::Reveal,
+            ..
+        }
+    )));
+}
+
+/// An unrevealed successor's plaintext is destroyed when the predecessor's
+/// grace ends, and cannot be revealed after.
+pub async fn unrevealed_successor_is_destroyed_after_grace<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    // A late scheduler: the overlap is still a full 7 days from the rotation.
+    h.clock.advance(Duration::days(95));
+    assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 1);
+    let keys = h.keys.list(&grant).await.unwrap();
+    let old = keys.iter().find(|k| k.superseded.is_some()).unwrap();
+    let succ = keys.iter().find(|k| k.reveal_pending).unwrap();
+    let sup = old.superseded.unwrap();
+    assert_eq!(sup.expires_at, h.clock_now() + Duration::days(7));
+    h.clock.set(sup.grace_ends_at);
+    assert!(h.keys.reveal(&grant, succ.id).await.is_err());
+    let report = h.keys.rotate_due().await.unwrap();
+    assert_eq!(report.reveals_expired, 1);
+    assert!(
+        h.store
+            .key_by_id(succ.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .pending_reveal
+            .is_none()
+    );
+}
+
+/// Many processes running the auto-rotation pass at once make exactly one
+/// successor.
+pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    h.clock.advance(Duration::days(84));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let proc_ = h.another_process();
+        tasks.push(tokio::spawn(async move {
+            proc_.keys.rotate_due().await.unwrap()
+        }));
+    }
+    let mut rotated = 0;
+    for t in tasks {
+        rotated += t.await.unwrap().rotated;
+    }
+    assert_eq!(
+        rotated, 1,
+        "keys: concurrent passes rotated {rotated} times"
+    );
+    let keys = h.keys.list(&grant).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.predecessor == Some(old.view.id))
+            .count(),
+        1
+    );
+    let autos = h
+        .store
+        .events(Some(p.id), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Key {
+                    action: KeyAction::AutoRotate,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(autos, 1);
+}
+
+/// A grant for project B cannot see, rotate, revoke or reveal A's keys.
+pub async fn keys_of_another_project_are_invisible<B: Backend>(h: Harness<B>) {
+    let (a, owner_a) = h.project().await;
+    let (b, owner_b) = h.project().await;
+    let ga = h
+        .voter
+        .authorize::<KeyMint>(&owner_a, a.slug.as_str())
+        .await
+        .unwrap();
+    let gb = h
+        .voter
+        .authorize::<KeyMint>(&owner_b, b.slug.as_str())
+        .await
+        .unwrap();
+    let k = h.keys.mint(&ga, req(Environment::Live)).await.unwrap();
+    assert!(h.keys.list(&gb).await.unwrap().is_empty());
+    let nf = |r: Result<(), Error>| matches!(r, Err(Error::Store(StoreError::NotFound { .. })));
+    assert!(nf(h.keys.revoke(&gb, k.view.id).await));
+    assert!(nf(h
+        .keys
+        .rotate(&gb, k.view.id, RotateOptions::default())
+        .await
+        .map(|_| ())));
+    assert!(nf(h.keys.reveal(&gb, k.view.id).await.map(|_| ())));
+    assert!(h.keys.verify(k.plaintext.expose_secret()).await.is_ok());
+}
+
+/// A refused mutation leaves no audit event behind.
+pub async fn failed_mutations_write_no_audit_event<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let k = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    h.keys.revoke(&grant, k.view.id).await.unwrap();
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    assert!(h.keys.revoke(&grant, k.view.id).await.is_err());
+    assert!(
+        h.keys
+            .rotate(&grant, k.view.id, RotateOptions::default())
+            .await
+            .is_err()
+    );
+    assert!(
+        h.keys
+            .mint(
+                &grant,
+                MintRequest {
+                    label: "x".repeat(101),
+                    ..req(Environment::Live)
+                }
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        head,
+        "keys: failed mutation changed the audit log"
+    );
+}
