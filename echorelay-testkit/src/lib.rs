@@ -122,9 +122,11 @@ impl<B: Backend> Harness<B> {
 /// backend). This list is the suite: a backend that invokes the macro runs
 /// every check.
 ///
-/// ```ignore
+/// ```text
 /// echorelay_testkit::conformance_tests!(async { echorelay_store_mem::MemStore::new() });
 /// ```
+///
+/// (As in `echorelay-store-mem/tests/conformance.rs`.)
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh:expr) => {

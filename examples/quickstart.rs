@@ -1,0 +1,204 @@
+//! A tour of echorelay on the in-memory backend: API keys, the vault, roles
+//! and the audit log. Run with `cargo run --example quickstart`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use echorelay::MemStore;
+use echorelay::core::access::surface::{ConfigRead, ConfigWrite, KeyMint, Members};
+use echorelay::core::access::{Caller, Decision, Role, Surface, Voter};
+use echorelay::core::audit::{EventKind, verify_chain};
+use echorelay::core::clock::{Clock, ManualClock};
+use echorelay::core::config::{AuthInput, AuthView, ConfigService, NewTarget};
+use echorelay::core::ids::UserId;
+use echorelay::core::keys::{Environment, KeyService, MintRequest, RotateOptions};
+use echorelay::core::ports::AuditLog;
+use echorelay::core::vault::{AesGcmVault, Keyring, SecretKey};
+use secrecy::SecretString;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), echorelay::Error> {
+    // --- Wiring: one store, one vault key (SECRET_KEY), one clock. -------
+    // In production SECRET_KEY comes from the environment, as 32 bytes in
+    // base64 or hex: `SecretKey::parse(&std::env::var("SECRET_KEY")?)`.
+    let store = MemStore::new();
+    let vault = Arc::new(AesGcmVault::new(Keyring::new(SecretKey::generate())));
+    let clock = ManualClock::at_unix(1_767_225_600); // 2026-01-01, and we can move it
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
+    let keys = KeyService::new(store.clone(), vault.clone(), c.clone());
+    let config = ConfigService::new(store.clone(), vault, c);
+    let voter = Voter::new(store.clone());
+
+    let alice = UserId::random();
+    let ip = Some("203.0.113.10".parse().unwrap());
+    let me = Caller::user(alice, ip);
+    let project = config
+        .create_project(alice, ip, "acme", "Acme Inc.")
+        .await?;
+    println!(
+        "== project {} ({}) created; alice is its owner\n",
+        project.slug, project.id
+    );
+
+    // --- API keys -------------------------------------------------------
+    println!("== API keys");
+    let grant = voter.authorize::<KeyMint>(&me, "acme").await?;
+    let minted = keys
+        .mint(
+            &grant,
+            MintRequest {
+                environment: Environment::Live,
+                role: Role::Editor,
+                label: "ci".into(),
+            },
+        )
+        .await?;
+    println!(
+        "minted     {}   <- shown once; only its SHA-256 is stored",
+        minted.plaintext.expose_secret()
+    );
+    println!("listed as  {}", minted.view.hint);
+    let v = keys.verify(minted.plaintext.expose_secret()).await?;
+    println!(
+        "verify     ok: project {}, role {}, phase {:?}",
+        v.project, v.role, v.phase
+    );
+
+    let mut typo = minted.plaintext.expose_secret().as_bytes().to_vec();
+    typo[12] = if typo[12] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+    println!(
+        "typo       {:?} (rejected by the checksum, no store access)",
+        echorelay::core::keys::parse_key(&typo).err()
+    );
+
+    let successor = keys
+        .rotate(
+            &grant,
+            minted.view.id,
+            RotateOptions {
+                overlap: Some(Duration::hours(1)),
+                grace: Some(Duration::hours(24)),
+            },
+        )
+        .await?;
+    println!(
+        "rotate     successor {} with a 1 h overlap",
+        successor.view.hint
+    );
+    println!(
+        "old key    {:?}",
+        keys.verify(minted.plaintext.expose_secret()).await?.phase
+    );
+    println!(
+        "new key    {:?}",
+        keys.verify(successor.plaintext.expose_secret())
+            .await?
+            .phase
+    );
+    clock.advance(Duration::hours(2));
+    println!(
+        "+2 h old   {:?}",
+        keys.verify(minted.plaintext.expose_secret()).await?.phase
+    );
+    keys.revoke(&grant, successor.view.id).await?;
+    println!("revoke     successor revoked");
+    println!(
+        "new key    {}",
+        match keys.verify(successor.plaintext.expose_secret()).await {
+            Ok(_) => "accepted (BUG)".to_string(),
+            Err(e) => format!("rejected: {e}"),
+        }
+    );
+
+    // --- Outbound secrets: sealed at rest, masked on read ----------------
+    println!("\n== targets and secrets");
+    let w = voter.authorize::<ConfigWrite>(&me, "acme").await?;
+    let line = config.create_line(&w, "orders").await?;
+    config.create_endpoint(&w, line.id, "shopify").await?;
+    let target = NewTarget {
+        name: "fulfilment".into(),
+        url: "https://fulfilment.example.com/hooks".into(),
+        auth: AuthInput::Bearer(SecretString::from("tok_live_9f8e7d6c5b4a3f2e1d0c")),
+        signing_secret: None,
+    };
+    let created = config.create_target(&w, line.id, target).await?;
+    let r = voter.authorize::<ConfigRead>(&me, "acme").await?;
+    let read = config.target(&r, created.view.id).await?;
+    if let AuthView::Bearer { token } = &read.auth {
+        println!("bearer token read back as {token}");
+    }
+    println!("signing secret read back as {}", read.signing_secret);
+    let export = config.export(&r).await?;
+    println!(
+        "stored form of the token: {}",
+        export
+            .lines()
+            .find(|l| l.contains("\"token\""))
+            .unwrap_or("")
+            .trim()
+    );
+
+    // --- Roles ----------------------------------------------------------
+    println!("\n== who may do what in acme");
+    let m = voter.authorize::<Members>(&me, "acme").await?;
+    let (bob, carol, mallory) = (UserId::random(), UserId::random(), UserId::random());
+    config.set_member(&m, bob, Some(Role::Editor)).await?;
+    config.set_member(&m, carol, Some(Role::Viewer)).await?;
+    println!(
+        "{:<22} {:>12} {:>13} {:>9} {:>8} {:>8}",
+        "caller", "config read", "config write", "key mint", "billing", "members"
+    );
+    for (name, user) in [
+        ("alice (owner)", alice),
+        ("bob (editor)", bob),
+        ("carol (viewer)", carol),
+        ("mallory (not member)", mallory),
+    ] {
+        let mut row = format!("{name:<22}");
+        for (s, width) in Surface::ALL.iter().zip([13, 14, 10, 9, 9]) {
+            let d = voter.decide(&Caller::user(user, None), "acme", *s).await?;
+            let cell = if matches!(d, Decision::Allow { .. }) {
+                "allow"
+            } else {
+                "deny"
+            };
+            row.push_str(&format!("{cell:>width$}"));
+        }
+        println!("{row}");
+    }
+
+    // --- Audit log ------------------------------------------------------
+    println!("\n== audit log of acme");
+    let events = store.events(Some(project.id), 0, 100).await?;
+    for e in &events {
+        let what = match &e.kind {
+            EventKind::Config { entity, op, .. } => format!("config {entity:?} {op:?}"),
+            EventKind::Key { action, key_id, .. } => format!("key {action:?} {key_id}"),
+            EventKind::Billing {
+                billing,
+                amount_minor,
+                currency,
+                ..
+            } => format!("billing {billing:?} {amount_minor} {}", currency.as_str()),
+            EventKind::Membership { user, role } => format!("member {user} -> {role:?}"),
+        };
+        println!(
+            "#{:<2} {} {:?} from {:?}: {what}",
+            e.seq,
+            e.at.format("%H:%M:%S"),
+            e.actor,
+            e.ip
+        );
+    }
+    match verify_chain(Some(project.id), &events, None) {
+        Ok(head) => println!(
+            "chain verified: {} events, head {:?}",
+            events.len(),
+            head.map(|h| h.hash)
+        ),
+        Err(b) => println!("chain BROKEN: {b}"),
+    }
+    Ok(())
+}
