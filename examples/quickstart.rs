@@ -62,7 +62,9 @@ async fn main() -> Result<(), echorelay::Error> {
     let v = keys.verify(minted.plaintext.expose_secret()).await?;
     println!(
         "verify     ok: project {}, role {}, phase {:?}",
-        v.project, v.role, v.phase
+        v.project(),
+        v.role(),
+        v.phase()
     );
 
     let mut typo = minted.plaintext.expose_secret().as_bytes().to_vec();
@@ -89,18 +91,18 @@ async fn main() -> Result<(), echorelay::Error> {
     );
     println!(
         "old key    {:?}",
-        keys.verify(minted.plaintext.expose_secret()).await?.phase
+        keys.verify(minted.plaintext.expose_secret()).await?.phase()
     );
     println!(
         "new key    {:?}",
         keys.verify(successor.plaintext.expose_secret())
             .await?
-            .phase
+            .phase()
     );
     clock.advance(Duration::hours(2));
     println!(
         "+2 h old   {:?}",
-        keys.verify(minted.plaintext.expose_secret()).await?.phase
+        keys.verify(minted.plaintext.expose_secret()).await?.phase()
     );
     keys.revoke(&grant, successor.view.id).await?;
     println!("revoke     successor revoked");

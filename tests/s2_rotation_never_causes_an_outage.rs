@@ -1,5 +1,5 @@
-//! S2, as a property: for random lifecycle policies, scheduler delays and
-//! request times, a careful client that switches to the successor at any
+//! S2, as a property: for random lifecycle policies, scheduler delays,
+//! operator rotations (any time, any overlap and grace) and request times, a careful client that switches to the successor at any
 //! moment inside the overlap never sees a rejected request, and a client
 //! that never switches is rejected only after the grace ends.
 
@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use echorelay::MemStore;
-use echorelay::core::access::surface::{ConfigWrite, KeyMint};
+use echorelay::core::access::surface::KeyMint;
 use echorelay::core::access::{Caller, Role, Voter};
 use echorelay::core::clock::{Clock, ManualClock};
 use echorelay::core::config::ConfigService;
 use echorelay::core::ids::UserId;
-use echorelay::core::keys::{Environment, KeyPhase, KeyService, LifecyclePolicy, MintRequest};
+use echorelay::core::keys::{
+    Environment, KeyPhase, KeyService, LifecyclePolicy, MintRequest, RotateOptions,
+};
 use echorelay::core::vault::{AesGcmVault, Keyring, SecretKey};
 use proptest::prelude::*;
 
@@ -29,6 +31,10 @@ struct Case {
     switch: f64,
     /// Request times, as fractions of the whole observed span.
     probes: Vec<f64>,
+    /// An operator rotation instead of the scheduler's: when (fraction of
+    /// the cadence after mint), overlap and grace (fractions of the
+    /// cadence, below 1).
+    operator: Option<(f64, f64, f64)>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -39,19 +45,23 @@ fn case() -> impl Strategy<Value = Case> {
                 Just(cadence),
                 Just(overlap),
                 Just(grace),
-                0.0..0.5f64,
+                0.0..2.0f64,
                 0.0..1.0f64,
                 prop::collection::vec(0.0..1.0f64, 1..24),
+                prop::option::of((0.0..1.0f64, 0.0..0.999f64, 0.0..0.999f64)),
             )
         })
-        .prop_map(|(cadence, overlap, grace, lag, switch, probes)| Case {
-            cadence,
-            overlap,
-            grace,
-            lag,
-            switch,
-            probes,
-        })
+        .prop_map(
+            |(cadence, overlap, grace, lag, switch, probes, operator)| Case {
+                cadence,
+                overlap,
+                grace,
+                lag,
+                switch,
+                probes,
+                operator,
+            },
+        )
 }
 
 async fn run(c: Case) -> Result<(), TestCaseError> {
@@ -74,15 +84,11 @@ async fn run(c: Case) -> Result<(), TestCaseError> {
         Duration::seconds(c.grace),
     )
     .unwrap();
-    let gw = voter
-        .authorize::<ConfigWrite>(&me, "s2-prop")
-        .await
-        .unwrap();
-    config.set_key_policy(&gw, policy).await.unwrap();
     let g = voter
         .authorize::<KeyMint>(&me, p.slug.as_str())
         .await
         .unwrap();
+    config.set_key_policy(&g, policy).await.unwrap();
     let old = keys
         .mint(
             &g,
@@ -96,30 +102,51 @@ async fn run(c: Case) -> Result<(), TestCaseError> {
         .unwrap();
     let t0 = clock.now();
 
-    // The scheduler runs late by `lag`.
-    let rotate_at = old.view.rotate_at;
-    let r = rotate_at + Duration::seconds((c.lag * c.cadence as f64) as i64);
-    clock.set(r);
-    prop_assert_eq!(keys.rotate_due().await.unwrap().rotated, 1);
-    let KeyPhase::Overlap {
-        successor,
-        expires_at,
-    } = keys
-        .verify(old.plaintext.expose_secret())
-        .await
-        .unwrap()
-        .phase
-    else {
-        return Err(TestCaseError::fail(
-            "predecessor not in overlap right after rotation",
-        ));
+    let (r, new, expires_at, grace) = match c.operator {
+        None => {
+            // The scheduler runs late by `lag`.
+            let r = old.view.rotate_at + Duration::seconds((c.lag * c.cadence as f64) as i64);
+            clock.set(r);
+            prop_assert_eq!(keys.rotate_due().await.unwrap().rotated, 1);
+            let KeyPhase::Overlap {
+                successor,
+                expires_at,
+            } = keys
+                .verify(old.plaintext.expose_secret())
+                .await
+                .unwrap()
+                .phase()
+            else {
+                return Err(TestCaseError::fail(
+                    "predecessor not in overlap right after rotation",
+                ));
+            };
+            prop_assert!(
+                expires_at - r >= policy.overlap(),
+                "late scheduler shortened the overlap"
+            );
+            (
+                r,
+                keys.reveal(&g, successor).await.unwrap(),
+                expires_at,
+                policy.grace(),
+            )
+        }
+        Some((at, overlap, grace)) => {
+            // An operator rotates at any time, with any overlap and grace.
+            let r = t0 + Duration::seconds((at * c.cadence as f64) as i64);
+            clock.set(r);
+            let overlap = Duration::seconds((overlap * c.cadence as f64) as i64);
+            let grace = Duration::seconds((grace * c.cadence as f64) as i64);
+            let opts = RotateOptions {
+                overlap: Some(overlap),
+                grace: Some(grace),
+            };
+            let minted = keys.rotate(&g, old.view.id, opts).await.unwrap();
+            (r, minted.plaintext, r + overlap, grace)
+        }
     };
-    prop_assert!(
-        expires_at - r >= policy.overlap(),
-        "late scheduler shortened the overlap"
-    );
-    let new = keys.reveal(&g, successor).await.unwrap();
-    let grace_end = expires_at + policy.grace();
+    let grace_end = expires_at + grace;
     let switch_at =
         r + Duration::seconds(((expires_at - r).num_seconds() as f64 * c.switch) as i64);
 

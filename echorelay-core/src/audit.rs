@@ -19,7 +19,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -311,7 +311,9 @@ pub fn seal(draft: AuditDraft, prev: Option<ChainHead>) -> AuditEvent {
         id: EventId::random(),
         seq,
         project: draft.project,
-        at: draft.at,
+        // Microseconds: what SQL timestamps keep, so a stored event still
+        // hashes the same when read back.
+        at: draft.at.trunc_subsecs(6),
         actor: draft.actor,
         ip: draft.ip,
         subject: draft.subject,
@@ -344,7 +346,7 @@ pub enum BreakKind {
     Link,
     /// The event belongs to another chain.
     WrongChain,
-    /// The chain ends before (or differs from) the anchored head.
+    /// The chain ends before the anchored head, or differs from it.
     Truncated,
 }
 
@@ -355,7 +357,7 @@ impl fmt::Display for BreakKind {
             BreakKind::ContentEdited => "event content does not match its hash",
             BreakKind::Link => "event does not link to its predecessor",
             BreakKind::WrongChain => "event belongs to another chain",
-            BreakKind::Truncated => "chain is shorter than its anchored head",
+            BreakKind::Truncated => "chain is shorter than, or differs from, its anchored head",
         })
     }
 }
@@ -369,6 +371,7 @@ pub fn verify_chain<'a>(
     anchor: Option<ChainHead>,
 ) -> Result<Option<ChainHead>, ChainBreak> {
     let mut prev: Option<ChainHead> = None;
+    let mut anchor_seen = false;
     for e in events {
         let expected = prev.map_or(1, |p| p.seq + 1);
         let brk = |problem| ChainBreak {
@@ -387,20 +390,23 @@ pub fn verify_chain<'a>(
         if event_hash(e) != e.hash {
             return Err(brk(BreakKind::ContentEdited));
         }
+        if let Some(a) = anchor {
+            if e.seq == a.seq {
+                // The hashes are unkeyed: without this, a rewritten and
+                // re-hashed chain would pass.
+                if e.hash != a.hash {
+                    return Err(brk(BreakKind::Truncated));
+                }
+                anchor_seen = true;
+            }
+        }
         prev = Some(e.head());
     }
-    if let Some(a) = anchor {
-        let ok = match prev {
-            Some(p) if p.seq > a.seq => true, // anchor is inside; linkage proved it
-            Some(p) => p == a,
-            None => false,
-        };
-        if !ok {
-            return Err(ChainBreak {
-                seq: prev.map_or(1, |p| p.seq + 1),
-                problem: BreakKind::Truncated,
-            });
-        }
+    if anchor.is_some() && !anchor_seen {
+        return Err(ChainBreak {
+            seq: prev.map_or(1, |p| p.seq + 1),
+            problem: BreakKind::Truncated,
+        });
     }
     Ok(prev)
 }
@@ -440,6 +446,32 @@ mod tests {
         assert_eq!(head.seq, 5);
         assert!(verify_chain(Some(p), &ev, Some(ev[2].head())).is_ok());
         assert!(verify_chain(Some(p), &ev, Some(head)).is_ok());
+    }
+
+    #[test]
+    fn a_rewritten_chain_fails_against_its_anchor() {
+        let (p, ev) = chain(5);
+        let anchor = ev[2].head();
+        // Rewrite everything from the start, re-hash, and append one more:
+        // internally consistent, but not the chain the anchor recorded.
+        let mut forged: Vec<AuditEvent> = Vec::new();
+        for e in ev.iter().chain(std::iter::once(&ev[4])) {
+            let mut d = AuditDraft {
+                project: e.project,
+                at: e.at,
+                actor: e.actor,
+                ip: e.ip,
+                subject: e.subject,
+                kind: e.kind.clone(),
+            };
+            d.actor = Actor::User(UserId::random());
+            let head = forged.last().map(AuditEvent::head);
+            forged.push(seal(d, head));
+        }
+        assert!(verify_chain(Some(p), &forged, None).is_ok());
+        let err = verify_chain(Some(p), &forged, Some(anchor)).unwrap_err();
+        assert_eq!(err.problem, BreakKind::Truncated);
+        assert_eq!(err.seq, 3);
     }
 
     #[test]

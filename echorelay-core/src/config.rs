@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::access::surface::{ConfigRead, ConfigWrite, Members};
+use crate::access::surface::{ConfigRead, ConfigWrite, KeyMint, Members};
 use crate::access::{Grant, Role};
 use crate::audit::{Actor, AuditDraft, ConfigEntity, ConfigOp, EventKind};
 use crate::clock::Clock;
@@ -149,6 +149,14 @@ fn check_url(u: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::Url(
             "credentials belong in the target's auth, not the URL",
         ));
+    }
+    Ok(())
+}
+
+fn check_username(u: &str) -> Result<(), ConfigError> {
+    if u.is_empty() || u.chars().count() > 200 || u.contains(':') || u.chars().any(char::is_control)
+    {
+        return Err(ConfigError::Username);
     }
     Ok(())
 }
@@ -297,6 +305,8 @@ struct ExportEnvelope {
 }
 
 const EXPORT_FORMAT: &str = "echorelay.config";
+const MAX_IMPORT_BYTES: usize = 16 << 20;
+const MAX_IMPORT_ENTITIES: usize = 10_000;
 const EXPORT_VERSION: u32 = 1;
 
 /// Outbound auth as given by a caller (plaintext secrets).
@@ -496,14 +506,20 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
     }
 
     /// Sets the project's API key lifecycle policy (applies to keys minted
-    /// or rotated from now on).
+    /// or rotated from now on). Owner-only (the key surface): a policy can
+    /// shorten the life of every key.
     pub async fn set_key_policy(
         &self,
-        grant: &Grant<ConfigWrite>,
+        grant: &Grant<KeyMint>,
         policy: LifecyclePolicy,
     ) -> Result<()> {
         policy.validate().map_err(ConfigError::from)?;
-        let mut project = grant.project().clone();
+        // Re-read: the grant's snapshot may be older than the stored project.
+        let mut project = self
+            .store
+            .project(grant.project_id())
+            .await?
+            .ok_or(StoreError::NotFound { kind: "project" })?;
         project.key_policy = policy;
         let audit = self.draft(
             grant,
@@ -519,23 +535,37 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
     }
 
     /// Sets (or removes, with `None`) a member's role.
+    ///
+    /// # Errors
+    /// `Store(Conflict)` when the change would leave the project without an
+    /// owner.
     pub async fn set_member(
         &self,
         grant: &Grant<Members>,
         user: UserId,
         role: Option<Role>,
     ) -> Result<()> {
+        let project = grant.project_id();
+        if role != Some(Role::Owner)
+            && self.store.role_of(user, project).await? == Some(Role::Owner)
+        {
+            let members = self.store.members_of(project).await?;
+            if members.iter().filter(|(_, r)| *r == Role::Owner).count() <= 1 {
+                return Err(StoreError::Conflict {
+                    reason: "a project keeps at least one owner",
+                }
+                .into());
+            }
+        }
         let audit = AuditDraft {
-            project: Some(grant.project_id()),
+            project: Some(project),
             at: self.clock.now(),
             actor: grant.actor(),
             ip: grant.ip(),
             subject: Some(user),
             kind: EventKind::Membership { user, role },
         };
-        self.store
-            .set_role(grant.project_id(), user, role, audit)
-            .await?;
+        self.store.set_role(project, user, role, audit).await?;
         Ok(())
     }
 
@@ -689,13 +719,7 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
                 }
             }
             AuthInput::Basic { username, password } => {
-                if username.is_empty()
-                    || username.chars().count() > 200
-                    || username.contains(':')
-                    || username.chars().any(char::is_control)
-                {
-                    return Err(ConfigError::Username.into());
-                }
+                check_username(username)?;
                 check_secret("basic-auth password", password.expose_secret())?;
                 StoredAuth::Basic {
                     username: username.clone(),
@@ -728,6 +752,27 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             signing_secret: mask(fields::SIGNING_SECRET, &t.signing_secret)?,
             updated_at: t.updated_at,
         })
+    }
+
+    fn check_sealed(&self, t: &Target) -> Result<()> {
+        match &t.auth {
+            StoredAuth::None => {}
+            StoredAuth::Bearer { token } => check_secret(
+                "bearer token",
+                self.open(t, fields::BEARER_TOKEN, token)?.expose_secret(),
+            )?,
+            StoredAuth::Basic { password, .. } => check_secret(
+                "basic-auth password",
+                self.open(t, fields::BASIC_PASSWORD, password)?
+                    .expose_secret(),
+            )?,
+        }
+        check_secret(
+            "signing secret",
+            self.open(t, fields::SIGNING_SECRET, &t.signing_secret)?
+                .expose_secret(),
+        )?;
+        Ok(())
     }
 
     /// Creates a target; its secrets are sealed before they reach the store.
@@ -879,14 +924,23 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
     }
 
     /// Imports a tree exported by [`ConfigService::export`] into the
-    /// granted project (same project id), replacing its lines, endpoints
-    /// and targets. Validates everything first; on any error nothing is
-    /// written.
+    /// granted project (same project id), replacing its name, lines,
+    /// endpoints and targets. The project's slug and key policy stay as they
+    /// are (an editor may not change them). Validates everything first; on
+    /// any error nothing is written.
     pub async fn import(&self, grant: &Grant<ConfigWrite>, json: &str) -> Result<ProjectTree> {
-        let tree = self.validate_import(json)?;
+        let mut tree = self.validate_import(json)?;
         if tree.project.id != grant.project_id() {
             return Err(ConfigError::Tree("export belongs to another project").into());
         }
+        let current = self
+            .store
+            .project(grant.project_id())
+            .await?
+            .ok_or(StoreError::NotFound { kind: "project" })?;
+        tree.project.slug = current.slug;
+        tree.project.key_policy = current.key_policy;
+        tree.project.created_at = current.created_at;
         let audit = self.draft(
             grant,
             ConfigEntity::Project,
@@ -898,10 +952,11 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
         Ok(tree)
     }
 
-    /// Restores a tree from a backup as the system (no grant: restore is an
-    /// operator action outside any project). Same validation as
-    /// [`ConfigService::import`].
-    pub async fn restore(&self, json: &str) -> Result<ProjectTree> {
+    /// Restores a whole project (slug and key policy included) from a
+    /// backup, as the system. There is no grant: restoring is an operator
+    /// action outside any project, so only the backup job may call this.
+    /// Same validation as [`ConfigService::import`].
+    pub async fn dangerous_restore(&self, json: &str) -> Result<ProjectTree> {
         let tree = self.validate_import(json)?;
         let audit = AuditDraft {
             project: Some(tree.project.id),
@@ -923,6 +978,9 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
     /// URLs, references, unique ids, and that every ciphertext opens under
     /// its own project, target and field.
     pub fn validate_import(&self, json: &str) -> Result<ProjectTree> {
+        if json.len() > MAX_IMPORT_BYTES {
+            return Err(ConfigError::Tree("export larger than 16 MiB").into());
+        }
         let env: ExportEnvelope =
             serde_json::from_str(json).map_err(|e| ConfigError::Json(json_error_position(&e)))?;
         if env.format != EXPORT_FORMAT {
@@ -932,6 +990,9 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             return Err(ConfigError::Version(env.version).into());
         }
         let tree = env.tree;
+        if tree.lines.len() + tree.endpoints.len() + tree.targets.len() > MAX_IMPORT_ENTITIES {
+            return Err(ConfigError::Tree("more than 10000 lines, endpoints and targets").into());
+        }
         let pid = tree.project.id;
         check_name("project", &tree.project.name)?;
         tree.project
@@ -968,8 +1029,12 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             if !tgts.insert(t.id) {
                 return Err(ConfigError::Tree("duplicate target id").into());
             }
-            // Opening proves each ciphertext belongs to this very field.
-            self.view(t)?;
+            if let StoredAuth::Basic { username, .. } = &t.auth {
+                check_username(username)?;
+            }
+            // Opening proves each ciphertext belongs to this very field, and
+            // the plaintext must pass the same checks as on input.
+            self.check_sealed(t)?;
         }
         Ok(tree)
     }

@@ -111,6 +111,14 @@ define_id!(
     UserId, "usr_", "user"
 );
 define_id!(
+    /// A session (its public handle; the cookie value is separate and secret).
+    SessionId, "ses_", "session"
+);
+define_id!(
+    /// A trusted device (its public handle; the cookie value is secret).
+    DeviceId, "dev_", "device"
+);
+define_id!(
     /// An audit event.
     EventId, "evt_", "event"
 );

@@ -250,12 +250,34 @@ pub enum PolicyError {
 }
 
 /// How a project's keys rotate. Defaults: 90-day cadence, 7-day overlap,
-/// 24-hour grace.
+/// 24-hour grace. Deserializing validates, so a stored policy cannot be
+/// out of range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawPolicy")]
 pub struct LifecyclePolicy {
     cadence_secs: i64,
     overlap_secs: i64,
     grace_secs: i64,
+}
+
+#[derive(Deserialize)]
+struct RawPolicy {
+    cadence_secs: i64,
+    overlap_secs: i64,
+    grace_secs: i64,
+}
+
+impl TryFrom<RawPolicy> for LifecyclePolicy {
+    type Error = PolicyError;
+    fn try_from(r: RawPolicy) -> Result<Self, PolicyError> {
+        let p = Self {
+            cadence_secs: r.cadence_secs,
+            overlap_secs: r.overlap_secs,
+            grace_secs: r.grace_secs,
+        };
+        p.validate()?;
+        Ok(p)
+    }
 }
 
 impl Default for LifecyclePolicy {
@@ -392,7 +414,7 @@ pub enum KeyPhase {
     Grace {
         /// The successor to switch to.
         successor: KeyId,
-        /// Last instant this key is accepted.
+        /// The first instant this key is rejected.
         until: DateTime<Utc>,
     },
 }
@@ -426,18 +448,40 @@ impl KeyRecord {
 }
 
 /// What a successful verification tells the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Only [`KeyService::verify`] makes one (the fields are private and it does
+/// not deserialize), so a [`crate::access::Principal::ApiKey`] always stands
+/// for a key that really verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifiedKey {
+    pub(crate) project: ProjectId,
+    pub(crate) key_id: KeyId,
+    pub(crate) environment: Environment,
+    pub(crate) role: Role,
+    pub(crate) phase: KeyPhase,
+}
+
+impl VerifiedKey {
     /// The key's project.
-    pub project: ProjectId,
+    pub fn project(&self) -> ProjectId {
+        self.project
+    }
     /// The key's record id.
-    pub key_id: KeyId,
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
     /// Environment.
-    pub environment: Environment,
-    /// Role.
-    pub role: Role,
-    /// Phase.
-    pub phase: KeyPhase,
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+    /// The role the key acts with.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// Active, in overlap (switch to the successor) or in grace.
+    pub fn phase(&self) -> KeyPhase {
+        self.phase
+    }
 }
 
 /// A key as listed (no hash, no plaintext).
@@ -525,6 +569,9 @@ pub struct RotationReport {
     pub lost_races: usize,
     /// Unrevealed successor plaintexts destroyed.
     pub reveals_expired: usize,
+    /// Keys this pass could not handle (backend or vault errors); they are
+    /// retried by the next pass and logged with `tracing`.
+    pub errors: usize,
 }
 
 /// Where a new key record comes from: a mint request or a predecessor.
@@ -639,11 +686,14 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
         if req.role > grant.role() {
             return Err(AccessDenied.into());
         }
-        if req.label.chars().count() > 100 {
-            return Err(Error::InvalidInput("key label longer than 100 characters"));
+        if req.label.chars().count() > 100 || req.label.chars().any(char::is_control) {
+            return Err(Error::InvalidInput(
+                "key label must be at most 100 characters without control characters",
+            ));
         }
         let now = self.clock.now();
-        let policy = grant.project().key_policy;
+        // The stored policy, not the grant's snapshot of the project.
+        let policy = self.policy(grant.project_id()).await?;
         let plaintext = PlaintextKey::generate(req.environment);
         let origin = Origin {
             project: grant.project_id(),
@@ -714,7 +764,8 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
             }
             .into());
         }
-        let policy = grant.project().key_policy;
+        // The stored policy, not the grant's snapshot of the project.
+        let policy = self.policy(grant.project_id()).await?;
         let overlap = opts.overlap.unwrap_or_else(|| policy.overlap());
         let grace = opts.grace.unwrap_or_else(|| policy.grace());
         if overlap < Duration::zero() || overlap >= policy.cadence() {
@@ -787,10 +838,20 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
                 kind: "pending reveal",
             })
         };
-        match &rec.pending_reveal {
-            Some(p) if p.until > now && rec.revoked_at.is_none() => {}
+        let pending = match &rec.pending_reveal {
+            Some(p) if p.until > now && rec.revoked_at.is_none() => p,
             _ => return Err(gone()),
-        }
+        };
+        // Open and parse before destroying the sealed copy, so a vault
+        // failure cannot lose the key.
+        let (p, r) = reveal_context(&rec.project, &rec.id);
+        let ctx = SecretContext {
+            project: &p,
+            record: &r,
+            field: REVEAL_FIELD,
+        };
+        let text = self.vault.open_string(&pending.ciphertext, &ctx)?;
+        let key = PlaintextKey::parse(text.expose_secret())?;
         let audit = self.draft(
             grant.actor(),
             grant.ip(),
@@ -799,102 +860,113 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
             None,
             now,
         );
-        let pending = self
-            .store
-            .take_pending_reveal(id, audit)
-            .await?
-            .ok_or_else(gone)?;
-        let (p, r) = reveal_context(&rec.project, &rec.id);
-        let ctx = SecretContext {
-            project: &p,
-            record: &r,
-            field: REVEAL_FIELD,
-        };
-        let text = self.vault.open_string(&pending.ciphertext, &ctx)?;
-        Ok(PlaintextKey::parse(text.expose_secret())?)
+        match self.store.take_pending_reveal(id, audit).await? {
+            // Exactly one caller gets the sealed copy; it must be the one
+            // we opened.
+            Some(taken) if taken.ciphertext == pending.ciphertext => Ok(key),
+            _ => Err(gone()),
+        }
     }
 
     /// The auto-rotation pass: rotates every key whose rotation is due and
     /// destroys expired pending reveals. Idempotent: running it twice, or
     /// from many processes at once, makes exactly one successor per key (the
     /// store's rotation is conditional on the key still being current).
+    ///
+    /// A failure on one key (backend, vault) does not stop the pass: it is
+    /// counted in [`RotationReport::errors`], logged, and retried next time.
     pub async fn rotate_due(&self) -> Result<RotationReport> {
         let now = self.clock.now();
         let mut report = RotationReport::default();
         let mut policies: std::collections::HashMap<ProjectId, LifecyclePolicy> =
             Default::default();
         for old in self.store.keys_needing_attention(now).await? {
-            if let Some(p) = &old.pending_reveal {
-                if p.until <= now {
-                    let audit = self.draft(
-                        Actor::System,
-                        None,
-                        &old,
-                        KeyAction::RevealExpired,
-                        None,
-                        now,
-                    );
-                    if self
-                        .store
-                        .take_pending_reveal(old.id, audit)
-                        .await?
-                        .is_some()
-                    {
-                        report.reveals_expired += 1;
-                    }
-                }
-            }
-            if !(old.is_current() && old.rotate_at <= now) {
-                continue;
-            }
-            let policy = match policies.get(&old.project) {
-                Some(p) => *p,
-                None => {
-                    let p = self.policy(old.project).await?;
-                    policies.insert(old.project, p);
-                    p
-                }
-            };
-            let plaintext = PlaintextKey::generate(old.environment);
-            let mut succ = Self::new_record(
-                Origin::successor_of(&old),
-                &plaintext,
-                Actor::System,
-                now,
-                &policy,
-            );
-            let expires_at = (old.created_at + policy.cadence()).max(now + policy.overlap());
-            let sup = Supersession {
-                successor: succ.id,
-                rotated_at: now,
-                expires_at,
-                grace_ends_at: expires_at + policy.grace(),
-            };
-            let (p, r) = reveal_context(&succ.project, &succ.id);
-            let ctx = SecretContext {
-                project: &p,
-                record: &r,
-                field: REVEAL_FIELD,
-            };
-            succ.pending_reveal = Some(PendingReveal {
-                ciphertext: self.vault.seal_str(plaintext.expose_secret(), &ctx)?,
-                until: sup.grace_ends_at,
-            });
-            let audit = self.draft(
-                Actor::System,
-                None,
-                &old,
-                KeyAction::AutoRotate,
-                Some(succ.id),
-                now,
-            );
-            match self.store.rotate_key(old.id, sup, succ, audit).await {
-                Ok(()) => report.rotated += 1,
-                Err(StoreError::Conflict { .. }) => report.lost_races += 1,
-                Err(e) => return Err(e.into()),
+            if let Err(e) = self.attend(&old, now, &mut policies, &mut report).await {
+                tracing::warn!(key = %old.id, error = %e, "auto-rotation pass failed for a key");
+                report.errors += 1;
             }
         }
         Ok(report)
+    }
+
+    async fn attend(
+        &self,
+        old: &KeyRecord,
+        now: DateTime<Utc>,
+        policies: &mut std::collections::HashMap<ProjectId, LifecyclePolicy>,
+        report: &mut RotationReport,
+    ) -> Result<()> {
+        if let Some(p) = &old.pending_reveal {
+            if p.until <= now {
+                let audit = self.draft(
+                    Actor::System,
+                    None,
+                    old,
+                    KeyAction::RevealExpired,
+                    None,
+                    now,
+                );
+                if self
+                    .store
+                    .take_pending_reveal(old.id, audit)
+                    .await?
+                    .is_some()
+                {
+                    report.reveals_expired += 1;
+                }
+            }
+        }
+        if !(old.is_current() && old.rotate_at <= now) {
+            return Ok(());
+        }
+        let policy = match policies.get(&old.project) {
+            Some(p) => *p,
+            None => {
+                let p = self.policy(old.project).await?;
+                policies.insert(old.project, p);
+                p
+            }
+        };
+        let plaintext = PlaintextKey::generate(old.environment);
+        let mut succ = Self::new_record(
+            Origin::successor_of(old),
+            &plaintext,
+            Actor::System,
+            now,
+            &policy,
+        );
+        // A late pass never shortens the overlap.
+        let expires_at = (old.created_at + policy.cadence()).max(now + policy.overlap());
+        let sup = Supersession {
+            successor: succ.id,
+            rotated_at: now,
+            expires_at,
+            grace_ends_at: expires_at + policy.grace(),
+        };
+        let (p, r) = reveal_context(&succ.project, &succ.id);
+        let ctx = SecretContext {
+            project: &p,
+            record: &r,
+            field: REVEAL_FIELD,
+        };
+        succ.pending_reveal = Some(PendingReveal {
+            ciphertext: self.vault.seal_str(plaintext.expose_secret(), &ctx)?,
+            until: sup.grace_ends_at,
+        });
+        let audit = self.draft(
+            Actor::System,
+            None,
+            old,
+            KeyAction::AutoRotate,
+            Some(succ.id),
+            now,
+        );
+        match self.store.rotate_key(old.id, sup, succ, audit).await {
+            Ok(()) => report.rotated += 1,
+            Err(StoreError::Conflict { .. }) => report.lost_races += 1,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 }
 

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod account;
 pub mod audit;
 pub mod clock;
 pub mod config;

@@ -111,6 +111,8 @@ pub trait MembershipStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Projects the user belongs to, with roles.
     async fn memberships_of(&self, user: UserId) -> StoreResult<Vec<(ProjectId, Role)>>;
+    /// The project's members, with roles.
+    async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>>;
 }
 
 /// Appends events that record no stored mutation (billing events recorded
@@ -173,6 +175,7 @@ forward!(MembershipStore {
     async fn role_of(&self, user: UserId, project: ProjectId) -> StoreResult<Option<Role>>;
     async fn set_role(&self, project: ProjectId, user: UserId, role: Option<Role>, audit: AuditDraft) -> StoreResult<()>;
     async fn memberships_of(&self, user: UserId) -> StoreResult<Vec<(ProjectId, Role)>>;
+    async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>>;
 });
 
 forward!(AuditSink {

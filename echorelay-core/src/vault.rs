@@ -744,9 +744,10 @@ forward_secret_vault!(Arc);
 forward_secret_vault!(Box);
 
 /// The production [`SecretVault`]: AES-256-GCM over a [`Keyring`], with a
-/// fresh random 96-bit nonce from the operating system per seal. The AES key
-/// schedules are computed once, in [`AesGcmVault::new`]. `Debug` shows key
-/// ids only.
+/// fresh random 96-bit nonce per seal (thread-local CSPRNG, see the module
+/// docs). The AES key schedules are computed once, in [`AesGcmVault::new`],
+/// and zeroized on drop (the `aes` and `ghash` crates' `zeroize` features
+/// are on). `Debug` shows key ids only.
 #[derive(Clone)]
 pub struct AesGcmVault {
     current: (KeyId, Aes256Gcm),

@@ -150,6 +150,11 @@ impl KeyStore for MemStore {
                 reason: "key is no longer current",
             });
         }
+        if supersession.successor != successor.id {
+            return Err(StoreError::Conflict {
+                reason: "supersession names another successor",
+            });
+        }
         if old.project != successor.project {
             return Err(StoreError::Conflict {
                 reason: "successor belongs to another project",
@@ -443,6 +448,18 @@ impl MembershipStore for MemStore {
             .iter()
             .filter(|((_, u), _)| *u == user)
             .map(|((p, _), r)| (*p, *r))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>> {
+        let s = self.read();
+        let mut v: Vec<(UserId, Role)> = s
+            .members
+            .iter()
+            .filter(|((p, _), _)| *p == project)
+            .map(|((_, u), r)| (*u, *r))
             .collect();
         v.sort();
         Ok(v)

@@ -205,3 +205,37 @@ pub async fn membership_changes_take_effect_and_are_audited<B: Backend>(h: Harne
     );
     assert!(h.store.project(p.id).await.unwrap().is_some());
 }
+
+/// The last owner cannot be removed or demoted; with a second owner they can.
+pub async fn last_owner_is_kept<B: Backend>(h: Harness<B>) {
+    use echorelay_core::error::StoreError;
+    let (p, owner) = h.project().await;
+    let me = match owner.principal {
+        echorelay_core::access::Principal::User(u) => u,
+        _ => unreachable!(),
+    };
+    let g = h
+        .voter
+        .authorize::<Members>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let conflict =
+        |r: Result<(), Error>| matches!(r, Err(Error::Store(StoreError::Conflict { .. })));
+    assert!(conflict(h.config.set_member(&g, me, None).await));
+    assert!(conflict(
+        h.config.set_member(&g, me, Some(Role::Editor)).await
+    ));
+    let other = UserId::random();
+    h.config
+        .set_member(&g, other, Some(Role::Owner))
+        .await
+        .unwrap();
+    h.config
+        .set_member(&g, me, Some(Role::Viewer))
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::audit::UserEvents::events_for_user_of(&h.store, other).await,
+        1
+    );
+}

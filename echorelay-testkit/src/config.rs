@@ -369,6 +369,10 @@ pub async fn export_import_round_trip_and_bad_input<B: Backend>(h: Harness<B>) {
         "config: failed import wrote"
     );
     assert_eq!(h.store.tree(p.id).await.unwrap(), before);
+    // An editor's import keeps the project's slug and key policy.
+    let renamed = json.replace(p.slug.as_str(), "hijacked-slug");
+    h.config.import(&w, &renamed).await.unwrap();
+    assert_eq!(h.store.project(p.id).await.unwrap().unwrap().slug, p.slug);
     // An export of project p cannot be imported into project q.
     let (q, owner_q) = h.project().await;
     let wq = h

@@ -30,10 +30,10 @@ pub async fn mint_then_verify_stores_only_the_hash<B: Backend>(h: Harness<B>) {
     let key = minted.plaintext.expose_secret().to_owned();
     assert!(key.starts_with("er_live_"));
     let v = h.keys.verify(&key).await.unwrap();
-    assert_eq!(v.project, p.id);
-    assert_eq!(v.key_id, minted.view.id);
-    assert_eq!(v.environment, Environment::Live);
-    assert!(matches!(v.phase, KeyPhase::Active { .. }));
+    assert_eq!(v.project(), p.id);
+    assert_eq!(v.key_id(), minted.view.id);
+    assert_eq!(v.environment(), Environment::Live);
+    assert!(matches!(v.phase(), KeyPhase::Active { .. }));
     let rec = h.store.key_by_id(minted.view.id).await.unwrap().unwrap();
     let stored = serde_json::to_string(&rec).unwrap();
     assert!(!stored.contains(&key[8..]), "keys: plaintext found at rest");
@@ -120,17 +120,17 @@ pub async fn operator_rotation_overlap_then_grace<B: Backend>(h: Harness<B>) {
     };
     let new = h.keys.rotate(&grant, old.view.id, opts).await.unwrap();
     let (o, n) = (old.plaintext.expose_secret(), new.plaintext.expose_secret());
-    match h.keys.verify(o).await.unwrap().phase {
+    match h.keys.verify(o).await.unwrap().phase() {
         KeyPhase::Overlap { successor, .. } => assert_eq!(successor, new.view.id),
         other => panic!("keys: expected overlap, got {other:?}"),
     }
     assert!(matches!(
-        h.keys.verify(n).await.unwrap().phase,
+        h.keys.verify(n).await.unwrap().phase(),
         KeyPhase::Active { .. }
     ));
     h.clock.advance(Duration::hours(2));
     assert!(matches!(
-        h.keys.verify(o).await.unwrap().phase,
+        h.keys.verify(o).await.unwrap().phase(),
         KeyPhase::Grace { .. }
     ));
     h.clock.advance(Duration::hours(24) - Duration::seconds(1));
@@ -195,9 +195,9 @@ pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness
     let KeyPhase::Overlap {
         successor,
         expires_at,
-    } = v.phase
+    } = v.phase()
     else {
-        panic!("keys: expected overlap, got {:?}", v.phase)
+        panic!("keys: expected overlap, got {:?}", v.phase())
     };
     assert_eq!(expires_at, old.view.created_at + Duration::days(90));
     let rec = h.store.key_by_id(successor).await.unwrap().unwrap();
@@ -214,7 +214,7 @@ pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness
             .verify(revealed.expose_secret())
             .await
             .unwrap()
-            .key_id,
+            .key_id(),
         successor
     );
     assert!(
@@ -237,7 +237,7 @@ pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness
             .verify(old.plaintext.expose_secret())
             .await
             .unwrap()
-            .phase,
+            .phase(),
         KeyPhase::Overlap { .. }
     ));
     h.clock.advance(Duration::seconds(1) + Duration::days(1));
@@ -408,4 +408,132 @@ pub async fn failed_mutations_write_no_audit_event<B: Backend>(h: Harness<B>) {
         head,
         "keys: failed mutation changed the audit log"
     );
+}
+
+/// The port itself refuses without writing an audit event: rotating a
+/// superseded key, revoking twice, taking a reveal that is not there.
+pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
+    use echorelay_core::audit::AuditDraft;
+    use echorelay_core::keys::{KeyRecord, Supersession};
+    let (p, owner) = h.project().await;
+    let grant = h
+        .voter
+        .authorize::<KeyMint>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let a = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    h.keys
+        .rotate(&grant, a.view.id, RotateOptions::default())
+        .await
+        .unwrap();
+    let b = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    h.keys.revoke(&grant, b.view.id).await.unwrap();
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    let draft = || AuditDraft {
+        project: Some(p.id),
+        at: h.clock_now(),
+        actor: Actor::System,
+        ip: None,
+        subject: None,
+        kind: EventKind::Key {
+            action: KeyAction::Rotate,
+            key_id: a.view.id,
+            environment: Environment::Live,
+            role: echorelay_core::access::Role::Editor,
+            successor: None,
+        },
+    };
+    let fresh = PlaintextKey::generate(Environment::Live);
+    let mut succ: KeyRecord = h.store.key_by_id(b.view.id).await.unwrap().unwrap();
+    succ.id = echorelay_core::ids::KeyId::random();
+    succ.hash = fresh.hash();
+    succ.revoked_at = None;
+    let sup = Supersession {
+        successor: succ.id,
+        rotated_at: h.clock_now(),
+        expires_at: h.clock_now(),
+        grace_ends_at: h.clock_now(),
+    };
+    let conflict = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Conflict { .. }));
+    assert!(
+        conflict(
+            h.store
+                .rotate_key(a.view.id, sup, succ.clone(), draft())
+                .await
+        ),
+        "keys: rotated a superseded key"
+    );
+    assert!(
+        conflict(
+            h.store
+                .rotate_key(b.view.id, sup, succ.clone(), draft())
+                .await
+        ),
+        "keys: rotated a revoked key"
+    );
+    assert!(conflict(
+        h.store.revoke_key(b.view.id, h.clock_now(), draft()).await
+    ));
+    assert!(
+        h.store
+            .take_pending_reveal(a.view.id, draft())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let dup = KeyRecord {
+        id: echorelay_core::ids::KeyId::random(),
+        ..h.store.key_by_id(a.view.id).await.unwrap().unwrap()
+    };
+    assert!(
+        matches!(
+            h.store.insert_key(dup, draft()).await,
+            Err(StoreError::AlreadyExists { .. })
+        ),
+        "keys: duplicate hash accepted"
+    );
+    assert!(
+        h.store.key_by_hash(&fresh.hash()).await.unwrap().is_none(),
+        "keys: refused successor was stored"
+    );
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        head,
+        "keys: a refused port call wrote an audit event"
+    );
+}
+
+/// Of many concurrent reveals of one successor, exactly one gets the key.
+pub async fn concurrent_reveals_reveal_once<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let grant = std::sync::Arc::new(
+        h.voter
+            .authorize::<KeyMint>(&owner, p.slug.as_str())
+            .await
+            .unwrap(),
+    );
+    h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    h.clock.advance(Duration::days(84));
+    assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 1);
+    let succ = h
+        .keys
+        .list(&grant)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.reveal_pending)
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let proc_ = h.another_process();
+        let g = grant.clone();
+        tasks.push(tokio::spawn(async move {
+            proc_.keys.reveal(&g, succ.id).await.is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(ok, 1, "keys: {ok} concurrent reveals succeeded");
 }
