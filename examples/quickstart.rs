@@ -8,6 +8,10 @@ use chrono::Duration;
 use echorelay::MemStore;
 use echorelay::core::access::surface::{ConfigRead, ConfigWrite, KeyMint, Members};
 use echorelay::core::access::{Caller, Decision, Role, Surface, Voter};
+use echorelay::core::account::password::PasswordPolicy;
+use echorelay::core::account::service::{PasswordStep, SecondFactor};
+use echorelay::core::account::totp::{self, TotpParams, TotpSeed};
+use echorelay::core::account::{AccountPolicy, AccountService};
 use echorelay::core::audit::{EventKind, verify_chain};
 use echorelay::core::clock::{Clock, ManualClock};
 use echorelay::core::config::{AuthInput, AuthView, ConfigService, NewTarget};
@@ -15,7 +19,7 @@ use echorelay::core::ids::UserId;
 use echorelay::core::keys::{Environment, KeyService, MintRequest, RotateOptions};
 use echorelay::core::ports::AuditLog;
 use echorelay::core::vault::{AesGcmVault, Keyring, SecretKey};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), echorelay::Error> {
@@ -27,6 +31,7 @@ async fn main() -> Result<(), echorelay::Error> {
     let clock = ManualClock::at_unix(1_767_225_600); // 2026-01-01, and we can move it
     let c: Arc<dyn Clock> = Arc::new(clock.clone());
     let keys = KeyService::new(store.clone(), vault.clone(), c.clone());
+    let (vault_for_accounts, c_accounts) = (vault.clone(), c.clone());
     let config = ConfigService::new(store.clone(), vault, c);
     let voter = Voter::new(store.clone());
 
@@ -171,6 +176,88 @@ async fn main() -> Result<(), echorelay::Error> {
         println!("{row}");
     }
 
+    // --- Accounts: password + mandatory TOTP ------------------------------
+    println!("\n== accounts: enrollment, then a login with TOTP");
+    let policy = AccountPolicy {
+        // Cost 13 (the default) takes ~0.5 s per hash; the tour uses 10.
+        password: PasswordPolicy::new(10)?,
+        ..AccountPolicy::default()
+    };
+    let accounts = AccountService::new(store.clone(), vault_for_accounts, c_accounts, policy)?;
+    let pw = || SecretString::from("correct horse battery staple");
+    let dana = accounts.register("dana@example.com", pw(), ip).await?;
+    println!("registered dana@example.com ({dana})");
+    let laptop: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let PasswordStep::EnrollmentRequired(ch) = accounts
+        .login_password("dana@example.com", pw(), laptop, None)
+        .await?
+    else {
+        unreachable!("a new account must enroll")
+    };
+    println!("password ok -> enrollment required (no session without a second factor)");
+    let offer = accounts
+        .begin_enrollment(ch.token.expose_secret(), laptop)
+        .await?;
+    let uri = offer.otpauth_uri.expose_secret();
+    println!(
+        "scan: {}secret=••••&… (QR code: {} bytes of SVG)",
+        &uri[..uri.find("secret=").unwrap_or(0)],
+        offer.qr_svg.len()
+    );
+    // The authenticator app's side: it holds the seed and shows codes.
+    let app = TotpSeed::from_base32(offer.secret_base32.expose_secret()).unwrap();
+    let code_now = |clock: &ManualClock| {
+        let p = TotpParams::default();
+        let step = totp::step_at(&p, clock.now().timestamp() as u64);
+        SecretString::from(totp::code_for_step(&app, &p, step).unwrap().as_str())
+    };
+    let enrolled = accounts
+        .confirm_enrollment(ch.token.expose_secret(), &code_now(&clock), laptop, false)
+        .await?;
+    println!(
+        "enrolled; {} backup codes shown once, e.g. {}",
+        enrolled.backup_codes.len(),
+        enrolled.backup_codes[0].expose_secret()
+    );
+    clock.advance(Duration::seconds(30));
+    let PasswordStep::SecondFactorRequired(ch) = accounts
+        .login_password("dana@example.com", pw(), laptop, None)
+        .await?
+    else {
+        unreachable!("TOTP is active now")
+    };
+    let login = accounts
+        .login_second_factor(
+            ch.token.expose_secret(),
+            SecondFactor::Totp(code_now(&clock)),
+            laptop,
+            true,
+        )
+        .await?;
+    println!(
+        "login with password + TOTP -> session {} (trusted device {:?})",
+        login.session.id,
+        login.device.as_ref().map(|d| d.id)
+    );
+    let me_again = accounts
+        .authenticate(login.session.token.expose_secret(), laptop)
+        .await?;
+    println!(
+        "session cookie ok for {} pinned to {:?}",
+        me_again.user, me_again.ip_family
+    );
+    let v6: std::net::IpAddr = "2001:db8::7".parse().unwrap();
+    println!(
+        "same cookie from IPv6: {}",
+        match accounts
+            .authenticate(login.session.token.expose_secret(), v6)
+            .await
+        {
+            Ok(_) => "accepted (BUG)".to_string(),
+            Err(e) => format!("{e} (session ended)"),
+        }
+    );
+
     // --- Audit log ------------------------------------------------------
     println!("\n== audit log of acme");
     let events = store.events(Some(project.id), 0, 100).await?;
@@ -185,6 +272,7 @@ async fn main() -> Result<(), echorelay::Error> {
                 ..
             } => format!("billing {billing:?} {amount_minor} {}", currency.as_str()),
             EventKind::Membership { user, role } => format!("member {user} -> {role:?}"),
+            EventKind::Account { action, failure } => format!("account {action:?} {failure:?}"),
         };
         println!(
             "#{:<2} {} {:?} from {:?}: {what}",
@@ -200,6 +288,24 @@ async fn main() -> Result<(), echorelay::Error> {
             events.len(),
             head.map(|h| h.hash)
         ),
+        Err(b) => println!("chain BROKEN: {b}"),
+    }
+    let account_events = store.events(None, 0, 1000).await?;
+    println!("\n== account events (global chain)");
+    for e in &account_events {
+        if let EventKind::Account { action, failure } = &e.kind {
+            println!(
+                "#{:<2} {} subject {:?} from {:?}: {action:?} {}",
+                e.seq,
+                e.at.format("%H:%M:%S"),
+                e.subject,
+                e.ip,
+                failure.map(|f| format!("({f:?})")).unwrap_or_default()
+            );
+        }
+    }
+    match verify_chain(None, &account_events, None) {
+        Ok(_) => println!("chain verified: {} events", account_events.len()),
         Err(b) => println!("chain BROKEN: {b}"),
     }
     Ok(())

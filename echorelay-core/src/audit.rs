@@ -170,6 +170,14 @@ pub enum EventKind {
         /// The payment provider's reference, if any.
         reference: Option<String>,
     },
+    /// An account security event (login, second factor, devices,
+    /// sessions). Recorded in the global chain with the account as subject.
+    Account {
+        /// What happened.
+        action: crate::account::AccountAction,
+        /// Why a login step failed (never shown to the caller).
+        failure: Option<crate::account::LoginFailure>,
+    },
     /// A membership change.
     Membership {
         /// The member.

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`Error::Unauthenticated`] | caller's credentials | no: it is deliberately opaque |
 //! | [`Error::Denied`] | caller's permissions | no: it never says whether the project exists |
-//! | [`Error::InvalidKey`], [`Error::InvalidInput`], [`Error::Policy`], [`Error::Config`] | caller's input | yes: the message names what was wrong |
+//! | [`Error::InvalidKey`], [`Error::InvalidInput`], [`Error::Policy`], [`Error::Config`], [`Error::Password`] | caller's input | yes: the message names what was wrong |
 //! | [`Error::Vault`] | configuration or tampered data | yes, for operators |
 //! | [`Error::Store`] | backend or a concurrent change | `NotFound` / `AlreadyExists` / `Conflict` yes; `Backend` is transient |
 
@@ -41,6 +41,10 @@ pub enum Error {
     /// Tenant configuration input is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A new password (or the password policy) is invalid: empty, over
+    /// 4096 bytes, or a cost out of range.
+    #[error(transparent)]
+    Password(#[from] crate::account::password::PasswordError),
     /// Input that is not configuration or a key was invalid.
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),

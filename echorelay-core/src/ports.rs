@@ -15,10 +15,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::access::Role;
+use crate::account::password::PasswordHash;
+use crate::account::{
+    AccountRecord, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord, TotpRecord,
+};
 use crate::audit::{AuditDraft, AuditEvent, ChainHead};
 use crate::config::{ConfigChange, Project, ProjectTree, Slug};
 use crate::error::StoreError;
-use crate::ids::{KeyId, ProjectId, UserId};
+use crate::ids::{DeviceId, KeyId, ProjectId, SessionId, UserId};
 use crate::keys::{KeyHash, KeyRecord, PendingReveal, Supersession};
 
 /// Result of a port call.
@@ -141,6 +145,106 @@ pub trait AuditLog: Send + Sync {
     async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>>;
 }
 
+/// Stores accounts and their credentials: password hash, TOTP factor,
+/// backup codes, second-factor failures and trusted devices.
+///
+/// Account security events are appended to the audit log by the service
+/// through [`AuditSink`] right after the change they record.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates an account. `AlreadyExists` if the id or email is taken.
+    async fn create_account(&self, account: AccountRecord) -> StoreResult<()>;
+    /// The account with this (lowercased) email.
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>>;
+    /// The account with this id.
+    async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>>;
+    /// Replaces the password hash. `NotFound` for an unknown account.
+    async fn set_password_hash(&self, user: UserId, hash: PasswordHash) -> StoreResult<()>;
+    /// The account's TOTP factor, active or pending.
+    async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>>;
+    /// Stores a pending (inactive) factor, replacing a pending one.
+    /// `Conflict` if an active factor exists.
+    async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()>;
+    /// Atomically: if the factor is still pending, activates it with
+    /// `last_step = step` and replaces the backup codes with `codes`;
+    /// otherwise `Conflict` and no change.
+    async fn activate_totp(
+        &self,
+        user: UserId,
+        step: u64,
+        codes: Vec<BackupCodeRecord>,
+    ) -> StoreResult<()>;
+    /// Atomically: if `step` is later than the last accepted step (or none
+    /// was accepted), records it and returns `true`; else `false`. Of
+    /// racing callers with the same step, exactly one gets `true`.
+    async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool>;
+    /// Removes the factor and the backup codes, and revokes every trusted
+    /// device, in one step (a 2FA reset).
+    async fn delete_totp(&self, user: UserId) -> StoreResult<()>;
+    /// Records a failed second-factor attempt.
+    async fn record_failure(&self, user: UserId, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Failed attempts strictly after `since`.
+    async fn failures_since(
+        &self,
+        user: UserId,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>>;
+    /// Forgets failed attempts (after a success).
+    async fn clear_failures(&self, user: UserId) -> StoreResult<()>;
+    /// The account's unused backup codes.
+    async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>>;
+    /// Replaces the whole set of backup codes.
+    async fn replace_backup_codes(
+        &self,
+        user: UserId,
+        codes: Vec<BackupCodeRecord>,
+    ) -> StoreResult<()>;
+    /// Atomically removes code `index`; `true` if it was there. Of racing
+    /// callers, exactly one gets `true`.
+    async fn consume_backup_code(&self, user: UserId, index: u8) -> StoreResult<bool>;
+    /// Adds a trusted device, then evicts the account's oldest devices (by
+    /// `created_at`) until at most `cap` remain, in one step. Returns the
+    /// evicted ids.
+    async fn add_device(&self, device: DeviceRecord, cap: usize) -> StoreResult<Vec<DeviceId>>;
+    /// The device whose token hashes to `token_hash`.
+    async fn device_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<DeviceRecord>>;
+    /// The account's devices, oldest first.
+    async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
+    /// Records a use (never changes the expiry).
+    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Revokes one device of the account, or all with `None`. Returns how
+    /// many were removed.
+    async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize>;
+}
+
+/// Stores sessions and pending login challenges (token hashes only).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Inserts a session. `AlreadyExists` on an id or token collision.
+    async fn insert_session(&self, session: SessionRecord) -> StoreResult<()>;
+    /// The session whose token hashes to `token_hash`.
+    async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
+    /// Records activity.
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Atomically replaces session `old` by `new` (a new id and token).
+    /// `NotFound` if `old` is gone.
+    async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()>;
+    /// Deletes a session; `true` if it existed.
+    async fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
+    /// The account's sessions.
+    async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;
+    /// Deletes the account's sessions except `keep`; returns how many.
+    async fn delete_sessions_of(&self, user: UserId, keep: Option<SessionId>)
+    -> StoreResult<usize>;
+    /// Stores a login challenge.
+    async fn insert_challenge(&self, challenge: ChallengeRecord) -> StoreResult<()>;
+    /// The challenge whose token hashes to `token_hash`.
+    async fn challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
+    /// Atomically removes and returns the challenge. Of racing callers, at
+    /// most one gets it.
+    async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
+}
+
 macro_rules! forward {
     ($tr:ident { $(async fn $m:ident(&self $(, $a:ident : $t:ty)*) -> $r:ty;)* }) => {
         #[async_trait]
@@ -186,4 +290,40 @@ forward!(AuditLog {
     async fn events(&self, chain: Option<ProjectId>, after: u64, limit: usize) -> StoreResult<Vec<AuditEvent>>;
     async fn head(&self, chain: Option<ProjectId>) -> StoreResult<Option<ChainHead>>;
     async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>>;
+});
+
+forward!(AccountStore {
+    async fn create_account(&self, account: AccountRecord) -> StoreResult<()>;
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>>;
+    async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>>;
+    async fn set_password_hash(&self, user: UserId, hash: PasswordHash) -> StoreResult<()>;
+    async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>>;
+    async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()>;
+    async fn activate_totp(&self, user: UserId, step: u64, codes: Vec<BackupCodeRecord>) -> StoreResult<()>;
+    async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool>;
+    async fn delete_totp(&self, user: UserId) -> StoreResult<()>;
+    async fn record_failure(&self, user: UserId, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn failures_since(&self, user: UserId, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
+    async fn clear_failures(&self, user: UserId) -> StoreResult<()>;
+    async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>>;
+    async fn replace_backup_codes(&self, user: UserId, codes: Vec<BackupCodeRecord>) -> StoreResult<()>;
+    async fn consume_backup_code(&self, user: UserId, index: u8) -> StoreResult<bool>;
+    async fn add_device(&self, device: DeviceRecord, cap: usize) -> StoreResult<Vec<DeviceId>>;
+    async fn device_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<DeviceRecord>>;
+    async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
+    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize>;
+});
+
+forward!(SessionStore {
+    async fn insert_session(&self, session: SessionRecord) -> StoreResult<()>;
+    async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()>;
+    async fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
+    async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;
+    async fn delete_sessions_of(&self, user: UserId, keep: Option<SessionId>) -> StoreResult<usize>;
+    async fn insert_challenge(&self, challenge: ChallengeRecord) -> StoreResult<()>;
+    async fn challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
+    async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
 });

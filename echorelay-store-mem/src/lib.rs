@@ -21,15 +21,22 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use echorelay_core::access::Role;
+use echorelay_core::account::password::PasswordHash;
+use echorelay_core::account::{
+    AccountRecord, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord, TotpRecord,
+};
 use echorelay_core::audit::{AuditDraft, AuditEvent, ChainHead, seal};
 use echorelay_core::config::{
     ConfigChange, Endpoint, Line, Project, ProjectTree, Slug, Target, Write,
 };
 use echorelay_core::error::StoreError;
-use echorelay_core::ids::{EndpointId, KeyId, LineId, ProjectId, TargetId, UserId};
+use echorelay_core::ids::{
+    DeviceId, EndpointId, KeyId, LineId, ProjectId, SessionId, TargetId, UserId,
+};
 use echorelay_core::keys::{KeyHash, KeyRecord, PendingReveal, Supersession};
 use echorelay_core::ports::{
-    AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, StoreResult,
+    AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
+    StoreResult,
 };
 
 #[derive(Debug, Default)]
@@ -43,9 +50,35 @@ struct State {
     keys: HashMap<KeyId, KeyRecord>,
     key_hashes: HashMap<KeyHash, KeyId>,
     audit: HashMap<Option<ProjectId>, Vec<AuditEvent>>,
+    accounts: HashMap<UserId, AccountRecord>,
+    emails: HashMap<String, UserId>,
+    totp: HashMap<UserId, TotpRecord>,
+    failures: HashMap<UserId, Vec<DateTime<Utc>>>,
+    backup_codes: HashMap<UserId, Vec<BackupCodeRecord>>,
+    devices: HashMap<DeviceId, DeviceRecord>,
+    device_tokens: HashMap<[u8; 32], DeviceId>,
+    sessions: HashMap<SessionId, SessionRecord>,
+    session_tokens: HashMap<[u8; 32], SessionId>,
+    challenges: HashMap<[u8; 32], ChallengeRecord>,
 }
 
 impl State {
+    fn remove_device(&mut self, id: DeviceId) {
+        if let Some(d) = self.devices.remove(&id) {
+            self.device_tokens.remove(&d.token_hash);
+        }
+    }
+
+    fn remove_session(&mut self, id: SessionId) -> bool {
+        match self.sessions.remove(&id) {
+            Some(s) => {
+                self.session_tokens.remove(&s.token_hash);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn append(&mut self, draft: AuditDraft) -> AuditEvent {
         let chain = self.audit.entry(draft.project).or_default();
         let event = seal(draft, chain.last().map(AuditEvent::head));
@@ -519,5 +552,324 @@ impl AuditLog for MemStore {
             .collect();
         v.sort_by_key(|e| (e.at, e.seq));
         Ok(v)
+    }
+}
+
+#[async_trait]
+impl AccountStore for MemStore {
+    async fn create_account(&self, account: AccountRecord) -> StoreResult<()> {
+        let mut s = self.write();
+        if s.accounts.contains_key(&account.id) || s.emails.contains_key(&account.email) {
+            return Err(StoreError::AlreadyExists { kind: "account" });
+        }
+        s.emails.insert(account.email.clone(), account.id);
+        s.accounts.insert(account.id, account);
+        Ok(())
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>> {
+        let s = self.read();
+        Ok(s.emails
+            .get(email)
+            .and_then(|id| s.accounts.get(id))
+            .cloned())
+    }
+
+    async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>> {
+        Ok(self.read().accounts.get(&id).cloned())
+    }
+
+    async fn set_password_hash(&self, user: UserId, hash: PasswordHash) -> StoreResult<()> {
+        let mut s = self.write();
+        s.accounts
+            .get_mut(&user)
+            .ok_or(not_found("account"))?
+            .password_hash = hash;
+        Ok(())
+    }
+
+    async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>> {
+        Ok(self.read().totp.get(&user).cloned())
+    }
+
+    async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()> {
+        let mut s = self.write();
+        if !s.accounts.contains_key(&totp.user) {
+            return Err(not_found("account"));
+        }
+        if s.totp.get(&totp.user).is_some_and(|t| t.active) {
+            return Err(StoreError::Conflict {
+                reason: "an active second factor exists",
+            });
+        }
+        s.totp.insert(
+            totp.user,
+            TotpRecord {
+                active: false,
+                ..totp
+            },
+        );
+        Ok(())
+    }
+
+    async fn activate_totp(
+        &self,
+        user: UserId,
+        step: u64,
+        codes: Vec<BackupCodeRecord>,
+    ) -> StoreResult<()> {
+        let mut s = self.write();
+        let t = s.totp.get_mut(&user).ok_or(not_found("second factor"))?;
+        if t.active {
+            return Err(StoreError::Conflict {
+                reason: "second factor already active",
+            });
+        }
+        t.active = true;
+        t.last_step = Some(step);
+        s.backup_codes.insert(user, codes);
+        Ok(())
+    }
+
+    async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool> {
+        let mut s = self.write();
+        let t = s.totp.get_mut(&user).ok_or(not_found("second factor"))?;
+        if t.last_step.is_some_and(|last| step <= last) {
+            return Ok(false);
+        }
+        t.last_step = Some(step);
+        Ok(true)
+    }
+
+    async fn delete_totp(&self, user: UserId) -> StoreResult<()> {
+        let mut s = self.write();
+        s.totp.remove(&user);
+        s.backup_codes.remove(&user);
+        let ids: Vec<DeviceId> = s
+            .devices
+            .values()
+            .filter(|d| d.user == user)
+            .map(|d| d.id)
+            .collect();
+        for id in ids {
+            s.remove_device(id);
+        }
+        Ok(())
+    }
+
+    async fn record_failure(&self, user: UserId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.write().failures.entry(user).or_default().push(at);
+        Ok(())
+    }
+
+    async fn failures_since(
+        &self,
+        user: UserId,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>> {
+        let s = self.read();
+        Ok(s.failures
+            .get(&user)
+            .map(|v| v.iter().filter(|t| **t > since).copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn clear_failures(&self, user: UserId) -> StoreResult<()> {
+        self.write().failures.remove(&user);
+        Ok(())
+    }
+
+    async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>> {
+        Ok(self
+            .read()
+            .backup_codes
+            .get(&user)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn replace_backup_codes(
+        &self,
+        user: UserId,
+        codes: Vec<BackupCodeRecord>,
+    ) -> StoreResult<()> {
+        let mut s = self.write();
+        if !s.accounts.contains_key(&user) {
+            return Err(not_found("account"));
+        }
+        s.backup_codes.insert(user, codes);
+        Ok(())
+    }
+
+    async fn consume_backup_code(&self, user: UserId, index: u8) -> StoreResult<bool> {
+        let mut s = self.write();
+        let Some(codes) = s.backup_codes.get_mut(&user) else {
+            return Ok(false);
+        };
+        let before = codes.len();
+        codes.retain(|c| c.index != index);
+        Ok(codes.len() < before)
+    }
+
+    async fn add_device(&self, device: DeviceRecord, cap: usize) -> StoreResult<Vec<DeviceId>> {
+        let mut s = self.write();
+        if s.devices.contains_key(&device.id) || s.device_tokens.contains_key(&device.token_hash) {
+            return Err(StoreError::AlreadyExists { kind: "device" });
+        }
+        let user = device.user;
+        s.device_tokens.insert(device.token_hash, device.id);
+        s.devices.insert(device.id, device);
+        let mut mine: Vec<(DateTime<Utc>, DeviceId)> = s
+            .devices
+            .values()
+            .filter(|d| d.user == user)
+            .map(|d| (d.created_at, d.id))
+            .collect();
+        mine.sort();
+        let excess = mine.len().saturating_sub(cap);
+        let evicted: Vec<DeviceId> = mine.into_iter().take(excess).map(|(_, id)| id).collect();
+        for id in &evicted {
+            s.remove_device(*id);
+        }
+        Ok(evicted)
+    }
+
+    async fn device_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<DeviceRecord>> {
+        let s = self.read();
+        Ok(s.device_tokens
+            .get(token_hash)
+            .and_then(|id| s.devices.get(id))
+            .cloned())
+    }
+
+    async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>> {
+        let s = self.read();
+        let mut v: Vec<DeviceRecord> = s
+            .devices
+            .values()
+            .filter(|d| d.user == user)
+            .cloned()
+            .collect();
+        v.sort_by_key(|d| (d.created_at, d.id));
+        Ok(v)
+    }
+
+    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<()> {
+        let mut s = self.write();
+        s.devices
+            .get_mut(&id)
+            .ok_or(not_found("device"))?
+            .last_used_at = Some(at);
+        Ok(())
+    }
+
+    async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize> {
+        let mut s = self.write();
+        let ids: Vec<DeviceId> = s
+            .devices
+            .values()
+            .filter(|d| d.user == user && which.is_none_or(|w| w == d.id))
+            .map(|d| d.id)
+            .collect();
+        for id in &ids {
+            s.remove_device(*id);
+        }
+        Ok(ids.len())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemStore {
+    async fn insert_session(&self, session: SessionRecord) -> StoreResult<()> {
+        let mut s = self.write();
+        if s.sessions.contains_key(&session.id)
+            || s.session_tokens.contains_key(&session.token_hash)
+        {
+            return Err(StoreError::AlreadyExists { kind: "session" });
+        }
+        s.session_tokens.insert(session.token_hash, session.id);
+        s.sessions.insert(session.id, session);
+        Ok(())
+    }
+
+    async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
+        let s = self.read();
+        Ok(s.session_tokens
+            .get(token_hash)
+            .and_then(|id| s.sessions.get(id))
+            .cloned())
+    }
+
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<()> {
+        let mut s = self.write();
+        if let Some(rec) = s.sessions.get_mut(&id) {
+            rec.last_seen_at = rec.last_seen_at.max(at);
+        }
+        Ok(())
+    }
+
+    async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()> {
+        let mut s = self.write();
+        if !s.sessions.contains_key(&old) {
+            return Err(not_found("session"));
+        }
+        if s.sessions.contains_key(&new.id) || s.session_tokens.contains_key(&new.token_hash) {
+            return Err(StoreError::AlreadyExists { kind: "session" });
+        }
+        s.remove_session(old);
+        s.session_tokens.insert(new.token_hash, new.id);
+        s.sessions.insert(new.id, new);
+        Ok(())
+    }
+
+    async fn delete_session(&self, id: SessionId) -> StoreResult<bool> {
+        Ok(self.write().remove_session(id))
+    }
+
+    async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>> {
+        let s = self.read();
+        let mut v: Vec<SessionRecord> = s
+            .sessions
+            .values()
+            .filter(|x| x.user == user)
+            .cloned()
+            .collect();
+        v.sort_by_key(|x| (x.created_at, x.id));
+        Ok(v)
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+    ) -> StoreResult<usize> {
+        let mut s = self.write();
+        let ids: Vec<SessionId> = s
+            .sessions
+            .values()
+            .filter(|x| x.user == user && Some(x.id) != keep)
+            .map(|x| x.id)
+            .collect();
+        for id in &ids {
+            s.remove_session(*id);
+        }
+        Ok(ids.len())
+    }
+
+    async fn insert_challenge(&self, challenge: ChallengeRecord) -> StoreResult<()> {
+        let mut s = self.write();
+        if s.challenges.contains_key(&challenge.token_hash) {
+            return Err(StoreError::AlreadyExists { kind: "challenge" });
+        }
+        s.challenges.insert(challenge.token_hash, challenge);
+        Ok(())
+    }
+
+    async fn challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>> {
+        Ok(self.read().challenges.get(token_hash).cloned())
+    }
+
+    async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>> {
+        Ok(self.write().challenges.remove(token_hash))
     }
 }

@@ -22,21 +22,35 @@
 use std::sync::Arc;
 
 use echorelay_core::access::{Caller, Voter};
+use echorelay_core::account::{AccountPolicy, AccountService, password::PasswordPolicy};
 use echorelay_core::clock::{Clock, ManualClock};
 use echorelay_core::config::{ConfigService, Project};
 use echorelay_core::ids::UserId;
 use echorelay_core::keys::KeyService;
-use echorelay_core::ports::{AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore};
+use echorelay_core::ports::{
+    AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
+};
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey};
 
 pub mod access;
+pub mod accounts;
 pub mod audit;
 pub mod config;
 pub mod keys;
 
 /// Everything a full backend implements.
 pub trait Backend:
-    KeyStore + ConfigStore + MembershipStore + AuditLog + AuditSink + Clone + Send + Sync + 'static
+    KeyStore
+    + ConfigStore
+    + MembershipStore
+    + AuditLog
+    + AuditSink
+    + AccountStore
+    + SessionStore
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
 }
 impl<T> Backend for T where
@@ -45,11 +59,23 @@ impl<T> Backend for T where
         + MembershipStore
         + AuditLog
         + AuditSink
+        + AccountStore
+        + SessionStore
         + Clone
         + Send
         + Sync
         + 'static
 {
+}
+
+/// The account policy the suite runs with: the defaults, except bcrypt at
+/// its minimum cost (10) so the suite stays fast. Cost 13 is the default and
+/// is tested in the password module.
+pub fn test_account_policy() -> AccountPolicy {
+    AccountPolicy {
+        password: PasswordPolicy::new(10).expect("cost 10 is valid"),
+        ..AccountPolicy::default()
+    }
 }
 
 /// A backend wired to the core services, with a test clock.
@@ -66,6 +92,8 @@ pub struct Harness<B: Backend> {
     pub config: ConfigService<B, Arc<AesGcmVault>>,
     /// Voter.
     pub voter: Voter<B>,
+    /// Account service.
+    pub accounts: AccountService<B, Arc<AesGcmVault>>,
 }
 
 impl<B: Backend> Harness<B> {
@@ -81,8 +109,10 @@ impl<B: Backend> Harness<B> {
         let c: Arc<dyn Clock> = Arc::new(clock.clone());
         Self {
             keys: KeyService::new(store.clone(), vault.clone(), c.clone()),
-            config: ConfigService::new(store.clone(), vault.clone(), c),
+            config: ConfigService::new(store.clone(), vault.clone(), c.clone()),
             voter: Voter::new(store.clone()),
+            accounts: AccountService::new(store.clone(), vault.clone(), c, test_account_policy())
+                .expect("valid policy"),
             store,
             clock,
             vault,
@@ -94,8 +124,15 @@ impl<B: Backend> Harness<B> {
         let c: Arc<dyn Clock> = Arc::new(self.clock.clone());
         Self {
             keys: KeyService::new(self.store.clone(), self.vault.clone(), c.clone()),
-            config: ConfigService::new(self.store.clone(), self.vault.clone(), c),
+            config: ConfigService::new(self.store.clone(), self.vault.clone(), c.clone()),
             voter: Voter::new(self.store.clone()),
+            accounts: AccountService::new(
+                self.store.clone(),
+                self.vault.clone(),
+                c,
+                test_account_policy(),
+            )
+            .expect("valid policy"),
             store: self.store.clone(),
             clock: self.clock.clone(),
             vault: self.vault.clone(),
@@ -155,6 +192,14 @@ macro_rules! conformance_tests {
             audit::concurrent_appends_keep_one_chain,
             audit::billing_events_are_validated_and_recorded,
             audit::user_export_finds_actor_and_subject_events,
+            accounts::login_flow_enrolls_then_requires_totp,
+            accounts::totp_skew_and_replay,
+            accounts::failed_codes_lock_out,
+            accounts::backup_codes_are_single_use_under_races,
+            accounts::trusted_devices_are_capped_fixed_and_skip_only_totp,
+            accounts::devices_are_revoked_by_request_password_change_and_reset,
+            accounts::sessions_expire_and_are_pinned_to_the_ip_family,
+            accounts::challenges_expire_and_are_pinned,
         );
     };
     (@each $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {

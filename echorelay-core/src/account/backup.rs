@@ -53,7 +53,11 @@ pub fn generate() -> BackupCodeSet {
     let mut codes = Vec::with_capacity(CODES_PER_SET);
     let mut records = Vec::with_capacity(CODES_PER_SET);
     for index in 0..CODES_PER_SET {
-        let raw: Zeroizing<Vec<u8>> = Zeroizing::new((0..CODE_LEN).map(|_| abc[rng.gen_range(0..abc.len())]).collect());
+        let raw: Zeroizing<Vec<u8>> = Zeroizing::new(
+            (0..CODE_LEN)
+                .map(|_| abc[rng.gen_range(0..abc.len())])
+                .collect(),
+        );
         let mut salt = [0u8; 16];
         rng.fill(&mut salt);
         let mut shown = Zeroizing::new(String::with_capacity(CODE_LEN + 3));
@@ -116,16 +120,25 @@ mod tests {
         let set = generate();
         assert_eq!(set.codes.len(), 10);
         // 16 characters of a 32-letter alphabet: 80 bits.
-        assert!(CODE_LEN * 5 >= 64);
+        const { assert!(CODE_LEN * 5 >= 64) };
         for (i, c) in set.codes.iter().enumerate() {
             assert_eq!(c.expose_secret().len(), 19);
             assert_eq!(find(&set.records, c), Some(i as u8));
             let sloppy = c.expose_secret().replace('-', " ").to_uppercase();
-            assert_eq!(find(&set.records, &SecretString::from(sloppy)), Some(i as u8));
+            assert_eq!(
+                find(&set.records, &SecretString::from(sloppy)),
+                Some(i as u8)
+            );
         }
-        assert_eq!(find(&set.records, &SecretString::from("aaaa-aaaa-aaaa-aaaa")), None);
+        assert_eq!(
+            find(&set.records, &SecretString::from("aaaa-aaaa-aaaa-aaaa")),
+            None
+        );
         assert_eq!(find(&set.records, &SecretString::from("short")), None);
-        assert_eq!(find(&set.records, &SecretString::from("ÄÄÄÄ-ÄÄÄÄ-ÄÄÄÄ-ÄÄÄÄ")), None);
+        assert_eq!(
+            find(&set.records, &SecretString::from("ÄÄÄÄ-ÄÄÄÄ-ÄÄÄÄ-ÄÄÄÄ")),
+            None
+        );
         assert!(!format!("{set:?}").contains(set.codes[0].expose_secret()));
         let again = generate();
         assert_eq!(find(&again.records, &set.codes[0]), None);

@@ -65,8 +65,14 @@ impl Token {
     /// Checks a presented token's shape for `kind` (without any store
     /// access) and returns its hash.
     pub fn hash_presented(kind: TokenKind, presented: &str) -> Result<[u8; 32], MalformedToken> {
-        let body = presented.strip_prefix(kind.prefix()).ok_or(MalformedToken)?;
-        if body.len() != BODY_LEN || !body.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        let body = presented
+            .strip_prefix(kind.prefix())
+            .ok_or(MalformedToken)?;
+        if body.len() != BODY_LEN
+            || !body
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
             return Err(MalformedToken);
         }
         Ok(hash(presented))
@@ -106,10 +112,18 @@ mod tests {
     fn tokens_have_256_bits_and_check_their_kind() {
         let t = Token::generate(TokenKind::Session);
         assert_eq!(t.expose_secret().len(), 4 + BODY_LEN);
-        assert_eq!(Token::hash_presented(TokenKind::Session, t.expose_secret()), Ok(t.hash()));
-        assert_eq!(Token::hash_presented(TokenKind::Device, t.expose_secret()), Err(MalformedToken));
+        assert_eq!(
+            Token::hash_presented(TokenKind::Session, t.expose_secret()),
+            Ok(t.hash())
+        );
+        assert_eq!(
+            Token::hash_presented(TokenKind::Device, t.expose_secret()),
+            Err(MalformedToken)
+        );
         assert!(Token::hash_presented(TokenKind::Session, "ers_short").is_err());
-        assert!(Token::hash_presented(TokenKind::Session, &format!("ers_{}", "é".repeat(22))).is_err());
+        assert!(
+            Token::hash_presented(TokenKind::Session, &format!("ers_{}", "é".repeat(22))).is_err()
+        );
         assert!(!format!("{t:?}").contains(&t.expose_secret()[4..]));
         assert_ne!(Token::generate(TokenKind::Session).hash(), t.hash());
     }

@@ -1,0 +1,1012 @@
+//! The account service: registration, the login state machine, sessions,
+//! trusted devices, backup codes and the account's own security operations.
+//!
+//! ## The login flow
+//!
+//! ```text
+//! login_password ──► EnrollmentRequired(challenge) ──► begin_enrollment ──► confirm_enrollment ──► session + backup codes
+//!                ├─► SecondFactorRequired(challenge) ──► login_second_factor (TOTP or backup code) ──► session
+//!                └─► Authenticated(session)            (a valid trusted-device cookie skipped the TOTP step only)
+//! ```
+//!
+//! Each step consumes what the previous one handed out: a challenge is a
+//! 256-bit token, valid for 5 minutes, bound to the IP family of the
+//! password step, and removed atomically when it yields a session, so it is
+//! single-use. No session exists for an account that has not passed a
+//! second factor (S7): the only ways to a session are a verified TOTP code,
+//! a backup code, a confirmed enrollment, or a trusted device that was
+//! itself issued after a second factor.
+//!
+//! Every failure the caller sees is [`Error::Unauthenticated`]; the reason
+//! is written to the audit log as [`LoginFailure`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::password;
+use super::token::{Token, TokenKind};
+use super::totp::{self, TotpSeed};
+use super::{
+    AccountAction, AccountPolicy, AccountRecord, ChallengeKind, ChallengeRecord, DeviceRecord,
+    IpFamily, LoginFailure, SessionRecord, TotpRecord, backup,
+};
+use crate::audit::{Actor, AuditDraft, EventKind};
+use crate::clock::Clock;
+use crate::error::{Error, Result, StoreError};
+use crate::ids::{DeviceId, SessionId, UserId};
+use crate::ports::{AccountStore, AuditSink, SessionStore};
+use crate::vault::{SecretContext, SecretVault};
+
+const SEED_PROJECT: &str = "accounts";
+const SEED_FIELD: &str = "account.totp_seed";
+
+/// A new session: hand `token` to the client as a cookie, once.
+#[derive(Debug)]
+pub struct NewSession {
+    /// The cookie value.
+    pub token: Token,
+    /// Public handle (for listings).
+    pub id: SessionId,
+    /// The account.
+    pub user: UserId,
+    /// Absolute end.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A new trusted device: hand `token` to the client as a cookie, once.
+#[derive(Debug)]
+pub struct NewDevice {
+    /// The cookie value.
+    pub token: Token,
+    /// Public handle.
+    pub id: DeviceId,
+    /// Fixed expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A pending step: hand `token` back with the next request.
+#[derive(Debug)]
+pub struct Challenge {
+    /// The challenge token.
+    pub token: Token,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What the password step leads to.
+#[derive(Debug)]
+pub enum PasswordStep {
+    /// The account has no active second factor: only enrollment is open.
+    EnrollmentRequired(Challenge),
+    /// Enter a TOTP code or a backup code.
+    SecondFactorRequired(Challenge),
+    /// A valid trusted-device cookie skipped the TOTP step.
+    Authenticated(NewSession),
+}
+
+/// A second factor as typed by the user.
+#[derive(Debug)]
+pub enum SecondFactor {
+    /// A 6-digit TOTP code.
+    Totp(SecretString),
+    /// A backup code.
+    BackupCode(SecretString),
+}
+
+/// A completed login.
+#[derive(Debug)]
+pub struct LoginComplete {
+    /// The session.
+    pub session: NewSession,
+    /// A trusted-device cookie, when one was asked for.
+    pub device: Option<NewDevice>,
+}
+
+/// What enrollment shows the user: scan the QR code or type the secret.
+pub struct EnrollmentOffer {
+    /// The `otpauth://` URI (it contains the seed).
+    pub otpauth_uri: SecretString,
+    /// The URI as a QR code, an SVG document.
+    pub qr_svg: Zeroizing<String>,
+    /// The seed in base32, for typing.
+    pub secret_base32: SecretString,
+}
+
+impl std::fmt::Debug for EnrollmentOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrollmentOffer(<redacted>)")
+    }
+}
+
+/// A confirmed enrollment: a session and the backup codes, shown once.
+#[derive(Debug)]
+pub struct Enrolled {
+    /// The login it completed.
+    pub login: LoginComplete,
+    /// Ten backup codes. Show them once; only salted hashes are kept.
+    pub backup_codes: Vec<SecretString>,
+}
+
+/// A request's session, after every check passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedSession {
+    /// The account.
+    pub user: UserId,
+    /// The session's public handle.
+    pub session: SessionId,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Absolute end.
+    pub expires_at: DateTime<Utc>,
+    /// The IP family it is pinned to.
+    pub ip_family: IpFamily,
+}
+
+/// A live session, as listed to its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionView {
+    /// Handle (to end it).
+    pub id: SessionId,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last seen.
+    pub last_seen_at: DateTime<Utc>,
+    /// IP family.
+    pub ip_family: IpFamily,
+}
+
+/// A trusted device, as listed to its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceView {
+    /// Handle (to revoke it).
+    pub id: DeviceId,
+    /// Issued.
+    pub created_at: DateTime<Utc>,
+    /// Fixed expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Last used.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// IP family it was issued to.
+    pub ip_family: IpFamily,
+}
+
+/// An account's live sessions and trusted devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessList {
+    /// Sessions.
+    pub sessions: Vec<SessionView>,
+    /// Devices.
+    pub devices: Vec<DeviceView>,
+}
+
+/// Normalizes an email address for lookups: trimmed, lowercased, checked
+/// for a plausible shape.
+pub fn normalize_email(input: &str) -> Result<String> {
+    let e = input.trim().to_lowercase();
+    let bad = Error::InvalidInput("email must look like name@domain (at most 254 characters)");
+    if e.len() > 254 || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad);
+    }
+    match e.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
+            Ok(e)
+        }
+        _ => Err(bad),
+    }
+}
+
+/// The account service.
+#[derive(Debug, Clone)]
+pub struct AccountService<S, V> {
+    store: S,
+    vault: V,
+    clock: Arc<dyn Clock>,
+    policy: AccountPolicy,
+}
+
+impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<S, V> {
+    /// A service over `store`, sealing TOTP seeds with `vault`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for invalid TOTP parameters or a device cap of 0.
+    pub fn new(store: S, vault: V, clock: Arc<dyn Clock>, policy: AccountPolicy) -> Result<Self> {
+        policy
+            .totp
+            .validate()
+            .map_err(|_| Error::InvalidInput("invalid TOTP parameters"))?;
+        if policy.max_trusted_devices == 0 || policy.max_second_factor_failures == 0 {
+            return Err(Error::InvalidInput(
+                "device cap and failure limit must be at least 1",
+            ));
+        }
+        Ok(Self {
+            store,
+            vault,
+            clock,
+            policy,
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &AccountPolicy {
+        &self.policy
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    async fn audit(
+        &self,
+        user: Option<UserId>,
+        actor: Actor,
+        ip: Option<IpAddr>,
+        action: AccountAction,
+        failure: Option<LoginFailure>,
+    ) -> Result<()> {
+        let draft = AuditDraft {
+            project: None,
+            at: self.now(),
+            actor,
+            ip,
+            subject: user,
+            kind: EventKind::Account { action, failure },
+        };
+        self.store.append(draft).await?;
+        Ok(())
+    }
+
+    /// Records a failed step and returns the one generic error.
+    async fn fail(&self, user: Option<UserId>, ip: IpAddr, failure: LoginFailure) -> Error {
+        let actor = user.map_or(Actor::System, Actor::User);
+        if let Err(e) = self
+            .audit(
+                user,
+                actor,
+                Some(ip),
+                AccountAction::LoginFailed,
+                Some(failure),
+            )
+            .await
+        {
+            tracing::error!(error = %e, "could not audit a failed login step");
+        }
+        Error::Unauthenticated
+    }
+
+    /// Records a failed second-factor attempt (it counts towards the
+    /// lockout), then fails.
+    async fn fail_factor(&self, user: UserId, ip: IpAddr, failure: LoginFailure) -> Error {
+        if let Err(e) = self.store.record_failure(user, self.now()).await {
+            tracing::error!(error = %e, "could not record a failed second factor");
+        }
+        self.fail(Some(user), ip, failure).await
+    }
+
+    /// Creates an account with a password and no second factor yet: its
+    /// first login leads to enrollment.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: SecretString,
+        ip: Option<IpAddr>,
+    ) -> Result<UserId> {
+        let email = normalize_email(email)?;
+        let hash = password::hash_password_async(password, self.policy.password).await?;
+        let account = AccountRecord {
+            id: UserId::random(),
+            email,
+            password_hash: hash,
+            created_at: self.now(),
+        };
+        let id = account.id;
+        self.store.create_account(account).await?;
+        self.audit(
+            Some(id),
+            Actor::User(id),
+            ip,
+            AccountAction::Registered,
+            None,
+        )
+        .await?;
+        Ok(id)
+    }
+
+    async fn new_challenge(
+        &self,
+        user: UserId,
+        kind: ChallengeKind,
+        ip: IpAddr,
+    ) -> Result<Challenge> {
+        let token = Token::generate(TokenKind::Challenge);
+        let expires_at = self.now() + self.policy.challenge_lifetime;
+        self.store
+            .insert_challenge(ChallengeRecord {
+                token_hash: token.hash(),
+                user,
+                kind,
+                expires_at,
+                ip_family: IpFamily::of(ip),
+            })
+            .await?;
+        Ok(Challenge { token, expires_at })
+    }
+
+    /// Step 1: email and password, plus the trusted-device cookie if the
+    /// browser has one. An unknown email costs the same bcrypt work as a
+    /// wrong password.
+    pub async fn login_password(
+        &self,
+        email: &str,
+        password: SecretString,
+        ip: IpAddr,
+        device_cookie: Option<&str>,
+    ) -> Result<PasswordStep> {
+        if password.expose_secret().len() > password::MAX_PASSWORD_BYTES {
+            return Err(self.fail(None, ip, LoginFailure::Malformed).await);
+        }
+        let account = match normalize_email(email) {
+            Ok(e) => self.store.account_by_email(&e).await?,
+            Err(_) => None,
+        };
+        let Some(account) = account else {
+            // Same work as a real verification: no enumeration by timing.
+            let _ = password::verify_dummy_async(password, self.policy.password).await;
+            return Err(self.fail(None, ip, LoginFailure::UnknownAccount).await);
+        };
+        let user = account.id;
+        let candidate = Zeroizing::new(password.expose_secret().to_owned());
+        match password::verify_password_async(password, account.password_hash.clone()).await {
+            Ok(true) => {}
+            Ok(false) => return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await),
+            Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
+        }
+        if password::needs_rehash(&account.password_hash, self.policy.password) {
+            match password::hash_password_async(
+                SecretString::from(candidate.as_str()),
+                self.policy.password,
+            )
+            .await
+            {
+                Ok(h) => self.store.set_password_hash(user, h).await?,
+                Err(e) => tracing::warn!(error = %e, "could not rehash a password"),
+            }
+        }
+        drop(candidate);
+        let active = self.store.totp(user).await?.is_some_and(|t| t.active);
+        if !active {
+            return Ok(PasswordStep::EnrollmentRequired(
+                self.new_challenge(user, ChallengeKind::Enrollment, ip)
+                    .await?,
+            ));
+        }
+        if let Some(device) = self.trusted_device(user, device_cookie).await? {
+            self.store.touch_device(device.id, self.now()).await?;
+            let session = self.new_session(user, ip).await?;
+            self.audit(
+                Some(user),
+                Actor::User(user),
+                Some(ip),
+                AccountAction::LoginSucceeded,
+                None,
+            )
+            .await?;
+            return Ok(PasswordStep::Authenticated(session));
+        }
+        Ok(PasswordStep::SecondFactorRequired(
+            self.new_challenge(user, ChallengeKind::SecondFactor, ip)
+                .await?,
+        ))
+    }
+
+    async fn trusted_device(
+        &self,
+        user: UserId,
+        cookie: Option<&str>,
+    ) -> Result<Option<DeviceRecord>> {
+        let Some(cookie) = cookie else {
+            return Ok(None);
+        };
+        let Ok(hash) = Token::hash_presented(TokenKind::Device, cookie) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .device_by_token(&hash)
+            .await?
+            .filter(|d| d.user == user && self.now() < d.expires_at))
+    }
+
+    async fn load_challenge(
+        &self,
+        token: &str,
+        kind: ChallengeKind,
+        ip: IpAddr,
+    ) -> std::result::Result<ChallengeRecord, (Option<UserId>, LoginFailure)> {
+        let hash = Token::hash_presented(TokenKind::Challenge, token)
+            .map_err(|_| (None, LoginFailure::Malformed))?;
+        let c = match self.store.challenge(&hash).await {
+            Ok(Some(c)) => c,
+            _ => return Err((None, LoginFailure::BadChallenge)),
+        };
+        if c.kind != kind || self.now() >= c.expires_at {
+            return Err((Some(c.user), LoginFailure::BadChallenge));
+        }
+        if c.ip_family != IpFamily::of(ip) {
+            return Err((Some(c.user), LoginFailure::IpFamilyChanged));
+        }
+        Ok(c)
+    }
+
+    async fn locked_out(&self, user: UserId) -> Result<bool> {
+        let since = self.now() - self.policy.failure_window;
+        let failures = self.store.failures_since(user, since).await?;
+        Ok(failures.len() >= self.policy.max_second_factor_failures as usize)
+    }
+
+    /// Until when the account's second factor is locked, if it is.
+    pub async fn second_factor_locked_until(&self, user: UserId) -> Result<Option<DateTime<Utc>>> {
+        let since = self.now() - self.policy.failure_window;
+        let mut failures = self.store.failures_since(user, since).await?;
+        let max = self.policy.max_second_factor_failures as usize;
+        if failures.len() < max {
+            return Ok(None);
+        }
+        failures.sort();
+        // Locked until enough failures age out of the window.
+        Ok(failures
+            .get(failures.len() - max)
+            .map(|t| *t + self.policy.failure_window))
+    }
+
+    fn seed_of(&self, rec: &TotpRecord) -> Result<TotpSeed> {
+        let user = rec.user.to_string();
+        let ctx = SecretContext {
+            project: SEED_PROJECT,
+            record: &user,
+            field: SEED_FIELD,
+        };
+        let bytes = self.vault.open(&rec.seed, &ctx)?;
+        TotpSeed::from_bytes(&bytes)
+            .map_err(|_| Error::InvalidInput("stored TOTP seed has a bad length"))
+    }
+
+    fn unix_now(&self) -> u64 {
+        u64::try_from(self.now().timestamp()).unwrap_or(0)
+    }
+
+    /// Step 2: a TOTP code or a backup code. With `trust_device`, also
+    /// issues a trusted-device cookie (the oldest device beyond the cap is
+    /// evicted).
+    pub async fn login_second_factor(
+        &self,
+        challenge: &str,
+        factor: SecondFactor,
+        ip: IpAddr,
+        trust_device: bool,
+    ) -> Result<LoginComplete> {
+        let c = match self
+            .load_challenge(challenge, ChallengeKind::SecondFactor, ip)
+            .await
+        {
+            Ok(c) => c,
+            Err((user, why)) => return Err(self.fail(user, ip, why).await),
+        };
+        let user = c.user;
+        if self.locked_out(user).await? {
+            return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
+        }
+        let used_backup = match factor {
+            SecondFactor::Totp(code) => {
+                let Some(rec) = self.store.totp(user).await?.filter(|t| t.active) else {
+                    return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
+                };
+                let seed = self.seed_of(&rec)?;
+                match totp::match_step(
+                    &seed,
+                    &self.policy.totp,
+                    code.expose_secret(),
+                    self.unix_now(),
+                ) {
+                    Ok(Some(step)) => {
+                        if !self.store.advance_totp_step(user, step).await? {
+                            return Err(self
+                                .fail_factor(user, ip, LoginFailure::ReplayedCode)
+                                .await);
+                        }
+                    }
+                    Ok(None) => {
+                        return Err(self.fail_factor(user, ip, LoginFailure::BadCode).await);
+                    }
+                    Err(_) => {
+                        return Err(self.fail_factor(user, ip, LoginFailure::Malformed).await);
+                    }
+                }
+                false
+            }
+            SecondFactor::BackupCode(code) => {
+                let records = self.store.backup_codes(user).await?;
+                let Some(index) = backup::find(&records, &code) else {
+                    return Err(self
+                        .fail_factor(user, ip, LoginFailure::BadBackupCode)
+                        .await);
+                };
+                // Of racing requests with the same code, exactly one wins.
+                if !self.store.consume_backup_code(user, index).await? {
+                    return Err(self
+                        .fail_factor(user, ip, LoginFailure::BadBackupCode)
+                        .await);
+                }
+                true
+            }
+        };
+        if self.store.take_challenge(&c.token_hash).await?.is_none() {
+            return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
+        }
+        self.store.clear_failures(user).await?;
+        if used_backup {
+            self.audit(
+                Some(user),
+                Actor::User(user),
+                Some(ip),
+                AccountAction::BackupCodeUsed,
+                None,
+            )
+            .await?;
+        }
+        self.complete(user, ip, trust_device).await
+    }
+
+    async fn complete(
+        &self,
+        user: UserId,
+        ip: IpAddr,
+        trust_device: bool,
+    ) -> Result<LoginComplete> {
+        let session = self.new_session(user, ip).await?;
+        let device = if trust_device {
+            Some(self.trust_device(user, ip).await?)
+        } else {
+            None
+        };
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            Some(ip),
+            AccountAction::LoginSucceeded,
+            None,
+        )
+        .await?;
+        Ok(LoginComplete { session, device })
+    }
+
+    async fn trust_device(&self, user: UserId, ip: IpAddr) -> Result<NewDevice> {
+        let token = Token::generate(TokenKind::Device);
+        let now = self.now();
+        let rec = DeviceRecord {
+            id: DeviceId::random(),
+            user,
+            token_hash: token.hash(),
+            created_at: now,
+            expires_at: now + self.policy.device_lifetime,
+            last_used_at: None,
+            ip_family: IpFamily::of(ip),
+        };
+        let (id, expires_at) = (rec.id, rec.expires_at);
+        let evicted = self
+            .store
+            .add_device(rec, self.policy.max_trusted_devices)
+            .await?;
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            Some(ip),
+            AccountAction::DeviceTrusted,
+            None,
+        )
+        .await?;
+        if !evicted.is_empty() {
+            self.audit(
+                Some(user),
+                Actor::System,
+                Some(ip),
+                AccountAction::DeviceRevoked,
+                None,
+            )
+            .await?;
+        }
+        Ok(NewDevice {
+            token,
+            id,
+            expires_at,
+        })
+    }
+
+    async fn new_session(&self, user: UserId, ip: IpAddr) -> Result<NewSession> {
+        let token = Token::generate(TokenKind::Session);
+        let now = self.now();
+        let rec = SessionRecord {
+            id: SessionId::random(),
+            token_hash: token.hash(),
+            user,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.policy.session_absolute,
+            ip_family: IpFamily::of(ip),
+        };
+        let (id, expires_at) = (rec.id, rec.expires_at);
+        self.store.insert_session(rec).await?;
+        Ok(NewSession {
+            token,
+            id,
+            user,
+            expires_at,
+        })
+    }
+
+    /// Enrollment, step 1: makes a fresh seed (sealed at rest) and returns
+    /// the `otpauth://` URI and QR code. The factor stays inactive until
+    /// [`AccountService::confirm_enrollment`] sees a valid code.
+    pub async fn begin_enrollment(&self, challenge: &str, ip: IpAddr) -> Result<EnrollmentOffer> {
+        let c = match self
+            .load_challenge(challenge, ChallengeKind::Enrollment, ip)
+            .await
+        {
+            Ok(c) => c,
+            Err((user, why)) => return Err(self.fail(user, ip, why).await),
+        };
+        let account = self
+            .store
+            .account(c.user)
+            .await?
+            .ok_or(StoreError::NotFound { kind: "account" })?;
+        let seed = TotpSeed::generate();
+        let user = c.user.to_string();
+        let ctx = SecretContext {
+            project: SEED_PROJECT,
+            record: &user,
+            field: SEED_FIELD,
+        };
+        let rec = TotpRecord {
+            user: c.user,
+            seed: self.vault.seal(seed.expose_bytes(), &ctx)?,
+            active: false,
+            last_step: None,
+            created_at: self.now(),
+        };
+        self.store.put_pending_totp(rec).await?;
+        let otpauth_uri =
+            totp::otpauth_uri(&seed, &self.policy.totp, self.policy.issuer, &account.email);
+        let qr_svg = totp::qr_svg(&otpauth_uri)
+            .map_err(|_| Error::InvalidInput("otpauth URI too long for a QR code"))?;
+        Ok(EnrollmentOffer {
+            otpauth_uri,
+            qr_svg,
+            secret_base32: seed.to_base32(),
+        })
+    }
+
+    /// Enrollment, step 2: a valid code activates the factor, yields ten
+    /// backup codes (shown once) and completes the login.
+    pub async fn confirm_enrollment(
+        &self,
+        challenge: &str,
+        code: &SecretString,
+        ip: IpAddr,
+        trust_device: bool,
+    ) -> Result<Enrolled> {
+        let c = match self
+            .load_challenge(challenge, ChallengeKind::Enrollment, ip)
+            .await
+        {
+            Ok(c) => c,
+            Err((user, why)) => return Err(self.fail(user, ip, why).await),
+        };
+        let user = c.user;
+        if self.locked_out(user).await? {
+            return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
+        }
+        let Some(rec) = self.store.totp(user).await?.filter(|t| !t.active) else {
+            return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
+        };
+        let seed = self.seed_of(&rec)?;
+        let step = match totp::match_step(
+            &seed,
+            &self.policy.totp,
+            code.expose_secret(),
+            self.unix_now(),
+        ) {
+            Ok(Some(step)) => step,
+            Ok(None) => return Err(self.fail_factor(user, ip, LoginFailure::BadCode).await),
+            Err(_) => return Err(self.fail_factor(user, ip, LoginFailure::Malformed).await),
+        };
+        if self.store.take_challenge(&c.token_hash).await?.is_none() {
+            return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
+        }
+        let codes = backup::generate();
+        match self.store.activate_totp(user, step, codes.records).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => {
+                return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.store.clear_failures(user).await?;
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            Some(ip),
+            AccountAction::TwoFactorEnrolled,
+            None,
+        )
+        .await?;
+        let login = self.complete(user, ip, trust_device).await?;
+        Ok(Enrolled {
+            login,
+            backup_codes: codes.codes,
+        })
+    }
+
+    /// Checks a request's session cookie: unknown, expired (idle or
+    /// absolute) or from the other IP family all fail; the last two also
+    /// end the session. On success, records the activity.
+    pub async fn authenticate(&self, cookie: &str, ip: IpAddr) -> Result<AuthenticatedSession> {
+        let hash = Token::hash_presented(TokenKind::Session, cookie)
+            .map_err(|_| Error::Unauthenticated)?;
+        let s = self
+            .store
+            .session_by_token(&hash)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        let now = self.now();
+        let ended = if IpFamily::of(ip) != s.ip_family {
+            Some(LoginFailure::IpFamilyChanged)
+        } else if now >= s.expires_at || now >= s.last_seen_at + self.policy.session_idle {
+            Some(LoginFailure::Expired)
+        } else {
+            None
+        };
+        if let Some(why) = ended {
+            self.store.delete_session(s.id).await?;
+            self.audit(
+                Some(s.user),
+                Actor::System,
+                Some(ip),
+                AccountAction::SessionEnded,
+                Some(why),
+            )
+            .await?;
+            return Err(Error::Unauthenticated);
+        }
+        self.store.touch_session(s.id, now).await?;
+        Ok(AuthenticatedSession {
+            user: s.user,
+            session: s.id,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            ip_family: s.ip_family,
+        })
+    }
+
+    /// Issues a new session id for the same session (call on any privilege
+    /// change); the old cookie stops working.
+    pub async fn renew_session(&self, cookie: &str, ip: IpAddr) -> Result<NewSession> {
+        let s = self.authenticate(cookie, ip).await?;
+        let token = Token::generate(TokenKind::Session);
+        let rec = SessionRecord {
+            id: SessionId::random(),
+            token_hash: token.hash(),
+            user: s.user,
+            created_at: s.created_at,
+            last_seen_at: self.now(),
+            expires_at: s.expires_at,
+            ip_family: s.ip_family,
+        };
+        let (id, expires_at) = (rec.id, rec.expires_at);
+        self.store.replace_session(s.session, rec).await?;
+        Ok(NewSession {
+            token,
+            id,
+            user: s.user,
+            expires_at,
+        })
+    }
+
+    /// Ends the cookie's session. Unknown cookies are ignored.
+    pub async fn logout(&self, cookie: &str, ip: IpAddr) -> Result<()> {
+        let Ok(hash) = Token::hash_presented(TokenKind::Session, cookie) else {
+            return Ok(());
+        };
+        if let Some(s) = self.store.session_by_token(&hash).await? {
+            if self.store.delete_session(s.id).await? {
+                self.audit(
+                    Some(s.user),
+                    Actor::User(s.user),
+                    Some(ip),
+                    AccountAction::SessionEnded,
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every session of the account ("log out everywhere").
+    pub async fn logout_everywhere(&self, user: UserId, ip: Option<IpAddr>) -> Result<usize> {
+        let n = self.store.delete_sessions_of(user, None).await?;
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            ip,
+            AccountAction::SessionEnded,
+            None,
+        )
+        .await?;
+        Ok(n)
+    }
+
+    /// The account's live sessions and trusted devices.
+    pub async fn access_list(&self, user: UserId) -> Result<AccessList> {
+        let now = self.now();
+        let idle = self.policy.session_idle;
+        let sessions = self
+            .store
+            .sessions_of(user)
+            .await?
+            .into_iter()
+            .filter(|s| now < s.expires_at && now < s.last_seen_at + idle)
+            .map(|s| SessionView {
+                id: s.id,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                ip_family: s.ip_family,
+            })
+            .collect();
+        let devices = self
+            .store
+            .devices_of(user)
+            .await?
+            .into_iter()
+            .filter(|d| now < d.expires_at)
+            .map(|d| DeviceView {
+                id: d.id,
+                created_at: d.created_at,
+                expires_at: d.expires_at,
+                last_used_at: d.last_used_at,
+                ip_family: d.ip_family,
+            })
+            .collect();
+        Ok(AccessList { sessions, devices })
+    }
+
+    /// Ends one of the account's sessions (from the access list).
+    pub async fn end_session(&self, user: UserId, id: SessionId, ip: Option<IpAddr>) -> Result<()> {
+        let mine = self
+            .store
+            .sessions_of(user)
+            .await?
+            .iter()
+            .any(|s| s.id == id);
+        if !mine || !self.store.delete_session(id).await? {
+            return Err(StoreError::NotFound { kind: "session" }.into());
+        }
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            ip,
+            AccountAction::SessionEnded,
+            None,
+        )
+        .await
+    }
+
+    /// Revokes one trusted device, or all with `None`. Returns how many.
+    pub async fn revoke_devices(
+        &self,
+        user: UserId,
+        which: Option<DeviceId>,
+        ip: Option<IpAddr>,
+    ) -> Result<usize> {
+        let n = self.store.revoke_devices(user, which).await?;
+        if n == 0 && which.is_some() {
+            return Err(StoreError::NotFound { kind: "device" }.into());
+        }
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            ip,
+            AccountAction::DeviceRevoked,
+            None,
+        )
+        .await?;
+        Ok(n)
+    }
+
+    /// Changes the password of the cookie's account after checking the
+    /// current one. Every session (including this one) and every trusted
+    /// device ends; the returned session replaces this one.
+    pub async fn change_password(
+        &self,
+        cookie: &str,
+        current: SecretString,
+        new: SecretString,
+        ip: IpAddr,
+    ) -> Result<NewSession> {
+        let s = self.authenticate(cookie, ip).await?;
+        let user = s.user;
+        let account = self
+            .store
+            .account(user)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        if !password::verify_password_async(current, account.password_hash)
+            .await
+            .unwrap_or(false)
+        {
+            return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
+        }
+        let hash = password::hash_password_async(new, self.policy.password).await?;
+        self.store.set_password_hash(user, hash).await?;
+        self.store.revoke_devices(user, None).await?;
+        self.store.delete_sessions_of(user, None).await?;
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            Some(ip),
+            AccountAction::PasswordChanged,
+            None,
+        )
+        .await?;
+        self.new_session(user, ip).await
+    }
+
+    /// Removes the account's second factor and backup codes, revokes its
+    /// devices and ends its sessions (support or recovery action: the
+    /// caller authorizes it and is recorded as `actor`). The next login
+    /// leads to enrollment.
+    pub async fn reset_two_factor(
+        &self,
+        user: UserId,
+        actor: Actor,
+        ip: Option<IpAddr>,
+    ) -> Result<()> {
+        self.store.delete_totp(user).await?;
+        self.store.delete_sessions_of(user, None).await?;
+        self.audit(Some(user), actor, ip, AccountAction::TwoFactorReset, None)
+            .await
+    }
+
+    /// Replaces the account's backup codes with a new set (shown once); the
+    /// old set stops working.
+    pub async fn regenerate_backup_codes(
+        &self,
+        cookie: &str,
+        ip: IpAddr,
+    ) -> Result<Vec<SecretString>> {
+        let s = self.authenticate(cookie, ip).await?;
+        if !self.store.totp(s.user).await?.is_some_and(|t| t.active) {
+            return Err(Error::InvalidInput(
+                "backup codes need an active second factor",
+            ));
+        }
+        let set = backup::generate();
+        self.store.replace_backup_codes(s.user, set.records).await?;
+        self.audit(
+            Some(s.user),
+            Actor::User(s.user),
+            Some(ip),
+            AccountAction::BackupCodesRegenerated,
+            None,
+        )
+        .await?;
+        Ok(set.codes)
+    }
+}

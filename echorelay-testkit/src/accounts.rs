@@ -1,0 +1,992 @@
+//! Conformance suite for [`AccountStore`](echorelay_core::ports::AccountStore)
+//! and [`SessionStore`](echorelay_core::ports::SessionStore), driven through
+//! [`AccountService`](echorelay_core::account::AccountService): the login
+//! flow, TOTP, backup codes, trusted devices and sessions (S7–S9).
+
+use std::net::IpAddr;
+
+use chrono::Duration;
+use echorelay_core::Error;
+use echorelay_core::account::service::{LoginComplete, PasswordStep, SecondFactor};
+use echorelay_core::account::totp::{TotpSeed, code_for_step, step_at};
+use echorelay_core::account::{AccountAction, LoginFailure};
+use echorelay_core::audit::{Actor, EventKind};
+use echorelay_core::clock::Clock;
+use echorelay_core::ids::UserId;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{Backend, Harness};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn v4() -> IpAddr {
+    "198.51.100.20".parse().unwrap()
+}
+fn v6() -> IpAddr {
+    "2001:db8::20".parse().unwrap()
+}
+fn pw(s: &str) -> SecretString {
+    SecretString::from(s)
+}
+
+/// An account that finished enrollment: what the user knows and holds.
+pub struct Enrolled {
+    /// Account id.
+    pub user: UserId,
+    /// Login email.
+    pub email: String,
+    /// The seed as the authenticator app holds it.
+    pub seed: TotpSeed,
+    /// The ten backup codes.
+    pub backup_codes: Vec<SecretString>,
+    /// The session enrollment opened.
+    pub login: LoginComplete,
+}
+
+impl<B: Backend> Harness<B> {
+    /// The TOTP code an authenticator app shows now, `offset` steps away.
+    pub fn totp_code(&self, seed: &TotpSeed, offset: i64) -> SecretString {
+        let params = self.accounts.policy().totp;
+        let now = u64::try_from(self.clock.now().timestamp()).unwrap();
+        let step = step_at(&params, now).checked_add_signed(offset).unwrap();
+        SecretString::from(code_for_step(seed, &params, step).unwrap().as_str())
+    }
+
+    /// Registers and enrolls an account from `ip`.
+    pub async fn enrolled(&self, ip: IpAddr, trust_device: bool) -> Enrolled {
+        let email = format!("{}@example.com", &UserId::random().to_string()[4..14]);
+        let user = self
+            .accounts
+            .register(&email, pw(PASSWORD), Some(ip))
+            .await
+            .unwrap();
+        let PasswordStep::EnrollmentRequired(ch) = self
+            .accounts
+            .login_password(&email, pw(PASSWORD), ip, None)
+            .await
+            .unwrap()
+        else {
+            panic!("accounts: a new account must enroll first");
+        };
+        let offer = self
+            .accounts
+            .begin_enrollment(ch.token.expose_secret(), ip)
+            .await
+            .unwrap();
+        let seed = TotpSeed::from_base32(offer.secret_base32.expose_secret()).unwrap();
+        let done = self
+            .accounts
+            .confirm_enrollment(
+                ch.token.expose_secret(),
+                &self.totp_code(&seed, 0),
+                ip,
+                trust_device,
+            )
+            .await
+            .unwrap();
+        Enrolled {
+            user,
+            email,
+            seed,
+            backup_codes: done.backup_codes,
+            login: done.login,
+        }
+    }
+
+    async fn second_factor_challenge(&self, email: &str, ip: IpAddr) -> String {
+        match self
+            .accounts
+            .login_password(email, pw(PASSWORD), ip, None)
+            .await
+            .unwrap()
+        {
+            PasswordStep::SecondFactorRequired(ch) => ch.token.expose_secret().to_owned(),
+            other => panic!("accounts: expected a second-factor challenge, got {other:?}"),
+        }
+    }
+
+    async fn failures_of(&self, user: UserId) -> Vec<LoginFailure> {
+        self.store
+            .events_for_user(user)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Account {
+                    failure: Some(f), ..
+                } => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn unauthenticated<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Unauthenticated))
+}
+
+/// The whole flow: a new account reaches only enrollment; enrollment gives
+/// an otpauth URI, a QR code and ten backup codes and activates only after
+/// a valid code; later logins need password and TOTP; the seed is stored
+/// only as ciphertext.
+pub async fn login_flow_enrolls_then_requires_totp<B: Backend>(h: Harness<B>) {
+    let email = "Ana@Example.com";
+    let user = h
+        .accounts
+        .register(email, pw(PASSWORD), Some(v4()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            h.accounts.register("ana@example.com", pw("x"), None).await,
+            Err(Error::Store(_))
+        ),
+        "accounts: duplicate email"
+    );
+    let step = h
+        .accounts
+        .login_password("ana@example.com", pw(PASSWORD), v4(), None)
+        .await
+        .unwrap();
+    let PasswordStep::EnrollmentRequired(ch) = step else {
+        panic!("accounts: no enrollment for a new account")
+    };
+    let token = ch.token.expose_secret().to_owned();
+    // The enrollment challenge is not a second-factor challenge: no session
+    // without a second factor.
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(&token, SecondFactor::Totp(pw("123456")), v4(), false)
+            .await
+    ));
+    let offer = h.accounts.begin_enrollment(&token, v4()).await.unwrap();
+    let uri = offer.otpauth_uri.expose_secret();
+    assert!(
+        uri.starts_with("otpauth://totp/EchoRelay:ana%40example.com?secret="),
+        "accounts: {uri}"
+    );
+    assert!(offer.qr_svg.contains("<svg"));
+    assert!(!format!("{offer:?}").contains(offer.secret_base32.expose_secret()));
+    let seed = TotpSeed::from_base32(offer.secret_base32.expose_secret()).unwrap();
+    // Stored only as ciphertext, inactive until confirmed.
+    let rec = h.store.totp(user).await.unwrap().unwrap();
+    assert!(!rec.active);
+    assert!(
+        !serde_json::to_string(&rec)
+            .unwrap()
+            .contains(offer.secret_base32.expose_secret())
+    );
+    let wrong = if h.totp_code(&seed, 0).expose_secret() == "111111" {
+        "222222"
+    } else {
+        "111111"
+    };
+    assert!(unauthenticated(
+        h.accounts
+            .confirm_enrollment(&token, &pw(wrong), v4(), false)
+            .await
+            .map(|_| ())
+    ));
+    assert!(!h.store.totp(user).await.unwrap().unwrap().active);
+    let done = h
+        .accounts
+        .confirm_enrollment(&token, &h.totp_code(&seed, 0), v4(), false)
+        .await
+        .unwrap();
+    assert_eq!(done.backup_codes.len(), 10);
+    assert!(h.store.totp(user).await.unwrap().unwrap().active);
+    assert_eq!(
+        h.accounts
+            .authenticate(done.login.session.token.expose_secret(), v4())
+            .await
+            .unwrap()
+            .user,
+        user
+    );
+    // The challenge was single-use.
+    assert!(unauthenticated(
+        h.accounts
+            .confirm_enrollment(&token, &h.totp_code(&seed, 0), v4(), false)
+            .await
+            .map(|_| ())
+    ));
+    // Next login: password, then TOTP. The enrollment code's step is spent.
+    let ch = h.second_factor_challenge(email, v4()).await;
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(&ch, SecondFactor::Totp(h.totp_code(&seed, 0)), v4(), false)
+            .await
+    ));
+    h.clock.advance(Duration::seconds(30));
+    let ok = h
+        .accounts
+        .login_second_factor(&ch, SecondFactor::Totp(h.totp_code(&seed, 0)), v4(), false)
+        .await
+        .unwrap();
+    assert!(
+        h.accounts
+            .authenticate(ok.session.token.expose_secret(), v4())
+            .await
+            .is_ok()
+    );
+    assert!(
+        h.failures_of(user)
+            .await
+            .contains(&LoginFailure::ReplayedCode),
+        "accounts: replay not audited"
+    );
+    // Wrong password and unknown account: the same opaque error, audited.
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(email, pw("wrong"), v4(), None)
+            .await
+    ));
+    assert!(unauthenticated(
+        h.accounts
+            .login_password("nobody@example.com", pw(PASSWORD), v4(), None)
+            .await
+    ));
+    assert!(unauthenticated(
+        h.accounts.login_password(email, pw(""), v4(), None).await
+    ));
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(email, pw(&"x".repeat(5000)), v4(), None)
+            .await
+    ));
+    assert!(
+        h.failures_of(user)
+            .await
+            .contains(&LoginFailure::BadPassword)
+    );
+    let global = h.store.events(None, 0, usize::MAX).await.unwrap();
+    assert!(global.iter().any(|e| matches!(
+        e.kind,
+        EventKind::Account {
+            failure: Some(LoginFailure::UnknownAccount),
+            ..
+        }
+    )));
+    // No audit event carries a password, code or token.
+    let all = serde_json::to_string(&global).unwrap();
+    for secret in [
+        PASSWORD,
+        offer.secret_base32.expose_secret(),
+        ok.session.token.expose_secret(),
+        done.backup_codes[0].expose_secret(),
+    ] {
+        assert!(
+            !all.contains(secret),
+            "accounts: a secret reached the audit log"
+        );
+    }
+    let actions: Vec<AccountAction> = global
+        .iter()
+        .filter(|e| e.subject == Some(user))
+        .filter_map(|e| match e.kind {
+            EventKind::Account { action, .. } => Some(action),
+            _ => None,
+        })
+        .collect();
+    for a in [
+        AccountAction::Registered,
+        AccountAction::TwoFactorEnrolled,
+        AccountAction::LoginSucceeded,
+        AccountAction::LoginFailed,
+    ] {
+        assert!(actions.contains(&a), "accounts: {a:?} not audited");
+    }
+    assert!(
+        global
+            .iter()
+            .filter(|e| e.subject == Some(user))
+            .all(|e| e.ip.is_some())
+    );
+}
+
+/// RFC 6238 skew: ±1 step accepted, ±2 rejected; a step once accepted is
+/// never accepted again.
+pub async fn totp_skew_and_replay<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    h.clock.advance(Duration::minutes(10));
+    for off in [-2, 2] {
+        let ch = h.second_factor_challenge(&a.email, v4()).await;
+        assert!(
+            unauthenticated(
+                h.accounts
+                    .login_second_factor(
+                        &ch,
+                        SecondFactor::Totp(h.totp_code(&a.seed, off)),
+                        v4(),
+                        false
+                    )
+                    .await
+            ),
+            "accounts: skew {off} accepted"
+        );
+    }
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    h.accounts
+        .login_second_factor(
+            &ch,
+            SecondFactor::Totp(h.totp_code(&a.seed, -1)),
+            v4(),
+            false,
+        )
+        .await
+        .expect("skew -1");
+    // The same code again: replay.
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(
+                &ch,
+                SecondFactor::Totp(h.totp_code(&a.seed, -1)),
+                v4(),
+                false
+            )
+            .await
+    ));
+    h.accounts
+        .login_second_factor(
+            &ch,
+            SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+            v4(),
+            false,
+        )
+        .await
+        .expect("current step");
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    h.accounts
+        .login_second_factor(
+            &ch,
+            SecondFactor::Totp(h.totp_code(&a.seed, 1)),
+            v4(),
+            false,
+        )
+        .await
+        .expect("skew +1");
+    // Now the current step is older than the last accepted one.
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(
+                &ch,
+                SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+                v4(),
+                false
+            )
+            .await
+    ));
+    // Malformed codes: the generic error, no panic.
+    for bad in ["", "12345", "1234567", "abcdef", "١٢٣٤٥٦"] {
+        assert!(unauthenticated(
+            h.accounts
+                .login_second_factor(&ch, SecondFactor::Totp(pw(bad)), v4(), false)
+                .await
+        ));
+    }
+}
+
+/// Failed codes are throttled: after the limit even a correct code is
+/// refused until the window passes.
+pub async fn failed_codes_lock_out<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    h.clock.advance(Duration::minutes(1));
+    let max = h.accounts.policy().max_second_factor_failures;
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    let wrong = if h.totp_code(&a.seed, 0).expose_secret() == "111111" {
+        "222222"
+    } else {
+        "111111"
+    };
+    for _ in 0..max {
+        assert!(unauthenticated(
+            h.accounts
+                .login_second_factor(&ch, SecondFactor::Totp(pw(wrong)), v4(), false)
+                .await
+        ));
+    }
+    let until = h
+        .accounts
+        .second_factor_locked_until(a.user)
+        .await
+        .unwrap()
+        .expect("accounts: no lockout after the limit");
+    assert!(until > h.clock.now());
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(
+                &ch,
+                SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+                v4(),
+                false
+            )
+            .await
+    ));
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(
+                &ch,
+                SecondFactor::BackupCode(a.backup_codes[0].clone()),
+                v4(),
+                false
+            )
+            .await
+    ));
+    assert!(
+        h.failures_of(a.user)
+            .await
+            .contains(&LoginFailure::LockedOut)
+    );
+    h.clock.set(until);
+    assert_eq!(
+        h.accounts.second_factor_locked_until(a.user).await.unwrap(),
+        None
+    );
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    h.accounts
+        .login_second_factor(
+            &ch,
+            SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+            v4(),
+            false,
+        )
+        .await
+        .expect("after the lockout");
+}
+
+/// Backup codes are single-use even when many requests race with the same
+/// code; regenerating invalidates the whole previous set.
+pub async fn backup_codes_are_single_use_under_races<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let code = a.backup_codes[3].clone();
+    let mut challenges = Vec::new();
+    for _ in 0..8 {
+        challenges.push(h.second_factor_challenge(&a.email, v4()).await);
+    }
+    let mut tasks = Vec::new();
+    for ch in challenges {
+        let other = h.another_process();
+        let code = code.clone();
+        tasks.push(tokio::spawn(async move {
+            other
+                .accounts
+                .login_second_factor(&ch, SecondFactor::BackupCode(code), v4(), false)
+                .await
+                .is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1, "accounts: a backup code worked {wins} times");
+    assert_eq!(h.store.backup_codes(a.user).await.unwrap().len(), 9);
+    // The seven losers count as failed attempts: that locked the factor.
+    assert!(
+        h.accounts
+            .second_factor_locked_until(a.user)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    h.clock.advance(h.accounts.policy().failure_window);
+    // Typing is forgiving (case, spaces), and a used code stays used.
+    let sloppy = pw(&a.backup_codes[5]
+        .expose_secret()
+        .to_uppercase()
+        .replace('-', " "));
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    h.accounts
+        .login_second_factor(&ch, SecondFactor::BackupCode(sloppy), v4(), false)
+        .await
+        .expect("sloppy backup code");
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(&ch, SecondFactor::BackupCode(code), v4(), false)
+            .await
+    ));
+    // Regenerate: every old code dies.
+    let fresh = h
+        .accounts
+        .regenerate_backup_codes(a.login.session.token.expose_secret(), v4())
+        .await
+        .unwrap();
+    assert_eq!(fresh.len(), 10);
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(
+                &ch,
+                SecondFactor::BackupCode(a.backup_codes[0].clone()),
+                v4(),
+                false
+            )
+            .await
+    ));
+    h.accounts
+        .login_second_factor(&ch, SecondFactor::BackupCode(fresh[0].clone()), v4(), false)
+        .await
+        .expect("new set");
+    let events = h.store.events_for_user(a.user).await.unwrap();
+    for action in [
+        AccountAction::BackupCodeUsed,
+        AccountAction::BackupCodesRegenerated,
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Account { action: x, .. } if x == action)),
+            "accounts: {action:?} not audited"
+        );
+    }
+}
+
+/// Trusted devices: capped (oldest evicted), fixed expiry never extended by
+/// use, skip only the TOTP step, revoked on request, password change and
+/// 2FA reset.
+pub async fn trusted_devices_are_capped_fixed_and_skip_only_totp<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), true).await;
+    let first = a.login.device.expect("device requested at enrollment");
+    let mut cookies = vec![first.token.expose_secret().to_owned()];
+    let cap = h.accounts.policy().max_trusted_devices;
+    for i in 0..cap {
+        h.clock.advance(Duration::minutes(1));
+        let ch = h.second_factor_challenge(&a.email, v4()).await;
+        let done = h
+            .accounts
+            .login_second_factor(&ch, SecondFactor::Totp(h.totp_code(&a.seed, 0)), v4(), true)
+            .await
+            .unwrap_or_else(|e| panic!("login {i}: {e}"));
+        cookies.push(done.device.unwrap().token.expose_secret().to_owned());
+    }
+    let list = h.accounts.access_list(a.user).await.unwrap();
+    assert_eq!(list.devices.len(), cap, "accounts: device cap not kept");
+    assert!(
+        list.devices.iter().all(|d| d.id != first.id),
+        "accounts: the oldest device was not the one evicted"
+    );
+    // The evicted cookie no longer skips TOTP; a live one does.
+    let step = h
+        .accounts
+        .login_password(&a.email, pw(PASSWORD), v4(), Some(&cookies[0]))
+        .await
+        .unwrap();
+    assert!(matches!(step, PasswordStep::SecondFactorRequired(_)));
+    let newest = cookies.last().unwrap().clone();
+    let step = h
+        .accounts
+        .login_password(&a.email, pw(PASSWORD), v4(), Some(&newest))
+        .await
+        .unwrap();
+    let PasswordStep::Authenticated(s) = step else {
+        panic!("accounts: a trusted device did not skip TOTP")
+    };
+    assert!(
+        h.accounts
+            .authenticate(s.token.expose_secret(), v4())
+            .await
+            .is_ok()
+    );
+    // Never the password.
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(&a.email, pw("wrong"), v4(), Some(&newest))
+            .await
+    ));
+    // Forged device cookies are ignored.
+    for forged in [
+        "erd_x",
+        "ers_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "erd_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let step = h
+            .accounts
+            .login_password(&a.email, pw(PASSWORD), v4(), Some(forged))
+            .await
+            .unwrap();
+        assert!(matches!(step, PasswordStep::SecondFactorRequired(_)));
+    }
+    // Use never extends the expiry.
+    let before = h
+        .accounts
+        .access_list(a.user)
+        .await
+        .unwrap()
+        .devices
+        .last()
+        .unwrap()
+        .clone();
+    h.clock.set(before.expires_at - Duration::minutes(1));
+    assert!(matches!(
+        h.accounts
+            .login_password(&a.email, pw(PASSWORD), v4(), Some(&newest))
+            .await
+            .unwrap(),
+        PasswordStep::Authenticated(_)
+    ));
+    let after = h
+        .accounts
+        .access_list(a.user)
+        .await
+        .unwrap()
+        .devices
+        .into_iter()
+        .find(|d| d.id == before.id)
+        .unwrap();
+    assert_eq!(after.expires_at, before.expires_at);
+    assert!(after.last_used_at.is_some());
+    h.clock.set(before.expires_at);
+    assert!(matches!(
+        h.accounts
+            .login_password(&a.email, pw(PASSWORD), v4(), Some(&newest))
+            .await
+            .unwrap(),
+        PasswordStep::SecondFactorRequired(_)
+    ));
+}
+
+/// Devices end on request, on password change and on 2FA reset.
+pub async fn devices_are_revoked_by_request_password_change_and_reset<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), true).await;
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    h.clock.advance(Duration::seconds(30));
+    let second = h
+        .accounts
+        .login_second_factor(&ch, SecondFactor::Totp(h.totp_code(&a.seed, 0)), v4(), true)
+        .await
+        .unwrap();
+    let dev = second.device.unwrap();
+    assert_eq!(
+        h.accounts
+            .revoke_devices(a.user, Some(dev.id), Some(v4()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        h.accounts.access_list(a.user).await.unwrap().devices.len(),
+        1
+    );
+    assert!(
+        h.accounts
+            .revoke_devices(a.user, Some(dev.id), Some(v4()))
+            .await
+            .is_err()
+    );
+    // Password change: every device and every session ends.
+    let other_session = second.session.token.expose_secret().to_owned();
+    let new_pw = "a different long passphrase";
+    let s = h
+        .accounts
+        .change_password(
+            a.login.session.token.expose_secret(),
+            pw(PASSWORD),
+            pw(new_pw),
+            v4(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        h.accounts
+            .access_list(a.user)
+            .await
+            .unwrap()
+            .devices
+            .is_empty()
+    );
+    assert!(unauthenticated(
+        h.accounts.authenticate(&other_session, v4()).await
+    ));
+    assert!(unauthenticated(
+        h.accounts
+            .authenticate(a.login.session.token.expose_secret(), v4())
+            .await
+    ));
+    assert!(
+        h.accounts
+            .authenticate(s.token.expose_secret(), v4())
+            .await
+            .is_ok()
+    );
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(&a.email, pw(PASSWORD), v4(), None)
+            .await
+    ));
+    assert!(unauthenticated(
+        h.accounts
+            .change_password(s.token.expose_secret(), pw("not it"), pw("x"), v4())
+            .await
+    ));
+    // 2FA reset: devices, codes and sessions end; the next login enrolls.
+    let ch = match h
+        .accounts
+        .login_password(&a.email, pw(new_pw), v4(), None)
+        .await
+        .unwrap()
+    {
+        PasswordStep::SecondFactorRequired(c) => c,
+        other => panic!("{other:?}"),
+    };
+    h.clock.advance(Duration::seconds(30));
+    let third = h
+        .accounts
+        .login_second_factor(
+            ch.token.expose_secret(),
+            SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+            v4(),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.accounts.access_list(a.user).await.unwrap().devices.len(),
+        1
+    );
+    h.accounts
+        .reset_two_factor(a.user, Actor::System, None)
+        .await
+        .unwrap();
+    assert!(
+        h.accounts
+            .access_list(a.user)
+            .await
+            .unwrap()
+            .devices
+            .is_empty()
+    );
+    assert!(h.store.backup_codes(a.user).await.unwrap().is_empty());
+    assert!(unauthenticated(
+        h.accounts
+            .authenticate(third.session.token.expose_secret(), v4())
+            .await
+    ));
+    let cookie = third.device.unwrap().token.expose_secret().to_owned();
+    assert!(matches!(
+        h.accounts
+            .login_password(&a.email, pw(new_pw), v4(), Some(&cookie))
+            .await
+            .unwrap(),
+        PasswordStep::EnrollmentRequired(_)
+    ));
+    let events = h.store.events_for_user(a.user).await.unwrap();
+    for action in [
+        AccountAction::DeviceTrusted,
+        AccountAction::DeviceRevoked,
+        AccountAction::PasswordChanged,
+        AccountAction::TwoFactorReset,
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Account { action: x, .. } if x == action)),
+            "accounts: {action:?} not audited"
+        );
+    }
+}
+
+/// Sessions: idle timeout, absolute lifetime, IP-family pinning (mapped
+/// IPv4 counts as IPv4), a new id on renewal, logout, log out everywhere,
+/// listing and ending one.
+pub async fn sessions_expire_and_are_pinned_to_the_ip_family<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let cookie = a.login.session.token.expose_secret().to_owned();
+    let mapped: IpAddr = "::ffff:198.51.100.99".parse().unwrap();
+    assert!(
+        h.accounts.authenticate(&cookie, mapped).await.is_ok(),
+        "accounts: mapped IPv4 is IPv4"
+    );
+    // Activity keeps it alive past the idle timeout…
+    for _ in 0..4 {
+        h.clock.advance(Duration::minutes(20));
+        assert!(h.accounts.authenticate(&cookie, v4()).await.is_ok());
+    }
+    // …but not past the idle timeout without activity.
+    h.clock.advance(Duration::minutes(30));
+    assert!(unauthenticated(
+        h.accounts.authenticate(&cookie, v4()).await
+    ));
+    // Absolute lifetime, even with activity.
+    let h2 = h.another_process();
+    let b = h2.enrolled(v4(), false).await;
+    let cookie = b.login.session.token.expose_secret().to_owned();
+    let mut t = 0;
+    while t < 12 * 60 - 20 {
+        h.clock.advance(Duration::minutes(20));
+        t += 20;
+        assert!(
+            h.accounts.authenticate(&cookie, v4()).await.is_ok(),
+            "accounts: ended at {t} min"
+        );
+    }
+    h.clock.advance(Duration::minutes(20));
+    assert!(
+        unauthenticated(h.accounts.authenticate(&cookie, v4()).await),
+        "accounts: absolute lifetime not enforced"
+    );
+    // IP family switch ends the session, for good.
+    let c = h.enrolled(v4(), false).await;
+    let cookie = c.login.session.token.expose_secret().to_owned();
+    assert!(unauthenticated(
+        h.accounts.authenticate(&cookie, v6()).await
+    ));
+    assert!(unauthenticated(
+        h.accounts.authenticate(&cookie, v4()).await
+    ));
+    assert!(
+        h.failures_of(c.user)
+            .await
+            .contains(&LoginFailure::IpFamilyChanged)
+    );
+    // Renewal: new id, old cookie dead.
+    let d = h.enrolled(v6(), false).await;
+    let old = d.login.session.token.expose_secret().to_owned();
+    let renewed = h.accounts.renew_session(&old, v6()).await.unwrap();
+    assert_ne!(renewed.id, d.login.session.id);
+    assert!(unauthenticated(h.accounts.authenticate(&old, v6()).await));
+    assert!(
+        h.accounts
+            .authenticate(renewed.token.expose_secret(), v6())
+            .await
+            .is_ok()
+    );
+    // Listing, ending one, logout, log out everywhere.
+    let ch = h.second_factor_challenge(&d.email, v6()).await;
+    h.clock.advance(Duration::seconds(30));
+    let other = h
+        .accounts
+        .login_second_factor(
+            &ch,
+            SecondFactor::Totp(h.totp_code(&d.seed, 0)),
+            v6(),
+            false,
+        )
+        .await
+        .unwrap();
+    let list = h.accounts.access_list(d.user).await.unwrap();
+    assert_eq!(list.sessions.len(), 2);
+    h.accounts
+        .end_session(d.user, other.session.id, None)
+        .await
+        .unwrap();
+    assert!(unauthenticated(
+        h.accounts
+            .authenticate(other.session.token.expose_secret(), v6())
+            .await
+    ));
+    assert!(
+        h.accounts
+            .end_session(c.user, renewed.id, None)
+            .await
+            .is_err(),
+        "accounts: ended another user's session"
+    );
+    h.accounts
+        .logout(renewed.token.expose_secret(), v6())
+        .await
+        .unwrap();
+    assert!(unauthenticated(
+        h.accounts
+            .authenticate(renewed.token.expose_secret(), v6())
+            .await
+    ));
+    let e1 = h.second_factor_challenge(&d.email, v6()).await;
+    h.clock.advance(Duration::seconds(30));
+    let s1 = h
+        .accounts
+        .login_second_factor(
+            &e1,
+            SecondFactor::Totp(h.totp_code(&d.seed, 0)),
+            v6(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.accounts.logout_everywhere(d.user, None).await.unwrap(), 1);
+    assert!(unauthenticated(
+        h.accounts
+            .authenticate(s1.session.token.expose_secret(), v6())
+            .await
+    ));
+    // Forged and malformed session cookies.
+    for forged in [
+        "",
+        "ers_",
+        "ers_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "erd_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        assert!(unauthenticated(h.accounts.authenticate(forged, v4()).await));
+    }
+}
+
+/// Challenges expire after 5 minutes, are bound to the IP family of the
+/// password step, and are single-use.
+pub async fn challenges_expire_and_are_pinned<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    h.clock.advance(Duration::seconds(30));
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(
+                &ch,
+                SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+                v6(),
+                false
+            )
+            .await
+    ));
+    h.clock.advance(Duration::minutes(5));
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(
+                &ch,
+                SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+                v4(),
+                false
+            )
+            .await
+    ));
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    h.accounts
+        .login_second_factor(
+            &ch,
+            SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+            v4(),
+            false,
+        )
+        .await
+        .unwrap();
+    h.clock.advance(Duration::seconds(30));
+    assert!(
+        unauthenticated(
+            h.accounts
+                .login_second_factor(
+                    &ch,
+                    SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+                    v4(),
+                    false
+                )
+                .await
+        ),
+        "accounts: challenge reused"
+    );
+    for forged in [
+        "",
+        "erc_x",
+        "ers_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        assert!(unauthenticated(
+            h.accounts
+                .login_second_factor(forged, SecondFactor::Totp(pw("123456")), v4(), false)
+                .await
+        ));
+        assert!(unauthenticated(
+            h.accounts.begin_enrollment(forged, v4()).await.map(|_| ())
+        ));
+    }
+    let f = h.failures_of(a.user).await;
+    assert!(f.contains(&LoginFailure::IpFamilyChanged) && f.contains(&LoginFailure::BadChallenge));
+}
