@@ -5,7 +5,9 @@
 //!   `verify/reference_sha256_hashmap` (SHA-256 of the key + a HashMap hit);
 //! - `vault/echorelay_seal_open_64B` vs `vault/reference_aes_gcm_64B` (the
 //!   aes-gcm crate alone, fixed nonce, no framing);
-//! - `audit/append_in_memory` (seal + chain append).
+//! - `audit/append_in_memory` (seal + chain append);
+//! - `session/authenticate_in_memory` (cookie check: shape, SHA-256, lookup,
+//!   idle/absolute/IP-family checks, touch) among 10,000 sessions.
 //!
 //! Run: `cargo bench --bench core`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -175,5 +177,56 @@ fn bench_audit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_verify, bench_vault, bench_audit);
+fn bench_session(c: &mut Criterion) {
+    use echorelay::core::account::token::{Token, TokenKind};
+    use echorelay::core::account::{AccountPolicy, AccountService, IpFamily, SessionRecord};
+    use echorelay::core::ids::SessionId;
+    use echorelay::core::ports::SessionStore;
+    let rt = rt();
+    let store = MemStore::new();
+    let vault = Arc::new(AesGcmVault::new(Keyring::new(SecretKey::generate())));
+    let accounts = AccountService::new(
+        store.clone(),
+        vault,
+        Arc::new(SystemClock),
+        AccountPolicy::default(),
+    )
+    .unwrap();
+    let now = SystemClock.now();
+    // 10,000 live sessions; look one up.
+    let mut token = None;
+    rt.block_on(async {
+        for _ in 0..10_000 {
+            let t = Token::generate(TokenKind::Session);
+            let rec = SessionRecord {
+                id: SessionId::random(),
+                token_hash: t.hash(),
+                user: UserId::random(),
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + chrono::Duration::hours(12),
+                ip_family: IpFamily::V4,
+            };
+            store.insert_session(rec).await.unwrap();
+            token = Some(t);
+        }
+    });
+    let cookie = token.unwrap().expose_secret().to_owned();
+    let ip: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+    let mut g = c.benchmark_group("session");
+    g.bench_function("authenticate_in_memory", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(accounts.authenticate(black_box(&cookie), ip).await.unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_verify,
+    bench_vault,
+    bench_audit,
+    bench_session
+);
 criterion_main!(benches);
