@@ -394,6 +394,50 @@ pub struct KeyRecord {
     pub pending_reveal: Option<PendingReveal>,
 }
 
+/// The part of a [`KeyRecord`] that verification reads: small and `Copy`,
+/// so a backend can serve the hot path without cloning the whole record
+/// ([`KeyStore::key_status_by_hash`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// Record id.
+    pub id: KeyId,
+    /// Project.
+    pub project: ProjectId,
+    /// Environment.
+    pub environment: Environment,
+    /// Role.
+    pub role: Role,
+    /// When auto-rotation is due.
+    pub rotate_at: DateTime<Utc>,
+    /// Set once a successor exists.
+    pub superseded: Option<Supersession>,
+    /// Whether the key is revoked.
+    pub revoked: bool,
+}
+
+impl KeyStatus {
+    /// The key's phase at `now`, or `None` if it must be rejected.
+    pub fn phase(&self, now: DateTime<Utc>) -> Option<KeyPhase> {
+        if self.revoked {
+            return None;
+        }
+        match self.superseded {
+            None => Some(KeyPhase::Active {
+                rotate_at: self.rotate_at,
+            }),
+            Some(s) if now < s.expires_at => Some(KeyPhase::Overlap {
+                successor: s.successor,
+                expires_at: s.expires_at,
+            }),
+            Some(s) if now < s.grace_ends_at => Some(KeyPhase::Grace {
+                successor: s.successor,
+                until: s.grace_ends_at,
+            }),
+            Some(_) => None,
+        }
+    }
+}
+
 /// How a verified key stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
@@ -422,22 +466,19 @@ pub enum KeyPhase {
 impl KeyRecord {
     /// The key's phase at `now`, or `None` if it must be rejected.
     pub fn phase(&self, now: DateTime<Utc>) -> Option<KeyPhase> {
-        if self.revoked_at.is_some() {
-            return None;
-        }
-        match self.superseded {
-            None => Some(KeyPhase::Active {
-                rotate_at: self.rotate_at,
-            }),
-            Some(s) if now < s.expires_at => Some(KeyPhase::Overlap {
-                successor: s.successor,
-                expires_at: s.expires_at,
-            }),
-            Some(s) if now < s.grace_ends_at => Some(KeyPhase::Grace {
-                successor: s.successor,
-                until: s.grace_ends_at,
-            }),
-            Some(_) => None,
+        self.status().phase(now)
+    }
+
+    /// The fields verification needs.
+    pub fn status(&self) -> KeyStatus {
+        KeyStatus {
+            id: self.id,
+            project: self.project,
+            environment: self.environment,
+            role: self.role,
+            rotate_at: self.rotate_at,
+            superseded: self.superseded,
+            revoked: self.revoked_at.is_some(),
         }
     }
 
@@ -718,7 +759,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
         let hash = KeyHash::of(presented);
         let rec = self
             .store
-            .key_by_hash(&hash)
+            .key_status_by_hash(&hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
         let phase = rec.phase(self.clock.now()).ok_or(Error::Unauthenticated)?;

@@ -23,7 +23,7 @@ use crate::audit::{AuditDraft, AuditEvent, ChainHead};
 use crate::config::{ConfigChange, Project, ProjectTree, Slug};
 use crate::error::StoreError;
 use crate::ids::{DeviceId, KeyId, ProjectId, SessionId, UserId};
-use crate::keys::{KeyHash, KeyRecord, PendingReveal, Supersession};
+use crate::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 
 /// Result of a port call.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
@@ -37,6 +37,12 @@ pub trait KeyStore: Send + Sync {
     async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>>;
     /// The key with this id, if any.
     async fn key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>>;
+    /// What verification needs of the key with this hash. Provided: narrows
+    /// [`KeyStore::key_by_hash`]; backends override it to serve the hot
+    /// path without building the whole record.
+    async fn key_status_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyStatus>> {
+        Ok(self.key_by_hash(hash).await?.map(|r| r.status()))
+    }
     /// All keys of a project, oldest first.
     async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>>;
     /// Keys that are current (no successor, not revoked) with
@@ -258,6 +264,7 @@ forward!(KeyStore {
     async fn insert_key(&self, key: KeyRecord, audit: AuditDraft) -> StoreResult<()>;
     async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>>;
     async fn key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>>;
+    async fn key_status_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyStatus>>;
     async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>>;
     async fn keys_needing_attention(&self, now: DateTime<Utc>) -> StoreResult<Vec<KeyRecord>>;
     async fn rotate_key(&self, predecessor: KeyId, supersession: Supersession, successor: KeyRecord, audit: AuditDraft) -> StoreResult<()>;

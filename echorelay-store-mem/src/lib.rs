@@ -33,7 +33,7 @@ use echorelay_core::error::StoreError;
 use echorelay_core::ids::{
     DeviceId, EndpointId, KeyId, LineId, ProjectId, SessionId, TargetId, UserId,
 };
-use echorelay_core::keys::{KeyHash, KeyRecord, PendingReveal, Supersession};
+use echorelay_core::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
     StoreResult,
@@ -136,6 +136,14 @@ impl KeyStore for MemStore {
             .get(hash)
             .and_then(|id| s.keys.get(id))
             .cloned())
+    }
+
+    async fn key_status_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyStatus>> {
+        let s = self.read();
+        Ok(s.key_hashes
+            .get(hash)
+            .and_then(|id| s.keys.get(id))
+            .map(KeyRecord::status))
     }
 
     async fn key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>> {

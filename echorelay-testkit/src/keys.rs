@@ -38,6 +38,17 @@ pub async fn mint_then_verify_stores_only_the_hash<B: Backend>(h: Harness<B>) {
     let stored = serde_json::to_string(&rec).unwrap();
     assert!(!stored.contains(&key[8..]), "keys: plaintext found at rest");
     assert_eq!(rec.hash, minted.plaintext.hash());
+    assert_eq!(
+        h.store.key_status_by_hash(&rec.hash).await.unwrap(),
+        Some(rec.status())
+    );
+    assert_eq!(
+        h.store
+            .key_status_by_hash(&PlaintextKey::generate(Environment::Live).hash())
+            .await
+            .unwrap(),
+        None
+    );
     assert!(rec.pending_reveal.is_none());
     assert_eq!(rec.rotate_at, rec.created_at + Duration::days(83));
     // Listing shows the hint, never the key.
@@ -89,6 +100,13 @@ pub async fn revoke_is_effective_on_the_next_request_in_every_process<B: Backend
     let key = minted.plaintext.expose_secret();
     assert!(other.keys.verify(key).await.is_ok());
     h.keys.revoke(&grant, minted.view.id).await.unwrap();
+    let status = h
+        .store
+        .key_status_by_hash(&minted.plaintext.hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.revoked, "keys: status does not show the revocation");
     assert!(matches!(
         h.keys.verify(key).await,
         Err(Error::Unauthenticated)
