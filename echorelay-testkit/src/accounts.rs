@@ -93,6 +93,22 @@ impl<B: Backend> Harness<B> {
         }
     }
 
+    /// A full login with password and the current TOTP code, half a step
+    /// after the last one (so the code is never a replay).
+    pub async fn totp_login(&self, a: &Enrolled, ip: IpAddr, trust_device: bool) -> LoginComplete {
+        let ch = self.second_factor_challenge(&a.email, ip).await;
+        self.clock.advance(Duration::seconds(30));
+        self.accounts
+            .login_second_factor(
+                &ch,
+                SecondFactor::Totp(self.totp_code(&a.seed, 0)),
+                ip,
+                trust_device,
+            )
+            .await
+            .expect("accounts: password + TOTP login")
+    }
+
     async fn second_factor_challenge(&self, email: &str, ip: IpAddr) -> String {
         match self
             .accounts
@@ -549,17 +565,11 @@ pub async fn backup_codes_are_single_use_under_races<B: Backend>(h: Harness<B>) 
 /// 2FA reset.
 pub async fn trusted_devices_are_capped_fixed_and_skip_only_totp<B: Backend>(h: Harness<B>) {
     let a = h.enrolled(v4(), true).await;
-    let first = a.login.device.expect("device requested at enrollment");
+    let first = a.login.device.as_ref().expect("device requested at enrollment");
     let mut cookies = vec![first.token.expose_secret().to_owned()];
     let cap = h.accounts.policy().max_trusted_devices;
-    for i in 0..cap {
-        h.clock.advance(Duration::minutes(1));
-        let ch = h.second_factor_challenge(&a.email, v4()).await;
-        let done = h
-            .accounts
-            .login_second_factor(&ch, SecondFactor::Totp(h.totp_code(&a.seed, 0)), v4(), true)
-            .await
-            .unwrap_or_else(|e| panic!("login {i}: {e}"));
+    for _ in 0..cap {
+        let done = h.totp_login(&a, v4(), true).await;
         cookies.push(done.device.unwrap().token.expose_secret().to_owned());
     }
     let list = h.accounts.access_list(a.user).await.unwrap();
@@ -651,13 +661,7 @@ pub async fn trusted_devices_are_capped_fixed_and_skip_only_totp<B: Backend>(h: 
 /// Devices end on request, on password change and on 2FA reset.
 pub async fn devices_are_revoked_by_request_password_change_and_reset<B: Backend>(h: Harness<B>) {
     let a = h.enrolled(v4(), true).await;
-    let ch = h.second_factor_challenge(&a.email, v4()).await;
-    h.clock.advance(Duration::seconds(30));
-    let second = h
-        .accounts
-        .login_second_factor(&ch, SecondFactor::Totp(h.totp_code(&a.seed, 0)), v4(), true)
-        .await
-        .unwrap();
+    let second = h.totp_login(&a, v4(), true).await;
     let dev = second.device.unwrap();
     assert_eq!(
         h.accounts
@@ -854,18 +858,7 @@ pub async fn sessions_expire_and_are_pinned_to_the_ip_family<B: Backend>(h: Harn
             .is_ok()
     );
     // Listing, ending one, logout, log out everywhere.
-    let ch = h.second_factor_challenge(&d.email, v6()).await;
-    h.clock.advance(Duration::seconds(30));
-    let other = h
-        .accounts
-        .login_second_factor(
-            &ch,
-            SecondFactor::Totp(h.totp_code(&d.seed, 0)),
-            v6(),
-            false,
-        )
-        .await
-        .unwrap();
+    let other = h.totp_login(&d, v6(), false).await;
     let list = h.accounts.access_list(d.user).await.unwrap();
     assert_eq!(list.sessions.len(), 2);
     h.accounts
@@ -893,18 +886,7 @@ pub async fn sessions_expire_and_are_pinned_to_the_ip_family<B: Backend>(h: Harn
             .authenticate(renewed.token.expose_secret(), v6())
             .await
     ));
-    let e1 = h.second_factor_challenge(&d.email, v6()).await;
-    h.clock.advance(Duration::seconds(30));
-    let s1 = h
-        .accounts
-        .login_second_factor(
-            &e1,
-            SecondFactor::Totp(h.totp_code(&d.seed, 0)),
-            v6(),
-            false,
-        )
-        .await
-        .unwrap();
+    let s1 = h.totp_login(&d, v6(), false).await;
     assert_eq!(h.accounts.logout_everywhere(d.user, None).await.unwrap(), 1);
     assert!(unauthenticated(
         h.accounts

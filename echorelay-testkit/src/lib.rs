@@ -105,7 +105,16 @@ impl<B: Backend> Harness<B> {
 
     /// Wires `store` with the given vault.
     pub fn with_vault(store: B, vault: Arc<AesGcmVault>) -> Self {
-        let clock = ManualClock::at_unix(1_767_225_600);
+        Self::wire(store, vault, ManualClock::at_unix(1_767_225_600))
+    }
+
+    /// A second set of services over the same backend, vault and clock:
+    /// another "process".
+    pub fn another_process(&self) -> Self {
+        Self::wire(self.store.clone(), self.vault.clone(), self.clock.clone())
+    }
+
+    fn wire(store: B, vault: Arc<AesGcmVault>, clock: ManualClock) -> Self {
         let c: Arc<dyn Clock> = Arc::new(clock.clone());
         Self {
             keys: KeyService::new(store.clone(), vault.clone(), c.clone()),
@@ -116,26 +125,6 @@ impl<B: Backend> Harness<B> {
             store,
             clock,
             vault,
-        }
-    }
-
-    /// A second set of services over the same backend: another "process".
-    pub fn another_process(&self) -> Self {
-        let c: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        Self {
-            keys: KeyService::new(self.store.clone(), self.vault.clone(), c.clone()),
-            config: ConfigService::new(self.store.clone(), self.vault.clone(), c.clone()),
-            voter: Voter::new(self.store.clone()),
-            accounts: AccountService::new(
-                self.store.clone(),
-                self.vault.clone(),
-                c,
-                test_account_policy(),
-            )
-            .expect("valid policy"),
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            vault: self.vault.clone(),
         }
     }
 

@@ -324,6 +324,17 @@ pub async fn hash_password_async(
     on_blocking_pool(move || hash_password(&password, policy)).await
 }
 
+/// The answer for passwords that never reach bcrypt: empty never verifies,
+/// over [`MAX_PASSWORD_BYTES`] is refused. Checked before a blocking-pool
+/// hop.
+fn verdict_without_bcrypt(password: &SecretString) -> Option<Result<bool, PasswordError>> {
+    match password.expose_secret().len() {
+        0 => Some(Ok(false)),
+        n if n > MAX_PASSWORD_BYTES => Some(Err(PasswordError::TooLong)),
+        _ => None,
+    }
+}
+
 /// [`verify_password`] on tokio's blocking pool, so the executor's worker
 /// threads stay free for other requests. If this future is dropped, the
 /// computation still runs to its end on the pool; the result is discarded.
@@ -332,12 +343,8 @@ pub async fn verify_password_async(
     password: SecretString,
     hash: PasswordHash,
 ) -> Result<bool, PasswordError> {
-    let len = password.expose_secret().len();
-    if len == 0 {
-        return Ok(false);
-    }
-    if len > MAX_PASSWORD_BYTES {
-        return Err(PasswordError::TooLong);
+    if let Some(verdict) = verdict_without_bcrypt(&password) {
+        return verdict;
     }
     on_blocking_pool(move || verify_password(&password, &hash)).await
 }
@@ -385,12 +392,8 @@ pub async fn verify_dummy_async(
     password: SecretString,
     policy: PasswordPolicy,
 ) -> Result<bool, PasswordError> {
-    let len = password.expose_secret().len();
-    if len == 0 {
-        return Ok(false);
-    }
-    if len > MAX_PASSWORD_BYTES {
-        return Err(PasswordError::TooLong);
+    if let Some(verdict) = verdict_without_bcrypt(&password) {
+        return verdict;
     }
     on_blocking_pool(move || verify_dummy(&password, policy)).await
 }
