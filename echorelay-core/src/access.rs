@@ -161,7 +161,9 @@ use surface::SurfaceKind;
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub enum Principal {
-    /// A signed-in user; their role comes from project membership.
+    /// A signed-in user; their role comes from project membership. The id
+    /// must come from authentication, normally
+    /// [`crate::account::AccountService::authenticate`].
     User(UserId),
     /// A verified API key; its project and role are fixed on the key.
     ApiKey(VerifiedKey),
