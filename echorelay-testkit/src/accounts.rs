@@ -565,7 +565,11 @@ pub async fn backup_codes_are_single_use_under_races<B: Backend>(h: Harness<B>) 
 /// 2FA reset.
 pub async fn trusted_devices_are_capped_fixed_and_skip_only_totp<B: Backend>(h: Harness<B>) {
     let a = h.enrolled(v4(), true).await;
-    let first = a.login.device.as_ref().expect("device requested at enrollment");
+    let first = a
+        .login
+        .device
+        .as_ref()
+        .expect("device requested at enrollment");
     let mut cookies = vec![first.token.expose_secret().to_owned()];
     let cap = h.accounts.policy().max_trusted_devices;
     for _ in 0..cap {
