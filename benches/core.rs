@@ -7,7 +7,8 @@
 //!   aes-gcm crate alone, fixed nonce, no framing);
 //! - `audit/append_in_memory` (seal + chain append);
 //! - `session/authenticate_in_memory` (cookie check: shape, SHA-256, lookup,
-//!   idle/absolute/IP-family checks, touch) among 10,000 sessions.
+//!   idle/absolute/IP-family checks, the account's credential epoch, touch)
+//!   among 10,000 sessions.
 //!
 //! Run: `cargo bench --bench core`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -181,7 +182,7 @@ fn bench_session(c: &mut Criterion) {
     use echorelay::core::account::token::{Token, TokenKind};
     use echorelay::core::account::{AccountPolicy, AccountService, IpFamily, SessionRecord};
     use echorelay::core::ids::SessionId;
-    use echorelay::core::ports::SessionStore;
+    use echorelay::core::ports::{AccountStore, SessionStore};
     let rt = rt();
     let store = MemStore::new();
     let vault = Arc::new(AesGcmVault::new(Keyring::new(SecretKey::generate())));
@@ -193,19 +194,35 @@ fn bench_session(c: &mut Criterion) {
     )
     .unwrap();
     let now = SystemClock.now();
-    // 10,000 live sessions; look one up.
+    // 10,000 live sessions of one account; look one up.
     let mut token = None;
+    let user = UserId::random();
     rt.block_on(async {
+        let hash = echorelay::core::account::password::PasswordHash::parse(
+            "$2y$10$QtzFGFSsjCb66Gz/qK36yObVbRSqZqVY8ADnrvwJsNujbrFIRzbfG",
+        )
+        .unwrap();
+        store
+            .create_account(echorelay::core::account::AccountRecord {
+                id: user,
+                email: "bench@example.com".into(),
+                password_hash: hash,
+                epoch: 0,
+                created_at: now,
+            })
+            .await
+            .unwrap();
         for _ in 0..10_000 {
             let t = Token::generate(TokenKind::Session);
             let rec = SessionRecord {
                 id: SessionId::random(),
                 token_hash: t.hash(),
-                user: UserId::random(),
+                user,
                 created_at: now,
                 last_seen_at: now,
                 expires_at: now + chrono::Duration::hours(12),
                 ip_family: IpFamily::V4,
+                epoch: 0,
             };
             store.insert_session(rec).await.unwrap();
             token = Some(t);

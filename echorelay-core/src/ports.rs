@@ -24,6 +24,7 @@ use crate::config::{ConfigChange, Project, ProjectTree, Slug};
 use crate::error::StoreError;
 use crate::ids::{DeviceId, KeyId, ProjectId, SessionId, UserId};
 use crate::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
+use crate::vault::Ciphertext;
 
 /// Result of a port call.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
@@ -152,7 +153,13 @@ pub trait AuditLog: Send + Sync {
 }
 
 /// Stores accounts and their credentials: password hash, TOTP factor,
-/// backup codes, second-factor failures and trusted devices.
+/// backup codes, second-factor attempts and trusted devices.
+///
+/// Every account has a credential *epoch*; sessions, devices and challenges
+/// are stamped with the epoch they were made under, and the service rejects
+/// any whose stamp is behind. A password change or a 2FA reset bumps the
+/// epoch atomically with the change, so nothing made before it survives,
+/// even when sessions live in another store.
 ///
 /// Account security events are appended to the audit log by the service
 /// through [`AuditSink`] right after the change they record.
@@ -164,39 +171,62 @@ pub trait AccountStore: Send + Sync {
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>>;
     /// The account with this id.
     async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>>;
-    /// Replaces the password hash. `NotFound` for an unknown account.
-    async fn set_password_hash(&self, user: UserId, hash: PasswordHash) -> StoreResult<()>;
+    /// Compare-and-swap: replaces the password hash only if the stored one
+    /// is still `expected`, and with `bump_epoch` also increments the
+    /// credential epoch, in one step. Returns whether it changed.
+    /// `NotFound` for an unknown account.
+    async fn replace_password_hash(
+        &self,
+        user: UserId,
+        expected: &PasswordHash,
+        new: PasswordHash,
+        bump_epoch: bool,
+    ) -> StoreResult<bool>;
     /// The account's TOTP factor, active or pending.
     async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>>;
     /// Stores a pending (inactive) factor, replacing a pending one.
     /// `Conflict` if an active factor exists.
     async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()>;
-    /// Atomically: if the factor is still pending, activates it with
+    /// Atomically: if the factor is still pending *and* its sealed seed is
+    /// `seed` (the one the code was checked against), activates it with
     /// `last_step = step` and replaces the backup codes with `codes`;
     /// otherwise `Conflict` and no change.
     async fn activate_totp(
         &self,
         user: UserId,
+        seed: &Ciphertext,
         step: u64,
         codes: Vec<BackupCodeRecord>,
     ) -> StoreResult<()>;
     /// Atomically: if `step` is later than the last accepted step (or none
-    /// was accepted), records it and returns `true`; else `false`. Of
-    /// racing callers with the same step, exactly one gets `true`.
+    /// was accepted), records it and returns `true`; else `false` (also
+    /// when there is no factor). Of racing callers with the same step,
+    /// exactly one gets `true`.
     async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool>;
-    /// Removes the factor and the backup codes, and revokes every trusted
-    /// device, in one step (a 2FA reset).
-    async fn delete_totp(&self, user: UserId) -> StoreResult<()>;
-    /// Records a failed second-factor attempt.
-    async fn record_failure(&self, user: UserId, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Failed attempts strictly after `since`.
-    async fn failures_since(
+    /// In one step: removes the factor and the backup codes, revokes every
+    /// trusted device and increments the credential epoch (a 2FA reset).
+    async fn reset_second_factor(&self, user: UserId) -> StoreResult<()>;
+    /// Atomically: if fewer than `max` attempts are recorded after `since`,
+    /// records one at `at` and returns `true`; otherwise `false`. Every
+    /// second-factor attempt reserves one before it is checked and counts
+    /// as failed until [`AccountStore::clear_attempts`]; so concurrent
+    /// guesses cannot pass the limit together. Older attempts may be
+    /// dropped.
+    async fn reserve_attempt(
+        &self,
+        user: UserId,
+        at: DateTime<Utc>,
+        since: DateTime<Utc>,
+        max: u32,
+    ) -> StoreResult<bool>;
+    /// Recorded attempts strictly after `since`.
+    async fn attempts_since(
         &self,
         user: UserId,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DateTime<Utc>>>;
-    /// Forgets failed attempts (after a success).
-    async fn clear_failures(&self, user: UserId) -> StoreResult<()>;
+    /// Forgets recorded attempts (after a success).
+    async fn clear_attempts(&self, user: UserId) -> StoreResult<()>;
     /// The account's unused backup codes.
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>>;
     /// Replaces the whole set of backup codes.
@@ -205,11 +235,14 @@ pub trait AccountStore: Send + Sync {
         user: UserId,
         codes: Vec<BackupCodeRecord>,
     ) -> StoreResult<()>;
-    /// Atomically removes code `index`; `true` if it was there. Of racing
+    /// Atomically removes `code` (matched on index *and* hash, so a code of
+    /// a replaced set never matches); `true` if it was there. Of racing
     /// callers, exactly one gets `true`.
-    async fn consume_backup_code(&self, user: UserId, index: u8) -> StoreResult<bool>;
+    async fn consume_backup_code(&self, user: UserId, code: &BackupCodeRecord)
+    -> StoreResult<bool>;
     /// Adds a trusted device, then evicts the account's oldest devices (by
-    /// `created_at`) until at most `cap` remain, in one step. Returns the
+    /// `created_at`, then insertion order) until at most `cap` remain, in
+    /// one step (Postgres: under a lock on the account row). Returns the
     /// evicted ids.
     async fn add_device(&self, device: DeviceRecord, cap: usize) -> StoreResult<Vec<DeviceId>>;
     /// The device whose token hashes to `token_hash`.
@@ -249,6 +282,15 @@ pub trait SessionStore: Send + Sync {
     /// Atomically removes and returns the challenge. Of racing callers, at
     /// most one gets it.
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
+    /// Deletes challenges with `expires_at <= now` and sessions with
+    /// `expires_at <= now` or `last_seen_at <= idle_cutoff`; returns how
+    /// many. (Expiry is data on each record: Redis can use it as a TTL,
+    /// Postgres a periodic sweep calling this.)
+    async fn purge_expired(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<usize>;
 }
 
 macro_rules! forward {
@@ -303,18 +345,18 @@ forward!(AccountStore {
     async fn create_account(&self, account: AccountRecord) -> StoreResult<()>;
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>>;
     async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>>;
-    async fn set_password_hash(&self, user: UserId, hash: PasswordHash) -> StoreResult<()>;
+    async fn replace_password_hash(&self, user: UserId, expected: &PasswordHash, new: PasswordHash, bump_epoch: bool) -> StoreResult<bool>;
     async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>>;
     async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()>;
-    async fn activate_totp(&self, user: UserId, step: u64, codes: Vec<BackupCodeRecord>) -> StoreResult<()>;
+    async fn activate_totp(&self, user: UserId, seed: &Ciphertext, step: u64, codes: Vec<BackupCodeRecord>) -> StoreResult<()>;
     async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool>;
-    async fn delete_totp(&self, user: UserId) -> StoreResult<()>;
-    async fn record_failure(&self, user: UserId, at: DateTime<Utc>) -> StoreResult<()>;
-    async fn failures_since(&self, user: UserId, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
-    async fn clear_failures(&self, user: UserId) -> StoreResult<()>;
+    async fn reset_second_factor(&self, user: UserId) -> StoreResult<()>;
+    async fn reserve_attempt(&self, user: UserId, at: DateTime<Utc>, since: DateTime<Utc>, max: u32) -> StoreResult<bool>;
+    async fn attempts_since(&self, user: UserId, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
+    async fn clear_attempts(&self, user: UserId) -> StoreResult<()>;
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>>;
     async fn replace_backup_codes(&self, user: UserId, codes: Vec<BackupCodeRecord>) -> StoreResult<()>;
-    async fn consume_backup_code(&self, user: UserId, index: u8) -> StoreResult<bool>;
+    async fn consume_backup_code(&self, user: UserId, code: &BackupCodeRecord) -> StoreResult<bool>;
     async fn add_device(&self, device: DeviceRecord, cap: usize) -> StoreResult<Vec<DeviceId>>;
     async fn device_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<DeviceRecord>>;
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
@@ -333,4 +375,5 @@ forward!(SessionStore {
     async fn insert_challenge(&self, challenge: ChallengeRecord) -> StoreResult<()>;
     async fn challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
+    async fn purge_expired(&self, now: DateTime<Utc>, idle_cutoff: DateTime<Utc>) -> StoreResult<usize>;
 });

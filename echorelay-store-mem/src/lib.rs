@@ -38,6 +38,7 @@ use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
     StoreResult,
 };
+use echorelay_core::vault::Ciphertext;
 
 #[derive(Debug, Default)]
 struct State {
@@ -53,10 +54,12 @@ struct State {
     accounts: HashMap<UserId, AccountRecord>,
     emails: HashMap<String, UserId>,
     totp: HashMap<UserId, TotpRecord>,
-    failures: HashMap<UserId, Vec<DateTime<Utc>>>,
+    attempts: HashMap<UserId, Vec<DateTime<Utc>>>,
+    device_seq: u64,
     backup_codes: HashMap<UserId, Vec<BackupCodeRecord>>,
     devices: HashMap<DeviceId, DeviceRecord>,
     device_tokens: HashMap<[u8; 32], DeviceId>,
+    device_order: HashMap<DeviceId, u64>,
     sessions: HashMap<SessionId, SessionRecord>,
     session_tokens: HashMap<[u8; 32], SessionId>,
     challenges: HashMap<[u8; 32], ChallengeRecord>,
@@ -64,6 +67,7 @@ struct State {
 
 impl State {
     fn remove_device(&mut self, id: DeviceId) {
+        self.device_order.remove(&id);
         if let Some(d) = self.devices.remove(&id) {
             self.device_tokens.remove(&d.token_hash);
         }
@@ -587,13 +591,23 @@ impl AccountStore for MemStore {
         Ok(self.read().accounts.get(&id).cloned())
     }
 
-    async fn set_password_hash(&self, user: UserId, hash: PasswordHash) -> StoreResult<()> {
+    async fn replace_password_hash(
+        &self,
+        user: UserId,
+        expected: &PasswordHash,
+        new: PasswordHash,
+        bump_epoch: bool,
+    ) -> StoreResult<bool> {
         let mut s = self.write();
-        s.accounts
-            .get_mut(&user)
-            .ok_or(not_found("account"))?
-            .password_hash = hash;
-        Ok(())
+        let a = s.accounts.get_mut(&user).ok_or(not_found("account"))?;
+        if a.password_hash != *expected {
+            return Ok(false);
+        }
+        a.password_hash = new;
+        if bump_epoch {
+            a.epoch += 1;
+        }
+        Ok(true)
     }
 
     async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>> {
@@ -623,14 +637,15 @@ impl AccountStore for MemStore {
     async fn activate_totp(
         &self,
         user: UserId,
+        seed: &Ciphertext,
         step: u64,
         codes: Vec<BackupCodeRecord>,
     ) -> StoreResult<()> {
         let mut s = self.write();
         let t = s.totp.get_mut(&user).ok_or(not_found("second factor"))?;
-        if t.active {
+        if t.active || t.seed != *seed {
             return Err(StoreError::Conflict {
-                reason: "second factor already active",
+                reason: "second factor is active or was replaced",
             });
         }
         t.active = true;
@@ -641,7 +656,9 @@ impl AccountStore for MemStore {
 
     async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool> {
         let mut s = self.write();
-        let t = s.totp.get_mut(&user).ok_or(not_found("second factor"))?;
+        let Some(t) = s.totp.get_mut(&user).filter(|t| t.active) else {
+            return Ok(false);
+        };
         if t.last_step.is_some_and(|last| step <= last) {
             return Ok(false);
         }
@@ -649,8 +666,10 @@ impl AccountStore for MemStore {
         Ok(true)
     }
 
-    async fn delete_totp(&self, user: UserId) -> StoreResult<()> {
+    async fn reset_second_factor(&self, user: UserId) -> StoreResult<()> {
         let mut s = self.write();
+        let a = s.accounts.get_mut(&user).ok_or(not_found("account"))?;
+        a.epoch += 1;
         s.totp.remove(&user);
         s.backup_codes.remove(&user);
         let ids: Vec<DeviceId> = s
@@ -665,25 +684,37 @@ impl AccountStore for MemStore {
         Ok(())
     }
 
-    async fn record_failure(&self, user: UserId, at: DateTime<Utc>) -> StoreResult<()> {
-        self.write().failures.entry(user).or_default().push(at);
-        Ok(())
+    async fn reserve_attempt(
+        &self,
+        user: UserId,
+        at: DateTime<Utc>,
+        since: DateTime<Utc>,
+        max: u32,
+    ) -> StoreResult<bool> {
+        let mut s = self.write();
+        let attempts = s.attempts.entry(user).or_default();
+        attempts.retain(|t| *t > since);
+        if attempts.len() >= max as usize {
+            return Ok(false);
+        }
+        attempts.push(at);
+        Ok(true)
     }
 
-    async fn failures_since(
+    async fn attempts_since(
         &self,
         user: UserId,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DateTime<Utc>>> {
         let s = self.read();
-        Ok(s.failures
+        Ok(s.attempts
             .get(&user)
             .map(|v| v.iter().filter(|t| **t > since).copied().collect())
             .unwrap_or_default())
     }
 
-    async fn clear_failures(&self, user: UserId) -> StoreResult<()> {
-        self.write().failures.remove(&user);
+    async fn clear_attempts(&self, user: UserId) -> StoreResult<()> {
+        self.write().attempts.remove(&user);
         Ok(())
     }
 
@@ -709,13 +740,17 @@ impl AccountStore for MemStore {
         Ok(())
     }
 
-    async fn consume_backup_code(&self, user: UserId, index: u8) -> StoreResult<bool> {
+    async fn consume_backup_code(
+        &self,
+        user: UserId,
+        code: &BackupCodeRecord,
+    ) -> StoreResult<bool> {
         let mut s = self.write();
         let Some(codes) = s.backup_codes.get_mut(&user) else {
             return Ok(false);
         };
         let before = codes.len();
-        codes.retain(|c| c.index != index);
+        codes.retain(|c| c != code);
         Ok(codes.len() < before)
     }
 
@@ -725,17 +760,26 @@ impl AccountStore for MemStore {
             return Err(StoreError::AlreadyExists { kind: "device" });
         }
         let user = device.user;
+        s.device_seq += 1;
+        let seq = s.device_seq;
+        s.device_order.insert(device.id, seq);
         s.device_tokens.insert(device.token_hash, device.id);
         s.devices.insert(device.id, device);
-        let mut mine: Vec<(DateTime<Utc>, DeviceId)> = s
+        let mut mine: Vec<(DateTime<Utc>, u64, DeviceId)> = s
             .devices
             .values()
             .filter(|d| d.user == user)
-            .map(|d| (d.created_at, d.id))
+            .map(|d| {
+                (
+                    d.created_at,
+                    s.device_order.get(&d.id).copied().unwrap_or(0),
+                    d.id,
+                )
+            })
             .collect();
         mine.sort();
         let excess = mine.len().saturating_sub(cap);
-        let evicted: Vec<DeviceId> = mine.into_iter().take(excess).map(|(_, id)| id).collect();
+        let evicted: Vec<DeviceId> = mine.into_iter().take(excess).map(|(_, _, id)| id).collect();
         for id in &evicted {
             s.remove_device(*id);
         }
@@ -879,5 +923,26 @@ impl SessionStore for MemStore {
 
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>> {
         Ok(self.write().challenges.remove(token_hash))
+    }
+
+    async fn purge_expired(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let mut s = self.write();
+        let before = s.challenges.len();
+        s.challenges.retain(|_, c| c.expires_at > now);
+        let mut purged = before - s.challenges.len();
+        let dead: Vec<SessionId> = s
+            .sessions
+            .values()
+            .filter(|x| x.expires_at <= now || x.last_seen_at <= idle_cutoff)
+            .map(|x| x.id)
+            .collect();
+        for id in dead {
+            purged += usize::from(s.remove_session(id));
+        }
+        Ok(purged)
     }
 }

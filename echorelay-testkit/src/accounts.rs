@@ -109,6 +109,19 @@ impl<B: Backend> Harness<B> {
             .expect("accounts: password + TOTP login")
     }
 
+    /// A fresh password step, then `factor` on its challenge.
+    pub async fn try_second_factor(
+        &self,
+        email: &str,
+        factor: SecondFactor,
+        ip: IpAddr,
+    ) -> Result<LoginComplete, Error> {
+        let ch = self.second_factor_challenge(email, ip).await;
+        self.accounts
+            .login_second_factor(&ch, factor, ip, false)
+            .await
+    }
+
     async fn second_factor_challenge(&self, email: &str, ip: IpAddr) -> String {
         match self
             .accounts
@@ -234,9 +247,14 @@ pub async fn login_flow_enrolls_then_requires_totp<B: Backend>(h: Harness<B>) {
             .await
     ));
     h.clock.advance(Duration::seconds(30));
+    // The second-factor challenge is single-use: the failed try consumed it.
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(&ch, SecondFactor::Totp(h.totp_code(&seed, 0)), v4(), false)
+            .await
+    ));
     let ok = h
-        .accounts
-        .login_second_factor(&ch, SecondFactor::Totp(h.totp_code(&seed, 0)), v4(), false)
+        .try_second_factor(email, SecondFactor::Totp(h.totp_code(&seed, 0)), v4())
         .await
         .unwrap();
     assert!(
@@ -325,83 +343,65 @@ pub async fn login_flow_enrolls_then_requires_totp<B: Backend>(h: Harness<B>) {
 pub async fn totp_skew_and_replay<B: Backend>(h: Harness<B>) {
     let a = h.enrolled(v4(), false).await;
     h.clock.advance(Duration::minutes(10));
+    let totp = |off| SecondFactor::Totp(h.totp_code(&a.seed, off));
     for off in [-2, 2] {
-        let ch = h.second_factor_challenge(&a.email, v4()).await;
         assert!(
-            unauthenticated(
-                h.accounts
-                    .login_second_factor(
-                        &ch,
-                        SecondFactor::Totp(h.totp_code(&a.seed, off)),
-                        v4(),
-                        false
-                    )
-                    .await
-            ),
+            unauthenticated(h.try_second_factor(&a.email, totp(off), v4()).await),
             "accounts: skew {off} accepted"
         );
     }
-    let ch = h.second_factor_challenge(&a.email, v4()).await;
-    h.accounts
-        .login_second_factor(
-            &ch,
-            SecondFactor::Totp(h.totp_code(&a.seed, -1)),
-            v4(),
-            false,
-        )
+    h.try_second_factor(&a.email, totp(-1), v4())
         .await
         .expect("skew -1");
     // The same code again: replay.
-    let ch = h.second_factor_challenge(&a.email, v4()).await;
     assert!(unauthenticated(
-        h.accounts
-            .login_second_factor(
-                &ch,
-                SecondFactor::Totp(h.totp_code(&a.seed, -1)),
-                v4(),
-                false
-            )
-            .await
+        h.try_second_factor(&a.email, totp(-1), v4()).await
     ));
-    h.accounts
-        .login_second_factor(
-            &ch,
-            SecondFactor::Totp(h.totp_code(&a.seed, 0)),
-            v4(),
-            false,
-        )
+    h.try_second_factor(&a.email, totp(0), v4())
         .await
         .expect("current step");
-    let ch = h.second_factor_challenge(&a.email, v4()).await;
-    h.accounts
-        .login_second_factor(
-            &ch,
-            SecondFactor::Totp(h.totp_code(&a.seed, 1)),
-            v4(),
-            false,
-        )
+    h.try_second_factor(&a.email, totp(1), v4())
         .await
         .expect("skew +1");
     // Now the current step is older than the last accepted one.
-    let ch = h.second_factor_challenge(&a.email, v4()).await;
     assert!(unauthenticated(
-        h.accounts
-            .login_second_factor(
-                &ch,
-                SecondFactor::Totp(h.totp_code(&a.seed, 0)),
-                v4(),
-                false
-            )
-            .await
+        h.try_second_factor(&a.email, totp(0), v4()).await
     ));
     // Malformed codes: the generic error, no panic.
     for bad in ["", "12345", "1234567", "abcdef", "١٢٣٤٥٦"] {
         assert!(unauthenticated(
-            h.accounts
-                .login_second_factor(&ch, SecondFactor::Totp(pw(bad)), v4(), false)
+            h.try_second_factor(&a.email, SecondFactor::Totp(pw(bad)), v4())
                 .await
         ));
     }
+    assert!(
+        h.failures_of(a.user)
+            .await
+            .contains(&LoginFailure::ReplayedCode)
+    );
+}
+
+/// Two requests with the same valid code on two challenges: one session.
+pub async fn same_code_on_two_challenges_wins_once<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    h.clock.advance(Duration::seconds(30));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let ch = h.second_factor_challenge(&a.email, v4()).await;
+        let (other, code) = (h.another_process(), h.totp_code(&a.seed, 0));
+        tasks.push(tokio::spawn(async move {
+            other
+                .accounts
+                .login_second_factor(&ch, SecondFactor::Totp(code), v4(), false)
+                .await
+                .is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1, "accounts: one TOTP code opened {wins} sessions");
 }
 
 /// Failed codes are throttled: after the limit even a correct code is
@@ -410,7 +410,6 @@ pub async fn failed_codes_lock_out<B: Backend>(h: Harness<B>) {
     let a = h.enrolled(v4(), false).await;
     h.clock.advance(Duration::minutes(1));
     let max = h.accounts.policy().max_second_factor_failures;
-    let ch = h.second_factor_challenge(&a.email, v4()).await;
     let wrong = if h.totp_code(&a.seed, 0).expose_secret() == "111111" {
         "222222"
     } else {
@@ -418,8 +417,7 @@ pub async fn failed_codes_lock_out<B: Backend>(h: Harness<B>) {
     };
     for _ in 0..max {
         assert!(unauthenticated(
-            h.accounts
-                .login_second_factor(&ch, SecondFactor::Totp(pw(wrong)), v4(), false)
+            h.try_second_factor(&a.email, SecondFactor::Totp(pw(wrong)), v4())
                 .await
         ));
     }
@@ -431,45 +429,119 @@ pub async fn failed_codes_lock_out<B: Backend>(h: Harness<B>) {
         .expect("accounts: no lockout after the limit");
     assert!(until > h.clock.now());
     assert!(unauthenticated(
-        h.accounts
-            .login_second_factor(
-                &ch,
-                SecondFactor::Totp(h.totp_code(&a.seed, 0)),
-                v4(),
-                false
-            )
+        h.try_second_factor(&a.email, SecondFactor::Totp(h.totp_code(&a.seed, 0)), v4())
             .await
     ));
     assert!(unauthenticated(
-        h.accounts
-            .login_second_factor(
-                &ch,
-                SecondFactor::BackupCode(a.backup_codes[0].clone()),
-                v4(),
-                false
-            )
-            .await
+        h.try_second_factor(
+            &a.email,
+            SecondFactor::BackupCode(a.backup_codes[0].clone()),
+            v4()
+        )
+        .await
     ));
     assert!(
         h.failures_of(a.user)
             .await
             .contains(&LoginFailure::LockedOut)
     );
+    // The backup code was not spent by the refused attempt.
+    assert_eq!(h.store.backup_codes(a.user).await.unwrap().len(), 10);
     h.clock.set(until);
     assert_eq!(
         h.accounts.second_factor_locked_until(a.user).await.unwrap(),
         None
     );
-    let ch = h.second_factor_challenge(&a.email, v4()).await;
-    h.accounts
-        .login_second_factor(
-            &ch,
-            SecondFactor::Totp(h.totp_code(&a.seed, 0)),
-            v4(),
-            false,
-        )
+    h.try_second_factor(&a.email, SecondFactor::Totp(h.totp_code(&a.seed, 0)), v4())
         .await
         .expect("after the lockout");
+}
+
+/// Concurrent guesses cannot pass the limit together: of many parallel
+/// wrong attempts, at most the limit are checked; the rest are locked out.
+pub async fn parallel_guesses_respect_the_limit<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    h.clock.advance(Duration::minutes(1));
+    let wrong = if h.totp_code(&a.seed, 0).expose_secret() == "111111" {
+        "222222"
+    } else {
+        "111111"
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let ch = h.second_factor_challenge(&a.email, v4()).await;
+        let other = h.another_process();
+        tasks.push(tokio::spawn(async move {
+            other
+                .accounts
+                .login_second_factor(&ch, SecondFactor::Totp(pw(wrong)), v4(), false)
+                .await
+                .is_err()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    let f = h.failures_of(a.user).await;
+    let checked = f.iter().filter(|x| **x == LoginFailure::BadCode).count();
+    let locked = f.iter().filter(|x| **x == LoginFailure::LockedOut).count();
+    assert_eq!(
+        checked,
+        h.accounts.policy().max_second_factor_failures as usize,
+        "accounts: {checked} guesses were checked"
+    );
+    assert_eq!(locked, 12 - checked);
+}
+
+/// The enrollment confirmation is throttled too.
+pub async fn enrollment_confirmation_is_throttled<B: Backend>(h: Harness<B>) {
+    let email = "enroll-throttle@example.com";
+    h.accounts
+        .register(email, pw(PASSWORD), None)
+        .await
+        .unwrap();
+    let PasswordStep::EnrollmentRequired(ch) = h
+        .accounts
+        .login_password(email, pw(PASSWORD), v4(), None)
+        .await
+        .unwrap()
+    else {
+        panic!("accounts: expected enrollment")
+    };
+    let token = ch.token.expose_secret();
+    let offer = h.accounts.begin_enrollment(token, v4()).await.unwrap();
+    let seed = TotpSeed::from_base32(offer.secret_base32.expose_secret()).unwrap();
+    let wrong = if h.totp_code(&seed, 0).expose_secret() == "111111" {
+        "222222"
+    } else {
+        "111111"
+    };
+    for _ in 0..h.accounts.policy().max_second_factor_failures {
+        assert!(unauthenticated(
+            h.accounts
+                .confirm_enrollment(token, &pw(wrong), v4(), false)
+                .await
+                .map(|_| ())
+        ));
+    }
+    // Locked: even the right code is refused now.
+    assert!(unauthenticated(
+        h.accounts
+            .confirm_enrollment(token, &h.totp_code(&seed, 0), v4(), false)
+            .await
+            .map(|_| ())
+    ));
+    // A second-factor challenge is no enrollment challenge, and vice versa.
+    assert!(unauthenticated(
+        h.accounts
+            .login_second_factor(
+                token,
+                SecondFactor::Totp(h.totp_code(&seed, 0)),
+                v4(),
+                false
+            )
+            .await
+    ));
 }
 
 /// Backup codes are single-use even when many requests race with the same
@@ -542,8 +614,7 @@ pub async fn backup_codes_are_single_use_under_races<B: Backend>(h: Harness<B>) 
             )
             .await
     ));
-    h.accounts
-        .login_second_factor(&ch, SecondFactor::BackupCode(fresh[0].clone()), v4(), false)
+    h.try_second_factor(&a.email, SecondFactor::BackupCode(fresh[0].clone()), v4())
         .await
         .expect("new set");
     let events = h.store.events_for_user(a.user).await.unwrap();
@@ -913,35 +984,47 @@ pub async fn sessions_expire_and_are_pinned_to_the_ip_family<B: Backend>(h: Harn
 pub async fn challenges_expire_and_are_pinned<B: Backend>(h: Harness<B>) {
     let a = h.enrolled(v4(), false).await;
     h.clock.advance(Duration::seconds(30));
+    let totp = || SecondFactor::Totp(h.totp_code(&a.seed, 0));
+    // Bound to the IP family of the password step.
     let ch = h.second_factor_challenge(&a.email, v4()).await;
     assert!(unauthenticated(
         h.accounts
-            .login_second_factor(
-                &ch,
-                SecondFactor::Totp(h.totp_code(&a.seed, 0)),
-                v6(),
-                false
-            )
+            .login_second_factor(&ch, totp(), v6(), false)
             .await
     ));
+    // Expires after 5 minutes.
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
     h.clock.advance(Duration::minutes(5));
     assert!(unauthenticated(
         h.accounts
-            .login_second_factor(
-                &ch,
-                SecondFactor::Totp(h.totp_code(&a.seed, 0)),
-                v4(),
-                false
-            )
+            .login_second_factor(&ch, totp(), v4(), false)
             .await
     ));
+    // Single-use: after a success it is gone.
     let ch = h.second_factor_challenge(&a.email, v4()).await;
     h.accounts
-        .login_second_factor(
-            &ch,
-            SecondFactor::Totp(h.totp_code(&a.seed, 0)),
+        .login_second_factor(&ch, totp(), v4(), false)
+        .await
+        .unwrap();
+    h.clock.advance(Duration::seconds(30));
+    assert!(
+        unauthenticated(
+            h.accounts
+                .login_second_factor(&ch, totp(), v4(), false)
+                .await
+        ),
+        "accounts: challenge reused"
+    );
+    // Challenges issued before a password change die with it.
+    let old_ch = h.second_factor_challenge(&a.email, v4()).await;
+    let new_pw = "another long passphrase";
+    let s = h.totp_login(&a, v4(), false).await;
+    h.accounts
+        .change_password(
+            s.session.token.expose_secret(),
+            pw(PASSWORD),
+            pw(new_pw),
             v4(),
-            false,
         )
         .await
         .unwrap();
@@ -949,15 +1032,10 @@ pub async fn challenges_expire_and_are_pinned<B: Backend>(h: Harness<B>) {
     assert!(
         unauthenticated(
             h.accounts
-                .login_second_factor(
-                    &ch,
-                    SecondFactor::Totp(h.totp_code(&a.seed, 0)),
-                    v4(),
-                    false
-                )
+                .login_second_factor(&old_ch, totp(), v4(), false)
                 .await
         ),
-        "accounts: challenge reused"
+        "accounts: pre-change challenge survived"
     );
     for forged in [
         "",
@@ -974,5 +1052,88 @@ pub async fn challenges_expire_and_are_pinned<B: Backend>(h: Harness<B>) {
         ));
     }
     let f = h.failures_of(a.user).await;
-    assert!(f.contains(&LoginFailure::IpFamilyChanged) && f.contains(&LoginFailure::BadChallenge));
+    for why in [
+        LoginFailure::IpFamilyChanged,
+        LoginFailure::BadChallenge,
+        LoginFailure::CredentialsChanged,
+    ] {
+        assert!(f.contains(&why), "accounts: {why:?} not audited");
+    }
+}
+
+/// A session, device or login completed against the old credentials dies
+/// with a password change or a 2FA reset, even when it was made after the
+/// deletes (the credential epoch, not the deletes, decides).
+pub async fn old_credentials_die_with_the_epoch<B: Backend>(h: Harness<B>) {
+    use echorelay_core::account::SessionRecord;
+    use echorelay_core::account::token::{Token, TokenKind};
+    use echorelay_core::ids::SessionId;
+    use echorelay_core::ports::SessionStore;
+    let a = h.enrolled(v4(), false).await;
+    let epoch = h.store.account(a.user).await.unwrap().unwrap().epoch;
+    h.accounts
+        .reset_two_factor(a.user, echorelay_core::audit::Actor::System, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.account(a.user).await.unwrap().unwrap().epoch,
+        epoch + 1
+    );
+    // A login that raced the reset writes its session afterwards, stamped
+    // with the old epoch: it must not authenticate.
+    let t = Token::generate(TokenKind::Session);
+    let now = h.clock.now();
+    let late = SessionRecord {
+        id: SessionId::random(),
+        token_hash: t.hash(),
+        user: a.user,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + Duration::hours(1),
+        ip_family: echorelay_core::account::IpFamily::V4,
+        epoch,
+    };
+    h.store.insert_session(late).await.unwrap();
+    assert!(unauthenticated(
+        h.accounts.authenticate(t.expose_secret(), v4()).await
+    ));
+    assert!(
+        h.failures_of(a.user)
+            .await
+            .contains(&LoginFailure::CredentialsChanged)
+    );
+    // Compare-and-swap on the password hash: a stale writer loses.
+    let acct = h.store.account(a.user).await.unwrap().unwrap();
+    let other = echorelay_core::account::password::hash_password(
+        &pw("x"),
+        echorelay_core::account::password::PasswordPolicy::new(10).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        h.store
+            .replace_password_hash(a.user, &acct.password_hash, other.clone(), false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .replace_password_hash(
+                a.user,
+                &acct.password_hash,
+                acct.password_hash.clone(),
+                false
+            )
+            .await
+            .unwrap(),
+        "accounts: stale hash write won"
+    );
+    assert_eq!(
+        h.store
+            .account(a.user)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        other
+    );
 }

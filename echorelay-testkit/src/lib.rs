@@ -183,12 +183,16 @@ macro_rules! conformance_tests {
             audit::user_export_finds_actor_and_subject_events,
             accounts::login_flow_enrolls_then_requires_totp,
             accounts::totp_skew_and_replay,
+            accounts::same_code_on_two_challenges_wins_once,
             accounts::failed_codes_lock_out,
+            accounts::parallel_guesses_respect_the_limit,
+            accounts::enrollment_confirmation_is_throttled,
             accounts::backup_codes_are_single_use_under_races,
             accounts::trusted_devices_are_capped_fixed_and_skip_only_totp,
             accounts::devices_are_revoked_by_request_password_change_and_reset,
             accounts::sessions_expire_and_are_pinned_to_the_ip_family,
             accounts::challenges_expire_and_are_pinned,
+            accounts::old_credentials_die_with_the_epoch,
         );
     };
     (@each $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {

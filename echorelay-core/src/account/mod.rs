@@ -110,6 +110,9 @@ pub struct AccountRecord {
     pub email: String,
     /// bcrypt hash.
     pub password_hash: password::PasswordHash,
+    /// Credential epoch: bumped by a password change or 2FA reset. Sessions,
+    /// devices and challenges of an older epoch are dead.
+    pub epoch: u64,
     /// Created.
     pub created_at: DateTime<Utc>,
 }
@@ -158,6 +161,8 @@ pub struct DeviceRecord {
     pub last_used_at: Option<DateTime<Utc>>,
     /// Family of the IP it was issued to.
     pub ip_family: IpFamily,
+    /// The account's credential epoch when issued.
+    pub epoch: u64,
 }
 
 /// A session as stored.
@@ -177,6 +182,8 @@ pub struct SessionRecord {
     pub expires_at: DateTime<Utc>,
     /// The IP family it is pinned to.
     pub ip_family: IpFamily,
+    /// The account's credential epoch when created.
+    pub epoch: u64,
 }
 
 /// What a login challenge lets its holder do next.
@@ -202,6 +209,8 @@ pub struct ChallengeRecord {
     pub expires_at: DateTime<Utc>,
     /// Family of the IP that passed the password step.
     pub ip_family: IpFamily,
+    /// The account's credential epoch at the password step.
+    pub epoch: u64,
 }
 
 /// An account security event, for the audit log.
@@ -258,4 +267,7 @@ pub enum LoginFailure {
     Malformed,
     /// The session passed its idle timeout or absolute lifetime.
     Expired,
+    /// The password changed or the second factor was reset since the
+    /// session, device or challenge was issued.
+    CredentialsChanged,
 }

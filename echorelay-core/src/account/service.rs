@@ -23,7 +23,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -145,6 +145,8 @@ pub struct AuthenticatedSession {
     pub expires_at: DateTime<Utc>,
     /// The IP family it is pinned to.
     pub ip_family: IpFamily,
+    /// The credential epoch it belongs to.
+    pub epoch: u64,
 }
 
 /// A live session, as listed to its owner.
@@ -215,7 +217,9 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     /// A service over `store`, sealing TOTP seeds with `vault`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for invalid TOTP parameters or a device cap of 0.
+    /// [`Error::InvalidInput`] for invalid TOTP parameters, a device cap or
+    /// failure limit of 0, or a duration that is not between 1 second and
+    /// 10 years.
     pub fn new(store: S, vault: V, clock: Arc<dyn Clock>, policy: AccountPolicy) -> Result<Self> {
         policy
             .totp
@@ -226,6 +230,21 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
                 "device cap and failure limit must be at least 1",
             ));
         }
+        let sane = |d: Duration| d >= Duration::seconds(1) && d <= Duration::days(3650);
+        let durations = [
+            policy.failure_window,
+            policy.device_lifetime,
+            policy.session_idle,
+            policy.session_absolute,
+            policy.challenge_lifetime,
+        ];
+        if !durations.into_iter().all(sane) {
+            return Err(Error::InvalidInput(
+                "account policy durations must be between 1 second and 10 years",
+            ));
+        }
+        // Made now, so the first unknown-account login costs what later ones do.
+        password::dummy_hash(policy.password)?;
         Ok(Self {
             store,
             vault,
@@ -281,13 +300,24 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         Error::Unauthenticated
     }
 
-    /// Records a failed second-factor attempt (it counts towards the
-    /// lockout), then fails.
-    async fn fail_factor(&self, user: UserId, ip: IpAddr, failure: LoginFailure) -> Error {
-        if let Err(e) = self.store.record_failure(user, self.now()).await {
-            tracing::error!(error = %e, "could not record a failed second factor");
+    /// Reserves one second-factor (or password re-check) attempt before it
+    /// is checked. Refused, and audited as a lockout, once the window holds
+    /// the limit; a store failure refuses too (fail closed).
+    async fn reserve_attempt(&self, user: UserId, ip: IpAddr) -> Result<()> {
+        let now = self.now();
+        let since = now - self.policy.failure_window;
+        match self
+            .store
+            .reserve_attempt(user, now, since, self.policy.max_second_factor_failures)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await),
+            Err(e) => {
+                tracing::error!(error = %e, "could not reserve a second-factor attempt");
+                Err(Error::Unauthenticated)
+            }
         }
-        self.fail(Some(user), ip, failure).await
     }
 
     /// Creates an account with a password and no second factor yet: its
@@ -304,6 +334,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             id: UserId::random(),
             email,
             password_hash: hash,
+            epoch: 0,
             created_at: self.now(),
         };
         let id = account.id;
@@ -321,21 +352,21 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
 
     async fn new_challenge(
         &self,
-        user: UserId,
+        account: &AccountRecord,
         kind: ChallengeKind,
         ip: IpAddr,
     ) -> Result<Challenge> {
         let token = Token::generate(TokenKind::Challenge);
         let expires_at = self.now() + self.policy.challenge_lifetime;
-        self.store
-            .insert_challenge(ChallengeRecord {
-                token_hash: token.hash(),
-                user,
-                kind,
-                expires_at,
-                ip_family: IpFamily::of(ip),
-            })
-            .await?;
+        let rec = ChallengeRecord {
+            token_hash: token.hash(),
+            user: account.id,
+            kind,
+            expires_at,
+            ip_family: IpFamily::of(ip),
+            epoch: account.epoch,
+        };
+        self.store.insert_challenge(rec).await?;
         Ok(Challenge { token, expires_at })
     }
 
@@ -369,13 +400,18 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
         }
         if password::needs_rehash(&account.password_hash, self.policy.password) {
+            // Compare-and-swap: a password change that landed meanwhile wins.
             match password::hash_password_async(
                 SecretString::from(candidate.as_str()),
                 self.policy.password,
             )
             .await
             {
-                Ok(h) => self.store.set_password_hash(user, h).await?,
+                Ok(h) => {
+                    self.store
+                        .replace_password_hash(user, &account.password_hash, h, false)
+                        .await?;
+                }
                 Err(e) => tracing::warn!(error = %e, "could not rehash a password"),
             }
         }
@@ -383,13 +419,13 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         let active = self.store.totp(user).await?.is_some_and(|t| t.active);
         if !active {
             return Ok(PasswordStep::EnrollmentRequired(
-                self.new_challenge(user, ChallengeKind::Enrollment, ip)
+                self.new_challenge(&account, ChallengeKind::Enrollment, ip)
                     .await?,
             ));
         }
-        if let Some(device) = self.trusted_device(user, device_cookie).await? {
+        if let Some(device) = self.trusted_device(&account, device_cookie).await? {
             self.store.touch_device(device.id, self.now()).await?;
-            let session = self.new_session(user, ip).await?;
+            let session = self.new_session(user, account.epoch, ip, None).await?;
             self.audit(
                 Some(user),
                 Actor::User(user),
@@ -401,14 +437,14 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             return Ok(PasswordStep::Authenticated(session));
         }
         Ok(PasswordStep::SecondFactorRequired(
-            self.new_challenge(user, ChallengeKind::SecondFactor, ip)
+            self.new_challenge(&account, ChallengeKind::SecondFactor, ip)
                 .await?,
         ))
     }
 
     async fn trusted_device(
         &self,
-        user: UserId,
+        account: &AccountRecord,
         cookie: Option<&str>,
     ) -> Result<Option<DeviceRecord>> {
         let Some(cookie) = cookie else {
@@ -417,52 +453,48 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         let Ok(hash) = Token::hash_presented(TokenKind::Device, cookie) else {
             return Ok(None);
         };
+        let now = self.now();
         Ok(self
             .store
             .device_by_token(&hash)
             .await?
-            .filter(|d| d.user == user && self.now() < d.expires_at))
+            .filter(|d| d.user == account.id && d.epoch == account.epoch && now < d.expires_at))
     }
 
-    async fn load_challenge(
+    /// Checks a challenge record (already looked up or taken): kind,
+    /// expiry, IP family, and that the account's credentials have not
+    /// changed since.
+    async fn check_challenge(
         &self,
-        token: &str,
+        c: &ChallengeRecord,
         kind: ChallengeKind,
         ip: IpAddr,
-    ) -> std::result::Result<ChallengeRecord, (Option<UserId>, LoginFailure)> {
-        let hash = Token::hash_presented(TokenKind::Challenge, token)
-            .map_err(|_| (None, LoginFailure::Malformed))?;
-        let c = match self.store.challenge(&hash).await {
-            Ok(Some(c)) => c,
-            _ => return Err((None, LoginFailure::BadChallenge)),
-        };
+    ) -> std::result::Result<(), LoginFailure> {
         if c.kind != kind || self.now() >= c.expires_at {
-            return Err((Some(c.user), LoginFailure::BadChallenge));
+            return Err(LoginFailure::BadChallenge);
         }
         if c.ip_family != IpFamily::of(ip) {
-            return Err((Some(c.user), LoginFailure::IpFamilyChanged));
+            return Err(LoginFailure::IpFamilyChanged);
         }
-        Ok(c)
-    }
-
-    async fn locked_out(&self, user: UserId) -> Result<bool> {
-        let since = self.now() - self.policy.failure_window;
-        let failures = self.store.failures_since(user, since).await?;
-        Ok(failures.len() >= self.policy.max_second_factor_failures as usize)
+        match self.store.account(c.user).await {
+            Ok(Some(a)) if a.epoch == c.epoch => Ok(()),
+            Ok(Some(_)) => Err(LoginFailure::CredentialsChanged),
+            _ => Err(LoginFailure::BadChallenge),
+        }
     }
 
     /// Until when the account's second factor is locked, if it is.
     pub async fn second_factor_locked_until(&self, user: UserId) -> Result<Option<DateTime<Utc>>> {
         let since = self.now() - self.policy.failure_window;
-        let mut failures = self.store.failures_since(user, since).await?;
+        let mut attempts = self.store.attempts_since(user, since).await?;
         let max = self.policy.max_second_factor_failures as usize;
-        if failures.len() < max {
+        if attempts.len() < max {
             return Ok(None);
         }
-        failures.sort();
-        // Locked until enough failures age out of the window.
-        Ok(failures
-            .get(failures.len() - max)
+        attempts.sort();
+        // Locked until enough attempts age out of the window.
+        Ok(attempts
+            .get(attempts.len() - max)
             .map(|t| *t + self.policy.failure_window))
     }
 
@@ -482,8 +514,10 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         u64::try_from(self.now().timestamp()).unwrap_or(0)
     }
 
-    /// Step 2: a TOTP code or a backup code. With `trust_device`, also
-    /// issues a trusted-device cookie (the oldest device beyond the cap is
+    /// Step 2: a TOTP code or a backup code. The challenge is consumed by
+    /// this call whatever its outcome (single-use: a wrong code means
+    /// starting again with the password). With `trust_device`, also issues
+    /// a trusted-device cookie (the oldest device beyond the cap is
     /// evicted).
     pub async fn login_second_factor(
         &self,
@@ -492,17 +526,29 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         ip: IpAddr,
         trust_device: bool,
     ) -> Result<LoginComplete> {
-        let c = match self
-            .load_challenge(challenge, ChallengeKind::SecondFactor, ip)
-            .await
-        {
-            Ok(c) => c,
-            Err((user, why)) => return Err(self.fail(user, ip, why).await),
+        let Ok(hash) = Token::hash_presented(TokenKind::Challenge, challenge) else {
+            return Err(self.fail(None, ip, LoginFailure::Malformed).await);
+        };
+        // Another kind of challenge is refused without consuming it; a
+        // second-factor challenge is consumed before anything is checked.
+        match self.store.challenge(&hash).await? {
+            Some(c) if c.kind == ChallengeKind::SecondFactor => {}
+            other => {
+                let user = other.map(|c| c.user);
+                return Err(self.fail(user, ip, LoginFailure::BadChallenge).await);
+            }
+        }
+        let Some(c) = self.store.take_challenge(&hash).await? else {
+            return Err(self.fail(None, ip, LoginFailure::BadChallenge).await);
         };
         let user = c.user;
-        if self.locked_out(user).await? {
-            return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
+        if let Err(why) = self
+            .check_challenge(&c, ChallengeKind::SecondFactor, ip)
+            .await
+        {
+            return Err(self.fail(Some(user), ip, why).await);
         }
+        self.reserve_attempt(user, ip).await?;
         let used_backup = match factor {
             SecondFactor::Totp(code) => {
                 let Some(rec) = self.store.totp(user).await?.filter(|t| t.active) else {
@@ -516,41 +562,35 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
                     self.unix_now(),
                 ) {
                     Ok(Some(step)) => {
+                        // Of concurrent submissions of one code, one wins.
                         if !self.store.advance_totp_step(user, step).await? {
                             return Err(self
-                                .fail_factor(user, ip, LoginFailure::ReplayedCode)
+                                .fail(Some(user), ip, LoginFailure::ReplayedCode)
                                 .await);
                         }
                     }
-                    Ok(None) => {
-                        return Err(self.fail_factor(user, ip, LoginFailure::BadCode).await);
-                    }
-                    Err(_) => {
-                        return Err(self.fail_factor(user, ip, LoginFailure::Malformed).await);
-                    }
+                    Ok(None) => return Err(self.fail(Some(user), ip, LoginFailure::BadCode).await),
+                    Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
                 }
                 false
             }
             SecondFactor::BackupCode(code) => {
                 let records = self.store.backup_codes(user).await?;
                 let Some(index) = backup::find(&records, &code) else {
-                    return Err(self
-                        .fail_factor(user, ip, LoginFailure::BadBackupCode)
-                        .await);
+                    return Err(self.fail(Some(user), ip, LoginFailure::BadBackupCode).await);
                 };
-                // Of racing requests with the same code, exactly one wins.
-                if !self.store.consume_backup_code(user, index).await? {
-                    return Err(self
-                        .fail_factor(user, ip, LoginFailure::BadBackupCode)
-                        .await);
+                let Some(record) = records.iter().find(|r| r.index == index) else {
+                    return Err(self.fail(Some(user), ip, LoginFailure::BadBackupCode).await);
+                };
+                // Of racing requests with the same code, exactly one wins;
+                // a code of a replaced set never matches.
+                if !self.store.consume_backup_code(user, record).await? {
+                    return Err(self.fail(Some(user), ip, LoginFailure::BadBackupCode).await);
                 }
                 true
             }
         };
-        if self.store.take_challenge(&c.token_hash).await?.is_none() {
-            return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
-        }
-        self.store.clear_failures(user).await?;
+        self.store.clear_attempts(user).await?;
         if used_backup {
             self.audit(
                 Some(user),
@@ -561,18 +601,19 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             )
             .await?;
         }
-        self.complete(user, ip, trust_device).await
+        self.complete(user, c.epoch, ip, trust_device).await
     }
 
     async fn complete(
         &self,
         user: UserId,
+        epoch: u64,
         ip: IpAddr,
         trust_device: bool,
     ) -> Result<LoginComplete> {
-        let session = self.new_session(user, ip).await?;
+        let session = self.new_session(user, epoch, ip, None).await?;
         let device = if trust_device {
-            Some(self.trust_device(user, ip).await?)
+            Some(self.trust_device(user, epoch, ip).await?)
         } else {
             None
         };
@@ -587,7 +628,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         Ok(LoginComplete { session, device })
     }
 
-    async fn trust_device(&self, user: UserId, ip: IpAddr) -> Result<NewDevice> {
+    async fn trust_device(&self, user: UserId, epoch: u64, ip: IpAddr) -> Result<NewDevice> {
         let token = Token::generate(TokenKind::Device);
         let now = self.now();
         let rec = DeviceRecord {
@@ -598,6 +639,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             expires_at: now + self.policy.device_lifetime,
             last_used_at: None,
             ip_family: IpFamily::of(ip),
+            epoch,
         };
         let (id, expires_at) = (rec.id, rec.expires_at);
         let evicted = self
@@ -629,19 +671,30 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         })
     }
 
-    async fn new_session(&self, user: UserId, ip: IpAddr) -> Result<NewSession> {
+    /// A new session; `lifetime` keeps the creation and absolute end of a
+    /// session it replaces.
+    async fn new_session(
+        &self,
+        user: UserId,
+        epoch: u64,
+        ip: IpAddr,
+        lifetime: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> Result<NewSession> {
         let token = Token::generate(TokenKind::Session);
         let now = self.now();
+        let (created_at, expires_at) =
+            lifetime.unwrap_or((now, now + self.policy.session_absolute));
         let rec = SessionRecord {
             id: SessionId::random(),
             token_hash: token.hash(),
             user,
-            created_at: now,
+            created_at,
             last_seen_at: now,
-            expires_at: now + self.policy.session_absolute,
+            expires_at,
             ip_family: IpFamily::of(ip),
+            epoch,
         };
-        let (id, expires_at) = (rec.id, rec.expires_at);
+        let id = rec.id;
         self.store.insert_session(rec).await?;
         Ok(NewSession {
             token,
@@ -655,18 +708,23 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     /// the `otpauth://` URI and QR code. The factor stays inactive until
     /// [`AccountService::confirm_enrollment`] sees a valid code.
     pub async fn begin_enrollment(&self, challenge: &str, ip: IpAddr) -> Result<EnrollmentOffer> {
-        let c = match self
-            .load_challenge(challenge, ChallengeKind::Enrollment, ip)
+        let Ok(hash) = Token::hash_presented(TokenKind::Challenge, challenge) else {
+            return Err(self.fail(None, ip, LoginFailure::Malformed).await);
+        };
+        let Some(c) = self.store.challenge(&hash).await? else {
+            return Err(self.fail(None, ip, LoginFailure::BadChallenge).await);
+        };
+        if let Err(why) = self
+            .check_challenge(&c, ChallengeKind::Enrollment, ip)
             .await
         {
-            Ok(c) => c,
-            Err((user, why)) => return Err(self.fail(user, ip, why).await),
+            return Err(self.fail(Some(c.user), ip, why).await);
+        }
+        let Some(account) = self.store.account(c.user).await? else {
+            return Err(self
+                .fail(Some(c.user), ip, LoginFailure::BadChallenge)
+                .await);
         };
-        let account = self
-            .store
-            .account(c.user)
-            .await?
-            .ok_or(StoreError::NotFound { kind: "account" })?;
         let seed = TotpSeed::generate();
         let user = c.user.to_string();
         let ctx = SecretContext {
@@ -681,7 +739,15 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             last_step: None,
             created_at: self.now(),
         };
-        self.store.put_pending_totp(rec).await?;
+        match self.store.put_pending_totp(rec).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => {
+                return Err(self
+                    .fail(Some(c.user), ip, LoginFailure::BadChallenge)
+                    .await);
+            }
+            Err(e) => return Err(e.into()),
+        }
         let otpauth_uri =
             totp::otpauth_uri(&seed, &self.policy.totp, self.policy.issuer, &account.email);
         let qr_svg = totp::qr_svg(&otpauth_uri)
@@ -693,8 +759,10 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         })
     }
 
-    /// Enrollment, step 2: a valid code activates the factor, yields ten
-    /// backup codes (shown once) and completes the login.
+    /// Enrollment, step 2: a valid code activates the factor (the very seed
+    /// the code was checked against), yields ten backup codes (shown once)
+    /// and completes the login. A wrong code may be retried on the same
+    /// challenge within the attempt limit; success consumes it.
     pub async fn confirm_enrollment(
         &self,
         challenge: &str,
@@ -702,17 +770,20 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         ip: IpAddr,
         trust_device: bool,
     ) -> Result<Enrolled> {
-        let c = match self
-            .load_challenge(challenge, ChallengeKind::Enrollment, ip)
-            .await
-        {
-            Ok(c) => c,
-            Err((user, why)) => return Err(self.fail(user, ip, why).await),
+        let Ok(hash) = Token::hash_presented(TokenKind::Challenge, challenge) else {
+            return Err(self.fail(None, ip, LoginFailure::Malformed).await);
+        };
+        let Some(c) = self.store.challenge(&hash).await? else {
+            return Err(self.fail(None, ip, LoginFailure::BadChallenge).await);
         };
         let user = c.user;
-        if self.locked_out(user).await? {
-            return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
+        if let Err(why) = self
+            .check_challenge(&c, ChallengeKind::Enrollment, ip)
+            .await
+        {
+            return Err(self.fail(Some(user), ip, why).await);
         }
+        self.reserve_attempt(user, ip).await?;
         let Some(rec) = self.store.totp(user).await?.filter(|t| !t.active) else {
             return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
         };
@@ -724,21 +795,25 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             self.unix_now(),
         ) {
             Ok(Some(step)) => step,
-            Ok(None) => return Err(self.fail_factor(user, ip, LoginFailure::BadCode).await),
-            Err(_) => return Err(self.fail_factor(user, ip, LoginFailure::Malformed).await),
+            Ok(None) => return Err(self.fail(Some(user), ip, LoginFailure::BadCode).await),
+            Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
         };
         if self.store.take_challenge(&c.token_hash).await?.is_none() {
             return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
         }
         let codes = backup::generate();
-        match self.store.activate_totp(user, step, codes.records).await {
+        match self
+            .store
+            .activate_totp(user, &rec.seed, step, codes.records)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => {
                 return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
             }
             Err(e) => return Err(e.into()),
         }
-        self.store.clear_failures(user).await?;
+        self.store.clear_attempts(user).await?;
         self.audit(
             Some(user),
             Actor::User(user),
@@ -747,7 +822,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             None,
         )
         .await?;
-        let login = self.complete(user, ip, trust_device).await?;
+        let login = self.complete(user, c.epoch, ip, trust_device).await?;
         Ok(Enrolled {
             login,
             backup_codes: codes.codes,
@@ -755,7 +830,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     }
 
     /// Checks a request's session cookie: unknown, expired (idle or
-    /// absolute) or from the other IP family all fail; the last two also
+    /// absolute), from the other IP family, or older than the account's
+    /// last password change or 2FA reset all fail; all but the first also
     /// end the session. On success, records the activity.
     pub async fn authenticate(&self, cookie: &str, ip: IpAddr) -> Result<AuthenticatedSession> {
         let hash = Token::hash_presented(TokenKind::Session, cookie)
@@ -770,6 +846,13 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             Some(LoginFailure::IpFamilyChanged)
         } else if now >= s.expires_at || now >= s.last_seen_at + self.policy.session_idle {
             Some(LoginFailure::Expired)
+        } else if self
+            .store
+            .account(s.user)
+            .await?
+            .is_none_or(|a| a.epoch != s.epoch)
+        {
+            Some(LoginFailure::CredentialsChanged)
         } else {
             None
         };
@@ -792,6 +875,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             created_at: s.created_at,
             expires_at: s.expires_at,
             ip_family: s.ip_family,
+            epoch: s.epoch,
         })
     }
 
@@ -808,6 +892,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             last_seen_at: self.now(),
             expires_at: s.expires_at,
             ip_family: s.ip_family,
+            epoch: s.epoch,
         };
         let (id, expires_at) = (rec.id, rec.expires_at);
         self.store.replace_session(s.session, rec).await?;
@@ -857,12 +942,13 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     pub async fn access_list(&self, user: UserId) -> Result<AccessList> {
         let now = self.now();
         let idle = self.policy.session_idle;
+        let epoch = self.store.account(user).await?.map(|a| a.epoch);
         let sessions = self
             .store
             .sessions_of(user)
             .await?
             .into_iter()
-            .filter(|s| now < s.expires_at && now < s.last_seen_at + idle)
+            .filter(|s| now < s.expires_at && now < s.last_seen_at + idle && Some(s.epoch) == epoch)
             .map(|s| SessionView {
                 id: s.id,
                 created_at: s.created_at,
@@ -875,7 +961,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             .devices_of(user)
             .await?
             .into_iter()
-            .filter(|d| now < d.expires_at)
+            .filter(|d| now < d.expires_at && Some(d.epoch) == epoch)
             .map(|d| DeviceView {
                 id: d.id,
                 created_at: d.created_at,
@@ -931,8 +1017,10 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     }
 
     /// Changes the password of the cookie's account after checking the
-    /// current one. Every session (including this one) and every trusted
-    /// device ends; the returned session replaces this one.
+    /// current one (throttled like a second factor). The credential epoch
+    /// moves in the same step, so every session (including this one), every
+    /// trusted device and every pending challenge dies; the returned session
+    /// replaces this one and keeps its absolute end.
     pub async fn change_password(
         &self,
         cookie: &str,
@@ -947,14 +1035,27 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             .account(user)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        if !password::verify_password_async(current, account.password_hash)
+        self.reserve_attempt(user, ip).await?;
+        if !password::verify_password_async(current, account.password_hash.clone())
             .await
             .unwrap_or(false)
         {
             return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
         }
+        self.store.clear_attempts(user).await?;
         let hash = password::hash_password_async(new, self.policy.password).await?;
-        self.store.set_password_hash(user, hash).await?;
+        if !self
+            .store
+            .replace_password_hash(user, &account.password_hash, hash, true)
+            .await?
+        {
+            // Another change won the race; this one must not silently undo it.
+            return Err(StoreError::Conflict {
+                reason: "the password changed meanwhile",
+            }
+            .into());
+        }
+        // Dead already by epoch; removed for tidiness.
         self.store.revoke_devices(user, None).await?;
         self.store.delete_sessions_of(user, None).await?;
         self.audit(
@@ -965,22 +1066,49 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             None,
         )
         .await?;
-        self.new_session(user, ip).await
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            Some(ip),
+            AccountAction::DeviceRevoked,
+            None,
+        )
+        .await?;
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            Some(ip),
+            AccountAction::SessionEnded,
+            None,
+        )
+        .await?;
+        self.new_session(
+            user,
+            account.epoch + 1,
+            ip,
+            Some((s.created_at, s.expires_at)),
+        )
+        .await
     }
 
     /// Removes the account's second factor and backup codes, revokes its
-    /// devices and ends its sessions (support or recovery action: the
-    /// caller authorizes it and is recorded as `actor`). The next login
-    /// leads to enrollment.
+    /// devices and moves its credential epoch in one step, so every session
+    /// and challenge dies too (support or recovery action: the caller
+    /// authorizes it and is recorded as `actor`). The next login leads to
+    /// enrollment.
     pub async fn reset_two_factor(
         &self,
         user: UserId,
         actor: Actor,
         ip: Option<IpAddr>,
     ) -> Result<()> {
-        self.store.delete_totp(user).await?;
+        self.store.reset_second_factor(user).await?;
         self.store.delete_sessions_of(user, None).await?;
         self.audit(Some(user), actor, ip, AccountAction::TwoFactorReset, None)
+            .await?;
+        self.audit(Some(user), actor, ip, AccountAction::DeviceRevoked, None)
+            .await?;
+        self.audit(Some(user), actor, ip, AccountAction::SessionEnded, None)
             .await
     }
 
@@ -1008,5 +1136,15 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         )
         .await?;
         Ok(set.codes)
+    }
+
+    /// Deletes expired challenges and sessions (schedule it; Redis-like
+    /// stores may expire them by themselves). Returns how many.
+    pub async fn purge_expired(&self) -> Result<usize> {
+        let now = self.now();
+        Ok(self
+            .store
+            .purge_expired(now, now - self.policy.session_idle)
+            .await?)
     }
 }
