@@ -1068,7 +1068,6 @@ pub async fn old_credentials_die_with_the_epoch<B: Backend>(h: Harness<B>) {
     use echorelay_core::account::SessionRecord;
     use echorelay_core::account::token::{Token, TokenKind};
     use echorelay_core::ids::SessionId;
-    use echorelay_core::ports::SessionStore;
     let a = h.enrolled(v4(), false).await;
     let epoch = h.store.account(a.user).await.unwrap().unwrap().epoch;
     h.accounts
