@@ -974,6 +974,62 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
         Ok(tree)
     }
 
+    /// Moves every target secret of every project that is still sealed
+    /// under a previous vault key to the current key (after a SECRET_KEY
+    /// rotation). Each rewrapped target is written back with a system
+    /// audit event. Run it once the new key is current, then drop the old
+    /// key from the keyring. Returns how many targets were rewritten.
+    /// Operator action: no grant.
+    pub async fn dangerous_rewrap_all(&self) -> Result<usize> {
+        let mut rewritten = 0;
+        for project in self.store.list_projects().await? {
+            let tree = self.store.tree(project.id).await?;
+            for mut t in tree.targets {
+                let (p, r) = (t.project.to_string(), t.id.to_string());
+                let mut changed = false;
+                let mut rewrap = |ct: &mut Ciphertext, field: &str| -> Result<()> {
+                    if !self.vault.is_current(ct) {
+                        *ct = self.vault.rewrap(
+                            ct,
+                            &SecretContext {
+                                project: &p,
+                                record: &r,
+                                field,
+                            },
+                        )?;
+                        changed = true;
+                    }
+                    Ok(())
+                };
+                match &mut t.auth {
+                    StoredAuth::None => {}
+                    StoredAuth::Bearer { token } => rewrap(token, fields::BEARER_TOKEN)?,
+                    StoredAuth::Basic { password, .. } => rewrap(password, fields::BASIC_PASSWORD)?,
+                }
+                rewrap(&mut t.signing_secret, fields::SIGNING_SECRET)?;
+                if changed {
+                    let audit = AuditDraft {
+                        project: Some(t.project),
+                        at: self.clock.now(),
+                        actor: Actor::System,
+                        ip: None,
+                        subject: None,
+                        kind: EventKind::Config {
+                            entity: ConfigEntity::Target,
+                            op: ConfigOp::Update,
+                            id: t.id.to_string(),
+                        },
+                    };
+                    self.store
+                        .apply(ConfigChange::PutTarget(Write::Update, t), audit)
+                        .await?;
+                    rewritten += 1;
+                }
+            }
+        }
+        Ok(rewritten)
+    }
+
     /// Parses and checks an export without writing: shape, version, names,
     /// URLs, references, unique ids, and that every ciphertext opens under
     /// its own project, target and field.

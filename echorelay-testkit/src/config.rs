@@ -404,3 +404,63 @@ pub async fn slugs_are_unique<B: Backend>(h: Harness<B>) {
         Err(Error::Config(ConfigError::Slug(_)))
     ));
 }
+
+/// After a SECRET_KEY rotation, `dangerous_rewrap_all` moves every stored
+/// secret to the new key: the old key can then leave the keyring and every
+/// target still reads.
+pub async fn rewrap_moves_stored_secrets_to_the_new_key<B: Backend>(h: Harness<B>) {
+    use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey, SecretVault};
+    use std::sync::Arc;
+    let old_key = SecretKey::generate();
+    let new_key = SecretKey::generate();
+    let old = Harness::with_vault(
+        h.store.clone(),
+        Arc::new(AesGcmVault::new(Keyring::new(old_key.clone()))),
+    );
+    let (p, owner) = old.project().await;
+    let w = old
+        .voter
+        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    let line = old.config.create_line(&w, "l").await.unwrap();
+    let t = old
+        .config
+        .create_target(&w, line.id, bearer_target())
+        .await
+        .unwrap();
+    // Rotate: new key current, old key still decrypts.
+    let both = Harness::with_vault(
+        h.store.clone(),
+        Arc::new(AesGcmVault::new(
+            Keyring::new(new_key.clone()).with_previous(old_key),
+        )),
+    );
+    assert_eq!(both.config.dangerous_rewrap_all().await.unwrap(), 1);
+    assert_eq!(
+        both.config.dangerous_rewrap_all().await.unwrap(),
+        0,
+        "config: rewrap is not idempotent"
+    );
+    let stored = h
+        .store
+        .tree(p.id)
+        .await
+        .unwrap()
+        .targets
+        .into_iter()
+        .find(|x| x.id == t.view.id)
+        .unwrap();
+    assert!(both.vault.is_current(&stored.signing_secret));
+    // The old key can go.
+    let only_new = Harness::with_vault(
+        h.store.clone(),
+        Arc::new(AesGcmVault::new(Keyring::new(new_key))),
+    );
+    let r = only_new
+        .voter
+        .authorize::<ConfigRead>(&owner, p.slug.as_str())
+        .await
+        .unwrap();
+    assert_eq!(only_new.config.target(&r, t.view.id).await.unwrap(), t.view);
+}
