@@ -336,7 +336,8 @@ pub enum AuthView {
         /// Masked token.
         token: Masked,
     },
-    /// Basic auth with the password masked.
+    /// Basic auth; the password shows as `••••` only (a chosen password's
+    /// last characters say too much).
     Basic {
         /// Username.
         username: String,
@@ -740,7 +741,8 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             },
             StoredAuth::Basic { username, password } => AuthView::Basic {
                 username: username.clone(),
-                password: mask(fields::BASIC_PASSWORD, password)?,
+                // Opened all the same: proves the ciphertext is this field's.
+                password: mask(fields::BASIC_PASSWORD, password).map(|_| Masked::hidden())?,
             },
         };
         Ok(TargetView {

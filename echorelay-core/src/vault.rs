@@ -901,6 +901,12 @@ pub fn mask(secret: &str) -> String {
 pub struct Masked(String);
 
 impl Masked {
+    /// A mask that reveals nothing (`••••`), for secrets a human chose
+    /// (passwords), where even the last characters say too much.
+    pub fn hidden() -> Masked {
+        Masked("••••".to_owned())
+    }
+
     /// Masks `secret` with [`mask`].
     pub fn of(secret: &SecretString) -> Masked {
         Masked(mask(secret.expose_secret()))

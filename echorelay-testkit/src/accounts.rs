@@ -1136,3 +1136,23 @@ pub async fn old_credentials_die_with_the_epoch<B: Backend>(h: Harness<B>) {
         other
     );
 }
+
+/// Expired sessions and challenges are purged; live ones are kept.
+pub async fn purge_removes_only_expired_sessions_and_challenges<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let _pending = h.second_factor_challenge(&a.email, v4()).await;
+    h.clock.advance(Duration::minutes(20));
+    let live = h.totp_login(&a, v4(), false).await;
+    // The 5-minute challenge is expired; the enrollment session has been
+    // idle for 20.5 minutes: not yet.
+    assert_eq!(h.accounts.purge_expired().await.unwrap(), 1);
+    h.clock.advance(Duration::minutes(10));
+    // Now the enrollment session is idle past 30 minutes; the later one
+    // only 10.
+    assert_eq!(h.accounts.purge_expired().await.unwrap(), 1);
+    let left = h.store.sessions_of(a.user).await.unwrap();
+    assert_eq!(
+        left.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![live.session.id]
+    );
+}

@@ -88,6 +88,11 @@ pub async fn secrets_are_stored_sealed_and_read_masked<B: Backend>(h: Harness<B>
         }
     }
     assert!(read.contains("••••"));
+    let basic_view = h.config.target(&r, created_basic.view.id).await.unwrap();
+    let AuthView::Basic { password, username } = &basic_view.auth else {
+        unreachable!()
+    };
+    assert_eq!((username.as_str(), password.as_str()), ("relay", "••••"));
 }
 
 /// S4: a ciphertext copied to another target, field or project does not

@@ -194,6 +194,7 @@ macro_rules! conformance_tests {
             accounts::sessions_expire_and_are_pinned_to_the_ip_family,
             accounts::challenges_expire_and_are_pinned,
             accounts::old_credentials_die_with_the_epoch,
+            accounts::purge_removes_only_expired_sessions_and_challenges,
         );
     };
     (@each $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {
