@@ -49,21 +49,9 @@ async fn authorize_any<B: Backend>(v: &Voter<B>, c: &Caller, slug: &str, s: Surf
 pub async fn role_matrix_equals_the_documented_table<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
     let (q, owner_q) = h.project().await;
-    let owner_grant = h
-        .voter
-        .authorize::<Members>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
-    let mint_grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
-    let mint_q = h
-        .voter
-        .authorize::<KeyMint>(&owner_q, q.slug.as_str())
-        .await
-        .unwrap();
+    let owner_grant = h.grant::<Members>(&owner, &p).await;
+    let mint_grant = h.grant::<KeyMint>(&owner, &p).await;
+    let mint_q = h.grant::<KeyMint>(&owner_q, &q).await;
     // (caller, role in p if any)
     let mut callers: Vec<(Caller, Option<Role>, &str)> =
         vec![(owner.clone(), Some(Role::Owner), "owner user")];
@@ -150,11 +138,7 @@ pub async fn role_matrix_equals_the_documented_table<B: Backend>(h: Harness<B>) 
 /// audited with the member as subject.
 pub async fn membership_changes_take_effect_and_are_audited<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let g = h
-        .voter
-        .authorize::<Members>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let g = h.grant::<Members>(&owner, &p).await;
     let u = UserId::random();
     let c = Caller::user(u, None);
     let slug = p.slug.as_str();
@@ -214,11 +198,7 @@ pub async fn last_owner_is_kept<B: Backend>(h: Harness<B>) {
         echorelay_core::access::Principal::User(u) => u,
         _ => unreachable!(),
     };
-    let g = h
-        .voter
-        .authorize::<Members>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let g = h.grant::<Members>(&owner, &p).await;
     let conflict =
         |r: Result<(), Error>| matches!(r, Err(Error::Store(StoreError::Conflict { .. })));
     assert!(conflict(h.config.set_member(&g, me, None).await));

@@ -34,11 +34,7 @@ async fn all<B: Backend>(
 /// A chain built by real mutations verifies; paging returns it in order.
 pub async fn chain_verifies_and_pages<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let w = h
-        .voter
-        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
     for i in 0..12 {
         h.config
             .create_line(&w, &format!("line {i}"))
@@ -106,11 +102,7 @@ pub async fn concurrent_appends_keep_one_chain<B: Backend>(h: Harness<B>) {
 /// Billing events need a billing grant, valid amounts, and are chained.
 pub async fn billing_events_are_validated_and_recorded<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let g = h
-        .voter
-        .authorize::<Billing>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let g = h.grant::<Billing>(&owner, &p).await;
     let eur = Currency::parse("EUR").unwrap();
     let ev = |kind, amount_minor| BillingEvent {
         kind,
@@ -176,11 +168,7 @@ pub async fn user_export_finds_actor_and_subject_events<B: Backend>(h: Harness<B
         echorelay_core::access::Principal::User(u) => u,
         _ => unreachable!(),
     };
-    let w = h
-        .voter
-        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
     h.config.create_line(&w, "a").await.unwrap();
     let gq = h
         .voter

@@ -29,16 +29,8 @@ fn bearer_target() -> NewTarget {
 /// S4 + S5: secrets reach the store only as ciphertext; reads are masked.
 pub async fn secrets_are_stored_sealed_and_read_masked<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let w = h
-        .voter
-        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
-    let r = h
-        .voter
-        .authorize::<ConfigRead>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let r = h.grant::<ConfigRead>(&owner, &p).await;
     let line = h.config.create_line(&w, "orders").await.unwrap();
     let created = h
         .config
@@ -99,16 +91,8 @@ pub async fn secrets_are_stored_sealed_and_read_masked<B: Backend>(h: Harness<B>
 /// decrypt.
 pub async fn moved_ciphertext_does_not_decrypt<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let w = h
-        .voter
-        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
-    let r = h
-        .voter
-        .authorize::<ConfigRead>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let r = h.grant::<ConfigRead>(&owner, &p).await;
     let line = h.config.create_line(&w, "l").await.unwrap();
     let a = h
         .config
@@ -186,16 +170,8 @@ pub async fn moved_ciphertext_does_not_decrypt<B: Backend>(h: Harness<B>) {
 pub async fn crud_is_audited_and_scoped_to_the_project<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
     let (q, owner_q) = h.project().await;
-    let w = h
-        .voter
-        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
-    let wq = h
-        .voter
-        .authorize::<ConfigWrite>(&owner_q, q.slug.as_str())
-        .await
-        .unwrap();
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let wq = h.grant::<ConfigWrite>(&owner_q, &q).await;
     let line = h.config.create_line(&w, "orders").await.unwrap();
     let ep = h
         .config
@@ -306,16 +282,8 @@ type ErrorCheck = fn(&Error) -> bool;
 /// trees get typed errors and write nothing.
 pub async fn export_import_round_trip_and_bad_input<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let w = h
-        .voter
-        .authorize::<ConfigWrite>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
-    let r = h
-        .voter
-        .authorize::<ConfigRead>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let r = h.grant::<ConfigRead>(&owner, &p).await;
     let line = h.config.create_line(&w, "orders").await.unwrap();
     h.config.create_endpoint(&w, line.id, "in").await.unwrap();
     h.config
@@ -380,11 +348,7 @@ pub async fn export_import_round_trip_and_bad_input<B: Backend>(h: Harness<B>) {
     assert_eq!(h.store.project(p.id).await.unwrap().unwrap().slug, p.slug);
     // An export of project p cannot be imported into project q.
     let (q, owner_q) = h.project().await;
-    let wq = h
-        .voter
-        .authorize::<ConfigWrite>(&owner_q, q.slug.as_str())
-        .await
-        .unwrap();
+    let wq = h.grant::<ConfigWrite>(&owner_q, &q).await;
     assert!(matches!(
         h.config.import(&wq, &json).await,
         Err(Error::Config(ConfigError::Tree(_)))

@@ -21,11 +21,7 @@ fn req(environment: Environment) -> MintRequest {
 /// S1: mint returns the plaintext once; the store holds only its SHA-256.
 pub async fn mint_then_verify_stores_only_the_hash<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     let minted = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     let key = minted.plaintext.expose_secret().to_owned();
     assert!(key.starts_with("er_live_"));
@@ -91,11 +87,7 @@ pub async fn malformed_and_unknown_keys_fail_opaquely<B: Backend>(h: Harness<B>)
 pub async fn revoke_is_effective_on_the_next_request_in_every_process<B: Backend>(h: Harness<B>) {
     let other = h.another_process();
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     let minted = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     let key = minted.plaintext.expose_secret();
     assert!(other.keys.verify(key).await.is_ok());
@@ -126,11 +118,7 @@ pub async fn revoke_is_effective_on_the_next_request_in_every_process<B: Backend
 /// one is in grace afterwards, then rejected.
 pub async fn operator_rotation_overlap_then_grace<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Test)).await.unwrap();
     let opts = RotateOptions {
         overlap: Some(Duration::hours(2)),
@@ -171,11 +159,7 @@ pub async fn operator_rotation_overlap_then_grace<B: Backend>(h: Harness<B>) {
 /// Zero overlap and zero grace cut the old key off at once.
 pub async fn zero_overlap_zero_grace_is_immediate<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     let opts = RotateOptions {
         overlap: Some(Duration::zero()),
@@ -190,11 +174,7 @@ pub async fn zero_overlap_zero_grace_is_immediate<B: Backend>(h: Harness<B>) {
 /// vault ciphertext and is revealed exactly once.
 pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     assert_eq!(
         h.keys.rotate_due().await.unwrap().rotated,
@@ -282,11 +262,7 @@ pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness
 /// grace ends, and cannot be revealed after.
 pub async fn unrevealed_successor_is_destroyed_after_grace<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     // A late scheduler: the overlap is still a full 7 days from the rotation.
     h.clock.advance(Duration::days(95));
@@ -315,11 +291,7 @@ pub async fn unrevealed_successor_is_destroyed_after_grace<B: Backend>(h: Harnes
 /// successor.
 pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.clock.advance(Duration::days(84));
     let mut tasks = Vec::new();
@@ -368,16 +340,8 @@ pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>
 pub async fn keys_of_another_project_are_invisible<B: Backend>(h: Harness<B>) {
     let (a, owner_a) = h.project().await;
     let (b, owner_b) = h.project().await;
-    let ga = h
-        .voter
-        .authorize::<KeyMint>(&owner_a, a.slug.as_str())
-        .await
-        .unwrap();
-    let gb = h
-        .voter
-        .authorize::<KeyMint>(&owner_b, b.slug.as_str())
-        .await
-        .unwrap();
+    let ga = h.grant::<KeyMint>(&owner_a, &a).await;
+    let gb = h.grant::<KeyMint>(&owner_b, &b).await;
     let k = h.keys.mint(&ga, req(Environment::Live)).await.unwrap();
     assert!(h.keys.list(&gb).await.unwrap().is_empty());
     let nf = |r: Result<(), Error>| matches!(r, Err(Error::Store(StoreError::NotFound { .. })));
@@ -394,11 +358,7 @@ pub async fn keys_of_another_project_are_invisible<B: Backend>(h: Harness<B>) {
 /// A refused mutation leaves no audit event behind.
 pub async fn failed_mutations_write_no_audit_event<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     let k = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.keys.revoke(&grant, k.view.id).await.unwrap();
     let head = h.store.head(Some(p.id)).await.unwrap();
@@ -434,11 +394,7 @@ pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
     use echorelay_core::audit::AuditDraft;
     use echorelay_core::keys::{KeyRecord, Supersession};
     let (p, owner) = h.project().await;
-    let grant = h
-        .voter
-        .authorize::<KeyMint>(&owner, p.slug.as_str())
-        .await
-        .unwrap();
+    let grant = h.grant::<KeyMint>(&owner, &p).await;
     let a = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.keys
         .rotate(&grant, a.view.id, RotateOptions::default())
@@ -524,12 +480,7 @@ pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
 /// Of many concurrent reveals of one successor, exactly one gets the key.
 pub async fn concurrent_reveals_reveal_once<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = std::sync::Arc::new(
-        h.voter
-            .authorize::<KeyMint>(&owner, p.slug.as_str())
-            .await
-            .unwrap(),
-    );
+    let grant = std::sync::Arc::new(h.grant::<KeyMint>(&owner, &p).await);
     h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.clock.advance(Duration::days(84));
     assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 1);

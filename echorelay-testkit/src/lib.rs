@@ -128,6 +128,19 @@ impl<B: Backend> Harness<B> {
         }
     }
 
+    /// The voter's grant of surface `K` in `project` for `caller`; panics if
+    /// denied.
+    pub async fn grant<K: echorelay_core::access::surface::SurfaceKind>(
+        &self,
+        caller: &Caller,
+        project: &Project,
+    ) -> echorelay_core::access::Grant<K> {
+        self.voter
+            .authorize::<K>(caller, project.slug.as_str())
+            .await
+            .expect("the voter denied a grant the check needs")
+    }
+
     /// Creates a project with a random slug owned by a new user; returns
     /// the project and its owner as a caller.
     pub async fn project(&self) -> (Project, Caller) {

@@ -1058,30 +1058,14 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         // Dead already by epoch; removed for tidiness.
         self.store.revoke_devices(user, None).await?;
         self.store.delete_sessions_of(user, None).await?;
-        self.audit(
-            Some(user),
-            Actor::User(user),
-            Some(ip),
+        for action in [
             AccountAction::PasswordChanged,
-            None,
-        )
-        .await?;
-        self.audit(
-            Some(user),
-            Actor::User(user),
-            Some(ip),
             AccountAction::DeviceRevoked,
-            None,
-        )
-        .await?;
-        self.audit(
-            Some(user),
-            Actor::User(user),
-            Some(ip),
             AccountAction::SessionEnded,
-            None,
-        )
-        .await?;
+        ] {
+            self.audit(Some(user), Actor::User(user), Some(ip), action, None)
+                .await?;
+        }
         self.new_session(
             user,
             account.epoch + 1,
@@ -1104,12 +1088,14 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     ) -> Result<()> {
         self.store.reset_second_factor(user).await?;
         self.store.delete_sessions_of(user, None).await?;
-        self.audit(Some(user), actor, ip, AccountAction::TwoFactorReset, None)
-            .await?;
-        self.audit(Some(user), actor, ip, AccountAction::DeviceRevoked, None)
-            .await?;
-        self.audit(Some(user), actor, ip, AccountAction::SessionEnded, None)
-            .await
+        for action in [
+            AccountAction::TwoFactorReset,
+            AccountAction::DeviceRevoked,
+            AccountAction::SessionEnded,
+        ] {
+            self.audit(Some(user), actor, ip, action, None).await?;
+        }
+        Ok(())
     }
 
     /// Replaces the account's backup codes with a new set (shown once); the
