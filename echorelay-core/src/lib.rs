@@ -13,6 +13,7 @@
 //! | tenant config: projects, lines, endpoints, targets | [`config`] | S4, S5, S11 |
 //! | roles and the voter | [`access`] | S10 |
 //! | append-only, hash-chained audit log | [`audit`] | S11 |
+//! | accounts: bcrypt, TOTP, backup codes, devices, sessions, login | [`account`] | S6–S9 |
 //!
 //! Errors are grouped by category under one top-level [`Error`].
 #![forbid(unsafe_code)]

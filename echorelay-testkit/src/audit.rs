@@ -1,5 +1,5 @@
 //! Conformance suite for [`AuditSink`](echorelay_core::ports::AuditSink) and
-//! [`AuditLog`](echorelay_core::ports::AuditLog) (S11).
+//! [`AuditLog`] (S11).
 
 use echorelay_core::Error;
 use echorelay_core::access::surface::{Billing, ConfigWrite};
