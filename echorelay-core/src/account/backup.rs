@@ -98,14 +98,17 @@ pub fn normalize(input: &str) -> Option<Zeroizing<Vec<u8>>> {
     }
 }
 
-/// The index of the stored code that `input` matches, if any. Compares
-/// against every record in constant time.
-pub fn find(records: &[BackupCodeRecord], input: &SecretString) -> Option<u8> {
+/// The stored code that `input` matches, if any. Compares against every
+/// record in constant time.
+pub fn find<'a>(
+    records: &'a [BackupCodeRecord],
+    input: &SecretString,
+) -> Option<&'a BackupCodeRecord> {
     let normalized = normalize(input.expose_secret())?;
     let mut found = None;
     for r in records {
         if bool::from(digest(&r.salt, &normalized).ct_eq(&r.hash)) {
-            found = Some(r.index);
+            found = Some(r);
         }
     }
     found
@@ -123,10 +126,10 @@ mod tests {
         const { assert!(CODE_LEN * 5 >= 64) };
         for (i, c) in set.codes.iter().enumerate() {
             assert_eq!(c.expose_secret().len(), 19);
-            assert_eq!(find(&set.records, c), Some(i as u8));
+            assert_eq!(find(&set.records, c).map(|r| r.index), Some(i as u8));
             let sloppy = c.expose_secret().replace('-', " ").to_uppercase();
             assert_eq!(
-                find(&set.records, &SecretString::from(sloppy)),
+                find(&set.records, &SecretString::from(sloppy)).map(|r| r.index),
                 Some(i as u8)
             );
         }

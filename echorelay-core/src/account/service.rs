@@ -461,6 +461,63 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             .filter(|d| d.user == account.id && d.epoch == account.epoch && now < d.expires_at))
     }
 
+    /// The challenge behind a presented token, checked for `kind`, expiry,
+    /// IP family and credential epoch; every failure is audited and
+    /// returned as the generic error. A second-factor challenge is taken
+    /// (consumed) before the checks, so it is single-use whatever follows;
+    /// a challenge of another kind is refused without being consumed. An
+    /// enrollment challenge is only read: it is taken on success.
+    async fn challenge_for(
+        &self,
+        token: &str,
+        kind: ChallengeKind,
+        ip: IpAddr,
+    ) -> Result<ChallengeRecord> {
+        let Ok(hash) = Token::hash_presented(TokenKind::Challenge, token) else {
+            return Err(self.fail(None, ip, LoginFailure::Malformed).await);
+        };
+        let found = match self.store.challenge(&hash).await? {
+            Some(c) if c.kind == kind => c,
+            other => {
+                return Err(self
+                    .fail(other.map(|c| c.user), ip, LoginFailure::BadChallenge)
+                    .await);
+            }
+        };
+        let c = if kind == ChallengeKind::SecondFactor {
+            match self.store.take_challenge(&hash).await? {
+                Some(c) => c,
+                None => {
+                    return Err(self
+                        .fail(Some(found.user), ip, LoginFailure::BadChallenge)
+                        .await);
+                }
+            }
+        } else {
+            found
+        };
+        if let Err(why) = self.check_challenge(&c, kind, ip).await {
+            return Err(self.fail(Some(c.user), ip, why).await);
+        }
+        Ok(c)
+    }
+
+    /// The time step `code` matches for the factor's seed; a wrong or
+    /// malformed code is audited and returned as the generic error.
+    async fn matched_step(&self, rec: &TotpRecord, code: &SecretString, ip: IpAddr) -> Result<u64> {
+        let seed = self.seed_of(rec)?;
+        match totp::match_step(
+            &seed,
+            &self.policy.totp,
+            code.expose_secret(),
+            self.unix_now(),
+        ) {
+            Ok(Some(step)) => Ok(step),
+            Ok(None) => Err(self.fail(Some(rec.user), ip, LoginFailure::BadCode).await),
+            Err(_) => Err(self.fail(Some(rec.user), ip, LoginFailure::Malformed).await),
+        }
+    }
+
     /// Checks a challenge record (already looked up or taken): kind,
     /// expiry, IP family, and that the account's credentials have not
     /// changed since.
@@ -526,60 +583,26 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         ip: IpAddr,
         trust_device: bool,
     ) -> Result<LoginComplete> {
-        let Ok(hash) = Token::hash_presented(TokenKind::Challenge, challenge) else {
-            return Err(self.fail(None, ip, LoginFailure::Malformed).await);
-        };
-        // Another kind of challenge is refused without consuming it; a
-        // second-factor challenge is consumed before anything is checked.
-        match self.store.challenge(&hash).await? {
-            Some(c) if c.kind == ChallengeKind::SecondFactor => {}
-            other => {
-                let user = other.map(|c| c.user);
-                return Err(self.fail(user, ip, LoginFailure::BadChallenge).await);
-            }
-        }
-        let Some(c) = self.store.take_challenge(&hash).await? else {
-            return Err(self.fail(None, ip, LoginFailure::BadChallenge).await);
-        };
+        let c = self
+            .challenge_for(challenge, ChallengeKind::SecondFactor, ip)
+            .await?;
         let user = c.user;
-        if let Err(why) = self
-            .check_challenge(&c, ChallengeKind::SecondFactor, ip)
-            .await
-        {
-            return Err(self.fail(Some(user), ip, why).await);
-        }
         self.reserve_attempt(user, ip).await?;
         let used_backup = match factor {
             SecondFactor::Totp(code) => {
                 let Some(rec) = self.store.totp(user).await?.filter(|t| t.active) else {
                     return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
                 };
-                let seed = self.seed_of(&rec)?;
-                match totp::match_step(
-                    &seed,
-                    &self.policy.totp,
-                    code.expose_secret(),
-                    self.unix_now(),
-                ) {
-                    Ok(Some(step)) => {
-                        // Of concurrent submissions of one code, one wins.
-                        if !self.store.advance_totp_step(user, step).await? {
-                            return Err(self
-                                .fail(Some(user), ip, LoginFailure::ReplayedCode)
-                                .await);
-                        }
-                    }
-                    Ok(None) => return Err(self.fail(Some(user), ip, LoginFailure::BadCode).await),
-                    Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
+                let step = self.matched_step(&rec, &code, ip).await?;
+                // Of concurrent submissions of one code, one wins.
+                if !self.store.advance_totp_step(user, step).await? {
+                    return Err(self.fail(Some(user), ip, LoginFailure::ReplayedCode).await);
                 }
                 false
             }
             SecondFactor::BackupCode(code) => {
                 let records = self.store.backup_codes(user).await?;
-                let Some(index) = backup::find(&records, &code) else {
-                    return Err(self.fail(Some(user), ip, LoginFailure::BadBackupCode).await);
-                };
-                let Some(record) = records.iter().find(|r| r.index == index) else {
+                let Some(record) = backup::find(&records, &code) else {
                     return Err(self.fail(Some(user), ip, LoginFailure::BadBackupCode).await);
                 };
                 // Of racing requests with the same code, exactly one wins;
@@ -708,18 +731,9 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     /// the `otpauth://` URI and QR code. The factor stays inactive until
     /// [`AccountService::confirm_enrollment`] sees a valid code.
     pub async fn begin_enrollment(&self, challenge: &str, ip: IpAddr) -> Result<EnrollmentOffer> {
-        let Ok(hash) = Token::hash_presented(TokenKind::Challenge, challenge) else {
-            return Err(self.fail(None, ip, LoginFailure::Malformed).await);
-        };
-        let Some(c) = self.store.challenge(&hash).await? else {
-            return Err(self.fail(None, ip, LoginFailure::BadChallenge).await);
-        };
-        if let Err(why) = self
-            .check_challenge(&c, ChallengeKind::Enrollment, ip)
-            .await
-        {
-            return Err(self.fail(Some(c.user), ip, why).await);
-        }
+        let c = self
+            .challenge_for(challenge, ChallengeKind::Enrollment, ip)
+            .await?;
         let Some(account) = self.store.account(c.user).await? else {
             return Err(self
                 .fail(Some(c.user), ip, LoginFailure::BadChallenge)
@@ -770,34 +784,15 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         ip: IpAddr,
         trust_device: bool,
     ) -> Result<Enrolled> {
-        let Ok(hash) = Token::hash_presented(TokenKind::Challenge, challenge) else {
-            return Err(self.fail(None, ip, LoginFailure::Malformed).await);
-        };
-        let Some(c) = self.store.challenge(&hash).await? else {
-            return Err(self.fail(None, ip, LoginFailure::BadChallenge).await);
-        };
+        let c = self
+            .challenge_for(challenge, ChallengeKind::Enrollment, ip)
+            .await?;
         let user = c.user;
-        if let Err(why) = self
-            .check_challenge(&c, ChallengeKind::Enrollment, ip)
-            .await
-        {
-            return Err(self.fail(Some(user), ip, why).await);
-        }
         self.reserve_attempt(user, ip).await?;
         let Some(rec) = self.store.totp(user).await?.filter(|t| !t.active) else {
             return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
         };
-        let seed = self.seed_of(&rec)?;
-        let step = match totp::match_step(
-            &seed,
-            &self.policy.totp,
-            code.expose_secret(),
-            self.unix_now(),
-        ) {
-            Ok(Some(step)) => step,
-            Ok(None) => return Err(self.fail(Some(user), ip, LoginFailure::BadCode).await),
-            Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
-        };
+        let step = self.matched_step(&rec, code, ip).await?;
         if self.store.take_challenge(&c.token_hash).await?.is_none() {
             return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
         }
