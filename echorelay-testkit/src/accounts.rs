@@ -134,6 +134,19 @@ impl<B: Backend> Harness<B> {
         }
     }
 
+    /// Panics unless the user's audit trail holds each of `actions`.
+    pub async fn assert_audited(&self, user: UserId, actions: &[AccountAction]) {
+        let events = self.store.events_for_user(user).await.unwrap();
+        for action in actions {
+            assert!(
+                events.iter().any(
+                    |e| matches!(e.kind, EventKind::Account { action: x, .. } if x == *action)
+                ),
+                "accounts: {action:?} not audited"
+            );
+        }
+    }
+
     async fn failures_of(&self, user: UserId) -> Vec<LoginFailure> {
         self.store
             .events_for_user(user)
@@ -617,18 +630,14 @@ pub async fn backup_codes_are_single_use_under_races<B: Backend>(h: Harness<B>) 
     h.try_second_factor(&a.email, SecondFactor::BackupCode(fresh[0].clone()), v4())
         .await
         .expect("new set");
-    let events = h.store.events_for_user(a.user).await.unwrap();
-    for action in [
-        AccountAction::BackupCodeUsed,
-        AccountAction::BackupCodesRegenerated,
-    ] {
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e.kind, EventKind::Account { action: x, .. } if x == action)),
-            "accounts: {action:?} not audited"
-        );
-    }
+    h.assert_audited(
+        a.user,
+        &[
+            AccountAction::BackupCodeUsed,
+            AccountAction::BackupCodesRegenerated,
+        ],
+    )
+    .await;
 }
 
 /// Trusted devices: capped (oldest evicted), fixed expiry never extended by
@@ -851,20 +860,16 @@ pub async fn devices_are_revoked_by_request_password_change_and_reset<B: Backend
             .unwrap(),
         PasswordStep::EnrollmentRequired(_)
     ));
-    let events = h.store.events_for_user(a.user).await.unwrap();
-    for action in [
-        AccountAction::DeviceTrusted,
-        AccountAction::DeviceRevoked,
-        AccountAction::PasswordChanged,
-        AccountAction::TwoFactorReset,
-    ] {
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e.kind, EventKind::Account { action: x, .. } if x == action)),
-            "accounts: {action:?} not audited"
-        );
-    }
+    h.assert_audited(
+        a.user,
+        &[
+            AccountAction::DeviceTrusted,
+            AccountAction::DeviceRevoked,
+            AccountAction::PasswordChanged,
+            AccountAction::TwoFactorReset,
+        ],
+    )
+    .await;
 }
 
 /// Sessions: idle timeout, absolute lifetime, IP-family pinning (mapped
