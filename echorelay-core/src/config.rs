@@ -547,17 +547,9 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
         role: Option<Role>,
     ) -> Result<()> {
         let project = grant.project_id();
-        if role != Some(Role::Owner)
-            && self.store.role_of(user, project).await? == Some(Role::Owner)
-        {
-            let members = self.store.members_of(project).await?;
-            if members.iter().filter(|(_, r)| *r == Role::Owner).count() <= 1 {
-                return Err(StoreError::Conflict {
-                    reason: "a project keeps at least one owner",
-                }
-                .into());
-            }
-        }
+        // The last-owner rule is decided by the store, atomically with the
+        // write (`MembershipStore::set_role`): two owners demoting each
+        // other at once cannot both succeed.
         let audit = AuditDraft {
             project: Some(project),
             at: self.clock.now(),

@@ -9,6 +9,15 @@
 //! | [`Error::InvalidKey`], [`Error::InvalidInput`], [`Error::Policy`], [`Error::Config`], [`Error::Password`] | caller's input | yes: the message names what was wrong |
 //! | [`Error::Vault`] | configuration or tampered data | yes, for operators |
 //! | [`Error::Store`] | backend or a concurrent change | `NotFound` / `AlreadyExists` / `Conflict` yes; `Backend` is transient |
+//! | [`Error::Unavailable`] | the backend, during authentication | yes: retry later (HTTP 503); it is never a success |
+//!
+//! Authentication paths (key verification, the login steps, session
+//! checks) return only [`Error::Unauthenticated`] or
+//! [`Error::Unavailable`]: whatever failed inside (a vault error, a record
+//! evicted by a concurrent request, a malformed stored value) becomes the
+//! opaque `Unauthenticated`, with the reason logged through `tracing` or
+//! audited; only a backend outage is told apart, so a caller can answer
+//! "try again" instead of "wrong password".
 
 use std::error::Error as StdError;
 
@@ -54,6 +63,30 @@ pub enum Error {
     /// The backend failed or refused the change.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The backend could not be reached during authentication: nothing was
+    /// authenticated (fail closed). Transient; the cause is logged.
+    #[error("authentication is unavailable: the backend could not be reached")]
+    Unavailable,
+}
+
+impl Error {
+    /// What an authentication path returns for an error from inside it:
+    /// [`Error::Unavailable`] for a backend outage, the opaque
+    /// [`Error::Unauthenticated`] for anything else. The original error is
+    /// logged (it never holds a secret), not returned.
+    pub fn into_auth_failure(self) -> Error {
+        match self {
+            Error::Unauthenticated => Error::Unauthenticated,
+            Error::Unavailable | Error::Store(StoreError::Backend { .. }) => {
+                tracing::error!(error = %self, source = ?std::error::Error::source(&self), "authentication failed closed: backend unavailable");
+                Error::Unavailable
+            }
+            other => {
+                tracing::warn!(error = %other, "authentication failed on an internal error");
+                Error::Unauthenticated
+            }
+        }
+    }
 }
 
 /// What a backend can say about a store operation. Adapters map their own
@@ -95,6 +128,31 @@ impl StoreError {
     pub fn backend(e: impl StdError + Send + Sync + 'static) -> Self {
         Self::Backend {
             source: Box::new(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_failures_are_opaque_except_an_outage() {
+        let outage = Error::Store(StoreError::backend(std::io::Error::other("down")));
+        assert!(matches!(outage.into_auth_failure(), Error::Unavailable));
+        assert!(matches!(
+            Error::Unavailable.into_auth_failure(),
+            Error::Unavailable
+        ));
+        for e in [
+            Error::Unauthenticated,
+            Error::Store(StoreError::NotFound { kind: "device" }),
+            Error::Store(StoreError::Conflict { reason: "x" }),
+            Error::Vault(VaultError::Decrypt),
+            Error::InvalidInput("x"),
+            Error::Denied(AccessDenied),
+        ] {
+            assert!(matches!(e.into_auth_failure(), Error::Unauthenticated));
         }
     }
 }

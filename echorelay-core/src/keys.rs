@@ -752,7 +752,18 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
     /// Verifies a presented key. Every failure is the same opaque
     /// [`Error::Unauthenticated`]; a malformed key is rejected before any
     /// store access.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] for any rejected key;
+    /// [`Error::Unavailable`] when the store cannot be reached (never a
+    /// valid key).
     pub async fn verify(&self, presented: &str) -> Result<VerifiedKey> {
+        self.verify_inner(presented)
+            .await
+            .map_err(Error::into_auth_failure)
+    }
+
+    async fn verify_inner(&self, presented: &str) -> Result<VerifiedKey> {
         if parse_key(presented).is_err() {
             return Err(Error::Unauthenticated);
         }

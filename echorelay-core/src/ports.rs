@@ -111,8 +111,13 @@ pub trait ConfigStore: Send + Sync {
 pub trait MembershipStore: Send + Sync {
     /// The user's role in the project, if a member.
     async fn role_of(&self, user: UserId, project: ProjectId) -> StoreResult<Option<Role>>;
-    /// Sets (or with `None` removes) a membership. `NotFound` for an
-    /// unknown project.
+    /// Sets (or with `None` removes) a membership, in one atomic step with
+    /// its audit event. `NotFound` for an unknown project, or when removing
+    /// a membership that does not exist. `Conflict` (and no change) when
+    /// the change would leave the project without an owner: the owner
+    /// count is checked in the same atomic step as the write (Postgres:
+    /// under a lock on the project's memberships), so of two owners
+    /// demoting each other concurrently, one fails.
     async fn set_role(
         &self,
         project: ProjectId,

@@ -95,6 +95,8 @@ impl State {
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
     state: Arc<RwLock<State>>,
+    #[cfg(feature = "faults")]
+    faults: Arc<faults::Faults>,
 }
 
 impl MemStore {
@@ -103,16 +105,150 @@ impl MemStore {
         Self::default()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, State> {
+    fn read(&self) -> StoreResult<RwLockReadGuard<'_, State>> {
+        #[cfg(feature = "faults")]
+        self.faults.check_up()?;
         // Every mutation validates before it changes anything, so a panic
         // elsewhere cannot leave half a write behind: recover from poison.
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+        Ok(self.state.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> StoreResult<RwLockWriteGuard<'_, State>> {
+        #[cfg(feature = "faults")]
+        self.faults.check_up()?;
+        Ok(self.state.write().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A conditional write: `check` decides (and may refuse) under the
+    /// lock, `apply` writes what it decided, in the same critical section.
+    /// With the `faults` feature, a store made by [`MemStore::racy`] runs
+    /// the named method as check, yield, write instead: the broken store
+    /// the conformance suite must catch.
+    async fn conditional<P, R>(
+        &self,
+        method: Conditional,
+        check: impl FnOnce(&State) -> StoreResult<P>,
+        apply: impl FnOnce(&mut State, P) -> R,
+    ) -> StoreResult<R> {
+        #[cfg(feature = "faults")]
+        if self.faults.racy == Some(method) {
+            let plan = check(&*self.read()?)?;
+            faults::race_window().await;
+            return Ok(apply(&mut *self.write()?, plan));
+        }
+        let _ = method;
+        let mut s = self.write()?;
+        let plan = check(&s)?;
+        Ok(apply(&mut s, plan))
     }
 }
+
+/// The store's conditional methods: each decides and writes in one atomic
+/// step. With the `faults` feature, [`MemStore::racy`] breaks one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Conditional {
+    /// `AccountStore::advance_totp_step`.
+    AdvanceTotpStep,
+    /// `AccountStore::reserve_attempt`.
+    ReserveAttempt,
+    /// `AccountStore::consume_backup_code`.
+    ConsumeBackupCode,
+    /// `SessionStore::take_challenge`.
+    TakeChallenge,
+    /// `KeyStore::take_pending_reveal`.
+    TakePendingReveal,
+    /// `KeyStore::rotate_key`.
+    RotateKey,
+    /// `SessionStore::replace_session`.
+    ReplaceSession,
+    /// `MembershipStore::set_role` (the last-owner rule).
+    SetRole,
+    /// `AuditSink::append` (the chain head).
+    AuditAppend,
+}
+
+impl Conditional {
+    /// Every conditional method.
+    pub const ALL: [Conditional; 9] = [
+        Conditional::AdvanceTotpStep,
+        Conditional::ReserveAttempt,
+        Conditional::ConsumeBackupCode,
+        Conditional::TakeChallenge,
+        Conditional::TakePendingReveal,
+        Conditional::RotateKey,
+        Conditional::ReplaceSession,
+        Conditional::SetRole,
+        Conditional::AuditAppend,
+    ];
+}
+
+#[cfg(feature = "faults")]
+mod faults {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use echorelay_core::error::StoreError;
+
+    use super::{Conditional, MemStore};
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Faults {
+        pub(crate) racy: Option<Conditional>,
+        outage: AtomicBool,
+    }
+
+    impl Faults {
+        pub(crate) fn check_up(&self) -> Result<(), StoreError> {
+            if self.outage.load(Ordering::SeqCst) {
+                return Err(StoreError::backend(Outage));
+            }
+            Ok(())
+        }
+    }
+
+    /// Long enough that every task released by a barrier checks before any
+    /// writes.
+    pub(crate) async fn race_window() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    /// The error of a simulated outage.
+    #[derive(Debug)]
+    pub struct Outage;
+
+    impl std::fmt::Display for Outage {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("simulated backend outage")
+        }
+    }
+
+    impl std::error::Error for Outage {}
+
+    impl MemStore {
+        /// A store whose `method` checks, yields, then writes: a broken
+        /// backend that the conformance suite's race tests must catch.
+        /// Test builds only (feature `faults`).
+        pub fn racy(method: Conditional) -> Self {
+            Self {
+                state: Default::default(),
+                faults: std::sync::Arc::new(Faults {
+                    racy: Some(method),
+                    outage: AtomicBool::new(false),
+                }),
+            }
+        }
+
+        /// Simulates an outage: while `down`, every call fails with
+        /// `StoreError::Backend`. Shared by clones. Test builds only
+        /// (feature `faults`).
+        pub fn set_outage(&self, down: bool) {
+            self.faults.outage.store(down, Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(feature = "faults")]
+pub use faults::Outage;
 
 fn not_found(kind: &'static str) -> StoreError {
     StoreError::NotFound { kind }
@@ -121,7 +257,7 @@ fn not_found(kind: &'static str) -> StoreError {
 #[async_trait]
 impl KeyStore for MemStore {
     async fn insert_key(&self, key: KeyRecord, audit: AuditDraft) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if !s.projects.contains_key(&key.project) {
             return Err(not_found("project"));
         }
@@ -135,7 +271,7 @@ impl KeyStore for MemStore {
     }
 
     async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>> {
-        let s = self.read();
+        let s = self.read()?;
         Ok(s.key_hashes
             .get(hash)
             .and_then(|id| s.keys.get(id))
@@ -143,7 +279,7 @@ impl KeyStore for MemStore {
     }
 
     async fn key_status_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyStatus>> {
-        let s = self.read();
+        let s = self.read()?;
         Ok(s.key_hashes
             .get(hash)
             .and_then(|id| s.keys.get(id))
@@ -151,11 +287,11 @@ impl KeyStore for MemStore {
     }
 
     async fn key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>> {
-        Ok(self.read().keys.get(&id).cloned())
+        Ok(self.read()?.keys.get(&id).cloned())
     }
 
     async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>> {
-        let s = self.read();
+        let s = self.read()?;
         let mut v: Vec<KeyRecord> = s
             .keys
             .values()
@@ -167,7 +303,7 @@ impl KeyStore for MemStore {
     }
 
     async fn keys_needing_attention(&self, now: DateTime<Utc>) -> StoreResult<Vec<KeyRecord>> {
-        let s = self.read();
+        let s = self.read()?;
         let mut v: Vec<KeyRecord> = s
             .keys
             .values()
@@ -188,37 +324,42 @@ impl KeyStore for MemStore {
         successor: KeyRecord,
         audit: AuditDraft,
     ) -> StoreResult<()> {
-        let mut s = self.write();
-        let old = s.keys.get(&predecessor).ok_or(not_found("key"))?;
-        if old.superseded.is_some() || old.revoked_at.is_some() {
-            return Err(StoreError::Conflict {
-                reason: "key is no longer current",
-            });
-        }
-        if supersession.successor != successor.id {
-            return Err(StoreError::Conflict {
-                reason: "supersession names another successor",
-            });
-        }
-        if old.project != successor.project {
-            return Err(StoreError::Conflict {
-                reason: "successor belongs to another project",
-            });
-        }
-        if s.keys.contains_key(&successor.id) || s.key_hashes.contains_key(&successor.hash) {
-            return Err(StoreError::AlreadyExists { kind: "key" });
-        }
-        if let Some(old) = s.keys.get_mut(&predecessor) {
-            old.superseded = Some(supersession);
-        }
-        s.key_hashes.insert(successor.hash, successor.id);
-        s.keys.insert(successor.id, successor);
-        s.append(audit);
-        Ok(())
+        let (succ_id, succ_hash, succ_project) = (successor.id, successor.hash, successor.project);
+        let check = move |s: &State| {
+            let old = s.keys.get(&predecessor).ok_or(not_found("key"))?;
+            if old.superseded.is_some() || old.revoked_at.is_some() {
+                return Err(StoreError::Conflict {
+                    reason: "key is no longer current",
+                });
+            }
+            if supersession.successor != succ_id {
+                return Err(StoreError::Conflict {
+                    reason: "supersession names another successor",
+                });
+            }
+            if old.project != succ_project {
+                return Err(StoreError::Conflict {
+                    reason: "successor belongs to another project",
+                });
+            }
+            if s.keys.contains_key(&succ_id) || s.key_hashes.contains_key(&succ_hash) {
+                return Err(StoreError::AlreadyExists { kind: "key" });
+            }
+            Ok(())
+        };
+        let apply = |s: &mut State, ()| {
+            if let Some(old) = s.keys.get_mut(&predecessor) {
+                old.superseded = Some(supersession);
+            }
+            s.key_hashes.insert(successor.hash, successor.id);
+            s.keys.insert(successor.id, successor);
+            s.append(audit);
+        };
+        self.conditional(Conditional::RotateKey, check, apply).await
     }
 
     async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: AuditDraft) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         let k = s.keys.get_mut(&id).ok_or(not_found("key"))?;
         if k.revoked_at.is_some() {
             return Err(StoreError::Conflict {
@@ -236,13 +377,21 @@ impl KeyStore for MemStore {
         id: KeyId,
         audit: AuditDraft,
     ) -> StoreResult<Option<PendingReveal>> {
-        let mut s = self.write();
-        let k = s.keys.get_mut(&id).ok_or(not_found("key"))?;
-        let taken = k.pending_reveal.take();
-        if taken.is_some() {
-            s.append(audit);
-        }
-        Ok(taken)
+        let check = |s: &State| {
+            let k = s.keys.get(&id).ok_or(not_found("key"))?;
+            Ok(k.pending_reveal.clone())
+        };
+        let apply = |s: &mut State, taken: Option<PendingReveal>| {
+            if taken.is_some() {
+                if let Some(k) = s.keys.get_mut(&id) {
+                    k.pending_reveal = None;
+                }
+                s.append(audit);
+            }
+            taken
+        };
+        self.conditional(Conditional::TakePendingReveal, check, apply)
+            .await
     }
 }
 
@@ -301,7 +450,7 @@ impl ConfigStore for MemStore {
         owner: UserId,
         audit: AuditDraft,
     ) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if s.projects.contains_key(&project.id) || s.slugs.contains_key(&project.slug) {
             return Err(StoreError::AlreadyExists { kind: "project" });
         }
@@ -313,22 +462,22 @@ impl ConfigStore for MemStore {
     }
 
     async fn project_by_slug(&self, slug: &Slug) -> StoreResult<Option<Project>> {
-        let s = self.read();
+        let s = self.read()?;
         Ok(s.slugs.get(slug).and_then(|id| s.projects.get(id)).cloned())
     }
 
     async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
-        Ok(self.read().projects.get(&id).cloned())
+        Ok(self.read()?.projects.get(&id).cloned())
     }
 
     async fn list_projects(&self) -> StoreResult<Vec<Project>> {
-        let mut v: Vec<Project> = self.read().projects.values().cloned().collect();
+        let mut v: Vec<Project> = self.read()?.projects.values().cloned().collect();
         v.sort_by(|a, b| a.slug.cmp(&b.slug));
         Ok(v)
     }
 
     async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         match change {
             ConfigChange::PutLine(w, line) => {
                 if !s.projects.contains_key(&line.project) {
@@ -394,7 +543,7 @@ impl ConfigStore for MemStore {
     }
 
     async fn tree(&self, project: ProjectId) -> StoreResult<ProjectTree> {
-        let s = self.read();
+        let s = self.read()?;
         let p = s
             .projects
             .get(&project)
@@ -410,7 +559,7 @@ impl ConfigStore for MemStore {
     }
 
     async fn import_tree(&self, tree: ProjectTree, audit: AuditDraft) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         let pid = tree.project.id;
         if let Some(holder) = s.slugs.get(&tree.project.slug) {
             if *holder != pid {
@@ -458,7 +607,7 @@ impl ConfigStore for MemStore {
 #[async_trait]
 impl MembershipStore for MemStore {
     async fn role_of(&self, user: UserId, project: ProjectId) -> StoreResult<Option<Role>> {
-        Ok(self.read().members.get(&(project, user)).copied())
+        Ok(self.read()?.members.get(&(project, user)).copied())
     }
 
     async fn set_role(
@@ -468,26 +617,38 @@ impl MembershipStore for MemStore {
         role: Option<Role>,
         audit: AuditDraft,
     ) -> StoreResult<()> {
-        let mut s = self.write();
-        if !s.projects.contains_key(&project) {
-            return Err(not_found("project"));
-        }
-        match role {
-            Some(r) => {
-                s.members.insert((project, user), r);
+        let check = |s: &State| {
+            if !s.projects.contains_key(&project) {
+                return Err(not_found("project"));
             }
-            None => {
-                if s.members.remove(&(project, user)).is_none() {
-                    return Err(not_found("membership"));
-                }
+            let current = s.members.get(&(project, user)).copied();
+            if role.is_none() && current.is_none() {
+                return Err(not_found("membership"));
             }
-        }
-        s.append(audit);
-        Ok(())
+            let owners = s
+                .members
+                .iter()
+                .filter(|((p, _), r)| *p == project && **r == Role::Owner)
+                .count();
+            if current == Some(Role::Owner) && role != Some(Role::Owner) && owners <= 1 {
+                return Err(StoreError::Conflict {
+                    reason: "a project keeps at least one owner",
+                });
+            }
+            Ok(())
+        };
+        let apply = |s: &mut State, ()| {
+            match role {
+                Some(r) => s.members.insert((project, user), r),
+                None => s.members.remove(&(project, user)),
+            };
+            s.append(audit);
+        };
+        self.conditional(Conditional::SetRole, check, apply).await
     }
 
     async fn memberships_of(&self, user: UserId) -> StoreResult<Vec<(ProjectId, Role)>> {
-        let s = self.read();
+        let s = self.read()?;
         let mut v: Vec<(ProjectId, Role)> = s
             .members
             .iter()
@@ -499,7 +660,7 @@ impl MembershipStore for MemStore {
     }
 
     async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>> {
-        let s = self.read();
+        let s = self.read()?;
         let mut v: Vec<(UserId, Role)> = s
             .members
             .iter()
@@ -514,13 +675,28 @@ impl MembershipStore for MemStore {
 #[async_trait]
 impl AuditSink for MemStore {
     async fn append(&self, audit: AuditDraft) -> StoreResult<AuditEvent> {
-        let mut s = self.write();
-        if let Some(p) = audit.project {
-            if !s.projects.contains_key(&p) {
-                return Err(not_found("project"));
+        let chain = audit.project;
+        let check = move |s: &State| {
+            if let Some(p) = chain {
+                if !s.projects.contains_key(&p) {
+                    return Err(not_found("project"));
+                }
             }
-        }
-        Ok(s.append(audit))
+            Ok(s.audit
+                .get(&chain)
+                .and_then(|c| c.last())
+                .map(AuditEvent::head))
+        };
+        let apply = |s: &mut State, head: Option<ChainHead>| {
+            let event = seal(audit, head);
+            s.audit
+                .entry(event.project)
+                .or_default()
+                .push(event.clone());
+            event
+        };
+        self.conditional(Conditional::AuditAppend, check, apply)
+            .await
     }
 }
 
@@ -532,7 +708,7 @@ impl AuditLog for MemStore {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<AuditEvent>> {
-        let s = self.read();
+        let s = self.read()?;
         let Some(events) = s.audit.get(&chain) else {
             return Ok(Vec::new());
         };
@@ -545,7 +721,7 @@ impl AuditLog for MemStore {
 
     async fn head(&self, chain: Option<ProjectId>) -> StoreResult<Option<ChainHead>> {
         Ok(self
-            .read()
+            .read()?
             .audit
             .get(&chain)
             .and_then(|v| v.last())
@@ -554,7 +730,7 @@ impl AuditLog for MemStore {
 
     async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>> {
         use echorelay_core::audit::Actor;
-        let s = self.read();
+        let s = self.read()?;
         let mut v: Vec<AuditEvent> = s
             .audit
             .values()
@@ -570,7 +746,7 @@ impl AuditLog for MemStore {
 #[async_trait]
 impl AccountStore for MemStore {
     async fn create_account(&self, account: AccountRecord) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if s.accounts.contains_key(&account.id) || s.emails.contains_key(&account.email) {
             return Err(StoreError::AlreadyExists { kind: "account" });
         }
@@ -580,7 +756,7 @@ impl AccountStore for MemStore {
     }
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>> {
-        let s = self.read();
+        let s = self.read()?;
         Ok(s.emails
             .get(email)
             .and_then(|id| s.accounts.get(id))
@@ -588,7 +764,7 @@ impl AccountStore for MemStore {
     }
 
     async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>> {
-        Ok(self.read().accounts.get(&id).cloned())
+        Ok(self.read()?.accounts.get(&id).cloned())
     }
 
     async fn replace_password_hash(
@@ -598,7 +774,7 @@ impl AccountStore for MemStore {
         new: PasswordHash,
         bump_epoch: bool,
     ) -> StoreResult<bool> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         let a = s.accounts.get_mut(&user).ok_or(not_found("account"))?;
         if a.password_hash != *expected {
             return Ok(false);
@@ -611,11 +787,11 @@ impl AccountStore for MemStore {
     }
 
     async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>> {
-        Ok(self.read().totp.get(&user).cloned())
+        Ok(self.read()?.totp.get(&user).cloned())
     }
 
     async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if !s.accounts.contains_key(&totp.user) {
             return Err(not_found("account"));
         }
@@ -641,7 +817,7 @@ impl AccountStore for MemStore {
         step: u64,
         codes: Vec<BackupCodeRecord>,
     ) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         let t = s.totp.get_mut(&user).ok_or(not_found("second factor"))?;
         if t.active || t.seed != *seed {
             return Err(StoreError::Conflict {
@@ -655,19 +831,23 @@ impl AccountStore for MemStore {
     }
 
     async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool> {
-        let mut s = self.write();
-        let Some(t) = s.totp.get_mut(&user).filter(|t| t.active) else {
-            return Ok(false);
+        let check = |s: &State| {
+            Ok(s.totp
+                .get(&user)
+                .is_some_and(|t| t.active && t.last_step.is_none_or(|last| step > last)))
         };
-        if t.last_step.is_some_and(|last| step <= last) {
-            return Ok(false);
-        }
-        t.last_step = Some(step);
-        Ok(true)
+        let apply = |s: &mut State, ok: bool| {
+            if let Some(t) = s.totp.get_mut(&user).filter(|_| ok) {
+                t.last_step = Some(step);
+            }
+            ok
+        };
+        self.conditional(Conditional::AdvanceTotpStep, check, apply)
+            .await
     }
 
     async fn reset_second_factor(&self, user: UserId) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         let a = s.accounts.get_mut(&user).ok_or(not_found("account"))?;
         a.epoch += 1;
         s.totp.remove(&user);
@@ -691,14 +871,23 @@ impl AccountStore for MemStore {
         since: DateTime<Utc>,
         max: u32,
     ) -> StoreResult<bool> {
-        let mut s = self.write();
-        let attempts = s.attempts.entry(user).or_default();
-        attempts.retain(|t| *t > since);
-        if attempts.len() >= max as usize {
-            return Ok(false);
-        }
-        attempts.push(at);
-        Ok(true)
+        let check = |s: &State| {
+            let recent = s
+                .attempts
+                .get(&user)
+                .map_or(0, |v| v.iter().filter(|t| **t > since).count());
+            Ok(recent < max as usize)
+        };
+        let apply = |s: &mut State, ok: bool| {
+            let attempts = s.attempts.entry(user).or_default();
+            attempts.retain(|t| *t > since);
+            if ok {
+                attempts.push(at);
+            }
+            ok
+        };
+        self.conditional(Conditional::ReserveAttempt, check, apply)
+            .await
     }
 
     async fn attempts_since(
@@ -706,7 +895,7 @@ impl AccountStore for MemStore {
         user: UserId,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DateTime<Utc>>> {
-        let s = self.read();
+        let s = self.read()?;
         Ok(s.attempts
             .get(&user)
             .map(|v| v.iter().filter(|t| **t > since).copied().collect())
@@ -714,13 +903,13 @@ impl AccountStore for MemStore {
     }
 
     async fn clear_attempts(&self, user: UserId) -> StoreResult<()> {
-        self.write().attempts.remove(&user);
+        self.write()?.attempts.remove(&user);
         Ok(())
     }
 
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>> {
         Ok(self
-            .read()
+            .read()?
             .backup_codes
             .get(&user)
             .cloned()
@@ -732,7 +921,7 @@ impl AccountStore for MemStore {
         user: UserId,
         codes: Vec<BackupCodeRecord>,
     ) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if !s.accounts.contains_key(&user) {
             return Err(not_found("account"));
         }
@@ -745,17 +934,25 @@ impl AccountStore for MemStore {
         user: UserId,
         code: &BackupCodeRecord,
     ) -> StoreResult<bool> {
-        let mut s = self.write();
-        let Some(codes) = s.backup_codes.get_mut(&user) else {
-            return Ok(false);
+        let check = |s: &State| {
+            Ok(s.backup_codes.get(&user).is_some_and(|codes| {
+                codes
+                    .iter()
+                    .any(|c| c.index == code.index && c.hash == code.hash)
+            }))
         };
-        let before = codes.len();
-        codes.retain(|c| c != code);
-        Ok(codes.len() < before)
+        let apply = |s: &mut State, found: bool| {
+            if let Some(codes) = s.backup_codes.get_mut(&user) {
+                codes.retain(|c| !(c.index == code.index && c.hash == code.hash));
+            }
+            found
+        };
+        self.conditional(Conditional::ConsumeBackupCode, check, apply)
+            .await
     }
 
     async fn add_device(&self, device: DeviceRecord, cap: usize) -> StoreResult<Vec<DeviceId>> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if s.devices.contains_key(&device.id) || s.device_tokens.contains_key(&device.token_hash) {
             return Err(StoreError::AlreadyExists { kind: "device" });
         }
@@ -787,7 +984,7 @@ impl AccountStore for MemStore {
     }
 
     async fn device_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<DeviceRecord>> {
-        let s = self.read();
+        let s = self.read()?;
         Ok(s.device_tokens
             .get(token_hash)
             .and_then(|id| s.devices.get(id))
@@ -795,7 +992,7 @@ impl AccountStore for MemStore {
     }
 
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>> {
-        let s = self.read();
+        let s = self.read()?;
         let mut v: Vec<DeviceRecord> = s
             .devices
             .values()
@@ -807,7 +1004,7 @@ impl AccountStore for MemStore {
     }
 
     async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         s.devices
             .get_mut(&id)
             .ok_or(not_found("device"))?
@@ -816,7 +1013,7 @@ impl AccountStore for MemStore {
     }
 
     async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         let ids: Vec<DeviceId> = s
             .devices
             .values()
@@ -833,7 +1030,7 @@ impl AccountStore for MemStore {
 #[async_trait]
 impl SessionStore for MemStore {
     async fn insert_session(&self, session: SessionRecord) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if s.sessions.contains_key(&session.id)
             || s.session_tokens.contains_key(&session.token_hash)
         {
@@ -845,7 +1042,7 @@ impl SessionStore for MemStore {
     }
 
     async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
-        let s = self.read();
+        let s = self.read()?;
         Ok(s.session_tokens
             .get(token_hash)
             .and_then(|id| s.sessions.get(id))
@@ -853,7 +1050,7 @@ impl SessionStore for MemStore {
     }
 
     async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if let Some(rec) = s.sessions.get_mut(&id) {
             rec.last_seen_at = rec.last_seen_at.max(at);
         }
@@ -861,25 +1058,31 @@ impl SessionStore for MemStore {
     }
 
     async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()> {
-        let mut s = self.write();
-        if !s.sessions.contains_key(&old) {
-            return Err(not_found("session"));
-        }
-        if s.sessions.contains_key(&new.id) || s.session_tokens.contains_key(&new.token_hash) {
-            return Err(StoreError::AlreadyExists { kind: "session" });
-        }
-        s.remove_session(old);
-        s.session_tokens.insert(new.token_hash, new.id);
-        s.sessions.insert(new.id, new);
-        Ok(())
+        let (new_id, new_hash) = (new.id, new.token_hash);
+        let check = move |s: &State| {
+            if !s.sessions.contains_key(&old) {
+                return Err(not_found("session"));
+            }
+            if s.sessions.contains_key(&new_id) || s.session_tokens.contains_key(&new_hash) {
+                return Err(StoreError::AlreadyExists { kind: "session" });
+            }
+            Ok(())
+        };
+        let apply = |s: &mut State, ()| {
+            s.remove_session(old);
+            s.session_tokens.insert(new.token_hash, new.id);
+            s.sessions.insert(new.id, new);
+        };
+        self.conditional(Conditional::ReplaceSession, check, apply)
+            .await
     }
 
     async fn delete_session(&self, id: SessionId) -> StoreResult<bool> {
-        Ok(self.write().remove_session(id))
+        Ok(self.write()?.remove_session(id))
     }
 
     async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>> {
-        let s = self.read();
+        let s = self.read()?;
         let mut v: Vec<SessionRecord> = s
             .sessions
             .values()
@@ -895,7 +1098,7 @@ impl SessionStore for MemStore {
         user: UserId,
         keep: Option<SessionId>,
     ) -> StoreResult<usize> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         let ids: Vec<SessionId> = s
             .sessions
             .values()
@@ -909,7 +1112,7 @@ impl SessionStore for MemStore {
     }
 
     async fn insert_challenge(&self, challenge: ChallengeRecord) -> StoreResult<()> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         if s.challenges.contains_key(&challenge.token_hash) {
             return Err(StoreError::AlreadyExists { kind: "challenge" });
         }
@@ -918,11 +1121,17 @@ impl SessionStore for MemStore {
     }
 
     async fn challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>> {
-        Ok(self.read().challenges.get(token_hash).cloned())
+        Ok(self.read()?.challenges.get(token_hash).cloned())
     }
 
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>> {
-        Ok(self.write().challenges.remove(token_hash))
+        let check = |s: &State| Ok(s.challenges.get(token_hash).cloned());
+        let apply = |s: &mut State, found: Option<ChallengeRecord>| {
+            s.challenges.remove(token_hash);
+            found
+        };
+        self.conditional(Conditional::TakeChallenge, check, apply)
+            .await
     }
 
     async fn purge_expired(
@@ -930,7 +1139,7 @@ impl SessionStore for MemStore {
         now: DateTime<Utc>,
         idle_cutoff: DateTime<Utc>,
     ) -> StoreResult<usize> {
-        let mut s = self.write();
+        let mut s = self.write()?;
         let before = s.challenges.len();
         s.challenges.retain(|_, c| c.expires_at > now);
         let mut purged = before - s.challenges.len();

@@ -219,3 +219,93 @@ pub async fn last_owner_is_kept<B: Backend>(h: Harness<B>) {
         1
     );
 }
+
+/// Owners demoting each other at the same moment: one demotion fails, the
+/// project keeps an owner. Four owners leaving at once: one stays.
+pub async fn owners_demoting_each_other_keep_one<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::Principal;
+    let user_of = |c: &Caller| match c.principal {
+        Principal::User(u) => u,
+        _ => unreachable!(),
+    };
+    let owners_of = |h: &Harness<B>, p: echorelay_core::ids::ProjectId| {
+        let store = h.store.clone();
+        async move {
+            store
+                .members_of(p)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|(_, r)| *r == Role::Owner)
+                .count()
+        }
+    };
+    // Two owners, each demoting the other.
+    let (p, a) = h.project().await;
+    let b = Caller::user(UserId::random(), a.ip);
+    let ga = h.grant::<Members>(&a, &p).await;
+    h.config
+        .set_member(&ga, user_of(&b), Some(Role::Owner))
+        .await
+        .unwrap();
+    let gb = h.grant::<Members>(&b, &p).await;
+    let (pa, pb) = (h.another_process(), h.another_process());
+    let (ua, ub) = (user_of(&a), user_of(&b));
+    let calls = vec![
+        Box::pin(async move {
+            pa.config
+                .set_member(&ga, ub, Some(Role::Editor))
+                .await
+                .is_ok()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>,
+        Box::pin(async move {
+            pb.config
+                .set_member(&gb, ua, Some(Role::Editor))
+                .await
+                .is_ok()
+        }),
+    ];
+    let ok = crate::race(calls)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(ok, 1, "access: {ok} of two mutual demotions succeeded");
+    assert_eq!(
+        owners_of(&h, p.id).await,
+        1,
+        "access: owners after mutual demotion"
+    );
+    // Four owners removing themselves at once.
+    let (q, creator) = h.project().await;
+    let g = h.grant::<Members>(&creator, &q).await;
+    let mut owners = vec![creator];
+    for _ in 0..3 {
+        let c = Caller::user(UserId::random(), a.ip);
+        h.config
+            .set_member(&g, user_of(&c), Some(Role::Owner))
+            .await
+            .unwrap();
+        owners.push(c);
+    }
+    let mut calls = Vec::new();
+    for c in &owners {
+        let (proc_, grant, me) = (
+            h.another_process(),
+            h.grant::<Members>(c, &q).await,
+            user_of(c),
+        );
+        calls.push(async move { proc_.config.set_member(&grant, me, None).await.is_ok() });
+    }
+    let left = crate::race(calls)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(left, 3, "access: {left} of four owners could leave at once");
+    assert_eq!(
+        owners_of(&h, q.id).await,
+        1,
+        "access: owners after all left"
+    );
+}

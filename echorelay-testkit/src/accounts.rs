@@ -398,23 +398,74 @@ pub async fn totp_skew_and_replay<B: Backend>(h: Harness<B>) {
 pub async fn same_code_on_two_challenges_wins_once<B: Backend>(h: Harness<B>) {
     let a = h.enrolled(v4(), false).await;
     h.clock.advance(Duration::seconds(30));
-    let mut tasks = Vec::new();
+    let mut calls = Vec::new();
     for _ in 0..4 {
         let ch = h.second_factor_challenge(&a.email, v4()).await;
         let (other, code) = (h.another_process(), h.totp_code(&a.seed, 0));
-        tasks.push(tokio::spawn(async move {
+        calls.push(async move {
             other
                 .accounts
                 .login_second_factor(&ch, SecondFactor::Totp(code), v4(), false)
                 .await
                 .is_ok()
-        }));
+        });
     }
-    let mut wins = 0;
-    for t in tasks {
-        wins += usize::from(t.await.unwrap());
-    }
+    let wins = crate::race(calls)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
     assert_eq!(wins, 1, "accounts: one TOTP code opened {wins} sessions");
+}
+
+/// One challenge submitted many times at once (each with another valid
+/// backup code) opens one session: the challenge is taken atomically.
+pub async fn one_challenge_is_used_once_under_races<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let ch = h.second_factor_challenge(&a.email, v4()).await;
+    let mut calls = Vec::new();
+    for code in a.backup_codes.iter().take(4).cloned() {
+        let (other, ch) = (h.another_process(), ch.clone());
+        calls.push(async move {
+            other
+                .accounts
+                .login_second_factor(&ch, SecondFactor::BackupCode(code), v4(), false)
+                .await
+                .is_ok()
+        });
+    }
+    let wins = crate::race(calls)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(wins, 1, "accounts: one challenge opened {wins} sessions");
+}
+
+/// Many concurrent renewals of one session: one new session, the old
+/// cookie dead, nothing duplicated.
+pub async fn concurrent_renewals_leave_one_session<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let cookie = a.login.session.token.expose_secret().to_owned();
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let (other, cookie) = (h.another_process(), cookie.clone());
+        calls.push(async move { other.accounts.renew_session(&cookie, v4()).await.is_ok() });
+    }
+    let wins = crate::race(calls)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(wins, 1, "accounts: one session was renewed {wins} times");
+    assert_eq!(
+        h.store.sessions_of(a.user).await.unwrap().len(),
+        1,
+        "accounts: concurrent renewals left extra sessions"
+    );
+    assert!(unauthenticated(
+        h.accounts.authenticate(&cookie, v4()).await
+    ));
 }
 
 /// Failed codes are throttled: after the limit even a correct code is
@@ -480,21 +531,19 @@ pub async fn parallel_guesses_respect_the_limit<B: Backend>(h: Harness<B>) {
     } else {
         "111111"
     };
-    let mut tasks = Vec::new();
+    let mut calls = Vec::new();
     for _ in 0..12 {
         let ch = h.second_factor_challenge(&a.email, v4()).await;
         let other = h.another_process();
-        tasks.push(tokio::spawn(async move {
+        calls.push(async move {
             other
                 .accounts
                 .login_second_factor(&ch, SecondFactor::Totp(pw(wrong)), v4(), false)
                 .await
                 .is_err()
-        }));
+        });
     }
-    for t in tasks {
-        assert!(t.await.unwrap());
-    }
+    assert!(crate::race(calls).await.into_iter().all(|failed| failed));
     let f = h.failures_of(a.user).await;
     let checked = f.iter().filter(|x| **x == LoginFailure::BadCode).count();
     let locked = f.iter().filter(|x| **x == LoginFailure::LockedOut).count();
@@ -566,22 +615,23 @@ pub async fn backup_codes_are_single_use_under_races<B: Backend>(h: Harness<B>) 
     for _ in 0..8 {
         challenges.push(h.second_factor_challenge(&a.email, v4()).await);
     }
-    let mut tasks = Vec::new();
+    let mut calls = Vec::new();
     for ch in challenges {
         let other = h.another_process();
         let code = code.clone();
-        tasks.push(tokio::spawn(async move {
+        calls.push(async move {
             other
                 .accounts
                 .login_second_factor(&ch, SecondFactor::BackupCode(code), v4(), false)
                 .await
                 .is_ok()
-        }));
+        });
     }
-    let mut wins = 0;
-    for t in tasks {
-        wins += usize::from(t.await.unwrap());
-    }
+    let wins = crate::race(calls)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
     assert_eq!(wins, 1, "accounts: a backup code worked {wins} times");
     assert_eq!(h.store.backup_codes(a.user).await.unwrap().len(), 9);
     // The seven losers count as failed attempts: that locked the factor.

@@ -70,11 +70,11 @@ pub async fn chain_verifies_and_pages<B: Backend>(h: Harness<B>) {
 /// Appends racing from many tasks still form one unbroken chain.
 pub async fn concurrent_appends_keep_one_chain<B: Backend>(h: Harness<B>) {
     let (p, _) = h.project().await;
-    let mut tasks = Vec::new();
+    let mut calls = Vec::new();
     for i in 0..16 {
         let store = h.store.clone();
         let at = h.clock_now();
-        tasks.push(tokio::spawn(async move {
+        calls.push(async move {
             let draft = AuditDraft {
                 project: Some(p.id),
                 at,
@@ -89,11 +89,9 @@ pub async fn concurrent_appends_keep_one_chain<B: Backend>(h: Harness<B>) {
                 },
             };
             store.append(draft).await.unwrap()
-        }));
+        });
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    crate::race(calls).await;
     let events = all(&h, Some(p.id)).await;
     assert_eq!(events.len(), 17);
     verify_chain(Some(p.id), &events, None).unwrap();

@@ -294,17 +294,13 @@ pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>
     let grant = h.grant::<KeyMint>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.clock.advance(Duration::days(84));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let proc_ = h.another_process();
-        tasks.push(tokio::spawn(async move {
-            proc_.keys.rotate_due().await.unwrap()
-        }));
-    }
-    let mut rotated = 0;
-    for t in tasks {
-        rotated += t.await.unwrap().rotated;
-    }
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let proc_ = h.another_process();
+            async move { proc_.keys.rotate_due().await.unwrap() }
+        })
+        .collect();
+    let rotated: usize = crate::race(calls).await.iter().map(|r| r.rotated).sum();
     assert_eq!(
         rotated, 1,
         "keys: concurrent passes rotated {rotated} times"
@@ -492,17 +488,16 @@ pub async fn concurrent_reveals_reveal_once<B: Backend>(h: Harness<B>) {
         .into_iter()
         .find(|k| k.reveal_pending)
         .unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let proc_ = h.another_process();
-        let g = grant.clone();
-        tasks.push(tokio::spawn(async move {
-            proc_.keys.reveal(&g, succ.id).await.is_ok()
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        ok += usize::from(t.await.unwrap());
-    }
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (proc_, g) = (h.another_process(), grant.clone());
+            async move { proc_.keys.reveal(&g, succ.id).await.is_ok() }
+        })
+        .collect();
+    let ok = crate::race(calls)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
     assert_eq!(ok, 1, "keys: {ok} concurrent reveals succeeded");
 }

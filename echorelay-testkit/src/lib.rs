@@ -191,6 +191,7 @@ macro_rules! conformance_tests {
             access::role_matrix_equals_the_documented_table,
             access::membership_changes_take_effect_and_are_audited,
             access::last_owner_is_kept,
+            access::owners_demoting_each_other_keep_one,
             audit::chain_verifies_and_pages,
             audit::concurrent_appends_keep_one_chain,
             audit::billing_events_are_validated_and_recorded,
@@ -198,6 +199,8 @@ macro_rules! conformance_tests {
             accounts::login_flow_enrolls_then_requires_totp,
             accounts::totp_skew_and_replay,
             accounts::same_code_on_two_challenges_wins_once,
+            accounts::one_challenge_is_used_once_under_races,
+            accounts::concurrent_renewals_leave_one_session,
             accounts::failed_codes_lock_out,
             accounts::parallel_guesses_respect_the_limit,
             accounts::enrollment_confirmation_is_throttled,
@@ -218,6 +221,38 @@ macro_rules! conformance_tests {
             }
         )*
     };
+}
+
+/// Runs `calls` truly concurrently: each is spawned on its own task, and
+/// all are released at once from a barrier, after everything they need was
+/// prepared. Returns their outputs in order; a panic in any of them is
+/// re-raised here. Race checks use this, so a backend whose conditional
+/// write checks, yields and then writes is caught (see the racy-store
+/// self-test in `echorelay-store-mem`).
+pub async fn race<F>(calls: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(calls.len()));
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|call| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                call.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match t.await {
+            Ok(v) => out.push(v),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    out
 }
 
 impl<B: Backend> Harness<B> {

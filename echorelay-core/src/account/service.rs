@@ -313,10 +313,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await),
-            Err(e) => {
-                tracing::error!(error = %e, "could not reserve a second-factor attempt");
-                Err(Error::Unauthenticated)
-            }
+            // Fails closed: an outage is `Unavailable` at the boundary.
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -370,10 +368,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         Ok(Challenge { token, expires_at })
     }
 
-    /// Step 1: email and password, plus the trusted-device cookie if the
-    /// browser has one. An unknown email costs the same bcrypt work as a
-    /// wrong password.
-    pub async fn login_password(
+    /// [`AccountService::login_password`], before its errors are made opaque.
+    async fn login_password_step(
         &self,
         email: &str,
         password: SecretString,
@@ -571,12 +567,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         u64::try_from(self.now().timestamp()).unwrap_or(0)
     }
 
-    /// Step 2: a TOTP code or a backup code. The challenge is consumed by
-    /// this call whatever its outcome (single-use: a wrong code means
-    /// starting again with the password). With `trust_device`, also issues
-    /// a trusted-device cookie (the oldest device beyond the cap is
-    /// evicted).
-    pub async fn login_second_factor(
+    /// [`AccountService::login_second_factor`], before its errors are made opaque.
+    async fn login_second_factor_step(
         &self,
         challenge: &str,
         factor: SecondFactor,
@@ -727,10 +719,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         })
     }
 
-    /// Enrollment, step 1: makes a fresh seed (sealed at rest) and returns
-    /// the `otpauth://` URI and QR code. The factor stays inactive until
-    /// [`AccountService::confirm_enrollment`] sees a valid code.
-    pub async fn begin_enrollment(&self, challenge: &str, ip: IpAddr) -> Result<EnrollmentOffer> {
+    /// [`AccountService::begin_enrollment`], before its errors are made opaque.
+    async fn begin_enrollment_step(&self, challenge: &str, ip: IpAddr) -> Result<EnrollmentOffer> {
         let c = self
             .challenge_for(challenge, ChallengeKind::Enrollment, ip)
             .await?;
@@ -773,11 +763,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         })
     }
 
-    /// Enrollment, step 2: a valid code activates the factor (the very seed
-    /// the code was checked against), yields ten backup codes (shown once)
-    /// and completes the login. A wrong code may be retried on the same
-    /// challenge within the attempt limit; success consumes it.
-    pub async fn confirm_enrollment(
+    /// [`AccountService::confirm_enrollment`], before its errors are made opaque.
+    async fn confirm_enrollment_step(
         &self,
         challenge: &str,
         code: &SecretString,
@@ -824,11 +811,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         })
     }
 
-    /// Checks a request's session cookie: unknown, expired (idle or
-    /// absolute), from the other IP family, or older than the account's
-    /// last password change or 2FA reset all fail; all but the first also
-    /// end the session. On success, records the activity.
-    pub async fn authenticate(&self, cookie: &str, ip: IpAddr) -> Result<AuthenticatedSession> {
+    /// [`AccountService::authenticate`], before its errors are made opaque.
+    async fn authenticate_step(&self, cookie: &str, ip: IpAddr) -> Result<AuthenticatedSession> {
         let hash = Token::hash_presented(TokenKind::Session, cookie)
             .map_err(|_| Error::Unauthenticated)?;
         let s = self
@@ -1117,6 +1101,89 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         )
         .await?;
         Ok(set.codes)
+    }
+
+    /// Step 1: email and password, plus the trusted-device cookie if the
+    /// browser has one. An unknown email costs the same bcrypt work as a
+    /// wrong password.
+    ///
+    /// # Errors
+    /// Only [`Error::Unauthenticated`] (any failure; the reason is audited)
+    /// or [`Error::Unavailable`] (backend outage), as for every login step.
+    pub async fn login_password(
+        &self,
+        email: &str,
+        password: SecretString,
+        ip: IpAddr,
+        device_cookie: Option<&str>,
+    ) -> Result<PasswordStep> {
+        self.login_password_step(email, password, ip, device_cookie)
+            .await
+            .map_err(Error::into_auth_failure)
+    }
+
+    /// Step 2: a TOTP code or a backup code. The challenge is consumed by
+    /// this call whatever its outcome (single-use: a wrong code means
+    /// starting again with the password). With `trust_device`, also issues
+    /// a trusted-device cookie (the oldest device beyond the cap is
+    /// evicted).
+    ///
+    /// # Errors
+    /// Only [`Error::Unauthenticated`] or [`Error::Unavailable`].
+    pub async fn login_second_factor(
+        &self,
+        challenge: &str,
+        factor: SecondFactor,
+        ip: IpAddr,
+        trust_device: bool,
+    ) -> Result<LoginComplete> {
+        self.login_second_factor_step(challenge, factor, ip, trust_device)
+            .await
+            .map_err(Error::into_auth_failure)
+    }
+
+    /// Enrollment, step 1: makes a fresh seed (sealed at rest) and returns
+    /// the `otpauth://` URI and QR code. The factor stays inactive until
+    /// [`AccountService::confirm_enrollment`] sees a valid code.
+    ///
+    /// # Errors
+    /// Only [`Error::Unauthenticated`] or [`Error::Unavailable`].
+    pub async fn begin_enrollment(&self, challenge: &str, ip: IpAddr) -> Result<EnrollmentOffer> {
+        self.begin_enrollment_step(challenge, ip)
+            .await
+            .map_err(Error::into_auth_failure)
+    }
+
+    /// Enrollment, step 2: a valid code activates the factor (the very seed
+    /// the code was checked against), yields ten backup codes (shown once)
+    /// and completes the login. A wrong code may be retried on the same
+    /// challenge within the attempt limit; success consumes it.
+    ///
+    /// # Errors
+    /// Only [`Error::Unauthenticated`] or [`Error::Unavailable`].
+    pub async fn confirm_enrollment(
+        &self,
+        challenge: &str,
+        code: &SecretString,
+        ip: IpAddr,
+        trust_device: bool,
+    ) -> Result<Enrolled> {
+        self.confirm_enrollment_step(challenge, code, ip, trust_device)
+            .await
+            .map_err(Error::into_auth_failure)
+    }
+
+    /// Checks a request's session cookie: unknown, expired (idle or
+    /// absolute), from the other IP family, or older than the account's
+    /// last password change or 2FA reset all fail; all but the first also
+    /// end the session. On success, records the activity.
+    ///
+    /// # Errors
+    /// Only [`Error::Unauthenticated`] or [`Error::Unavailable`].
+    pub async fn authenticate(&self, cookie: &str, ip: IpAddr) -> Result<AuthenticatedSession> {
+        self.authenticate_step(cookie, ip)
+            .await
+            .map_err(Error::into_auth_failure)
     }
 
     /// Deletes expired challenges and sessions (schedule it; Redis-like

@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora and libFuzzer dictionaries of the cargo-fuzz
+targets in fuzz/ (standard library only, deterministic).
+
+    python3 scripts/fuzz_seeds.py            # (re)write the seeds
+    python3 scripts/fuzz_seeds.py --check    # exit 1 if the files on disk differ
+
+Output, relative to the repository root:
+
+    fuzz/corpus/key_parse/seed-*          valid API keys and near-misses
+    fuzz/corpus/ciphertext_decode/seed-*  well-formed and malformed ciphertexts
+    fuzz/key_parse.dict                   libFuzzer dictionaries
+    fuzz/ciphertext_decode.dict
+
+Only files named `seed-*` are removed and rewritten, so inputs that libFuzzer
+added to the same directories (named by their SHA-1) are left alone.
+
+Why seeds: `parse_key` rejects anything whose 6-character CRC-32 checksum is
+wrong, so random input (almost) never reaches its accept path; the
+ciphertext decoders need a version byte, a minimum length and canonical
+base64 before they accept anything.
+
+Formats mirrored here (keep in sync with echorelay-core):
+
+* keys.rs: key = prefix ("er_live_" | "er_test_") + 33 base62 characters +
+  checksum(first 41 bytes), where checksum = crc32fast::hash (CRC-32/ISO-HDLC,
+  the same as zlib.crc32) written as 6 base62 digits, alphabet 0-9A-Za-z,
+  most significant first, zero-padded. parse_key checks, in this order:
+  prefix, byte length 47, ASCII alphanumeric after the prefix, checksum.
+* vault.rs: binary ciphertext = version (1) + key id (4) + nonce (12) +
+  body (N) + tag (16), at least 33 bytes; from_bytes checks the version
+  byte before the length. Text = "erv1:" + base64url without padding
+  (base64 0.22 URL_SAFE_NO_PAD: no '=', no trailing bits, so canonical).
+
+Before anything is written, every seed is re-checked with a second,
+independent implementation (bitwise CRC-32, base62 decoding, a strict
+base64url decoder) and the malformed seeds must fail for the expected reason.
+"""
+import argparse
+import base64
+import hashlib
+import pathlib
+import random
+import sys
+import zlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FUZZ = ROOT / "fuzz"
+RNG_SEED = 0x6572_7631  # "erv1"; change only on purpose: it rewrites every seed
+
+# --- keys.rs ---------------------------------------------------------------
+
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+PREFIXES = ("er_live_", "er_test_")
+PREFIX_LEN, RANDOM_LEN, CHECKSUM_LEN = 8, 33, 6
+KEY_LEN = PREFIX_LEN + RANDOM_LEN + CHECKSUM_LEN  # 47
+
+
+def checksum(body: bytes) -> bytes:
+    """keys.rs `checksum`: crc32fast::hash as u64, then 6 base62 digits
+    filled from the last slot backwards (most significant digit first)."""
+    v = zlib.crc32(body)
+    out = ["0"] * CHECKSUM_LEN
+    for i in reversed(range(CHECKSUM_LEN)):
+        out[i] = BASE62[v % 62]
+        v //= 62
+    return "".join(out).encode()
+
+
+def make_key(prefix: str, random_part: str) -> bytes:
+    body = (prefix + random_part).encode()
+    assert len(body) == PREFIX_LEN + RANDOM_LEN
+    return body + checksum(body)
+
+
+# --- vault.rs --------------------------------------------------------------
+
+VERSION = 1
+TEXT_PREFIX = b"erv1:"
+HEADER_LEN = 1 + 4 + 12
+TAG_LEN = 16
+MIN_CIPHERTEXT_LEN = HEADER_LEN + TAG_LEN  # 33
+# KeyId of the fuzz target's vault key, SecretKey::from_bytes([0x42; 32]):
+# SHA-256("echorelay.vault.key-id.v1" || key)[..4]. Ciphertexts carrying it
+# get past UnknownKey into AES-GCM decryption (and fail with Decrypt).
+FUZZ_KEY_ID = hashlib.sha256(b"echorelay.vault.key-id.v1" + b"\x42" * 32).digest()[:4]
+
+
+def ciphertext(key_id: bytes, nonce: bytes, body: bytes, tag: bytes, version=VERSION) -> bytes:
+    assert len(key_id) == 4 and len(nonce) == 12 and len(tag) == TAG_LEN
+    return bytes([version]) + key_id + nonce + body + tag
+
+
+def to_text(ct: bytes) -> bytes:
+    return TEXT_PREFIX + base64.urlsafe_b64encode(ct).rstrip(b"=")
+
+
+# --- generation ------------------------------------------------------------
+
+
+class Rng:
+    """Only getrandbits, whose output for a given integer seed is stable
+    across Python 3 versions."""
+
+    def __init__(self, seed):
+        self.r = random.Random(seed)
+
+    def below(self, n):
+        while True:  # rejection sampling, no modulo bias
+            x = self.r.getrandbits(n.bit_length())
+            if x < n:
+                return x
+
+    def base62(self, n):
+        return "".join(BASE62[self.below(62)] for _ in range(n))
+
+    def bytes(self, n):
+        return bytes(self.r.getrandbits(8) for _ in range(n))
+
+
+def key_seeds(rng):
+    """Returns (valid, invalid): lists of (name, bytes, expected result)."""
+    valid = []
+    for prefix in PREFIXES:
+        env = prefix[3:7]
+        for i in range(8):
+            valid.append((f"valid-{env}-{i:02}", make_key(prefix, rng.base62(RANDOM_LEN)), env))
+        # Edge bodies: lowest and highest characters, and the whole alphabet.
+        valid.append((f"valid-{env}-all0", make_key(prefix, "0" * RANDOM_LEN), env))
+        valid.append((f"valid-{env}-allz", make_key(prefix, "z" * RANDOM_LEN), env))
+        offset = 0 if env == "live" else 29  # together: all 62 characters
+        valid.append((f"valid-{env}-alphabet", make_key(prefix, BASE62[offset:offset + RANDOM_LEN]), env))
+    live = valid[0][1]
+    test = next(k for _, k, e in valid if e == "test")
+
+    def replace(key, pos, new):
+        b = bytearray(key)
+        b[pos:pos + 1] = new
+        return bytes(b)
+
+    def other(c):  # a different base62 character
+        return BASE62[(BASE62.index(chr(c)) + 1) % 62].encode()
+
+    last = KEY_LEN - 1
+    first_sum = KEY_LEN - CHECKSUM_LEN
+    reversed_sum = live[:first_sum] + live[first_sum:][::-1]
+    assert reversed_sum != live
+    invalid = [
+        ("bad-checksum-last-char", replace(live, last, other(live[last])), "BadChecksum"),
+        ("bad-checksum-first-char", replace(test, first_sum, other(test[first_sum])), "BadChecksum"),
+        # The checksum covers the prefix: swapping the environment breaks it.
+        ("bad-checksum-prefix-swapped", b"er_test_" + live[PREFIX_LEN:], "BadChecksum"),
+        ("bad-checksum-body-typo", replace(live, 20, other(live[20])), "BadChecksum"),
+        ("bad-checksum-digits-reversed", reversed_sum, "BadChecksum"),
+        # crc32 <= 0xFFFFFFFF = "4gfFC3" < 5 * 62**5: a valid checksum starts with 0..4.
+        ("bad-checksum-out-of-range", live[:first_sum] + b"zzzzzz", "BadChecksum"),
+        ("wrong-length-short", live[:-1], "WrongLength"),
+        ("wrong-length-long", live + b"0", "WrongLength"),
+        ("wrong-length-newline", live + b"\n", "WrongLength"),
+        ("wrong-length-prefix-only", b"er_live_", "WrongLength"),
+        ("wrong-prefix-prod", b"er_prod_" + live[PREFIX_LEN:], "WrongPrefix"),
+        ("wrong-prefix-upper", b"ER_LIVE_" + live[PREFIX_LEN:], "WrongPrefix"),
+        ("wrong-prefix-leading-space", b" " + live[:-1], "WrongPrefix"),
+        ("empty", b"", "WrongPrefix"),
+        ("bad-char-dash", replace(live, 10, b"-"), "BadCharacter"),
+        ("bad-char-in-checksum", replace(test, last, b"_"), "BadCharacter"),
+        # 'é' is 2 bytes: replacing one character makes 48 bytes (length is
+        # checked in bytes first), replacing two keeps 47 bytes.
+        ("non-ascii-48-bytes", replace(live, 12, "é".encode()), "WrongLength"),
+        ("non-ascii-47-bytes", live[:12] + "é".encode() + live[14:], "BadCharacter"),
+        # Not UTF-8 at all: the fuzz target returns before parse_key.
+        ("not-utf8", replace(live, 12, b"\xff"), "NotUtf8"),
+    ]
+    return valid, invalid
+
+
+def ciphertext_seeds(rng):
+    """Returns (valid, invalid): lists of (name, bytes, (path, result)),
+    path "bin" (Ciphertext::from_bytes on the raw input) or "text"
+    (Ciphertext::from_text on the input as UTF-8), result "ok" or the
+    rejection reason on that path. No seed is accepted by the other path."""
+    valid, invalid = [], []
+    bins = {}
+    for n in (0, 1, 16, 64):
+        for kid_name, kid in (("randkey", rng.bytes(4)), ("fuzzkey", FUZZ_KEY_ID)):
+            ct = ciphertext(kid, rng.bytes(12), rng.bytes(n), rng.bytes(16))
+            bins[(n, kid_name)] = ct
+            valid.append((f"bin-n{n}-{kid_name}", ct, ("bin", "ok")))
+            valid.append((f"text-n{n}-{kid_name}", to_text(ct), ("text", "ok")))
+    # A binary ciphertext that is also valid UTF-8 (all ASCII): reaches
+    # from_bytes' accept path and from_text's prefix check in one input.
+    ascii_ct = ciphertext(b"kid0", b"nonce-nonce-", b"ascii body", b"tag-tag-tag-tag-")
+    valid.append(("bin-ascii-also-utf8", ascii_ct, ("bin", "ok")))
+
+    ct0 = bins[(0, "randkey")]
+    ct1 = bins[(1, "fuzzkey")]
+    txt1 = to_text(ct1)
+    b64_1 = txt1[len(TEXT_PREFIX):]
+    assert len(b64_1) % 4 != 1  # never for a canonical encoding
+    invalid += [
+        ("bin-empty", b"", ("bin", "empty input")),
+        ("bin-version-only", b"\x01", ("bin", "too short")),
+        ("bin-header-only", ct0[:HEADER_LEN], ("bin", "too short")),
+        ("bin-one-short", ct0[:-1], ("bin", "too short")),
+        ("bin-version-0", b"\x00" + ct0[1:], ("bin", "version 0")),
+        ("bin-version-2", b"\x02" + ct0[1:], ("bin", "version 2")),
+        ("bin-version-255", b"\xff" + ct1[1:], ("bin", "version 255")),
+        ("text-empty-body", TEXT_PREFIX, ("text", "empty input")),
+        ("text-one-short", to_text(ct0[:-1]), ("text", "too short")),
+        ("text-version-2", to_text(b"\x02" + ct0[1:]), ("text", "version 2")),
+        ("text-padded", txt1 + b"=" * (-len(b64_1) % 4), ("text", "invalid base64url")),
+        ("text-trailing-bits", txt1[:-1] + bytes([B64URL[B64URL.index(txt1[-1]) | 1]]), ("text", "invalid base64url")),
+        ("text-length-1-mod-4", txt1 + b"A" * ((1 - len(b64_1)) % 4), ("text", "invalid base64url")),
+        ("text-leading-space", b" " + txt1, ("text", "missing prefix")),
+        ("text-trailing-newline", txt1 + b"\n", ("text", "invalid base64url")),
+        ("text-upper-prefix", b"ERV1:" + b64_1, ("text", "missing prefix")),
+        ("text-erv2-prefix", b"erv2:" + b64_1, ("text", "missing prefix")),
+        ("text-no-prefix", b64_1, ("text", "missing prefix")),
+        ("text-bad-char", txt1[:10] + b"!" + txt1[11:], ("text", "invalid base64url")),
+        ("text-non-ascii", txt1[:10] + "é".encode() + txt1[12:], ("text", "invalid base64url")),
+    ]
+    # Standard alphabet instead of URL-safe: find a ciphertext whose text
+    # form has '-' or '_' and swap them.
+    for _, ct in sorted(bins.items()):
+        t = to_text(ct)
+        if b"-" in t or b"_" in t:
+            std = t.replace(b"-", b"+").replace(b"_", b"/")
+            invalid.append(("text-standard-alphabet", std, ("text", "invalid base64url")))
+            break
+    else:
+        raise AssertionError("no ciphertext text form contains '-' or '_'")
+    return valid, invalid
+
+
+KEY_DICT = """\
+# libFuzzer dictionary for fuzz_targets/key_parse.rs (written by
+# scripts/fuzz_seeds.py). The checksum cannot be guessed from tokens: the
+# valid keys in corpus/key_parse/ are what reach the accept path.
+prefix_live="er_live_"
+prefix_test="er_test_"
+prefix_stem="er_"
+env_live="live_"
+env_test="test_"
+# Characters parse_key must reject after the prefix.
+sep_dash="-"
+sep_underscore="_"
+# Multi-byte UTF-8 (the target skips non-UTF-8 input; byte mutations rarely
+# produce valid sequences): length is checked in bytes, reported in chars.
+utf8_2="\\xc3\\xa9"
+utf8_3="\\xe2\\x82\\xac"
+utf8_4="\\xf0\\x9f\\x94\\x91"
+"""
+
+
+def cipher_dict():
+    def esc(b):
+        return "".join(f"\\x{c:02x}" for c in b)
+
+    kid_b64 = base64.urlsafe_b64encode(bytes([VERSION]) + FUZZ_KEY_ID[:2]).decode()
+    return f"""\
+# libFuzzer dictionary for fuzz_targets/ciphertext_decode.rs (written by
+# scripts/fuzz_seeds.py).
+text_prefix="erv1:"
+# "erv1:" + base64url of version 1 and the first two key-id bytes of the
+# fuzz vault's key (SecretKey::from_bytes([0x42; 32])).
+text_prefix_fuzzkey="erv1:{kid_b64}"
+text_prefix_version1="erv1:A"
+# Binary header pieces.
+version_1="\\x01"
+version_2="\\x02"
+header_fuzzkey="\\x01{esc(FUZZ_KEY_ID)}"
+fuzz_key_id="{esc(FUZZ_KEY_ID)}"
+# base64: URL-safe characters, and what the strict decoder must reject.
+b64_dash="-"
+b64_underscore="_"
+b64_pad="="
+b64_pad2="=="
+b64_plus="+"
+b64_slash="/"
+"""
+
+
+# --- independent re-check --------------------------------------------------
+
+
+def crc32_bitwise(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def parse_key_check(data: bytes) -> str:
+    """Mirror of the fuzz target + parse_key, written without checksum():
+    decodes the 6 base62 digits to an integer and compares it to the CRC."""
+    try:
+        s = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "NotUtf8"
+    if s.startswith("er_live_"):
+        env = "live"
+    elif s.startswith("er_test_"):
+        env = "test"
+    else:
+        return "WrongPrefix"
+    if len(data) != 47:
+        return "WrongLength"
+    if not all(c < 0x80 and chr(c).isalnum() for c in data[8:]):
+        return "BadCharacter"
+    value = 0
+    for c in s[41:]:
+        value = value * 62 + BASE62.index(c)
+    if value != crc32_bitwise(data[:41]):
+        return "BadChecksum"
+    return env
+
+
+B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def b64url_strict(s: bytes):
+    """Strict unpadded base64url decoder, bit by bit; None if invalid."""
+    if len(s) % 4 == 1:
+        return None
+    bits = "".join(format(B64URL.index(c), "06b") if c in B64URL else "!" for c in s)
+    if "!" in bits:
+        return None
+    whole, rest = divmod(len(bits), 8)
+    if "1" in bits[whole * 8:]:
+        return None  # non-zero trailing bits
+    return bytes(int(bits[i * 8:i * 8 + 8], 2) for i in range(whole))
+
+
+def from_bytes_check(b: bytes) -> str:
+    if not b:
+        return "empty input"
+    if b[0] != 1:
+        return f"version {b[0]}"
+    if len(b) < 33:
+        return "too short"
+    return "ok"
+
+
+def from_text_check(data: bytes):
+    """None if the fuzz target does not try the text path (not UTF-8)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not data.startswith(b"erv1:"):
+        return "missing prefix"
+    raw = b64url_strict(data[5:])
+    if raw is None:
+        return "invalid base64url"
+    return from_bytes_check(raw)
+
+
+def self_check(key_valid, key_invalid, ct_valid, ct_invalid):
+    assert crc32_bitwise(b"123456789") == 0xCBF43926 == zlib.crc32(b"123456789")
+    for name, key, env in key_valid:
+        got = parse_key_check(key)
+        assert got == env, f"key seed {name}: expected {env}, got {got}"
+        assert len(key) == KEY_LEN and key.isascii()
+    for name, data, reason in key_invalid:
+        got = parse_key_check(data)
+        assert got == reason, f"key near-miss {name}: expected {reason}, got {got}"
+    for name, data, (path, want) in ct_valid + ct_invalid:
+        got = {"bin": from_bytes_check(data), "text": from_text_check(data)}
+        assert got[path] == want, f"ciphertext seed {name}: {path} expected {want}, got {got[path]}"
+        other = "text" if path == "bin" else "bin"
+        assert got[other] != "ok", f"ciphertext seed {name}: also accepted by {other}"
+        if path == "text" and want == "ok":
+            # The fuzz target asserts to_text() == input for accepted text.
+            assert to_text(b64url_strict(data[5:])) == data, name
+    names = [n for n, _, _ in key_valid + key_invalid + ct_valid + ct_invalid]
+    assert len(names) == len(set(names)), "duplicate seed names"
+
+
+# --- output ----------------------------------------------------------------
+
+
+def planned_files():
+    rng = Rng(RNG_SEED)
+    kv, ki = key_seeds(rng)
+    cv, ci = ciphertext_seeds(rng)
+    self_check(kv, ki, cv, ci)
+    files = {}
+    for target, seeds in (("key_parse", kv + ki), ("ciphertext_decode", cv + ci)):
+        for name, data, _ in seeds:
+            files[FUZZ / "corpus" / target / f"seed-{name}"] = data
+    files[FUZZ / "key_parse.dict"] = KEY_DICT.encode()
+    files[FUZZ / "ciphertext_decode.dict"] = cipher_dict().encode()
+    counts = {
+        "key_parse": (len(kv), len(ki)),
+        "ciphertext_decode": (len(cv), len(ci)),
+    }
+    return files, counts
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="only compare with the files on disk")
+    args = ap.parse_args()
+    files, counts = planned_files()
+    stale = [
+        p for target in counts for p in (FUZZ / "corpus" / target).glob("seed-*") if p not in files
+    ]
+    if args.check:
+        bad = [p for p, d in files.items() if not p.exists() or p.read_bytes() != d] + stale
+        for p in bad:
+            print(f"out of date: {p.relative_to(ROOT)}", file=sys.stderr)
+        sys.exit(1 if bad else 0)
+    for p in stale:
+        p.unlink()
+    for p, data in files.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    for target, (ok, bad) in counts.items():
+        print(f"fuzz/corpus/{target}: {ok} accepted + {bad} rejected seeds")
+    print("fuzz/key_parse.dict, fuzz/ciphertext_decode.dict")
+
+
+if __name__ == "__main__":
+    main()
