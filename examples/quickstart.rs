@@ -273,6 +273,8 @@ async fn main() -> Result<(), echorelay::Error> {
             } => format!("billing {billing:?} {amount_minor} {}", currency.as_str()),
             EventKind::Membership { user, role } => format!("member {user} -> {role:?}"),
             EventKind::Account { action, failure } => format!("account {action:?} {failure:?}"),
+            EventKind::Rewrap { sealed, id } => format!("rewrap {sealed:?} {id}"),
+            other => format!("{other:?}"),
         };
         println!(
             "#{:<2} {} {:?} from {:?}: {what}",

@@ -136,6 +136,7 @@ impl From<Currency> for String {
 /// What an event records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// A configuration mutation.
     Config {
@@ -184,6 +185,14 @@ pub enum EventKind {
         user: UserId,
         /// The new role, or `None` when removed.
         role: Option<Role>,
+    },
+    /// A sealed value was moved to the current SECRET_KEY (the rewrap
+    /// pass); the value itself did not change.
+    Rewrap {
+        /// What kind of record.
+        sealed: crate::rewrap::SealedKind,
+        /// The record's id (target, user or key id).
+        id: String,
     },
 }
 

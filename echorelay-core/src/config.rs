@@ -26,8 +26,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result, StoreError};
 use crate::ids::{EndpointId, LineId, ProjectId, TargetId, UserId};
 use crate::keys::LifecyclePolicy;
-use crate::ports::ConfigStore;
-use crate::ports::MembershipStore;
+use crate::ports::{ConfigStore, MembershipStore, TreeImport};
 use crate::vault::{Ciphertext, Masked, SecretContext, SecretVault};
 
 /// What was wrong with configuration input. Never contains a secret.
@@ -181,6 +180,12 @@ pub struct Project {
     pub key_policy: LifecyclePolicy,
     /// Created.
     pub created_at: DateTime<Utc>,
+    /// The version of the project's whole configuration, kept by the
+    /// store: every change in the project moves it by one. Writes that
+    /// work from a read (`UpdateProject`, an import) are compare-and-swap
+    /// on it ([`ConfigStore::apply`]).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A line: a relay route with inbound endpoints and outbound targets.
@@ -252,6 +257,10 @@ pub struct Target {
     pub created_at: DateTime<Utc>,
     /// Last updated.
     pub updated_at: DateTime<Utc>,
+    /// Compare-and-swap version, kept by the store: 0 when created, one
+    /// more on every update ([`ConfigStore::apply`]).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// Create or update.
@@ -487,6 +496,7 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             name: name.to_owned(),
             key_policy: LifecyclePolicy::default(),
             created_at: now,
+            version: 0,
         };
         let audit = AuditDraft {
             project: Some(project.id),
@@ -515,24 +525,33 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
         policy: LifecyclePolicy,
     ) -> Result<()> {
         policy.validate().map_err(ConfigError::from)?;
-        // Re-read: the grant's snapshot may be older than the stored project.
-        let mut project = self
-            .store
-            .project(grant.project_id())
-            .await?
-            .ok_or(StoreError::NotFound { kind: "project" })?;
-        project.key_policy = policy;
-        let audit = self.draft(
-            grant,
-            ConfigEntity::Project,
-            ConfigOp::Update,
-            project.id.to_string(),
-            self.clock.now(),
-        );
-        self.store
-            .apply(ConfigChange::UpdateProject(project), audit)
-            .await?;
-        Ok(())
+        // Read-modify-write, compare-and-swap on the project's version: a
+        // concurrent change makes the store refuse, and we start over from
+        // a fresh read (setting one field is safe to redo).
+        let mut tries = 0;
+        loop {
+            let mut project = self
+                .store
+                .project(grant.project_id())
+                .await?
+                .ok_or(StoreError::NotFound { kind: "project" })?;
+            project.key_policy = policy;
+            let audit = self.draft(
+                grant,
+                ConfigEntity::Project,
+                ConfigOp::Update,
+                project.id.to_string(),
+                self.clock.now(),
+            );
+            match self
+                .store
+                .apply(ConfigChange::UpdateProject(project), audit)
+                .await
+            {
+                Err(StoreError::Conflict { .. }) if tries < 3 => tries += 1,
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Sets (or removes, with `None`) a member's role.
@@ -798,6 +817,7 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             signing_secret: self.seal(project, id, fields::SIGNING_SECRET, &signing)?,
             created_at: now,
             updated_at: now,
+            version: 0,
         };
         let view = self.view(&target)?;
         let audit = self.draft(
@@ -817,15 +837,16 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
     }
 
     async fn stored_target(&self, project: ProjectId, id: TargetId) -> Result<Target> {
-        let tree = self.store.tree(project).await?;
-        Ok(tree
-            .targets
-            .into_iter()
-            .find(|t| t.id == id)
+        Ok(self
+            .store
+            .target(project, id)
+            .await?
             .ok_or(StoreError::NotFound { kind: "target" })?)
     }
 
-    /// Updates a target.
+    /// Updates a target. Compare-and-swap on the target's version: if it
+    /// changed between this call's read and its write, the store refuses
+    /// with `Store(Conflict)` and nothing is written (read again, retry).
     pub async fn update_target(
         &self,
         grant: &Grant<ConfigWrite>,
@@ -922,35 +943,59 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
     /// endpoints and targets. The project's slug and key policy stay as they
     /// are (an editor may not change them). Validates everything first; on
     /// any error nothing is written.
+    ///
+    /// The import replaces the tree as it is at the moment of the write;
+    /// what it copies from the stored project (slug, key policy, creation
+    /// time) is read and written compare-and-swap on the project's
+    /// version, so a policy change racing the import is never reverted
+    /// (the import re-reads and retries, then gives up with
+    /// `Store(Conflict)`).
     pub async fn import(&self, grant: &Grant<ConfigWrite>, json: &str) -> Result<ProjectTree> {
-        let mut tree = self.validate_import(json)?;
-        if tree.project.id != grant.project_id() {
+        let validated = self.validate_import(json)?;
+        if validated.project.id != grant.project_id() {
             return Err(ConfigError::Tree("export belongs to another project").into());
         }
-        let current = self
-            .store
-            .project(grant.project_id())
-            .await?
-            .ok_or(StoreError::NotFound { kind: "project" })?;
-        tree.project.slug = current.slug;
-        tree.project.key_policy = current.key_policy;
-        tree.project.created_at = current.created_at;
-        let audit = self.draft(
-            grant,
-            ConfigEntity::Project,
-            ConfigOp::Import,
-            tree.project.id.to_string(),
-            self.clock.now(),
-        );
-        self.store.import_tree(tree.clone(), audit).await?;
-        Ok(tree)
+        let mut tries = 0;
+        loop {
+            let mut tree = validated.clone();
+            let current = self
+                .store
+                .project(grant.project_id())
+                .await?
+                .ok_or(StoreError::NotFound { kind: "project" })?;
+            tree.project.slug = current.slug;
+            tree.project.key_policy = current.key_policy;
+            tree.project.created_at = current.created_at;
+            tree.project.version = current.version + 1;
+            let audit = self.draft(
+                grant,
+                ConfigEntity::Project,
+                ConfigOp::Import,
+                tree.project.id.to_string(),
+                self.clock.now(),
+            );
+            let import = TreeImport {
+                tree: tree.clone(),
+                expect_version: Some(current.version),
+                owner_if_new: None,
+            };
+            match self.store.import_tree(import, audit).await {
+                Err(StoreError::Conflict { .. }) if tries < 3 => tries += 1,
+                Err(e) => return Err(e.into()),
+                Ok(()) => return Ok(tree),
+            }
+        }
     }
 
     /// Restores a whole project (slug and key policy included) from a
-    /// backup, as the system. There is no grant: restoring is an operator
-    /// action outside any project, so only the backup job may call this.
-    /// Same validation as [`ConfigService::import`].
-    pub async fn dangerous_restore(&self, json: &str) -> Result<ProjectTree> {
+    /// backup, as the system, overwriting whatever the project holds now
+    /// (no version check: a restore is meant to go back). There is no
+    /// grant: restoring is an operator action outside any project, so only
+    /// the backup job may call this. Same validation as
+    /// [`ConfigService::import`]. A project that does not exist any more is
+    /// recreated with `owner` as its owner (a project never exists without
+    /// one); an existing project keeps its members and `owner` is unused.
+    pub async fn dangerous_restore(&self, json: &str, owner: UserId) -> Result<ProjectTree> {
         let tree = self.validate_import(json)?;
         let audit = AuditDraft {
             project: Some(tree.project.id),
@@ -964,64 +1009,13 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
                 id: tree.project.id.to_string(),
             },
         };
-        self.store.import_tree(tree.clone(), audit).await?;
+        let import = TreeImport {
+            tree: tree.clone(),
+            expect_version: None,
+            owner_if_new: Some(owner),
+        };
+        self.store.import_tree(import, audit).await?;
         Ok(tree)
-    }
-
-    /// Moves every target secret of every project that is still sealed
-    /// under a previous vault key to the current key (after a SECRET_KEY
-    /// rotation). Each rewrapped target is written back with a system
-    /// audit event. Run it once the new key is current, then drop the old
-    /// key from the keyring. Returns how many targets were rewritten.
-    /// Operator action: no grant.
-    pub async fn dangerous_rewrap_all(&self) -> Result<usize> {
-        let mut rewritten = 0;
-        for project in self.store.list_projects().await? {
-            let tree = self.store.tree(project.id).await?;
-            for mut t in tree.targets {
-                let (p, r) = (t.project.to_string(), t.id.to_string());
-                let mut changed = false;
-                let mut rewrap = |ct: &mut Ciphertext, field: &str| -> Result<()> {
-                    if !self.vault.is_current(ct) {
-                        *ct = self.vault.rewrap(
-                            ct,
-                            &SecretContext {
-                                project: &p,
-                                record: &r,
-                                field,
-                            },
-                        )?;
-                        changed = true;
-                    }
-                    Ok(())
-                };
-                match &mut t.auth {
-                    StoredAuth::None => {}
-                    StoredAuth::Bearer { token } => rewrap(token, fields::BEARER_TOKEN)?,
-                    StoredAuth::Basic { password, .. } => rewrap(password, fields::BASIC_PASSWORD)?,
-                }
-                rewrap(&mut t.signing_secret, fields::SIGNING_SECRET)?;
-                if changed {
-                    let audit = AuditDraft {
-                        project: Some(t.project),
-                        at: self.clock.now(),
-                        actor: Actor::System,
-                        ip: None,
-                        subject: None,
-                        kind: EventKind::Config {
-                            entity: ConfigEntity::Target,
-                            op: ConfigOp::Update,
-                            id: t.id.to_string(),
-                        },
-                    };
-                    self.store
-                        .apply(ConfigChange::PutTarget(Write::Update, t), audit)
-                        .await?;
-                    rewritten += 1;
-                }
-            }
-        }
-        Ok(rewritten)
     }
 
     /// Parses and checks an export without writing: shape, version, names,

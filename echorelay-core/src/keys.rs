@@ -634,9 +634,12 @@ impl Origin {
     }
 }
 
-const REVEAL_FIELD: &str = "api_key.pending_reveal";
+/// Keys the auto-rotation pass loads at a time.
+const ATTENTION_PAGE: usize = 500;
 
-fn reveal_context(project: &ProjectId, key: &KeyId) -> (String, String) {
+pub(crate) const REVEAL_FIELD: &str = "api_key.pending_reveal";
+
+pub(crate) fn reveal_context(project: &ProjectId, key: &KeyId) -> (String, String) {
     (project.to_string(), key.to_string())
 }
 
@@ -932,13 +935,23 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
         let mut report = RotationReport::default();
         let mut policies: std::collections::HashMap<ProjectId, LifecyclePolicy> =
             Default::default();
-        for old in self.store.keys_needing_attention(now).await? {
-            if let Err(e) = self.attend(&old, now, &mut policies, &mut report).await {
-                tracing::warn!(key = %old.id, error = %e, "auto-rotation pass failed for a key");
-                report.errors += 1;
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .keys_needing_attention(now, after, ATTENTION_PAGE)
+                .await?;
+            for old in &page {
+                if let Err(e) = self.attend(old, now, &mut policies, &mut report).await {
+                    tracing::warn!(key = %old.id, error = %e, "auto-rotation pass failed for a key");
+                    report.errors += 1;
+                }
+            }
+            after = page.last().map(|k| k.id);
+            if page.len() < ATTENTION_PAGE {
+                return Ok(report);
             }
         }
-        Ok(report)
     }
 
     async fn attend(

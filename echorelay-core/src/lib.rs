@@ -14,6 +14,7 @@
 //! | roles and the voter | [`access`] | S10 |
 //! | append-only, hash-chained audit log | [`audit`] | S11 |
 //! | accounts: bcrypt, TOTP, backup codes, devices, sessions, login | [`account`] | S6–S9 |
+//! | SECRET_KEY rotation: rewrap every sealed value, key usage | [`rewrap`] | S4 |
 //!
 //! Errors are grouped by category under one top-level [`Error`].
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod ports;
+pub mod rewrap;
 pub mod vault;
 
 pub use error::{Error, Result, StoreError};

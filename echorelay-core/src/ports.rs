@@ -8,6 +8,47 @@
 //! neither (S11). Methods that return `Err` must have written nothing.
 //!
 //! `Arc<T>` of any port is the port, so `Arc<dyn …>` and shared backends work.
+//!
+//! ## Contracts every backend keeps
+//!
+//! These are what the in-memory backend does and what the conformance
+//! suite (`echorelay-testkit`) checks, one test each; SQL and Redis
+//! adapters must do the same.
+//!
+//! - **Linearizable reads of security state.** [`KeyStore::key_status_by_hash`]
+//!   must observe every [`KeyStore::revoke_key`] that returned before it was
+//!   called (S3). An override that caches (in process, in Redis) breaks S3
+//!   unless the revoking write invalidates every cache before it returns.
+//!   The same holds for sessions, devices, challenges and TOTP steps.
+//! - **Ids and order.** Every id orders by its 16 raw bytes (Postgres
+//!   `bytea` order, and the order of its lowercase-hex text form). Paged
+//!   methods take `after` (exclusive) and `limit`, return at most `limit`
+//!   records in ascending id order, and a page shorter than `limit` is the
+//!   last one.
+//! - **Bytes, not rules.** Adapters compare stored text byte for byte.
+//!   Email addresses are normalised once, by core
+//!   ([`crate::account::service::normalize_email`]: trimmed, lowercased
+//!   with Unicode's full lowercase mapping) before they reach a store; an
+//!   adapter must not case-fold or collate them again (no `citext`, no
+//!   case-insensitive collation).
+//! - **Time boundaries.** Windows are half-open: an attempt at exactly
+//!   `since` is outside `(since, …]`; a record whose expiry is exactly
+//!   `now` has expired.
+//! - **All or nothing.** Every method that touches several records
+//!   ([`AccountStore::revoke_devices`], [`SessionStore::delete_sessions_of`],
+//!   [`ConfigStore::import_tree`], [`AccountStore::reset_second_factor`],
+//!   `DeleteLine`) does all of it or nothing.
+//! - **Conditional writes.** The methods named *atomically* below decide
+//!   and write in one step (a transaction with a row lock, a conditional
+//!   `UPDATE … WHERE`, a Lua script or `WATCH`/`MULTI`): of racing callers
+//!   exactly the documented number win. The suite releases its racing
+//!   callers from a barrier and is itself tested against a store that
+//!   checks, yields and then writes (`echorelay-store-mem`,
+//!   `tests/racy_store_is_caught.rs`).
+//! - **Versions.** [`Target::version`](crate::config::Target::version) and
+//!   [`Project::version`](crate::config::Project::version) are
+//!   compare-and-swap counters kept by the store: see
+//!   [`ConfigStore::apply`] and [`ConfigStore::import_tree`].
 
 use std::sync::Arc;
 
@@ -20,9 +61,9 @@ use crate::account::{
     AccountRecord, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord, TotpRecord,
 };
 use crate::audit::{AuditDraft, AuditEvent, ChainHead};
-use crate::config::{ConfigChange, Project, ProjectTree, Slug};
+use crate::config::{ConfigChange, Project, ProjectTree, Slug, Target};
 use crate::error::StoreError;
-use crate::ids::{DeviceId, KeyId, ProjectId, SessionId, UserId};
+use crate::ids::{DeviceId, KeyId, ProjectId, SessionId, TargetId, UserId};
 use crate::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use crate::vault::Ciphertext;
 
@@ -48,8 +89,33 @@ pub trait KeyStore: Send + Sync {
     async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>>;
     /// Keys that are current (no successor, not revoked) with
     /// `rotate_at <= now`, plus keys whose pending reveal ended
-    /// (`until <= now`).
-    async fn keys_needing_attention(&self, now: DateTime<Utc>) -> StoreResult<Vec<KeyRecord>>;
+    /// (`until <= now`): one page, ids after `after`, ascending by id, at
+    /// most `limit`.
+    async fn keys_needing_attention(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>>;
+    /// Keys that hold a pending reveal (sealed successor plaintext): one
+    /// page, ids after `after`, ascending by id, at most `limit`. For the
+    /// SECRET_KEY rewrap pass.
+    async fn keys_with_pending_reveal(
+        &self,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>>;
+    /// Atomically: if the key's pending reveal is still sealed as
+    /// `expected`, replaces its ciphertext by `new` (same `until`), appends
+    /// `audit` and returns `true`; otherwise (taken, revoked, or rewrapped
+    /// meanwhile) changes nothing and returns `false`.
+    async fn replace_pending_reveal(
+        &self,
+        id: KeyId,
+        expected: &Ciphertext,
+        new: Ciphertext,
+        audit: AuditDraft,
+    ) -> StoreResult<bool>;
     /// Atomically: if `predecessor` is still current (no successor, not
     /// revoked), record `supersession` on it and insert `successor`;
     /// otherwise `Conflict` and no change. This condition is what makes
@@ -91,19 +157,55 @@ pub trait ConfigStore: Send + Sync {
     async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>>;
     /// Every project, by slug.
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
-    /// Applies one change. Every change names its project, and an entity
-    /// of another project is `NotFound`. Creates are `AlreadyExists` on a
-    /// taken id; updates and deletes are `NotFound` on a missing one; a
-    /// child whose line is missing is `NotFound`. Deleting a line deletes
-    /// its endpoints and targets.
+    /// Applies one change, atomically with its audit event. Every change
+    /// names its project, and an entity of another project is `NotFound`.
+    /// Creates are `AlreadyExists` on a taken id; updates and deletes are
+    /// `NotFound` on a missing one; a child whose line is missing is
+    /// `NotFound`. Deleting a line deletes its endpoints and targets.
+    ///
+    /// Versions (compare-and-swap): a created target is stored with
+    /// `version = 0`. `PutTarget(Update, t)` is applied only if the stored
+    /// target's version is still `t.version`, and stores it with
+    /// `t.version + 1`; `UpdateProject(p)` likewise against the project's
+    /// version. Otherwise `Conflict` and no change, so a writer working
+    /// from a stale read (a rewrap pass, an import, a second editor) never
+    /// reverts a concurrent change. Every successful change in a project
+    /// also moves the project's version by one (it versions the whole
+    /// tree). Other fields of `UpdateProject` than name and key policy
+    /// (slug, creation time) must be unchanged, else `Conflict`.
     async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()>;
     /// The project's whole tree. `NotFound` for an unknown project.
     async fn tree(&self, project: ProjectId) -> StoreResult<ProjectTree>;
+    /// One target of the project; `None` if absent or of another project.
+    async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>>;
+    /// Targets of every project: one page, ids after `after`, ascending by
+    /// id, at most `limit`. For the SECRET_KEY rewrap pass.
+    async fn targets_page(&self, after: Option<TargetId>, limit: usize)
+    -> StoreResult<Vec<Target>>;
     /// Replaces the project's lines, endpoints and targets (and its name
-    /// and policy) with `tree`, creating the project if absent. The tree
-    /// has been validated by the caller. `AlreadyExists` if the slug is held
-    /// by another project id.
-    async fn import_tree(&self, tree: ProjectTree, audit: AuditDraft) -> StoreResult<()>;
+    /// and policy) with `import.tree`, all or nothing, atomically with the
+    /// audit event. The tree has been validated by the caller.
+    ///
+    /// - Existing project: with `expect_version = Some(v)`, `Conflict`
+    ///   unless the project's version is still `v`. Memberships are kept.
+    ///   The stored version becomes the old one plus one.
+    /// - New project: `owner_if_new` becomes its owner (a project never
+    ///   exists without one); `None` is `Conflict`. Version 0.
+    ///
+    /// `AlreadyExists` if the slug is held by another project id, or an id
+    /// in the tree belongs to another project's entity.
+    async fn import_tree(&self, import: TreeImport, audit: AuditDraft) -> StoreResult<()>;
+}
+
+/// What [`ConfigStore::import_tree`] writes.
+#[derive(Debug, Clone)]
+pub struct TreeImport {
+    /// The whole tree.
+    pub tree: ProjectTree,
+    /// For an existing project: the version it must still have.
+    pub expect_version: Option<u64>,
+    /// For a new project: its owner.
+    pub owner_if_new: Option<UserId>,
 }
 
 /// Stores project memberships.
@@ -142,8 +244,10 @@ pub trait AuditSink: Send + Sync {
 /// Reads the audit log. There is no update or delete.
 #[async_trait]
 pub trait AuditLog: Send + Sync {
-    /// Events of one chain (`None`: the global chain) with `seq > after`, in
-    /// order, at most `limit`.
+    /// Events of one chain (`None`: the global chain) with `seq > after`,
+    /// ascending by `seq`, at most `limit`. Selected by sequence number,
+    /// not by position. Each chain's `seq` runs 1, 2, 3, … without gaps,
+    /// also under concurrent appends.
     async fn events(
         &self,
         chain: Option<ProjectId>,
@@ -152,8 +256,9 @@ pub trait AuditLog: Send + Sync {
     ) -> StoreResult<Vec<AuditEvent>>;
     /// The chain's newest link.
     async fn head(&self, chain: Option<ProjectId>) -> StoreResult<Option<ChainHead>>;
-    /// Every event whose actor or subject is the user, oldest first (for
-    /// the GDPR Article 15 export).
+    /// Every event whose actor or subject is the user (for the GDPR
+    /// Article 15 export), ordered by time, then chain (the global chain
+    /// first, then projects by id), then `seq`.
     async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>>;
 }
 
@@ -172,7 +277,8 @@ pub trait AuditLog: Send + Sync {
 pub trait AccountStore: Send + Sync {
     /// Creates an account. `AlreadyExists` if the id or email is taken.
     async fn create_account(&self, account: AccountRecord) -> StoreResult<()>;
-    /// The account with this (lowercased) email.
+    /// The account whose stored email equals `email` byte for byte (core
+    /// normalises it first; the adapter must not fold case again).
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>>;
     /// The account with this id.
     async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>>;
@@ -191,6 +297,9 @@ pub trait AccountStore: Send + Sync {
     async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>>;
     /// Stores a pending (inactive) factor, replacing a pending one.
     /// `Conflict` if an active factor exists.
+    ///
+    /// (Sealed seeds are rewrapped with [`AccountStore::totp_page`] and
+    /// [`AccountStore::replace_totp_seed`].)
     async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()>;
     /// Atomically: if the factor is still pending *and* its sealed seed is
     /// `seed` (the one the code was checked against), activates it with
@@ -208,11 +317,25 @@ pub trait AccountStore: Send + Sync {
     /// when there is no factor). Of racing callers with the same step,
     /// exactly one gets `true`.
     async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool>;
+    /// TOTP factors (active and pending) of every account: one page, user
+    /// ids after `after`, ascending, at most `limit`.
+    async fn totp_page(&self, after: Option<UserId>, limit: usize) -> StoreResult<Vec<TotpRecord>>;
+    /// Atomically: if the account's factor is still sealed as `expected`,
+    /// replaces the seed ciphertext by `new` (nothing else changes) and
+    /// returns `true`; otherwise `false` and no change.
+    async fn replace_totp_seed(
+        &self,
+        user: UserId,
+        expected: &Ciphertext,
+        new: Ciphertext,
+    ) -> StoreResult<bool>;
     /// In one step: removes the factor and the backup codes, revokes every
     /// trusted device and increments the credential epoch (a 2FA reset).
     async fn reset_second_factor(&self, user: UserId) -> StoreResult<()>;
-    /// Atomically: if fewer than `max` attempts are recorded after `since`,
-    /// records one at `at` and returns `true`; otherwise `false`. Every
+    /// Atomically: if fewer than `max` attempts are recorded strictly
+    /// after `since`, records one at `at` and returns `true`; otherwise
+    /// `false`. Of racing callers, no more than `max` minus the recorded
+    /// count get `true`. Every
     /// second-factor attempt reserves one before it is checked and counts
     /// as failed until [`AccountStore::clear_attempts`]; so concurrent
     /// guesses cannot pass the limit together. Older attempts may be
@@ -224,7 +347,8 @@ pub trait AccountStore: Send + Sync {
         since: DateTime<Utc>,
         max: u32,
     ) -> StoreResult<bool>;
-    /// Recorded attempts strictly after `since`.
+    /// Recorded attempts strictly after `since` (one at exactly `since` is
+    /// outside), in any order.
     async fn attempts_since(
         &self,
         user: UserId,
@@ -240,24 +364,29 @@ pub trait AccountStore: Send + Sync {
         user: UserId,
         codes: Vec<BackupCodeRecord>,
     ) -> StoreResult<()>;
-    /// Atomically removes `code` (matched on index *and* hash, so a code of
-    /// a replaced set never matches); `true` if it was there. Of racing
-    /// callers, exactly one gets `true`.
+    /// Atomically removes the account's code whose `index` and `hash` both
+    /// equal `code`'s (the salt is not compared: the hash covers it), so a
+    /// code of a replaced set never matches; `true` if it was there. Of
+    /// racing callers, exactly one gets `true`.
     async fn consume_backup_code(&self, user: UserId, code: &BackupCodeRecord)
     -> StoreResult<bool>;
-    /// Adds a trusted device, then evicts the account's oldest devices (by
-    /// `created_at`, then insertion order) until at most `cap` remain, in
-    /// one step (Postgres: under a lock on the account row). Returns the
-    /// evicted ids.
+    /// Adds a trusted device, then evicts the account's oldest devices
+    /// (ordered by `created_at`, ties by device id; never by insertion
+    /// order, which SQL does not keep) until at most `cap` remain, in one
+    /// step (Postgres: under a lock on the account row). Returns the
+    /// evicted ids. The new device itself can be evicted when it sorts
+    /// first. `AlreadyExists` on an id or token collision.
     async fn add_device(&self, device: DeviceRecord, cap: usize) -> StoreResult<Vec<DeviceId>>;
     /// The device whose token hashes to `token_hash`.
     async fn device_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<DeviceRecord>>;
-    /// The account's devices, oldest first.
+    /// The account's devices, by `created_at`, ties by id.
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
-    /// Records a use (never changes the expiry).
-    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Revokes one device of the account, or all with `None`. Returns how
-    /// many were removed.
+    /// Records a use: sets `last_used_at = at` (never changes the expiry).
+    /// Returns `false`, and creates nothing, if the device is gone (a
+    /// concurrent eviction or revocation is not an error).
+    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Revokes one device of the account, or all with `None`, all or
+    /// nothing. Returns how many were removed.
     async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize>;
 }
 
@@ -268,16 +397,20 @@ pub trait SessionStore: Send + Sync {
     async fn insert_session(&self, session: SessionRecord) -> StoreResult<()>;
     /// The session whose token hashes to `token_hash`.
     async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
-    /// Records activity.
-    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Records activity: `last_seen_at = max(last_seen_at, at)`. Returns
+    /// `false`, and creates nothing, if the session is gone. A TTL store
+    /// refreshes the record's expiry here (see
+    /// [`SessionStore::purge_expired`]).
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Atomically replaces session `old` by `new` (a new id and token).
     /// `NotFound` if `old` is gone.
     async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()>;
     /// Deletes a session; `true` if it existed.
     async fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
-    /// The account's sessions.
+    /// The account's sessions, by `created_at`, ties by id.
     async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;
-    /// Deletes the account's sessions except `keep`; returns how many.
+    /// Deletes the account's sessions except `keep`, all or nothing;
+    /// returns how many.
     async fn delete_sessions_of(&self, user: UserId, keep: Option<SessionId>)
     -> StoreResult<usize>;
     /// Stores a login challenge.
@@ -289,8 +422,13 @@ pub trait SessionStore: Send + Sync {
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
     /// Deletes challenges with `expires_at <= now` and sessions with
     /// `expires_at <= now` or `last_seen_at <= idle_cutoff`; returns how
-    /// many. (Expiry is data on each record: Redis can use it as a TTL,
-    /// Postgres a periodic sweep calling this.)
+    /// many. Expiry is data on each record, and the service checks it on
+    /// every read, so purging is housekeeping, never a security control.
+    /// A TTL store (Redis) may instead expire records by itself: a
+    /// challenge at `expires_at`; a session at
+    /// `min(expires_at, last_seen_at + idle)`, re-set on every
+    /// [`SessionStore::touch_session`]. It must never expire a record
+    /// earlier than that.
     async fn purge_expired(
         &self,
         now: DateTime<Utc>,
@@ -313,7 +451,9 @@ forward!(KeyStore {
     async fn key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>>;
     async fn key_status_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyStatus>>;
     async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>>;
-    async fn keys_needing_attention(&self, now: DateTime<Utc>) -> StoreResult<Vec<KeyRecord>>;
+    async fn keys_needing_attention(&self, now: DateTime<Utc>, after: Option<KeyId>, limit: usize) -> StoreResult<Vec<KeyRecord>>;
+    async fn keys_with_pending_reveal(&self, after: Option<KeyId>, limit: usize) -> StoreResult<Vec<KeyRecord>>;
+    async fn replace_pending_reveal(&self, id: KeyId, expected: &Ciphertext, new: Ciphertext, audit: AuditDraft) -> StoreResult<bool>;
     async fn rotate_key(&self, predecessor: KeyId, supersession: Supersession, successor: KeyRecord, audit: AuditDraft) -> StoreResult<()>;
     async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: AuditDraft) -> StoreResult<()>;
     async fn take_pending_reveal(&self, id: KeyId, audit: AuditDraft) -> StoreResult<Option<PendingReveal>>;
@@ -326,7 +466,9 @@ forward!(ConfigStore {
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
     async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()>;
     async fn tree(&self, project: ProjectId) -> StoreResult<ProjectTree>;
-    async fn import_tree(&self, tree: ProjectTree, audit: AuditDraft) -> StoreResult<()>;
+    async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>>;
+    async fn targets_page(&self, after: Option<TargetId>, limit: usize) -> StoreResult<Vec<Target>>;
+    async fn import_tree(&self, import: TreeImport, audit: AuditDraft) -> StoreResult<()>;
 });
 
 forward!(MembershipStore {
@@ -355,6 +497,8 @@ forward!(AccountStore {
     async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()>;
     async fn activate_totp(&self, user: UserId, seed: &Ciphertext, step: u64, codes: Vec<BackupCodeRecord>) -> StoreResult<()>;
     async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool>;
+    async fn totp_page(&self, after: Option<UserId>, limit: usize) -> StoreResult<Vec<TotpRecord>>;
+    async fn replace_totp_seed(&self, user: UserId, expected: &Ciphertext, new: Ciphertext) -> StoreResult<bool>;
     async fn reset_second_factor(&self, user: UserId) -> StoreResult<()>;
     async fn reserve_attempt(&self, user: UserId, at: DateTime<Utc>, since: DateTime<Utc>, max: u32) -> StoreResult<bool>;
     async fn attempts_since(&self, user: UserId, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
@@ -365,14 +509,14 @@ forward!(AccountStore {
     async fn add_device(&self, device: DeviceRecord, cap: usize) -> StoreResult<Vec<DeviceId>>;
     async fn device_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<DeviceRecord>>;
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
-    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<bool>;
     async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize>;
 });
 
 forward!(SessionStore {
     async fn insert_session(&self, session: SessionRecord) -> StoreResult<()>;
     async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
-    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
     async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()>;
     async fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
     async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;

@@ -36,7 +36,7 @@ use echorelay_core::ids::{
 use echorelay_core::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
-    StoreResult,
+    StoreResult, TreeImport,
 };
 use echorelay_core::vault::Ciphertext;
 
@@ -55,11 +55,9 @@ struct State {
     emails: HashMap<String, UserId>,
     totp: HashMap<UserId, TotpRecord>,
     attempts: HashMap<UserId, Vec<DateTime<Utc>>>,
-    device_seq: u64,
     backup_codes: HashMap<UserId, Vec<BackupCodeRecord>>,
     devices: HashMap<DeviceId, DeviceRecord>,
     device_tokens: HashMap<[u8; 32], DeviceId>,
-    device_order: HashMap<DeviceId, u64>,
     sessions: HashMap<SessionId, SessionRecord>,
     session_tokens: HashMap<[u8; 32], SessionId>,
     challenges: HashMap<[u8; 32], ChallengeRecord>,
@@ -67,7 +65,6 @@ struct State {
 
 impl State {
     fn remove_device(&mut self, id: DeviceId) {
-        self.device_order.remove(&id);
         if let Some(d) = self.devices.remove(&id) {
             self.device_tokens.remove(&d.token_hash);
         }
@@ -250,6 +247,18 @@ mod faults {
 #[cfg(feature = "faults")]
 pub use faults::Outage;
 
+/// One page of `items`: ids after `after`, ascending, at most `limit`.
+fn page<'a, T: Clone + 'a, K: Ord + Copy>(
+    items: impl Iterator<Item = &'a T>,
+    id: impl Fn(&T) -> K,
+    after: Option<K>,
+    limit: usize,
+) -> Vec<T> {
+    let mut v: Vec<&T> = items.filter(|x| after.is_none_or(|a| id(x) > a)).collect();
+    v.sort_by_key(|x| id(x));
+    v.into_iter().take(limit).cloned().collect()
+}
+
 fn not_found(kind: &'static str) -> StoreError {
     StoreError::NotFound { kind }
 }
@@ -302,19 +311,55 @@ impl KeyStore for MemStore {
         Ok(v)
     }
 
-    async fn keys_needing_attention(&self, now: DateTime<Utc>) -> StoreResult<Vec<KeyRecord>> {
+    async fn keys_needing_attention(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>> {
         let s = self.read()?;
-        let mut v: Vec<KeyRecord> = s
-            .keys
-            .values()
-            .filter(|k| {
+        Ok(page(
+            s.keys.values().filter(|k| {
                 (k.superseded.is_none() && k.revoked_at.is_none() && k.rotate_at <= now)
                     || k.pending_reveal.as_ref().is_some_and(|p| p.until <= now)
-            })
-            .cloned()
-            .collect();
-        v.sort_by_key(|k| (k.rotate_at, k.id));
-        Ok(v)
+            }),
+            |k| k.id,
+            after,
+            limit,
+        ))
+    }
+
+    async fn keys_with_pending_reveal(
+        &self,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        let s = self.read()?;
+        Ok(page(
+            s.keys.values().filter(|k| k.pending_reveal.is_some()),
+            |k| k.id,
+            after,
+            limit,
+        ))
+    }
+
+    async fn replace_pending_reveal(
+        &self,
+        id: KeyId,
+        expected: &Ciphertext,
+        new: Ciphertext,
+        audit: AuditDraft,
+    ) -> StoreResult<bool> {
+        let mut s = self.write()?;
+        let Some(p) = s.keys.get_mut(&id).and_then(|k| k.pending_reveal.as_mut()) else {
+            return Ok(false);
+        };
+        if p.ciphertext != *expected {
+            return Ok(false);
+        }
+        p.ciphertext = new;
+        s.append(audit);
+        Ok(true)
     }
 
     async fn rotate_key(
@@ -456,7 +501,13 @@ impl ConfigStore for MemStore {
         }
         s.slugs.insert(project.slug.clone(), project.id);
         s.members.insert((project.id, owner), Role::Owner);
-        s.projects.insert(project.id, project);
+        s.projects.insert(
+            project.id,
+            Project {
+                version: 0,
+                ..project
+            },
+        );
         s.append(audit);
         Ok(())
     }
@@ -478,19 +529,22 @@ impl ConfigStore for MemStore {
 
     async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()> {
         let mut s = self.write()?;
-        match change {
+        let project = match change {
             ConfigChange::PutLine(w, line) => {
                 if !s.projects.contains_key(&line.project) {
                     return Err(not_found("project"));
                 }
                 check_put(&s.lines, &line.id, w, |l| l.project == line.project, "line")?;
+                let p = line.project;
                 s.lines.insert(line.id, line);
+                p
             }
             ConfigChange::DeleteLine(p, id) => {
                 line_in(&s, p, id)?;
                 s.lines.remove(&id);
                 s.endpoints.retain(|_, e| e.line != id);
                 s.targets.retain(|_, t| t.line != id);
+                p
             }
             ConfigChange::PutEndpoint(w, ep) => {
                 line_in(&s, ep.project, ep.line)?;
@@ -501,33 +555,56 @@ impl ConfigStore for MemStore {
                     |e| e.project == ep.project,
                     "endpoint",
                 )?;
+                let p = ep.project;
                 s.endpoints.insert(ep.id, ep);
+                p
             }
             ConfigChange::DeleteEndpoint(p, id) => match s.endpoints.get(&id) {
                 Some(e) if e.project == p => {
                     s.endpoints.remove(&id);
+                    p
                 }
                 _ => return Err(not_found("endpoint")),
             },
             ConfigChange::PutTarget(w, t) => {
                 line_in(&s, t.project, t.line)?;
                 check_put(&s.targets, &t.id, w, |x| x.project == t.project, "target")?;
-                s.targets.insert(t.id, t);
+                let version = match (w, s.targets.get(&t.id)) {
+                    (Write::Update, Some(cur)) if cur.version != t.version => {
+                        return Err(StoreError::Conflict {
+                            reason: "the target changed since it was read",
+                        });
+                    }
+                    (Write::Update, _) => t.version + 1,
+                    (Write::Create, _) => 0,
+                };
+                let p = t.project;
+                s.targets.insert(t.id, Target { version, ..t });
+                p
             }
             ConfigChange::DeleteTarget(p, id) => match s.targets.get(&id) {
                 Some(t) if t.project == p => {
                     s.targets.remove(&id);
+                    p
                 }
                 _ => return Err(not_found("target")),
             },
             ConfigChange::UpdateProject(p) => {
                 let cur = s.projects.get(&p.id).ok_or(not_found("project"))?;
-                if cur.slug != p.slug {
+                if cur.slug != p.slug || cur.created_at != p.created_at {
                     return Err(StoreError::Conflict {
-                        reason: "a project's slug cannot change",
+                        reason: "a project's slug and creation time cannot change",
                     });
                 }
-                s.projects.insert(p.id, p);
+                if cur.version != p.version {
+                    return Err(StoreError::Conflict {
+                        reason: "the project changed since it was read",
+                    });
+                }
+                let id = p.id;
+                // The version moves once, below, like for every change.
+                s.projects.insert(id, p);
+                id
             }
             // `ConfigChange` is non-exhaustive for users of core; a variant
             // this adapter does not know changes nothing.
@@ -537,6 +614,9 @@ impl ConfigStore for MemStore {
                     reason: "unsupported change",
                 });
             }
+        };
+        if let Some(p) = s.projects.get_mut(&project) {
+            p.version += 1;
         }
         s.append(audit);
         Ok(())
@@ -558,9 +638,45 @@ impl ConfigStore for MemStore {
         })
     }
 
-    async fn import_tree(&self, tree: ProjectTree, audit: AuditDraft) -> StoreResult<()> {
+    async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>> {
+        Ok(self
+            .read()?
+            .targets
+            .get(&id)
+            .filter(|t| t.project == project)
+            .cloned())
+    }
+
+    async fn targets_page(
+        &self,
+        after: Option<TargetId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Target>> {
+        let s = self.read()?;
+        Ok(page(s.targets.values(), |t| t.id, after, limit))
+    }
+
+    async fn import_tree(&self, import: TreeImport, audit: AuditDraft) -> StoreResult<()> {
         let mut s = self.write()?;
+        let TreeImport {
+            mut tree,
+            expect_version,
+            owner_if_new,
+        } = import;
         let pid = tree.project.id;
+        match (s.projects.get(&pid), owner_if_new) {
+            (Some(cur), _) if expect_version.is_some_and(|v| v != cur.version) => {
+                return Err(StoreError::Conflict {
+                    reason: "the project changed since it was exported",
+                });
+            }
+            (None, None) => {
+                return Err(StoreError::Conflict {
+                    reason: "a new project needs an owner",
+                });
+            }
+            _ => {}
+        }
         if let Some(holder) = s.slugs.get(&tree.project.slug) {
             if *holder != pid {
                 return Err(StoreError::AlreadyExists {
@@ -586,8 +702,17 @@ impl ConfigStore for MemStore {
                 kind: "config entity id",
             });
         }
-        if let Some(old) = s.projects.get(&pid).cloned() {
-            s.slugs.remove(&old.slug);
+        match s.projects.get(&pid).cloned() {
+            Some(old) => {
+                s.slugs.remove(&old.slug);
+                tree.project.version = old.version + 1;
+            }
+            None => {
+                tree.project.version = 0;
+                if let Some(owner) = owner_if_new {
+                    s.members.insert((pid, owner), Role::Owner);
+                }
+            }
         }
         s.lines.retain(|_, l| l.project != pid);
         s.endpoints.retain(|_, e| e.project != pid);
@@ -712,10 +837,8 @@ impl AuditLog for MemStore {
         let Some(events) = s.audit.get(&chain) else {
             return Ok(Vec::new());
         };
-        // seq n sits at index n-1.
-        let start = usize::try_from(after)
-            .unwrap_or(usize::MAX)
-            .min(events.len());
+        // Ordered by seq: the first event with seq > after.
+        let start = events.partition_point(|e| e.seq <= after);
         Ok(events[start..].iter().take(limit).cloned().collect())
     }
 
@@ -738,7 +861,7 @@ impl AuditLog for MemStore {
             .filter(|e| e.actor == Actor::User(user) || e.subject == Some(user))
             .cloned()
             .collect();
-        v.sort_by_key(|e| (e.at, e.seq));
+        v.sort_by_key(|e| (e.at, e.project, e.seq));
         Ok(v)
     }
 }
@@ -844,6 +967,27 @@ impl AccountStore for MemStore {
         };
         self.conditional(Conditional::AdvanceTotpStep, check, apply)
             .await
+    }
+
+    async fn totp_page(&self, after: Option<UserId>, limit: usize) -> StoreResult<Vec<TotpRecord>> {
+        let s = self.read()?;
+        Ok(page(s.totp.values(), |t| t.user, after, limit))
+    }
+
+    async fn replace_totp_seed(
+        &self,
+        user: UserId,
+        expected: &Ciphertext,
+        new: Ciphertext,
+    ) -> StoreResult<bool> {
+        let mut s = self.write()?;
+        match s.totp.get_mut(&user) {
+            Some(t) if t.seed == *expected => {
+                t.seed = new;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn reset_second_factor(&self, user: UserId) -> StoreResult<()> {
@@ -957,26 +1101,17 @@ impl AccountStore for MemStore {
             return Err(StoreError::AlreadyExists { kind: "device" });
         }
         let user = device.user;
-        s.device_seq += 1;
-        let seq = s.device_seq;
-        s.device_order.insert(device.id, seq);
         s.device_tokens.insert(device.token_hash, device.id);
         s.devices.insert(device.id, device);
-        let mut mine: Vec<(DateTime<Utc>, u64, DeviceId)> = s
+        let mut mine: Vec<(DateTime<Utc>, DeviceId)> = s
             .devices
             .values()
             .filter(|d| d.user == user)
-            .map(|d| {
-                (
-                    d.created_at,
-                    s.device_order.get(&d.id).copied().unwrap_or(0),
-                    d.id,
-                )
-            })
+            .map(|d| (d.created_at, d.id))
             .collect();
         mine.sort();
         let excess = mine.len().saturating_sub(cap);
-        let evicted: Vec<DeviceId> = mine.into_iter().take(excess).map(|(_, _, id)| id).collect();
+        let evicted: Vec<DeviceId> = mine.into_iter().take(excess).map(|(_, id)| id).collect();
         for id in &evicted {
             s.remove_device(*id);
         }
@@ -1003,13 +1138,15 @@ impl AccountStore for MemStore {
         Ok(v)
     }
 
-    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<bool> {
         let mut s = self.write()?;
-        s.devices
-            .get_mut(&id)
-            .ok_or(not_found("device"))?
-            .last_used_at = Some(at);
-        Ok(())
+        Ok(match s.devices.get_mut(&id) {
+            Some(d) => {
+                d.last_used_at = Some(at);
+                true
+            }
+            None => false,
+        })
     }
 
     async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize> {
@@ -1049,12 +1186,15 @@ impl SessionStore for MemStore {
             .cloned())
     }
 
-    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool> {
         let mut s = self.write()?;
-        if let Some(rec) = s.sessions.get_mut(&id) {
-            rec.last_seen_at = rec.last_seen_at.max(at);
-        }
-        Ok(())
+        Ok(match s.sessions.get_mut(&id) {
+            Some(rec) => {
+                rec.last_seen_at = rec.last_seen_at.max(at);
+                true
+            }
+            None => false,
+        })
     }
 
     async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()> {

@@ -187,7 +187,6 @@ macro_rules! conformance_tests {
             config::crud_is_audited_and_scoped_to_the_project,
             config::export_import_round_trip_and_bad_input,
             config::slugs_are_unique,
-            config::rewrap_moves_stored_secrets_to_the_new_key,
             access::role_matrix_equals_the_documented_table,
             access::membership_changes_take_effect_and_are_audited,
             access::last_owner_is_kept,

@@ -42,8 +42,8 @@ use crate::ids::{DeviceId, SessionId, UserId};
 use crate::ports::{AccountStore, AuditSink, SessionStore};
 use crate::vault::{SecretContext, SecretVault};
 
-const SEED_PROJECT: &str = "accounts";
-const SEED_FIELD: &str = "account.totp_seed";
+pub(crate) const SEED_PROJECT: &str = "accounts";
+pub(crate) const SEED_FIELD: &str = "account.totp_seed";
 
 /// A new session: hand `token` to the client as a cookie, once.
 #[derive(Debug)]
@@ -420,6 +420,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             ));
         }
         if let Some(device) = self.trusted_device(&account, device_cookie).await? {
+            // A device evicted meanwhile still proved itself a moment ago.
             self.store.touch_device(device.id, self.now()).await?;
             let session = self.new_session(user, account.epoch, ip, None).await?;
             self.audit(
@@ -847,7 +848,10 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             .await?;
             return Err(Error::Unauthenticated);
         }
-        self.store.touch_session(s.id, now).await?;
+        if !self.store.touch_session(s.id, now).await? {
+            // Ended (logout, renewal) between the lookup and now.
+            return Err(Error::Unauthenticated);
+        }
         Ok(AuthenticatedSession {
             user: s.user,
             session: s.id,
