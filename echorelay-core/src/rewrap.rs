@@ -137,7 +137,7 @@ pub struct RewrapPage {
     /// Records whose values did not open (unknown key, tampering, wrong
     /// context): left as they are, named here.
     pub failed: Vec<SealedRecord>,
-    /// Records that kept changing under the pass ([`RETRIES`] lost races):
+    /// Records that kept changing under the pass (three lost races):
     /// left for the next pass.
     pub conflicts: Vec<SealedRecord>,
     /// Where to continue; `None` when the pass is done.
