@@ -118,7 +118,7 @@ impl MemStore {
 
     /// A conditional write: `check` decides (and may refuse) under the
     /// lock, `apply` writes what it decided, in the same critical section.
-    /// With the `faults` feature, a store made by [`MemStore::racy`] runs
+    /// With the `faults` feature, a store made by `MemStore::racy` runs
     /// the named method as check, yield, write instead: the broken store
     /// the conformance suite must catch.
     async fn conditional<P, R>(
@@ -141,7 +141,7 @@ impl MemStore {
 }
 
 /// The store's conditional methods: each decides and writes in one atomic
-/// step. With the `faults` feature, [`MemStore::racy`] breaks one of them.
+/// step. With the `faults` feature, `MemStore::racy` breaks one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Conditional {
