@@ -37,6 +37,7 @@ pub mod accounts;
 pub mod audit;
 pub mod config;
 pub mod keys;
+pub mod rewrap;
 
 /// Everything a full backend implements.
 pub trait Backend:
@@ -187,6 +188,9 @@ macro_rules! conformance_tests {
             config::crud_is_audited_and_scoped_to_the_project,
             config::export_import_round_trip_and_bad_input,
             config::slugs_are_unique,
+            rewrap::rewrap_covers_every_sealed_value,
+            rewrap::rewrap_reports_what_does_not_open_and_resumes,
+            rewrap::rewrap_never_overwrites_a_concurrent_change,
             access::role_matrix_equals_the_documented_table,
             access::membership_changes_take_effect_and_are_audited,
             access::last_owner_is_kept,
