@@ -645,18 +645,31 @@ pub(crate) fn reveal_context(project: &ProjectId, key: &KeyId) -> (String, Strin
 
 /// The key service: mint, verify, rotate, revoke, reveal and the
 /// auto-rotation pass.
+///
+/// `K` stores keys, `C` projects (for their key policy); with one backend
+/// for both, `C` defaults to `K` and [`KeyService::new`] takes it once.
 #[derive(Debug, Clone)]
-pub struct KeyService<S, V> {
-    store: S,
+pub struct KeyService<K, V, C = K> {
+    keys: K,
+    config: C,
     vault: V,
     clock: Arc<dyn Clock>,
 }
 
-impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
-    /// A service over `store`, sealing pending reveals with `vault`.
-    pub fn new(store: S, vault: V, clock: Arc<dyn Clock>) -> Self {
+impl<K: KeyStore + ConfigStore + Clone, V: SecretVault> KeyService<K, V> {
+    /// A service over `store` (keys and projects), sealing pending reveals
+    /// with `vault`.
+    pub fn new(store: K, vault: V, clock: Arc<dyn Clock>) -> Self {
+        Self::from_parts(store.clone(), store, vault, clock)
+    }
+}
+
+impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
+    /// A service over separate ports: keys in `keys`, projects in `config`.
+    pub fn from_parts(keys: K, config: C, vault: V, clock: Arc<dyn Clock>) -> Self {
         Self {
-            store,
+            keys,
+            config,
             vault,
             clock,
         }
@@ -714,7 +727,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
 
     async fn policy(&self, project: ProjectId) -> Result<LifecyclePolicy> {
         let p = self
-            .store
+            .config
             .project(project)
             .await?
             .ok_or(StoreError::NotFound { kind: "project" })?;
@@ -748,7 +761,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
         let rec = Self::new_record(origin, &plaintext, grant.actor(), now, &policy);
         let audit = self.draft(grant.actor(), grant.ip(), &rec, KeyAction::Mint, None, now);
         let view = KeyView::from(&rec);
-        self.store.insert_key(rec, audit).await?;
+        self.keys.insert_key(rec, audit).await?;
         Ok(MintedKey { view, plaintext })
     }
 
@@ -772,7 +785,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
         }
         let hash = KeyHash::of(presented);
         let rec = self
-            .store
+            .keys
             .key_status_by_hash(&hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
@@ -787,7 +800,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
     }
 
     async fn project_key(&self, project: ProjectId, id: KeyId) -> Result<KeyRecord> {
-        match self.store.key_by_id(id).await? {
+        match self.keys.key_by_id(id).await? {
             Some(r) if r.project == project => Ok(r),
             // Another project's key looks exactly like a missing one.
             _ => Err(StoreError::NotFound { kind: "key" }.into()),
@@ -796,7 +809,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
 
     /// Lists the project's keys.
     pub async fn list(&self, grant: &Grant<KeyMint>) -> Result<Vec<KeyView>> {
-        let keys = self.store.keys_of_project(grant.project_id()).await?;
+        let keys = self.keys.keys_of_project(grant.project_id()).await?;
         Ok(keys.iter().map(KeyView::from).collect())
     }
 
@@ -853,7 +866,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
             now,
         );
         let view = KeyView::from(&succ);
-        self.store.rotate_key(old.id, sup, succ, audit).await?;
+        self.keys.rotate_key(old.id, sup, succ, audit).await?;
         Ok(MintedKey { view, plaintext })
     }
 
@@ -876,7 +889,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
             None,
             now,
         );
-        self.store.revoke_key(id, now, audit).await?;
+        self.keys.revoke_key(id, now, audit).await?;
         Ok(())
     }
 
@@ -915,7 +928,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
             None,
             now,
         );
-        match self.store.take_pending_reveal(id, audit).await? {
+        match self.keys.take_pending_reveal(id, audit).await? {
             // Exactly one caller gets the sealed copy; it must be the one
             // we opened.
             Some(taken) if taken.ciphertext == pending.ciphertext => Ok(key),
@@ -938,7 +951,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
         let mut after = None;
         loop {
             let page = self
-                .store
+                .keys
                 .keys_needing_attention(now, after, ATTENTION_PAGE)
                 .await?;
             for old in &page {
@@ -972,7 +985,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
                     now,
                 );
                 if self
-                    .store
+                    .keys
                     .take_pending_reveal(old.id, audit)
                     .await?
                     .is_some()
@@ -1026,7 +1039,7 @@ impl<S: KeyStore + ConfigStore, V: SecretVault> KeyService<S, V> {
             Some(succ.id),
             now,
         );
-        match self.store.rotate_key(old.id, sup, succ, audit).await {
+        match self.keys.rotate_key(old.id, sup, succ, audit).await {
             Ok(()) => report.rotated += 1,
             Err(StoreError::Conflict { .. }) => report.lost_races += 1,
             Err(e) => return Err(e.into()),

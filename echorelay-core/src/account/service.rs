@@ -205,22 +205,60 @@ pub fn normalize_email(input: &str) -> Result<String> {
 }
 
 /// The account service.
+///
+/// Its three ports may live in different backends (the expected deployment
+/// keeps accounts and the audit log in Postgres and sessions in Redis):
+/// `A` stores accounts and credentials, `S` sessions and login challenges,
+/// `L` the audit log. With one backend for all three, `S` and `L` default
+/// to `A` and [`AccountService::new`] takes it once.
 #[derive(Debug, Clone)]
-pub struct AccountService<S, V> {
-    store: S,
+pub struct AccountService<A, V, S = A, L = A> {
+    accounts: A,
+    sessions: S,
+    audit: L,
     vault: V,
     clock: Arc<dyn Clock>,
     policy: AccountPolicy,
 }
 
-impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<S, V> {
-    /// A service over `store`, sealing TOTP seeds with `vault`.
+impl<A, V> AccountService<A, V>
+where
+    A: AccountStore + SessionStore + AuditSink + Clone,
+    V: SecretVault,
+{
+    /// A service whose accounts, sessions and audit log all live in
+    /// `store`, sealing TOTP seeds with `vault`.
+    ///
+    /// # Errors
+    /// As [`AccountService::from_parts`].
+    pub fn new(store: A, vault: V, clock: Arc<dyn Clock>, policy: AccountPolicy) -> Result<Self> {
+        Self::from_parts(store.clone(), store.clone(), store, vault, clock, policy)
+    }
+}
+
+impl<A, V, S, L> AccountService<A, V, S, L>
+where
+    A: AccountStore,
+    S: SessionStore,
+    L: AuditSink,
+    V: SecretVault,
+{
+    /// A service over separate ports: accounts and credentials in
+    /// `accounts`, sessions and challenges in `sessions`, account events in
+    /// `audit`.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for invalid TOTP parameters, a device cap or
     /// failure limit of 0, or a duration that is not between 1 second and
     /// 10 years.
-    pub fn new(store: S, vault: V, clock: Arc<dyn Clock>, policy: AccountPolicy) -> Result<Self> {
+    pub fn from_parts(
+        accounts: A,
+        sessions: S,
+        audit: L,
+        vault: V,
+        clock: Arc<dyn Clock>,
+        policy: AccountPolicy,
+    ) -> Result<Self> {
         policy
             .totp
             .validate()
@@ -246,7 +284,9 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         // Made now, so the first unknown-account login costs what later ones do.
         password::dummy_hash(policy.password)?;
         Ok(Self {
-            store,
+            accounts,
+            sessions,
+            audit,
             vault,
             clock,
             policy,
@@ -278,7 +318,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             subject: user,
             kind: EventKind::Account { action, failure },
         };
-        self.store.append(draft).await?;
+        self.audit.append(draft).await?;
         Ok(())
     }
 
@@ -307,7 +347,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         let now = self.now();
         let since = now - self.policy.failure_window;
         match self
-            .store
+            .accounts
             .reserve_attempt(user, now, since, self.policy.max_second_factor_failures)
             .await
         {
@@ -336,7 +376,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             created_at: self.now(),
         };
         let id = account.id;
-        self.store.create_account(account).await?;
+        self.accounts.create_account(account).await?;
         self.audit(
             Some(id),
             Actor::User(id),
@@ -364,7 +404,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             ip_family: IpFamily::of(ip),
             epoch: account.epoch,
         };
-        self.store.insert_challenge(rec).await?;
+        self.sessions.insert_challenge(rec).await?;
         Ok(Challenge { token, expires_at })
     }
 
@@ -380,7 +420,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             return Err(self.fail(None, ip, LoginFailure::Malformed).await);
         }
         let account = match normalize_email(email) {
-            Ok(e) => self.store.account_by_email(&e).await?,
+            Ok(e) => self.accounts.account_by_email(&e).await?,
             Err(_) => None,
         };
         let Some(account) = account else {
@@ -404,7 +444,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             .await
             {
                 Ok(h) => {
-                    self.store
+                    self.accounts
                         .replace_password_hash(user, &account.password_hash, h, false)
                         .await?;
                 }
@@ -412,7 +452,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             }
         }
         drop(candidate);
-        let active = self.store.totp(user).await?.is_some_and(|t| t.active);
+        let active = self.accounts.totp(user).await?.is_some_and(|t| t.active);
         if !active {
             return Ok(PasswordStep::EnrollmentRequired(
                 self.new_challenge(&account, ChallengeKind::Enrollment, ip)
@@ -421,7 +461,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         }
         if let Some(device) = self.trusted_device(&account, device_cookie).await? {
             // A device evicted meanwhile still proved itself a moment ago.
-            self.store.touch_device(device.id, self.now()).await?;
+            self.accounts.touch_device(device.id, self.now()).await?;
             let session = self.new_session(user, account.epoch, ip, None).await?;
             self.audit(
                 Some(user),
@@ -452,7 +492,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         };
         let now = self.now();
         Ok(self
-            .store
+            .accounts
             .device_by_token(&hash)
             .await?
             .filter(|d| d.user == account.id && d.epoch == account.epoch && now < d.expires_at))
@@ -473,7 +513,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         let Ok(hash) = Token::hash_presented(TokenKind::Challenge, token) else {
             return Err(self.fail(None, ip, LoginFailure::Malformed).await);
         };
-        let found = match self.store.challenge(&hash).await? {
+        let found = match self.sessions.challenge(&hash).await? {
             Some(c) if c.kind == kind => c,
             other => {
                 return Err(self
@@ -482,7 +522,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             }
         };
         let c = if kind == ChallengeKind::SecondFactor {
-            match self.store.take_challenge(&hash).await? {
+            match self.sessions.take_challenge(&hash).await? {
                 Some(c) => c,
                 None => {
                     return Err(self
@@ -530,7 +570,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         if c.ip_family != IpFamily::of(ip) {
             return Err(LoginFailure::IpFamilyChanged);
         }
-        match self.store.account(c.user).await {
+        match self.accounts.account(c.user).await {
             Ok(Some(a)) if a.epoch == c.epoch => Ok(()),
             Ok(Some(_)) => Err(LoginFailure::CredentialsChanged),
             _ => Err(LoginFailure::BadChallenge),
@@ -540,7 +580,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     /// Until when the account's second factor is locked, if it is.
     pub async fn second_factor_locked_until(&self, user: UserId) -> Result<Option<DateTime<Utc>>> {
         let since = self.now() - self.policy.failure_window;
-        let mut attempts = self.store.attempts_since(user, since).await?;
+        let mut attempts = self.accounts.attempts_since(user, since).await?;
         let max = self.policy.max_second_factor_failures as usize;
         if attempts.len() < max {
             return Ok(None);
@@ -583,30 +623,30 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         self.reserve_attempt(user, ip).await?;
         let used_backup = match factor {
             SecondFactor::Totp(code) => {
-                let Some(rec) = self.store.totp(user).await?.filter(|t| t.active) else {
+                let Some(rec) = self.accounts.totp(user).await?.filter(|t| t.active) else {
                     return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
                 };
                 let step = self.matched_step(&rec, &code, ip).await?;
                 // Of concurrent submissions of one code, one wins.
-                if !self.store.advance_totp_step(user, step).await? {
+                if !self.accounts.advance_totp_step(user, step).await? {
                     return Err(self.fail(Some(user), ip, LoginFailure::ReplayedCode).await);
                 }
                 false
             }
             SecondFactor::BackupCode(code) => {
-                let records = self.store.backup_codes(user).await?;
+                let records = self.accounts.backup_codes(user).await?;
                 let Some(record) = backup::find(&records, &code) else {
                     return Err(self.fail(Some(user), ip, LoginFailure::BadBackupCode).await);
                 };
                 // Of racing requests with the same code, exactly one wins;
                 // a code of a replaced set never matches.
-                if !self.store.consume_backup_code(user, record).await? {
+                if !self.accounts.consume_backup_code(user, record).await? {
                     return Err(self.fail(Some(user), ip, LoginFailure::BadBackupCode).await);
                 }
                 true
             }
         };
-        self.store.clear_attempts(user).await?;
+        self.accounts.clear_attempts(user).await?;
         if used_backup {
             self.audit(
                 Some(user),
@@ -659,7 +699,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         };
         let (id, expires_at) = (rec.id, rec.expires_at);
         let evicted = self
-            .store
+            .accounts
             .add_device(rec, self.policy.max_trusted_devices)
             .await?;
         self.audit(
@@ -711,7 +751,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             epoch,
         };
         let id = rec.id;
-        self.store.insert_session(rec).await?;
+        self.sessions.insert_session(rec).await?;
         Ok(NewSession {
             token,
             id,
@@ -725,7 +765,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         let c = self
             .challenge_for(challenge, ChallengeKind::Enrollment, ip)
             .await?;
-        let Some(account) = self.store.account(c.user).await? else {
+        let Some(account) = self.accounts.account(c.user).await? else {
             return Err(self
                 .fail(Some(c.user), ip, LoginFailure::BadChallenge)
                 .await);
@@ -744,7 +784,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             last_step: None,
             created_at: self.now(),
         };
-        match self.store.put_pending_totp(rec).await {
+        match self.accounts.put_pending_totp(rec).await {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => {
                 return Err(self
@@ -777,16 +817,16 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             .await?;
         let user = c.user;
         self.reserve_attempt(user, ip).await?;
-        let Some(rec) = self.store.totp(user).await?.filter(|t| !t.active) else {
+        let Some(rec) = self.accounts.totp(user).await?.filter(|t| !t.active) else {
             return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
         };
         let step = self.matched_step(&rec, code, ip).await?;
-        if self.store.take_challenge(&c.token_hash).await?.is_none() {
+        if self.sessions.take_challenge(&c.token_hash).await?.is_none() {
             return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
         }
         let codes = backup::generate();
         match self
-            .store
+            .accounts
             .activate_totp(user, &rec.seed, step, codes.records)
             .await
         {
@@ -796,7 +836,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             }
             Err(e) => return Err(e.into()),
         }
-        self.store.clear_attempts(user).await?;
+        self.accounts.clear_attempts(user).await?;
         self.audit(
             Some(user),
             Actor::User(user),
@@ -817,7 +857,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         let hash = Token::hash_presented(TokenKind::Session, cookie)
             .map_err(|_| Error::Unauthenticated)?;
         let s = self
-            .store
+            .sessions
             .session_by_token(&hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
@@ -827,7 +867,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         } else if now >= s.expires_at || now >= s.last_seen_at + self.policy.session_idle {
             Some(LoginFailure::Expired)
         } else if self
-            .store
+            .accounts
             .account(s.user)
             .await?
             .is_none_or(|a| a.epoch != s.epoch)
@@ -837,7 +877,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             None
         };
         if let Some(why) = ended {
-            self.store.delete_session(s.id).await?;
+            self.sessions.delete_session(s.id).await?;
             self.audit(
                 Some(s.user),
                 Actor::System,
@@ -848,7 +888,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             .await?;
             return Err(Error::Unauthenticated);
         }
-        if !self.store.touch_session(s.id, now).await? {
+        if !self.sessions.touch_session(s.id, now).await? {
             // Ended (logout, renewal) between the lookup and now.
             return Err(Error::Unauthenticated);
         }
@@ -878,7 +918,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             epoch: s.epoch,
         };
         let (id, expires_at) = (rec.id, rec.expires_at);
-        self.store.replace_session(s.session, rec).await?;
+        self.sessions.replace_session(s.session, rec).await?;
         Ok(NewSession {
             token,
             id,
@@ -892,8 +932,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         let Ok(hash) = Token::hash_presented(TokenKind::Session, cookie) else {
             return Ok(());
         };
-        if let Some(s) = self.store.session_by_token(&hash).await? {
-            if self.store.delete_session(s.id).await? {
+        if let Some(s) = self.sessions.session_by_token(&hash).await? {
+            if self.sessions.delete_session(s.id).await? {
                 self.audit(
                     Some(s.user),
                     Actor::User(s.user),
@@ -909,7 +949,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
 
     /// Ends every session of the account ("log out everywhere").
     pub async fn logout_everywhere(&self, user: UserId, ip: Option<IpAddr>) -> Result<usize> {
-        let n = self.store.delete_sessions_of(user, None).await?;
+        let n = self.sessions.delete_sessions_of(user, None).await?;
         self.audit(
             Some(user),
             Actor::User(user),
@@ -925,9 +965,9 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     pub async fn access_list(&self, user: UserId) -> Result<AccessList> {
         let now = self.now();
         let idle = self.policy.session_idle;
-        let epoch = self.store.account(user).await?.map(|a| a.epoch);
+        let epoch = self.accounts.account(user).await?.map(|a| a.epoch);
         let sessions = self
-            .store
+            .sessions
             .sessions_of(user)
             .await?
             .into_iter()
@@ -940,7 +980,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             })
             .collect();
         let devices = self
-            .store
+            .accounts
             .devices_of(user)
             .await?
             .into_iter()
@@ -959,12 +999,12 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     /// Ends one of the account's sessions (from the access list).
     pub async fn end_session(&self, user: UserId, id: SessionId, ip: Option<IpAddr>) -> Result<()> {
         let mine = self
-            .store
+            .sessions
             .sessions_of(user)
             .await?
             .iter()
             .any(|s| s.id == id);
-        if !mine || !self.store.delete_session(id).await? {
+        if !mine || !self.sessions.delete_session(id).await? {
             return Err(StoreError::NotFound { kind: "session" }.into());
         }
         self.audit(
@@ -984,7 +1024,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         which: Option<DeviceId>,
         ip: Option<IpAddr>,
     ) -> Result<usize> {
-        let n = self.store.revoke_devices(user, which).await?;
+        let n = self.accounts.revoke_devices(user, which).await?;
         if n == 0 && which.is_some() {
             return Err(StoreError::NotFound { kind: "device" }.into());
         }
@@ -1014,7 +1054,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         let s = self.authenticate(cookie, ip).await?;
         let user = s.user;
         let account = self
-            .store
+            .accounts
             .account(user)
             .await?
             .ok_or(Error::Unauthenticated)?;
@@ -1025,10 +1065,10 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         {
             return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
         }
-        self.store.clear_attempts(user).await?;
+        self.accounts.clear_attempts(user).await?;
         let hash = password::hash_password_async(new, self.policy.password).await?;
         if !self
-            .store
+            .accounts
             .replace_password_hash(user, &account.password_hash, hash, true)
             .await?
         {
@@ -1039,8 +1079,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
             .into());
         }
         // Dead already by epoch; removed for tidiness.
-        self.store.revoke_devices(user, None).await?;
-        self.store.delete_sessions_of(user, None).await?;
+        self.accounts.revoke_devices(user, None).await?;
+        self.sessions.delete_sessions_of(user, None).await?;
         for action in [
             AccountAction::PasswordChanged,
             AccountAction::DeviceRevoked,
@@ -1069,8 +1109,8 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         actor: Actor,
         ip: Option<IpAddr>,
     ) -> Result<()> {
-        self.store.reset_second_factor(user).await?;
-        self.store.delete_sessions_of(user, None).await?;
+        self.accounts.reset_second_factor(user).await?;
+        self.sessions.delete_sessions_of(user, None).await?;
         for action in [
             AccountAction::TwoFactorReset,
             AccountAction::DeviceRevoked,
@@ -1089,13 +1129,15 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
         ip: IpAddr,
     ) -> Result<Vec<SecretString>> {
         let s = self.authenticate(cookie, ip).await?;
-        if !self.store.totp(s.user).await?.is_some_and(|t| t.active) {
+        if !self.accounts.totp(s.user).await?.is_some_and(|t| t.active) {
             return Err(Error::InvalidInput(
                 "backup codes need an active second factor",
             ));
         }
         let set = backup::generate();
-        self.store.replace_backup_codes(s.user, set.records).await?;
+        self.accounts
+            .replace_backup_codes(s.user, set.records)
+            .await?;
         self.audit(
             Some(s.user),
             Actor::User(s.user),
@@ -1195,7 +1237,7 @@ impl<S: AccountStore + SessionStore + AuditSink, V: SecretVault> AccountService<
     pub async fn purge_expired(&self) -> Result<usize> {
         let now = self.now();
         Ok(self
-            .store
+            .sessions
             .purge_expired(now, now - self.policy.session_idle)
             .await?)
     }

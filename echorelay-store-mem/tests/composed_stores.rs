@@ -1,0 +1,127 @@
+//! Services over separate stores, without forwarding types: accounts and
+//! the audit log in one backend, sessions in another (the expected
+//! Postgres + Redis deployment), and keys with projects from two handles.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use echorelay_core::account::AccountService;
+use echorelay_core::account::service::{PasswordStep, SecondFactor};
+use echorelay_core::account::totp::{TotpSeed, code_for_step, step_at};
+use echorelay_core::clock::{Clock, ManualClock};
+use echorelay_core::keys::KeyService;
+use echorelay_core::ports::{AccountStore, AuditLog, SessionStore};
+use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey};
+use echorelay_store_mem::MemStore;
+use echorelay_testkit::test_account_policy;
+use secrecy::{ExposeSecret, SecretString};
+
+#[tokio::test]
+async fn accounts_sessions_and_audit_in_three_stores() {
+    let (accounts, sessions, audit) = (MemStore::new(), MemStore::new(), MemStore::new());
+    let clock = ManualClock::at_unix(1_767_225_600);
+    let vault = Arc::new(AesGcmVault::new(Keyring::new(SecretKey::generate())));
+    let svc = AccountService::from_parts(
+        accounts.clone(),
+        sessions.clone(),
+        audit.clone(),
+        vault,
+        Arc::new(clock.clone()) as Arc<dyn Clock>,
+        test_account_policy(),
+    )
+    .unwrap();
+    let ip: IpAddr = "192.0.2.10".parse().unwrap();
+    let pw = || SecretString::from("correct horse battery staple");
+    let user = svc
+        .register("split@example.com", pw(), Some(ip))
+        .await
+        .unwrap();
+    let PasswordStep::EnrollmentRequired(ch) = svc
+        .login_password("split@example.com", pw(), ip, None)
+        .await
+        .unwrap()
+    else {
+        panic!("expected enrollment")
+    };
+    let offer = svc
+        .begin_enrollment(ch.token.expose_secret(), ip)
+        .await
+        .unwrap();
+    let seed = TotpSeed::from_base32(offer.secret_base32.expose_secret()).unwrap();
+    let params = svc.policy().totp;
+    let code = |at: u64| {
+        SecretString::from(
+            code_for_step(&seed, &params, step_at(&params, at))
+                .unwrap()
+                .as_str(),
+        )
+    };
+    let now = || u64::try_from(clock.now().timestamp()).unwrap();
+    let done = svc
+        .confirm_enrollment(ch.token.expose_secret(), &code(now()), ip, false)
+        .await
+        .unwrap();
+    svc.authenticate(done.login.session.token.expose_secret(), ip)
+        .await
+        .unwrap();
+    // A later TOTP login, too.
+    clock.advance(chrono::Duration::seconds(30));
+    let PasswordStep::SecondFactorRequired(ch) = svc
+        .login_password("split@example.com", pw(), ip, None)
+        .await
+        .unwrap()
+    else {
+        panic!("expected a second factor")
+    };
+    svc.login_second_factor(
+        ch.token.expose_secret(),
+        SecondFactor::Totp(code(now())),
+        ip,
+        false,
+    )
+    .await
+    .unwrap();
+    // Each port wrote only to its own store.
+    assert!(accounts.account(user).await.unwrap().is_some());
+    assert!(sessions.account(user).await.unwrap().is_none());
+    assert_eq!(sessions.sessions_of(user).await.unwrap().len(), 2);
+    assert!(accounts.sessions_of(user).await.unwrap().is_empty());
+    assert!(!audit.events_for_user(user).await.unwrap().is_empty());
+    assert!(accounts.events_for_user(user).await.unwrap().is_empty());
+    assert!(sessions.events_for_user(user).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn key_service_from_two_handles() {
+    use echorelay_core::access::surface::KeyMint;
+    use echorelay_core::access::{Caller, Role, Voter};
+    use echorelay_core::config::ConfigService;
+    use echorelay_core::ids::UserId;
+    use echorelay_core::keys::{Environment, MintRequest};
+    let store = MemStore::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_unix(1_767_225_600));
+    let vault = Arc::new(AesGcmVault::new(Keyring::new(SecretKey::generate())));
+    let config = ConfigService::new(store.clone(), vault.clone(), clock.clone());
+    let owner = UserId::random();
+    config
+        .create_project(owner, None, "split-keys", "Split")
+        .await
+        .unwrap();
+    let grant = Voter::new(store.clone())
+        .authorize::<KeyMint>(&Caller::user(owner, None), "split-keys")
+        .await
+        .unwrap();
+    // Keys through a trait object, projects through the concrete store.
+    let keys: Arc<MemStore> = Arc::new(store.clone());
+    let svc = KeyService::from_parts(keys, store.clone(), vault, clock);
+    let req = MintRequest {
+        environment: Environment::Test,
+        role: Role::Viewer,
+        label: "split".into(),
+    };
+    let minted = svc.mint(&grant, req).await.unwrap();
+    let verified = svc.verify(minted.plaintext.expose_secret()).await.unwrap();
+    assert_eq!(verified.key_id(), minted.view.id);
+    assert!(svc.verify("er_live_not-a-key").await.is_err());
+}
