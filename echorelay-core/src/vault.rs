@@ -5,8 +5,11 @@
 //! TOTP seeds) are stored only as [`Ciphertext`], produced by a
 //! [`SecretVault`]. The production vault is [`AesGcmVault`]: AES-256-GCM from
 //! the `aes-gcm` crate, with a fresh random 96-bit nonce for every
-//! [`SecretVault::seal`], drawn from `rand`'s thread-local CSPRNG (ChaCha12,
-//! seeded from the operating system, reseeded periodically and on fork). No cryptography is implemented here.
+//! [`SecretVault::seal`], read directly from the operating system's CSPRNG
+//! (`getrandom`, through `rand`'s [`OsRng`]) on every seal. There is no
+//! userspace RNG state, so nonce uniqueness does not depend on a generator
+//! noticing a `fork` or a VM snapshot being restored. No cryptography is
+//! implemented here.
 //!
 //! # Binding to project, record and field (S4)
 //!
@@ -52,6 +55,11 @@
 //! key), stored in every ciphertext, so opening picks the right key directly;
 //! a ciphertext whose key is not in the ring is [`VaultError::UnknownKey`].
 //!
+//! A key must be 32 random bytes. Generate one with `openssl rand -hex 32`
+//! or `head -c 32 /dev/urandom | base64`. [`SecretKey::parse`] refuses keys
+//! that are obviously not random (one repeated byte, a short repeating
+//! pattern, a counting sequence, few distinct bytes, or printable text).
+//!
 //! To rotate: make the new key current, keep the old one as previous, then
 //! sweep stored ciphertexts with [`SecretVault::rewrap`] (open with whichever
 //! key sealed it, seal again under the current key). Ciphertexts for which
@@ -75,8 +83,9 @@
 //! use secrecy::ExposeSecret;
 //!
 //! # fn main() -> Result<(), echorelay_core::vault::VaultError> {
-//! // Typically read from the SECRET_KEY environment variable.
-//! let key = SecretKey::parse("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")?;
+//! // Typically read from the SECRET_KEY environment variable. (An example
+//! // key: never use a key that has appeared in documentation.)
+//! let key = SecretKey::parse("f33e7e870678487b4aa7202067e8c1058607ac5ba8fdb57669851951a06754ce")?;
 //! let vault = AesGcmVault::new(Keyring::new(key));
 //!
 //! let ctx = SecretContext { project: "acme", record: "endpoint-42", field: "bearer_token" };
@@ -140,6 +149,23 @@ const AAD_DOMAIN: &[u8] = b"echorelay/v1";
 /// Longest trimmed key string worth decoding (base64 of 32 bytes is 44
 /// characters padded, hex is 64); anything longer is rejected up front.
 const MAX_KEY_TEXT_LEN: usize = 88;
+
+/// A key whose bytes repeat with a period of at most this many bytes is
+/// refused.
+const MAX_REFUSED_PERIOD: usize = 16;
+
+/// A key with fewer distinct byte values than this is refused.
+const MIN_DISTINCT_KEY_BYTES: u32 = 12;
+
+// Reasons for refusing a key that is obviously not random. Never include the
+// key or the input.
+const REFUSED_ALL_EQUAL: &str = "not random: all 32 bytes are the same value";
+const REFUSED_COUNTING: &str =
+    "not random: the bytes count up or down by a fixed step (like 00 01 02 ...)";
+const REFUSED_PERIODIC: &str = "not random: a pattern of 16 bytes or fewer repeats";
+const REFUSED_FEW_DISTINCT: &str = "not random: fewer than 12 distinct byte values";
+const REFUSED_PRINTABLE: &str =
+    "not random: all 32 bytes are printable ASCII (a passphrase, not a random key)";
 
 /// Base64 engines for key parsing: padding optional, canonical trailing bits.
 const KEY_B64_STANDARD: GeneralPurpose = GeneralPurpose::new(
@@ -237,14 +263,24 @@ pub struct SecretKey {
 }
 
 impl SecretKey {
-    /// Parses a key from text. Surrounding ASCII whitespace is ignored.
-    /// Accepted: exactly 64 hex characters (either case), or base64 (standard
-    /// or URL-safe alphabet, with or without padding) of exactly 32 bytes.
+    /// Parses a key from text (`SECRET_KEY`). Surrounding ASCII whitespace is
+    /// ignored. Accepted: exactly 64 hex characters (either case), or base64
+    /// (standard or URL-safe alphabet, with or without padding) of exactly 32
+    /// bytes.
+    ///
+    /// The decoded 32 bytes must then look random: they are refused if they
+    /// are all the same byte, count up or down by a fixed step (`00 01 02
+    /// …`), repeat a pattern of 16 bytes or fewer, have fewer than 12
+    /// distinct byte values, or are all printable ASCII (0x20 to 0x7e: a
+    /// passphrase rather than a key). A key of 32 uniformly random bytes is
+    /// refused with probability below 2<sup>-45</sup> (almost all of it from
+    /// the printable-ASCII rule). Generate keys with `openssl rand -hex 32`
+    /// or `head -c 32 /dev/urandom | base64`.
     ///
     /// # Errors
     ///
-    /// [`VaultError::InvalidSecretKey`] for anything else; the reason never
-    /// includes the input.
+    /// [`VaultError::InvalidSecretKey`] for anything else; the reason says
+    /// which rule failed and never includes the input or the key bytes.
     pub fn parse(s: &str) -> Result<SecretKey, VaultError> {
         let s = s.trim_ascii();
         let invalid = |reason| Err(VaultError::InvalidSecretKey { reason });
@@ -258,7 +294,7 @@ impl SecretKey {
         if all_hex && s.len() == 2 * KEY_LEN {
             let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
             return match hex::decode_to_slice(s, bytes.as_mut_slice()) {
-                Ok(()) => Ok(SecretKey::from_zeroizing(bytes)),
+                Ok(()) => SecretKey::checked(bytes),
                 Err(_) => invalid("expected 32 bytes as 64 hex characters or base64"),
             };
         }
@@ -283,7 +319,7 @@ impl SecretKey {
             return invalid("base64 decodes to the wrong number of bytes; expected exactly 32");
         }
         bytes.copy_from_slice(&decoded);
-        Ok(SecretKey::from_zeroizing(bytes))
+        SecretKey::checked(bytes)
     }
 
     /// Generates a fresh random key from the operating system's CSPRNG.
@@ -297,11 +333,37 @@ impl SecretKey {
         SecretKey::from_zeroizing(bytes)
     }
 
-    /// Wraps raw key bytes. The argument's copy is zeroized.
+    /// Wraps raw key bytes **without** checking that they look random (test
+    /// vectors and embedders that derive or unwrap keys themselves). Keys
+    /// from configuration should go through [`SecretKey::parse`] or
+    /// [`SecretKey::try_from_bytes`], which refuse obviously non-random keys.
+    /// The argument's copy is zeroized.
     pub fn from_bytes(mut bytes: [u8; KEY_LEN]) -> SecretKey {
         let key = Zeroizing::new(bytes);
         bytes.zeroize();
         SecretKey::from_zeroizing(key)
+    }
+
+    /// Wraps raw key bytes after the same randomness checks as
+    /// [`SecretKey::parse`]. The argument's copy is zeroized, whether or not
+    /// the key is accepted.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::InvalidSecretKey`] if the bytes are obviously not random
+    /// (see [`SecretKey::parse`]); the reason never includes the key bytes.
+    pub fn try_from_bytes(mut bytes: [u8; KEY_LEN]) -> Result<SecretKey, VaultError> {
+        let key = Zeroizing::new(bytes);
+        bytes.zeroize();
+        SecretKey::checked(key)
+    }
+
+    /// Accepts `bytes` only if they do not look obviously non-random.
+    fn checked(bytes: Zeroizing<[u8; KEY_LEN]>) -> Result<SecretKey, VaultError> {
+        match non_random_reason(&bytes) {
+            Some(reason) => Err(VaultError::InvalidSecretKey { reason }),
+            None => Ok(SecretKey::from_zeroizing(bytes)),
+        }
     }
 
     fn from_zeroizing(bytes: Zeroizing<[u8; KEY_LEN]>) -> SecretKey {
@@ -322,6 +384,74 @@ impl SecretKey {
     fn cipher(&self) -> Aes256Gcm {
         let key: &Key<Aes256Gcm> = (&*self.bytes).into();
         Aes256Gcm::new(key)
+    }
+}
+
+/// Why `key` is obviously not random, or `None` if it passes. The rules, and
+/// the probability that 32 uniformly random bytes break each one (so that a
+/// properly generated key is refused):
+///
+/// - all 32 bytes equal: 256 / 256^32 = 2^-248;
+/// - a counting sequence, `key[i] = key[i-1] + d (mod 256)` for one step `d`
+///   (`d = 1` is `00 01 02 …`, `d = 255` counts down): 65536 / 256^32 =
+///   2^-240;
+/// - periodic, `key[i] = key[i-p]` for all `i` with a period `p` in
+///   `2..=16`: at most the sum of 256^p / 256^32, about 2^-128 (period 16
+///   dominates);
+/// - fewer than 12 distinct byte values: exactly 6.4e-26, about 2^-83.7
+///   (summing `C(256,k) k! S(32,k) / 256^32` for `k < 12`, with `S` the
+///   Stirling numbers of the second kind); the expected number of distinct
+///   values is 30.1;
+/// - all bytes printable ASCII (0x20..=0x7e): (95/256)^32 = 1.7e-14, about
+///   2^-45.8.
+///
+/// Together: about 1.7e-14, almost all from the printable rule.
+///
+/// Every rule looks at all 32 bytes, with no early exit and no table indexed
+/// by key bytes, so the work done does not depend on the key (this is
+/// written to avoid data-dependent branches, not a constant-time guarantee;
+/// the hex and base64 decoders before it make no such effort either).
+fn non_random_reason(key: &[u8; KEY_LEN]) -> Option<&'static str> {
+    let [first, second, ..] = *key;
+    let step = second.wrapping_sub(first);
+    let mut all_equal = true;
+    let mut counting = true;
+    let mut printable = true;
+    let mut expected = first;
+    for &b in key {
+        all_equal &= b == first;
+        counting &= b == expected;
+        printable &= (0x20..=0x7e).contains(&b);
+        expected = expected.wrapping_add(step);
+    }
+    let mut periodic = false;
+    for period in 2..=MAX_REFUSED_PERIOD {
+        let mut repeats = true;
+        for (b, earlier) in key[period..].iter().zip(key.iter()) {
+            repeats &= b == earlier;
+        }
+        periodic |= repeats;
+    }
+    let mut distinct = 0u32;
+    for value in 0..=u8::MAX {
+        let mut present = false;
+        for &b in key {
+            present |= b == value;
+        }
+        distinct += u32::from(present);
+    }
+    if all_equal {
+        Some(REFUSED_ALL_EQUAL)
+    } else if counting {
+        Some(REFUSED_COUNTING)
+    } else if periodic {
+        Some(REFUSED_PERIODIC)
+    } else if distinct < MIN_DISTINCT_KEY_BYTES {
+        Some(REFUSED_FEW_DISTINCT)
+    } else if printable {
+        Some(REFUSED_PRINTABLE)
+    } else {
+        None
     }
 }
 
@@ -744,10 +874,10 @@ forward_secret_vault!(Arc);
 forward_secret_vault!(Box);
 
 /// The production [`SecretVault`]: AES-256-GCM over a [`Keyring`], with a
-/// fresh random 96-bit nonce per seal (thread-local CSPRNG, see the module
-/// docs). The AES key schedules are computed once, in [`AesGcmVault::new`],
-/// and zeroized on drop (the `aes` and `ghash` crates' `zeroize` features
-/// are on). `Debug` shows key ids only.
+/// fresh random 96-bit nonce per seal, read from the operating system (see
+/// the module docs). The AES key schedules are computed once, in
+/// [`AesGcmVault::new`], and zeroized on drop (the `aes` and `ghash`
+/// crates' `zeroize` features are on). `Debug` shows key ids only.
 #[derive(Clone)]
 pub struct AesGcmVault {
     current: (KeyId, Aes256Gcm),
@@ -796,10 +926,16 @@ impl SecretVault for AesGcmVault {
     fn seal(&self, plaintext: &[u8], ctx: &SecretContext<'_>) -> Result<Ciphertext, VaultError> {
         let aad = ctx.checked_aad().ok_or(VaultError::Encrypt)?;
         let mut nonce = [0u8; NONCE_LEN];
-        // rand's ThreadRng: a ChaCha12 CSPRNG seeded from the OS and
-        // reseeded periodically and after fork. A getrandom syscall per seal
-        // costs ~580 ns on these VMs, more than the whole AES-GCM operation.
-        rand::thread_rng()
+        // Straight from the OS (getrandom) for every nonce. A userspace
+        // generator (rand's ThreadRng) would save the syscall (measured at
+        // ~580 ns on these VMs earlier) but makes uniqueness depend on its
+        // fork handling: rand 0.8 reseeds after fork only when its 256-byte
+        // output buffer next runs out, so parent and child can hand out the
+        // same buffered bytes (up to 252, i.e. 21 identical nonces), and
+        // rand 0.9 dropped fork reseeding altogether. A nonce repeated under
+        // one key reveals the XOR of the two plaintexts and lets an attacker
+        // recover the GHASH key and forge, so correctness wins here.
+        OsRng
             .try_fill_bytes(&mut nonce)
             .map_err(|_| VaultError::Encrypt)?;
         let (key_id, cipher) = &self.current;
@@ -946,13 +1082,16 @@ mod tests {
     use base64::engine::general_purpose;
     use proptest::prelude::*;
 
-    const HEX_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    /// A fixed random key (from `/dev/urandom`), for tests only. Its
+    /// standard base64 contains both `+` and `/`.
+    const HEX_KEY: &str = "fdb5a8e2efbf78247bf864cc33c240276c00d507633b549e772002fb8de1f5d1";
+
+    /// Another fixed random key, for tests only.
+    const OTHER_HEX_KEY: &str = "fbca07045ec4c99574f77df6955af802dcff68e504fe53b4fe1546af984472f4";
 
     fn key_bytes() -> [u8; 32] {
         let mut b = [0u8; 32];
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = i as u8;
-        }
+        hex::decode_to_slice(HEX_KEY, &mut b).unwrap();
         b
     }
 
@@ -988,6 +1127,24 @@ mod tests {
         let a = v.seal(b"same", &ctx()).unwrap();
         let b = v.seal(b"same", &ctx()).unwrap();
         assert_ne!(a, b);
+    }
+
+    /// Two vaults with the same key (two processes sharing SECRET_KEY)
+    /// sealing the same plaintext never repeat a nonce. With 96-bit random
+    /// nonces a repeat among 20,000 has probability about 2^-68.
+    #[test]
+    fn nonces_never_repeat_across_vaults() {
+        const SEALS_PER_VAULT: usize = 10_000;
+        let a = vault();
+        let b = vault();
+        let mut seen = std::collections::HashSet::with_capacity(2 * SEALS_PER_VAULT);
+        for _ in 0..SEALS_PER_VAULT {
+            for v in [&a, &b] {
+                let ct = v.seal(b"same plaintext", &ctx()).unwrap();
+                assert!(seen.insert(ct.nonce), "nonce repeated");
+            }
+        }
+        assert_eq!(seen.len(), 2 * SEALS_PER_VAULT);
     }
 
     #[test]
@@ -1208,8 +1365,8 @@ mod tests {
         let v_old = AesGcmVault::new(Keyring::new(old));
         let ct = v_old.seal(b"rotate me", &ctx()).unwrap();
 
-        let new_hex = hex::encode([7u8; 32]);
-        let v = AesGcmVault::new(Keyring::parse(&new_hex, &[HEX_KEY]).unwrap());
+        let new_hex = OTHER_HEX_KEY;
+        let v = AesGcmVault::new(Keyring::parse(new_hex, &[HEX_KEY]).unwrap());
         let rewrapped = v.rewrap(&ct, &ctx()).unwrap();
         assert_eq!(rewrapped.key_id(), v.current_key_id());
         assert_ne!(rewrapped.key_id(), ct.key_id());
@@ -1226,7 +1383,7 @@ mod tests {
 
         // A vault with only the new key cannot open the old ciphertext, but
         // opens the rewrapped one.
-        let v_new_only = AesGcmVault::new(Keyring::parse(&new_hex, &[]).unwrap());
+        let v_new_only = AesGcmVault::new(Keyring::parse(new_hex, &[]).unwrap());
         assert_eq!(
             v_new_only.open(&ct, &ctx()).unwrap_err(),
             VaultError::UnknownKey(ct.key_id())
@@ -1276,23 +1433,21 @@ mod tests {
         for input in &inputs {
             assert_eq!(SecretKey::parse(input).unwrap().id(), expected, "{input}");
         }
-        // Key with bytes that differ between the two alphabets.
-        let k = [0xfbu8; 32];
-        let id = SecretKey::from_bytes(k).id();
-        let std_b64 = general_purpose::STANDARD.encode(k);
-        let url = general_purpose::URL_SAFE_NO_PAD.encode(k);
-        assert!(std_b64.contains('+') || std_b64.contains('/'));
-        assert!(url.contains('-') || url.contains('_'));
-        assert_eq!(SecretKey::parse(&std_b64).unwrap().id(), id);
-        assert_eq!(SecretKey::parse(&url).unwrap().id(), id);
+        // The key's bytes differ between the two alphabets.
+        let std_b64 = general_purpose::STANDARD.encode(b);
+        let url = general_purpose::URL_SAFE_NO_PAD.encode(b);
+        assert!(std_b64.contains('+') && std_b64.contains('/'));
+        assert!(url.contains('-') && url.contains('_'));
         // Unpadded base64 made only of hex digits is still base64.
-        let all_hex_b64 = format!("{}A", "a".repeat(42));
+        let all_hex_b64 = "747A232d6CfDA1abA6DFae6E8FdcB56df5dBB93A8fc";
+        assert_eq!(all_hex_b64.len(), 43);
+        assert!(all_hex_b64.bytes().all(|c| c.is_ascii_hexdigit()));
         let decoded = general_purpose::STANDARD_NO_PAD
-            .decode(&all_hex_b64)
+            .decode(all_hex_b64)
             .unwrap();
         let expected: [u8; 32] = decoded.try_into().unwrap();
         assert_eq!(
-            SecretKey::parse(&all_hex_b64).unwrap().id(),
+            SecretKey::parse(all_hex_b64).unwrap().id(),
             SecretKey::from_bytes(expected).id()
         );
     }
@@ -1323,7 +1478,7 @@ mod tests {
         invalid(&format!("{}z", &HEX_KEY[..63]));
         invalid(&"A".repeat(10_000));
         // Mixed alphabets.
-        let mut mixed = general_purpose::STANDARD.encode([0xfbu8; 32]);
+        let mut mixed = general_purpose::STANDARD.encode(key_bytes());
         mixed.replace_range(0..1, "-");
         mixed.replace_range(1..2, "+");
         invalid(&mixed);
@@ -1340,8 +1495,19 @@ mod tests {
                 reason: "duplicate key in keyring"
             }
         );
-        let other = hex::encode([9u8; 32]);
-        assert!(Keyring::parse(HEX_KEY, &[&other, &other]).is_err());
+        assert_eq!(
+            Keyring::parse(HEX_KEY, &[OTHER_HEX_KEY, OTHER_HEX_KEY]).unwrap_err(),
+            VaultError::InvalidSecretKey {
+                reason: "duplicate key in keyring"
+            }
+        );
+        assert_eq!(
+            Keyring::parse(HEX_KEY, &[OTHER_HEX_KEY])
+                .unwrap()
+                .key_ids()
+                .count(),
+            2
+        );
         assert!(matches!(
             Keyring::parse(HEX_KEY, &["garbage"]),
             Err(VaultError::InvalidSecretKey { .. })
@@ -1349,6 +1515,125 @@ mod tests {
         let ring = Keyring::new(SecretKey::from_bytes(key_bytes()))
             .with_previous(SecretKey::from_bytes(key_bytes()));
         assert_eq!(ring.key_ids().count(), 1);
+    }
+
+    /// Asserts that `bytes` are refused with `reason` by every checked path
+    /// (hex, base64 both alphabets, keyring, `try_from_bytes`), and that the
+    /// error does not echo the input.
+    fn assert_refused(bytes: [u8; 32], reason: &'static str) {
+        let expected = VaultError::InvalidSecretKey { reason };
+        let hex_text = hex::encode(bytes);
+        let b64_text = general_purpose::STANDARD.encode(bytes);
+        let url_text = general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        for text in [&hex_text, &hex_text.to_uppercase(), &b64_text, &url_text] {
+            let err = SecretKey::parse(text).unwrap_err();
+            assert_eq!(err, expected, "{text}");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(text.as_str()), "error echoes input");
+            assert!(!shown.contains(&hex_text[..8]), "error echoes key bytes");
+            assert_eq!(Keyring::parse(text, &[]).unwrap_err(), expected);
+            assert_eq!(Keyring::parse(HEX_KEY, &[text]).unwrap_err(), expected);
+        }
+        assert_eq!(SecretKey::try_from_bytes(bytes).unwrap_err(), expected);
+        // The unchecked constructor still takes them (test vectors).
+        let _ = SecretKey::from_bytes(bytes);
+    }
+
+    fn hex32(text: &str) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(text, &mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn refuses_one_repeated_byte() {
+        for b in [0x00u8, 0x01, 0x42, 0xab, 0xfb, 0xff] {
+            assert_refused([b; 32], REFUSED_ALL_EQUAL);
+        }
+    }
+
+    #[test]
+    fn refuses_counting_sequences() {
+        let step = |start: u8, step: u8| -> [u8; 32] {
+            std::array::from_fn(|i| start.wrapping_add(step.wrapping_mul(i as u8)))
+        };
+        // The old documentation key 00 01 02 ... 1f.
+        assert_eq!(
+            hex::encode(step(0, 1)),
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        );
+        assert_refused(step(0, 1), REFUSED_COUNTING);
+        assert_refused(step(0xf0, 1), REFUSED_COUNTING); // wraps past ff
+        assert_refused(step(0x1f, 0xff), REFUSED_COUNTING); // 1f 1e ... 00
+        assert_refused(step(0xf0, 2), REFUSED_COUNTING);
+        assert_refused(step(0x80, 0x35), REFUSED_COUNTING);
+    }
+
+    #[test]
+    fn refuses_short_repeated_patterns() {
+        assert_refused(hex32(&"01020304".repeat(8)), REFUSED_PERIODIC);
+        assert_refused(hex32(&"abcd".repeat(16)), REFUSED_PERIODIC);
+        let random = key_bytes();
+        for period in 2..=16 {
+            let repeated: [u8; 32] = std::array::from_fn(|i| random[i % period]);
+            assert_refused(repeated, REFUSED_PERIODIC);
+        }
+        // A pattern of 17 bytes is not refused for repeating (and this one
+        // has 17 distinct, non-printable bytes).
+        let seventeen: [u8; 32] = std::array::from_fn(|i| random[i % 17]);
+        assert!(SecretKey::try_from_bytes(seventeen).is_ok());
+        // Period 16 with one byte changed in the second half is not periodic.
+        let mut almost: [u8; 32] = std::array::from_fn(|i| random[i % 16]);
+        almost[31] ^= 1;
+        assert!(SecretKey::try_from_bytes(almost).is_ok());
+    }
+
+    #[test]
+    fn refuses_few_distinct_bytes() {
+        // 11 distinct values, neither periodic nor counting.
+        let eleven = hex32("fdb5a8e2efbf78247bf864e224b5f8fdbf64a87bef7864f87b2478bfefe2a8b5");
+        assert_refused(eleven, REFUSED_FEW_DISTINCT);
+        // The same with one more distinct value (12) is accepted.
+        let twelve = hex32("fdb5a8e2efbf78247bf864e224b5f8fdbf64a87bef7864f87b2478bfefe2a8cc");
+        assert!(SecretKey::try_from_bytes(twelve).is_ok());
+        // The 43-character all-hex base64 example of the docs: 4 values.
+        let text = format!("{}A", "a".repeat(42));
+        assert_eq!(
+            SecretKey::parse(&text).unwrap_err(),
+            VaultError::InvalidSecretKey {
+                reason: REFUSED_FEW_DISTINCT
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_printable_text() {
+        assert_refused(*b"correct horse battery staple 123", REFUSED_PRINTABLE);
+        assert_refused(*b"Tr0ub4dor&3 is not a key either!", REFUSED_PRINTABLE);
+        // Space and tilde are the ends of the printable range.
+        let mut edges = *b"correct horse battery staple 12~";
+        assert_refused(edges, REFUSED_PRINTABLE);
+        // One byte outside 0x20..=0x7e and the rule no longer applies.
+        for outside in [0x1f, 0x7f, 0x80, 0xff] {
+            edges[31] = outside;
+            assert!(SecretKey::try_from_bytes(edges).is_ok(), "{outside:#04x}");
+        }
+    }
+
+    #[test]
+    fn good_keys_accepted_by_every_form() {
+        for text in [HEX_KEY, OTHER_HEX_KEY] {
+            let b = hex32(text);
+            let id = SecretKey::try_from_bytes(b).unwrap().id();
+            assert_eq!(SecretKey::from_bytes(b).id(), id);
+            for form in [
+                text.to_owned(),
+                general_purpose::STANDARD.encode(b),
+                general_purpose::URL_SAFE_NO_PAD.encode(b),
+            ] {
+                assert_eq!(SecretKey::parse(&form).unwrap().id(), id, "{form}");
+            }
+        }
     }
 
     #[test]
@@ -1377,7 +1662,7 @@ mod tests {
         let vault_dbg = format!("{:?}", AesGcmVault::new(ring.clone()));
         for dbg in [&key_dbg, &ring_dbg, &vault_dbg] {
             assert!(!dbg.to_lowercase().contains(HEX_KEY), "{dbg}");
-            assert!(!dbg.contains("000102030405"), "{dbg}");
+            assert!(!dbg.to_lowercase().contains(&HEX_KEY[..12]), "{dbg}");
             assert!(
                 !dbg.to_lowercase().contains(&hex::encode([0xab; 32])[..16]),
                 "{dbg}"
@@ -1478,6 +1763,25 @@ mod tests {
             let _ = Ciphertext::from_text(&text);
             let _ = Ciphertext::from_text(&format!("erv1:{text}"));
             let _ = SecretKey::parse(&text);
+        }
+
+        /// Random keys, from proptest's generator and from the operating
+        /// system's, are never refused, in hex or either base64 alphabet.
+        #[test]
+        fn prop_random_keys_are_accepted(from_proptest in any::<[u8; 32]>()) {
+            let mut from_os = [0u8; 32];
+            OsRng.fill_bytes(&mut from_os);
+            for b in [from_proptest, from_os] {
+                let expected: Result<KeyId, VaultError> = Ok(SecretKey::from_bytes(b).id());
+                prop_assert_eq!(SecretKey::try_from_bytes(b).map(|k| k.id()), expected.clone());
+                for text in [
+                    hex::encode(b),
+                    general_purpose::STANDARD.encode(b),
+                    general_purpose::URL_SAFE_NO_PAD.encode(b),
+                ] {
+                    prop_assert_eq!(SecretKey::parse(&text).map(|k| k.id()), expected.clone());
+                }
+            }
         }
 
         #[test]
