@@ -23,7 +23,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use criterion::{Criterion, criterion_group, criterion_main};
 use echorelay::MemStore;
-use echorelay::core::access::surface::KeyMint;
+use echorelay::core::access::surface::Keys;
 use echorelay::core::access::{Caller, Role, Voter};
 use echorelay::core::audit::{Actor, AuditDraft, BillingKind, Currency, EventKind};
 use echorelay::core::clock::{Clock, SystemClock};
@@ -55,7 +55,7 @@ fn bench_verify(c: &mut Criterion) {
             .await
             .unwrap();
         let g = voter
-            .authorize::<KeyMint>(&Caller::user(owner, None), p.slug.as_str())
+            .authorize::<Keys>(&Caller::user(owner, None), p.slug.as_str())
             .await
             .unwrap();
         // 10,000 other keys in the store, so the lookup is not trivial.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use echorelay::MemStore;
-use echorelay::core::access::surface::{ConfigRead, ConfigWrite, KeyMint, Members};
+use echorelay::core::access::surface::{ConfigRead, ConfigWrite, Keys, Members};
 use echorelay::core::access::{Caller, Decision, Role, Surface, Voter};
 use echorelay::core::account::password::PasswordPolicy;
 use echorelay::core::account::service::{PasswordStep, SecondFactor};
@@ -48,7 +48,7 @@ async fn main() -> Result<(), echorelay::Error> {
 
     // --- API keys -------------------------------------------------------
     println!("== API keys");
-    let grant = voter.authorize::<KeyMint>(&me, "acme").await?;
+    let grant = voter.authorize::<Keys>(&me, "acme").await?;
     let minted = keys
         .mint(
             &grant,

@@ -3,15 +3,34 @@
 //!
 //! ## The table
 //!
-//! | role | config read | config write | key mint | billing | members |
-//! |---|---|---|---|---|---|
-//! | viewer | allow | deny | deny | deny | deny |
-//! | editor | allow | allow | deny | deny | deny |
-//! | owner | allow | allow | allow | allow | allow |
+//! | role | config read | config write | keys | billing | members | audit read |
+//! |---|---|---|---|---|---|---|
+//! | viewer | allow | deny | deny | deny | deny | deny |
+//! | editor | allow | allow | deny | deny | deny | deny |
+//! | owner | allow | allow | allow | allow | allow | allow |
 //!
 //! A caller that is not a member of the project named by the slug is denied
 //! for every surface, and so is an API key presented for a project other than
 //! its own. Anything not in the table is denied.
+//!
+//! ## What an API key may do
+//!
+//! An API key acts with the role fixed on it, with two exceptions that keep
+//! a leaked machine credential from becoming lasting human access:
+//!
+//! - **Members**: never. A key cannot add, change or remove members,
+//!   whatever its role.
+//! - **Keys** (mint, list, rotate, revoke, reveal): only in a project whose
+//!   owner turned on [`Project::api_keys_manage_keys`]
+//!   (off by default). When it is on, revoking a key also revokes every key
+//!   it minted, transitively, and its auto-rotated successor if that was
+//!   not collected yet ([`crate::keys::KeyService::revoke`]).
+//!
+//! A key collects its own auto-rotated successor without any grant, by
+//! presenting itself ([`crate::keys::KeyService::collect_successor`]).
+//!
+//! The delivery surface is in no role's column: the relay's own delivery
+//! worker gets it from [`Voter::dangerous_delivery_grant`].
 //!
 //! ## Impossible by construction
 //!
@@ -80,38 +99,62 @@ impl std::str::FromStr for Role {
 /// A project surface that the voter gates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Surface {
     /// Reading lines, endpoints and targets (secrets masked).
     ConfigRead,
     /// Creating, updating and deleting lines, endpoints and targets.
     ConfigWrite,
-    /// Minting, rotating, revoking and revealing API keys.
-    KeyMint,
+    /// API keys: minting, listing, rotating, revoking, revealing, and the
+    /// project's key policy.
+    Keys,
     /// Billing events: purchases, refunds, adjustments.
     Billing,
-    /// Adding, changing and removing project members.
+    /// Adding, changing and removing project members (users only).
     Members,
+    /// Reading the project's audit log.
+    AuditRead,
+    /// Opening a target's secrets to deliver to it (the relay's worker,
+    /// never a user or an API key).
+    Delivery,
 }
 
 impl Surface {
     /// Every surface.
-    pub const ALL: [Surface; 5] = [
+    pub const ALL: [Surface; 7] = [
         Surface::ConfigRead,
         Surface::ConfigWrite,
-        Surface::KeyMint,
+        Surface::Keys,
         Surface::Billing,
         Surface::Members,
+        Surface::AuditRead,
+        Surface::Delivery,
     ];
 }
 
-/// The documented role table: may `role` use `surface`?
+/// The documented role table: may `role` use `surface`? (The delivery
+/// surface is in no role's column.)
 pub const fn role_allows(role: Role, surface: Surface) -> bool {
     matches!(
         (role, surface),
         (_, Surface::ConfigRead)
             | (Role::Editor | Role::Owner, Surface::ConfigWrite)
-            | (Role::Owner, _)
+            | (
+                Role::Owner,
+                Surface::Keys | Surface::Billing | Surface::Members | Surface::AuditRead
+            )
     )
+}
+
+/// May an API key (of a role that allows `surface`) use it in `project`?
+/// Never the members surface; the keys surface only where the project's
+/// owner allowed it.
+pub const fn api_key_allows(project_allows_key_management: bool, surface: Surface) -> bool {
+    match surface {
+        Surface::Members | Surface::Delivery => false,
+        Surface::Keys => project_allows_key_management,
+        _ => true,
+    }
 }
 
 /// Marker types naming a surface at the type level, for [`Grant<S>`].
@@ -143,8 +186,8 @@ pub mod surface {
         ConfigWrite
     );
     marker!(
-        /// [`Surface::KeyMint`].
-        KeyMint
+        /// [`Surface::Keys`].
+        Keys
     );
     marker!(
         /// [`Surface::Billing`].
@@ -153,6 +196,14 @@ pub mod surface {
     marker!(
         /// [`Surface::Members`].
         Members
+    );
+    marker!(
+        /// [`Surface::AuditRead`].
+        AuditRead
+    );
+    marker!(
+        /// [`Surface::Delivery`].
+        Delivery
     );
 }
 
@@ -216,6 +267,9 @@ pub enum DenyReason {
     OtherProject,
     /// The role does not allow the surface.
     RoleTooLow,
+    /// API keys may not use this surface (members; keys unless the
+    /// project allows it).
+    NotForApiKeys,
 }
 
 /// The voter's decision.
@@ -307,27 +361,49 @@ impl<S: ConfigStore + MembershipStore> Voter<S> {
         slug: &str,
         surface: Surface,
     ) -> Result<(Decision, Option<Project>)> {
-        // A slug that does not parse cannot name any project.
+        // A slug that does not parse cannot name any project (and the
+        // caller can tell that from the slug alone).
         let Ok(slug) = Slug::parse(slug) else {
             return Ok((Decision::Deny(DenyReason::UnknownProject), None));
         };
-        let Some(project) = self.store.project_by_slug(&slug).await? else {
+        let project = self.store.project_by_slug(&slug).await?;
+        self.decide_for(caller, project, surface).await
+    }
+
+    /// The one decision, for a project looked up by slug or id. An unknown
+    /// project and a foreign one take the same path: the membership lookup
+    /// runs either way (against an id no project has), so the two cannot be
+    /// told apart by timing.
+    async fn decide_for(
+        &self,
+        caller: &Caller,
+        project: Option<Project>,
+        surface: Surface,
+    ) -> Result<(Decision, Option<Project>)> {
+        let id = project
+            .as_ref()
+            .map_or(ProjectId::from_bytes([0; 16]), |p| p.id);
+        let role = match &caller.principal {
+            Principal::User(user) => self.store.role_of(*user, id).await?,
+            Principal::ApiKey(key) => (key.project == id).then_some(key.role),
+        };
+        let Some(project) = project else {
             return Ok((Decision::Deny(DenyReason::UnknownProject), None));
         };
-        let role = match &caller.principal {
-            Principal::User(user) => match self.store.role_of(*user, project.id).await? {
-                Some(role) => role,
-                None => return Ok((Decision::Deny(DenyReason::NotMember), None)),
-            },
-            Principal::ApiKey(key) => {
-                if key.project != project.id {
-                    return Ok((Decision::Deny(DenyReason::OtherProject), None));
-                }
-                key.role
-            }
+        let Some(role) = role else {
+            let why = match caller.principal {
+                Principal::User(_) => DenyReason::NotMember,
+                Principal::ApiKey(_) => DenyReason::OtherProject,
+            };
+            return Ok((Decision::Deny(why), None));
         };
         if !role_allows(role, surface) {
             return Ok((Decision::Deny(DenyReason::RoleTooLow), None));
+        }
+        if matches!(caller.principal, Principal::ApiKey(_))
+            && !api_key_allows(project.api_keys_manage_keys, surface)
+        {
+            return Ok((Decision::Deny(DenyReason::NotForApiKeys), None));
         }
         let decision = Decision::Allow {
             project: project.id,
@@ -342,7 +418,55 @@ impl<S: ConfigStore + MembershipStore> Voter<S> {
     /// # Errors
     /// [`Error::Denied`] for every denial, whatever the reason.
     pub async fn authorize<K: SurfaceKind>(&self, caller: &Caller, slug: &str) -> Result<Grant<K>> {
-        match self.decide_project(caller, slug, K::SURFACE).await? {
+        let decided = self.decide_project(caller, slug, K::SURFACE).await?;
+        Self::grant(caller, decided)
+    }
+
+    /// As [`Voter::authorize`], for a project named by its id.
+    ///
+    /// # Errors
+    /// [`Error::Denied`] for every denial, whatever the reason.
+    pub async fn authorize_id<K: SurfaceKind>(
+        &self,
+        caller: &Caller,
+        project: ProjectId,
+    ) -> Result<Grant<K>> {
+        let found = self.store.project(project).await?;
+        let decided = self.decide_for(caller, found, K::SURFACE).await?;
+        Self::grant(caller, decided)
+    }
+
+    /// The delivery capability for one project: lets the relay's own
+    /// delivery worker open that project's target secrets
+    /// ([`crate::config::ConfigService::delivery_secrets`], audited on
+    /// every use). No user or API key can obtain it through
+    /// [`Voter::authorize`]; call this only from the worker.
+    ///
+    /// # Errors
+    /// `Store(NotFound)` for an unknown project.
+    pub async fn dangerous_delivery_grant(
+        &self,
+        project: ProjectId,
+    ) -> Result<Grant<surface::Delivery>> {
+        let project = self
+            .store
+            .project(project)
+            .await?
+            .ok_or(crate::error::StoreError::NotFound { kind: "project" })?;
+        Ok(Grant {
+            project,
+            role: Role::Viewer,
+            actor: Actor::System,
+            ip: None,
+            _surface: PhantomData,
+        })
+    }
+
+    fn grant<K: SurfaceKind>(
+        caller: &Caller,
+        decided: (Decision, Option<Project>),
+    ) -> Result<Grant<K>> {
+        match decided {
             (Decision::Allow { role, .. }, Some(project)) => Ok(Grant {
                 project,
                 role,

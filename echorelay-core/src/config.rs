@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::access::surface::{ConfigRead, ConfigWrite, KeyMint, Members};
+use crate::access::surface::{ConfigRead, ConfigWrite, Keys, Members};
 use crate::access::{Grant, Role};
 use crate::audit::{Actor, AuditDraft, ConfigEntity, ConfigOp, EventKind};
 use crate::clock::Clock;
@@ -186,6 +186,12 @@ pub struct Project {
     /// on it ([`ConfigStore::apply`]).
     #[serde(default)]
     pub version: u64,
+    /// Whether the project's API keys may use the keys surface (mint,
+    /// list, rotate, revoke, reveal, policy). Off by default, so a leaked
+    /// key cannot make itself permanent; only an owner who is a user turns
+    /// it on ([`ConfigService::set_api_keys_manage_keys`]).
+    #[serde(default)]
+    pub api_keys_manage_keys: bool,
 }
 
 /// A line: a relay route with inbound endpoints and outbound targets.
@@ -497,6 +503,7 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             key_policy: LifecyclePolicy::default(),
             created_at: now,
             version: 0,
+            api_keys_manage_keys: false,
         };
         let audit = AuditDraft {
             project: Some(project.id),
@@ -519,15 +526,19 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
     /// Sets the project's API key lifecycle policy (applies to keys minted
     /// or rotated from now on). Owner-only (the key surface): a policy can
     /// shorten the life of every key.
-    pub async fn set_key_policy(
-        &self,
-        grant: &Grant<KeyMint>,
-        policy: LifecyclePolicy,
-    ) -> Result<()> {
+    pub async fn set_key_policy(&self, grant: &Grant<Keys>, policy: LifecyclePolicy) -> Result<()> {
         policy.validate().map_err(ConfigError::from)?;
-        // Read-modify-write, compare-and-swap on the project's version: a
-        // concurrent change makes the store refuse, and we start over from
-        // a fresh read (setting one field is safe to redo).
+        self.update_project(grant, |p| p.key_policy = policy).await
+    }
+
+    /// Read-modify-write of the project's own fields, compare-and-swap on
+    /// its version: a concurrent change makes the store refuse, and we
+    /// start over from a fresh read (setting a field is safe to redo).
+    async fn update_project<K: crate::access::surface::SurfaceKind>(
+        &self,
+        grant: &Grant<K>,
+        change: impl Fn(&mut Project),
+    ) -> Result<()> {
         let mut tries = 0;
         loop {
             let mut project = self
@@ -535,7 +546,7 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
                 .project(grant.project_id())
                 .await?
                 .ok_or(StoreError::NotFound { kind: "project" })?;
-            project.key_policy = policy;
+            change(&mut project);
             let audit = self.draft(
                 grant,
                 ConfigEntity::Project,
@@ -552,6 +563,18 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
                 other => return Ok(other?),
             }
         }
+    }
+
+    /// Lets the project's API keys use the keys surface (mint, list,
+    /// rotate, revoke, reveal), or stops them. Members grant: an owner who
+    /// is a user (API keys never hold one).
+    pub async fn set_api_keys_manage_keys(
+        &self,
+        grant: &Grant<Members>,
+        allow: bool,
+    ) -> Result<()> {
+        self.update_project(grant, |p| p.api_keys_manage_keys = allow)
+            .await
     }
 
     /// Sets (or removes, with `None`) a member's role.
@@ -966,6 +989,7 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             tree.project.slug = current.slug;
             tree.project.key_policy = current.key_policy;
             tree.project.created_at = current.created_at;
+            tree.project.api_keys_manage_keys = current.api_keys_manage_keys;
             tree.project.version = current.version + 1;
             let audit = self.draft(
                 grant,

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::access::surface::KeyMint;
+use crate::access::surface::Keys;
 use crate::access::{AccessDenied, Grant, Role};
 use crate::audit::{Actor, AuditDraft, EventKind, KeyAction};
 use crate::clock::Clock;
@@ -634,6 +634,32 @@ impl Origin {
     }
 }
 
+fn nothing_to_reveal() -> Error {
+    StoreError::NotFound {
+        kind: "pending reveal",
+    }
+    .into()
+}
+
+/// The keys that hang off `root` among a project's keys, transitively:
+/// keys it minted or rotated in (`created_by` is the key), and its
+/// successors whose plaintext was not collected yet.
+fn dependents(all: &[KeyRecord], root: KeyId) -> Vec<&KeyRecord> {
+    let mut out: Vec<&KeyRecord> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(k) = frontier.pop() {
+        for r in all {
+            let hangs = r.created_by == Actor::ApiKey(k)
+                || (r.predecessor == Some(k) && r.pending_reveal.is_some());
+            if hangs && r.id != root && !out.iter().any(|x| x.id == r.id) {
+                out.push(r);
+                frontier.push(r.id);
+            }
+        }
+    }
+    out
+}
+
 /// Keys the auto-rotation pass loads at a time.
 const ATTENTION_PAGE: usize = 500;
 
@@ -739,7 +765,7 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     /// # Errors
     /// [`Error::Denied`] if `req.role` is above the minter's role;
     /// [`Error::InvalidInput`] for an over-long label.
-    pub async fn mint(&self, grant: &Grant<KeyMint>, req: MintRequest) -> Result<MintedKey> {
+    pub async fn mint(&self, grant: &Grant<Keys>, req: MintRequest) -> Result<MintedKey> {
         if req.role > grant.role() {
             return Err(AccessDenied.into());
         }
@@ -808,7 +834,7 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     }
 
     /// Lists the project's keys.
-    pub async fn list(&self, grant: &Grant<KeyMint>) -> Result<Vec<KeyView>> {
+    pub async fn list(&self, grant: &Grant<Keys>) -> Result<Vec<KeyView>> {
         let keys = self.keys.keys_of_project(grant.project_id()).await?;
         Ok(keys.iter().map(KeyView::from).collect())
     }
@@ -821,7 +847,7 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     /// the key is revoked or already has a successor.
     pub async fn rotate(
         &self,
-        grant: &Grant<KeyMint>,
+        grant: &Grant<Keys>,
         id: KeyId,
         opts: RotateOptions,
     ) -> Result<MintedKey> {
@@ -872,25 +898,60 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
 
     /// Hard revoke: from the moment this returns, no verifier sharing the
     /// store accepts the key (S3). Also destroys a pending reveal.
-    pub async fn revoke(&self, grant: &Grant<KeyMint>, id: KeyId) -> Result<()> {
+    ///
+    /// What hangs off the key goes with it, revoked right after it (each
+    /// atomically with its own audit event): every key it minted or
+    /// rotated in (when the project lets keys manage keys), transitively,
+    /// and its auto-rotated successor if that was not collected yet
+    /// (otherwise a leaked key could collect a fresh one). A successor
+    /// already collected, or handed to an operator, stays: it is now its
+    /// holder's credential; revoke it by its own id.
+    ///
+    /// # Errors
+    /// `Store(NotFound)` for a key not in this project; `Store(Conflict)`
+    /// if it was already revoked (what hangs off it is revoked anyway, so
+    /// a retry after a partial failure completes the cascade).
+    pub async fn revoke(&self, grant: &Grant<Keys>, id: KeyId) -> Result<()> {
         let rec = self.project_key(grant.project_id(), id).await?;
-        if rec.revoked_at.is_some() {
-            return Err(StoreError::Conflict {
+        let now = self.clock.now();
+        let first = if rec.revoked_at.is_some() {
+            Err(StoreError::Conflict {
                 reason: "key already revoked",
             }
-            .into());
+            .into())
+        } else {
+            let audit = self.draft(
+                grant.actor(),
+                grant.ip(),
+                &rec,
+                KeyAction::Revoke,
+                None,
+                now,
+            );
+            self.keys
+                .revoke_key(id, now, audit)
+                .await
+                .map_err(Error::from)
+        };
+        let all = self.keys.keys_of_project(grant.project_id()).await?;
+        for dependent in dependents(&all, id) {
+            if dependent.revoked_at.is_some() {
+                continue;
+            }
+            let audit = self.draft(
+                grant.actor(),
+                grant.ip(),
+                dependent,
+                KeyAction::Revoke,
+                None,
+                now,
+            );
+            match self.keys.revoke_key(dependent.id, now, audit).await {
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        let now = self.clock.now();
-        let audit = self.draft(
-            grant.actor(),
-            grant.ip(),
-            &rec,
-            KeyAction::Revoke,
-            None,
-            now,
-        );
-        self.keys.revoke_key(id, now, audit).await?;
-        Ok(())
+        first
     }
 
     /// Reveals an auto-rotated successor's plaintext, exactly once. The
@@ -898,20 +959,51 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     ///
     /// # Errors
     /// `Store(NotFound)` if there is nothing (any longer) to reveal.
-    pub async fn reveal(&self, grant: &Grant<KeyMint>, id: KeyId) -> Result<PlaintextKey> {
+    pub async fn reveal(&self, grant: &Grant<Keys>, id: KeyId) -> Result<PlaintextKey> {
         let rec = self.project_key(grant.project_id(), id).await?;
-        let now = self.clock.now();
-        let gone = || {
-            Error::Store(StoreError::NotFound {
-                kind: "pending reveal",
-            })
+        self.take_reveal(&rec, grant.actor(), grant.ip()).await
+    }
+
+    /// Rotation without a human (S2 for machine clients): a key in its
+    /// overlap or grace presents itself and receives its auto-rotated
+    /// successor's plaintext, exactly once, whatever its role. The
+    /// successor then verifies as usual; the presented key keeps working
+    /// until its grace ends. Audited as a reveal by the presenting key.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] / [`Error::Unavailable`] as
+    /// [`KeyService::verify`] for the presented key; `Store(NotFound)` when
+    /// there is nothing to collect: the key has no successor yet, it was
+    /// collected or revealed already, or an operator rotated it (the
+    /// operator holds that successor).
+    pub async fn collect_successor(
+        &self,
+        presented: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<PlaintextKey> {
+        let me = self.verify(presented).await?;
+        let successor = match me.phase {
+            KeyPhase::Overlap { successor, .. } | KeyPhase::Grace { successor, .. } => successor,
+            KeyPhase::Active { .. } => return Err(nothing_to_reveal()),
         };
+        let rec = self.project_key(me.project, successor).await?;
+        self.take_reveal(&rec, Actor::ApiKey(me.key_id), ip).await
+    }
+
+    /// Opens and parses the pending reveal before destroying the sealed
+    /// copy (a vault failure cannot lose the key), then takes it: of
+    /// concurrent callers exactly one gets it.
+    async fn take_reveal(
+        &self,
+        rec: &KeyRecord,
+        actor: Actor,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<PlaintextKey> {
+        let now = self.clock.now();
         let pending = match &rec.pending_reveal {
             Some(p) if p.until > now && rec.revoked_at.is_none() => p,
-            _ => return Err(gone()),
+            _ => return Err(nothing_to_reveal()),
         };
-        // Open and parse before destroying the sealed copy, so a vault
-        // failure cannot lose the key.
         let (p, r) = reveal_context(&rec.project, &rec.id);
         let ctx = SecretContext {
             project: &p,
@@ -920,19 +1012,12 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
         };
         let text = self.vault.open_string(&pending.ciphertext, &ctx)?;
         let key = PlaintextKey::parse(text.expose_secret())?;
-        let audit = self.draft(
-            grant.actor(),
-            grant.ip(),
-            &rec,
-            KeyAction::Reveal,
-            None,
-            now,
-        );
-        match self.keys.take_pending_reveal(id, audit).await? {
+        let audit = self.draft(actor, ip, rec, KeyAction::Reveal, None, now);
+        match self.keys.take_pending_reveal(rec.id, audit).await? {
             // Exactly one caller gets the sealed copy; it must be the one
             // we opened.
             Some(taken) if taken.ciphertext == pending.ciphertext => Ok(key),
-            _ => Err(gone()),
+            _ => Err(nothing_to_reveal()),
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use echorelay_core::Error;
 use echorelay_core::access::Role;
-use echorelay_core::access::surface::KeyMint;
+use echorelay_core::access::surface::Keys;
 use echorelay_core::account::service::{PasswordStep, SecondFactor};
 use echorelay_core::keys::{Environment, MintRequest};
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey};
@@ -52,7 +52,7 @@ fn wrong_vault(h: &Harness<MemStore>) -> Harness<MemStore> {
 async fn key_verification_outage_is_unavailable() {
     let h = Harness::new(MemStore::new());
     let (p, owner) = h.project().await;
-    let g = h.grant::<KeyMint>(&owner, &p).await;
+    let g = h.grant::<Keys>(&owner, &p).await;
     let req = MintRequest {
         environment: Environment::Live,
         role: Role::Viewer,

@@ -94,7 +94,7 @@ async fn accounts_sessions_and_audit_in_three_stores() {
 
 #[tokio::test]
 async fn key_service_from_two_handles() {
-    use echorelay_core::access::surface::KeyMint;
+    use echorelay_core::access::surface::Keys;
     use echorelay_core::access::{Caller, Role, Voter};
     use echorelay_core::config::ConfigService;
     use echorelay_core::ids::UserId;
@@ -109,7 +109,7 @@ async fn key_service_from_two_handles() {
         .await
         .unwrap();
     let grant = Voter::new(store.clone())
-        .authorize::<KeyMint>(&Caller::user(owner, None), "split-keys")
+        .authorize::<Keys>(&Caller::user(owner, None), "split-keys")
         .await
         .unwrap();
     // Keys through a trait object, projects through the concrete store.

@@ -2,7 +2,7 @@
 //! and the voter (S10): the full role × surface × membership matrix.
 
 use echorelay_core::Error;
-use echorelay_core::access::surface::{self, KeyMint, Members, SurfaceKind};
+use echorelay_core::access::surface::{self, Keys, Members, SurfaceKind};
 use echorelay_core::access::{Caller, Decision, DenyReason, Role, Surface, Voter};
 use echorelay_core::ids::UserId;
 use echorelay_core::keys::{Environment, MintRequest};
@@ -10,16 +10,52 @@ use echorelay_core::keys::{Environment, MintRequest};
 use crate::{Backend, Harness};
 
 /// The documented table (ARCHITECTURE.md, `access` module docs), written out
-/// independently of the code: surfaces in the order of [`Surface::ALL`].
-pub const DOCUMENTED_TABLE: [(Role, [bool; 5]); 3] = [
-    (Role::Viewer, [true, false, false, false, false]),
-    (Role::Editor, [true, true, false, false, false]),
-    (Role::Owner, [true, true, true, true, true]),
+/// independently of the code: surfaces in the order of [`Surface::ALL`]
+/// (config read, config write, keys, billing, members, audit read,
+/// delivery).
+pub const DOCUMENTED_TABLE: [(Role, [bool; 7]); 3] = [
+    (
+        Role::Viewer,
+        [true, false, false, false, false, false, false],
+    ),
+    (
+        Role::Editor,
+        [true, true, false, false, false, false, false],
+    ),
+    (Role::Owner, [true, true, true, true, true, true, false]),
+];
+
+/// What API-key callers may do beyond their role's column, written out
+/// independently: the keys surface only when the project allows it,
+/// members and delivery never.
+pub const API_KEY_COLUMNS: [(Surface, Option<bool>); 7] = [
+    (Surface::ConfigRead, None),
+    (Surface::ConfigWrite, None),
+    (Surface::Keys, Some(true)),
+    (Surface::Billing, None),
+    (Surface::Members, Some(false)),
+    (Surface::AuditRead, None),
+    (Surface::Delivery, Some(false)),
 ];
 
 fn documented(role: Role, surface: Surface) -> bool {
     let i = Surface::ALL.iter().position(|s| *s == surface).unwrap();
     DOCUMENTED_TABLE.iter().find(|(r, _)| *r == role).unwrap().1[i]
+}
+
+/// The documented decision for a caller of `role`; `key_flag` is `Some`
+/// for API-key callers (the project's `api_keys_manage_keys`).
+fn documented_for(role: Role, surface: Surface, key_flag: Option<bool>) -> bool {
+    let by_role = documented(role, surface);
+    match (
+        key_flag,
+        API_KEY_COLUMNS.iter().find(|(s, _)| *s == surface),
+    ) {
+        (None, _) => by_role,
+        (Some(_), Some((_, Some(false)))) => false,
+        (Some(flag), Some((_, Some(true)))) => by_role && flag,
+        (Some(_), _) => by_role,
+    }
 }
 
 async fn typed<B: Backend, K: SurfaceKind>(v: &Voter<B>, c: &Caller, slug: &str) -> bool {
@@ -37,22 +73,57 @@ async fn authorize_any<B: Backend>(v: &Voter<B>, c: &Caller, slug: &str, s: Surf
     match s {
         Surface::ConfigRead => typed::<B, surface::ConfigRead>(v, c, slug).await,
         Surface::ConfigWrite => typed::<B, surface::ConfigWrite>(v, c, slug).await,
-        Surface::KeyMint => typed::<B, surface::KeyMint>(v, c, slug).await,
+        Surface::Keys => typed::<B, surface::Keys>(v, c, slug).await,
         Surface::Billing => typed::<B, surface::Billing>(v, c, slug).await,
         Surface::Members => typed::<B, surface::Members>(v, c, slug).await,
+        Surface::AuditRead => typed::<B, surface::AuditRead>(v, c, slug).await,
+        Surface::Delivery => typed::<B, surface::Delivery>(v, c, slug).await,
+        other => panic!("access: no typed check for {other:?}"),
     }
 }
 
-/// Every caller kind × every surface × own, foreign, unknown and malformed
-/// slugs: the decision equals the documented table, and the typed
-/// `authorize` agrees with `decide`.
+async fn authorize_id_any<B: Backend>(
+    v: &Voter<B>,
+    c: &Caller,
+    id: echorelay_core::ids::ProjectId,
+    s: Surface,
+) -> bool {
+    macro_rules! by_id {
+        ($k:ty) => {
+            match v.authorize_id::<$k>(c, id).await {
+                Ok(g) => {
+                    assert_eq!(g.project_id(), id);
+                    true
+                }
+                Err(Error::Denied(_)) => false,
+                Err(e) => panic!("access: voter failed: {e}"),
+            }
+        };
+    }
+    match s {
+        Surface::ConfigRead => by_id!(surface::ConfigRead),
+        Surface::ConfigWrite => by_id!(surface::ConfigWrite),
+        Surface::Keys => by_id!(surface::Keys),
+        Surface::Billing => by_id!(surface::Billing),
+        Surface::Members => by_id!(surface::Members),
+        Surface::AuditRead => by_id!(surface::AuditRead),
+        Surface::Delivery => by_id!(surface::Delivery),
+        other => panic!("access: no typed check for {other:?}"),
+    }
+}
+
+/// Every caller kind (users and API keys of every role) × every surface ×
+/// own, foreign, unknown and malformed slugs, with the project's
+/// `api_keys_manage_keys` off and on: the decision equals the documented
+/// table, the typed `authorize` agrees with `decide`, and `authorize_id`
+/// with `authorize`.
 pub async fn role_matrix_equals_the_documented_table<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
     let (q, owner_q) = h.project().await;
     let owner_grant = h.grant::<Members>(&owner, &p).await;
-    let mint_grant = h.grant::<KeyMint>(&owner, &p).await;
-    let mint_q = h.grant::<KeyMint>(&owner_q, &q).await;
-    // (caller, role in p if any)
+    let mint_grant = h.grant::<Keys>(&owner, &p).await;
+    let mint_q = h.grant::<Keys>(&owner_q, &q).await;
+    // (caller, role in p if any, what)
     let mut callers: Vec<(Caller, Option<Role>, &str)> =
         vec![(owner.clone(), Some(Role::Owner), "owner user")];
     for role in [Role::Editor, Role::Viewer] {
@@ -105,33 +176,54 @@ pub async fn role_matrix_equals_the_documented_table<B: Backend>(h: Harness<B>) 
     ));
 
     let mut checked = 0;
-    for (caller, role, what) in &callers {
-        for slug in [p.slug.as_str(), "no-such-project", "NOT A SLUG", ""] {
+    for flag in [false, true] {
+        h.config
+            .set_api_keys_manage_keys(&owner_grant, flag)
+            .await
+            .unwrap();
+        for (caller, role, what) in &callers {
+            let key_flag = matches!(
+                caller.principal,
+                echorelay_core::access::Principal::ApiKey(_)
+            )
+            .then_some(flag);
             for surface in Surface::ALL {
-                let expected =
-                    slug == p.slug.as_str() && role.is_some_and(|r| documented(r, surface));
-                let d = h.voter.decide(caller, slug, surface).await.unwrap();
+                let by_id = authorize_id_any(&h.voter, caller, p.id, surface).await;
+                let expected = role.is_some_and(|r| documented_for(r, surface, key_flag));
                 assert_eq!(
-                    matches!(d, Decision::Allow { .. }),
-                    expected,
-                    "access: {what} {role:?} {surface:?} on {slug:?} gave {d:?}"
+                    by_id, expected,
+                    "access: authorize_id {what} {role:?} {surface:?}"
                 );
-                if let Decision::Allow { project, role: got } = d {
-                    assert_eq!(project, p.id);
-                    assert_eq!(Some(got), *role);
+                let unknown = echorelay_core::ids::ProjectId::random();
+                assert!(!authorize_id_any(&h.voter, caller, unknown, surface).await);
+            }
+            for slug in [p.slug.as_str(), "no-such-project", "NOT A SLUG", ""] {
+                for surface in Surface::ALL {
+                    let expected = slug == p.slug.as_str()
+                        && role.is_some_and(|r| documented_for(r, surface, key_flag));
+                    let d = h.voter.decide(caller, slug, surface).await.unwrap();
+                    assert_eq!(
+                        matches!(d, Decision::Allow { .. }),
+                        expected,
+                        "access: {what} {role:?} {surface:?} on {slug:?} gave {d:?}"
+                    );
+                    if let Decision::Allow { project, role: got } = d {
+                        assert_eq!(project, p.id);
+                        assert_eq!(Some(got), *role);
+                    }
+                    if slug != p.slug.as_str() {
+                        assert_eq!(d, Decision::Deny(DenyReason::UnknownProject));
+                    }
+                    assert_eq!(
+                        authorize_any(&h.voter, caller, slug, surface).await,
+                        expected
+                    );
+                    checked += 1;
                 }
-                if slug != p.slug.as_str() {
-                    assert_eq!(d, Decision::Deny(DenyReason::UnknownProject));
-                }
-                assert_eq!(
-                    authorize_any(&h.voter, caller, slug, surface).await,
-                    expected
-                );
-                checked += 1;
             }
         }
     }
-    assert_eq!(checked, callers.len() * 4 * Surface::ALL.len());
+    assert_eq!(checked, 2 * callers.len() * 4 * Surface::ALL.len());
 }
 
 /// Adding, changing and removing a member changes the next decision and is

@@ -3,7 +3,7 @@
 
 use chrono::Duration;
 use echorelay_core::Error;
-use echorelay_core::access::surface::KeyMint;
+use echorelay_core::access::surface::Keys;
 use echorelay_core::audit::{Actor, EventKind, KeyAction};
 use echorelay_core::error::StoreError;
 use echorelay_core::keys::{Environment, KeyPhase, MintRequest, PlaintextKey, RotateOptions};
@@ -21,7 +21,7 @@ fn req(environment: Environment) -> MintRequest {
 /// S1: mint returns the plaintext once; the store holds only its SHA-256.
 pub async fn mint_then_verify_stores_only_the_hash<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     let minted = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     let key = minted.plaintext.expose_secret().to_owned();
     assert!(key.starts_with("er_live_"));
@@ -87,7 +87,7 @@ pub async fn malformed_and_unknown_keys_fail_opaquely<B: Backend>(h: Harness<B>)
 pub async fn revoke_is_effective_on_the_next_request_in_every_process<B: Backend>(h: Harness<B>) {
     let other = h.another_process();
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     let minted = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     let key = minted.plaintext.expose_secret();
     assert!(other.keys.verify(key).await.is_ok());
@@ -118,7 +118,7 @@ pub async fn revoke_is_effective_on_the_next_request_in_every_process<B: Backend
 /// one is in grace afterwards, then rejected.
 pub async fn operator_rotation_overlap_then_grace<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Test)).await.unwrap();
     let opts = RotateOptions {
         overlap: Some(Duration::hours(2)),
@@ -159,7 +159,7 @@ pub async fn operator_rotation_overlap_then_grace<B: Backend>(h: Harness<B>) {
 /// Zero overlap and zero grace cut the old key off at once.
 pub async fn zero_overlap_zero_grace_is_immediate<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     let opts = RotateOptions {
         overlap: Some(Duration::zero()),
@@ -174,7 +174,7 @@ pub async fn zero_overlap_zero_grace_is_immediate<B: Backend>(h: Harness<B>) {
 /// vault ciphertext and is revealed exactly once.
 pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     assert_eq!(
         h.keys.rotate_due().await.unwrap().rotated,
@@ -262,7 +262,7 @@ pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness
 /// grace ends, and cannot be revealed after.
 pub async fn unrevealed_successor_is_destroyed_after_grace<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     // A late scheduler: the overlap is still a full 7 days from the rotation.
     h.clock.advance(Duration::days(95));
@@ -291,7 +291,7 @@ pub async fn unrevealed_successor_is_destroyed_after_grace<B: Backend>(h: Harnes
 /// successor.
 pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.clock.advance(Duration::days(84));
     let calls: Vec<_> = (0..8)
@@ -336,8 +336,8 @@ pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>
 pub async fn keys_of_another_project_are_invisible<B: Backend>(h: Harness<B>) {
     let (a, owner_a) = h.project().await;
     let (b, owner_b) = h.project().await;
-    let ga = h.grant::<KeyMint>(&owner_a, &a).await;
-    let gb = h.grant::<KeyMint>(&owner_b, &b).await;
+    let ga = h.grant::<Keys>(&owner_a, &a).await;
+    let gb = h.grant::<Keys>(&owner_b, &b).await;
     let k = h.keys.mint(&ga, req(Environment::Live)).await.unwrap();
     assert!(h.keys.list(&gb).await.unwrap().is_empty());
     let nf = |r: Result<(), Error>| matches!(r, Err(Error::Store(StoreError::NotFound { .. })));
@@ -354,7 +354,7 @@ pub async fn keys_of_another_project_are_invisible<B: Backend>(h: Harness<B>) {
 /// A refused mutation leaves no audit event behind.
 pub async fn failed_mutations_write_no_audit_event<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     let k = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.keys.revoke(&grant, k.view.id).await.unwrap();
     let head = h.store.head(Some(p.id)).await.unwrap();
@@ -390,7 +390,7 @@ pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
     use echorelay_core::audit::AuditDraft;
     use echorelay_core::keys::{KeyRecord, Supersession};
     let (p, owner) = h.project().await;
-    let grant = h.grant::<KeyMint>(&owner, &p).await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
     let a = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.keys
         .rotate(&grant, a.view.id, RotateOptions::default())
@@ -476,7 +476,7 @@ pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
 /// Of many concurrent reveals of one successor, exactly one gets the key.
 pub async fn concurrent_reveals_reveal_once<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let grant = std::sync::Arc::new(h.grant::<KeyMint>(&owner, &p).await);
+    let grant = std::sync::Arc::new(h.grant::<Keys>(&owner, &p).await);
     h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     h.clock.advance(Duration::days(84));
     assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 1);
@@ -500,4 +500,168 @@ pub async fn concurrent_reveals_reveal_once<B: Backend>(h: Harness<B>) {
         .filter(|ok| *ok)
         .count();
     assert_eq!(ok, 1, "keys: {ok} concurrent reveals succeeded");
+}
+
+fn keyed(role: echorelay_core::access::Role) -> MintRequest {
+    MintRequest {
+        environment: Environment::Live,
+        role,
+        label: "machine".into(),
+    }
+}
+
+fn not_found<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Store(StoreError::NotFound { .. })))
+}
+
+/// S2 for machine clients: a key of any role collects its own
+/// auto-rotated successor by presenting itself, exactly once; nothing to
+/// collect for an active key or after the collection; a revoked key is
+/// unauthenticated; the owner's reveal finds nothing left.
+pub async fn a_key_collects_its_own_successor_once<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::Role;
+    let (p, owner) = h.project().await;
+    let g = h.grant::<Keys>(&owner, &p).await;
+    let mut minted = Vec::new();
+    for role in Role::ALL {
+        minted.push(h.keys.mint(&g, keyed(role)).await.unwrap());
+    }
+    let text = |m: &echorelay_core::keys::MintedKey| m.plaintext.expose_secret().to_owned();
+    assert!(not_found(
+        h.keys.collect_successor(&text(&minted[0]), None).await
+    ));
+    h.clock.advance(Duration::days(84));
+    assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 3);
+    for m in &minted {
+        let succ = h
+            .keys
+            .collect_successor(&text(m), None)
+            .await
+            .expect("keys: a key could not collect its successor");
+        let v = h.keys.verify(succ.expose_secret()).await.unwrap();
+        assert_eq!(v.role(), m.view.role);
+        assert_eq!(v.project(), p.id);
+        assert!(matches!(v.phase(), KeyPhase::Active { .. }));
+        assert!(not_found(h.keys.collect_successor(&text(m), None).await));
+        assert!(not_found(h.keys.reveal(&g, v.key_id()).await));
+        // The predecessor still verifies in its overlap.
+        h.keys.verify(&text(m)).await.unwrap();
+    }
+    // Audited as a reveal by the presenting key.
+    let reveals = h
+        .store
+        .events(Some(p.id), 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                (e.actor, &e.kind),
+                (
+                    Actor::ApiKey(_),
+                    EventKind::Key {
+                        action: KeyAction::Reveal,
+                        ..
+                    }
+                )
+            )
+        })
+        .count();
+    assert_eq!(reveals, 3);
+    // A revoked key collects nothing: it does not authenticate.
+    let lone = h.keys.mint(&g, keyed(Role::Viewer)).await.unwrap();
+    h.keys.revoke(&g, lone.view.id).await.unwrap();
+    assert!(matches!(
+        h.keys.collect_successor(&text(&lone), None).await,
+        Err(Error::Unauthenticated)
+    ));
+    // An operator rotation hands the successor to the operator.
+    let op = h.keys.mint(&g, keyed(Role::Viewer)).await.unwrap();
+    h.keys
+        .rotate(&g, op.view.id, RotateOptions::default())
+        .await
+        .unwrap();
+    assert!(not_found(h.keys.collect_successor(&text(&op), None).await));
+}
+
+/// Revoking a key takes what hangs off it: keys it minted (transitively)
+/// and an uncollected successor; a collected successor stays. And an API
+/// key reaches the keys surface only where the project allows it, the
+/// members surface never.
+pub async fn revoking_a_key_revokes_what_it_minted<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::surface::Members;
+    use echorelay_core::access::{Caller, Role};
+    let (p, owner) = h.project().await;
+    let g = h.grant::<Keys>(&owner, &p).await;
+    let a = h.keys.mint(&g, keyed(Role::Owner)).await.unwrap();
+    let a_caller = Caller::api_key(
+        h.keys.verify(a.plaintext.expose_secret()).await.unwrap(),
+        None,
+    );
+    // Off by default: the owner key may not manage keys, nor members ever.
+    assert!(matches!(
+        h.voter.authorize::<Keys>(&a_caller, p.slug.as_str()).await,
+        Err(Error::Denied(_))
+    ));
+    assert!(matches!(
+        h.voter
+            .authorize::<Members>(&a_caller, p.slug.as_str())
+            .await,
+        Err(Error::Denied(_))
+    ));
+    let m = h.grant::<Members>(&owner, &p).await;
+    h.config.set_api_keys_manage_keys(&m, true).await.unwrap();
+    assert!(matches!(
+        h.voter
+            .authorize::<Members>(&a_caller, p.slug.as_str())
+            .await,
+        Err(Error::Denied(_))
+    ));
+    let ga = h.grant::<Keys>(&a_caller, &p).await;
+    // A mints B; B mints C.
+    let b = h.keys.mint(&ga, keyed(Role::Owner)).await.unwrap();
+    let b_caller = Caller::api_key(
+        h.keys.verify(b.plaintext.expose_secret()).await.unwrap(),
+        None,
+    );
+    let gb = h.grant::<Keys>(&b_caller, &p).await;
+    let c = h.keys.mint(&gb, keyed(Role::Viewer)).await.unwrap();
+    // An unrelated key D auto-rotates with A; D's successor is collected,
+    // A's is not.
+    let d = h.keys.mint(&ga, keyed(Role::Viewer)).await.unwrap();
+    let unrelated = h.keys.mint(&g, keyed(Role::Viewer)).await.unwrap();
+    h.clock.advance(Duration::days(84));
+    h.keys.rotate_due().await.unwrap();
+    let d_next = h
+        .keys
+        .collect_successor(d.plaintext.expose_secret(), None)
+        .await
+        .unwrap();
+    h.keys.revoke(&g, a.view.id).await.unwrap();
+    let gone = |k: &str| {
+        let keys = h.keys.clone();
+        let k = k.to_owned();
+        async move { matches!(keys.verify(&k).await, Err(Error::Unauthenticated)) }
+    };
+    for k in [&a, &b, &c, &d] {
+        assert!(
+            gone(k.plaintext.expose_secret()).await,
+            "keys: a key minted under the revoked one still verifies"
+        );
+    }
+    // A's, B's and C's uncollected successors are revoked too.
+    let listed = h.keys.list(&g).await.unwrap();
+    let a_succ = listed
+        .iter()
+        .find(|k| k.predecessor == Some(a.view.id))
+        .unwrap();
+    assert!(a_succ.revoked_at.is_some());
+    assert!(!a_succ.reveal_pending);
+    // The collected successor of D stays (it was D's holder's), and so do
+    // keys the revoked one did not mint.
+    h.keys.verify(d_next.expose_secret()).await.unwrap();
+    h.keys
+        .verify(unrelated.plaintext.expose_secret())
+        .await
+        .unwrap();
 }

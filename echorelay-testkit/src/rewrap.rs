@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::Duration;
-use echorelay_core::access::surface::{ConfigRead, ConfigWrite, KeyMint};
+use echorelay_core::access::surface::{ConfigRead, ConfigWrite, Keys};
 use echorelay_core::access::{Caller, Role};
 use echorelay_core::audit::EventKind;
 use echorelay_core::clock::Clock;
@@ -84,7 +84,7 @@ pub async fn rewrap_covers_every_sealed_value<B: Backend>(h: Harness<B>) {
     // Sealed under the old key: two targets, a TOTP seed, a pending reveal.
     let (p, owner) = project_with_targets(&old).await;
     let enrolled = old.enrolled(ip(), false).await;
-    let g = old.grant::<KeyMint>(&owner, &p).await;
+    let g = old.grant::<Keys>(&owner, &p).await;
     let req = MintRequest {
         environment: Environment::Live,
         role: Role::Viewer,
@@ -127,7 +127,7 @@ pub async fn rewrap_covers_every_sealed_value<B: Backend>(h: Harness<B>) {
     let new = redeploy(&both, vault(&new_key, None));
     let login = new.totp_login(&enrolled, ip(), false).await;
     assert!(!login.session.token.expose_secret().is_empty());
-    let g = new.grant::<KeyMint>(&owner, &p).await;
+    let g = new.grant::<Keys>(&owner, &p).await;
     let succ = new
         .keys
         .list(&g)
@@ -255,7 +255,7 @@ pub async fn rewrap_never_overwrites_a_concurrent_change<B: Backend>(h: Harness<
     assert_eq!(h.store.totp(a.user).await.unwrap().unwrap().seed, seed);
 
     // Pending reveal: likewise.
-    let g = h.grant::<KeyMint>(&owner, &p).await;
+    let g = h.grant::<Keys>(&owner, &p).await;
     let req = MintRequest {
         environment: Environment::Test,
         role: Role::Viewer,
