@@ -36,6 +36,7 @@ pub mod access;
 pub mod accounts;
 pub mod audit;
 pub mod config;
+pub mod contracts;
 pub mod keys;
 
 /// Everything a full backend implements.
@@ -210,6 +211,9 @@ macro_rules! conformance_tests {
             accounts::challenges_expire_and_are_pinned,
             accounts::old_credentials_die_with_the_epoch,
             accounts::purge_removes_only_expired_sessions_and_challenges,
+            contracts::touch_on_a_missing_record_creates_nothing,
+            contracts::audit_seq_is_gap_free_and_paged_by_seq,
+            contracts::user_export_is_ordered_by_time_then_chain_then_seq,
         );
     };
     (@each $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {

@@ -1,0 +1,361 @@
+//! Conformance checks for the port contracts written down in
+//! [`echorelay_core::ports`] ("Contracts every backend keeps" and each
+//! method's documentation): missing records, audit sequence numbers and
+//! ordering, byte-compared emails, eviction and paging order, half-open
+//! time windows, purge boundaries, all-or-nothing writes and
+//! compare-and-swap versions.
+//!
+//! Most checks call the ports directly (`h.store`), because the contract is
+//! the port's: a service would hide a backend that gets it wrong. Times are
+//! whole seconds, so a backend that keeps microseconds stores them exactly.
+
+use chrono::{DateTime, Duration, Utc};
+use echorelay_core::account::password::hash_password_async;
+use echorelay_core::account::{
+    AccountAction, AccountRecord, DeviceRecord, IpFamily, SessionRecord,
+};
+use echorelay_core::audit::{
+    Actor, AuditDraft, AuditEvent, BillingKind, Currency, EventKind, verify_chain,
+};
+use echorelay_core::ids::{DeviceId, ProjectId, SessionId, UserId};
+use secrecy::SecretString;
+
+use crate::{Backend, Harness};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// 32 random bytes (a token hash nobody else holds).
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..16].copy_from_slice(UserId::random().as_bytes());
+    b[16..].copy_from_slice(UserId::random().as_bytes());
+    b
+}
+
+/// A fresh, already normalised email address.
+fn random_email() -> String {
+    format!("{}@example.com", &UserId::random().to_string()[4..16])
+}
+
+/// Creates an account through the port (so backends with foreign keys have
+/// the row that sessions, devices, codes and attempts refer to).
+async fn account<B: Backend>(h: &Harness<B>, email: &str) -> UserId {
+    let hash = hash_password_async(
+        SecretString::from(PASSWORD),
+        crate::test_account_policy().password,
+    )
+    .await
+    .unwrap();
+    let rec = AccountRecord {
+        id: UserId::random(),
+        email: email.to_owned(),
+        password_hash: hash,
+        epoch: 0,
+        created_at: h.clock_now(),
+    };
+    let id = rec.id;
+    h.store.create_account(rec).await.unwrap();
+    id
+}
+
+fn session(
+    user: UserId,
+    created_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::random(),
+        token_hash: random32(),
+        user,
+        created_at,
+        last_seen_at,
+        expires_at,
+        ip_family: IpFamily::V4,
+        epoch: 0,
+    }
+}
+
+fn device(id: DeviceId, user: UserId, created_at: DateTime<Utc>) -> DeviceRecord {
+    DeviceRecord {
+        id,
+        user,
+        token_hash: random32(),
+        created_at,
+        expires_at: created_at + Duration::days(30),
+        last_used_at: None,
+        ip_family: IpFamily::V4,
+        epoch: 0,
+    }
+}
+
+/// An event that records no stored mutation: a billing event in a
+/// project's chain, an account event in the global chain.
+fn draft(
+    chain: Option<ProjectId>,
+    at: DateTime<Utc>,
+    actor: Actor,
+    subject: Option<UserId>,
+) -> AuditDraft {
+    let kind = match chain {
+        Some(_) => EventKind::Billing {
+            billing: BillingKind::BalanceAdjustment,
+            amount_minor: 100,
+            currency: Currency::parse("EUR").unwrap(),
+            reference: None,
+        },
+        None => EventKind::Account {
+            action: AccountAction::LoginSucceeded,
+            failure: None,
+        },
+    };
+    AuditDraft {
+        project: chain,
+        at,
+        actor,
+        ip: None,
+        subject,
+        kind,
+    }
+}
+
+/// `(chain, seq)`: which event this is.
+fn link(e: &AuditEvent) -> (Option<ProjectId>, u64) {
+    (e.project, e.seq)
+}
+
+/// Touching a session or device that does not exist (never did, or was
+/// deleted) returns `false` and creates nothing; touching a session never
+/// moves `last_seen_at` backwards (`max(last_seen_at, at)`); touching a
+/// device sets `last_used_at` and never its expiry
+/// ([`SessionStore::touch_session`], [`AccountStore::touch_device`]).
+///
+/// [`SessionStore::touch_session`]: echorelay_core::ports::SessionStore::touch_session
+/// [`AccountStore::touch_device`]: echorelay_core::ports::AccountStore::touch_device
+pub async fn touch_on_a_missing_record_creates_nothing<B: Backend>(h: Harness<B>) {
+    let now = h.clock_now();
+    let user = account(&h, &random_email()).await;
+    assert!(
+        !h.store
+            .touch_session(SessionId::random(), now)
+            .await
+            .unwrap(),
+        "contracts: touch_session on an unknown id returned true"
+    );
+    assert!(
+        !h.store.touch_device(DeviceId::random(), now).await.unwrap(),
+        "contracts: touch_device on an unknown id returned true"
+    );
+    // Records that existed and are gone (an upsert would bring them back).
+    let s = session(user, now, now, now + Duration::hours(12));
+    let d = device(DeviceId::random(), user, now);
+    h.store.insert_session(s.clone()).await.unwrap();
+    h.store.add_device(d.clone(), 5).await.unwrap();
+    assert!(h.store.delete_session(s.id).await.unwrap());
+    assert_eq!(h.store.revoke_devices(user, Some(d.id)).await.unwrap(), 1);
+    let later = now + Duration::seconds(1);
+    assert!(
+        !h.store.touch_session(s.id, later).await.unwrap(),
+        "contracts: touch_session on a deleted session returned true"
+    );
+    assert!(
+        !h.store.touch_device(d.id, later).await.unwrap(),
+        "contracts: touch_device on a revoked device returned true"
+    );
+    assert!(
+        h.store
+            .session_by_token(&s.token_hash)
+            .await
+            .unwrap()
+            .is_none(),
+        "contracts: touch_session brought a deleted session back"
+    );
+    assert!(
+        h.store.sessions_of(user).await.unwrap().is_empty(),
+        "contracts: touch_session created a session"
+    );
+    assert!(
+        h.store
+            .device_by_token(&d.token_hash)
+            .await
+            .unwrap()
+            .is_none(),
+        "contracts: touch_device brought a revoked device back"
+    );
+    assert!(
+        h.store.devices_of(user).await.unwrap().is_empty(),
+        "contracts: touch_device created a device"
+    );
+
+    // A live session: last_seen_at = max(last_seen_at, at).
+    let live = session(user, now, now, now + Duration::hours(12));
+    h.store.insert_session(live.clone()).await.unwrap();
+    let last_seen = |r: Option<SessionRecord>| r.expect("contracts: live session").last_seen_at;
+    assert!(
+        h.store
+            .touch_session(live.id, now - Duration::seconds(10))
+            .await
+            .unwrap(),
+        "contracts: touch_session on a live session returned false"
+    );
+    assert_eq!(
+        last_seen(h.store.session_by_token(&live.token_hash).await.unwrap()),
+        now,
+        "contracts: touch_session moved last_seen_at backwards"
+    );
+    let t5 = now + Duration::seconds(5);
+    assert!(h.store.touch_session(live.id, t5).await.unwrap());
+    assert_eq!(
+        last_seen(h.store.session_by_token(&live.token_hash).await.unwrap()),
+        t5,
+        "contracts: touch_session did not record a later time"
+    );
+    assert!(h.store.touch_session(live.id, later).await.unwrap());
+    assert_eq!(
+        last_seen(h.store.session_by_token(&live.token_hash).await.unwrap()),
+        t5,
+        "contracts: touch_session moved last_seen_at backwards"
+    );
+    assert_eq!(h.store.sessions_of(user).await.unwrap().len(), 1);
+
+    // A live device: last_used_at = at, the expiry never moves.
+    let dev = device(DeviceId::random(), user, now);
+    h.store.add_device(dev.clone(), 5).await.unwrap();
+    assert!(
+        h.store.touch_device(dev.id, t5).await.unwrap(),
+        "contracts: touch_device on a live device returned false"
+    );
+    let stored = h
+        .store
+        .device_by_token(&dev.token_hash)
+        .await
+        .unwrap()
+        .expect("contracts: live device");
+    assert_eq!(stored.last_used_at, Some(t5), "contracts: touch_device");
+    assert_eq!(
+        stored.expires_at, dev.expires_at,
+        "contracts: touch_device changed the expiry"
+    );
+}
+
+/// Each chain's `seq` runs 1, 2, 3, … without gaps; `events` selects by
+/// sequence number (`seq > after`), ascending, at most `limit`; `head` is
+/// the newest link ([`AuditLog::events`], [`AuditLog::head`]).
+///
+/// [`AuditLog::events`]: echorelay_core::ports::AuditLog::events
+/// [`AuditLog::head`]: echorelay_core::ports::AuditLog::head
+pub async fn audit_seq_is_gap_free_and_paged_by_seq<B: Backend>(h: Harness<B>) {
+    let (p, _) = h.project().await;
+    let chain = Some(p.id);
+    let mut appended = Vec::new();
+    for _ in 0..5 {
+        let e = h
+            .store
+            .append(draft(chain, h.clock_now(), Actor::System, None))
+            .await
+            .unwrap();
+        appended.push(e);
+    }
+    let all = h.store.events(chain, 0, usize::MAX).await.unwrap();
+    let n = u64::try_from(all.len()).unwrap();
+    // The project's creation event, then ours.
+    assert_eq!(n, 6, "contracts: chain holds {n} events, expected 6");
+    let seqs = |v: &[AuditEvent]| v.iter().map(|e| e.seq).collect::<Vec<u64>>();
+    assert_eq!(
+        seqs(&all),
+        (1..=n).collect::<Vec<u64>>(),
+        "contracts: audit seq is not 1..=n without gaps"
+    );
+    assert_eq!(
+        all[1..],
+        appended[..],
+        "contracts: append returned another event than the stored one"
+    );
+    verify_chain(chain, &all, None).expect("contracts: the chain does not verify");
+    assert_eq!(
+        seqs(&h.store.events(chain, 2, 2).await.unwrap()),
+        vec![3, 4],
+        "contracts: events(after 2, limit 2)"
+    );
+    assert_eq!(
+        seqs(&h.store.events(chain, 4, 10).await.unwrap()),
+        vec![5, 6],
+        "contracts: events(after 4, limit 10)"
+    );
+    assert!(
+        h.store.events(chain, n, 10).await.unwrap().is_empty(),
+        "contracts: events after the last seq is not empty"
+    );
+    assert!(
+        h.store
+            .events(chain, n, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty(),
+        "contracts: events after the last seq is not empty"
+    );
+    assert!(
+        h.store.events(chain, 0, 0).await.unwrap().is_empty(),
+        "contracts: events with limit 0 is not empty"
+    );
+    assert_eq!(
+        h.store.head(chain).await.unwrap(),
+        Some(all.last().unwrap().head()),
+        "contracts: head is not the last event's"
+    );
+}
+
+/// The user export is ordered by time, then chain (the global chain first,
+/// then projects by id), then `seq`; never by insertion order
+/// ([`AuditLog::events_for_user`]).
+///
+/// [`AuditLog::events_for_user`]: echorelay_core::ports::AuditLog::events_for_user
+pub async fn user_export_is_ordered_by_time_then_chain_then_seq<B: Backend>(h: Harness<B>) {
+    let user = UserId::random();
+    let (p, _) = h.project().await;
+    let (q, _) = h.project().await;
+    let (a, b) = if p.id < q.id {
+        (p.id, q.id)
+    } else {
+        (q.id, p.id)
+    };
+    let t0 = h.clock_now();
+    let t1 = t0 + Duration::seconds(1);
+    let other = Actor::User(UserId::random());
+    // Appended in an order that is neither time, chain nor seq order.
+    let steps = [
+        (Some(b), t0, other, Some(user)),
+        (Some(b), t1, other, Some(user)),
+        (Some(a), t1, other, Some(user)),
+        (None, t1, other, Some(user)),
+        (Some(a), t1, Actor::User(user), None),
+        (None, t1, Actor::User(user), None),
+    ];
+    let mut appended = Vec::new();
+    for (chain, at, actor, subject) in steps {
+        let e = h
+            .store
+            .append(draft(chain, at, actor, subject))
+            .await
+            .unwrap();
+        appended.push(link(&e));
+    }
+    // An event about someone else is not exported.
+    h.store
+        .append(draft(Some(a), t0, other, Some(UserId::random())))
+        .await
+        .unwrap();
+    let expected: Vec<_> = [0, 3, 5, 2, 4, 1].iter().map(|&i| appended[i]).collect();
+    let got: Vec<_> = h
+        .store
+        .events_for_user(user)
+        .await
+        .unwrap()
+        .iter()
+        .map(link)
+        .collect();
+    assert_eq!(
+        got, expected,
+        "contracts: events_for_user is not ordered by (at, chain with global first then project id, seq)"
+    );
+}
