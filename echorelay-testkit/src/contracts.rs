@@ -11,8 +11,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 use echorelay_core::account::password::hash_password_async;
+use echorelay_core::account::service::PasswordStep;
 use echorelay_core::account::{
-    AccountAction, AccountRecord, DeviceRecord, IpFamily, SessionRecord,
+    AccountAction, AccountRecord, BackupCodeRecord, ChallengeKind, ChallengeRecord, DeviceRecord,
+    IpFamily, SessionRecord,
 };
 use echorelay_core::audit::{
     Actor, AuditDraft, AuditEvent, BillingKind, Currency, EventKind, verify_chain,
@@ -30,6 +32,11 @@ fn random32() -> [u8; 32] {
     b[..16].copy_from_slice(UserId::random().as_bytes());
     b[16..].copy_from_slice(UserId::random().as_bytes());
     b
+}
+
+/// 16 random bytes.
+fn random16() -> [u8; 16] {
+    *UserId::random().as_bytes()
 }
 
 /// A fresh, already normalised email address.
@@ -84,6 +91,17 @@ fn device(id: DeviceId, user: UserId, created_at: DateTime<Utc>) -> DeviceRecord
         created_at,
         expires_at: created_at + Duration::days(30),
         last_used_at: None,
+        ip_family: IpFamily::V4,
+        epoch: 0,
+    }
+}
+
+fn challenge(user: UserId, expires_at: DateTime<Utc>) -> ChallengeRecord {
+    ChallengeRecord {
+        token_hash: random32(),
+        user,
+        kind: ChallengeKind::SecondFactor,
+        expires_at,
         ip_family: IpFamily::V4,
         epoch: 0,
     }
@@ -357,5 +375,337 @@ pub async fn user_export_is_ordered_by_time_then_chain_then_seq<B: Backend>(h: H
     assert_eq!(
         got, expected,
         "contracts: events_for_user is not ordered by (at, chain with global first then project id, seq)"
+    );
+}
+
+/// Adapters compare emails byte for byte: the port does not fold case, and
+/// core normalises once before the store (trimmed, lowercased), so a login
+/// typed differently still finds the account
+/// ([`AccountStore::account_by_email`], "Bytes, not rules").
+///
+/// [`AccountStore::account_by_email`]: echorelay_core::ports::AccountStore::account_by_email
+pub async fn emails_are_compared_as_bytes<B: Backend>(h: Harness<B>) {
+    let local = &UserId::random().to_string()[4..16];
+    let lower = format!("ana.{local}@example.com");
+    let capital = format!("Ana.{local}@example.com");
+    let ana = account(&h, &lower).await;
+    assert!(
+        h.store.account_by_email(&capital).await.unwrap().is_none(),
+        "contracts: account_by_email folded case (citext or a case-insensitive collation?)"
+    );
+    assert_eq!(
+        h.store
+            .account_by_email(&lower)
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(ana),
+        "contracts: account_by_email did not find the stored bytes"
+    );
+    // Uniqueness is byte-wise too: another row whose email differs only in
+    // case is another account (core never sends one; the adapter must not
+    // collate).
+    let other = account(&h, &capital).await;
+    assert_eq!(
+        h.store
+            .account_by_email(&capital)
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(other),
+        "contracts: account_by_email"
+    );
+    assert_eq!(
+        h.store
+            .account_by_email(&lower)
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(ana),
+        "contracts: account_by_email"
+    );
+
+    // Through the service: normalised once, before the store.
+    let typed = format!("Bob.{local}@Example.COM");
+    let normalised = format!("bob.{local}@example.com");
+    let bob = h
+        .accounts
+        .register(&typed, SecretString::from(PASSWORD), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store
+            .account_by_email(&normalised)
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(bob),
+        "contracts: the service did not store the normalised email"
+    );
+    assert!(
+        h.store.account_by_email(&typed).await.unwrap().is_none(),
+        "contracts: account_by_email folded case"
+    );
+    let step = h
+        .accounts
+        .login_password(
+            &format!(" {normalised} "),
+            SecretString::from(PASSWORD),
+            "198.51.100.7".parse().unwrap(),
+            None,
+        )
+        .await;
+    assert!(
+        matches!(step, Ok(PasswordStep::EnrollmentRequired(_))),
+        "contracts: login with a differently typed email failed: {step:?}"
+    );
+}
+
+/// Device eviction orders by `created_at`, ties by id (raw bytes), never
+/// by insertion order; the new device itself is evicted when it sorts
+/// first; `devices_of` is ordered the same way
+/// ([`AccountStore::add_device`], [`AccountStore::devices_of`]).
+///
+/// [`AccountStore::add_device`]: echorelay_core::ports::AccountStore::add_device
+/// [`AccountStore::devices_of`]: echorelay_core::ports::AccountStore::devices_of
+pub async fn device_eviction_orders_by_creation_then_id<B: Backend>(h: Harness<B>) {
+    let t = h.clock_now();
+    let user = account(&h, &random_email()).await;
+    // Ids that order low < mid < high by raw bytes (the first byte) and the
+    // other way round read as little-endian integers (the last byte).
+    let middle = random16();
+    let id = |first: u8, last: u8| {
+        let mut b = middle;
+        b[0] = first;
+        b[15] = last;
+        DeviceId::from_bytes(b)
+    };
+    let (low, mid, high) = (id(0x01, 0xff), id(0x02, 0x80), id(0x03, 0x00));
+    let ids = |v: Vec<DeviceRecord>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    // Inserted neither in id order nor against it: oldest-inserted would
+    // evict `high`, newest-inserted `mid`.
+    for d in [high, low] {
+        assert_eq!(
+            h.store.add_device(device(d, user, t), 2).await.unwrap(),
+            Vec::<DeviceId>::new(),
+            "contracts: add_device evicted below the cap"
+        );
+    }
+    assert_eq!(
+        h.store.add_device(device(mid, user, t), 2).await.unwrap(),
+        vec![low],
+        "contracts: add_device must evict the smallest id among equal created_at"
+    );
+    assert_eq!(
+        ids(h.store.devices_of(user).await.unwrap()),
+        vec![mid, high],
+        "contracts: devices_of is not ordered by (created_at, id)"
+    );
+    // Older than every device at the cap: evicted at once.
+    let early = device(id(0x04, 0x00), user, t - Duration::hours(1));
+    assert_eq!(
+        h.store.add_device(early.clone(), 2).await.unwrap(),
+        vec![early.id],
+        "contracts: a new device that sorts first must be the one evicted"
+    );
+    assert!(
+        h.store
+            .device_by_token(&early.token_hash)
+            .await
+            .unwrap()
+            .is_none(),
+        "contracts: the evicted new device is still there"
+    );
+    // created_at decides before the id.
+    let late = id(0x00, 0x01);
+    assert!(
+        h.store
+            .add_device(device(late, user, t + Duration::seconds(1)), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(h.store.devices_of(user).await.unwrap()),
+        vec![mid, high, late],
+        "contracts: devices_of is not ordered by (created_at, id)"
+    );
+}
+
+/// A backup code is consumed only when both its index and its hash match;
+/// the salt is not compared; a consumed code is gone
+/// ([`AccountStore::consume_backup_code`]).
+///
+/// [`AccountStore::consume_backup_code`]: echorelay_core::ports::AccountStore::consume_backup_code
+pub async fn backup_codes_match_on_index_and_hash<B: Backend>(h: Harness<B>) {
+    let user = account(&h, &random_email()).await;
+    let codes: Vec<BackupCodeRecord> = (0..3)
+        .map(|index| BackupCodeRecord {
+            index,
+            salt: random16(),
+            hash: random32(),
+        })
+        .collect();
+    h.store
+        .replace_backup_codes(user, codes.clone())
+        .await
+        .unwrap();
+    let (c0, c1) = (&codes[0], &codes[1]);
+    let same_index_other_hash = BackupCodeRecord {
+        hash: c1.hash,
+        ..c0.clone()
+    };
+    assert!(
+        !h.store
+            .consume_backup_code(user, &same_index_other_hash)
+            .await
+            .unwrap(),
+        "contracts: a code matched on its index alone"
+    );
+    let same_hash_other_index = BackupCodeRecord {
+        index: c1.index,
+        ..c0.clone()
+    };
+    assert!(
+        !h.store
+            .consume_backup_code(user, &same_hash_other_index)
+            .await
+            .unwrap(),
+        "contracts: a code matched on its hash alone"
+    );
+    assert_eq!(
+        h.store.backup_codes(user).await.unwrap().len(),
+        3,
+        "contracts: a refused consume removed a code"
+    );
+    let other_salt = BackupCodeRecord {
+        salt: random16(),
+        ..c0.clone()
+    };
+    assert!(
+        h.store
+            .consume_backup_code(user, &other_salt)
+            .await
+            .unwrap(),
+        "contracts: consume_backup_code compared the salt (only index and hash count)"
+    );
+    assert!(
+        !h.store.consume_backup_code(user, c0).await.unwrap(),
+        "contracts: a backup code was consumed twice"
+    );
+    let mut left = h.store.backup_codes(user).await.unwrap();
+    left.sort_by_key(|c| c.index);
+    assert_eq!(
+        left,
+        codes[1..].to_vec(),
+        "contracts: the remaining backup codes"
+    );
+}
+
+/// Attempt windows are half-open, `(since, …]`: an attempt at exactly
+/// `since` is outside ([`AccountStore::reserve_attempt`],
+/// [`AccountStore::attempts_since`], "Time boundaries").
+///
+/// [`AccountStore::reserve_attempt`]: echorelay_core::ports::AccountStore::reserve_attempt
+/// [`AccountStore::attempts_since`]: echorelay_core::ports::AccountStore::attempts_since
+pub async fn attempt_windows_are_half_open<B: Backend>(h: Harness<B>) {
+    let user = account(&h, &random_email()).await;
+    let t0 = h.clock_now();
+    let (t1, t2) = (t0 + Duration::seconds(1), t0 + Duration::seconds(2));
+    assert!(
+        h.store
+            .reserve_attempt(user, t0, t0 - Duration::hours(1), 5)
+            .await
+            .unwrap(),
+        "contracts: reserve_attempt refused the first attempt"
+    );
+    assert!(
+        h.store.attempts_since(user, t0).await.unwrap().is_empty(),
+        "contracts: attempts_since(t0) holds the attempt at exactly t0"
+    );
+    assert_eq!(
+        h.store
+            .attempts_since(user, t0 - Duration::seconds(1))
+            .await
+            .unwrap(),
+        vec![t0],
+        "contracts: attempts_since(t0 - 1s)"
+    );
+    assert!(
+        h.store.reserve_attempt(user, t1, t0, 1).await.unwrap(),
+        "contracts: reserve_attempt counted an attempt at exactly `since`"
+    );
+    assert!(
+        !h.store.reserve_attempt(user, t2, t0, 1).await.unwrap(),
+        "contracts: reserve_attempt went over max"
+    );
+    assert_eq!(
+        h.store.attempts_since(user, t0).await.unwrap(),
+        vec![t1],
+        "contracts: a refused reserve_attempt recorded an attempt"
+    );
+}
+
+/// Purging removes exactly the records at or past their boundary
+/// (`expires_at <= now`, `last_seen_at <= idle_cutoff`) and keeps those
+/// one second inside it; it returns how many it removed
+/// ([`SessionStore::purge_expired`], "Time boundaries").
+///
+/// [`SessionStore::purge_expired`]: echorelay_core::ports::SessionStore::purge_expired
+pub async fn purge_boundaries<B: Backend>(h: Harness<B>) {
+    let user = account(&h, &random_email()).await;
+    let now = h.clock_now();
+    let idle_cutoff = now - Duration::minutes(30);
+    let created = idle_cutoff - Duration::minutes(1);
+    let second = Duration::seconds(1);
+    let later = now + Duration::hours(1);
+    let expired = session(user, created, now, now);
+    let not_expired = session(user, created, now, now + second);
+    let idle = session(user, created, idle_cutoff, later);
+    let not_idle = session(user, created, idle_cutoff + second, later);
+    for s in [&expired, &not_expired, &idle, &not_idle] {
+        h.store.insert_session(s.clone()).await.unwrap();
+    }
+    let ch_expired = challenge(user, now);
+    let ch_live = challenge(user, now + second);
+    for c in [&ch_expired, &ch_live] {
+        h.store.insert_challenge(c.clone()).await.unwrap();
+    }
+    assert_eq!(
+        h.store.purge_expired(now, idle_cutoff).await.unwrap(),
+        3,
+        "contracts: purge_expired count"
+    );
+    for (s, kept, what) in [
+        (&expired, false, "expires_at == now"),
+        (&not_expired, true, "expires_at == now + 1s"),
+        (&idle, false, "last_seen_at == idle_cutoff"),
+        (&not_idle, true, "last_seen_at == idle_cutoff + 1s"),
+    ] {
+        assert_eq!(
+            h.store
+                .session_by_token(&s.token_hash)
+                .await
+                .unwrap()
+                .is_some(),
+            kept,
+            "contracts: purge_expired and a session with {what}"
+        );
+    }
+    assert!(
+        h.store
+            .challenge(&ch_expired.token_hash)
+            .await
+            .unwrap()
+            .is_none(),
+        "contracts: purge_expired kept a challenge with expires_at == now"
+    );
+    assert!(
+        h.store
+            .challenge(&ch_live.token_hash)
+            .await
+            .unwrap()
+            .is_some(),
+        "contracts: purge_expired removed a challenge with expires_at == now + 1s"
     );
 }

@@ -214,6 +214,11 @@ macro_rules! conformance_tests {
             contracts::touch_on_a_missing_record_creates_nothing,
             contracts::audit_seq_is_gap_free_and_paged_by_seq,
             contracts::user_export_is_ordered_by_time_then_chain_then_seq,
+            contracts::emails_are_compared_as_bytes,
+            contracts::device_eviction_orders_by_creation_then_id,
+            contracts::backup_codes_match_on_index_and_hash,
+            contracts::attempt_windows_are_half_open,
+            contracts::purge_boundaries,
         );
     };
     (@each $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {
