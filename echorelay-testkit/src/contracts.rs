@@ -10,6 +10,8 @@
 //! whole seconds, so a backend that keeps microseconds stores them exactly.
 
 use chrono::{DateTime, Duration, Utc};
+use echorelay_core::access::Role;
+use echorelay_core::access::surface::{ConfigRead, ConfigWrite, KeyMint};
 use echorelay_core::account::password::hash_password_async;
 use echorelay_core::account::service::PasswordStep;
 use echorelay_core::account::{
@@ -17,9 +19,19 @@ use echorelay_core::account::{
     IpFamily, SessionRecord,
 };
 use echorelay_core::audit::{
-    Actor, AuditDraft, AuditEvent, BillingKind, Currency, EventKind, verify_chain,
+    Actor, AuditDraft, AuditEvent, BillingKind, ConfigEntity, ConfigOp, Currency, EventKind,
+    verify_chain,
 };
-use echorelay_core::ids::{DeviceId, ProjectId, SessionId, UserId};
+use echorelay_core::config::{
+    AuthInput, ConfigChange, Line, NewTarget, Project, ProjectTree, Slug, Target, TargetPatch,
+    Write,
+};
+use echorelay_core::error::StoreError;
+use echorelay_core::ids::{
+    DeviceId, EndpointId, KeyId, LineId, ProjectId, SessionId, TargetId, UserId,
+};
+use echorelay_core::keys::{Environment, LifecyclePolicy, MintRequest};
+use echorelay_core::ports::TreeImport;
 use secrecy::SecretString;
 
 use crate::{Backend, Harness};
@@ -134,6 +146,34 @@ fn draft(
         ip: None,
         subject,
         kind,
+    }
+}
+
+/// The audit draft of a configuration change made by the system.
+fn config_draft(
+    project: ProjectId,
+    at: DateTime<Utc>,
+    entity: ConfigEntity,
+    op: ConfigOp,
+    id: String,
+) -> AuditDraft {
+    AuditDraft {
+        project: Some(project),
+        at,
+        actor: Actor::System,
+        ip: None,
+        subject: None,
+        kind: EventKind::Config { entity, op, id },
+    }
+}
+
+/// A target with a bearer token.
+fn target_input() -> NewTarget {
+    NewTarget {
+        name: "orders".into(),
+        url: "https://hooks.example.com/orders".into(),
+        auth: AuthInput::Bearer(SecretString::from("tok_live_4f9a8b7c6d5e4f3a2b1c")),
+        signing_secret: None,
     }
 }
 
@@ -708,4 +748,541 @@ pub async fn purge_boundaries<B: Backend>(h: Harness<B>) {
             .is_some(),
         "contracts: purge_expired removed a challenge with expires_at == now + 1s"
     );
+}
+
+/// `keys_needing_attention` pages by id: `after` is exclusive, each page
+/// ascends by id and holds at most `limit`, a shorter page is the last,
+/// and the pages together hold every due key once ("Ids and order",
+/// [`KeyStore::keys_needing_attention`]).
+///
+/// [`KeyStore::keys_needing_attention`]: echorelay_core::ports::KeyStore::keys_needing_attention
+pub async fn keys_needing_attention_pages_by_id<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let g = h.grant::<KeyMint>(&owner, &p).await;
+    let mut minted = Vec::new();
+    for _ in 0..5 {
+        let req = MintRequest {
+            environment: Environment::Live,
+            role: Role::Editor,
+            label: "contracts".into(),
+        };
+        minted.push(h.keys.mint(&g, req).await.unwrap().view.id);
+    }
+    assert!(
+        h.store
+            .keys_needing_attention(h.clock_now(), None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "contracts: fresh keys need attention"
+    );
+    h.clock.advance(Duration::days(84));
+    let now = h.clock_now();
+    let mut sizes = Vec::new();
+    let mut seen: Vec<KeyId> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = h.store.keys_needing_attention(now, after, 2).await.unwrap();
+        assert!(page.len() <= 2, "contracts: a page over its limit");
+        let ids: Vec<KeyId> = page.iter().map(|k| k.id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "contracts: a page not ascending by id: {ids:?}"
+        );
+        if let (Some(a), Some(first)) = (after, ids.first()) {
+            assert!(
+                *first > a,
+                "contracts: a page starts at or before `after` ({first:?} <= {a:?})"
+            );
+        }
+        sizes.push(ids.len());
+        seen.extend(&ids);
+        after = ids.last().copied().or(after);
+        if ids.len() < 2 || sizes.len() > 5 {
+            break;
+        }
+    }
+    assert_eq!(sizes, vec![2, 2, 1], "contracts: page sizes");
+    assert!(
+        h.store
+            .keys_needing_attention(now, after, 2)
+            .await
+            .unwrap()
+            .is_empty(),
+        "contracts: a page after the last key is not empty"
+    );
+    minted.sort();
+    assert_eq!(
+        seen, minted,
+        "contracts: the pages are not every due key, once each, in id order"
+    );
+}
+
+/// Methods that touch several records do all of it or nothing, and only
+/// to what they name: a failing `import_tree` writes nothing (tree and
+/// audit head unchanged); `revoke_devices` and `delete_sessions_of` remove
+/// exactly the account's records ("All or nothing",
+/// [`ConfigStore::import_tree`], [`AccountStore::revoke_devices`],
+/// [`SessionStore::delete_sessions_of`]).
+///
+/// [`ConfigStore::import_tree`]: echorelay_core::ports::ConfigStore::import_tree
+/// [`AccountStore::revoke_devices`]: echorelay_core::ports::AccountStore::revoke_devices
+/// [`SessionStore::delete_sessions_of`]: echorelay_core::ports::SessionStore::delete_sessions_of
+pub async fn multi_record_changes_are_all_or_nothing<B: Backend>(h: Harness<B>) {
+    let now = h.clock_now();
+    // (a) An import whose tree holds another project's target id.
+    let (p, p_owner) = h.project().await;
+    let wp = h.grant::<ConfigWrite>(&p_owner, &p).await;
+    let line_p = h.config.create_line(&wp, "p line").await.unwrap();
+    h.config
+        .create_endpoint(&wp, line_p.id, "p in")
+        .await
+        .unwrap();
+    let (q, q_owner) = h.project().await;
+    let wq = h.grant::<ConfigWrite>(&q_owner, &q).await;
+    let line_q = h.config.create_line(&wq, "q line").await.unwrap();
+    let tq = h
+        .config
+        .create_target(&wq, line_q.id, target_input())
+        .await
+        .unwrap()
+        .view
+        .id;
+    let q_target = h.store.target(q.id, tq).await.unwrap().unwrap();
+    let p_tree = h.store.tree(p.id).await.unwrap();
+    let p_head = h.store.head(Some(p.id)).await.unwrap();
+    let q_tree = h.store.tree(q.id).await.unwrap();
+    let q_head = h.store.head(Some(q.id)).await.unwrap();
+    let mut tree = p_tree.clone();
+    tree.project.name = "Renamed by the import".into();
+    let new_line = Line {
+        id: LineId::random(),
+        project: p.id,
+        name: "imported".into(),
+        created_at: now,
+    };
+    tree.targets.push(Target {
+        project: p.id,
+        line: new_line.id,
+        ..q_target.clone()
+    });
+    tree.lines.push(new_line);
+    tree.lines.retain(|l| l.id != line_p.id);
+    tree.endpoints.clear();
+    let import = TreeImport {
+        tree,
+        expect_version: Some(p_tree.project.version),
+        owner_if_new: None,
+    };
+    let audit = config_draft(
+        p.id,
+        now,
+        ConfigEntity::Project,
+        ConfigOp::Import,
+        p.id.to_string(),
+    );
+    let r = h.store.import_tree(import, audit).await;
+    assert!(
+        matches!(r, Err(StoreError::AlreadyExists { .. })),
+        "contracts: import_tree with another project's target id: {r:?}"
+    );
+    assert_eq!(
+        h.store.tree(p.id).await.unwrap(),
+        p_tree,
+        "contracts: a failed import_tree changed the tree"
+    );
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        p_head,
+        "contracts: a failed import_tree wrote an audit event"
+    );
+    assert_eq!(
+        h.store.tree(q.id).await.unwrap(),
+        q_tree,
+        "contracts: a failed import_tree changed the other project"
+    );
+    assert_eq!(h.store.head(Some(q.id)).await.unwrap(), q_head);
+
+    // (b) revoke_devices and delete_sessions_of stay inside the account.
+    let user = account(&h, &random_email()).await;
+    let other = account(&h, &random_email()).await;
+    for _ in 0..3 {
+        h.store
+            .add_device(device(DeviceId::random(), user, now), 5)
+            .await
+            .unwrap();
+    }
+    let theirs = device(DeviceId::random(), other, now);
+    h.store.add_device(theirs.clone(), 5).await.unwrap();
+    assert_eq!(
+        h.store.revoke_devices(user, Some(theirs.id)).await.unwrap(),
+        0,
+        "contracts: revoke_devices removed another account's device"
+    );
+    assert_eq!(
+        h.store.revoke_devices(user, None).await.unwrap(),
+        3,
+        "contracts: revoke_devices(user, None) count"
+    );
+    assert!(
+        h.store.devices_of(user).await.unwrap().is_empty(),
+        "contracts: revoke_devices(user, None) left a device"
+    );
+    assert_eq!(
+        h.store.devices_of(other).await.unwrap(),
+        vec![theirs],
+        "contracts: revoke_devices touched another account"
+    );
+    let end = now + Duration::hours(12);
+    let mine: Vec<SessionRecord> = (0..3).map(|_| session(user, now, now, end)).collect();
+    for s in &mine {
+        h.store.insert_session(s.clone()).await.unwrap();
+    }
+    let their_session = session(other, now, now, end);
+    h.store.insert_session(their_session.clone()).await.unwrap();
+    let keep = mine[1].id;
+    assert_eq!(
+        h.store.delete_sessions_of(user, Some(keep)).await.unwrap(),
+        2,
+        "contracts: delete_sessions_of(user, keep) count"
+    );
+    let ids = |v: Vec<SessionRecord>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(h.store.sessions_of(user).await.unwrap()),
+        vec![keep],
+        "contracts: delete_sessions_of did not keep exactly `keep`"
+    );
+    assert_eq!(
+        ids(h.store.sessions_of(other).await.unwrap()),
+        vec![their_session.id],
+        "contracts: delete_sessions_of touched another account"
+    );
+    // `keep` naming another account's session protects nothing of this one.
+    assert_eq!(
+        h.store
+            .delete_sessions_of(user, Some(their_session.id))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(h.store.sessions_of(user).await.unwrap().is_empty());
+    assert_eq!(
+        ids(h.store.sessions_of(other).await.unwrap()),
+        vec![their_session.id],
+        "contracts: delete_sessions_of touched another account"
+    );
+}
+
+/// Target and project writes are compare-and-swap on their versions: a
+/// created target has version 0 and each update adds one; a write from a
+/// stale read is `Conflict` and changes nothing (no audit event either);
+/// every successful change moves the project's version by exactly one
+/// ("Versions", [`ConfigStore::apply`]).
+///
+/// [`ConfigStore::apply`]: echorelay_core::ports::ConfigStore::apply
+pub async fn config_writes_are_compare_and_swap<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let project = |h: &Harness<B>| {
+        let store = h.store.clone();
+        async move { store.project(p.id).await.unwrap().unwrap() }
+    };
+    assert_eq!(
+        project(&h).await.version,
+        0,
+        "contracts: a new project's version"
+    );
+    let line = h.config.create_line(&w, "l").await.unwrap();
+    assert_eq!(
+        project(&h).await.version,
+        1,
+        "contracts: a line create did not move the project version by one"
+    );
+    let id = h
+        .config
+        .create_target(&w, line.id, target_input())
+        .await
+        .unwrap()
+        .view
+        .id;
+    assert_eq!(
+        project(&h).await.version,
+        2,
+        "contracts: a target create did not move the project version by one"
+    );
+    let stale = h.store.target(p.id, id).await.unwrap().unwrap();
+    assert_eq!(stale.version, 0, "contracts: a created target's version");
+    let url = "https://hooks.example.com/moved".to_owned();
+    let patch = TargetPatch {
+        url: Some(url.clone()),
+        ..TargetPatch::default()
+    };
+    h.config.update_target(&w, id, patch).await.unwrap();
+    let fresh = h.store.target(p.id, id).await.unwrap().unwrap();
+    assert_eq!(
+        (fresh.version, fresh.url.as_str()),
+        (1, url.as_str()),
+        "contracts: an updated target"
+    );
+    assert_eq!(
+        project(&h).await.version,
+        3,
+        "contracts: a target update did not move the project version by one"
+    );
+
+    // A stale target write.
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    let stale_write = Target {
+        name: "stale".into(),
+        ..stale.clone()
+    };
+    let draft = |op, id: String| config_draft(p.id, h.clock_now(), ConfigEntity::Target, op, id);
+    let r = h
+        .store
+        .apply(
+            ConfigChange::PutTarget(Write::Update, stale_write),
+            draft(ConfigOp::Update, id.to_string()),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::Conflict { .. })),
+        "contracts: PutTarget(Update) from a stale read: {r:?}"
+    );
+    assert_eq!(
+        h.store.target(p.id, id).await.unwrap().unwrap(),
+        fresh,
+        "contracts: a refused target write changed the target"
+    );
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        head,
+        "contracts: a refused target write was audited"
+    );
+    assert_eq!(project(&h).await.version, 3);
+
+    // A stale project write.
+    let current = project(&h).await;
+    let stale_project = Project {
+        name: "Stale name".into(),
+        ..p.clone()
+    };
+    let project_draft = || {
+        config_draft(
+            p.id,
+            h.clock_now(),
+            ConfigEntity::Project,
+            ConfigOp::Update,
+            p.id.to_string(),
+        )
+    };
+    let r = h
+        .store
+        .apply(ConfigChange::UpdateProject(stale_project), project_draft())
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::Conflict { .. })),
+        "contracts: UpdateProject from a stale read: {r:?}"
+    );
+    assert_eq!(
+        project(&h).await,
+        current,
+        "contracts: a refused project write changed the project"
+    );
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        head,
+        "contracts: a refused project write was audited"
+    );
+
+    // Writes from a fresh read go through, one version each.
+    let renamed = Project {
+        name: "Renamed".into(),
+        ..current.clone()
+    };
+    h.store
+        .apply(ConfigChange::UpdateProject(renamed), project_draft())
+        .await
+        .unwrap();
+    let now_project = project(&h).await;
+    assert_eq!(
+        (now_project.version, now_project.name.as_str()),
+        (current.version + 1, "Renamed"),
+        "contracts: UpdateProject from a fresh read"
+    );
+    let renamed_target = Target {
+        name: "renamed".into(),
+        ..fresh.clone()
+    };
+    h.store
+        .apply(
+            ConfigChange::PutTarget(Write::Update, renamed_target),
+            draft(ConfigOp::Update, id.to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.target(p.id, id).await.unwrap().unwrap().version,
+        2,
+        "contracts: a target update did not move its version by one"
+    );
+    assert_eq!(project(&h).await.version, current.version + 2);
+    // A create stores version 0 whatever the caller passed.
+    let copy = Target {
+        id: TargetId::random(),
+        version: 7,
+        ..fresh
+    };
+    h.store
+        .apply(
+            ConfigChange::PutTarget(Write::Create, copy.clone()),
+            draft(ConfigOp::Create, copy.id.to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store
+            .target(p.id, copy.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        0,
+        "contracts: a created target is stored with version 0"
+    );
+    assert_eq!(project(&h).await.version, current.version + 3);
+}
+
+/// A project never exists without an owner: `import_tree` of an unknown
+/// project without `owner_if_new` is `Conflict` and writes nothing; with
+/// one, that user is its only member, as owner, and the version is 0; a
+/// `dangerous_restore` that recreates a project makes `owner` its owner
+/// ([`ConfigStore::import_tree`]).
+///
+/// [`ConfigStore::import_tree`]: echorelay_core::ports::ConfigStore::import_tree
+pub async fn a_new_project_from_an_import_has_an_owner<B: Backend>(h: Harness<B>) {
+    let now = h.clock_now();
+    let id = ProjectId::random();
+    let slug = Slug::parse(&format!("n-{}", &UserId::random().to_string()[4..16])).unwrap();
+    let tree = ProjectTree {
+        project: Project {
+            id,
+            slug: slug.clone(),
+            name: "Imported".into(),
+            key_policy: LifecyclePolicy::default(),
+            created_at: now,
+            version: 0,
+        },
+        lines: vec![Line {
+            id: LineId::random(),
+            project: id,
+            name: "imported line".into(),
+            created_at: now,
+        }],
+        endpoints: Vec::new(),
+        targets: Vec::new(),
+    };
+    let audit = || {
+        config_draft(
+            id,
+            now,
+            ConfigEntity::Project,
+            ConfigOp::Import,
+            id.to_string(),
+        )
+    };
+    let ownerless = TreeImport {
+        tree: tree.clone(),
+        expect_version: None,
+        owner_if_new: None,
+    };
+    let r = h.store.import_tree(ownerless, audit()).await;
+    assert!(
+        matches!(r, Err(StoreError::Conflict { .. })),
+        "contracts: import_tree of a new project without an owner: {r:?}"
+    );
+    assert!(
+        h.store.project(id).await.unwrap().is_none(),
+        "contracts: an ownerless import created the project"
+    );
+    assert!(
+        h.store.project_by_slug(&slug).await.unwrap().is_none(),
+        "contracts: an ownerless import took the slug"
+    );
+    assert!(
+        h.store.head(Some(id)).await.unwrap().is_none(),
+        "contracts: an ownerless import was audited"
+    );
+    assert!(h.store.members_of(id).await.unwrap().is_empty());
+
+    let owner = UserId::random();
+    let owned = TreeImport {
+        tree: tree.clone(),
+        expect_version: None,
+        owner_if_new: Some(owner),
+    };
+    h.store.import_tree(owned, audit()).await.unwrap();
+    let stored = h
+        .store
+        .project(id)
+        .await
+        .unwrap()
+        .expect("contracts: the imported project");
+    assert_eq!(stored.version, 0, "contracts: a new project's version");
+    assert_eq!(
+        h.store.members_of(id).await.unwrap(),
+        vec![(owner, Role::Owner)],
+        "contracts: the members of a project made by an import"
+    );
+    assert_eq!(h.store.tree(id).await.unwrap().lines, tree.lines);
+
+    // dangerous_restore of an export under a project id that does not
+    // exist (yet): recreated with `owner` as its owner. Every id in the
+    // tree is renamed, since another project (the source) holds them. The
+    // source has no targets: their ciphertext is bound to the project and
+    // target ids and would not open under new ones.
+    let (src, src_owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&src_owner, &src).await;
+    let line = h.config.create_line(&w, "restored line").await.unwrap();
+    let ep = h
+        .config
+        .create_endpoint(&w, line.id, "restored in")
+        .await
+        .unwrap();
+    let r = h.grant::<ConfigRead>(&src_owner, &src).await;
+    let json = h.config.export(&r).await.unwrap();
+    let src_members = h.store.members_of(src.id).await.unwrap();
+    let src_tree = h.store.tree(src.id).await.unwrap();
+    let new_id = ProjectId::random();
+    let new_slug = format!("r-{}", &UserId::random().to_string()[4..16]);
+    let json = json
+        .replace(&src.id.to_string(), &new_id.to_string())
+        .replace(
+            &format!("\"{}\"", src.slug.as_str()),
+            &format!("\"{new_slug}\""),
+        )
+        .replace(&line.id.to_string(), &LineId::random().to_string())
+        .replace(&ep.id.to_string(), &EndpointId::random().to_string());
+    let restorer = UserId::random();
+    let restored = h.config.dangerous_restore(&json, restorer).await.unwrap();
+    assert_eq!(restored.project.id, new_id);
+    let stored = h
+        .store
+        .project(new_id)
+        .await
+        .unwrap()
+        .expect("contracts: the restored project");
+    assert_eq!(stored.slug.as_str(), new_slug);
+    assert_eq!(
+        h.store.members_of(new_id).await.unwrap(),
+        vec![(restorer, Role::Owner)],
+        "contracts: the members of a project recreated by dangerous_restore"
+    );
+    let t = h.store.tree(new_id).await.unwrap();
+    assert_eq!((t.lines.len(), t.endpoints.len()), (1, 1));
+    assert_eq!(
+        h.store.members_of(src.id).await.unwrap(),
+        src_members,
+        "contracts: a restore under another id changed the source's members"
+    );
+    assert_eq!(h.store.tree(src.id).await.unwrap(), src_tree);
 }

@@ -219,6 +219,10 @@ macro_rules! conformance_tests {
             contracts::backup_codes_match_on_index_and_hash,
             contracts::attempt_windows_are_half_open,
             contracts::purge_boundaries,
+            contracts::keys_needing_attention_pages_by_id,
+            contracts::multi_record_changes_are_all_or_nothing,
+            contracts::config_writes_are_compare_and_swap,
+            contracts::a_new_project_from_an_import_has_an_owner,
         );
     };
     (@each $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {
