@@ -36,6 +36,7 @@ pub mod access;
 pub mod accounts;
 pub mod audit;
 pub mod config;
+pub mod contracts;
 pub mod keys;
 pub mod rewrap;
 
@@ -216,6 +217,18 @@ macro_rules! conformance_tests {
             accounts::challenges_expire_and_are_pinned,
             accounts::old_credentials_die_with_the_epoch,
             accounts::purge_removes_only_expired_sessions_and_challenges,
+            contracts::touch_on_a_missing_record_creates_nothing,
+            contracts::audit_seq_is_gap_free_and_paged_by_seq,
+            contracts::user_export_is_ordered_by_time_then_chain_then_seq,
+            contracts::emails_are_compared_as_bytes,
+            contracts::device_eviction_orders_by_creation_then_id,
+            contracts::backup_codes_match_on_index_and_hash,
+            contracts::attempt_windows_are_half_open,
+            contracts::purge_boundaries,
+            contracts::keys_needing_attention_pages_by_id,
+            contracts::multi_record_changes_are_all_or_nothing,
+            contracts::config_writes_are_compare_and_swap,
+            contracts::a_new_project_from_an_import_has_an_owner,
         );
     };
     (@each $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {
