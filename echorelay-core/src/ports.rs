@@ -227,9 +227,9 @@ pub trait MembershipStore: Send + Sync {
         role: Option<Role>,
         audit: AuditDraft,
     ) -> StoreResult<()>;
-    /// Projects the user belongs to, with roles.
+    /// Projects the user belongs to, with roles, by project id.
     async fn memberships_of(&self, user: UserId) -> StoreResult<Vec<(ProjectId, Role)>>;
-    /// The project's members, with roles.
+    /// The project's members, with roles, by user id.
     async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>>;
 }
 
@@ -237,7 +237,10 @@ pub trait MembershipStore: Send + Sync {
 /// by the billing system, account events).
 #[async_trait]
 pub trait AuditSink: Send + Sync {
-    /// Seals and appends one event; returns it.
+    /// Seals and appends one event ([`crate::audit::seal`] with the
+    /// chain's head, in one atomic step: `seq` gap-free under concurrent
+    /// appends); returns it. `NotFound` for a project chain whose project
+    /// does not exist.
     async fn append(&self, audit: AuditDraft) -> StoreResult<AuditEvent>;
 }
 
@@ -275,7 +278,8 @@ pub trait AuditLog: Send + Sync {
 /// through [`AuditSink`] right after the change they record.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
-    /// Creates an account. `AlreadyExists` if the id or email is taken.
+    /// Creates an account. `AlreadyExists` if the id is taken or another
+    /// account's email is byte-equal (no case folding: core normalises).
     async fn create_account(&self, account: AccountRecord) -> StoreResult<()>;
     /// The account whose stored email equals `email` byte for byte (core
     /// normalises it first; the adapter must not fold case again).
@@ -381,12 +385,14 @@ pub trait AccountStore: Send + Sync {
     async fn device_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<DeviceRecord>>;
     /// The account's devices, by `created_at`, ties by id.
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
-    /// Records a use: sets `last_used_at = at` (never changes the expiry).
+    /// Records a use: sets `last_used_at = at` (last writer wins; it is
+    /// informational, never extends anything, never changes the expiry).
     /// Returns `false`, and creates nothing, if the device is gone (a
     /// concurrent eviction or revocation is not an error).
     async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Revokes one device of the account, or all with `None`, all or
-    /// nothing. Returns how many were removed.
+    /// nothing. Returns how many were removed (0 for a device of another
+    /// account, which is left alone).
     async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize>;
 }
 
@@ -410,7 +416,7 @@ pub trait SessionStore: Send + Sync {
     /// The account's sessions, by `created_at`, ties by id.
     async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;
     /// Deletes the account's sessions except `keep`, all or nothing;
-    /// returns how many.
+    /// returns how many. Other accounts' sessions are never touched.
     async fn delete_sessions_of(&self, user: UserId, keep: Option<SessionId>)
     -> StoreResult<usize>;
     /// Stores a login challenge.
@@ -422,7 +428,8 @@ pub trait SessionStore: Send + Sync {
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
     /// Deletes challenges with `expires_at <= now` and sessions with
     /// `expires_at <= now` or `last_seen_at <= idle_cutoff`; returns how
-    /// many. Expiry is data on each record, and the service checks it on
+    /// many (challenges and sessions together). Expiry is data on each
+    /// record, and the service checks it on
     /// every read, so purging is housekeeping, never a security control.
     /// A TTL store (Redis) may instead expire records by itself: a
     /// challenge at `expires_at`; a session at

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use echorelay_core::access::Role;
-use echorelay_core::access::surface::{ConfigRead, ConfigWrite, KeyMint};
+use echorelay_core::access::surface::{ConfigRead, ConfigWrite, Keys};
 use echorelay_core::account::password::hash_password_async;
 use echorelay_core::account::service::PasswordStep;
 use echorelay_core::account::{
@@ -758,7 +758,7 @@ pub async fn purge_boundaries<B: Backend>(h: Harness<B>) {
 /// [`KeyStore::keys_needing_attention`]: echorelay_core::ports::KeyStore::keys_needing_attention
 pub async fn keys_needing_attention_pages_by_id<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
-    let g = h.grant::<KeyMint>(&owner, &p).await;
+    let g = h.grant::<Keys>(&owner, &p).await;
     let mut minted = Vec::new();
     for _ in 0..5 {
         let req = MintRequest {
@@ -1171,6 +1171,7 @@ pub async fn a_new_project_from_an_import_has_an_owner<B: Backend>(h: Harness<B>
             key_policy: LifecyclePolicy::default(),
             created_at: now,
             version: 0,
+            api_keys_manage_keys: false,
         },
         lines: vec![Line {
             id: LineId::random(),
