@@ -65,6 +65,8 @@ pub enum ConfigOp {
     Delete,
     /// Replaced whole from an import.
     Import,
+    /// Its secrets were opened for a delivery (the delivery capability).
+    SecretsOpened,
 }
 
 /// A key lifecycle step.
@@ -387,45 +389,148 @@ pub fn verify_chain<'a>(
     events: impl IntoIterator<Item = &'a AuditEvent>,
     anchor: Option<ChainHead>,
 ) -> Result<Option<ChainHead>, ChainBreak> {
-    let mut prev: Option<ChainHead> = None;
-    let mut anchor_seen = false;
+    let mut v = ChainVerifier::new(chain, anchor);
     for e in events {
-        let expected = prev.map_or(1, |p| p.seq + 1);
+        v.push(e)?;
+    }
+    v.finish()
+}
+
+/// [`verify_chain`] one event at a time, for chains read page by page.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    chain: Option<ProjectId>,
+    anchor: Option<ChainHead>,
+    anchor_seen: bool,
+    prev: Option<ChainHead>,
+}
+
+impl ChainVerifier {
+    /// A verifier for `chain`, expecting seq 1 first.
+    pub fn new(chain: Option<ProjectId>, anchor: Option<ChainHead>) -> Self {
+        Self {
+            chain,
+            anchor,
+            anchor_seen: false,
+            prev: None,
+        }
+    }
+
+    /// Checks the next event in stored order.
+    pub fn push(&mut self, e: &AuditEvent) -> Result<(), ChainBreak> {
+        let expected = self.prev.map_or(1, |p| p.seq + 1);
         let brk = |problem| ChainBreak {
             seq: expected,
             problem,
         };
-        if e.project != chain {
+        if e.project != self.chain {
             return Err(brk(BreakKind::WrongChain));
         }
         if e.seq != expected {
             return Err(brk(BreakKind::Sequence));
         }
-        if e.prev_hash != prev.map(|p| p.hash).unwrap_or_default() {
+        if e.prev_hash != self.prev.map(|p| p.hash).unwrap_or_default() {
             return Err(brk(BreakKind::Link));
         }
         if event_hash(e) != e.hash {
             return Err(brk(BreakKind::ContentEdited));
         }
-        if let Some(a) = anchor {
+        if let Some(a) = self.anchor {
             if e.seq == a.seq {
                 // The hashes are unkeyed: without this, a rewritten and
                 // re-hashed chain would pass.
                 if e.hash != a.hash {
                     return Err(brk(BreakKind::Truncated));
                 }
-                anchor_seen = true;
+                self.anchor_seen = true;
             }
         }
-        prev = Some(e.head());
+        self.prev = Some(e.head());
+        Ok(())
     }
-    if anchor.is_some() && !anchor_seen {
-        return Err(ChainBreak {
-            seq: prev.map_or(1, |p| p.seq + 1),
-            problem: BreakKind::Truncated,
-        });
+
+    /// Ends the check: the head of what was pushed, or a break if the
+    /// anchor was never reached (truncation).
+    pub fn finish(self) -> Result<Option<ChainHead>, ChainBreak> {
+        if self.anchor.is_some() && !self.anchor_seen {
+            return Err(ChainBreak {
+                seq: self.prev.map_or(1, |p| p.seq + 1),
+                problem: BreakKind::Truncated,
+            });
+        }
+        Ok(self.prev)
     }
-    Ok(prev)
+}
+
+/// Most events an [`AuditService::events`] page returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// A verified chain: its head and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChainStatus {
+    /// The newest link (`None` for an empty chain).
+    pub head: Option<ChainHead>,
+    /// How many events were verified.
+    pub events: u64,
+}
+
+/// Reading a project's audit log, under the voter's audit-read grant
+/// (owners; owner-role API keys too).
+#[derive(Debug, Clone)]
+pub struct AuditService<L> {
+    log: L,
+}
+
+impl<L: crate::ports::AuditLog> AuditService<L> {
+    /// A service reading `log`.
+    pub fn new(log: L) -> Self {
+        Self { log }
+    }
+
+    /// One page of the project's chain: events with `seq > after`,
+    /// ascending, at most `limit` (capped at [`MAX_PAGE`]).
+    pub async fn events(
+        &self,
+        grant: &crate::access::Grant<crate::access::surface::AuditRead>,
+        after: u64,
+        limit: usize,
+    ) -> crate::Result<Vec<AuditEvent>> {
+        Ok(self
+            .log
+            .events(Some(grant.project_id()), after, limit.min(MAX_PAGE))
+            .await?)
+    }
+
+    /// Verifies the project's whole chain, page by page; with `anchor` (a
+    /// head recorded earlier) also proves nothing up to it was cut off.
+    ///
+    /// # Errors
+    /// [`crate::Error::Audit`] naming the first broken link.
+    pub async fn verify(
+        &self,
+        grant: &crate::access::Grant<crate::access::surface::AuditRead>,
+        anchor: Option<ChainHead>,
+    ) -> crate::Result<ChainStatus> {
+        let chain = Some(grant.project_id());
+        let mut v = ChainVerifier::new(chain, anchor);
+        let mut after = 0;
+        let mut count = 0u64;
+        loop {
+            let page = self.log.events(chain, after, MAX_PAGE).await?;
+            for e in &page {
+                v.push(e)?;
+                count += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() == MAX_PAGE => after = last.seq,
+                _ => break,
+            }
+        }
+        Ok(ChainStatus {
+            head: v.finish()?,
+            events: count,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result, StoreError};
 use crate::ids::{EndpointId, LineId, ProjectId, TargetId, UserId};
 use crate::keys::LifecyclePolicy;
-use crate::ports::{ConfigStore, MembershipStore, TreeImport};
+use crate::ports::{AuditSink, ConfigStore, MembershipStore, TreeImport};
 use crate::vault::{Ciphertext, Masked, SecretContext, SecretVault};
 
 /// What was wrong with configuration input. Never contains a secret.
@@ -426,6 +426,33 @@ pub struct CreatedTarget {
     pub signing_secret: SecretString,
 }
 
+/// A target's outbound secrets in plaintext, for the delivery worker only
+/// ([`ConfigService::delivery_secrets`]). `Debug` is redacted; the values
+/// zeroize on drop.
+pub struct DeliverySecrets {
+    /// The target.
+    pub target: TargetId,
+    /// The target's version these secrets belong to: cache by it, and
+    /// fetch again when the stored version moves.
+    pub version: u64,
+    /// Delivery URL.
+    pub url: String,
+    /// Outbound auth, in plaintext.
+    pub auth: AuthInput,
+    /// The Standard Webhooks signing secret (`whsec_…`).
+    pub signing_secret: SecretString,
+}
+
+impl std::fmt::Debug for DeliverySecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliverySecrets")
+            .field("target", &self.target)
+            .field("version", &self.version)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Field names bound into the associated data.
 pub mod fields {
     /// A bearer token.
@@ -457,7 +484,7 @@ pub struct ConfigService<S, V> {
     clock: Arc<dyn Clock>,
 }
 
-impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
+impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService<S, V> {
     /// A service over `store`, sealing secrets with `vault`.
     pub fn new(store: S, vault: V, clock: Arc<dyn Clock>) -> Self {
         Self {
@@ -921,6 +948,51 @@ impl<S: ConfigStore + MembershipStore, V: SecretVault> ConfigService<S, V> {
             .apply(ConfigChange::DeleteTarget(grant.project_id(), id), audit)
             .await?;
         Ok(())
+    }
+
+    /// Opens a target's secrets for a delivery: the one narrow way to the
+    /// plaintext, for the relay's delivery worker, which holds the
+    /// delivery grant ([`crate::access::Voter::dangerous_delivery_grant`]).
+    /// Every call is audited (`SecretsOpened` in the project's chain, by
+    /// the system); a worker caches the result per target version instead
+    /// of calling this for every delivery.
+    ///
+    /// # Errors
+    /// `Store(NotFound)` for a target not in the granted project;
+    /// [`Error::Vault`] if a secret does not open (the audit event is not
+    /// written then).
+    pub async fn delivery_secrets(
+        &self,
+        grant: &Grant<crate::access::surface::Delivery>,
+        id: TargetId,
+    ) -> Result<DeliverySecrets> {
+        let t = self.stored_target(grant.project_id(), id).await?;
+        let auth = match &t.auth {
+            StoredAuth::None => AuthInput::None,
+            StoredAuth::Bearer { token } => {
+                AuthInput::Bearer(self.open(&t, fields::BEARER_TOKEN, token)?)
+            }
+            StoredAuth::Basic { username, password } => AuthInput::Basic {
+                username: username.clone(),
+                password: self.open(&t, fields::BASIC_PASSWORD, password)?,
+            },
+        };
+        let signing_secret = self.open(&t, fields::SIGNING_SECRET, &t.signing_secret)?;
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Target,
+            ConfigOp::SecretsOpened,
+            id.to_string(),
+            self.clock.now(),
+        );
+        self.store.append(audit).await?;
+        Ok(DeliverySecrets {
+            target: t.id,
+            version: t.version,
+            url: t.url,
+            auth,
+            signing_secret,
+        })
     }
 
     /// Reads one target, masked.

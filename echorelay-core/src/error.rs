@@ -8,6 +8,7 @@
 //! | [`Error::Denied`] | caller's permissions | no: it never says whether the project exists |
 //! | [`Error::InvalidKey`], [`Error::InvalidInput`], [`Error::Policy`], [`Error::Config`], [`Error::Password`] | caller's input | yes: the message names what was wrong |
 //! | [`Error::Vault`] | configuration or tampered data | yes, for operators |
+//! | [`Error::Audit`] | a tampered audit log | yes, for operators: raise an alarm |
 //! | [`Error::Store`] | backend or a concurrent change | `NotFound` / `AlreadyExists` / `Conflict` yes; `Backend` is transient |
 //! | [`Error::Unavailable`] | the backend, during authentication | yes: retry later (HTTP 503); it is never a success |
 //!
@@ -63,6 +64,10 @@ pub enum Error {
     /// The backend failed or refused the change.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An audit chain does not verify: an event was edited, removed,
+    /// reordered or cut off (tampering, or a broken backend).
+    #[error(transparent)]
+    Audit(#[from] crate::audit::ChainBreak),
     /// The backend could not be reached during authentication: nothing was
     /// authenticated (fail closed). Transient; the cause is logged.
     #[error("authentication is unavailable: the backend could not be reached")]

@@ -168,13 +168,13 @@ impl RewrapReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyUsage {
     /// Ciphertext count per vault key id.
-    pub by_key: BTreeMap<crate::vault::KeyId, usize>,
+    pub by_key: BTreeMap<crate::vault::VaultKeyId, usize>,
 }
 
 impl KeyUsage {
     /// Whether anything stored is still sealed under `key`: while it is,
     /// `key` must stay in the keyring.
-    pub fn in_use(&self, key: crate::vault::KeyId) -> bool {
+    pub fn in_use(&self, key: crate::vault::VaultKeyId) -> bool {
         self.by_key.get(&key).is_some_and(|n| *n > 0)
     }
 }

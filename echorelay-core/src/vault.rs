@@ -35,7 +35,7 @@
 //! | bytes | length | content |
 //! |---|---|---|
 //! | `0` | 1 | format version, currently `1` |
-//! | `1..5` | 4 | [`KeyId`] of the key that sealed it |
+//! | `1..5` | 4 | [`VaultKeyId`] of the key that sealed it |
 //! | `5..17` | 12 | random AES-GCM nonce |
 //! | `17..len-16` | 0 or more | AES-256-GCM ciphertext (same length as the plaintext) |
 //! | `len-16..len` | 16 | GCM authentication tag |
@@ -51,7 +51,7 @@
 //!
 //! A [`Keyring`] holds the *current* [`SecretKey`], which seals everything new,
 //! and any number of *previous* keys, which are only used to open. Each key is
-//! identified by its [`KeyId`] (4 bytes of a domain-separated SHA-256 of the
+//! identified by its [`VaultKeyId`] (4 bytes of a domain-separated SHA-256 of the
 //! key), stored in every ciphertext, so opening picks the right key directly;
 //! a ciphertext whose key is not in the ring is [`VaultError::UnknownKey`].
 //!
@@ -140,7 +140,7 @@ pub const MIN_CIPHERTEXT_LEN: usize = HEADER_LEN + TAG_LEN;
 /// Length of a secret key in bytes.
 const KEY_LEN: usize = 32;
 
-/// Domain separator of [`KeyId`] derivation.
+/// Domain separator of [`VaultKeyId`] derivation.
 const KEY_ID_DOMAIN: &[u8] = b"echorelay.vault.key-id.v1";
 
 /// Domain separator at the start of the associated data.
@@ -203,7 +203,7 @@ pub enum VaultError {
     UnsupportedVersion(u8),
     /// The ciphertext was sealed with a key that is not in the keyring.
     #[error("ciphertext was sealed with unknown key {0}")]
-    UnknownKey(KeyId),
+    UnknownKey(VaultKeyId),
     /// Authentication failed: the ciphertext was tampered with, belongs to
     /// another project, record or field, or the key is wrong. Deliberately
     /// does not say which.
@@ -226,20 +226,20 @@ pub enum VaultError {
 /// `SHA-256("echorelay.vault.key-id.v1" || key)`. Stored in every
 /// [`Ciphertext`]. `Debug` and `Display` show it as 8 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub [u8; 4]);
+pub struct VaultKeyId(pub [u8; 4]);
 
-impl KeyId {
+impl VaultKeyId {
     fn of(key: &[u8; KEY_LEN]) -> Self {
         let digest = Sha256::new()
             .chain_update(KEY_ID_DOMAIN)
             .chain_update(key)
             .finalize();
         let [a, b, c, d, ..] = <[u8; 32]>::from(digest);
-        KeyId([a, b, c, d])
+        VaultKeyId([a, b, c, d])
     }
 }
 
-impl fmt::Display for KeyId {
+impl fmt::Display for VaultKeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for byte in self.0 {
             write!(f, "{byte:02x}")?;
@@ -248,18 +248,18 @@ impl fmt::Display for KeyId {
     }
 }
 
-impl fmt::Debug for KeyId {
+impl fmt::Debug for VaultKeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
+        write!(f, "VaultKeyId({self})")
     }
 }
 
 /// A 256-bit vault key (`SECRET_KEY`). Zeroized on drop; `Debug` shows only
-/// its [`KeyId`]; it has no `Display` and no `Serialize`.
+/// its [`VaultKeyId`]; it has no `Display` and no `Serialize`.
 #[derive(Clone)]
 pub struct SecretKey {
     bytes: Zeroizing<[u8; KEY_LEN]>,
-    id: KeyId,
+    id: VaultKeyId,
 }
 
 impl SecretKey {
@@ -367,12 +367,12 @@ impl SecretKey {
     }
 
     fn from_zeroizing(bytes: Zeroizing<[u8; KEY_LEN]>) -> SecretKey {
-        let id = KeyId::of(&bytes);
+        let id = VaultKeyId::of(&bytes);
         SecretKey { bytes, id }
     }
 
     /// The key's identifier, as stored in every ciphertext it seals.
-    pub fn id(&self) -> KeyId {
+    pub fn id(&self) -> VaultKeyId {
         self.id
     }
 
@@ -512,12 +512,12 @@ impl Keyring {
     }
 
     /// The id of the key that seals.
-    pub fn current_id(&self) -> KeyId {
+    pub fn current_id(&self) -> VaultKeyId {
         self.current.id
     }
 
     /// Ids of all keys, current first, then previous keys in the order added.
-    pub fn key_ids(&self) -> impl Iterator<Item = KeyId> + '_ {
+    pub fn key_ids(&self) -> impl Iterator<Item = VaultKeyId> + '_ {
         std::iter::once(&self.current)
             .chain(&self.previous)
             .map(SecretKey::id)
@@ -526,7 +526,7 @@ impl Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let previous: Vec<KeyId> = self.previous.iter().map(SecretKey::id).collect();
+        let previous: Vec<VaultKeyId> = self.previous.iter().map(SecretKey::id).collect();
         f.debug_struct("Keyring")
             .field("current", &self.current.id)
             .field("previous", &previous)
@@ -590,7 +590,7 @@ impl SecretContext<'_> {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Ciphertext {
     version: u8,
-    key_id: KeyId,
+    key_id: VaultKeyId,
     nonce: [u8; NONCE_LEN],
     /// Ciphertext followed by the 16-byte GCM tag.
     sealed: Vec<u8>,
@@ -603,7 +603,7 @@ impl Ciphertext {
     }
 
     /// The id of the key that sealed this ciphertext.
-    pub fn key_id(&self) -> KeyId {
+    pub fn key_id(&self) -> VaultKeyId {
         self.key_id
     }
 
@@ -657,7 +657,7 @@ impl Ciphertext {
         let [_, k0, k1, k2, k3, nonce @ ..] = *header;
         Ok(Ciphertext {
             version,
-            key_id: KeyId([k0, k1, k2, k3]),
+            key_id: VaultKeyId([k0, k1, k2, k3]),
             nonce,
             sealed: sealed.to_vec(),
         })
@@ -880,8 +880,8 @@ forward_secret_vault!(Box);
 /// crates' `zeroize` features are on). `Debug` shows key ids only.
 #[derive(Clone)]
 pub struct AesGcmVault {
-    current: (KeyId, Aes256Gcm),
-    previous: Vec<(KeyId, Aes256Gcm)>,
+    current: (VaultKeyId, Aes256Gcm),
+    previous: Vec<(VaultKeyId, Aes256Gcm)>,
 }
 
 impl AesGcmVault {
@@ -898,23 +898,23 @@ impl AesGcmVault {
     }
 
     /// The id of the key that seals.
-    pub fn current_key_id(&self) -> KeyId {
+    pub fn current_key_id(&self) -> VaultKeyId {
         self.current.0
     }
 
     /// Ids of all keys accepted for opening, current first.
-    pub fn key_ids(&self) -> impl Iterator<Item = KeyId> + '_ {
+    pub fn key_ids(&self) -> impl Iterator<Item = VaultKeyId> + '_ {
         self.ciphers().map(|(id, _)| *id)
     }
 
-    fn ciphers(&self) -> impl Iterator<Item = &(KeyId, Aes256Gcm)> {
+    fn ciphers(&self) -> impl Iterator<Item = &(VaultKeyId, Aes256Gcm)> {
         std::iter::once(&self.current).chain(&self.previous)
     }
 }
 
 impl fmt::Debug for AesGcmVault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let previous: Vec<KeyId> = self.previous.iter().map(|(id, _)| *id).collect();
+        let previous: Vec<VaultKeyId> = self.previous.iter().map(|(id, _)| *id).collect();
         f.debug_struct("AesGcmVault")
             .field("current", &self.current.0)
             .field("previous", &previous)
@@ -1646,7 +1646,7 @@ mod tests {
         assert_eq!(key.id().0, [d[0], d[1], d[2], d[3]]);
         assert_eq!(
             format!("{:?}", key.id()),
-            format!("KeyId({})", hex::encode(&d[..4]))
+            format!("VaultKeyId({})", hex::encode(&d[..4]))
         );
         assert_eq!(key.id().to_string(), hex::encode(&d[..4]));
     }
@@ -1687,7 +1687,7 @@ mod tests {
             VaultError::Decrypt,
             VaultError::Encrypt,
             VaultError::Utf8,
-            VaultError::UnknownKey(KeyId([1, 2, 3, 4])),
+            VaultError::UnknownKey(VaultKeyId([1, 2, 3, 4])),
             VaultError::UnsupportedVersion(9),
         ] {
             assert!(!e.to_string().is_empty());
@@ -1697,7 +1697,7 @@ mod tests {
             "ciphertext failed authentication"
         );
         assert_eq!(
-            VaultError::UnknownKey(KeyId([1, 2, 3, 4])).to_string(),
+            VaultError::UnknownKey(VaultKeyId([1, 2, 3, 4])).to_string(),
             "ciphertext was sealed with unknown key 01020304"
         );
     }
@@ -1772,7 +1772,7 @@ mod tests {
             let mut from_os = [0u8; 32];
             OsRng.fill_bytes(&mut from_os);
             for b in [from_proptest, from_os] {
-                let expected: Result<KeyId, VaultError> = Ok(SecretKey::from_bytes(b).id());
+                let expected: Result<VaultKeyId, VaultError> = Ok(SecretKey::from_bytes(b).id());
                 prop_assert_eq!(SecretKey::try_from_bytes(b).map(|k| k.id()), expected.clone());
                 for text in [
                     hex::encode(b),

@@ -386,3 +386,66 @@ pub fn unversioned(
     }
     tree
 }
+
+/// The delivery capability: the worker's grant opens the granted project's
+/// target secrets (every call audited), and nothing of another project.
+pub async fn delivery_secrets_are_narrow_and_audited<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    let created = h
+        .config
+        .create_target(&w, line.id, bearer_target())
+        .await
+        .unwrap();
+    let grant = h.voter.dangerous_delivery_grant(p.id).await.unwrap();
+    let secrets = h
+        .config
+        .delivery_secrets(&grant, created.view.id)
+        .await
+        .unwrap();
+    let AuthInput::Bearer(token) = &secrets.auth else {
+        panic!("config: delivery secrets lost the bearer token");
+    };
+    assert_eq!(token.expose_secret(), TOKEN);
+    assert_eq!(
+        secrets.signing_secret.expose_secret(),
+        created.signing_secret.expose_secret()
+    );
+    assert!(
+        !format!("{secrets:?}").contains(TOKEN),
+        "config: Debug leaks"
+    );
+    let opened = h
+        .store
+        .events(Some(p.id), 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Config {
+                    entity: ConfigEntity::Target,
+                    op: ConfigOp::SecretsOpened,
+                    id,
+                } if *id == created.view.id.to_string()
+            )
+        })
+        .count();
+    assert_eq!(opened, 1, "config: opening secrets was not audited");
+    // Another project's delivery grant does not reach this target.
+    let (q, _) = h.project().await;
+    let other = h.voter.dangerous_delivery_grant(q.id).await.unwrap();
+    assert!(matches!(
+        h.config.delivery_secrets(&other, created.view.id).await,
+        Err(Error::Store(StoreError::NotFound { .. }))
+    ));
+    // No user or key obtains the surface through the voter.
+    assert!(matches!(
+        h.voter
+            .authorize::<echorelay_core::access::surface::Delivery>(&owner, p.slug.as_str())
+            .await,
+        Err(Error::Denied(_))
+    ));
+}
