@@ -1,5 +1,5 @@
 //! Conformance suite for the SECRET_KEY rewrap pass
-//! ([`Rewrap`](echorelay_core::rewrap::Rewrap)) over
+//! ([`echorelay_core::rewrap::Rewrap`]) over
 //! every port that holds sealed values (S4 across a key rotation): target
 //! secrets, TOTP seeds and pending key reveals.
 
