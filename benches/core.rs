@@ -220,6 +220,7 @@ fn bench_session(c: &mut Criterion) {
                 user,
                 created_at: now,
                 last_seen_at: now,
+                verified_at: now,
                 expires_at: now + chrono::Duration::hours(12),
                 ip_family: IpFamily::V4,
                 epoch: 0,

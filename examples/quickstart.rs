@@ -37,7 +37,11 @@ async fn main() -> Result<(), echorelay::Error> {
 
     let alice = UserId::random();
     let ip = Some("203.0.113.10".parse().unwrap());
-    let me = Caller::user(alice, ip);
+    // In an application the caller comes from the session cookie:
+    // `accounts.authenticate(cookie, ip).await?.caller(ip)`, which carries
+    // whether alice re-proved a credential recently (step-up). Here alice
+    // just signed in, so we say so.
+    let me = Caller::dangerous_user_stepped_up(alice, ip);
     let project = config
         .create_project(alice, ip, "acme", "Acme Inc.")
         .await?;

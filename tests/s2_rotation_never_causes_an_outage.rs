@@ -82,7 +82,7 @@ async fn run(c: Case) -> Result<(), TestCaseError> {
     let config = ConfigService::new(store.clone(), vault, dyn_clock);
     let voter = Voter::new(store.clone());
     let user = UserId::random();
-    let me = Caller::user(user, None);
+    let me = Caller::dangerous_user_stepped_up(user, None);
     let p = config
         .create_project(user, None, "s2-prop", "S2")
         .await

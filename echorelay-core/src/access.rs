@@ -227,15 +227,42 @@ pub struct Caller {
     pub principal: Principal,
     /// The request's source IP, when known.
     pub ip: Option<IpAddr>,
+    /// Whether the user re-proved a credential recently (step-up); only
+    /// [`crate::account::service::AuthenticatedSession::caller`] and
+    /// [`Caller::dangerous_user_stepped_up`] set it.
+    stepped_up: bool,
 }
 
 impl Caller {
     /// A user calling from `ip`.
+    ///
+    /// Such a caller has not stepped up: operations that need a recent
+    /// password or second-factor check (membership changes, key reveals)
+    /// refuse it with [`Error::ReauthenticationRequired`]. Build callers
+    /// from a session with
+    /// [`AuthenticatedSession::caller`](crate::account::service::AuthenticatedSession::caller).
     pub fn user(user: UserId, ip: Option<IpAddr>) -> Self {
         Self {
             principal: Principal::User(user),
             ip,
+            stepped_up: false,
         }
+    }
+
+    /// A user the embedder has re-authenticated itself, within its own
+    /// step-up window (for example an identity provider's `max_age` /
+    /// `auth_time`). Use only when that is true: it unlocks membership
+    /// changes and key reveals.
+    pub fn dangerous_user_stepped_up(user: UserId, ip: Option<IpAddr>) -> Self {
+        Self {
+            stepped_up: true,
+            ..Self::user(user, ip)
+        }
+    }
+
+    pub(crate) fn with_step_up(mut self, stepped_up: bool) -> Self {
+        self.stepped_up = stepped_up;
+        self
     }
 
     /// An API key calling from `ip`.
@@ -243,6 +270,7 @@ impl Caller {
         Self {
             principal: Principal::ApiKey(key),
             ip,
+            stepped_up: false,
         }
     }
 
@@ -301,6 +329,7 @@ pub struct Grant<S: SurfaceKind> {
     role: Role,
     actor: Actor,
     ip: Option<IpAddr>,
+    stepped_up: bool,
     _surface: PhantomData<S>,
 }
 
@@ -324,6 +353,19 @@ impl<S: SurfaceKind> Grant<S> {
     /// The caller's source IP.
     pub fn ip(&self) -> Option<IpAddr> {
         self.ip
+    }
+
+    /// For sensitive operations (ASVS V3.7.1): a user caller must have
+    /// stepped up recently; API keys and the system pass (they have no
+    /// second factor to re-prove, and never reach the members surface).
+    ///
+    /// # Errors
+    /// [`Error::ReauthenticationRequired`] for a user who has not.
+    pub fn require_step_up(&self) -> Result<()> {
+        match self.actor {
+            Actor::User(_) if !self.stepped_up => Err(Error::ReauthenticationRequired),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -458,6 +500,7 @@ impl<S: ConfigStore + MembershipStore> Voter<S> {
             role: Role::Viewer,
             actor: Actor::System,
             ip: None,
+            stepped_up: false,
             _surface: PhantomData,
         })
     }
@@ -472,6 +515,7 @@ impl<S: ConfigStore + MembershipStore> Voter<S> {
                 role,
                 actor: caller.actor(),
                 ip: caller.ip,
+                stepped_up: caller.stepped_up,
                 _surface: PhantomData,
             }),
             (decision, _) => {

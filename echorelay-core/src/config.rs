@@ -600,6 +600,7 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
         grant: &Grant<Members>,
         allow: bool,
     ) -> Result<()> {
+        grant.require_step_up()?;
         self.update_project(grant, |p| p.api_keys_manage_keys = allow)
             .await
     }
@@ -615,6 +616,7 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
         user: UserId,
         role: Option<Role>,
     ) -> Result<()> {
+        grant.require_step_up()?;
         let project = grant.project_id();
         // The last-owner rule is decided by the store, atomically with the
         // write (`MembershipStore::set_role`): two owners demoting each

@@ -10,6 +10,7 @@
 //! | [`Error::Vault`] | configuration or tampered data | yes, for operators |
 //! | [`Error::Audit`] | a tampered audit log | yes, for operators: raise an alarm |
 //! | [`Error::Store`] | backend or a concurrent change | `NotFound` / `AlreadyExists` / `Conflict` yes; `Backend` is transient |
+//! | [`Error::ReauthenticationRequired`] | the session is not recently verified | yes: ask for the password or a code, then retry |
 //! | [`Error::Unavailable`] | the backend, during authentication | yes: retry later (HTTP 503); it is never a success |
 //!
 //! Authentication paths (key verification, the login steps, session
@@ -68,6 +69,11 @@ pub enum Error {
     /// reordered or cut off (tampering, or a broken backend).
     #[error(transparent)]
     Audit(#[from] crate::audit::ChainBreak),
+    /// The operation needs a recent password or second-factor check in
+    /// this session (step-up, ASVS V3.7.1): call
+    /// `AccountService::step_up`, then retry.
+    #[error("re-authentication required")]
+    ReauthenticationRequired,
     /// The backend could not be reached during authentication: nothing was
     /// authenticated (fail closed). Transient; the cause is logged.
     #[error("authentication is unavailable: the backend could not be reached")]

@@ -960,6 +960,7 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     /// # Errors
     /// `Store(NotFound)` if there is nothing (any longer) to reveal.
     pub async fn reveal(&self, grant: &Grant<Keys>, id: KeyId) -> Result<PlaintextKey> {
+        grant.require_step_up()?;
         let rec = self.project_key(grant.project_id(), id).await?;
         self.take_reveal(&rec, grant.actor(), grant.ip()).await
     }

@@ -58,7 +58,8 @@ use chrono::{DateTime, Utc};
 use crate::access::Role;
 use crate::account::password::PasswordHash;
 use crate::account::{
-    AccountRecord, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord, TotpRecord,
+    AccountRecord, AttemptScope, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord,
+    TotpRecord,
 };
 use crate::audit::{AuditDraft, AuditEvent, ChainHead};
 use crate::config::{ConfigChange, Project, ProjectTree, Slug, Target};
@@ -336,30 +337,29 @@ pub trait AccountStore: Send + Sync {
     /// In one step: removes the factor and the backup codes, revokes every
     /// trusted device and increments the credential epoch (a 2FA reset).
     async fn reset_second_factor(&self, user: UserId) -> StoreResult<()>;
-    /// Atomically: if fewer than `max` attempts are recorded strictly
-    /// after `since`, records one at `at` and returns `true`; otherwise
-    /// `false`. Of racing callers, no more than `max` minus the recorded
-    /// count get `true`. Every
-    /// second-factor attempt reserves one before it is checked and counts
-    /// as failed until [`AccountStore::clear_attempts`]; so concurrent
-    /// guesses cannot pass the limit together. Older attempts may be
-    /// dropped.
+    /// Atomically: if fewer than `max` attempts are recorded for `scope`
+    /// strictly after `since`, records one at `at` and returns `true`;
+    /// otherwise `false`. Of racing callers, no more than `max` minus the
+    /// recorded count get `true`. Every checked attempt reserves first and
+    /// counts until [`AccountStore::clear_attempts`], so concurrent guesses
+    /// cannot pass the limit together. Older attempts may be dropped.
+    /// Counters survive across processes: they are state in the store.
     async fn reserve_attempt(
         &self,
-        user: UserId,
+        scope: &AttemptScope,
         at: DateTime<Utc>,
         since: DateTime<Utc>,
         max: u32,
     ) -> StoreResult<bool>;
-    /// Recorded attempts strictly after `since` (one at exactly `since` is
-    /// outside), in any order.
+    /// Recorded attempts of `scope` strictly after `since` (one at exactly
+    /// `since` is outside), in any order.
     async fn attempts_since(
         &self,
-        user: UserId,
+        scope: &AttemptScope,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DateTime<Utc>>>;
-    /// Forgets recorded attempts (after a success).
-    async fn clear_attempts(&self, user: UserId) -> StoreResult<()>;
+    /// Forgets the recorded attempts of `scope` (after a success).
+    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()>;
     /// The account's unused backup codes.
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>>;
     /// Replaces the whole set of backup codes.
@@ -408,6 +408,9 @@ pub trait SessionStore: Send + Sync {
     /// refreshes the record's expiry here (see
     /// [`SessionStore::purge_expired`]).
     async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records a step-up: `verified_at = max(verified_at, at)`. Returns
+    /// `false`, and creates nothing, if the session is gone.
+    async fn mark_verified(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Atomically replaces session `old` by `new` (a new id and token).
     /// `NotFound` if `old` is gone.
     async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()>;
@@ -507,9 +510,9 @@ forward!(AccountStore {
     async fn totp_page(&self, after: Option<UserId>, limit: usize) -> StoreResult<Vec<TotpRecord>>;
     async fn replace_totp_seed(&self, user: UserId, expected: &Ciphertext, new: Ciphertext) -> StoreResult<bool>;
     async fn reset_second_factor(&self, user: UserId) -> StoreResult<()>;
-    async fn reserve_attempt(&self, user: UserId, at: DateTime<Utc>, since: DateTime<Utc>, max: u32) -> StoreResult<bool>;
-    async fn attempts_since(&self, user: UserId, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
-    async fn clear_attempts(&self, user: UserId) -> StoreResult<()>;
+    async fn reserve_attempt(&self, scope: &AttemptScope, at: DateTime<Utc>, since: DateTime<Utc>, max: u32) -> StoreResult<bool>;
+    async fn attempts_since(&self, scope: &AttemptScope, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
+    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()>;
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>>;
     async fn replace_backup_codes(&self, user: UserId, codes: Vec<BackupCodeRecord>) -> StoreResult<()>;
     async fn consume_backup_code(&self, user: UserId, code: &BackupCodeRecord) -> StoreResult<bool>;
@@ -524,6 +527,7 @@ forward!(SessionStore {
     async fn insert_session(&self, session: SessionRecord) -> StoreResult<()>;
     async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
     async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn mark_verified(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
     async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()>;
     async fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
     async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;

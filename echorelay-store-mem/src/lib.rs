@@ -23,7 +23,8 @@ use chrono::{DateTime, Utc};
 use echorelay_core::access::Role;
 use echorelay_core::account::password::PasswordHash;
 use echorelay_core::account::{
-    AccountRecord, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord, TotpRecord,
+    AccountRecord, AttemptScope, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord,
+    TotpRecord,
 };
 use echorelay_core::audit::{AuditDraft, AuditEvent, ChainHead, seal};
 use echorelay_core::config::{
@@ -54,7 +55,7 @@ struct State {
     accounts: HashMap<UserId, AccountRecord>,
     emails: HashMap<String, UserId>,
     totp: HashMap<UserId, TotpRecord>,
-    attempts: HashMap<UserId, Vec<DateTime<Utc>>>,
+    attempts: HashMap<AttemptScope, Vec<DateTime<Utc>>>,
     backup_codes: HashMap<UserId, Vec<BackupCodeRecord>>,
     devices: HashMap<DeviceId, DeviceRecord>,
     device_tokens: HashMap<[u8; 32], DeviceId>,
@@ -1010,7 +1011,7 @@ impl AccountStore for MemStore {
 
     async fn reserve_attempt(
         &self,
-        user: UserId,
+        scope: &AttemptScope,
         at: DateTime<Utc>,
         since: DateTime<Utc>,
         max: u32,
@@ -1018,12 +1019,12 @@ impl AccountStore for MemStore {
         let check = |s: &State| {
             let recent = s
                 .attempts
-                .get(&user)
+                .get(scope)
                 .map_or(0, |v| v.iter().filter(|t| **t > since).count());
             Ok(recent < max as usize)
         };
         let apply = |s: &mut State, ok: bool| {
-            let attempts = s.attempts.entry(user).or_default();
+            let attempts = s.attempts.entry(*scope).or_default();
             attempts.retain(|t| *t > since);
             if ok {
                 attempts.push(at);
@@ -1036,18 +1037,18 @@ impl AccountStore for MemStore {
 
     async fn attempts_since(
         &self,
-        user: UserId,
+        scope: &AttemptScope,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DateTime<Utc>>> {
         let s = self.read()?;
         Ok(s.attempts
-            .get(&user)
+            .get(scope)
             .map(|v| v.iter().filter(|t| **t > since).copied().collect())
             .unwrap_or_default())
     }
 
-    async fn clear_attempts(&self, user: UserId) -> StoreResult<()> {
-        self.write()?.attempts.remove(&user);
+    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()> {
+        self.write()?.attempts.remove(scope);
         Ok(())
     }
 
@@ -1191,6 +1192,17 @@ impl SessionStore for MemStore {
         Ok(match s.sessions.get_mut(&id) {
             Some(rec) => {
                 rec.last_seen_at = rec.last_seen_at.max(at);
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn mark_verified(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool> {
+        let mut s = self.write()?;
+        Ok(match s.sessions.get_mut(&id) {
+            Some(rec) => {
+                rec.verified_at = rec.verified_at.max(at);
                 true
             }
             None => false,

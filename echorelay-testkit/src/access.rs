@@ -334,7 +334,7 @@ pub async fn owners_demoting_each_other_keep_one<B: Backend>(h: Harness<B>) {
     };
     // Two owners, each demoting the other.
     let (p, a) = h.project().await;
-    let b = Caller::user(UserId::random(), a.ip);
+    let b = Caller::dangerous_user_stepped_up(UserId::random(), a.ip);
     let ga = h.grant::<Members>(&a, &p).await;
     h.config
         .set_member(&ga, user_of(&b), Some(Role::Owner))
@@ -373,7 +373,7 @@ pub async fn owners_demoting_each_other_keep_one<B: Backend>(h: Harness<B>) {
     let g = h.grant::<Members>(&creator, &q).await;
     let mut owners = vec![creator];
     for _ in 0..3 {
-        let c = Caller::user(UserId::random(), a.ip);
+        let c = Caller::dangerous_user_stepped_up(UserId::random(), a.ip);
         h.config
             .set_member(&g, user_of(&c), Some(Role::Owner))
             .await

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use chrono::Duration;
 use echorelay_core::Error;
-use echorelay_core::account::service::{LoginComplete, PasswordStep, SecondFactor};
+use echorelay_core::account::service::{LoginComplete, PasswordStep, SecondFactor, StepUp};
 use echorelay_core::account::totp::{TotpSeed, code_for_step, step_at};
 use echorelay_core::account::{AccountAction, LoginFailure};
 use echorelay_core::audit::{Actor, EventKind};
@@ -180,7 +180,9 @@ pub async fn login_flow_enrolls_then_requires_totp<B: Backend>(h: Harness<B>) {
         .unwrap();
     assert!(
         matches!(
-            h.accounts.register("ana@example.com", pw("x"), None).await,
+            h.accounts
+                .register("ana@example.com", pw(PASSWORD), None)
+                .await,
             Err(Error::Store(_))
         ),
         "accounts: duplicate email"
@@ -659,10 +661,16 @@ pub async fn backup_codes_are_single_use_under_races<B: Backend>(h: Harness<B>) 
             .login_second_factor(&ch, SecondFactor::BackupCode(code), v4(), false)
             .await
     ));
-    // Regenerate: every old code dies.
+    // Regenerate (after a step-up: the login was long ago): every old code
+    // dies.
+    let cookie = a.login.session.token.expose_secret();
+    h.accounts
+        .step_up(cookie, v4(), StepUp::Password(pw(PASSWORD)))
+        .await
+        .unwrap();
     let fresh = h
         .accounts
-        .regenerate_backup_codes(a.login.session.token.expose_secret(), v4())
+        .regenerate_backup_codes(cookie, v4())
         .await
         .unwrap();
     assert_eq!(fresh.len(), 10);
@@ -797,9 +805,15 @@ pub async fn devices_are_revoked_by_request_password_change_and_reset<B: Backend
     let a = h.enrolled(v4(), true).await;
     let second = h.totp_login(&a, v4(), true).await;
     let dev = second.device.unwrap();
+    // Fresh from the login: stepped up.
+    let session = h
+        .accounts
+        .authenticate(second.session.token.expose_secret(), v4())
+        .await
+        .unwrap();
     assert_eq!(
         h.accounts
-            .revoke_devices(a.user, Some(dev.id), Some(v4()))
+            .revoke_devices(&session, Some(dev.id), Some(v4()))
             .await
             .unwrap(),
         1
@@ -810,7 +824,7 @@ pub async fn devices_are_revoked_by_request_password_change_and_reset<B: Backend
     );
     assert!(
         h.accounts
-            .revoke_devices(a.user, Some(dev.id), Some(v4()))
+            .revoke_devices(&session, Some(dev.id), Some(v4()))
             .await
             .is_err()
     );
@@ -1143,6 +1157,7 @@ pub async fn old_credentials_die_with_the_epoch<B: Backend>(h: Harness<B>) {
         user: a.user,
         created_at: now,
         last_seen_at: now,
+        verified_at: now,
         expires_at: now + Duration::hours(1),
         ip_family: echorelay_core::account::IpFamily::V4,
         epoch,
@@ -1210,4 +1225,246 @@ pub async fn purge_removes_only_expired_sessions_and_challenges<B: Backend>(h: H
         left.iter().map(|s| s.id).collect::<Vec<_>>(),
         vec![live.session.id]
     );
+}
+
+/// The password step is throttled per account and per source address
+/// (ASVS V2.2.1), with counters in the store (shared by every process):
+/// once locked, the right password fails exactly like a wrong one; the
+/// lock lifts when the window passes. A success resets the account's
+/// count.
+pub async fn password_step_is_throttled<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let policy = *h.accounts.policy();
+    let wrong = || pw("not the password at all");
+    // One short of the limit, then a success: the count starts over.
+    for _ in 0..policy.max_password_failures - 1 {
+        let proc_ = h.another_process();
+        assert!(unauthenticated(
+            proc_
+                .accounts
+                .login_password(&a.email, wrong(), v4(), None)
+                .await
+        ));
+    }
+    h.accounts
+        .login_password(&a.email, pw(PASSWORD), v4(), None)
+        .await
+        .expect("accounts: a success under the limit");
+    for _ in 0..policy.max_password_failures {
+        assert!(unauthenticated(
+            h.another_process()
+                .accounts
+                .login_password(&a.email, wrong(), v4(), None)
+                .await
+        ));
+    }
+    // Locked: the right password is refused the same way, from anywhere.
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(&a.email, pw(PASSWORD), v6(), None)
+            .await
+    ));
+    assert!(
+        h.failures_of(a.user)
+            .await
+            .contains(&LoginFailure::LockedOut),
+        "accounts: the password lockout was not audited"
+    );
+    h.clock.advance(policy.failure_window);
+    h.accounts
+        .login_password(&a.email, pw(PASSWORD), v4(), None)
+        .await
+        .expect("accounts: after the window");
+
+    // Per source: many accounts (here: unknown emails) from one address.
+    let source: IpAddr = "203.0.113.77".parse().unwrap();
+    for i in 0..policy.max_password_attempts_per_source {
+        let email = format!("nobody{i}@example.com");
+        assert!(unauthenticated(
+            h.accounts
+                .login_password(&email, wrong(), source, None)
+                .await
+        ));
+    }
+    assert!(
+        unauthenticated(
+            h.accounts
+                .login_password(&a.email, pw(PASSWORD), source, None)
+                .await
+        ),
+        "accounts: the source limit let a login through"
+    );
+    // Another source is not affected.
+    h.accounts
+        .login_password(&a.email, pw(PASSWORD), v4(), None)
+        .await
+        .expect("accounts: another source");
+}
+
+/// New passwords follow the policy (ASVS V2.1.1, V2.1.7): at least 12
+/// characters, not common or guessable, at most 4096 bytes; a refused
+/// password changes nothing.
+pub async fn new_passwords_follow_the_policy<B: Backend>(h: Harness<B>) {
+    use echorelay_core::account::password::PasswordError;
+    for (bad, why) in [
+        ("short-1", PasswordError::TooShort { min: 12 }),
+        ("password1234", PasswordError::TooWeak),
+        ("qwertyuiopasdf", PasswordError::TooWeak),
+        ("newuser@example.com!", PasswordError::TooWeak),
+    ] {
+        assert_eq!(
+            h.accounts
+                .register("newuser@example.com", pw(bad), None)
+                .await
+                .err()
+                .map(|e| e.to_string()),
+            Some(Error::Password(why).to_string()),
+            "accounts: {bad:?} was not refused as expected"
+        );
+    }
+    let long = "x".repeat(4097);
+    assert!(matches!(
+        h.accounts
+            .register("newuser@example.com", pw(&long), None)
+            .await,
+        Err(Error::Password(PasswordError::TooLong))
+    ));
+    assert!(
+        h.store
+            .account_by_email("newuser@example.com")
+            .await
+            .unwrap()
+            .is_none(),
+        "accounts: a refused registration wrote an account"
+    );
+    // A long random-looking passphrase up to the byte limit is fine.
+    let ok = format!("velvet otter quarry {}", "9".repeat(4000));
+    assert!(ok.len() <= 4096);
+    h.accounts
+        .register("newuser@example.com", pw(&ok), None)
+        .await
+        .expect("accounts: a long passphrase");
+    // change_password applies the same rules and changes nothing when it
+    // refuses.
+    let a = h.enrolled(v4(), false).await;
+    let cookie = a.login.session.token.expose_secret().to_owned();
+    assert!(matches!(
+        h.accounts
+            .change_password(&cookie, pw(PASSWORD), pw("password1234"), v4())
+            .await,
+        Err(Error::Password(PasswordError::TooWeak))
+    ));
+    h.accounts
+        .authenticate(&cookie, v4())
+        .await
+        .expect("accounts: a refused change ended the session");
+}
+
+/// Step-up re-authentication (ASVS V3.7.1): regenerating backup codes,
+/// revoking devices, changing membership and revealing keys need a
+/// password or TOTP check within the step-up window; a login counts, and
+/// so does `step_up`, which is throttled and opaque like a login step.
+pub async fn sensitive_operations_need_a_recent_step_up<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::Role;
+    use echorelay_core::access::surface::{Keys, Members};
+    let a = h.enrolled(v4(), true).await;
+    let cookie = a.login.session.token.expose_secret().to_owned();
+    let (p, owner) = h.project().await;
+    let m = h.grant::<Members>(&owner, &p).await;
+    h.config
+        .set_member(&m, a.user, Some(Role::Owner))
+        .await
+        .unwrap();
+    let window = h.accounts.policy().step_up_window;
+    // Fresh from the login: allowed.
+    let s = h.accounts.authenticate(&cookie, v4()).await.unwrap();
+    assert!(s.is_stepped_up());
+    let g = h.grant::<Members>(&s.caller(None), &p).await;
+    h.config
+        .set_member(&g, UserId::random(), Some(Role::Viewer))
+        .await
+        .unwrap();
+    // Past the window (the session stays alive by activity).
+    for _ in 0..2 {
+        h.clock.advance(window / 2 + Duration::seconds(1));
+        h.accounts.authenticate(&cookie, v4()).await.unwrap();
+    }
+    let s = h.accounts.authenticate(&cookie, v4()).await.unwrap();
+    assert!(!s.is_stepped_up());
+    let needs = |r: Result<(), Error>| matches!(r, Err(Error::ReauthenticationRequired));
+    assert!(needs(
+        h.accounts
+            .regenerate_backup_codes(&cookie, v4())
+            .await
+            .map(|_| ())
+    ));
+    assert!(needs(
+        h.accounts
+            .revoke_devices(&s, None, Some(v4()))
+            .await
+            .map(|_| ())
+    ));
+    let g = h.grant::<Members>(&s.caller(None), &p).await;
+    assert!(needs(
+        h.config
+            .set_member(&g, UserId::random(), Some(Role::Viewer))
+            .await
+    ));
+    let k = h.grant::<Keys>(&s.caller(None), &p).await;
+    assert!(needs(
+        h.keys
+            .reveal(&k, echorelay_core::ids::KeyId::random())
+            .await
+            .map(|_| ())
+    ));
+    // A bare user id (no session) never counts as stepped up.
+    let bare = echorelay_core::access::Caller::user(a.user, None);
+    let g = h.grant::<Members>(&bare, &p).await;
+    assert!(needs(
+        h.config.set_member(&g, a.user, Some(Role::Owner)).await
+    ));
+    // A wrong password does not step up, and says nothing more.
+    assert!(unauthenticated(
+        h.accounts
+            .step_up(&cookie, v4(), StepUp::Password(pw("wrong password here")))
+            .await
+    ));
+    // A TOTP code does.
+    let s = h
+        .accounts
+        .step_up(&cookie, v4(), StepUp::Totp(h.totp_code(&a.seed, 0)))
+        .await
+        .unwrap();
+    assert!(s.is_stepped_up());
+    // Its replay does not.
+    assert!(unauthenticated(
+        h.accounts
+            .step_up(&cookie, v4(), StepUp::Totp(h.totp_code(&a.seed, 0)))
+            .await
+    ));
+    assert!(
+        h.accounts
+            .authenticate(&cookie, v4())
+            .await
+            .unwrap()
+            .is_stepped_up()
+    );
+    h.accounts
+        .regenerate_backup_codes(&cookie, v4())
+        .await
+        .unwrap();
+    assert_eq!(
+        h.accounts
+            .revoke_devices(&s, None, Some(v4()))
+            .await
+            .unwrap(),
+        1
+    );
+    let g = h.grant::<Members>(&s.caller(None), &p).await;
+    h.config
+        .set_member(&g, UserId::random(), Some(Role::Viewer))
+        .await
+        .unwrap();
+    h.assert_audited(a.user, &[AccountAction::Reauthenticated])
+        .await;
 }

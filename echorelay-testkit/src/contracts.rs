@@ -15,8 +15,8 @@ use echorelay_core::access::surface::{ConfigRead, ConfigWrite, Keys};
 use echorelay_core::account::password::hash_password_async;
 use echorelay_core::account::service::PasswordStep;
 use echorelay_core::account::{
-    AccountAction, AccountRecord, BackupCodeRecord, ChallengeKind, ChallengeRecord, DeviceRecord,
-    IpFamily, SessionRecord,
+    AccountAction, AccountRecord, AttemptScope, BackupCodeRecord, ChallengeKind, ChallengeRecord,
+    DeviceRecord, IpFamily, SessionRecord,
 };
 use echorelay_core::audit::{
     Actor, AuditDraft, AuditEvent, BillingKind, ConfigEntity, ConfigOp, Currency, EventKind,
@@ -89,6 +89,7 @@ fn session(
         user,
         created_at,
         last_seen_at,
+        verified_at: created_at,
         expires_at,
         ip_family: IpFamily::V4,
         epoch: 0,
@@ -650,6 +651,8 @@ pub async fn backup_codes_match_on_index_and_hash<B: Backend>(h: Harness<B>) {
 /// [`AccountStore::attempts_since`]: echorelay_core::ports::AccountStore::attempts_since
 pub async fn attempt_windows_are_half_open<B: Backend>(h: Harness<B>) {
     let user = account(&h, &random_email()).await;
+    let scope = AttemptScope::SecondFactor(user);
+    let user = &scope;
     let t0 = h.clock_now();
     let (t1, t2) = (t0 + Duration::seconds(1), t0 + Duration::seconds(2));
     assert!(
@@ -683,6 +686,27 @@ pub async fn attempt_windows_are_half_open<B: Backend>(h: Harness<B>) {
         h.store.attempts_since(user, t0).await.unwrap(),
         vec![t1],
         "contracts: a refused reserve_attempt recorded an attempt"
+    );
+    // Scopes are separate counters: the account's password counter and
+    // another account's second-factor counter are untouched.
+    let other = AttemptScope::Password(*match user {
+        AttemptScope::SecondFactor(u) => u,
+        _ => unreachable!(),
+    });
+    assert!(
+        h.store
+            .attempts_since(&other, t0 - Duration::hours(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "contracts: attempt scopes share a counter"
+    );
+    let ip6 = AttemptScope::password_source("2001:db8:7:7::1".parse().unwrap());
+    assert!(h.store.reserve_attempt(&ip6, t1, t0, 1).await.unwrap());
+    let same_64 = AttemptScope::password_source("2001:db8:7:7:abcd::9".parse().unwrap());
+    assert!(
+        !h.store.reserve_attempt(&same_64, t2, t0, 1).await.unwrap(),
+        "contracts: one IPv6 /64 is one source"
     );
 }
 

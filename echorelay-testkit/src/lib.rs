@@ -1,16 +1,31 @@
 //! # echorelay-testkit
 //!
-//! One conformance suite per port. Every backend runs all of it unchanged:
-//! the in-memory backend in its own tests, Postgres and Redis in theirs.
-//! Differences between backends are parameters (a factory that makes a
-//! fresh, empty backend), never skipped tests.
+//! The conformance suite: checks of the port contracts and the security
+//! invariants, and every backend runs all of it unchanged. Each check is a
+//! `pub async fn` taking a [`Harness`] (the backend wired to the core
+//! services with a test clock and a fresh vault key); the modules group them
+//! by area ([`keys`], [`config`], [`rewrap`], [`access`], [`audit`],
+//! [`accounts`], [`contracts`]). Differences between backends are a
+//! parameter (an expression that makes a fresh, empty backend), never
+//! skipped checks.
 //!
-//! ```no_run
-//! # async fn f() {
-//! // In a backend's tests:
-//! // echorelay_testkit::run_all(|| async { MyStore::fresh().await }).await;
-//! # }
+//! A backend runs the suite by invoking [`conformance_tests!`] once in an
+//! integration test, as `echorelay-store-mem/tests/conformance.rs` does:
+//!
+//! ```text
+//! echorelay_testkit::conformance_tests!(async { echorelay_store_mem::MemStore::new() });
 //! ```
+//!
+//! The macro expands to one `#[tokio::test]` per check (multi-threaded
+//! runtime, two workers), each on its own fresh backend, so `cargo test`
+//! names every failing check. Its list is the suite: a new check is added
+//! there, and a backend picks it up without changes.
+//!
+//! Race checks start their callers with [`race`]: every call is spawned on
+//! its own task and all are released together from a barrier, so a backend
+//! whose conditional write checks, yields and then writes is caught. That
+//! the suite can fail is itself tested against such a broken store
+//! (`MemStore::racy`, in `echorelay-store-mem/tests/racy_store_is_caught.rs`).
 //!
 //! A failing check panics with a message naming the suite and the check:
 //! this crate is test code, where a panic is the failure report.
@@ -71,11 +86,15 @@ impl<T> Backend for T where
 }
 
 /// The account policy the suite runs with: the defaults, except bcrypt at
-/// its minimum cost (10) so the suite stays fast. Cost 13 is the default and
-/// is tested in the password module.
+/// its minimum cost (10) and 40 password attempts per source and window,
+/// so the suite stays fast. Cost 13 is the default and is tested in the
+/// password module.
 pub fn test_account_policy() -> AccountPolicy {
     AccountPolicy {
         password: PasswordPolicy::new(10).expect("cost 10 is valid"),
+        // Low enough that the suite reaches it quickly, high enough for
+        // the logins one check makes from one address.
+        max_password_attempts_per_source: 40,
         ..AccountPolicy::default()
     }
 }
@@ -154,7 +173,7 @@ impl<B: Backend> Harness<B> {
             .create_project(owner, ip, &slug, "Test project")
             .await
             .unwrap();
-        (p, Caller::user(owner, ip))
+        (p, Caller::dangerous_user_stepped_up(owner, ip))
     }
 }
 
@@ -219,6 +238,9 @@ macro_rules! conformance_tests {
             accounts::challenges_expire_and_are_pinned,
             accounts::old_credentials_die_with_the_epoch,
             accounts::purge_removes_only_expired_sessions_and_challenges,
+            accounts::password_step_is_throttled,
+            accounts::new_passwords_follow_the_policy,
+            accounts::sensitive_operations_need_a_recent_step_up,
             contracts::touch_on_a_missing_record_creates_nothing,
             contracts::audit_seq_is_gap_free_and_paged_by_seq,
             contracts::user_export_is_ordered_by_time_then_chain_then_seq,

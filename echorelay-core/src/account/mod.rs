@@ -57,6 +57,59 @@ impl IpFamily {
     }
 }
 
+/// What an attempt throttle counts ([`crate::ports::AccountStore::reserve_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum AttemptScope {
+    /// Second-factor attempts of an account (TOTP, backup codes,
+    /// enrollment confirmation).
+    SecondFactor(UserId),
+    /// Password attempts against an account (login, password re-checks).
+    Password(UserId),
+    /// Password attempts from one source: an IPv4 address, or the /64 an
+    /// IPv6 address is in (one host usually holds a whole /64). Build it
+    /// with [`AttemptScope::password_source`].
+    PasswordSource(IpAddr),
+}
+
+impl AttemptScope {
+    /// The password throttle of the source `ip`: the IPv4 address (an
+    /// IPv4-mapped IPv6 address counts as IPv4), or its IPv6 /64.
+    ///
+    /// ```
+    /// use echorelay_core::account::AttemptScope;
+    /// let a = AttemptScope::password_source("2001:db8:1:2::5".parse().unwrap());
+    /// let b = AttemptScope::password_source("2001:db8:1:2:ffff::1".parse().unwrap());
+    /// assert_eq!(a, b);
+    /// assert_eq!(a.key(), "password_source:2001:db8:1:2::/64");
+    /// ```
+    pub fn password_source(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => AttemptScope::PasswordSource(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => AttemptScope::PasswordSource(IpAddr::V4(v4)),
+                None => {
+                    let s = v6.segments();
+                    let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                    AttemptScope::PasswordSource(IpAddr::V6(net))
+                }
+            },
+        }
+    }
+
+    /// The stable text form a store keys the counter by:
+    /// `second_factor:usr_…`, `password:usr_…`, `password_source:<ipv4>` or
+    /// `password_source:<ipv6 network>/64`.
+    pub fn key(&self) -> String {
+        match self {
+            AttemptScope::SecondFactor(u) => format!("second_factor:{u}"),
+            AttemptScope::Password(u) => format!("password:{u}"),
+            AttemptScope::PasswordSource(IpAddr::V4(ip)) => format!("password_source:{ip}"),
+            AttemptScope::PasswordSource(IpAddr::V6(ip)) => format!("password_source:{ip}/64"),
+        }
+    }
+}
+
 /// Account security settings. Defaults follow the security page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountPolicy {
@@ -68,8 +121,15 @@ pub struct AccountPolicy {
     pub issuer: &'static str,
     /// Failed second-factor attempts allowed per window before a lockout.
     pub max_second_factor_failures: u32,
-    /// The failure-counting window; a lockout lasts until the oldest
-    /// failure in the window ages out.
+    /// Failed password attempts against one account per window before its
+    /// password step locks (default 10; a success resets the count). While
+    /// locked, every attempt fails the same way, right password or not.
+    pub max_password_failures: u32,
+    /// Password attempts (successful or not) from one source per window:
+    /// an IPv4 address or an IPv6 /64 (default 100).
+    pub max_password_attempts_per_source: u32,
+    /// The failure-counting window of every throttle; a lockout lasts
+    /// until the oldest attempt in the window ages out.
     pub failure_window: Duration,
     /// Trusted devices kept per account; the oldest is evicted (default 5).
     pub max_trusted_devices: usize,
@@ -82,6 +142,10 @@ pub struct AccountPolicy {
     pub session_absolute: Duration,
     /// Lifetime of a second-factor or enrollment challenge (default 5 min).
     pub challenge_lifetime: Duration,
+    /// How recent a password or second-factor check must be for sensitive
+    /// operations: regenerating backup codes, revoking devices, changing
+    /// membership, revealing keys (default 10 minutes; ASVS V3.7.1).
+    pub step_up_window: Duration,
 }
 
 impl Default for AccountPolicy {
@@ -91,12 +155,15 @@ impl Default for AccountPolicy {
             totp: totp::TotpParams::default(),
             issuer: "EchoRelay",
             max_second_factor_failures: 5,
+            max_password_failures: 10,
+            max_password_attempts_per_source: 100,
             failure_window: Duration::minutes(15),
             max_trusted_devices: 5,
             device_lifetime: Duration::days(30),
             session_idle: Duration::minutes(30),
             session_absolute: Duration::hours(12),
             challenge_lifetime: Duration::minutes(5),
+            step_up_window: Duration::minutes(10),
         }
     }
 }
@@ -178,6 +245,9 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     /// Last request.
     pub last_seen_at: DateTime<Utc>,
+    /// Last time the user proved a credential in this session (the login,
+    /// or a step-up re-authentication).
+    pub verified_at: DateTime<Utc>,
     /// Absolute end.
     pub expires_at: DateTime<Utc>,
     /// The IP family it is pinned to.
@@ -240,6 +310,8 @@ pub enum AccountAction {
     SessionEnded,
     /// The password changed; other sessions and all devices ended.
     PasswordChanged,
+    /// The user re-proved a credential in a session (step-up).
+    Reauthenticated,
 }
 
 /// Why a login step failed. Recorded, never shown.

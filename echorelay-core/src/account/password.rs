@@ -76,35 +76,128 @@ pub enum PasswordError {
     /// task running it did not complete (panic, runtime shut down, no runtime).
     #[error("password hashing failed")]
     Hashing,
+    /// A new password is shorter than the policy's minimum (in characters).
+    #[error("password must be at least {min} characters long")]
+    TooShort {
+        /// The minimum.
+        min: usize,
+    },
+    /// A new password is common, breached or easy to guess (a dictionary
+    /// word, a keyboard pattern, a repeat, the user's own email...).
+    #[error("password is too common or too easy to guess; choose a longer, less predictable one")]
+    TooWeak,
+    /// The policy's own settings are out of range.
+    #[error("password policy: minimum length must be 8-128 characters, minimum strength 0-4")]
+    PolicyOutOfRange,
 }
 
-/// How new password hashes are made: the bcrypt cost.
+/// Default minimum length of a new password, in characters (ASVS V2.1.1).
+pub const DEFAULT_MIN_CHARS: usize = 12;
+/// Default minimum strength of a new password: zxcvbn score 3 of 4, "safely
+/// unguessable" (about 10^10 guesses; ASVS V2.1.7).
+pub const DEFAULT_MIN_STRENGTH: u8 = 3;
+/// How much of a new password the strength estimator reads: enough to
+/// judge it, and a bound on the estimator's time for 4096-byte input.
+const STRENGTH_PREFIX_CHARS: usize = 100;
+
+/// How new passwords are checked and hashed: the bcrypt cost, and the
+/// rules a new password must meet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PasswordPolicy {
     cost: u32,
+    min_chars: usize,
+    min_strength: u8,
 }
 
 impl PasswordPolicy {
     /// A policy with the given bcrypt cost, which must be within
-    /// [`MIN_COST`]`..=`[`MAX_COST`]. Each step doubles the time.
+    /// [`MIN_COST`]`..=`[`MAX_COST`] (each step doubles the time), and
+    /// the default rules for new passwords: at least [`DEFAULT_MIN_CHARS`]
+    /// characters and strength [`DEFAULT_MIN_STRENGTH`].
     pub fn new(cost: u32) -> Result<Self, PasswordError> {
         if (MIN_COST..=MAX_COST).contains(&cost) {
-            Ok(Self { cost })
+            Ok(Self {
+                cost,
+                min_chars: DEFAULT_MIN_CHARS,
+                min_strength: DEFAULT_MIN_STRENGTH,
+            })
         } else {
             Err(PasswordError::CostOutOfRange(cost))
         }
+    }
+
+    /// The same policy with other rules for new passwords: a minimum
+    /// length of 8–128 characters and a minimum zxcvbn score of 0–4 (0
+    /// turns the common-password check off; not recommended).
+    pub fn with_rules(self, min_chars: usize, min_strength: u8) -> Result<Self, PasswordError> {
+        if !(8..=128).contains(&min_chars) || min_strength > 4 {
+            return Err(PasswordError::PolicyOutOfRange);
+        }
+        Ok(Self {
+            min_chars,
+            min_strength,
+            ..self
+        })
     }
 
     /// The bcrypt cost of new hashes.
     pub fn cost(&self) -> u32 {
         self.cost
     }
+
+    /// Checks a new password (registration, change) against the rules:
+    /// not empty, at most [`MAX_PASSWORD_BYTES`], at least the minimum
+    /// number of characters, and not common, breached or guessable. The
+    /// last check is zxcvbn (Dropbox's estimator, with its shipped lists
+    /// of the most common passwords from public breaches, English words,
+    /// names and keyboard patterns; offline), told about `context` (the
+    /// user's email, the site name) so a password made of those is weak.
+    ///
+    /// ```
+    /// use echorelay_core::account::password::{PasswordError, PasswordPolicy};
+    /// let p = PasswordPolicy::default();
+    /// assert_eq!(p.check_new_password("short", &[]), Err(PasswordError::TooShort { min: 12 }));
+    /// assert_eq!(p.check_new_password("password1234", &[]), Err(PasswordError::TooWeak));
+    /// assert!(p.check_new_password("velvet-otter-quarry-1987", &[]).is_ok());
+    /// ```
+    pub fn check_new_password(
+        &self,
+        password: &str,
+        context: &[&str],
+    ) -> Result<(), PasswordError> {
+        if password.is_empty() {
+            return Err(PasswordError::Empty);
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(PasswordError::TooLong);
+        }
+        if password.chars().count() < self.min_chars {
+            return Err(PasswordError::TooShort {
+                min: self.min_chars,
+            });
+        }
+        if self.min_strength > 0 {
+            let end = password
+                .char_indices()
+                .nth(STRENGTH_PREFIX_CHARS)
+                .map_or(password.len(), |(i, _)| i);
+            let estimate = zxcvbn::zxcvbn(&password[..end], context);
+            if u8::from(estimate.score()) < self.min_strength {
+                return Err(PasswordError::TooWeak);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for PasswordPolicy {
-    /// Cost [`DEFAULT_COST`] (13).
+    /// Cost [`DEFAULT_COST`] (13), default rules for new passwords.
     fn default() -> Self {
-        Self { cost: DEFAULT_COST }
+        Self {
+            cost: DEFAULT_COST,
+            min_chars: DEFAULT_MIN_CHARS,
+            min_strength: DEFAULT_MIN_STRENGTH,
+        }
     }
 }
 

@@ -32,8 +32,8 @@ use super::password;
 use super::token::{Token, TokenKind};
 use super::totp::{self, TotpSeed};
 use super::{
-    AccountAction, AccountPolicy, AccountRecord, ChallengeKind, ChallengeRecord, DeviceRecord,
-    IpFamily, LoginFailure, SessionRecord, TotpRecord, backup,
+    AccountAction, AccountPolicy, AccountRecord, AttemptScope, ChallengeKind, ChallengeRecord,
+    DeviceRecord, IpFamily, LoginFailure, SessionRecord, TotpRecord, backup,
 };
 use crate::audit::{Actor, AuditDraft, EventKind};
 use crate::clock::Clock;
@@ -147,6 +147,43 @@ pub struct AuthenticatedSession {
     pub ip_family: IpFamily,
     /// The credential epoch it belongs to.
     pub epoch: u64,
+    /// The last password or second-factor check in this session.
+    pub verified_at: DateTime<Utc>,
+    /// Whether `verified_at` is within the step-up window (set by the
+    /// service; this type cannot be built outside it).
+    stepped_up: bool,
+}
+
+impl AuthenticatedSession {
+    /// Whether the user re-proved a credential within the policy's
+    /// step-up window: sensitive operations need it.
+    pub fn is_stepped_up(&self) -> bool {
+        self.stepped_up
+    }
+
+    /// The caller this session acts as, for the voter; it carries the
+    /// step-up state, so membership changes and key reveals work only
+    /// shortly after a login or [`AccountService::step_up`].
+    pub fn caller(&self, ip: Option<IpAddr>) -> crate::access::Caller {
+        crate::access::Caller::user(self.user, ip).with_step_up(self.stepped_up)
+    }
+
+    fn require_step_up(&self) -> Result<()> {
+        if self.stepped_up {
+            Ok(())
+        } else {
+            Err(Error::ReauthenticationRequired)
+        }
+    }
+}
+
+/// A credential re-proved in a session (step-up).
+#[derive(Debug)]
+pub enum StepUp {
+    /// The account's password.
+    Password(SecretString),
+    /// A current TOTP code.
+    Totp(SecretString),
 }
 
 /// A live session, as listed to its owner.
@@ -263,7 +300,11 @@ where
             .totp
             .validate()
             .map_err(|_| Error::InvalidInput("invalid TOTP parameters"))?;
-        if policy.max_trusted_devices == 0 || policy.max_second_factor_failures == 0 {
+        if policy.max_trusted_devices == 0
+            || policy.max_second_factor_failures == 0
+            || policy.max_password_failures == 0
+            || policy.max_password_attempts_per_source == 0
+        {
             return Err(Error::InvalidInput(
                 "device cap and failure limit must be at least 1",
             ));
@@ -275,6 +316,7 @@ where
             policy.session_idle,
             policy.session_absolute,
             policy.challenge_lifetime,
+            policy.step_up_window,
         ];
         if !durations.into_iter().all(sane) {
             return Err(Error::InvalidInput(
@@ -340,22 +382,51 @@ where
         Error::Unauthenticated
     }
 
-    /// Reserves one second-factor (or password re-check) attempt before it
-    /// is checked. Refused, and audited as a lockout, once the window holds
-    /// the limit; a store failure refuses too (fail closed).
+    /// Reserves one second-factor attempt before it is checked. Refused,
+    /// and audited as a lockout, once the window holds the limit; a store
+    /// failure refuses too (fail closed).
     async fn reserve_attempt(&self, user: UserId, ip: IpAddr) -> Result<()> {
+        let scope = AttemptScope::SecondFactor(user);
+        if self
+            .reserve(&scope, self.policy.max_second_factor_failures)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await)
+        }
+    }
+
+    /// Reserves one attempt of `scope` in the failure window.
+    async fn reserve(&self, scope: &AttemptScope, max: u32) -> Result<bool> {
         let now = self.now();
         let since = now - self.policy.failure_window;
-        match self
+        Ok(self
             .accounts
-            .reserve_attempt(user, now, since, self.policy.max_second_factor_failures)
-            .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await),
-            // Fails closed: an outage is `Unavailable` at the boundary.
-            Err(e) => Err(e.into()),
-        }
+            .reserve_attempt(scope, now, since, max)
+            .await?)
+    }
+
+    /// The password throttles, reserved before any bcrypt work: one attempt
+    /// of the source (counted whatever the outcome) and, for a known
+    /// account, one of the account (forgotten after a success). `false`
+    /// when either is at its limit.
+    async fn reserve_password(&self, user: Option<UserId>, ip: IpAddr) -> Result<bool> {
+        let source = AttemptScope::password_source(ip);
+        let source_ok = self
+            .reserve(&source, self.policy.max_password_attempts_per_source)
+            .await?;
+        let account_ok = match user {
+            Some(u) => {
+                self.reserve(
+                    &AttemptScope::Password(u),
+                    self.policy.max_password_failures,
+                )
+                .await?
+            }
+            None => true,
+        };
+        Ok(source_ok && account_ok)
     }
 
     /// Creates an account with a password and no second factor yet: its
@@ -367,6 +438,9 @@ where
         ip: Option<IpAddr>,
     ) -> Result<UserId> {
         let email = normalize_email(email)?;
+        self.policy
+            .password
+            .check_new_password(password.expose_secret(), &[&email, self.policy.issuer])?;
         let hash = password::hash_password_async(password, self.policy.password).await?;
         let account = AccountRecord {
             id: UserId::random(),
@@ -423,6 +497,16 @@ where
             Ok(e) => self.accounts.account_by_email(&e).await?,
             Err(_) => None,
         };
+        if !self
+            .reserve_password(account.as_ref().map(|a| a.id), ip)
+            .await?
+        {
+            // Throttled: the same bcrypt work as a real check, the same
+            // error, and no verdict on the password.
+            let _ = password::verify_dummy_async(password, self.policy.password).await;
+            let user = account.as_ref().map(|a| a.id);
+            return Err(self.fail(user, ip, LoginFailure::LockedOut).await);
+        }
         let Some(account) = account else {
             // Same work as a real verification: no enumeration by timing.
             let _ = password::verify_dummy_async(password, self.policy.password).await;
@@ -435,6 +519,9 @@ where
             Ok(false) => return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await),
             Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
         }
+        self.accounts
+            .clear_attempts(&AttemptScope::Password(user))
+            .await?;
         if password::needs_rehash(&account.password_hash, self.policy.password) {
             // Compare-and-swap: a password change that landed meanwhile wins.
             match password::hash_password_async(
@@ -580,7 +667,10 @@ where
     /// Until when the account's second factor is locked, if it is.
     pub async fn second_factor_locked_until(&self, user: UserId) -> Result<Option<DateTime<Utc>>> {
         let since = self.now() - self.policy.failure_window;
-        let mut attempts = self.accounts.attempts_since(user, since).await?;
+        let mut attempts = self
+            .accounts
+            .attempts_since(&AttemptScope::SecondFactor(user), since)
+            .await?;
         let max = self.policy.max_second_factor_failures as usize;
         if attempts.len() < max {
             return Ok(None);
@@ -646,7 +736,9 @@ where
                 true
             }
         };
-        self.accounts.clear_attempts(user).await?;
+        self.accounts
+            .clear_attempts(&AttemptScope::SecondFactor(user))
+            .await?;
         if used_backup {
             self.audit(
                 Some(user),
@@ -746,6 +838,7 @@ where
             user,
             created_at,
             last_seen_at: now,
+            verified_at: now,
             expires_at,
             ip_family: IpFamily::of(ip),
             epoch,
@@ -836,7 +929,9 @@ where
             }
             Err(e) => return Err(e.into()),
         }
-        self.accounts.clear_attempts(user).await?;
+        self.accounts
+            .clear_attempts(&AttemptScope::SecondFactor(user))
+            .await?;
         self.audit(
             Some(user),
             Actor::User(user),
@@ -899,6 +994,8 @@ where
             expires_at: s.expires_at,
             ip_family: s.ip_family,
             epoch: s.epoch,
+            verified_at: s.verified_at,
+            stepped_up: now < s.verified_at + self.policy.step_up_window,
         })
     }
 
@@ -913,6 +1010,7 @@ where
             user: s.user,
             created_at: s.created_at,
             last_seen_at: self.now(),
+            verified_at: s.verified_at,
             expires_at: s.expires_at,
             ip_family: s.ip_family,
             epoch: s.epoch,
@@ -1018,12 +1116,18 @@ where
     }
 
     /// Revokes one trusted device, or all with `None`. Returns how many.
+    ///
+    /// # Errors
+    /// [`Error::ReauthenticationRequired`] unless the session stepped up
+    /// recently ([`AccountService::step_up`]).
     pub async fn revoke_devices(
         &self,
-        user: UserId,
+        session: &AuthenticatedSession,
         which: Option<DeviceId>,
         ip: Option<IpAddr>,
     ) -> Result<usize> {
+        session.require_step_up()?;
+        let user = session.user;
         let n = self.accounts.revoke_devices(user, which).await?;
         if n == 0 && which.is_some() {
             return Err(StoreError::NotFound { kind: "device" }.into());
@@ -1058,14 +1162,21 @@ where
             .account(user)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        self.reserve_attempt(user, ip).await?;
+        if !self.reserve_password(Some(user), ip).await? {
+            return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
+        }
         if !password::verify_password_async(current, account.password_hash.clone())
             .await
             .unwrap_or(false)
         {
             return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
         }
-        self.accounts.clear_attempts(user).await?;
+        self.accounts
+            .clear_attempts(&AttemptScope::Password(user))
+            .await?;
+        self.policy
+            .password
+            .check_new_password(new.expose_secret(), &[&account.email, self.policy.issuer])?;
         let hash = password::hash_password_async(new, self.policy.password).await?;
         if !self
             .accounts
@@ -1129,6 +1240,7 @@ where
         ip: IpAddr,
     ) -> Result<Vec<SecretString>> {
         let s = self.authenticate(cookie, ip).await?;
+        s.require_step_up()?;
         if !self.accounts.totp(s.user).await?.is_some_and(|t| t.active) {
             return Err(Error::InvalidInput(
                 "backup codes need an active second factor",
@@ -1230,6 +1342,85 @@ where
         self.authenticate_step(cookie, ip)
             .await
             .map_err(Error::into_auth_failure)
+    }
+
+    /// Step-up re-authentication (ASVS V3.7.1): the user proves their
+    /// password or a current TOTP code again in this session, which then
+    /// counts as recently verified for [`AccountPolicy::step_up_window`]
+    /// (backup codes, devices, membership changes, key reveals). Throttled
+    /// like the login steps; every failure is the opaque
+    /// [`Error::Unauthenticated`] (or [`Error::Unavailable`]).
+    pub async fn step_up(
+        &self,
+        cookie: &str,
+        ip: IpAddr,
+        proof: StepUp,
+    ) -> Result<AuthenticatedSession> {
+        self.step_up_step(cookie, ip, proof)
+            .await
+            .map_err(Error::into_auth_failure)
+    }
+
+    async fn step_up_step(
+        &self,
+        cookie: &str,
+        ip: IpAddr,
+        proof: StepUp,
+    ) -> Result<AuthenticatedSession> {
+        let s = self.authenticate_step(cookie, ip).await?;
+        let user = s.user;
+        match proof {
+            StepUp::Password(pw) => {
+                if !self.reserve_password(Some(user), ip).await? {
+                    let _ = password::verify_dummy_async(pw, self.policy.password).await;
+                    return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
+                }
+                let account = self
+                    .accounts
+                    .account(user)
+                    .await?
+                    .ok_or(Error::Unauthenticated)?;
+                if !password::verify_password_async(pw, account.password_hash)
+                    .await
+                    .unwrap_or(false)
+                {
+                    return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
+                }
+                self.accounts
+                    .clear_attempts(&AttemptScope::Password(user))
+                    .await?;
+            }
+            StepUp::Totp(code) => {
+                self.reserve_attempt(user, ip).await?;
+                let Some(rec) = self.accounts.totp(user).await?.filter(|t| t.active) else {
+                    return Err(self.fail(Some(user), ip, LoginFailure::BadChallenge).await);
+                };
+                let step = self.matched_step(&rec, &code, ip).await?;
+                if !self.accounts.advance_totp_step(user, step).await? {
+                    return Err(self.fail(Some(user), ip, LoginFailure::ReplayedCode).await);
+                }
+                self.accounts
+                    .clear_attempts(&AttemptScope::SecondFactor(user))
+                    .await?;
+            }
+        }
+        let now = self.now();
+        if !self.sessions.mark_verified(s.session, now).await? {
+            return Err(Error::Unauthenticated);
+        }
+        self.audit(
+            Some(user),
+            Actor::User(user),
+            Some(ip),
+            AccountAction::Reauthenticated,
+            None,
+        )
+        .await?;
+        Ok(AuthenticatedSession {
+            verified_at: now,
+            stepped_up: true,
+            ..s
+        })
     }
 
     /// Deletes expired challenges and sessions (schedule it; Redis-like
