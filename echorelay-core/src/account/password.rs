@@ -454,16 +454,61 @@ static DUMMY_HASHES: [OnceLock<PasswordHash>; MAX_COST as usize + 1] =
 /// Errors: [`PasswordError::Hashing`] if the hash cannot be made (no OS
 /// randomness); a later call tries again.
 pub fn dummy_hash(policy: PasswordPolicy) -> Result<&'static PasswordHash, PasswordError> {
-    let slot = usize::try_from(policy.cost())
+    dummy_hash_at(policy.cost())
+}
+
+/// The dummy hash at any cost bcrypt accepts (legacy hashes go below
+/// [`MIN_COST`]).
+fn dummy_hash_at(cost: u32) -> Result<&'static PasswordHash, PasswordError> {
+    let slot = usize::try_from(cost)
         .ok()
+        .filter(|_| cost >= BCRYPT_MIN_COST)
         .and_then(|i| DUMMY_HASHES.get(i))
-        .ok_or(PasswordError::CostOutOfRange(policy.cost()))?;
+        .ok_or(PasswordError::CostOutOfRange(cost))?;
     if let Some(hash) = slot.get() {
         return Ok(hash);
     }
     // Two threads racing here both hash; one result is kept. Harmless.
-    let made = hash_input(DUMMY_PASSWORD, policy.cost())?;
+    let made = hash_input(DUMMY_PASSWORD, cost)?;
     Ok(slot.get_or_init(|| made))
+}
+
+/// [`verify_password`], then, for a hash cheaper than the policy's cost (a
+/// legacy hash from an older application, say cost 10 under a policy of
+/// 13), dummy verifications at the hash's own cost until the total bcrypt
+/// work equals one verification at the policy's cost: `2^(P-c) - 1` more
+/// at cost `c`, so `2^c * 2^(P-c) = 2^P` key expansions in all. A login
+/// for such an account then costs what one for an unknown account costs
+/// ([`verify_dummy`] at the policy's cost), and cheap legacy hashes do not
+/// make accounts enumerable by timing. (A hash *dearer* than the policy
+/// cannot be padded down: keep the policy's cost at least the highest cost
+/// in the table.)
+pub fn verify_password_padded(
+    password: &SecretString,
+    hash: &PasswordHash,
+    policy: PasswordPolicy,
+) -> Result<bool, PasswordError> {
+    let verdict = verify_password(password, hash);
+    let (c, p) = (hash.cost(), policy.cost());
+    if c < p {
+        let dummy = dummy_hash_at(c)?;
+        for _ in 1..(1u64 << (p - c)) {
+            let _ = verify_password(password, dummy);
+        }
+    }
+    verdict
+}
+
+/// [`verify_password_padded`] on tokio's blocking pool.
+pub async fn verify_password_padded_async(
+    password: SecretString,
+    hash: PasswordHash,
+    policy: PasswordPolicy,
+) -> Result<bool, PasswordError> {
+    if let Some(verdict) = verdict_without_bcrypt(&password) {
+        return verdict;
+    }
+    on_blocking_pool(move || verify_password_padded(&password, &hash, policy)).await
 }
 
 /// Spends exactly the work of [`verify_password`] against a hash at the
@@ -511,6 +556,20 @@ mod tests {
     /// A syntactically valid hash (bcrypt crate's own test vector, "hunter2"
     /// with an all-zero salt at cost 12).
     const VALID: &str = "$2y$12$......................21jzCB1r6pN6rp5O2Ev0ejjTAboskKm";
+
+    #[test]
+    fn padded_verify_keeps_the_verdict_of_a_legacy_hash() {
+        // A cost-4 hash (an old application's) under a cost-10 policy.
+        let legacy = hash_input(b"legacy password here", 4).unwrap();
+        assert_eq!(legacy.cost(), 4);
+        let right = secret("legacy password here");
+        assert!(verify_password_padded(&right, &legacy, fast()).unwrap());
+        assert!(!verify_password_padded(&secret("wrong one"), &legacy, fast()).unwrap());
+        // At or above the policy's cost there is nothing to pad.
+        let h = hash_password(&right, fast()).unwrap();
+        assert!(verify_password_padded(&right, &h, fast()).unwrap());
+        assert!(dummy_hash_at(3).is_err());
+    }
 
     #[test]
     fn round_trip() {

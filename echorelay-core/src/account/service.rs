@@ -514,7 +514,15 @@ where
         };
         let user = account.id;
         let candidate = Zeroizing::new(password.expose_secret().to_owned());
-        match password::verify_password_async(password, account.password_hash.clone()).await {
+        // Padded to the policy's cost: a legacy cheaper hash takes as long
+        // as an unknown account's dummy check.
+        match password::verify_password_padded_async(
+            password,
+            account.password_hash.clone(),
+            self.policy.password,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await),
             Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
