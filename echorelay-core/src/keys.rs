@@ -84,8 +84,9 @@ pub enum KeyFormatError {
     /// Does not start with `er_live_` or `er_test_`.
     #[error("API key must start with er_live_ or er_test_")]
     WrongPrefix,
-    /// Has the wrong number of characters.
-    #[error("API key must be {KEY_LEN} characters long, got {0}")]
+    /// Has the wrong length, in bytes (a key is [`KEY_LEN`] ASCII
+    /// characters, so any other byte length is wrong).
+    #[error("API key must be {KEY_LEN} ASCII characters long, got {0} bytes")]
     WrongLength(usize),
     /// Holds a character outside base62 after the prefix.
     #[error("API key has a non-base62 character at position {0}")]
@@ -122,7 +123,7 @@ pub fn parse_key(s: &str) -> Result<Environment, KeyFormatError> {
         return Err(KeyFormatError::WrongPrefix);
     };
     if b.len() != KEY_LEN {
-        return Err(KeyFormatError::WrongLength(s.chars().count()));
+        return Err(KeyFormatError::WrongLength(b.len()));
     }
     if let Some(pos) = b[PREFIX_LEN..]
         .iter()
