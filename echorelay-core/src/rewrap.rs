@@ -485,3 +485,25 @@ fn sealed_fields_mut(t: &mut Target) -> Vec<(&'static str, &mut Ciphertext)> {
     out.push((fields::SIGNING_SECRET, &mut t.signing_secret));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_malformed_ids() {
+        let c = RewrapCursor {
+            kind: SealedKind::TotpSeed,
+            after: Some(UserId::random().to_string()),
+        };
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<RewrapCursor>(&json).ok(), Some(c));
+        let bad = RewrapCursor {
+            kind: SealedKind::TotpSeed,
+            after: Some("usr_nothex".into()),
+        };
+        assert!(matches!(bad.after::<UserId>(), Err(Error::InvalidInput(_))));
+        assert_eq!(SealedKind::TargetSecret.next(), Some(SealedKind::TotpSeed));
+        assert_eq!(SealedKind::PendingReveal.next(), None);
+    }
+}

@@ -449,3 +449,89 @@ pub async fn delivery_secrets_are_narrow_and_audited<B: Backend>(h: Harness<B>) 
         Err(Error::Denied(_))
     ));
 }
+
+/// Bad input and refused changes write nothing, for configuration and
+/// membership as for keys: no entity, no audit event, no version bump.
+pub async fn refused_changes_write_nothing<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::Role;
+    use echorelay_core::access::surface::Members;
+    use echorelay_core::ids::{LineId, TargetId, UserId};
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let m = h.grant::<Members>(&owner, &p).await;
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    let before = h.store.tree(p.id).await.unwrap();
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    let members = h.store.members_of(p.id).await.unwrap();
+    let me = match owner.principal {
+        echorelay_core::access::Principal::User(u) => u,
+        _ => unreachable!(),
+    };
+    let results: Vec<(&str, Result<(), Error>)> = vec![
+        (
+            "empty line name",
+            h.config.create_line(&w, "").await.map(|_| ()),
+        ),
+        (
+            "control character in a name",
+            h.config
+                .rename_line(&w, line.id, "a\u{7}b")
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "endpoint on a missing line",
+            h.config
+                .create_endpoint(&w, LineId::random(), "in")
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "update of a missing target",
+            h.config
+                .update_target(&w, TargetId::random(), Default::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "target with a javascript: URL",
+            h.config
+                .create_target(
+                    &w,
+                    line.id,
+                    NewTarget {
+                        url: "javascript:alert(1)".into(),
+                        ..bearer_target()
+                    },
+                )
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "removing a non-member",
+            h.config.set_member(&m, UserId::random(), None).await,
+        ),
+        (
+            "demoting the last owner",
+            h.config.set_member(&m, me, Some(Role::Viewer)).await,
+        ),
+        (
+            "importing garbage",
+            h.config.import(&w, "{").await.map(|_| ()),
+        ),
+    ];
+    for (what, r) in results {
+        assert!(r.is_err(), "config: {what} was accepted");
+    }
+    assert_eq!(
+        h.store.tree(p.id).await.unwrap(),
+        before,
+        "config: a refused change wrote"
+    );
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        head,
+        "config: a refused change was audited"
+    );
+    assert_eq!(h.store.members_of(p.id).await.unwrap(), members);
+}

@@ -211,6 +211,7 @@ macro_rules! conformance_tests {
             config::export_import_round_trip_and_bad_input,
             config::slugs_are_unique,
             config::delivery_secrets_are_narrow_and_audited,
+            config::refused_changes_write_nothing,
             rewrap::rewrap_covers_every_sealed_value,
             rewrap::rewrap_reports_what_does_not_open_and_resumes,
             rewrap::rewrap_never_overwrites_a_concurrent_change,

@@ -558,6 +558,37 @@ mod tests {
     const VALID: &str = "$2y$12$......................21jzCB1r6pN6rp5O2Ev0ejjTAboskKm";
 
     #[test]
+    fn new_password_rules_are_validated() {
+        let p = PasswordPolicy::default();
+        assert_eq!(p.with_rules(7, 3), Err(PasswordError::PolicyOutOfRange));
+        assert_eq!(p.with_rules(129, 3), Err(PasswordError::PolicyOutOfRange));
+        assert_eq!(p.with_rules(12, 5), Err(PasswordError::PolicyOutOfRange));
+        let lax = p.with_rules(8, 0).unwrap();
+        assert!(lax.check_new_password("password", &[]).is_ok());
+        assert_eq!(p.check_new_password("", &[]), Err(PasswordError::Empty));
+        let long = "é".repeat(2049);
+        assert_eq!(
+            p.check_new_password(&long, &[]),
+            Err(PasswordError::TooLong)
+        );
+        // Exactly 12 characters (not bytes) is enough length.
+        assert_ne!(
+            p.check_new_password("ééééééééééé", &[]),
+            Ok(()),
+            "11 characters"
+        );
+        assert_ne!(
+            p.check_new_password("zq8#Lm2!vR7x", &[]),
+            Err(PasswordError::TooShort { min: 12 })
+        );
+        // The user's own email does not make a strong password.
+        assert_eq!(
+            p.check_new_password("jane.doe@example.com", &["jane.doe@example.com"]),
+            Err(PasswordError::TooWeak)
+        );
+    }
+
+    #[test]
     fn padded_verify_keeps_the_verdict_of_a_legacy_hash() {
         // A cost-4 hash (an old application's) under a cost-10 policy.
         let legacy = hash_input(b"legacy password here", 4).unwrap();
