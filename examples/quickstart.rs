@@ -158,8 +158,15 @@ async fn main() -> Result<(), echorelay::Error> {
     config.set_member(&m, bob, Some(Role::Editor)).await?;
     config.set_member(&m, carol, Some(Role::Viewer)).await?;
     println!(
-        "{:<22} {:>12} {:>13} {:>9} {:>8} {:>8}",
-        "caller", "config read", "config write", "key mint", "billing", "members"
+        "{:<22} {:>12} {:>13} {:>5} {:>8} {:>8} {:>11} {:>9}",
+        "caller",
+        "config read",
+        "config write",
+        "keys",
+        "billing",
+        "members",
+        "audit read",
+        "delivery"
     );
     for (name, user) in [
         ("alice (owner)", alice),
@@ -168,7 +175,7 @@ async fn main() -> Result<(), echorelay::Error> {
         ("mallory (not member)", mallory),
     ] {
         let mut row = format!("{name:<22}");
-        for (s, width) in Surface::ALL.iter().zip([13, 14, 10, 9, 9]) {
+        for (s, width) in Surface::ALL.iter().zip([13, 14, 6, 9, 9, 12, 10]) {
             let d = voter.decide(&Caller::user(user, None), "acme", *s).await?;
             let cell = if matches!(d, Decision::Allow { .. }) {
                 "allow"

@@ -295,8 +295,8 @@ pub enum DenyReason {
     OtherProject,
     /// The role does not allow the surface.
     RoleTooLow,
-    /// API keys may not use this surface (members; keys unless the
-    /// project allows it).
+    /// API keys may not use this surface (members and delivery never;
+    /// keys unless the project allows it).
     NotForApiKeys,
 }
 

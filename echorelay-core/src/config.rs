@@ -1037,8 +1037,9 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
 
     /// Imports a tree exported by [`ConfigService::export`] into the
     /// granted project (same project id), replacing its name, lines,
-    /// endpoints and targets. The project's slug and key policy stay as they
-    /// are (an editor may not change them). Validates everything first; on
+    /// endpoints and targets. The project's slug, key policy, creation
+    /// time and `api_keys_manage_keys` stay as they are (an editor may not
+    /// change them). Validates everything first; on
     /// any error nothing is written.
     ///
     /// The import replaces the tree as it is at the moment of the write;

@@ -3,8 +3,9 @@
 //! The domain rules and ports of echorelay, the security and persistence core
 //! of a multi-tenant webhook relay. This crate does no I/O: storage lives
 //! behind the port traits in [`ports`], time behind [`clock::Clock`], and every
-//! backend (in-memory, Postgres, Redis, S3) implements those ports and runs the
-//! same conformance suite (`echorelay-testkit`).
+//! backend implements those ports and runs the same conformance suite
+//! (`echorelay-testkit`). Today that is the in-memory backend
+//! (`echorelay-store-mem`); Postgres, Redis and S3 backends are planned.
 //!
 //! | area | module | invariants |
 //! |---|---|---|

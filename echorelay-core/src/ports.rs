@@ -44,7 +44,11 @@
 //!   exactly the documented number win. The suite releases its racing
 //!   callers from a barrier and is itself tested against a store that
 //!   checks, yields and then writes (`echorelay-store-mem`,
-//!   `tests/racy_store_is_caught.rs`).
+//!   `tests/racy_store_is_caught.rs`), for the nine conditions a login,
+//!   a key or the audit chain depends on under concurrency; the others
+//!   (`activate_totp`, `replace_totp_seed`, `replace_pending_reveal`,
+//!   `replace_password_hash`, versions, the device cap, `revoke_key`) are
+//!   held to the same rule and checked sequentially.
 //! - **Versions.** [`Target::version`](crate::config::Target::version) and
 //!   [`Project::version`](crate::config::Project::version) are
 //!   compare-and-swap counters kept by the store: see

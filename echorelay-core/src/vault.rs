@@ -61,10 +61,12 @@
 //! pattern, a counting sequence, few distinct bytes, or printable text).
 //!
 //! To rotate: make the new key current, keep the old one as previous, then
-//! sweep stored ciphertexts with [`SecretVault::rewrap`] (open with whichever
-//! key sealed it, seal again under the current key). Ciphertexts for which
-//! [`SecretVault::is_current`] is true are left alone. Once the sweep is done
-//! the old key can be dropped from the ring.
+//! run the rewrap pass ([`crate::rewrap::Rewrap::run`]), which sweeps every
+//! stored ciphertext with [`SecretVault::rewrap`] (open with whichever key
+//! sealed it, seal again under the current key); ciphertexts for which
+//! [`SecretVault::is_current`] is true are left alone. Once
+//! [`crate::rewrap::Rewrap::key_usage`] shows nothing under the old key,
+//! it can be dropped from the ring.
 //!
 //! # Masking (S5)
 //!

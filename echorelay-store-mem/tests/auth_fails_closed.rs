@@ -163,3 +163,26 @@ async fn enrollment_steps_fail_closed() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_fails_closed() {
+    use echorelay_core::account::service::StepUp;
+    let h = Harness::new(MemStore::new());
+    let a = h.enrolled(ip(), false).await;
+    let cookie = a.login.session.token.expose_secret();
+    h.store.set_outage(true);
+    unavailable(
+        h.accounts
+            .step_up(cookie, ip(), StepUp::Password(pw()))
+            .await,
+    );
+    h.store.set_outage(false);
+    // The seed does not open under another SECRET_KEY: opaque.
+    let other = wrong_vault(&h);
+    let code = StepUp::Totp(h.totp_code(&a.seed, 1));
+    unauthenticated(other.accounts.step_up(cookie, ip(), code).await);
+    h.accounts
+        .step_up(cookie, ip(), StepUp::Password(pw()))
+        .await
+        .unwrap();
+}

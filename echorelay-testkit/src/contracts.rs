@@ -1311,3 +1311,32 @@ pub async fn a_new_project_from_an_import_has_an_owner<B: Backend>(h: Harness<B>
     );
     assert_eq!(h.store.tree(src.id).await.unwrap(), src_tree);
 }
+
+/// `mark_verified` on a missing session creates nothing and returns
+/// `false`; on a live one it never moves `verified_at` back
+/// ([`SessionStore::mark_verified`]).
+///
+/// [`SessionStore::mark_verified`]: echorelay_core::ports::SessionStore::mark_verified
+pub async fn mark_verified_never_moves_back_or_creates<B: Backend>(h: Harness<B>) {
+    let user = account(&h, &random_email()).await;
+    let now = h.clock_now();
+    assert!(
+        !h.store
+            .mark_verified(SessionId::random(), now)
+            .await
+            .unwrap(),
+        "contracts: mark_verified on a missing session"
+    );
+    assert!(h.store.sessions_of(user).await.unwrap().is_empty());
+    let s = session(user, now, now, now + Duration::hours(1));
+    let (id, hash) = (s.id, s.token_hash);
+    h.store.insert_session(s).await.unwrap();
+    let later = now + Duration::minutes(5);
+    assert!(h.store.mark_verified(id, later).await.unwrap());
+    assert!(h.store.mark_verified(id, now).await.unwrap());
+    let stored = h.store.session_by_token(&hash).await.unwrap().unwrap();
+    assert_eq!(
+        stored.verified_at, later,
+        "contracts: verified_at moved back"
+    );
+}

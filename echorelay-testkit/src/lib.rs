@@ -242,6 +242,7 @@ macro_rules! conformance_tests {
             accounts::password_step_is_throttled,
             accounts::new_passwords_follow_the_policy,
             accounts::sensitive_operations_need_a_recent_step_up,
+            contracts::mark_verified_never_moves_back_or_creates,
             contracts::touch_on_a_missing_record_creates_nothing,
             contracts::audit_seq_is_gap_free_and_paged_by_seq,
             contracts::user_export_is_ordered_by_time_then_chain_then_seq,

@@ -17,8 +17,10 @@
 //! a backup code, a confirmed enrollment, or a trusted device that was
 //! itself issued after a second factor.
 //!
-//! Every failure the caller sees is [`Error::Unauthenticated`]; the reason
-//! is written to the audit log as [`LoginFailure`].
+//! Every failure the caller sees is [`Error::Unauthenticated`] (the reason
+//! is written to the audit log as [`LoginFailure`]), or
+//! [`Error::Unavailable`] when the backend cannot be reached: never a
+//! success.
 
 use std::net::IpAddr;
 use std::sync::Arc;
