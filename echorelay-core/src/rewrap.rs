@@ -175,7 +175,8 @@ impl KeyUsage {
     /// Whether anything stored is still sealed under `key`: while it is,
     /// `key` must stay in the keyring.
     pub fn in_use(&self, key: crate::vault::VaultKeyId) -> bool {
-        self.by_key.get(&key).is_some_and(|n| *n > 0)
+        // Only counted keys have an entry, and every count is at least 1.
+        self.by_key.contains_key(&key)
     }
 }
 
@@ -505,5 +506,17 @@ mod tests {
         assert!(matches!(bad.after::<UserId>(), Err(Error::InvalidInput(_))));
         assert_eq!(SealedKind::TargetSecret.next(), Some(SealedKind::TotpSeed));
         assert_eq!(SealedKind::PendingReveal.next(), None);
+    }
+
+    #[test]
+    fn a_report_is_complete_only_without_failures_and_conflicts() {
+        let rec = record(SealedKind::TotpSeed, "usr_x");
+        let mut r = RewrapReport::default();
+        assert!(r.is_complete());
+        r.conflicts.push(rec.clone());
+        assert!(!r.is_complete());
+        r.conflicts.clear();
+        r.failed.push(rec);
+        assert!(!r.is_complete());
     }
 }

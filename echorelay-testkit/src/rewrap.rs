@@ -197,6 +197,14 @@ pub async fn rewrap_reports_what_does_not_open_and_resumes<B: Backend>(h: Harnes
     let usage = rewrap(&both).key_usage(1).await.unwrap();
     assert!(usage.in_use(lost_key.id()));
     assert!(!usage.in_use(old_key.id()));
+    // A whole run says the same: not complete, one failure, no conflicts.
+    let report = rewrap(&both).run(3).await.unwrap();
+    assert!(report.conflicts.is_empty());
+    assert_eq!(report.failed, failed);
+    assert!(
+        !report.is_complete(),
+        "rewrap: a failed record counted as complete"
+    );
 }
 
 /// The conditional writes the pass relies on: a stale target copy is
