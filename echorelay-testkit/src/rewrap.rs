@@ -197,6 +197,14 @@ pub async fn rewrap_reports_what_does_not_open_and_resumes<B: Backend>(h: Harnes
     let usage = rewrap(&both).key_usage(1).await.unwrap();
     assert!(usage.in_use(lost_key.id()));
     assert!(!usage.in_use(old_key.id()));
+    // Pages end where the records do: 3 targets in pages of 2 are 2 pages,
+    // then one (empty) page per other kind; no extra empty page.
+    let (mut cursor, mut pages) = (Some(RewrapCursor::start()), 0);
+    while let Some(c) = cursor {
+        cursor = rewrap(&both).page(&c, 2).await.unwrap().next;
+        pages += 1;
+    }
+    assert_eq!(pages, 4, "rewrap: pages of a 3-target store");
     // A whole run says the same: not complete, one failure, no conflicts.
     let report = rewrap(&both).run(3).await.unwrap();
     assert!(report.conflicts.is_empty());
