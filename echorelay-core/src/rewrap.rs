@@ -186,6 +186,32 @@ enum Outcome {
     Gone,
 }
 
+/// A stored record that holds sealed values.
+enum Holder {
+    Target(Target),
+    Totp(crate::account::TotpRecord),
+    Reveal(crate::keys::KeyRecord),
+}
+
+impl Holder {
+    fn record(&self) -> SealedRecord {
+        match self {
+            Holder::Target(t) => record(SealedKind::TargetSecret, t.id),
+            Holder::Totp(t) => record(SealedKind::TotpSeed, t.user),
+            Holder::Reveal(k) => record(SealedKind::PendingReveal, k.id),
+        }
+    }
+
+    /// The record's ciphertexts.
+    fn sealed(&self) -> Vec<&Ciphertext> {
+        match self {
+            Holder::Target(t) => sealed_fields(t).map(|(_, ct)| ct).collect(),
+            Holder::Totp(t) => vec![&t.seed],
+            Holder::Reveal(k) => k.pending_reveal.iter().map(|p| &p.ciphertext).collect(),
+        }
+    }
+}
+
 /// The SECRET_KEY rewrap pass and the key-usage query. Operator actions:
 /// no grant; every rewritten record gets a system audit event.
 #[derive(Debug, Clone)]
@@ -228,96 +254,85 @@ where
     /// as 1). A failure to reach the store ends the page with an error;
     /// resume from the same cursor.
     pub async fn page(&self, cursor: &RewrapCursor, limit: usize) -> Result<RewrapPage> {
-        let limit = limit.max(1);
-        let mut page = RewrapPage::default();
-        let last = match cursor.kind {
-            SealedKind::TargetSecret => {
-                let batch = self.store.targets_page(cursor.after()?, limit).await?;
-                for t in &batch {
-                    let rec = record(SealedKind::TargetSecret, t.id);
-                    let outcome = self.target(t.clone()).await;
-                    tally(&mut page, rec, outcome)?;
-                }
-                (batch.len(), batch.last().map(|t| t.id.to_string()))
-            }
-            SealedKind::TotpSeed => {
-                let after: Option<UserId> = cursor.after()?;
-                let batch = self.store.totp_page(after, limit).await?;
-                for t in &batch {
-                    let rec = record(SealedKind::TotpSeed, t.user);
-                    let outcome = self.totp(t.user, t.seed.clone()).await;
-                    tally(&mut page, rec, outcome)?;
-                }
-                (batch.len(), batch.last().map(|t| t.user.to_string()))
-            }
-            SealedKind::PendingReveal => {
-                let after: Option<KeyId> = cursor.after()?;
-                let batch = self.store.keys_with_pending_reveal(after, limit).await?;
-                for k in &batch {
-                    let rec = record(SealedKind::PendingReveal, k.id);
-                    let outcome = match &k.pending_reveal {
-                        Some(p) => self.reveal(k.project, k.id, p.ciphertext.clone()).await,
-                        None => Ok(Outcome::Gone),
-                    };
-                    tally(&mut page, rec, outcome)?;
-                }
-                (batch.len(), batch.last().map(|k| k.id.to_string()))
-            }
+        let (batch, next) = self.fetch(cursor, limit).await?;
+        let mut page = RewrapPage {
+            next,
+            ..RewrapPage::default()
         };
-        page.next = match last {
-            (n, Some(after)) if n >= limit => Some(RewrapCursor {
+        for rec in batch {
+            let outcome = match &rec {
+                Holder::Target(t) => self.target(t.clone()).await,
+                Holder::Totp(t) => self.totp(t.user, t.seed.clone()).await,
+                Holder::Reveal(k) => match &k.pending_reveal {
+                    Some(p) => self.reveal(k.project, k.id, p.ciphertext.clone()).await,
+                    None => Ok(Outcome::Gone),
+                },
+            };
+            tally(&mut page, rec.record(), outcome)?;
+        }
+        Ok(page)
+    }
+
+    /// Counts stored ciphertexts per vault key, over every sealed kind,
+    /// `page_size` records at a time.
+    pub async fn key_usage(&self, page_size: usize) -> Result<KeyUsage> {
+        let mut usage = KeyUsage::default();
+        let mut cursor = Some(RewrapCursor::start());
+        while let Some(c) = cursor {
+            let (batch, next) = self.fetch(&c, page_size).await?;
+            for rec in &batch {
+                for ct in rec.sealed() {
+                    *usage.by_key.entry(ct.key_id()).or_default() += 1;
+                }
+            }
+            cursor = next;
+        }
+        Ok(usage)
+    }
+
+    /// One page of records of the cursor's kind, and where the next page
+    /// starts: the same kind after the last record when the page was full,
+    /// otherwise the next kind (`None` after the last).
+    async fn fetch(
+        &self,
+        cursor: &RewrapCursor,
+        limit: usize,
+    ) -> Result<(Vec<Holder>, Option<RewrapCursor>)> {
+        let limit = limit.max(1);
+        let batch: Vec<Holder> = match cursor.kind {
+            SealedKind::TargetSecret => self
+                .store
+                .targets_page(cursor.after()?, limit)
+                .await?
+                .into_iter()
+                .map(Holder::Target)
+                .collect(),
+            SealedKind::TotpSeed => self
+                .store
+                .totp_page(cursor.after()?, limit)
+                .await?
+                .into_iter()
+                .map(Holder::Totp)
+                .collect(),
+            SealedKind::PendingReveal => self
+                .store
+                .keys_with_pending_reveal(cursor.after()?, limit)
+                .await?
+                .into_iter()
+                .map(Holder::Reveal)
+                .collect(),
+        };
+        let next = match batch.last() {
+            Some(last) if batch.len() >= limit => Some(RewrapCursor {
                 kind: cursor.kind,
-                after: Some(after),
+                after: Some(last.record().id),
             }),
             _ => cursor
                 .kind
                 .next()
                 .map(|kind| RewrapCursor { kind, after: None }),
         };
-        Ok(page)
-    }
-
-    /// Counts stored ciphertexts per vault key, over every sealed kind.
-    pub async fn key_usage(&self, page_size: usize) -> Result<KeyUsage> {
-        let limit = page_size.max(1);
-        let mut usage = KeyUsage::default();
-        let mut count = |ct: &Ciphertext| *usage.by_key.entry(ct.key_id()).or_default() += 1;
-        let mut after = None;
-        loop {
-            let batch = self.store.targets_page(after, limit).await?;
-            for t in &batch {
-                for (_, ct) in sealed_fields(t) {
-                    count(ct);
-                }
-            }
-            after = batch.last().map(|t| t.id);
-            if batch.len() < limit {
-                break;
-            }
-        }
-        let mut after = None;
-        loop {
-            let batch = self.store.totp_page(after, limit).await?;
-            batch.iter().for_each(|t| count(&t.seed));
-            after = batch.last().map(|t| t.user);
-            if batch.len() < limit {
-                break;
-            }
-        }
-        let mut after = None;
-        loop {
-            let batch = self.store.keys_with_pending_reveal(after, limit).await?;
-            for k in &batch {
-                if let Some(p) = &k.pending_reveal {
-                    count(&p.ciphertext);
-                }
-            }
-            after = batch.last().map(|k| k.id);
-            if batch.len() < limit {
-                break;
-            }
-        }
-        Ok(usage)
+        Ok((batch, next))
     }
 
     fn draft(&self, project: Option<ProjectId>, sealed: SealedKind, id: String) -> AuditDraft {
