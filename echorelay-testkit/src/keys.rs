@@ -657,6 +657,12 @@ pub async fn revoking_a_key_revokes_what_it_minted<B: Backend>(h: Harness<B>) {
         .unwrap();
     assert!(a_succ.revoked_at.is_some());
     assert!(!a_succ.reveal_pending);
+    // The unrelated key's uncollected successor is not touched.
+    let unrelated_succ = listed
+        .iter()
+        .find(|k| k.predecessor == Some(unrelated.view.id))
+        .unwrap();
+    assert!(unrelated_succ.revoked_at.is_none() && unrelated_succ.reveal_pending);
     // The collected successor of D stays (it was D's holder's), and so do
     // keys the revoked one did not mint.
     h.keys.verify(d_next.expose_secret()).await.unwrap();
