@@ -1015,11 +1015,12 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
         let text = self.vault.open_string(&pending.ciphertext, &ctx)?;
         let key = PlaintextKey::parse(text.expose_secret())?;
         let audit = self.draft(actor, ip, rec, KeyAction::Reveal, None, now);
+        // Exactly one caller takes the sealed copy. It may differ from the
+        // one opened above (a rewrap pass re-sealed it meanwhile), but a
+        // record has one successor key: what we opened is its plaintext.
         match self.keys.take_pending_reveal(rec.id, audit).await? {
-            // Exactly one caller gets the sealed copy; it must be the one
-            // we opened.
-            Some(taken) if taken.ciphertext == pending.ciphertext => Ok(key),
-            _ => Err(nothing_to_reveal()),
+            Some(_) => Ok(key),
+            None => Err(nothing_to_reveal()),
         }
     }
 
