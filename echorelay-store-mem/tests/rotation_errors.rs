@@ -70,3 +70,36 @@ async fn a_key_that_cannot_rotate_is_counted_and_retried() {
     let report = good.rotate_due().await.unwrap();
     assert_eq!((report.rotated, report.errors), (2, 0));
 }
+
+/// The pass loads due keys in pages of 500: with 501 due, every one is
+/// rotated, in one pass.
+#[tokio::test]
+async fn a_pass_pages_through_every_due_key() {
+    let store = MemStore::new();
+    let clock = ManualClock::at_unix(1_767_225_600);
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
+    let vault = AesGcmVault::new(Keyring::new(SecretKey::generate()));
+    let config = ConfigService::new(store.clone(), vault.clone(), c.clone());
+    let owner = UserId::random();
+    config
+        .create_project(owner, None, "many-keys", "x")
+        .await
+        .unwrap();
+    let me = Caller::dangerous_user_stepped_up(owner, None);
+    let grant = Voter::new(store.clone())
+        .authorize::<Keys>(&me, "many-keys")
+        .await
+        .unwrap();
+    let keys = KeyService::new(store.clone(), vault, c);
+    for _ in 0..501 {
+        let req = MintRequest {
+            environment: Environment::Test,
+            role: Role::Viewer,
+            label: String::new(),
+        };
+        keys.mint(&grant, req).await.unwrap();
+    }
+    clock.advance(chrono::Duration::days(84));
+    let report = keys.rotate_due().await.unwrap();
+    assert_eq!((report.rotated, report.errors), (501, 0));
+}
