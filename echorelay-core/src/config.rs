@@ -559,37 +559,31 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
     }
 
     /// Read-modify-write of the project's own fields, compare-and-swap on
-    /// its version: a concurrent change makes the store refuse, and we
-    /// start over from a fresh read (setting a field is safe to redo).
+    /// its version: if anything in the project changed between the read
+    /// and the write, the store refuses with `Store(Conflict)` and nothing
+    /// is written (the caller retries).
     async fn update_project<K: crate::access::surface::SurfaceKind>(
         &self,
         grant: &Grant<K>,
-        change: impl Fn(&mut Project),
+        change: impl FnOnce(&mut Project),
     ) -> Result<()> {
-        let mut tries = 0;
-        loop {
-            let mut project = self
-                .store
-                .project(grant.project_id())
-                .await?
-                .ok_or(StoreError::NotFound { kind: "project" })?;
-            change(&mut project);
-            let audit = self.draft(
-                grant,
-                ConfigEntity::Project,
-                ConfigOp::Update,
-                project.id.to_string(),
-                self.clock.now(),
-            );
-            match self
-                .store
-                .apply(ConfigChange::UpdateProject(project), audit)
-                .await
-            {
-                Err(StoreError::Conflict { .. }) if tries < 3 => tries += 1,
-                other => return Ok(other?),
-            }
-        }
+        let mut project = self
+            .store
+            .project(grant.project_id())
+            .await?
+            .ok_or(StoreError::NotFound { kind: "project" })?;
+        change(&mut project);
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Project,
+            ConfigOp::Update,
+            project.id.to_string(),
+            self.clock.now(),
+        );
+        self.store
+            .apply(ConfigChange::UpdateProject(project), audit)
+            .await?;
+        Ok(())
     }
 
     /// Lets the project's API keys use the keys surface (mint, list,
@@ -1045,45 +1039,39 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
     /// The import replaces the tree as it is at the moment of the write;
     /// what it copies from the stored project (slug, key policy, creation
     /// time) is read and written compare-and-swap on the project's
-    /// version, so a policy change racing the import is never reverted
-    /// (the import re-reads and retries, then gives up with
-    /// `Store(Conflict)`).
+    /// version, so a policy change racing the import is never reverted:
+    /// the import is refused with `Store(Conflict)` instead, nothing
+    /// written (import again).
     pub async fn import(&self, grant: &Grant<ConfigWrite>, json: &str) -> Result<ProjectTree> {
-        let validated = self.validate_import(json)?;
-        if validated.project.id != grant.project_id() {
+        let mut tree = self.validate_import(json)?;
+        if tree.project.id != grant.project_id() {
             return Err(ConfigError::Tree("export belongs to another project").into());
         }
-        let mut tries = 0;
-        loop {
-            let mut tree = validated.clone();
-            let current = self
-                .store
-                .project(grant.project_id())
-                .await?
-                .ok_or(StoreError::NotFound { kind: "project" })?;
-            tree.project.slug = current.slug;
-            tree.project.key_policy = current.key_policy;
-            tree.project.created_at = current.created_at;
-            tree.project.api_keys_manage_keys = current.api_keys_manage_keys;
-            tree.project.version = current.version + 1;
-            let audit = self.draft(
-                grant,
-                ConfigEntity::Project,
-                ConfigOp::Import,
-                tree.project.id.to_string(),
-                self.clock.now(),
-            );
-            let import = TreeImport {
-                tree: tree.clone(),
-                expect_version: Some(current.version),
-                owner_if_new: None,
-            };
-            match self.store.import_tree(import, audit).await {
-                Err(StoreError::Conflict { .. }) if tries < 3 => tries += 1,
-                Err(e) => return Err(e.into()),
-                Ok(()) => return Ok(tree),
-            }
-        }
+        let current = self
+            .store
+            .project(grant.project_id())
+            .await?
+            .ok_or(StoreError::NotFound { kind: "project" })?;
+        tree.project.slug = current.slug;
+        tree.project.key_policy = current.key_policy;
+        tree.project.created_at = current.created_at;
+        tree.project.api_keys_manage_keys = current.api_keys_manage_keys;
+        // What the store will hold after this write.
+        tree.project.version = current.version + 1;
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Project,
+            ConfigOp::Import,
+            tree.project.id.to_string(),
+            self.clock.now(),
+        );
+        let import = TreeImport {
+            tree: tree.clone(),
+            expect_version: Some(current.version),
+            owner_if_new: None,
+        };
+        self.store.import_tree(import, audit).await?;
+        Ok(tree)
     }
 
     /// Restores a whole project (slug and key policy included) from a

@@ -245,3 +245,35 @@ pub async fn audit_log_is_read_under_a_grant_and_verifies<B: Backend>(h: Harness
         Err(Error::Audit(_))
     ));
 }
+
+/// A chain longer than one page (`audit::MAX_PAGE`, 1000) verifies whole:
+/// the service reads it page by page.
+pub async fn long_chains_verify_across_pages<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::surface::AuditRead;
+    use echorelay_core::audit::{AuditService, MAX_PAGE};
+    let (p, owner) = h.project().await;
+    for i in 0..MAX_PAGE {
+        let draft = AuditDraft {
+            project: Some(p.id),
+            at: h.clock_now(),
+            actor: Actor::System,
+            ip: None,
+            subject: None,
+            kind: EventKind::Billing {
+                billing: BillingKind::BalanceAdjustment,
+                amount_minor: i64::try_from(i).unwrap() + 1,
+                currency: Currency::parse("EUR").unwrap(),
+                reference: None,
+            },
+        };
+        h.store.append(draft).await.unwrap();
+    }
+    let g = h.grant::<AuditRead>(&owner, &p).await;
+    let status = AuditService::new(h.store.clone())
+        .verify(&g, None)
+        .await
+        .unwrap();
+    // The creation event plus the 1000 appended.
+    assert_eq!(status.events, 1001);
+    assert_eq!(status.head.map(|x| x.seq), Some(1001));
+}

@@ -294,6 +294,11 @@ pub async fn export_import_round_trip_and_bad_input<B: Backend>(h: Harness<B>) {
     let json = h.config.export(&r).await.unwrap();
     h.config.delete_line(&w, line.id).await.unwrap();
     let imported = h.config.import(&w, &json).await.unwrap();
+    assert_eq!(
+        Some(imported.project.version),
+        h.store.project(p.id).await.unwrap().map(|x| x.version),
+        "config: import returned another version than it stored"
+    );
     // Same content; the project's version moved on (it counts changes).
     let before = unversioned(before);
     assert_eq!(unversioned(imported), before);
@@ -416,6 +421,7 @@ pub async fn delivery_secrets_are_narrow_and_audited<B: Backend>(h: Harness<B>) 
         !format!("{secrets:?}").contains(TOKEN),
         "config: Debug leaks"
     );
+    assert!(format!("{secrets:?}").contains(&created.view.id.to_string()));
     let opened = h
         .store
         .events(Some(p.id), 0, 1000)

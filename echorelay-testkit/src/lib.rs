@@ -224,6 +224,7 @@ macro_rules! conformance_tests {
             audit::billing_events_are_validated_and_recorded,
             audit::user_export_finds_actor_and_subject_events,
             audit::audit_log_is_read_under_a_grant_and_verifies,
+            audit::long_chains_verify_across_pages,
             accounts::login_flow_enrolls_then_requires_totp,
             accounts::totp_skew_and_replay,
             accounts::same_code_on_two_challenges_wins_once,
