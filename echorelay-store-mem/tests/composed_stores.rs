@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use echorelay_core::account::AccountService;
 use echorelay_core::account::service::{PasswordStep, SecondFactor};
 use echorelay_core::account::totp::{TotpSeed, code_for_step, step_at};
+use echorelay_core::account::{AccountPolicy, AccountService};
 use echorelay_core::clock::{Clock, ManualClock};
 use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{AccountStore, AuditLog, SessionStore};
@@ -124,4 +124,39 @@ async fn key_service_from_two_handles() {
     let verified = svc.verify(minted.plaintext.expose_secret()).await.unwrap();
     assert_eq!(verified.key_id(), minted.view.id);
     assert!(svc.verify("er_live_not-a-key").await.is_err());
+}
+
+#[test]
+fn policy_limits_of_zero_are_refused() {
+    use echorelay_core::Error;
+    let vault = Arc::new(AesGcmVault::new(Keyring::new(SecretKey::generate())));
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_unix(1_767_225_600));
+    let base = test_account_policy();
+    let zeroed = [
+        AccountPolicy {
+            max_trusted_devices: 0,
+            ..base
+        },
+        AccountPolicy {
+            max_second_factor_failures: 0,
+            ..base
+        },
+        AccountPolicy {
+            max_password_failures: 0,
+            ..base
+        },
+        AccountPolicy {
+            max_password_attempts_per_source: 0,
+            ..base
+        },
+        AccountPolicy {
+            step_up_window: chrono::Duration::zero(),
+            ..base
+        },
+    ];
+    for p in zeroed {
+        let r = AccountService::new(MemStore::new(), vault.clone(), clock.clone(), p);
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{p:?} accepted");
+    }
+    assert!(AccountService::new(MemStore::new(), vault, clock, base).is_ok());
 }
