@@ -1384,11 +1384,25 @@ pub async fn sensitive_operations_need_a_recent_step_up<B: Backend>(h: Harness<B
         .set_member(&g, UserId::random(), Some(Role::Viewer))
         .await
         .unwrap();
-    // Past the window (the session stays alive by activity).
-    for _ in 0..2 {
-        h.clock.advance(window / 2 + Duration::seconds(1));
-        h.accounts.authenticate(&cookie, v4()).await.unwrap();
-    }
+    // One second inside the window: still stepped up; at its end: not.
+    h.clock.advance(window / 2);
+    h.accounts.authenticate(&cookie, v4()).await.unwrap();
+    h.clock.advance(window - window / 2 - Duration::seconds(1));
+    assert!(
+        h.accounts
+            .authenticate(&cookie, v4())
+            .await
+            .unwrap()
+            .is_stepped_up()
+    );
+    h.clock.advance(Duration::seconds(1));
+    assert!(
+        !h.accounts
+            .authenticate(&cookie, v4())
+            .await
+            .unwrap()
+            .is_stepped_up()
+    );
     let s = h.accounts.authenticate(&cookie, v4()).await.unwrap();
     assert!(!s.is_stepped_up());
     let needs = |r: Result<(), Error>| matches!(r, Err(Error::ReauthenticationRequired));
@@ -1467,4 +1481,33 @@ pub async fn sensitive_operations_need_a_recent_step_up<B: Backend>(h: Harness<B
         .unwrap();
     h.assert_audited(a.user, &[AccountAction::Reauthenticated])
         .await;
+}
+
+/// Ending a session from the access list works only on the user's own
+/// sessions: another account's session id is `NotFound` and stays alive.
+pub async fn a_user_ends_only_their_own_sessions<B: Backend>(h: Harness<B>) {
+    use echorelay_core::error::StoreError;
+    let a = h.enrolled(v4(), false).await;
+    let b = h.enrolled(v4(), false).await;
+    let r = h
+        .accounts
+        .end_session(a.user, b.login.session.id, Some(v4()))
+        .await;
+    assert!(
+        matches!(r, Err(Error::Store(StoreError::NotFound { .. }))),
+        "accounts: a user ended another account's session: {r:?}"
+    );
+    h.accounts
+        .authenticate(b.login.session.token.expose_secret(), v4())
+        .await
+        .expect("accounts: the other session died");
+    h.accounts
+        .end_session(a.user, a.login.session.id, Some(v4()))
+        .await
+        .unwrap();
+    assert!(unauthenticated(
+        h.accounts
+            .authenticate(a.login.session.token.expose_secret(), v4())
+            .await
+    ));
 }
