@@ -1450,6 +1450,7 @@ pub async fn sensitive_operations_need_a_recent_step_up<B: Backend>(h: Harness<B
         .await
         .unwrap();
     assert!(s.is_stepped_up());
+    assert_eq!(s.verified_at, h.clock_now());
     // Its replay does not.
     assert!(unauthenticated(
         h.accounts
