@@ -1,24 +1,22 @@
-//! A key the auto-rotation pass cannot handle (here: the vault cannot
-//! seal the successor's plaintext) is counted as an error, logged, left
-//! current for the next pass, and does not stop the pass.
+//! The auto-rotation pass: a key it cannot handle (here: the vault cannot
+//! seal the successor's plaintext) is counted as an error, left current for
+//! the next pass, and does not stop the pass; and a pass pages through more
+//! due keys than one page holds.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
+use echorelay_core::access::Role;
 use echorelay_core::access::surface::Keys;
-use echorelay_core::access::{Caller, Role, Voter};
-use echorelay_core::clock::{Clock, ManualClock};
-use echorelay_core::config::ConfigService;
-use echorelay_core::ids::UserId;
+use echorelay_core::clock::Clock;
 use echorelay_core::keys::{Environment, KeyService, MintRequest};
-use echorelay_core::vault::{
-    AesGcmVault, Ciphertext, Keyring, SecretContext, SecretKey, SecretVault, VaultError,
-};
+use echorelay_core::vault::{AesGcmVault, Ciphertext, SecretContext, SecretVault, VaultError};
 use echorelay_store_mem::MemStore;
+use echorelay_testkit::Harness;
 use zeroize::Zeroizing;
 
 /// A vault that opens but cannot seal (say, its key was withdrawn).
-struct CannotSeal(AesGcmVault);
+struct CannotSeal(Arc<AesGcmVault>);
 
 impl SecretVault for CannotSeal {
     fn seal(&self, _: &[u8], _: &SecretContext<'_>) -> Result<Ciphertext, VaultError> {
@@ -36,38 +34,32 @@ impl SecretVault for CannotSeal {
     }
 }
 
-#[tokio::test]
-async fn a_key_that_cannot_rotate_is_counted_and_retried() {
-    let store = MemStore::new();
-    let clock = ManualClock::at_unix(1_767_225_600);
-    let c: Arc<dyn Clock> = Arc::new(clock.clone());
-    let vault = AesGcmVault::new(Keyring::new(SecretKey::generate()));
-    let config = ConfigService::new(store.clone(), vault.clone(), c.clone());
-    let owner = UserId::random();
-    config
-        .create_project(owner, None, "no-seal", "x")
-        .await
-        .unwrap();
-    let me = Caller::dangerous_user_stepped_up(owner, None);
-    let grant = Voter::new(store.clone())
-        .authorize::<Keys>(&me, "no-seal")
-        .await
-        .unwrap();
-    let good = KeyService::new(store.clone(), vault.clone(), c.clone());
-    for _ in 0..2 {
+/// A harness with `n` keys minted in one project, all due for rotation.
+async fn due_keys(n: usize) -> Harness<MemStore> {
+    let h = Harness::new(MemStore::new());
+    let (p, owner) = h.project().await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
+    for _ in 0..n {
         let req = MintRequest {
-            environment: Environment::Live,
+            environment: Environment::Test,
             role: Role::Viewer,
             label: String::new(),
         };
-        good.mint(&grant, req).await.unwrap();
+        h.keys.mint(&grant, req).await.unwrap();
     }
-    clock.advance(chrono::Duration::days(84));
-    let broken = KeyService::new(store.clone(), CannotSeal(vault), c);
+    h.clock.advance(chrono::Duration::days(84));
+    h
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_rotate_is_counted_and_retried() {
+    let h = due_keys(2).await;
+    let clock: Arc<dyn Clock> = Arc::new(h.clock.clone());
+    let broken = KeyService::new(h.store.clone(), CannotSeal(h.vault.clone()), clock);
     let report = broken.rotate_due().await.unwrap();
     assert_eq!((report.rotated, report.errors), (0, 2));
     // Left for the next pass, which a working vault completes.
-    let report = good.rotate_due().await.unwrap();
+    let report = h.keys.rotate_due().await.unwrap();
     assert_eq!((report.rotated, report.errors), (2, 0));
 }
 
@@ -75,31 +67,7 @@ async fn a_key_that_cannot_rotate_is_counted_and_retried() {
 /// rotated, in one pass.
 #[tokio::test]
 async fn a_pass_pages_through_every_due_key() {
-    let store = MemStore::new();
-    let clock = ManualClock::at_unix(1_767_225_600);
-    let c: Arc<dyn Clock> = Arc::new(clock.clone());
-    let vault = AesGcmVault::new(Keyring::new(SecretKey::generate()));
-    let config = ConfigService::new(store.clone(), vault.clone(), c.clone());
-    let owner = UserId::random();
-    config
-        .create_project(owner, None, "many-keys", "x")
-        .await
-        .unwrap();
-    let me = Caller::dangerous_user_stepped_up(owner, None);
-    let grant = Voter::new(store.clone())
-        .authorize::<Keys>(&me, "many-keys")
-        .await
-        .unwrap();
-    let keys = KeyService::new(store.clone(), vault, c);
-    for _ in 0..501 {
-        let req = MintRequest {
-            environment: Environment::Test,
-            role: Role::Viewer,
-            label: String::new(),
-        };
-        keys.mint(&grant, req).await.unwrap();
-    }
-    clock.advance(chrono::Duration::days(84));
-    let report = keys.rotate_due().await.unwrap();
+    let h = due_keys(501).await;
+    let report = h.keys.rotate_due().await.unwrap();
     assert_eq!((report.rotated, report.errors), (501, 0));
 }
