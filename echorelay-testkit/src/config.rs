@@ -423,12 +423,7 @@ pub async fn delivery_secrets_are_narrow_and_audited<B: Backend>(h: Harness<B>) 
     );
     assert!(format!("{secrets:?}").contains(&created.view.id.to_string()));
     let opened = h
-        .store
-        .events(Some(p.id), 0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| {
+        .count_events(p.id, |e| {
             matches!(
                 &e.kind,
                 EventKind::Config {
@@ -438,7 +433,7 @@ pub async fn delivery_secrets_are_narrow_and_audited<B: Backend>(h: Harness<B>) 
                 } if *id == created.view.id.to_string()
             )
         })
-        .count();
+        .await;
     assert_eq!(opened, 1, "config: opening secrets was not audited");
     // Another project's delivery grant does not reach this target.
     let (q, _) = h.project().await;

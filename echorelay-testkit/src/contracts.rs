@@ -77,6 +77,11 @@ async fn account<B: Backend>(h: &Harness<B>, email: &str) -> UserId {
     id
 }
 
+/// The account the store finds for exactly these email bytes.
+async fn id_by_email<B: Backend>(h: &Harness<B>, email: &str) -> Option<UserId> {
+    h.store.account_by_email(email).await.unwrap().map(|a| a.id)
+}
+
 fn session(
     user: UserId,
     created_at: DateTime<Utc>,
@@ -431,15 +436,11 @@ pub async fn emails_are_compared_as_bytes<B: Backend>(h: Harness<B>) {
     let capital = format!("Ana.{local}@example.com");
     let ana = account(&h, &lower).await;
     assert!(
-        h.store.account_by_email(&capital).await.unwrap().is_none(),
+        id_by_email(&h, &capital).await.is_none(),
         "contracts: account_by_email folded case (citext or a case-insensitive collation?)"
     );
     assert_eq!(
-        h.store
-            .account_by_email(&lower)
-            .await
-            .unwrap()
-            .map(|a| a.id),
+        id_by_email(&h, &lower).await,
         Some(ana),
         "contracts: account_by_email did not find the stored bytes"
     );
@@ -448,20 +449,12 @@ pub async fn emails_are_compared_as_bytes<B: Backend>(h: Harness<B>) {
     // collate).
     let other = account(&h, &capital).await;
     assert_eq!(
-        h.store
-            .account_by_email(&capital)
-            .await
-            .unwrap()
-            .map(|a| a.id),
+        id_by_email(&h, &capital).await,
         Some(other),
         "contracts: account_by_email"
     );
     assert_eq!(
-        h.store
-            .account_by_email(&lower)
-            .await
-            .unwrap()
-            .map(|a| a.id),
+        id_by_email(&h, &lower).await,
         Some(ana),
         "contracts: account_by_email"
     );
@@ -475,16 +468,12 @@ pub async fn emails_are_compared_as_bytes<B: Backend>(h: Harness<B>) {
         .await
         .unwrap();
     assert_eq!(
-        h.store
-            .account_by_email(&normalised)
-            .await
-            .unwrap()
-            .map(|a| a.id),
+        id_by_email(&h, &normalised).await,
         Some(bob),
         "contracts: the service did not store the normalised email"
     );
     assert!(
-        h.store.account_by_email(&typed).await.unwrap().is_none(),
+        id_by_email(&h, &typed).await.is_none(),
         "contracts: account_by_email folded case"
     );
     let step = h

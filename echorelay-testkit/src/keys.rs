@@ -314,12 +314,7 @@ pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>
         1
     );
     let autos = h
-        .store
-        .events(Some(p.id), 0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| {
+        .count_events(p.id, |e| {
             matches!(
                 e.kind,
                 EventKind::Key {
@@ -328,7 +323,7 @@ pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>
                 }
             )
         })
-        .count();
+        .await;
     assert_eq!(autos, 1);
 }
 
@@ -549,12 +544,7 @@ pub async fn a_key_collects_its_own_successor_once<B: Backend>(h: Harness<B>) {
     }
     // Audited as a reveal by the presenting key.
     let reveals = h
-        .store
-        .events(Some(p.id), 0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| {
+        .count_events(p.id, |e| {
             matches!(
                 (e.actor, &e.kind),
                 (
@@ -566,7 +556,7 @@ pub async fn a_key_collects_its_own_successor_once<B: Backend>(h: Harness<B>) {
                 )
             )
         })
-        .count();
+        .await;
     assert_eq!(reveals, 3);
     // A revoked key collects nothing: it does not authenticate.
     let lone = h.keys.mint(&g, keyed(Role::Viewer)).await.unwrap();

@@ -302,6 +302,21 @@ where
 }
 
 impl<B: Backend> Harness<B> {
+    /// How many events of the project's chain match `pred`.
+    pub async fn count_events(
+        &self,
+        project: echorelay_core::ids::ProjectId,
+        pred: impl Fn(&echorelay_core::audit::AuditEvent) -> bool,
+    ) -> usize {
+        self.store
+            .events(Some(project), 0, usize::MAX)
+            .await
+            .expect("the audit log could not be read")
+            .iter()
+            .filter(|e| pred(e))
+            .count()
+    }
+
     /// The harness clock's current time.
     pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()

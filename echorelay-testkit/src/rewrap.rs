@@ -114,13 +114,8 @@ pub async fn rewrap_covers_every_sealed_value<B: Backend>(h: Harness<B>) {
     // Four target secrets (two each), one seed, one reveal.
     assert_eq!(usage.by_key.get(&new_key.id()), Some(&6));
     let rewraps = h
-        .store
-        .events(Some(p.id), 0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| matches!(e.kind, EventKind::Rewrap { .. }))
-        .count();
+        .count_events(p.id, |e| matches!(e.kind, EventKind::Rewrap { .. }))
+        .await;
     assert_eq!(rewraps, 3, "rewrap: targets and reveal not audited");
 
     // Drop the old key. Everything still works.
