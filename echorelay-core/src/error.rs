@@ -124,6 +124,19 @@ pub enum StoreError {
         /// What did not hold.
         reason: &'static str,
     },
+    /// A stored record could not be read back: a value this code does not
+    /// know (an enum written by hand, or by a newer version), a malformed
+    /// id, hash or ciphertext. Names where, never what the value was (it
+    /// may be secret). Never turned into a valid result.
+    #[error("corrupt record in {table} ({id}): {problem}")]
+    Corrupt {
+        /// The table (or collection) the record is in.
+        table: &'static str,
+        /// The record's key, as hex or text.
+        id: String,
+        /// What could not be read.
+        problem: String,
+    },
     /// The backend itself failed (connection, I/O, driver). Transient
     /// failures may be retried.
     #[error("storage backend failed")]

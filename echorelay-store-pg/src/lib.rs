@@ -1,0 +1,321 @@
+//! # echorelay-store-pg
+//!
+//! Every echorelay port on PostgreSQL (sqlx, tokio, rustls): keys, config,
+//! memberships, the audit log, accounts (factors, backup codes, attempt
+//! counters, devices), sessions and challenges. Any number of processes
+//! may share one database and every invariant holds (S15):
+//!
+//! - each mutation and its audit event commit in one transaction, and the
+//!   audit table refuses `UPDATE`, `DELETE` and `TRUNCATE` in the database
+//!   itself (S11);
+//! - conditional writes decide in the database (a conditional `UPDATE`, a
+//!   row lock, or an advisory lock per counter), so of racing callers in
+//!   any number of processes exactly the documented number win;
+//! - verification reads the database on every call (S3); the optional key
+//!   cache ([`KeyCacheConfig`]) keeps S3 by having every revocation wait
+//!   for every live cache's acknowledgement (see [`cache`]).
+//!
+//! The schema is `migrations/` (embedded with [`sqlx::migrate!`]) and is
+//! documented in `SCHEMA.md` next to this crate. Migrations run only when
+//! asked ([`PgStore::migrate`], or [`PgOptions::migrate`]); a store refuses
+//! to start on a schema that is behind or ahead of the code.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), echorelay_store_pg::PgError> {
+//! use echorelay_store_pg::{PgOptions, PgStore};
+//! let store = PgStore::connect_with(
+//!     PgOptions::new("postgres://root@127.0.0.1:5432/test").migrate(true),
+//! )
+//! .await?;
+//! # let _ = store;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use echorelay_core::error::StoreError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+mod accounts;
+mod audit;
+pub mod cache;
+mod config;
+mod keys;
+mod row;
+mod sessions;
+mod testing;
+
+pub use cache::KeyCacheConfig;
+
+/// The embedded migrations (`migrations/*.sql`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Why a store could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// The URL could not be parsed.
+    #[error("invalid DATABASE_URL: {0}")]
+    Url(#[source] sqlx::Error),
+    /// The URL asks for TLS (`sslmode=require`, `verify-ca`,
+    /// `verify-full`) and the server does not offer it, or its certificate
+    /// was refused.
+    #[error(
+        "TLS to PostgreSQL failed (the URL's sslmode requires TLS: the server does not offer it, or its certificate was refused): {0}"
+    )]
+    Tls(#[source] sqlx::Error),
+    /// The server could not be reached or refused the login.
+    #[error("could not connect to PostgreSQL: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Running the migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A migration this code needs is not applied: run `migrate`.
+    #[error(
+        "the database schema is behind this code: migration {version} ({description}) is not applied; run the migrations (PgStore::migrate, or `migrate` in the server binary)"
+    )]
+    SchemaBehind {
+        /// The first missing migration.
+        version: i64,
+        /// Its description.
+        description: String,
+    },
+    /// The database has a migration this code does not know (written by a
+    /// newer version): refuse rather than misread its data.
+    #[error(
+        "the database schema is newer than this code: migration {version} is applied but unknown to this build"
+    )]
+    SchemaAhead {
+        /// The unknown migration.
+        version: i64,
+    },
+    /// An applied migration differs from this code's copy.
+    #[error("migration {version} was changed after it was applied (checksum mismatch)")]
+    SchemaModified {
+        /// The migration.
+        version: i64,
+    },
+    /// A query during start-up failed.
+    #[error("PostgreSQL query failed during start-up: {0}")]
+    Query(#[source] sqlx::Error),
+}
+
+/// How to connect: the URL (TLS modes pass through to sqlx: `sslmode=…`
+/// in the URL), the pool size, whether to migrate, and the key cache.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    url: String,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    migrate: bool,
+    schema: Option<String>,
+    key_cache: Option<KeyCacheConfig>,
+}
+
+impl PgOptions {
+    /// Options for `url` (`postgres://user@host:port/db?sslmode=…`): a pool
+    /// of 10 connections, a 3 s acquire timeout (so an outage is an error
+    /// soon, never a hang), no migrations, no cache.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+            migrate: false,
+            schema: None,
+            key_cache: None,
+        }
+    }
+
+    /// Pool size.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a query waits for a connection before it fails with
+    /// [`StoreError::Backend`] (fail closed during an outage).
+    pub fn acquire_timeout(mut self, t: Duration) -> Self {
+        self.acquire_timeout = t;
+        self
+    }
+
+    /// Apply pending migrations at connect (otherwise a schema that is
+    /// behind is [`PgError::SchemaBehind`]).
+    pub fn migrate(mut self, yes: bool) -> Self {
+        self.migrate = yes;
+        self
+    }
+
+    /// Use this schema (the first entry of `search_path`) instead of the
+    /// role's default. It must exist.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Serve [`echorelay_core::ports::KeyStore::key_status_by_hash`] from
+    /// an in-process cache that keeps S3 (see [`cache`]).
+    pub fn key_cache(mut self, config: KeyCacheConfig) -> Self {
+        self.key_cache = Some(config);
+        self
+    }
+
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, PgError> {
+        let mut o = PgConnectOptions::from_str(&self.url).map_err(PgError::Url)?;
+        if let Some(schema) = &self.schema {
+            o = o.options([("search_path", schema.as_str())]);
+        }
+        Ok(o.application_name("echorelay"))
+    }
+}
+
+/// The Postgres backend: every port of core. Cheap to clone (a pool
+/// handle); clones share the pool and the key cache.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    cache: Option<Arc<cache::KeyCache>>,
+    _schema: Option<Arc<testing::SchemaGuard>>,
+}
+
+impl PgStore {
+    /// Connects to `url` and checks that the schema is current (no
+    /// migrations are run: see [`PgStore::connect_with`]).
+    pub async fn connect(url: &str) -> Result<Self, PgError> {
+        Self::connect_with(PgOptions::new(url)).await
+    }
+
+    /// Connects with `options`: opens one connection now (a wrong URL,
+    /// refused TLS or a down server is an error here, not at the first
+    /// request), migrates if asked, checks the schema, and starts the key
+    /// cache's listener if configured.
+    pub async fn connect_with(options: PgOptions) -> Result<Self, PgError> {
+        let connect = options.connect_options()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await
+            .map_err(connect_error)?;
+        let mut store = Self {
+            pool,
+            cache: None,
+            _schema: None,
+        };
+        if options.migrate {
+            store.migrate().await?;
+        }
+        store.check_schema().await?;
+        if let Some(config) = options.key_cache {
+            store.cache = Some(cache::KeyCache::start(store.pool.clone(), connect, config).await?);
+        }
+        Ok(store)
+    }
+
+    /// Applies every pending migration (idempotent; safe to run from
+    /// several processes at once: sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<(), PgError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Checks that exactly this code's migrations are applied, unchanged.
+    pub async fn check_schema(&self) -> Result<(), PgError> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables \
+             WHERE tablename = '_sqlx_migrations' AND schemaname = current_schema())",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(PgError::Query)?;
+        let applied: Vec<(i64, Vec<u8>, bool)> = if exists {
+            sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(PgError::Query)?
+        } else {
+            Vec::new()
+        };
+        for (version, checksum, success) in &applied {
+            match MIGRATOR.iter().find(|m| m.version == *version) {
+                None => return Err(PgError::SchemaAhead { version: *version }),
+                Some(m) if m.checksum.as_ref() != checksum.as_slice() || !success => {
+                    return Err(PgError::SchemaModified { version: *version });
+                }
+                Some(_) => {}
+            }
+        }
+        for m in MIGRATOR.iter() {
+            if !m.migration_type.is_down_migration() && !applied.iter().any(|a| a.0 == m.version) {
+                return Err(PgError::SchemaBehind {
+                    version: m.version,
+                    description: m.description.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection pool (for an embedder's own queries, health checks
+    /// and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The key cache, if configured.
+    pub fn key_cache(&self) -> Option<&cache::KeyCache> {
+        self.cache.as_deref()
+    }
+}
+
+fn connect_error(e: sqlx::Error) -> PgError {
+    match e {
+        sqlx::Error::Tls(_) => PgError::Tls(e),
+        sqlx::Error::Configuration(_) => PgError::Url(e),
+        other => PgError::Connect(other),
+    }
+}
+
+/// Maps a driver error of a query on `kind` records into core's categories:
+/// a unique violation is `AlreadyExists { kind }`, a foreign-key violation
+/// is `NotFound` of the referenced record, anything else `Backend`.
+pub(crate) fn db_err(kind: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| {
+        if let sqlx::Error::Database(d) = &e {
+            match d.code().as_deref() {
+                Some("23505") => return StoreError::AlreadyExists { kind },
+                Some("23503") => {
+                    let c = d.constraint().unwrap_or_default();
+                    let kind = if c.contains("line") {
+                        "line"
+                    } else if c.contains("user") {
+                        "account"
+                    } else {
+                        "project"
+                    };
+                    return StoreError::NotFound { kind };
+                }
+                _ => {}
+            }
+        }
+        StoreError::backend(e)
+    }
+}
+
+/// A driver error as `Backend` (no record kind involved).
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+/// Clamps a page size to what `LIMIT` takes.
+pub(crate) fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+pub use testing::{TestDatabase, test_database};
