@@ -202,3 +202,21 @@ CREATE TABLE challenges (
     ip_family  text NOT NULL CHECK (ip_family IN ('v4', 'v6')),
     epoch      bigint NOT NULL CHECK (epoch >= 0)
 );
+
+-- Verification caches (optional, see the crate's `cache` module). Every
+-- change to a key's verification status sends NOTIFY echorelay_keys with a
+-- number from this sequence, in its own transaction; after the commit the
+-- writer waits until every cache with a valid lease has acknowledged it.
+CREATE SEQUENCE key_invalidation_seq;
+
+CREATE TABLE key_cache_instances (
+    id          bytea PRIMARY KEY CHECK (length(id) = 16),
+    lease_until timestamptz NOT NULL
+);
+
+CREATE TABLE key_cache_acks (
+    instance bytea NOT NULL REFERENCES key_cache_instances (id) ON DELETE CASCADE,
+    seq      bigint NOT NULL,
+    acked_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance, seq)
+);

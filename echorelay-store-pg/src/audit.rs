@@ -28,7 +28,10 @@ pub(crate) fn chain_key(project: Option<ProjectId>) -> Vec<u8> {
 
 /// Seals `draft` after its chain's head and stores it, in the caller's
 /// transaction. `NotFound` for a project chain whose project is missing.
-pub(crate) async fn append_in(conn: &mut PgConnection, draft: AuditDraft) -> StoreResult<AuditEvent> {
+pub(crate) async fn append_in(
+    conn: &mut PgConnection,
+    draft: AuditDraft,
+) -> StoreResult<AuditEvent> {
     let chain = chain_key(draft.project);
     let head = sqlx::query(
         "INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, 0, $2) \

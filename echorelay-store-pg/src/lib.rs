@@ -235,10 +235,12 @@ impl PgStore {
         .await
         .map_err(PgError::Query)?;
         let applied: Vec<(i64, Vec<u8>, bool)> = if exists {
-            sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(PgError::Query)?
+            sqlx::query_as(
+                "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(PgError::Query)?
         } else {
             Vec::new()
         };

@@ -186,11 +186,27 @@ impl<B: Backend> Harness<B> {
 /// echorelay_testkit::conformance_tests!(async { echorelay_store_mem::MemStore::new() });
 /// ```
 ///
-/// (As in `echorelay-store-mem/tests/conformance.rs`.)
+/// (As in `echorelay-store-mem/tests/conformance.rs`.) A backend that
+/// needs a service passes `optional` and an expression producing a future
+/// of `Option<backend>`; `None` skips the check (the service is absent and
+/// not required), as `echorelay-store-pg/tests/conformance.rs` does:
+///
+/// ```text
+/// echorelay_testkit::conformance_tests!(optional async {
+///     let db = echorelay_store_pg::test_database().await?;
+///     Some(db.fresh_store().await.expect("a fresh schema"))
+/// });
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
+    (optional $fresh:expr) => {
+        $crate::conformance_tests!(@list optional $fresh);
+    };
     ($fresh:expr) => {
-        $crate::conformance_tests!(@each $fresh;
+        $crate::conformance_tests!(@list required $fresh);
+    };
+    (@list $mode:ident $fresh:expr) => {
+        $crate::conformance_tests!(@each $mode $fresh;
             keys::mint_then_verify_stores_only_the_hash,
             keys::malformed_and_unknown_keys_fail_opaquely,
             keys::revoke_is_effective_on_the_next_request_in_every_process,
@@ -259,13 +275,22 @@ macro_rules! conformance_tests {
             contracts::a_new_project_from_an_import_has_an_owner,
         );
     };
-    (@each $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {
+    (@each $mode:ident $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                $crate::$suite::$check($crate::Harness::new($fresh.await)).await;
+                let Some(backend) = $crate::conformance_tests!(@fresh $mode $fresh) else {
+                    return;
+                };
+                $crate::$suite::$check($crate::Harness::new(backend)).await;
             }
         )*
+    };
+    (@fresh required $fresh:expr) => {
+        Some($fresh.await)
+    };
+    (@fresh optional $fresh:expr) => {
+        $fresh.await
     };
 }
 
