@@ -1,39 +1,72 @@
-//! A tour of echorelay on the in-memory backend: API keys, the vault, roles
-//! and the audit log. Run with `cargo run --example quickstart`.
+//! A tour of echorelay: API keys, the vault, roles, accounts and the audit
+//! log.
+//!
+//! On the in-memory default, with no services and no variables:
+//!
+//! ```sh
+//! cargo run --example quickstart
+//! ```
+//!
+//! The same tour on Postgres (it creates its own project and account, with
+//! a random suffix, so it can run again on the same database):
+//!
+//! ```sh
+//! DATABASE_URL=postgres://root@127.0.0.1:5432/test ECHORELAY_MIGRATE=1 \
+//!   SECRET_KEY=$(openssl rand -hex 32) cargo run --example quickstart --features pg
+//! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use chrono::Duration;
-use echorelay::MemStore;
-use echorelay::core::access::surface::{ConfigRead, ConfigWrite, Keys, Members};
-use echorelay::core::access::{Caller, Decision, Role, Surface, Voter};
-use echorelay::core::account::password::PasswordPolicy;
-use echorelay::core::account::service::{PasswordStep, SecondFactor};
 use echorelay::core::account::totp::{self, TotpParams, TotpSeed};
-use echorelay::core::account::{AccountPolicy, AccountService};
-use echorelay::core::audit::{EventKind, verify_chain};
-use echorelay::core::clock::{Clock, ManualClock};
-use echorelay::core::config::{AuthInput, AuthView, ConfigService, NewTarget};
-use echorelay::core::ids::UserId;
-use echorelay::core::keys::{Environment, KeyService, MintRequest, RotateOptions};
-use echorelay::core::ports::AuditLog;
-use echorelay::core::vault::{AesGcmVault, Keyring, SecretKey};
-use secrecy::{ExposeSecret, SecretString};
+use echorelay::core::audit::{ChainVerifier, MAX_PAGE};
+use echorelay::core::clock::ManualClock;
+use echorelay::prelude::*;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), echorelay::Error> {
-    // --- Wiring: one store, one vault key (SECRET_KEY), one clock. -------
-    // In production SECRET_KEY comes from the environment, as 32 bytes in
-    // base64 or hex: `SecretKey::parse(&std::env::var("SECRET_KEY")?)`.
-    let store = MemStore::new();
-    let vault = Arc::new(AesGcmVault::new(Keyring::new(SecretKey::generate())));
-    let clock = ManualClock::at_unix(1_767_225_600); // 2026-01-01, and we can move it
-    let c: Arc<dyn Clock> = Arc::new(clock.clone());
-    let keys = KeyService::new(store.clone(), vault.clone(), c.clone());
-    let (vault_for_accounts, c_accounts) = (vault.clone(), c.clone());
-    let config = ConfigService::new(store.clone(), vault, c);
-    let voter = Voter::new(store.clone());
+async fn main() -> std::process::ExitCode {
+    // Errors as their messages (a missing SECRET_KEY, a schema that is
+    // behind: each says what to do), not as `Debug`.
+    match tour().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn tour() -> Result<(), Box<dyn std::error::Error>> {
+    // --- Wiring ---------------------------------------------------------
+    // A deployment needs one line:
+    //
+    //     let relay = EchoRelay::from_env().await?;
+    //
+    // DATABASE_URL picks the store (unset: in memory), SECRET_KEY the
+    // vault key (in memory it may be left out: a generated key then dies
+    // with the process). The tour reads the same variables but moves time
+    // by hand and hashes passwords at bcrypt cost 10 instead of 13 (~0.5 s
+    // per hash), so it swaps those two parts on the builder.
+    let clock = ManualClock::new(SystemClock.now());
+    let relay = EchoRelayBuilder::from_env()
+        .await?
+        .clock(Arc::new(clock.clone()))
+        .account_policy(AccountPolicy {
+            password: PasswordPolicy::new(10)?,
+            ..AccountPolicy::default()
+        })
+        .build()?;
+    println!("== store: {}\n", relay.store_type());
+    let (keys, config, voter, accounts) = (
+        relay.keys(),
+        relay.config(),
+        relay.voter(),
+        relay.accounts(),
+    );
+    // Unique per run, so a database can hold many tours.
+    let run = &UserId::random().to_string()[4..12];
+    let slug = format!("acme-{run}");
 
     let alice = UserId::random();
     let ip = Some("203.0.113.10".parse().unwrap());
@@ -42,9 +75,7 @@ async fn main() -> Result<(), echorelay::Error> {
     // whether alice re-proved a credential recently (step-up). Here alice
     // just signed in, so we say so.
     let me = Caller::dangerous_user_stepped_up(alice, ip);
-    let project = config
-        .create_project(alice, ip, "acme", "Acme Inc.")
-        .await?;
+    let project = config.create_project(alice, ip, &slug, "Acme Inc.").await?;
     println!(
         "== project {} ({}) created; alice is its owner\n",
         project.slug, project.id
@@ -52,7 +83,7 @@ async fn main() -> Result<(), echorelay::Error> {
 
     // --- API keys -------------------------------------------------------
     println!("== API keys");
-    let grant = voter.authorize::<Keys>(&me, "acme").await?;
+    let grant = voter.authorize::<Keys>(&me, &slug).await?;
     let minted = keys
         .mint(
             &grant,
@@ -125,7 +156,7 @@ async fn main() -> Result<(), echorelay::Error> {
 
     // --- Outbound secrets: sealed at rest, masked on read ----------------
     println!("\n== targets and secrets");
-    let w = voter.authorize::<ConfigWrite>(&me, "acme").await?;
+    let w = voter.authorize::<ConfigWrite>(&me, &slug).await?;
     let line = config.create_line(&w, "orders").await?;
     config.create_endpoint(&w, line.id, "shopify").await?;
     let target = NewTarget {
@@ -135,7 +166,7 @@ async fn main() -> Result<(), echorelay::Error> {
         signing_secret: None,
     };
     let created = config.create_target(&w, line.id, target).await?;
-    let r = voter.authorize::<ConfigRead>(&me, "acme").await?;
+    let r = voter.authorize::<ConfigRead>(&me, &slug).await?;
     let read = config.target(&r, created.view.id).await?;
     if let AuthView::Bearer { token } = &read.auth {
         println!("bearer token read back as {token}");
@@ -152,8 +183,8 @@ async fn main() -> Result<(), echorelay::Error> {
     );
 
     // --- Roles ----------------------------------------------------------
-    println!("\n== who may do what in acme");
-    let m = voter.authorize::<Members>(&me, "acme").await?;
+    println!("\n== who may do what in {slug}");
+    let m = voter.authorize::<Members>(&me, &slug).await?;
     let (bob, carol, mallory) = (UserId::random(), UserId::random(), UserId::random());
     config.set_member(&m, bob, Some(Role::Editor)).await?;
     config.set_member(&m, carol, Some(Role::Viewer)).await?;
@@ -176,7 +207,7 @@ async fn main() -> Result<(), echorelay::Error> {
     ] {
         let mut row = format!("{name:<22}");
         for (s, width) in Surface::ALL.iter().zip([13, 14, 6, 9, 9, 12, 10]) {
-            let d = voter.decide(&Caller::user(user, None), "acme", *s).await?;
+            let d = voter.decide(&Caller::user(user, None), &slug, *s).await?;
             let cell = if matches!(d, Decision::Allow { .. }) {
                 "allow"
             } else {
@@ -189,19 +220,13 @@ async fn main() -> Result<(), echorelay::Error> {
 
     // --- Accounts: password + mandatory TOTP ------------------------------
     println!("\n== accounts: enrollment, then a login with TOTP");
-    let policy = AccountPolicy {
-        // Cost 13 (the default) takes ~0.5 s per hash; the tour uses 10.
-        password: PasswordPolicy::new(10)?,
-        ..AccountPolicy::default()
-    };
-    let accounts = AccountService::new(store.clone(), vault_for_accounts, c_accounts, policy)?;
     let pw = || SecretString::from("correct horse battery staple");
-    let dana = accounts.register("dana@example.com", pw(), ip).await?;
-    println!("registered dana@example.com ({dana})");
+    let email = format!("dana-{run}@example.com");
+    let dana = accounts.register(&email, pw(), ip).await?;
+    println!("registered {email} ({dana})");
     let laptop: std::net::IpAddr = "198.51.100.7".parse().unwrap();
-    let PasswordStep::EnrollmentRequired(ch) = accounts
-        .login_password("dana@example.com", pw(), laptop, None)
-        .await?
+    let PasswordStep::EnrollmentRequired(ch) =
+        accounts.login_password(&email, pw(), laptop, None).await?
     else {
         unreachable!("a new account must enroll")
     };
@@ -231,9 +256,8 @@ async fn main() -> Result<(), echorelay::Error> {
         enrolled.backup_codes[0].expose_secret()
     );
     clock.advance(Duration::seconds(30));
-    let PasswordStep::SecondFactorRequired(ch) = accounts
-        .login_password("dana@example.com", pw(), laptop, None)
-        .await?
+    let PasswordStep::SecondFactorRequired(ch) =
+        accounts.login_password(&email, pw(), laptop, None).await?
     else {
         unreachable!("TOTP is active now")
     };
@@ -270,8 +294,9 @@ async fn main() -> Result<(), echorelay::Error> {
     );
 
     // --- Audit log ------------------------------------------------------
-    println!("\n== audit log of acme");
-    let events = store.events(Some(project.id), 0, 100).await?;
+    println!("\n== audit log of {slug}");
+    let a = voter.authorize::<AuditRead>(&me, &slug).await?;
+    let events = relay.audit().events(&a, 0, 100).await?;
     for e in &events {
         let what = match &e.kind {
             EventKind::Config { entity, op, .. } => format!("config {entity:?} {op:?}"),
@@ -295,31 +320,44 @@ async fn main() -> Result<(), echorelay::Error> {
             e.ip
         );
     }
-    match verify_chain(Some(project.id), &events, None) {
-        Ok(head) => println!(
+    match relay.audit().verify(&a, None).await {
+        Ok(status) => println!(
             "chain verified: {} events, head {:?}",
-            events.len(),
-            head.map(|h| h.hash)
+            status.events,
+            status.head.map(|h| h.hash)
         ),
-        Err(b) => println!("chain BROKEN: {b}"),
+        Err(e) => println!("chain BROKEN: {e}"),
     }
-    let account_events = store.events(None, 0, 1000).await?;
-    println!("\n== account events (global chain)");
-    for e in &account_events {
-        if let EventKind::Account { action, failure } = &e.kind {
-            println!(
-                "#{:<2} {} subject {:?} from {:?}: {action:?} {}",
-                e.seq,
-                e.at.format("%H:%M:%S"),
-                e.subject,
-                e.ip,
-                failure.map(|f| format!("({f:?})")).unwrap_or_default()
-            );
+
+    // Account events live in the global chain (no project), read from the
+    // store page by page; it holds every account, so print only dana's.
+    println!("\n== dana's account events (global chain)");
+    let mut chain = ChainVerifier::new(None, None);
+    let (mut after, mut total) = (0, 0);
+    loop {
+        let page = relay.store().events(None, after, MAX_PAGE).await?;
+        for e in &page {
+            chain.push(e)?;
+            total += 1;
+            if e.subject != Some(dana) {
+                continue;
+            }
+            if let EventKind::Account { action, failure } = &e.kind {
+                println!(
+                    "#{:<2} {} from {:?}: {action:?} {}",
+                    e.seq,
+                    e.at.format("%H:%M:%S"),
+                    e.ip,
+                    failure.map(|f| format!("({f:?})")).unwrap_or_default()
+                );
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == MAX_PAGE => after = last.seq,
+            _ => break,
         }
     }
-    match verify_chain(None, &account_events, None) {
-        Ok(_) => println!("chain verified: {} events", account_events.len()),
-        Err(b) => println!("chain BROKEN: {b}"),
-    }
+    chain.finish()?;
+    println!("chain verified: {total} events");
     Ok(())
 }

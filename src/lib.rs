@@ -1,13 +1,35 @@
 //! # echorelay
 //!
 //! The security and persistence core of a multi-tenant webhook relay, as a
-//! library. This facade re-exports the domain ([`core`]) and the in-memory
-//! backend ([`mem`], and [`MemStore`] at the root), which today is the only
-//! backend.
+//! library. Start with [`EchoRelay`]: one handle holding every service
+//! (API keys, configuration, the voter, accounts, the audit log, the
+//! `SECRET_KEY` rewrap) over one store, one vault and one clock, and
+//! [`prelude`] for the names an embedder needs:
 //!
-//! Postgres, Redis and S3 backends and an HTTP layer are planned, to be
-//! offered through cargo features `pg`, `redis`, `s3` and `http`. They are
-//! not available yet: this crate has no cargo features.
+//! ```no_run
+//! use echorelay::prelude::*;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // DATABASE_URL set: Postgres (feature `pg`); unset: in memory.
+//! let relay = EchoRelay::from_env().await?;
+//! let verified = relay.keys().verify("er_live_…").await?;
+//! # let _ = verified;
+//! # Ok(()) }
+//! ```
+//!
+//! Backends:
+//!
+//! | backend | how | cargo feature |
+//! |---|---|---|
+//! | in memory | [`MemStore`] ([`mem`]); the default of [`EchoRelay::from_env`] and [`EchoRelay::builder`] | always |
+//! | PostgreSQL | `PgStore` (`echorelay::pg`); `DATABASE_URL` in [`EchoRelay::from_env`] | `pg` |
+//!
+//! Redis and S3 backends and an HTTP layer are planned, to be offered
+//! through cargo features `redis`, `s3` and `http`; they do not exist yet.
+//!
+//! The domain itself is [`core`] (services, rules and the port traits);
+//! its services can also be wired by hand, each port on its own backend
+//! (`from_parts`).
 //!
 //! See the README (its snippets are compiled as doctests of this crate),
 //! `examples/quickstart.rs` for a tour, and `ARCHITECTURE.md` for the map
@@ -15,11 +37,71 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod handle;
+
 pub use echorelay_core as core;
 pub use echorelay_store_mem as mem;
+/// The PostgreSQL backend (`echorelay-store-pg`): [`pg::PgStore`],
+/// [`pg::PgOptions`], [`pg::PgError`].
+#[cfg(feature = "pg")]
+pub use echorelay_store_pg as pg;
+/// The `secrecy` crate the API uses for passwords, codes and tokens
+/// (`SecretString`), so embedders need not depend on it themselves.
+pub use secrecy;
 
 pub use echorelay_core::{Error, Result};
 pub use echorelay_store_mem::MemStore;
+#[cfg(feature = "pg")]
+pub use echorelay_store_pg::PgStore;
+pub use handle::{EchoRelay, EchoRelayBuilder, SetupError, SharedStore, SharedVault, Store};
+
+/// Everything an embedder needs, in one `use echorelay::prelude::*;`.
+///
+/// The handle ([`EchoRelay`], [`EchoRelayBuilder`], [`SetupError`],
+/// [`Store`]), the errors ([`Error`], [`Result`]), the backends
+/// ([`MemStore`], and `PgStore` with feature `pg`), callers, roles and the
+/// surface markers for [`Voter::authorize`](crate::core::access::Voter::authorize)
+/// (`Keys`, `ConfigRead`, …), the request and result types of the key,
+/// config and login calls, the vault key types, the clock, and
+/// `secrecy`'s [`SecretString`](secrecy::SecretString) and
+/// [`ExposeSecret`](secrecy::ExposeSecret).
+///
+/// The port traits are imported anonymously (`as _`): their methods work
+/// on [`EchoRelay::store`] without their names entering your scope.
+///
+/// Note that [`Result`] here is `echorelay::Result<T, E = Error>`: with a
+/// second parameter it is the standard `Result`.
+pub mod prelude {
+    pub use crate::handle::{EchoRelay, EchoRelayBuilder, SetupError, Store};
+    #[cfg(feature = "pg")]
+    pub use crate::pg::{PgOptions, PgStore};
+    pub use crate::{Error, MemStore, Result};
+
+    pub use echorelay_core::access::surface::{
+        AuditRead, Billing, ConfigRead, ConfigWrite, Delivery, Keys, Members, SurfaceKind,
+    };
+    pub use echorelay_core::access::{Caller, Decision, Grant, Role, Surface};
+    pub use echorelay_core::account::AccountPolicy;
+    pub use echorelay_core::account::password::PasswordPolicy;
+    pub use echorelay_core::account::service::{
+        AuthenticatedSession, Challenge, Enrolled, EnrollmentOffer, LoginComplete, NewDevice,
+        NewSession, PasswordStep, SecondFactor, StepUp,
+    };
+    pub use echorelay_core::audit::{AuditEvent, EventKind};
+    pub use echorelay_core::clock::{Clock, SystemClock};
+    pub use echorelay_core::config::{AuthInput, AuthView, NewTarget, TargetPatch};
+    pub use echorelay_core::ids::{ProjectId, UserId};
+    pub use echorelay_core::keys::{
+        Environment, KeyPhase, MintRequest, MintedKey, PlaintextKey, RotateOptions, VerifiedKey,
+    };
+    pub use echorelay_core::vault::{Keyring, SecretKey};
+    pub use secrecy::{ExposeSecret, SecretString};
+
+    pub use echorelay_core::ports::{
+        AccountStore as _, AuditLog as _, AuditSink as _, ConfigStore as _, KeyStore as _,
+        MembershipStore as _, SessionStore as _,
+    };
+}
 
 /// The README's Rust snippets, compiled by `cargo test --doc -p echorelay`.
 #[doc = include_str!("../README.md")]

@@ -210,8 +210,12 @@ CREATE TABLE challenges (
 CREATE SEQUENCE key_invalidation_seq;
 
 CREATE TABLE key_cache_instances (
-    id          bytea PRIMARY KEY CHECK (length(id) = 16),
-    lease_until timestamptz NOT NULL
+    id              bytea PRIMARY KEY CHECK (length(id) = 16),
+    lease_until     timestamptz NOT NULL,
+    -- Every invalidation up to this number was committed before the
+    -- cache's current listener started (and its flush): it need not
+    -- acknowledge those.
+    covered_through bigint NOT NULL DEFAULT 0
 );
 
 CREATE TABLE key_cache_acks (

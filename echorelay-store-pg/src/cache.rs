@@ -8,14 +8,17 @@
 //!
 //! 1. **Invalidation in the revoking transaction.** Every change to a
 //!    key's verification status (revocation, rotation: the predecessor
-//!    gets its expiry) sends `NOTIFY echorelay_keys, '<seq>:<hash hex>'`
+//!    gets its expiry) sends `NOTIFY echorelay_keys_<schema hash>,
+//!    '<seq>:<hash hex>'`
 //!    inside the transaction that makes the change, so it is delivered at
 //!    commit and only if it commits.
 //! 2. **Acknowledged before `revoke` returns.** Each cache registers a row
 //!    in `key_cache_instances` with a lease. When its listener receives an
 //!    invalidation it drops the entry and inserts `(instance, seq)` into
 //!    `key_cache_acks`. The writer, after its commit, waits until every
-//!    cache whose lease is still valid has acknowledged its `seq`. A cache
+//!    cache whose lease is still valid has acknowledged its `seq` (or
+//!    started its listener after that invalidation committed: see
+//!    `connect_listener`, which orders the two with an advisory lock). A cache
 //!    that does not answer holds the writer only until its lease ends (5 s
 //!    by default), and a cache whose lease ended does not serve.
 //! 3. **Fail safe when deaf.** A cache serves only while its listener is
@@ -47,8 +50,17 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
 
 use crate::{PgError, PgStore, backend};
 
-/// The notification channel of key invalidations.
-pub const CHANNEL: &str = "echorelay_keys";
+/// The notification channel of key invalidations, per schema (so two
+/// deployments, or two test schemas, in one database never mix their
+/// invalidations or acknowledgements): `echorelay_keys_` and the first 16
+/// hex digits of the MD5 of the schema name.
+const CHANNEL_SQL: &str = "'echorelay_keys_' || left(md5(current_schema()), 16)";
+
+/// The advisory lock that orders invalidations against listener starts:
+/// writers hold it shared from allocating their number to their commit, a
+/// starting listener holds it exclusively while it LISTENs and records
+/// how far it is covered.
+const GATE_SQL: &str = "hashtextextended('echorelay.key_invalidation.' || current_schema(), 0)";
 
 /// Key cache settings.
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +132,12 @@ pub struct KeyCache {
     /// The last ping the listener heard.
     heard_ping: AtomicU64,
     ping_heard: tokio::sync::Notify,
+    /// Wakes the supervisor when the listener dies.
+    wake: Arc<tokio::sync::Notify>,
+    /// The listener connection's `application_name` (for operators and
+    /// tests: `pg_stat_activity` shows it).
+    listener_name: String,
+    channel: String,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -144,6 +162,10 @@ impl KeyCache {
     ) -> Result<Arc<KeyCache>, PgError> {
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
+        let channel: String = sqlx::query_scalar(&format!("SELECT {CHANNEL_SQL}"))
+            .fetch_one(&pool)
+            .await
+            .map_err(PgError::Query)?;
         sqlx::query(
             "INSERT INTO key_cache_instances (id, lease_until) VALUES ($1, now() - interval '1 s')",
         )
@@ -164,6 +186,9 @@ impl KeyCache {
             flushes: AtomicU64::new(0),
             heard_ping: AtomicU64::new(0),
             ping_heard: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            listener_name: format!("echorelay-key-cache-{}", hex::encode(id)),
+            channel,
             tasks: Mutex::new(Vec::new()),
         });
         let supervisor = tokio::spawn(supervise(Arc::downgrade(&cache)));
@@ -187,6 +212,12 @@ impl KeyCache {
             invalidations: self.invalidations.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
         }
+    }
+
+    /// The `application_name` of the cache's LISTEN connection, as shown in
+    /// `pg_stat_activity`.
+    pub fn listener_application_name(&self) -> &str {
+        &self.listener_name
     }
 
     /// Whether the cache is serving from memory now (listener up, lease
@@ -245,7 +276,8 @@ impl KeyCache {
         let mut pause = Duration::from_micros(200);
         loop {
             let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM key_cache_instances i WHERE i.lease_until > now() \
+                "SELECT count(*) FROM key_cache_instances i \
+                 WHERE i.lease_until > now() AND i.covered_through < $1 \
                  AND NOT EXISTS (SELECT 1 FROM key_cache_acks a WHERE a.instance = i.id AND a.seq = $1)",
             )
             .bind(seq)
@@ -289,14 +321,23 @@ pub(crate) async fn notify_in(
     hashes: &[KeyHash],
 ) -> StoreResult<Vec<i64>> {
     let mut seqs = Vec::with_capacity(hashes.len());
+    if !hashes.is_empty() {
+        sqlx::query(&format!("SELECT pg_advisory_xact_lock_shared({GATE_SQL})"))
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
     for h in hashes {
-        let seq: i64 = sqlx::query_scalar(
-            "SELECT s FROM (SELECT nextval('key_invalidation_seq') AS s) n, \
-             LATERAL pg_notify($1, s::text || ':' || encode($2, 'hex')) AS _ignored",
-        )
-        .bind(CHANNEL)
+        let seq: i64 = sqlx::query_scalar("SELECT nextval('key_invalidation_seq')")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)?;
+        sqlx::query(&format!(
+            "SELECT pg_notify({CHANNEL_SQL}, $1::text || ':' || encode($2, 'hex'))"
+        ))
+        .bind(seq)
         .bind(&h.0[..])
-        .fetch_one(&mut *conn)
+        .execute(&mut *conn)
         .await
         .map_err(backend)?;
         seqs.push(seq);
@@ -370,8 +411,12 @@ async fn supervise(cache: std::sync::Weak<KeyCache>) {
         .bind(&c.id[..])
         .execute(&c.pool)
         .await;
+        let wake = c.wake.clone();
         drop(c);
-        tokio::time::sleep_until(deadline).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = wake.notified() => {}
+        }
     }
 }
 
@@ -381,7 +426,7 @@ async fn send_ping_and_wait(c: &KeyCache, ping: u64, deadline: tokio::time::Inst
     tokio::pin!(heard);
     heard.as_mut().enable();
     let sent = sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
+        .bind(&c.channel)
         .bind(format!("ping:{}:{ping}", hex::encode(c.id)))
         .execute(&c.pool)
         .await
@@ -398,12 +443,35 @@ async fn send_ping_and_wait(c: &KeyCache, ping: u64, deadline: tokio::time::Inst
     }
 }
 
-/// LISTEN first, then flush and acknowledge everything before now, so no
-/// invalidation falls between the flush and the listener.
+/// Starts a listener so that no invalidation is missed: under the
+/// exclusive gate (no writer is between its number and its commit), LISTEN,
+/// flush, and record the last number allocated as covered. Every earlier
+/// invalidation was committed before the LISTEN (so the flush and the
+/// reads after it see it); every later one commits after the LISTEN (so
+/// this listener receives it).
 async fn connect_listener(c: &KeyCache) -> Result<PgListener, sqlx::Error> {
     let mut l = PgListener::connect_with(&c.pool).await?;
-    l.listen(CHANNEL).await?;
+    sqlx::query("SELECT set_config('application_name', $1, false)")
+        .bind(&c.listener_name)
+        .execute(&mut l)
+        .await?;
+    let mut gate = c.pool.begin().await?;
+    sqlx::query(&format!("SELECT pg_advisory_xact_lock({GATE_SQL})"))
+        .execute(&mut *gate)
+        .await?;
+    l.listen(&c.channel).await?;
     c.flush();
+    let covered: i64 = sqlx::query_scalar(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM key_invalidation_seq",
+    )
+    .fetch_one(&mut *gate)
+    .await?;
+    sqlx::query("UPDATE key_cache_instances SET covered_through = $2 WHERE id = $1")
+        .bind(&c.id[..])
+        .bind(covered)
+        .execute(&mut *gate)
+        .await?;
+    gate.commit().await?;
     Ok(l)
 }
 
@@ -440,6 +508,7 @@ async fn listen(cache: std::sync::Weak<KeyCache>, mut listener: PgListener) {
                         tracing::warn!(error = %e, "key cache: acknowledgement failed; cache flushed");
                         c.connected.store(false, Ordering::SeqCst);
                         c.flush();
+                        c.wake.notify_one();
                         return;
                     }
                 }
@@ -449,7 +518,10 @@ async fn listen(cache: std::sync::Weak<KeyCache>, mut listener: PgListener) {
             Ok(None) | Err(_) => {
                 c.connected.store(false, Ordering::SeqCst);
                 c.flush();
-                c.release_writers().await;
+                // The supervisor ends the lease in the database and
+                // reconnects; only it writes the lease, so a late write
+                // can never end the lease of a newer listener.
+                c.wake.notify_one();
                 return;
             }
         }

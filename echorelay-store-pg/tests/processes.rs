@@ -1,0 +1,341 @@
+//! Several processes on one database: each "process" here is a store with
+//! its own pool (and, where configured, its own verification cache), as
+//! two servers would have. S3, S11 and S15 across them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::Duration;
+use echorelay_core::Error;
+use echorelay_core::access::Role;
+use echorelay_core::access::surface::Keys;
+use echorelay_core::audit::{AuditDraft, EventKind, KeyAction};
+use echorelay_core::keys::{Environment, MintRequest};
+use echorelay_core::ports::{AuditLog, AuditSink, MembershipStore};
+use echorelay_store_pg::{KeyCacheConfig, PgStore, TestDatabase, test_database};
+use echorelay_testkit::{Harness, race};
+use secrecy::ExposeSecret;
+
+fn req() -> MintRequest {
+    MintRequest {
+        environment: Environment::Live,
+        role: Role::Editor,
+        label: "processes".into(),
+    }
+}
+
+/// A second "process": its own pool (and cache, if `cached`) on the same
+/// schema, wired to the same vault, with a clock at the same time.
+async fn second(db: &TestDatabase, h: &Harness<PgStore>, cached: bool) -> Harness<PgStore> {
+    let b = db
+        .another_process(
+            &h.store,
+            |o| {
+                if cached { o.key_cache(fast_cache()) } else { o }
+            },
+        )
+        .await
+        .unwrap();
+    let other = Harness::with_vault(b, h.vault.clone());
+    other.clock.set(h.clock_now());
+    other
+}
+
+fn fast_cache() -> KeyCacheConfig {
+    KeyCacheConfig {
+        lease: StdDuration::from_secs(2),
+        margin: StdDuration::from_millis(200),
+        ..KeyCacheConfig::default()
+    }
+}
+
+async fn until_serving(store: &PgStore) {
+    let cache = store.key_cache().expect("a cache");
+    let start = Instant::now();
+    while !cache.is_serving() {
+        assert!(
+            start.elapsed() < StdDuration::from_secs(10),
+            "the cache never started serving"
+        );
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+}
+
+/// S3 with caches on in both processes: revoke in A, and the very next
+/// verify in B fails, 2,000 times in a row. B's cache held each key
+/// (verified twice before: the second from memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_in_one_process_is_seen_by_the_next_verify_in_another_with_caches() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(
+        db.fresh_store_with(|o| o.key_cache(fast_cache()))
+            .await
+            .unwrap(),
+    );
+    let b = second(&db, &a, true).await;
+    until_serving(&a.store).await;
+    until_serving(&b.store).await;
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let trials = 2_000;
+    let mut stale = 0;
+    let hits_before = b.store.key_cache().unwrap().stats().hits;
+    for _ in 0..trials {
+        let minted = a.keys.mint(&grant, req()).await.unwrap();
+        let key = minted.plaintext.expose_secret();
+        b.keys.verify(key).await.unwrap();
+        b.keys.verify(key).await.unwrap();
+        a.keys.revoke(&grant, minted.view.id).await.unwrap();
+        if b.keys.verify(key).await.is_ok() {
+            stale += 1;
+        }
+    }
+    let stats = b.store.key_cache().unwrap().stats();
+    assert_eq!(stale, 0, "{stale} stale accepts in {trials} trials");
+    assert!(
+        stats.hits - hits_before >= trials,
+        "the cache was not exercised: {stats:?}"
+    );
+    assert!(stats.invalidations >= trials, "{stats:?}");
+}
+
+/// The same with B's listener connection killed (pg_terminate_backend)
+/// again and again during the run: B flushes and bypasses its cache while
+/// deaf, revocations never wait longer than a lease, and no revoked key is
+/// ever accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_listener_never_lets_a_revoked_key_through() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(
+        db.fresh_store_with(|o| o.key_cache(fast_cache()))
+            .await
+            .unwrap(),
+    );
+    let b = second(&db, &a, true).await;
+    until_serving(&b.store).await;
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let mut stale = 0;
+    let mut kills = 0;
+    let mut slowest = StdDuration::ZERO;
+    for i in 0..600 {
+        if i % 50 == 25 {
+            // Kill B's listener connection.
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+            )
+            .bind(b.store.key_cache().unwrap().listener_application_name())
+            .fetch_all(a.store.pool())
+            .await
+            .unwrap();
+            kills += killed.len();
+        }
+        let minted = a.keys.mint(&grant, req()).await.unwrap();
+        let key = minted.plaintext.expose_secret();
+        b.keys.verify(key).await.unwrap();
+        b.keys.verify(key).await.unwrap();
+        let t = Instant::now();
+        a.keys.revoke(&grant, minted.view.id).await.unwrap();
+        slowest = slowest.max(t.elapsed());
+        if b.keys.verify(key).await.is_ok() {
+            stale += 1;
+        }
+    }
+    let stats = b.store.key_cache().unwrap().stats();
+    assert_eq!(stale, 0, "{stale} stale accepts");
+    assert!(kills > 0, "no listener was killed");
+    assert!(stats.flushes > 0, "the cache never noticed: {stats:?}");
+    assert!(
+        slowest <= StdDuration::from_secs(3),
+        "a revocation waited {slowest:?} (lease 2 s)"
+    );
+    // And the cache came back.
+    until_serving(&b.store).await;
+}
+
+/// S15: two processes run the rotation pass at the same moment; each due
+/// key gets exactly one successor (the database's condition decides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_rotating_at_once_make_one_successor_per_key() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let b = second(&db, &a, false).await;
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(a.keys.mint(&grant, req()).await.unwrap().view.id);
+    }
+    a.clock.advance(Duration::days(85));
+    b.clock.advance(Duration::days(85));
+    let reports = race(vec![
+        {
+            let k = a.keys.clone();
+            Box::pin(async move { k.rotate_due().await.unwrap() })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        },
+        {
+            let k = b.keys.clone();
+            Box::pin(async move { k.rotate_due().await.unwrap() })
+        },
+    ])
+    .await;
+    let rotated: usize = reports.iter().map(|r| r.rotated).sum();
+    assert_eq!(rotated, ids.len(), "{reports:?}");
+    let keys = a.keys.list(&grant).await.unwrap();
+    for id in &ids {
+        let successors = keys.iter().filter(|k| k.predecessor == Some(*id)).count();
+        assert_eq!(successors, 1, "key {id} has {successors} successors");
+    }
+    let autos = a
+        .count_events(p.id, |e| {
+            matches!(
+                e.kind,
+                EventKind::Key {
+                    action: KeyAction::AutoRotate,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert_eq!(autos, ids.len());
+}
+
+/// S11 and the sequencing decision: 8 writers spread over 4 pools append
+/// to one chain at once; `seq` runs 1..=n without a gap and the chain
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_from_several_pools_keep_one_gap_free_chain() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let first = db.fresh_store().await.unwrap();
+    let h = Harness::new(first.clone());
+    let (p, owner) = h.project().await;
+    let mut stores = vec![first];
+    for _ in 0..3 {
+        stores.push(db.another_process(&stores[0], |o| o).await.unwrap());
+    }
+    let before = h.store.head(Some(p.id)).await.unwrap().unwrap().seq;
+    let per_writer = 40;
+    let calls: Vec<_> = (0..8)
+        .map(|w| {
+            let s = stores[w % stores.len()].clone();
+            let at = h.clock_now();
+            let actor = owner.actor();
+            async move {
+                for _ in 0..per_writer {
+                    s.append(AuditDraft {
+                        project: Some(p.id),
+                        at,
+                        actor,
+                        ip: None,
+                        subject: None,
+                        kind: EventKind::Key {
+                            action: KeyAction::Revoke,
+                            key_id: echorelay_core::ids::KeyId::random(),
+                            environment: Environment::Live,
+                            role: Role::Viewer,
+                            successor: None,
+                        },
+                    })
+                    .await
+                    .unwrap();
+                }
+            }
+        })
+        .collect();
+    race(calls).await;
+    let events = h.store.events(Some(p.id), 0, usize::MAX).await.unwrap();
+    let n = before as usize + 8 * per_writer;
+    assert_eq!(events.len(), n);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+    }
+    echorelay_core::audit::verify_chain(Some(p.id), &events, None).unwrap();
+}
+
+/// S15 for the last owner across processes: two owners in two processes
+/// demote each other at once; one demotion fails, one owner remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_demoting_each_other_from_two_processes_keep_one() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let b = second(&db, &a, false).await;
+    for _ in 0..10 {
+        let (p, owner) = a.project().await;
+        let other = echorelay_core::ids::UserId::random();
+        let draft = |subject| AuditDraft {
+            project: Some(p.id),
+            at: a.clock_now(),
+            actor: owner.actor(),
+            ip: None,
+            subject: Some(subject),
+            kind: EventKind::Membership {
+                user: subject,
+                role: Some(Role::Viewer),
+            },
+        };
+        a.store
+            .set_role(p.id, other, Some(Role::Owner), draft(other))
+            .await
+            .unwrap();
+        let echorelay_core::audit::Actor::User(first) = owner.actor() else {
+            panic!("the harness's owner is a user")
+        };
+        let (sa, sb) = (a.store.clone(), b.store.clone());
+        let (da, db_) = (draft(first), draft(other));
+        let results = race(vec![
+            Box::pin(async move { sa.set_role(p.id, first, Some(Role::Viewer), da).await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            Box::pin(async move { sb.set_role(p.id, other, Some(Role::Viewer), db_).await }),
+        ])
+        .await;
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        let owners = a
+            .store
+            .members_of(p.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, r)| *r == Role::Owner)
+            .count();
+        assert_eq!(owners, 1);
+    }
+}
+
+/// A verify during a revocation in another process is either before it
+/// (accepted) or after it (refused), never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_without_cache_reads_the_database_every_time() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let b = second(&db, &a, false).await;
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    for _ in 0..200 {
+        let minted = a.keys.mint(&grant, req()).await.unwrap();
+        let key = minted.plaintext.expose_secret();
+        b.keys.verify(key).await.unwrap();
+        a.keys.revoke(&grant, minted.view.id).await.unwrap();
+        assert!(matches!(
+            b.keys.verify(key).await,
+            Err(Error::Unauthenticated)
+        ));
+    }
+}

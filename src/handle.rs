@@ -1,0 +1,553 @@
+//! [`EchoRelay`]: every service over one store, one vault and one clock.
+//!
+//! The services of [`echorelay_core`] are generic over their ports, so an
+//! embedder can split them across backends (see
+//! [`KeyService::from_parts`] and [`AccountService::from_parts`]). Most
+//! deployments keep everything in one backend; for them this module wires
+//! the whole set once:
+//!
+//! - [`EchoRelay::from_env`] reads `DATABASE_URL`, `SECRET_KEY`,
+//!   `SECRET_KEY_PREVIOUS` and `ECHORELAY_MIGRATE` (the table is on
+//!   [`EchoRelayBuilder::from_env_vars`]);
+//! - [`EchoRelay::builder`] takes the parts from code (tests, custom
+//!   stores, a manual clock).
+//!
+//! The store is held as [`SharedStore`] (`Arc<dyn Store>`), so the handle
+//! has one type whichever backend is behind it, and clones of it (and of
+//! its services) share the store, the vault and the clock.
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::Arc;
+
+use echorelay_core::account::{AccountPolicy, AccountService};
+use echorelay_core::audit::AuditService;
+use echorelay_core::clock::{Clock, SystemClock};
+use echorelay_core::config::ConfigService;
+use echorelay_core::keys::KeyService;
+use echorelay_core::ports::{
+    AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
+};
+use echorelay_core::rewrap::Rewrap;
+use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey, VaultError};
+use echorelay_store_mem::MemStore;
+use secrecy::{ExposeSecret, SecretString};
+
+/// A backend that implements every port: what [`EchoRelay`] runs on.
+///
+/// Implemented for every type that implements all seven ports (and is
+/// `Send + Sync + 'static`): [`MemStore`], `PgStore` (feature `pg`), an
+/// `Arc` of either, and `Arc<dyn Store>` itself.
+pub trait Store:
+    KeyStore
+    + ConfigStore
+    + MembershipStore
+    + AuditLog
+    + AuditSink
+    + AccountStore
+    + SessionStore
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: KeyStore
+        + ConfigStore
+        + MembershipStore
+        + AuditLog
+        + AuditSink
+        + AccountStore
+        + SessionStore
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The store every service of an [`EchoRelay`] shares.
+pub type SharedStore = Arc<dyn Store>;
+
+/// The vault every service of an [`EchoRelay`] shares.
+pub type SharedVault = Arc<AesGcmVault>;
+
+/// The variable holding the Postgres URL; unset means the in-memory store.
+pub const DATABASE_URL: &str = "DATABASE_URL";
+/// The variable holding the vault key (64 hex characters, or base64 of 32
+/// bytes).
+pub const SECRET_KEY: &str = "SECRET_KEY";
+/// The variable holding previous vault keys during a rotation,
+/// comma-separated.
+pub const SECRET_KEY_PREVIOUS: &str = "SECRET_KEY_PREVIOUS";
+/// The variable that makes [`EchoRelay::from_env`] apply pending
+/// migrations (`1` or `true`).
+pub const ECHORELAY_MIGRATE: &str = "ECHORELAY_MIGRATE";
+
+/// Why an [`EchoRelay`] could not be set up.
+///
+/// No variant carries key material or the text of a variable that failed
+/// to parse, and none includes `DATABASE_URL` (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A vault key (from `SECRET_KEY` or `SECRET_KEY_PREVIOUS`, or given to
+    /// the builder) is not acceptable.
+    #[error("{var} is not acceptable: {source} (generate a key with `openssl rand -hex 32`)")]
+    Vault {
+        /// The variable the key came from.
+        var: &'static str,
+        /// What is wrong with it; never the key itself.
+        #[source]
+        source: VaultError,
+    },
+    /// No vault key was given, and the store keeps data beyond this
+    /// process: a generated key would leave that data unreadable after a
+    /// restart.
+    #[error(
+        "SECRET_KEY is not set: a persistent store needs a fixed vault key (generate one with `openssl rand -hex 32`)"
+    )]
+    MissingSecretKey,
+    /// `SECRET_KEY_PREVIOUS` is set but `SECRET_KEY` is not.
+    #[error("SECRET_KEY_PREVIOUS is set but SECRET_KEY is not")]
+    PreviousWithoutCurrent,
+    /// `DATABASE_URL` is set, but this build has no Postgres backend.
+    #[error(
+        "DATABASE_URL is set, but echorelay was built without the Postgres backend: enable its cargo feature `pg` (or unset DATABASE_URL for the in-memory store)"
+    )]
+    PgFeatureMissing,
+    /// The Postgres store did not start: unreachable, refused login, or a
+    /// schema that is behind (set `ECHORELAY_MIGRATE=1`) or ahead.
+    #[cfg(feature = "pg")]
+    #[error("{0}{hint}", hint = migrate_hint(.0))]
+    Pg(#[from] echorelay_store_pg::PgError),
+    /// A variable has a value this crate does not understand.
+    #[error("{var} is invalid: {reason}")]
+    InvalidVar {
+        /// The variable.
+        var: &'static str,
+        /// What is accepted instead.
+        reason: &'static str,
+    },
+    /// The [`AccountPolicy`] was rejected by [`AccountService::new`].
+    #[error("account policy rejected: {0}")]
+    Policy(#[source] echorelay_core::Error),
+}
+
+/// What to do about a schema that is behind, in [`EchoRelay::from_env`]'s
+/// terms.
+#[cfg(feature = "pg")]
+fn migrate_hint(e: &echorelay_store_pg::PgError) -> &'static str {
+    match e {
+        echorelay_store_pg::PgError::SchemaBehind { .. } => {
+            " (with EchoRelay::from_env: set ECHORELAY_MIGRATE=1 to apply pending migrations at start)"
+        }
+        _ => "",
+    }
+}
+
+/// Every service of echorelay over one store, one vault and one clock.
+///
+/// Build it with [`EchoRelay::from_env`] (deployments) or
+/// [`EchoRelay::builder`] (tests, custom stores); then use the services:
+///
+/// | accessor | service | for |
+/// |---|---|---|
+/// | [`keys`](EchoRelay::keys) | [`KeyService`] | API keys: mint, verify, rotate, revoke |
+/// | [`config`](EchoRelay::config) | [`ConfigService`] | projects, lines, endpoints, targets, members |
+/// | [`voter`](EchoRelay::voter) | [`Voter`](echorelay_core::access::Voter) | grants for every project surface |
+/// | [`accounts`](EchoRelay::accounts) | [`AccountService`] | registration, login, TOTP, sessions |
+/// | [`audit`](EchoRelay::audit) | [`AuditService`] | reading and verifying a project's audit log |
+/// | [`rewrap`](EchoRelay::rewrap) | [`Rewrap`] | re-sealing after a `SECRET_KEY` rotation |
+///
+/// Cloning is cheap (reference counts) and clones share everything.
+#[derive(Clone)]
+pub struct EchoRelay {
+    store: SharedStore,
+    vault: SharedVault,
+    clock: Arc<dyn Clock>,
+    keys: KeyService<SharedStore, SharedVault>,
+    config: ConfigService<SharedStore, SharedVault>,
+    voter: echorelay_core::access::Voter<SharedStore>,
+    accounts: AccountService<SharedStore, SharedVault>,
+    audit: AuditService<SharedStore>,
+    rewrap: Rewrap<SharedStore, SharedVault>,
+    store_type: &'static str,
+}
+
+impl fmt::Debug for EchoRelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EchoRelay")
+            .field("store", &self.store_type)
+            .field("vault", &self.vault)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EchoRelay {
+    /// Sets everything up from the process environment; see
+    /// [`EchoRelayBuilder::from_env_vars`] for the variables and the rules.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), echorelay::SetupError> {
+    /// let relay = echorelay::EchoRelay::from_env().await?;
+    /// # let _ = relay;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A [`SetupError`] naming what is missing or wrong.
+    pub async fn from_env() -> Result<EchoRelay, SetupError> {
+        EchoRelayBuilder::from_env().await?.build()
+    }
+
+    /// [`EchoRelay::from_env`] reading variables through `lookup` instead
+    /// of the process environment: the testable form (tests cannot safely
+    /// change the environment of a multi-threaded process).
+    ///
+    /// # Errors
+    /// As [`EchoRelay::from_env`].
+    pub async fn from_env_vars(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<EchoRelay, SetupError> {
+        EchoRelayBuilder::from_env_vars(lookup).await?.build()
+    }
+
+    /// A builder starting from the defaults: a new [`MemStore`], a
+    /// generated vault key (allowed only with a [`MemStore`]),
+    /// [`SystemClock`] and [`AccountPolicy::default`].
+    pub fn builder() -> EchoRelayBuilder {
+        EchoRelayBuilder::default()
+    }
+
+    /// API keys: mint, verify, rotate, revoke, reveal, and the
+    /// auto-rotation pass.
+    pub fn keys(&self) -> &KeyService<SharedStore, SharedVault> {
+        &self.keys
+    }
+
+    /// Projects and their configuration: lines, endpoints, targets (secrets
+    /// sealed and masked), members, export and import.
+    pub fn config(&self) -> &ConfigService<SharedStore, SharedVault> {
+        &self.config
+    }
+
+    /// The voter: the only maker of the grants that project-scoped calls
+    /// take.
+    pub fn voter(&self) -> &echorelay_core::access::Voter<SharedStore> {
+        &self.voter
+    }
+
+    /// Accounts: registration, the login steps (password, then TOTP or a
+    /// backup code), sessions, trusted devices and step-up.
+    pub fn accounts(&self) -> &AccountService<SharedStore, SharedVault> {
+        &self.accounts
+    }
+
+    /// A project's audit log, under an audit-read grant: pages of events
+    /// and verification of the hash chain.
+    pub fn audit(&self) -> &AuditService<SharedStore> {
+        &self.audit
+    }
+
+    /// The `SECRET_KEY` rotation pass: re-seals every stored secret under
+    /// the current key and reports which keys are still in use.
+    pub fn rewrap(&self) -> &Rewrap<SharedStore, SharedVault> {
+        &self.rewrap
+    }
+
+    /// The store behind every service, for what no service covers (the
+    /// global audit chain, housekeeping). Writing through it bypasses the
+    /// services' rules and audit events.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The vault (its [`key_ids`](AesGcmVault::key_ids) tell which keys it
+    /// opens with).
+    pub fn vault(&self) -> &SharedVault {
+        &self.vault
+    }
+
+    /// The clock every service asks.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The Rust type of the store given to the builder (for logs), e.g.
+    /// `echorelay_store_mem::MemStore`.
+    pub fn store_type(&self) -> &'static str {
+        self.store_type
+    }
+}
+
+/// Builds an [`EchoRelay`] from parts; see [`EchoRelay::builder`] for the
+/// defaults, and [`EchoRelayBuilder::from_env`] for a builder preloaded
+/// from the environment (to swap the clock or the account policy of a
+/// deployment-configured handle).
+///
+/// ```
+/// use std::sync::Arc;
+/// use echorelay::prelude::*;
+/// use echorelay::core::clock::ManualClock;
+///
+/// let clock = ManualClock::at_unix(1_767_225_600);
+/// let relay = EchoRelay::builder()
+///     .store(MemStore::new())
+///     .keyring(Keyring::new(SecretKey::generate()))
+///     .clock(Arc::new(clock.clone()))
+///     .build()?;
+/// # let _ = relay;
+/// # Ok::<(), SetupError>(())
+/// ```
+pub struct EchoRelayBuilder {
+    store: SharedStore,
+    store_type: &'static str,
+    ephemeral_key_ok: bool,
+    keyring: Option<Keyring>,
+    clock: Arc<dyn Clock>,
+    policy: AccountPolicy,
+}
+
+impl Default for EchoRelayBuilder {
+    fn default() -> Self {
+        Self {
+            store: Arc::new(MemStore::new()),
+            store_type: std::any::type_name::<MemStore>(),
+            ephemeral_key_ok: true,
+            keyring: None,
+            clock: Arc::new(SystemClock),
+            policy: AccountPolicy::default(),
+        }
+    }
+}
+
+impl fmt::Debug for EchoRelayBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EchoRelayBuilder")
+            .field("store", &self.store_type)
+            .field("keyring", &self.keyring)
+            .field("clock", &self.clock)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl EchoRelayBuilder {
+    /// A builder preloaded from the process environment; see
+    /// [`EchoRelayBuilder::from_env_vars`].
+    ///
+    /// # Errors
+    /// As [`EchoRelayBuilder::from_env_vars`].
+    pub async fn from_env() -> Result<EchoRelayBuilder, SetupError> {
+        Self::from_env_vars(|name| std::env::var(name).ok()).await
+    }
+
+    /// A builder whose store and vault key come from the variables that
+    /// `lookup` returns (the testable form of
+    /// [`EchoRelayBuilder::from_env`]). A variable that is unset, empty or
+    /// only whitespace counts as unset.
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `DATABASE_URL` | set: the Postgres store at that URL (cargo feature `pg`; without it, [`SetupError::PgFeatureMissing`]). Unset: a new in-memory [`MemStore`]. |
+    /// | `SECRET_KEY` | the vault key: 64 hex characters or base64 of 32 random bytes (`openssl rand -hex 32`), checked by [`SecretKey::parse`]. |
+    /// | `SECRET_KEY_PREVIOUS` | during a key rotation, the previous keys, comma-separated: they still open, never seal ([`Keyring::parse`]). |
+    /// | `ECHORELAY_MIGRATE` | `1` or `true`: apply pending migrations at start. `0`, `false` or unset: don't; a schema that is behind is then `SetupError::Pg` at start, never a failure later. Ignored by the in-memory store. |
+    ///
+    /// A missing `SECRET_KEY` is an error with Postgres
+    /// ([`SetupError::MissingSecretKey`], checked before connecting):
+    /// secrets sealed under a generated key would be unreadable after a
+    /// restart. With the in-memory store a missing key is replaced by a
+    /// generated one, with a `tracing` warning, since the data dies with
+    /// the process anyway.
+    ///
+    /// The account policy is [`AccountPolicy::default`] and the clock
+    /// [`SystemClock`]; change them on the returned builder.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), echorelay::SetupError> {
+    /// use std::collections::HashMap;
+    /// let vars = HashMap::from([("ECHORELAY_MIGRATE", "0")]);
+    /// let relay = echorelay::EchoRelayBuilder::from_env_vars(|name| {
+    ///     vars.get(name).map(|v| v.to_string())
+    /// })
+    /// .await?
+    /// .build()?;
+    /// assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SetupError::Vault`] for a key that does not parse (the error
+    /// names the variable, never the key), [`SetupError::InvalidVar`] for
+    /// an `ECHORELAY_MIGRATE` that is not a flag, and the Postgres errors
+    /// above.
+    pub async fn from_env_vars(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<EchoRelayBuilder, SetupError> {
+        let env = EnvConfig::read(&lookup)?;
+        let builder = EchoRelayBuilder::default();
+        let builder = match env.keyring {
+            Some(keyring) => builder.keyring(keyring),
+            None => builder,
+        };
+        match env.database_url {
+            None => Ok(builder),
+            #[cfg(feature = "pg")]
+            Some(url) => {
+                if builder.keyring.is_none() {
+                    return Err(SetupError::MissingSecretKey);
+                }
+                let options = echorelay_store_pg::PgOptions::new(url.expose_secret().trim())
+                    .migrate(env.migrate);
+                let store = echorelay_store_pg::PgStore::connect_with(options).await?;
+                tracing::info!(migrate = env.migrate, "echorelay: Postgres store connected");
+                Ok(builder.store(store))
+            }
+            #[cfg(not(feature = "pg"))]
+            Some(_) => Err(SetupError::PgFeatureMissing),
+        }
+    }
+
+    /// The store for every service. Default: a new [`MemStore`].
+    pub fn store<S: Store>(mut self, store: S) -> Self {
+        self.ephemeral_key_ok = TypeId::of::<S>() == TypeId::of::<MemStore>();
+        self.store_type = std::any::type_name::<S>();
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// The vault's keys (see [`Keyring::parse`] and
+    /// [`Keyring::with_previous`]).
+    ///
+    /// Without one, [`build`](EchoRelayBuilder::build) generates a key if
+    /// the store is a [`MemStore`] (its data dies with the process anyway;
+    /// a `tracing` warning says so) and fails with
+    /// [`SetupError::MissingSecretKey`] for any other store.
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// The clock every service asks. Default: [`SystemClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The account policy (bcrypt cost, TOTP, lockouts, session
+    /// lifetimes). Default: [`AccountPolicy::default`].
+    pub fn account_policy(mut self, policy: AccountPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Wires the services.
+    ///
+    /// This computes one bcrypt hash at the policy's cost (the account
+    /// service's timing decoy): about half a second at the default cost 13.
+    ///
+    /// # Errors
+    /// [`SetupError::MissingSecretKey`] without a keyring on a store other
+    /// than [`MemStore`]; [`SetupError::Policy`] if the account policy is
+    /// rejected.
+    pub fn build(self) -> Result<EchoRelay, SetupError> {
+        let keyring = match self.keyring {
+            Some(keyring) => keyring,
+            None if self.ephemeral_key_ok => {
+                tracing::warn!(
+                    "echorelay: no SECRET_KEY; sealing with a generated key that lives only as long as this process (acceptable only because the store is in memory)"
+                );
+                Keyring::new(SecretKey::generate())
+            }
+            None => return Err(SetupError::MissingSecretKey),
+        };
+        let store = self.store;
+        let vault: SharedVault = Arc::new(AesGcmVault::new(keyring));
+        let clock = self.clock;
+        let accounts =
+            AccountService::new(store.clone(), vault.clone(), clock.clone(), self.policy)
+                .map_err(SetupError::Policy)?;
+        Ok(EchoRelay {
+            keys: KeyService::new(store.clone(), vault.clone(), clock.clone()),
+            config: ConfigService::new(store.clone(), vault.clone(), clock.clone()),
+            voter: echorelay_core::access::Voter::new(store.clone()),
+            accounts,
+            audit: AuditService::new(store.clone()),
+            rewrap: Rewrap::new(store.clone(), vault.clone(), clock.clone()),
+            store,
+            vault,
+            clock,
+            store_type: self.store_type,
+        })
+    }
+}
+
+/// The variables of [`EchoRelayBuilder::from_env_vars`], parsed.
+struct EnvConfig {
+    /// Held as a secret: the URL may carry a password.
+    database_url: Option<SecretString>,
+    keyring: Option<Keyring>,
+    #[cfg_attr(not(feature = "pg"), allow(dead_code))]
+    migrate: bool,
+}
+
+impl EnvConfig {
+    fn read(lookup: &impl Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupError> {
+        // Values go straight into `SecretString`s, zeroized on drop.
+        let get = |name: &str| {
+            lookup(name)
+                .map(SecretString::from)
+                .filter(|v| !v.expose_secret().trim().is_empty())
+        };
+        let migrate = match get(ECHORELAY_MIGRATE) {
+            None => false,
+            Some(v) => match v.expose_secret().trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(SetupError::InvalidVar {
+                        var: ECHORELAY_MIGRATE,
+                        reason: "expected 1, true, 0 or false",
+                    });
+                }
+            },
+        };
+        let keyring = match (get(SECRET_KEY), get(SECRET_KEY_PREVIOUS)) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(SetupError::PreviousWithoutCurrent),
+            (Some(current), previous) => Some(parse_keyring(&current, previous.as_ref())?),
+        };
+        Ok(EnvConfig {
+            database_url: get(DATABASE_URL),
+            keyring,
+            migrate,
+        })
+    }
+}
+
+/// Parses `SECRET_KEY` and the comma-separated `SECRET_KEY_PREVIOUS`,
+/// naming the variable at fault.
+fn parse_keyring(
+    current: &SecretString,
+    previous: Option<&SecretString>,
+) -> Result<Keyring, SetupError> {
+    let vault = |var| move |source| SetupError::Vault { var, source };
+    let current = current.expose_secret();
+    SecretKey::parse(current).map_err(vault(SECRET_KEY))?;
+    let previous: Vec<&str> = previous
+        .map(|p| {
+            p.expose_secret()
+                .split(',')
+                .filter(|k| !k.trim().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    for key in &previous {
+        SecretKey::parse(key).map_err(vault(SECRET_KEY_PREVIOUS))?;
+    }
+    // Each key parses on its own; what is left is a duplicate.
+    Keyring::parse(current, &previous).map_err(vault(SECRET_KEY_PREVIOUS))
+}

@@ -1,0 +1,412 @@
+//! The `EchoRelay` handle: the builder wires working services over one
+//! store, and `from_env_vars` (the testable form of `from_env`) applies the
+//! documented rules, with errors that never carry key material.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use echorelay::core::clock::ManualClock;
+use echorelay::core::vault::VaultKeyId;
+use echorelay::prelude::*;
+
+const KEY_A: &str = "6a4e66c27687161095467ef0a963538822927a9e557405703abffe6271b315f6";
+const KEY_B: &str = "917675fc9f29ce9cf2ae80cbfbca06f4f7134968364dc754e7b13d778df84265";
+
+/// bcrypt at the minimum cost: the default (13) costs ~0.5 s per hash.
+fn cheap_policy() -> AccountPolicy {
+    AccountPolicy {
+        password: PasswordPolicy::new(10).unwrap(),
+        ..AccountPolicy::default()
+    }
+}
+
+fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn id_of(key: &str) -> VaultKeyId {
+    SecretKey::parse(key).unwrap().id()
+}
+
+/// A project, a key minted under the voter's grant, and the key verified:
+/// the services of one handle work together.
+async fn mint_and_verify(relay: &EchoRelay) -> (ProjectId, VerifiedKey) {
+    let owner = UserId::random();
+    let slug = format!("t-{}", &UserId::random().to_string()[4..16]);
+    let ip = Some("203.0.113.10".parse().unwrap());
+    let project = relay
+        .config()
+        .create_project(owner, ip, &slug, "Test")
+        .await
+        .unwrap();
+    let grant = relay
+        .voter()
+        .authorize::<Keys>(&Caller::user(owner, ip), &slug)
+        .await
+        .unwrap();
+    let minted = relay
+        .keys()
+        .mint(
+            &grant,
+            MintRequest {
+                environment: Environment::Test,
+                role: Role::Editor,
+                label: "ci".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let verified = relay
+        .keys()
+        .verify(minted.plaintext.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(verified.project(), project.id);
+    assert_eq!(verified.role(), Role::Editor);
+    (project.id, verified)
+}
+
+#[tokio::test]
+async fn builder_on_memstore_wires_every_service_over_one_store() {
+    let mem = MemStore::new();
+    let clock = ManualClock::at_unix(1_767_225_600);
+    let relay = EchoRelay::builder()
+        .store(mem.clone())
+        .keyring(Keyring::parse(KEY_A, &[KEY_B]).unwrap())
+        .clock(Arc::new(clock.clone()))
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
+    assert_eq!(
+        relay.vault().key_ids().collect::<Vec<_>>(),
+        [id_of(KEY_A), id_of(KEY_B)]
+    );
+    assert_eq!(relay.clock().now(), clock.now());
+
+    let (project, verified) = mint_and_verify(&relay).await;
+    assert_eq!(verified.environment(), Environment::Test);
+
+    // One store: the given MemStore, the handle's store and a clone of the
+    // handle all see the same audit chain, and it verifies.
+    let from_mem = mem.events(Some(project), 0, 100).await.unwrap();
+    let from_handle = relay
+        .clone()
+        .store()
+        .events(Some(project), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(from_mem, from_handle);
+    assert!(from_mem.len() >= 2, "project creation and mint are audited");
+
+    // Accounts share the store too (cheap policy: bcrypt cost 10).
+    let dana = relay
+        .accounts()
+        .register(
+            "dana@example.com",
+            SecretString::from("correct horse battery staple"),
+            None,
+        )
+        .await
+        .unwrap();
+    let global = mem.events(None, 0, 100).await.unwrap();
+    assert!(global.iter().any(|e| e.subject == Some(dana)));
+
+    // The rewrap pass runs over the same store and vault.
+    let report = relay.rewrap().run(100).await.unwrap();
+    assert!(report.is_complete());
+}
+
+#[tokio::test]
+async fn builder_defaults_to_memory_and_a_generated_key() {
+    let relay = EchoRelay::builder()
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
+    assert_eq!(relay.vault().key_ids().count(), 1);
+    mint_and_verify(&relay).await;
+}
+
+#[tokio::test]
+async fn builder_refuses_a_generated_key_for_any_other_store() {
+    // Any store but a plain MemStore may outlive the process.
+    let err = EchoRelay::builder()
+        .store(Arc::new(MemStore::new()))
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, SetupError::MissingSecretKey), "{err:?}");
+    assert!(err.to_string().contains("openssl rand -hex 32"));
+
+    let relay = EchoRelay::builder()
+        .store(Arc::new(MemStore::new()))
+        .keyring(Keyring::new(SecretKey::generate()))
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    mint_and_verify(&relay).await;
+}
+
+#[tokio::test]
+async fn a_rejected_account_policy_is_a_setup_error() {
+    let err = EchoRelay::builder()
+        .account_policy(AccountPolicy {
+            max_trusted_devices: 0,
+            ..cheap_policy()
+        })
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, SetupError::Policy(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn from_env_without_variables_is_in_memory_with_a_generated_key() {
+    let relay = EchoRelayBuilder::from_env_vars(vars(&[]))
+        .await
+        .unwrap()
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
+    assert_eq!(relay.vault().key_ids().count(), 1);
+    mint_and_verify(&relay).await;
+
+    // Empty and blank values count as unset; this is the full path with
+    // the default policy.
+    let relay = EchoRelay::from_env_vars(vars(&[
+        ("DATABASE_URL", ""),
+        ("SECRET_KEY", "  "),
+        ("SECRET_KEY_PREVIOUS", ""),
+        ("ECHORELAY_MIGRATE", ""),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
+}
+
+#[tokio::test]
+async fn from_env_reads_secret_key_and_previous_keys() {
+    let relay = EchoRelayBuilder::from_env_vars(vars(&[
+        ("SECRET_KEY", &format!(" {KEY_A}\n")),
+        ("SECRET_KEY_PREVIOUS", &format!("{KEY_B}, ")),
+        ("ECHORELAY_MIGRATE", "0"),
+    ]))
+    .await
+    .unwrap()
+    .account_policy(cheap_policy())
+    .build()
+    .unwrap();
+    assert_eq!(
+        relay.vault().key_ids().collect::<Vec<_>>(),
+        [id_of(KEY_A), id_of(KEY_B)]
+    );
+    mint_and_verify(&relay).await;
+}
+
+/// Every rendering of `err` (Display, Debug, and the Display of each
+/// source) must not contain `input` nor any 8-character piece of it.
+fn assert_no_key_material(err: &SetupError, input: &str) {
+    let mut texts = vec![err.to_string(), format!("{err:?}"), format!("{err:#?}")];
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        texts.push(s.to_string());
+        texts.push(format!("{s:?}"));
+        source = s.source();
+    }
+    let input = input.trim();
+    let chars: Vec<char> = input.chars().collect();
+    for text in &texts {
+        assert!(!text.contains(input), "{text}");
+        for piece in chars.windows(8) {
+            let piece: String = piece.iter().collect();
+            assert!(
+                !text.contains(&piece),
+                "{piece:?} of the key is in {text:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_bad_secret_key_is_a_setup_error_without_key_material() {
+    let bad_keys = [
+        // Counts up: 64 hex characters, but obviously not random.
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        // One character short.
+        &KEY_A[..63],
+        // A passphrase.
+        "correct horse battery staple correct horse battery staple",
+        // Base64 of printable text.
+        "Y29ycmVjdCBob3JzZSBiYXR0ZXJ5IHN0YXBsZSBvaw==",
+    ];
+    for bad in bad_keys {
+        let err = EchoRelay::from_env_vars(vars(&[("SECRET_KEY", bad)]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SetupError::Vault {
+                    var: "SECRET_KEY",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("SECRET_KEY is not acceptable"));
+        assert_no_key_material(&err, bad);
+
+        // A bad previous key is named as such, and the good current key
+        // leaks no more than the bad one.
+        let err = EchoRelay::from_env_vars(vars(&[
+            ("SECRET_KEY", KEY_A),
+            ("SECRET_KEY_PREVIOUS", &format!("{KEY_B},{bad}")),
+        ]))
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SetupError::Vault {
+                    var: "SECRET_KEY_PREVIOUS",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_no_key_material(&err, bad);
+        assert_no_key_material(&err, KEY_A);
+        assert_no_key_material(&err, KEY_B);
+    }
+
+    // The current key again in the previous list.
+    let err = EchoRelay::from_env_vars(vars(&[
+        ("SECRET_KEY", KEY_A),
+        ("SECRET_KEY_PREVIOUS", KEY_A),
+    ]))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SetupError::Vault {
+                var: "SECRET_KEY_PREVIOUS",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_no_key_material(&err, KEY_A);
+}
+
+#[tokio::test]
+async fn from_env_rules() {
+    let err = EchoRelay::from_env_vars(vars(&[("SECRET_KEY_PREVIOUS", KEY_B)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SetupError::PreviousWithoutCurrent), "{err:?}");
+    assert_no_key_material(&err, KEY_B);
+
+    let err = EchoRelay::from_env_vars(vars(&[("ECHORELAY_MIGRATE", "yes")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SetupError::InvalidVar {
+                var: "ECHORELAY_MIGRATE",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A database URL (with a password) and no SECRET_KEY.
+    let url = "postgres://relay:hunter2-hunter2@127.0.0.1:1/relay";
+    let err = EchoRelay::from_env_vars(vars(&[("DATABASE_URL", url)]))
+        .await
+        .unwrap_err();
+    #[cfg(feature = "pg")]
+    assert!(matches!(err, SetupError::MissingSecretKey), "{err:?}");
+    #[cfg(not(feature = "pg"))]
+    assert!(matches!(err, SetupError::PgFeatureMissing), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
+
+    let err = EchoRelay::from_env_vars(vars(&[("DATABASE_URL", url), ("SECRET_KEY", KEY_A)]))
+        .await
+        .unwrap_err();
+    #[cfg(not(feature = "pg"))]
+    assert!(matches!(err, SetupError::PgFeatureMissing), "{err:?}");
+    // Nothing listens on port 1: the store does not start, and says so.
+    #[cfg(feature = "pg")]
+    assert!(
+        matches!(err, SetupError::Pg(echorelay::pg::PgError::Connect(_))),
+        "{err:?}"
+    );
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
+    assert_no_key_material(&err, KEY_A);
+
+    #[cfg(feature = "pg")]
+    {
+        let err = EchoRelay::from_env_vars(vars(&[
+            ("DATABASE_URL", "not a url"),
+            ("SECRET_KEY", KEY_A),
+        ]))
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, SetupError::Pg(echorelay::pg::PgError::Url(_))),
+            "{err:?}"
+        );
+    }
+}
+
+/// On a real server (skipped without `DATABASE_URL`): the builder over a
+/// `PgStore`, and `from_env` refusing a schema that is behind.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn postgres() {
+    let Some(db) = echorelay::pg::test_database().await else {
+        return;
+    };
+    let store = db.fresh_store().await.unwrap();
+    let relay = EchoRelay::builder()
+        .store(store.clone())
+        .keyring(Keyring::parse(KEY_A, &[]).unwrap())
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    assert_eq!(relay.store_type(), "echorelay_store_pg::PgStore");
+    let (project, _) = mint_and_verify(&relay).await;
+    assert!(!store.events(Some(project), 0, 10).await.unwrap().is_empty());
+
+    // No SECRET_KEY: refused before connecting.
+    let err = EchoRelay::from_env_vars(vars(&[("DATABASE_URL", db.url())]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SetupError::MissingSecretKey), "{err:?}");
+
+    // A schema without migrations (here one that does not exist), and no
+    // ECHORELAY_MIGRATE: a clear error at start.
+    let sep = if db.url().contains('?') { '&' } else { '?' };
+    let absent = format!("er_absent_{}", &UserId::random().to_string()[4..16]);
+    let url = format!("{}{sep}options[search_path]={absent}", db.url());
+    let err = EchoRelay::from_env_vars(vars(&[("DATABASE_URL", &url), ("SECRET_KEY", KEY_A)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SetupError::Pg(echorelay::pg::PgError::SchemaBehind { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("behind"), "{err}");
+    assert!(err.to_string().contains("ECHORELAY_MIGRATE=1"), "{err}");
+}
