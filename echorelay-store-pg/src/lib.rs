@@ -115,6 +115,7 @@ pub struct PgOptions {
     migrate: bool,
     schema: Option<String>,
     key_cache: Option<KeyCacheConfig>,
+    application_name: String,
 }
 
 impl PgOptions {
@@ -129,7 +130,15 @@ impl PgOptions {
             migrate: false,
             schema: None,
             key_cache: None,
+            application_name: "echorelay".to_owned(),
         }
+    }
+
+    /// The `application_name` the pool's connections report (shown in
+    /// `pg_stat_activity`; default `echorelay`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
     }
 
     /// Pool size.
@@ -171,7 +180,7 @@ impl PgOptions {
         if let Some(schema) = &self.schema {
             o = o.options([("search_path", schema.as_str())]);
         }
-        Ok(o.application_name("echorelay"))
+        Ok(o.application_name(&self.application_name))
     }
 }
 

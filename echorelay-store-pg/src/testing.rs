@@ -98,12 +98,23 @@ impl TestDatabase {
         store: &PgStore,
         f: impl FnOnce(PgOptions) -> PgOptions,
     ) -> Result<PgStore, PgError> {
+        self.another_process_at(store, &self.url, f).await
+    }
+
+    /// [`TestDatabase::another_process`] connecting through `url` (for
+    /// example a proxy the test can cut to simulate an outage).
+    pub async fn another_process_at(
+        &self,
+        store: &PgStore,
+        url: &str,
+        f: impl FnOnce(PgOptions) -> PgOptions,
+    ) -> Result<PgStore, PgError> {
         let schema = store
             ._schema
             .as_ref()
             .map(|g| g.schema.clone())
             .unwrap_or_else(|| "public".to_owned());
-        let mut other = PgStore::connect_with(f(PgOptions::new(&self.url)).schema(&schema)).await?;
+        let mut other = PgStore::connect_with(f(PgOptions::new(url)).schema(&schema)).await?;
         other._schema = store._schema.clone();
         Ok(other)
     }
