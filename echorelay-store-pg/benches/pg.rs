@@ -28,7 +28,6 @@ use echorelay_core::keys::{Environment, MintRequest};
 use echorelay_core::ports::{AuditLog, AuditSink};
 use echorelay_store_pg::{KeyCacheConfig, PgStore, test_database};
 use echorelay_testkit::Harness;
-use secrecy::ExposeSecret;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -106,7 +105,9 @@ fn bench_verify(c: &mut Criterion) {
                     t.await.unwrap();
                 }
                 // Time per verification at 4 clients: 1/t is throughput.
-                start.elapsed().div_f64((per * clients) as f64 / iters as f64)
+                start
+                    .elapsed()
+                    .div_f64((per * clients) as f64 / iters as f64)
             }
         })
     });
@@ -160,7 +161,10 @@ fn bench_audit(c: &mut Criterion) {
         return;
     };
     for writers in [1u64, 8] {
-        let name = format!("pg/audit_append_{writers}writer{}", if writers > 1 { "s" } else { "" });
+        let name = format!(
+            "pg/audit_append_{writers}writer{}",
+            if writers > 1 { "s" } else { "" }
+        );
         c.bench_function(&name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (store, d) = (h.store.clone(), draft(&h, p.id));
@@ -180,7 +184,9 @@ fn bench_audit(c: &mut Criterion) {
                     for t in tasks {
                         t.await.unwrap();
                     }
-                    start.elapsed().div_f64((per * writers) as f64 / iters as f64)
+                    start
+                        .elapsed()
+                        .div_f64((per * writers) as f64 / iters as f64)
                 }
             })
         });

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use echorelay_core::error::StoreError;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 
 mod accounts;
 mod audit;
@@ -177,6 +177,24 @@ impl PgOptions {
 
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, PgError> {
         let mut o = PgConnectOptions::from_str(&self.url).map_err(PgError::Url)?;
+        // sqlx ignores the scheme: `mysql://…` would otherwise be dialled
+        // as PostgreSQL (and fail, if at all, as a connection error).
+        // (Leading spaces and control characters are ignored, as the URL
+        // parser does.)
+        let scheme = self
+            .url
+            .trim_start_matches(|c: char| c <= ' ')
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+            return Err(PgError::Url(sqlx::Error::Configuration(
+                format!(
+                    "the URL scheme is {:?}, expected postgres:// or postgresql://",
+                    scheme.unwrap_or_default()
+                )
+                .into(),
+            )));
+        }
         if let Some(schema) = &self.schema {
             o = o.options([("search_path", schema.as_str())]);
         }
@@ -211,7 +229,7 @@ impl PgStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await
-            .map_err(connect_error)?;
+            .map_err(|e| connect_error(e, connect.get_ssl_mode()))?;
         let mut store = Self {
             pool,
             cache: None,
@@ -285,9 +303,18 @@ impl PgStore {
     }
 }
 
-fn connect_error(e: sqlx::Error) -> PgError {
+fn connect_error(e: sqlx::Error, ssl_mode: PgSslMode) -> PgError {
     match e {
         sqlx::Error::Tls(_) => PgError::Tls(e),
+        // A refused certificate (or any failed handshake) comes from rustls
+        // as an I/O error of kind `InvalidData`; nothing else on the
+        // connect path reports that kind.
+        sqlx::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && !matches!(ssl_mode, PgSslMode::Disable | PgSslMode::Allow) =>
+        {
+            PgError::Tls(e)
+        }
         sqlx::Error::Configuration(_) => PgError::Url(e),
         other => PgError::Connect(other),
     }

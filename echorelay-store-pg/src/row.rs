@@ -96,7 +96,7 @@ impl<'r> Reader<'r> {
         self
     }
 
-    fn corrupt(&self, column: &str, problem: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn corrupt(&self, column: &str, problem: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt {
             table: self.table,
             id: self.id.clone(),

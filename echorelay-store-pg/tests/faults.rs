@@ -15,7 +15,6 @@ use echorelay_core::audit::{EventKind, KeyAction};
 use echorelay_core::keys::{Environment, MintRequest};
 use echorelay_store_pg::{PgStore, TestDatabase, test_database};
 use echorelay_testkit::Harness;
-use secrecy::ExposeSecret;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -42,7 +41,9 @@ async fn schema_of(store: &PgStore) -> String {
 /// without its event or an event without its key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_leave_mutation_and_audit_event_together() {
-    let Some(db) = test_database().await else { return };
+    let Some(db) = test_database().await else {
+        return;
+    };
     let base = db.fresh_store().await.unwrap();
     let victim = db
         .another_process(&base, |o| {
@@ -63,7 +64,9 @@ async fn killed_connections_leave_mutation_and_audit_event_together() {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 // A pseudo-random pause of 0-15 ms between kills.
-                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 tokio::time::sleep(Duration::from_micros((n >> 33) % 15_000)).await;
                 let killed: Vec<bool> = sqlx::query_scalar(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -96,27 +99,34 @@ async fn killed_connections_leave_mutation_and_audit_event_together() {
         .into_iter()
         .map(|k| k.id)
         .collect();
-    let events: BTreeSet<_> = echorelay_core::ports::AuditLog::events(&base, Some(p.id), 0, usize::MAX)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Key {
-                action: KeyAction::Mint,
-                key_id,
-                ..
-            } => Some(key_id),
-            _ => None,
-        })
-        .collect();
+    let events: BTreeSet<_> =
+        echorelay_core::ports::AuditLog::events(&base, Some(p.id), 0, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Key {
+                    action: KeyAction::Mint,
+                    key_id,
+                    ..
+                } => Some(key_id),
+                _ => None,
+            })
+            .collect();
     eprintln!(
         "faults: {ok} mints succeeded, {failed} failed, {} backends killed, {} keys stored",
         kills.load(Ordering::SeqCst),
         keys.len()
     );
-    assert!(failed > 0 && kills.load(Ordering::SeqCst) > 0, "no mint was interrupted");
+    assert!(
+        failed > 0 && kills.load(Ordering::SeqCst) > 0,
+        "no mint was interrupted"
+    );
     assert!(ok > 0, "no mint succeeded");
-    assert_eq!(keys, events, "a key without its audit event, or the reverse");
+    assert_eq!(
+        keys, events,
+        "a key without its audit event, or the reverse"
+    );
     // Every mint the caller saw succeed is stored (the reverse need not
     // hold: a commit whose acknowledgement was cut is stored too).
     assert!(keys.len() >= ok);
@@ -188,7 +198,9 @@ async fn proxied(db: &TestDatabase, base: &PgStore, proxy: &Proxy) -> PgStore {
 /// serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_unavailable_never_a_success_and_the_pool_recovers() {
-    let Some(db) = test_database().await else { return };
+    let Some(db) = test_database().await else {
+        return;
+    };
     let base = db.fresh_store().await.unwrap();
     let upstream: SocketAddr = "127.0.0.1:5432".parse().unwrap();
     let proxy = Proxy::start(upstream).await;
@@ -211,14 +223,19 @@ async fn an_outage_is_unavailable_never_a_success_and_the_pool_recovers() {
             "verify during an outage"
         );
         assert!(
-            matches!(h.accounts.authenticate(&cookie, ip).await, Err(Error::Unavailable)),
+            matches!(
+                h.accounts.authenticate(&cookie, ip).await,
+                Err(Error::Unavailable)
+            ),
             "authenticate during an outage"
         );
     }
     // Unknown credentials during the outage: also unavailable, not a
     // "no such key" answer (nothing was checked).
     assert!(matches!(
-        h.keys.verify("er_test_00000000000000000000000000000000000000000").await,
+        h.keys
+            .verify("er_test_00000000000000000000000000000000000000000")
+            .await,
         Err(Error::Unavailable | Error::Unauthenticated)
     ));
 
@@ -236,5 +253,8 @@ async fn an_outage_is_unavailable_never_a_success_and_the_pool_recovers() {
     // And a revocation made while it was down elsewhere is seen at once.
     let direct = Harness::with_vault(base.clone(), h.vault.clone());
     direct.keys.revoke(&grant, minted.view.id).await.unwrap();
-    assert!(matches!(h.keys.verify(&key).await, Err(Error::Unauthenticated)));
+    assert!(matches!(
+        h.keys.verify(&key).await,
+        Err(Error::Unauthenticated)
+    ));
 }

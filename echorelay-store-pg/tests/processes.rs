@@ -14,7 +14,6 @@ use echorelay_core::keys::{Environment, MintRequest};
 use echorelay_core::ports::{AuditLog, AuditSink, MembershipStore};
 use echorelay_store_pg::{KeyCacheConfig, PgStore, TestDatabase, test_database};
 use echorelay_testkit::{Harness, race};
-use secrecy::ExposeSecret;
 
 fn req() -> MintRequest {
     MintRequest {
