@@ -6,6 +6,9 @@
 //! - `pg/verify_nocache_4clients`: `KeyService::verify` straight against
 //!   Postgres, 4 concurrent clients; the time per iteration is wall time
 //!   divided by all verifications (so 1/t is the aggregate throughput);
+//! - `pg/verify_nocache_4clients_ping_before_acquire`: the same through a
+//!   pool that pings each connection before handing it out (sqlx's default,
+//!   off in `PgOptions`);
 //! - `pg/verify_cached`: the same with the verification cache, one client;
 //! - `pg/audit_append_1writer` and `pg/audit_append_8writers`: a sealed,
 //!   chained event per append (one chain), per event;
@@ -46,10 +49,14 @@ fn req() -> MintRequest {
 }
 
 async fn harness(cached: bool) -> Option<Harness<PgStore>> {
+    harness_with(cached, false).await
+}
+
+async fn harness_with(cached: bool, ping: bool) -> Option<Harness<PgStore>> {
     let db = test_database().await?;
     let store = db
         .fresh_store_with(|o| {
-            let o = o.max_connections(10);
+            let o = o.max_connections(10).test_before_acquire(ping);
             if cached {
                 o.key_cache(KeyCacheConfig::default())
             } else {
@@ -83,34 +90,35 @@ fn bench_verify(c: &mut Criterion) {
         eprintln!("pg bench: DATABASE_URL unset; skipped");
         return;
     };
-    let clients = 4u64;
-    c.bench_function("pg/verify_nocache_4clients", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (svc, keys) = (h.keys.clone(), keys.clone());
-            async move {
-                let per = iters.div_ceil(clients);
-                let start = Instant::now();
-                let tasks: Vec<_> = (0..clients)
-                    .map(|t| {
-                        let (svc, keys) = (svc.clone(), keys.clone());
-                        tokio::spawn(async move {
-                            for i in 0..per {
-                                let k = &keys[((t * per + i) as usize) % keys.len()];
-                                svc.verify(k).await.unwrap();
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                // Time per verification at 4 clients: 1/t is throughput.
-                start
-                    .elapsed()
-                    .div_f64((per * clients) as f64 / iters as f64)
-            }
-        })
+    let pinged = rt.block_on(async {
+        let p = harness_with(false, true).await.unwrap();
+        Harness::with_vault(p.store.clone(), h.vault.clone())
     });
+    // The same database rows, through a pool that pings before each
+    // acquire (sqlx's default).
+    let pinged_keys = rt.block_on(async {
+        let (p, owner) = pinged.project().await;
+        let g = pinged.grant::<Keys>(&owner, &p).await;
+        let mut v = Vec::new();
+        for _ in 0..1000 {
+            let m = pinged.keys.mint(&g, req()).await.unwrap();
+            v.push(m.plaintext.expose_secret().to_owned());
+        }
+        v
+    });
+    for (name, svc, keys) in [
+        ("pg/verify_nocache_4clients", h.keys.clone(), keys.clone()),
+        (
+            "pg/verify_nocache_4clients_ping_before_acquire",
+            pinged.keys.clone(),
+            pinged_keys,
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter_custom(|iters| concurrent_verifies(svc.clone(), keys.clone(), iters))
+        });
+    }
 
     let cached = rt.block_on(async {
         let h = harness(true).await.unwrap();
@@ -132,6 +140,38 @@ fn bench_verify(c: &mut Criterion) {
         stats.hits - hits_before,
         stats.misses
     );
+}
+
+/// `iters` verifications spread over 4 concurrent clients; returns the
+/// wall time per verification (1/t is the aggregate throughput).
+async fn concurrent_verifies(
+    svc: echorelay_core::keys::KeyService<
+        PgStore,
+        std::sync::Arc<echorelay_core::vault::AesGcmVault>,
+    >,
+    keys: Vec<String>,
+    iters: u64,
+) -> Duration {
+    let clients = 4u64;
+    let per = iters.div_ceil(clients);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|t| {
+            let (svc, keys) = (svc.clone(), keys.clone());
+            tokio::spawn(async move {
+                for i in 0..per {
+                    let k = &keys[((t * per + i) as usize) % keys.len()];
+                    svc.verify(k).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start
+        .elapsed()
+        .div_f64((per * clients) as f64 / iters as f64)
 }
 
 fn draft(h: &Harness<PgStore>, p: echorelay_core::ids::ProjectId) -> AuditDraft {

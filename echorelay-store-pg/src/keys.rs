@@ -38,11 +38,7 @@ fn supersession_of(r: &Reader<'_>) -> StoreResult<Option<Supersession>> {
         r.opt_time("expires_at")?,
         r.opt_time("grace_ends_at")?,
     ) else {
-        return Err(StoreError::Corrupt {
-            table: "api_keys",
-            id: "?".into(),
-            problem: "successor without its rotation times".into(),
-        });
+        return Err(r.corrupt("successor", "set without its rotation times"));
     };
     Ok(Some(Supersession {
         successor,

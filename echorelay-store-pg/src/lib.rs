@@ -116,6 +116,7 @@ pub struct PgOptions {
     schema: Option<String>,
     key_cache: Option<KeyCacheConfig>,
     application_name: String,
+    test_before_acquire: bool,
 }
 
 impl PgOptions {
@@ -131,7 +132,18 @@ impl PgOptions {
             schema: None,
             key_cache: None,
             application_name: "echorelay".to_owned(),
+            test_before_acquire: false,
         }
+    }
+
+    /// Ping every connection before handing it out (sqlx's default; off
+    /// here). Off, a connection the server dropped fails the one query it
+    /// is used for (a `Backend` error: authentication fails closed with
+    /// `Unavailable`) and is then discarded; on, every query pays one more
+    /// round trip (measured in BENCHMARKS.md).
+    pub fn test_before_acquire(mut self, yes: bool) -> Self {
+        self.test_before_acquire = yes;
+        self
     }
 
     /// The `application_name` the pool's connections report (shown in
@@ -227,6 +239,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(options.test_before_acquire)
             .connect_with(connect.clone())
             .await
             .map_err(|e| connect_error(e, connect.get_ssl_mode()))?;

@@ -70,36 +70,52 @@ pub(crate) fn json_of<T: Serialize>(v: &T) -> StoreResult<serde_json::Value> {
     serde_json::to_value(v).map_err(StoreError::backend)
 }
 
-/// Reads one row of `table`, naming the row by `id` in every error.
+/// Reads one row of `table`, naming the row in every error (by the hex of
+/// its key column, computed only when an error is built).
 pub(crate) struct Reader<'r> {
     row: &'r PgRow,
     table: &'static str,
-    id: String,
+    key: &'r str,
+    name: Option<String>,
 }
 
 impl<'r> Reader<'r> {
-    /// A reader whose errors name the row by the hex of its `key` column
-    /// (bytea), or `?` if even that is unreadable.
-    pub(crate) fn new(row: &'r PgRow, table: &'static str, key: &str) -> Self {
-        let id = match row.try_get::<Vec<u8>, _>(key) {
-            Ok(b) => hex::encode(b),
-            Err(_) => row
-                .try_get::<String, _>(key)
-                .unwrap_or_else(|_| "?".to_owned()),
-        };
-        Self { row, table, id }
+    /// A reader whose errors name the row by its `key` column (bytea as
+    /// hex, or text), or `?` if even that is unreadable.
+    pub(crate) fn new(row: &'r PgRow, table: &'static str, key: &'r str) -> Self {
+        Self {
+            row,
+            table,
+            key,
+            name: None,
+        }
     }
 
     /// Names the row by `name` instead (for composite keys).
     pub(crate) fn named(mut self, name: String) -> Self {
-        self.id = name;
+        self.name = Some(name);
         self
     }
 
+    fn row_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match self.row.try_get::<Vec<u8>, _>(self.key) {
+            Ok(b) => hex::encode(b),
+            Err(_) => self
+                .row
+                .try_get::<String, _>(self.key)
+                .unwrap_or_else(|_| "?".to_owned()),
+        }
+    }
+
+    /// A typed error naming the table, the row and the column (never the
+    /// value).
     pub(crate) fn corrupt(&self, column: &str, problem: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt {
             table: self.table,
-            id: self.id.clone(),
+            id: self.row_name(),
             problem: format!("column {column}: {problem}"),
         }
     }
