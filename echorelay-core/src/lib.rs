@@ -4,8 +4,9 @@
 //! of a multi-tenant webhook relay. This crate does no I/O: storage lives
 //! behind the port traits in [`ports`], time behind [`clock::Clock`], and every
 //! backend implements those ports and runs the same conformance suite
-//! (`echorelay-testkit`). Today that is the in-memory backend
-//! (`echorelay-store-mem`); Postgres, Redis and S3 backends are planned.
+//! (`echorelay-testkit`): today the in-memory backend
+//! (`echorelay-store-mem`) and Postgres (`echorelay-store-pg`); Redis and
+//! S3 backends are planned.
 //!
 //! | area | module | invariants |
 //! |---|---|---|
