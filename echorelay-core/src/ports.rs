@@ -450,6 +450,77 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<usize>;
 }
 
+/// The decisions of the conditional port methods, written once for every
+/// adapter: an adapter reads the current state under its lock (or in its
+/// transaction), asks these, and writes only on `Ok`. So the rule is the
+/// same in memory, in SQL and anywhere else.
+pub mod rules {
+    use super::StoreResult;
+    use crate::access::Role;
+    use crate::config::Project;
+    use crate::error::StoreError;
+    use crate::ids::UserId;
+
+    /// [`super::MembershipStore::set_role`]: from the member's `current`
+    /// role to `new` (`None`: removed), with `owners` owners in the project
+    /// now. `NotFound` when removing a non-member; `Conflict` when the last
+    /// owner would leave or be demoted.
+    ///
+    /// ```
+    /// use echorelay_core::access::Role;
+    /// use echorelay_core::ports::rules::role_change;
+    /// assert!(role_change(Some(Role::Owner), Some(Role::Editor), 1).is_err());
+    /// assert!(role_change(Some(Role::Owner), Some(Role::Editor), 2).is_ok());
+    /// assert!(role_change(None, None, 1).is_err());
+    /// ```
+    pub fn role_change(current: Option<Role>, new: Option<Role>, owners: usize) -> StoreResult<()> {
+        if new.is_none() && current.is_none() {
+            return Err(StoreError::NotFound { kind: "membership" });
+        }
+        if current == Some(Role::Owner) && new != Some(Role::Owner) && owners <= 1 {
+            return Err(StoreError::Conflict {
+                reason: "a project keeps at least one owner",
+            });
+        }
+        Ok(())
+    }
+
+    /// [`super::ConfigChange::UpdateProject`](crate::config::ConfigChange::UpdateProject):
+    /// slug and creation time unchanged, and the stored version still the
+    /// one the update was made from.
+    pub fn project_update(stored: &Project, update: &Project) -> StoreResult<()> {
+        if stored.slug != update.slug || stored.created_at != update.created_at {
+            return Err(StoreError::Conflict {
+                reason: "a project's slug and creation time cannot change",
+            });
+        }
+        if stored.version != update.version {
+            return Err(StoreError::Conflict {
+                reason: "the project changed since it was read",
+            });
+        }
+        Ok(())
+    }
+
+    /// [`super::ConfigStore::import_tree`]'s preconditions, given the
+    /// stored project's version (`None`: no such project).
+    pub fn import(
+        stored_version: Option<u64>,
+        expect_version: Option<u64>,
+        owner_if_new: Option<UserId>,
+    ) -> StoreResult<()> {
+        match (stored_version, owner_if_new) {
+            (Some(v), _) if expect_version.is_some_and(|e| e != v) => Err(StoreError::Conflict {
+                reason: "the project changed since it was exported",
+            }),
+            (None, None) => Err(StoreError::Conflict {
+                reason: "a new project needs an owner",
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 macro_rules! forward {
     ($tr:ident { $(async fn $m:ident(&self $(, $a:ident : $t:ty)*) -> $r:ty;)* }) => {
         #[async_trait]

@@ -37,7 +37,7 @@ use echorelay_core::ids::{
 use echorelay_core::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
-    StoreResult, TreeImport,
+    StoreResult, TreeImport, rules,
 };
 use echorelay_core::vault::Ciphertext;
 
@@ -592,16 +592,7 @@ impl ConfigStore for MemStore {
             },
             ConfigChange::UpdateProject(p) => {
                 let cur = s.projects.get(&p.id).ok_or(not_found("project"))?;
-                if cur.slug != p.slug || cur.created_at != p.created_at {
-                    return Err(StoreError::Conflict {
-                        reason: "a project's slug and creation time cannot change",
-                    });
-                }
-                if cur.version != p.version {
-                    return Err(StoreError::Conflict {
-                        reason: "the project changed since it was read",
-                    });
-                }
+                rules::project_update(cur, &p)?;
                 let id = p.id;
                 // The version moves once, below, like for every change.
                 s.projects.insert(id, p);
@@ -665,19 +656,11 @@ impl ConfigStore for MemStore {
             owner_if_new,
         } = import;
         let pid = tree.project.id;
-        match (s.projects.get(&pid), owner_if_new) {
-            (Some(cur), _) if expect_version.is_some_and(|v| v != cur.version) => {
-                return Err(StoreError::Conflict {
-                    reason: "the project changed since it was exported",
-                });
-            }
-            (None, None) => {
-                return Err(StoreError::Conflict {
-                    reason: "a new project needs an owner",
-                });
-            }
-            _ => {}
-        }
+        rules::import(
+            s.projects.get(&pid).map(|p| p.version),
+            expect_version,
+            owner_if_new,
+        )?;
         if let Some(holder) = s.slugs.get(&tree.project.slug) {
             if *holder != pid {
                 return Err(StoreError::AlreadyExists {
@@ -748,20 +731,12 @@ impl MembershipStore for MemStore {
                 return Err(not_found("project"));
             }
             let current = s.members.get(&(project, user)).copied();
-            if role.is_none() && current.is_none() {
-                return Err(not_found("membership"));
-            }
             let owners = s
                 .members
                 .iter()
                 .filter(|((p, _), r)| *p == project && **r == Role::Owner)
                 .count();
-            if current == Some(Role::Owner) && role != Some(Role::Owner) && owners <= 1 {
-                return Err(StoreError::Conflict {
-                    reason: "a project keeps at least one owner",
-                });
-            }
-            Ok(())
+            rules::role_change(current, role, owners)
         };
         let apply = |s: &mut State, ()| {
             match role {

@@ -15,7 +15,7 @@ use echorelay_core::config::{
 };
 use echorelay_core::error::StoreError;
 use echorelay_core::ids::{ProjectId, TargetId, UserId};
-use echorelay_core::ports::{ConfigStore, MembershipStore, StoreResult, TreeImport};
+use echorelay_core::ports::{ConfigStore, MembershipStore, StoreResult, TreeImport, rules};
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
@@ -295,16 +295,7 @@ async fn apply_in(conn: &mut PgConnection, change: ConfigChange) -> StoreResult<
         }
         ConfigChange::UpdateProject(p) => {
             let cur = lock_project(conn, p.id).await?;
-            if cur.slug != p.slug || cur.created_at != p.created_at {
-                return Err(StoreError::Conflict {
-                    reason: "a project's slug and creation time cannot change",
-                });
-            }
-            if cur.version != p.version {
-                return Err(StoreError::Conflict {
-                    reason: "the project changed since it was read",
-                });
-            }
+            rules::project_update(&cur, &p)?;
             sqlx::query(
                 "UPDATE projects SET name = $2, key_policy = $3, api_keys_manage_keys = $4 \
                  WHERE id = $1",
@@ -468,19 +459,11 @@ impl ConfigStore for PgStore {
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        match (&current, owner_if_new) {
-            (Some(cur), _) if expect_version.is_some_and(|v| v != cur.version) => {
-                return Err(StoreError::Conflict {
-                    reason: "the project changed since it was exported",
-                });
-            }
-            (None, None) => {
-                return Err(StoreError::Conflict {
-                    reason: "a new project needs an owner",
-                });
-            }
-            _ => {}
-        }
+        rules::import(
+            current.as_ref().map(|p| p.version),
+            expect_version,
+            owner_if_new,
+        )?;
         let holder: Option<Vec<u8>> = sqlx::query_scalar("SELECT id FROM projects WHERE slug = $1")
             .bind(tree.project.slug.as_str())
             .fetch_optional(&mut *tx)
@@ -695,14 +678,7 @@ impl MembershipStore for PgStore {
                 current = Some(role);
             }
         }
-        if role.is_none() && current.is_none() {
-            return Err(StoreError::NotFound { kind: "membership" });
-        }
-        if current == Some(Role::Owner) && role != Some(Role::Owner) && owners <= 1 {
-            return Err(StoreError::Conflict {
-                reason: "a project keeps at least one owner",
-            });
-        }
+        rules::role_change(current, role, owners)?;
         match role {
             Some(r) => sqlx::query(
                 "INSERT INTO memberships (project, user_id, role) VALUES ($1, $2, $3) \
