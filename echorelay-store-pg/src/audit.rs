@@ -43,12 +43,13 @@ pub(crate) async fn append_in(
     .await
     .map_err(backend)?;
     let r = Reader::new(&head, "audit_heads", "chain");
-    let seq = r.u64("seq")?;
-    let prev = (seq > 0).then_some(ChainHead {
-        seq,
+    // A new chain's head row is (0, zero hash), which seals the first
+    // event exactly as no head does: seq 1, previous hash zero.
+    let prev = ChainHead {
+        seq: r.u64("seq")?,
         hash: Hash32(r.bytes::<32>("hash")?),
-    });
-    let event = seal(draft, prev);
+    };
+    let event = seal(draft, Some(prev));
     let actor_user = match event.actor {
         Actor::User(u) => Some(u.as_bytes().to_vec()),
         _ => None,

@@ -75,6 +75,11 @@ pub struct KeyCacheConfig {
     pub margin: Duration,
     /// Most entries held; when full, new entries are not cached.
     pub capacity: usize,
+    /// Test hook: a pause between a verification's database read and its
+    /// entering the cache, to widen the race the generation check closes.
+    /// Zero (the default) outside tests.
+    #[doc(hidden)]
+    pub fetch_pause: Duration,
 }
 
 impl Default for KeyCacheConfig {
@@ -84,6 +89,7 @@ impl Default for KeyCacheConfig {
             lease: Duration::from_secs(5),
             margin: Duration::from_millis(500),
             capacity: 100_000,
+            fetch_pause: Duration::ZERO,
         }
     }
 }
@@ -138,6 +144,10 @@ pub struct KeyCache {
     /// tests: `pg_stat_activity` shows it).
     listener_name: String,
     channel: String,
+    /// How the listener connects: the store's options under its own
+    /// `application_name`, on a private one-connection pool (so the
+    /// listener never returns a connection to the store's pool).
+    listener_connect: PgConnectOptions,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -157,7 +167,7 @@ impl Drop for KeyCache {
 impl KeyCache {
     pub(crate) async fn start(
         pool: PgPool,
-        _connect: PgConnectOptions,
+        connect: PgConnectOptions,
         config: KeyCacheConfig,
     ) -> Result<Arc<KeyCache>, PgError> {
         let mut id = [0u8; 16];
@@ -189,6 +199,9 @@ impl KeyCache {
             wake: Arc::new(tokio::sync::Notify::new()),
             listener_name: format!("echorelay-key-cache-{}", hex::encode(id)),
             channel,
+            listener_connect: connect
+                .clone()
+                .application_name(&format!("echorelay-key-cache-{}", hex::encode(id))),
             tasks: Mutex::new(Vec::new()),
         });
         let supervisor = tokio::spawn(supervise(Arc::downgrade(&cache)));
@@ -223,8 +236,12 @@ impl KeyCache {
     /// Whether the cache is serving from memory now (listener up, lease
     /// valid).
     pub fn is_serving(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-            && self.lock().serve_until.is_some_and(|t| Instant::now() < t)
+        self.serving(&self.lock(), Instant::now())
+    }
+
+    /// The one serving rule: listener connected and local lease valid.
+    fn serving(&self, l: &Local, now: Instant) -> bool {
+        self.connected.load(Ordering::SeqCst) && l.serve_until.is_some_and(|t| now < t)
     }
 
     fn flush(&self) {
@@ -240,10 +257,9 @@ impl KeyCache {
         hash: &KeyHash,
     ) -> StoreResult<Option<KeyStatus>> {
         let now = Instant::now();
-        let serving = self.connected.load(Ordering::SeqCst);
-        if serving {
+        {
             let l = self.lock();
-            if l.serve_until.is_some_and(|t| now < t) {
+            if self.serving(&l, now) {
                 if let Some(e) = l.entries.get(hash) {
                     if now.duration_since(e.fetched) < self.config.ttl {
                         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +272,9 @@ impl KeyCache {
         let generation = self.generation.load(Ordering::SeqCst);
         let fetched = Instant::now();
         let status = store.status_from_db(hash).await?;
+        if !self.config.fetch_pause.is_zero() {
+            tokio::time::sleep(self.config.fetch_pause).await;
+        }
         if let Some(s) = status {
             let mut l = self.lock();
             // Keep it only if nothing was invalidated or flushed since the
@@ -321,12 +340,10 @@ pub(crate) async fn notify_in(
     hashes: &[KeyHash],
 ) -> StoreResult<Vec<i64>> {
     let mut seqs = Vec::with_capacity(hashes.len());
-    if !hashes.is_empty() {
-        sqlx::query(&format!("SELECT pg_advisory_xact_lock_shared({GATE_SQL})"))
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-    }
+    sqlx::query(&format!("SELECT pg_advisory_xact_lock_shared({GATE_SQL})"))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
     for h in hashes {
         let seq: i64 = sqlx::query_scalar("SELECT nextval('key_invalidation_seq')")
             .fetch_one(&mut *conn)
@@ -450,11 +467,14 @@ async fn send_ping_and_wait(c: &KeyCache, ping: u64, deadline: tokio::time::Inst
 /// reads after it see it); every later one commits after the LISTEN (so
 /// this listener receives it).
 async fn connect_listener(c: &KeyCache) -> Result<PgListener, sqlx::Error> {
-    let mut l = PgListener::connect_with(&c.pool).await?;
-    sqlx::query("SELECT set_config('application_name', $1, false)")
-        .bind(&c.listener_name)
-        .execute(&mut l)
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(c.config.lease)
+        .connect_with(c.listener_connect.clone())
         .await?;
+    let mut l = PgListener::connect_with(&own).await?;
     let mut gate = c.pool.begin().await?;
     sqlx::query(&format!("SELECT pg_advisory_xact_lock({GATE_SQL})"))
         .execute(&mut *gate)

@@ -159,8 +159,10 @@ async fn a_killed_listener_never_lets_a_revoked_key_through() {
     assert_eq!(stale, 0, "{stale} stale accepts");
     assert!(kills > 0, "no listener was killed");
     assert!(stats.flushes > 0, "the cache never noticed: {stats:?}");
+    // A cache whose listener died releases waiting writers at once (it
+    // ends its lease); without that they would wait out the 2 s lease.
     assert!(
-        slowest <= StdDuration::from_secs(3),
+        slowest < StdDuration::from_secs(1),
         "a revocation waited {slowest:?} (lease 2 s)"
     );
     // And the cache came back.
@@ -347,4 +349,163 @@ async fn verification_without_cache_reads_the_database_every_time() {
             Err(Error::Unauthenticated)
         ));
     }
+}
+
+/// The reconnect path: B holds a key in its cache; B's listener is killed;
+/// while B is deaf, A revokes the key (B cannot hear it). When B's listener
+/// is back and B serves from memory again, the revoked key must not be
+/// among what it serves: the reconnect flushed the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_missed_while_deaf_is_not_served_after_reconnecting() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let b = second(&db, &a, true).await;
+    until_serving(&b.store).await;
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let minted = a.keys.mint(&grant, req()).await.unwrap();
+    let key = minted.plaintext.expose_secret();
+    b.keys.verify(key).await.unwrap();
+    let hits = b.store.key_cache().unwrap().stats().hits;
+    b.keys.verify(key).await.unwrap();
+    assert_eq!(
+        b.store.key_cache().unwrap().stats().hits,
+        hits + 1,
+        "B did not cache the key"
+    );
+
+    let cache = b.store.key_cache().unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(cache.listener_application_name())
+    .fetch_all(a.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true]);
+    let start = Instant::now();
+    while cache.is_serving() {
+        assert!(
+            start.elapsed() < StdDuration::from_secs(10),
+            "B never noticed"
+        );
+        tokio::time::sleep(StdDuration::from_millis(1)).await;
+    }
+    a.keys.revoke(&grant, minted.view.id).await.unwrap();
+    until_serving(&b.store).await;
+    assert!(
+        matches!(b.keys.verify(key).await, Err(Error::Unauthenticated)),
+        "B served a key revoked while its listener was down"
+    );
+}
+
+/// The read/invalidate race: B reads a key's status from the database,
+/// then (held there by the test hook) A revokes the key, and B's listener
+/// processes the invalidation before B's read enters the cache. The read
+/// must not enter the cache: the next verify in B fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_raced_an_invalidation_is_not_cached() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let slow = KeyCacheConfig {
+        fetch_pause: StdDuration::from_millis(300),
+        ..fast_cache()
+    };
+    let b_store = db
+        .another_process(&a.store, |o| o.key_cache(slow))
+        .await
+        .unwrap();
+    let b = Harness::with_vault(b_store, a.vault.clone());
+    b.clock.set(a.clock_now());
+    until_serving(&b.store).await;
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let minted = a.keys.mint(&grant, req()).await.unwrap();
+    let key = minted.plaintext.expose_secret().to_owned();
+    let early = {
+        let (svc, key) = (b.keys.clone(), key.clone());
+        tokio::spawn(async move { svc.verify(&key).await.is_ok() })
+    };
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    a.keys.revoke(&grant, minted.view.id).await.unwrap();
+    // Began before the revocation returned: either answer is linearizable.
+    let _ = early.await.unwrap();
+    assert!(
+        matches!(b.keys.verify(&key).await, Err(Error::Unauthenticated)),
+        "B cached a read that raced the revocation"
+    );
+}
+
+/// A deaf listener: B's LISTEN connection stays open but its server
+/// process is stopped (SIGSTOP), so nothing is delivered and no error
+/// arrives. B must notice within a round (its own ping does not come
+/// back), flush, stop serving and reconnect; A's revocation must not wait
+/// out more than a lease; the revoked key is never accepted by B, before
+/// or after B is serving again. Needs the test to see the server's
+/// processes (Postgres on this machine, as in CI); skips otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deaf_listener_is_noticed_and_replaced() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let b = second(&db, &a, true).await;
+    until_serving(&b.store).await;
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let minted = a.keys.mint(&grant, req()).await.unwrap();
+    let key = minted.plaintext.expose_secret();
+    b.keys.verify(key).await.unwrap();
+    b.keys.verify(key).await.unwrap();
+    let cache = b.store.key_cache().unwrap();
+    let pid: i32 =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+            .bind(cache.listener_application_name())
+            .fetch_one(a.store.pool())
+            .await
+            .unwrap();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stopped {
+        eprintln!(
+            "a_deaf_listener_is_noticed_and_replaced: cannot signal the server process; skipped"
+        );
+        return;
+    }
+    let flushes = cache.stats().flushes;
+    let t = Instant::now();
+    a.keys.revoke(&grant, minted.view.id).await.unwrap();
+    let waited = t.elapsed();
+    let verdict = b.keys.verify(key).await;
+    until_serving(&b.store).await;
+    let after = b.keys.verify(key).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+    let _ = sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(a.store.pool())
+        .await;
+    assert!(
+        matches!(verdict, Err(Error::Unauthenticated)),
+        "B accepted the revoked key while deaf"
+    );
+    assert!(
+        matches!(after, Err(Error::Unauthenticated)),
+        "B accepted the revoked key after reconnecting"
+    );
+    assert!(
+        cache.stats().flushes > flushes,
+        "B never noticed it was deaf"
+    );
+    assert!(
+        waited < StdDuration::from_millis(2_500),
+        "the revocation waited {waited:?} (lease 2 s)"
+    );
 }
