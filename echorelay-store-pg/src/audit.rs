@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use echorelay_core::audit::{Actor, AuditDraft, AuditEvent, ChainHead, Hash32, seal};
 use echorelay_core::ids::{ProjectId, UserId};
 use echorelay_core::ports::{AuditLog, AuditSink, StoreResult};
+use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
 
 use crate::row::{Reader, idb, json_of, opt_idb};
 use crate::{PgStore, backend, db_err, limit_of};
@@ -82,10 +82,7 @@ const EVENT_COLUMNS: &str =
     "chain, seq, id, project, at, actor, ip, subject, kind, prev_hash, hash";
 
 fn event_of(row: &PgRow) -> StoreResult<AuditEvent> {
-    let chain: Vec<u8> = row.try_get("chain").unwrap_or_default();
-    let seq: i64 = row.try_get("seq").unwrap_or_default();
-    let r = Reader::new(row, "audit_events", "id")
-        .named(format!("chain {} seq {seq}", hex::encode(chain)));
+    let r = Reader::new(row, "audit_events", "id").by_chain_and_seq();
     Ok(AuditEvent {
         id: r.id("id")?,
         seq: r.u64("seq")?,

@@ -140,9 +140,6 @@ pub struct KeyCache {
     ping_heard: tokio::sync::Notify,
     /// Wakes the supervisor when the listener dies.
     wake: Arc<tokio::sync::Notify>,
-    /// The listener connection's `application_name` (for operators and
-    /// tests: `pg_stat_activity` shows it).
-    listener_name: String,
     channel: String,
     /// How the listener connects: the store's options under its own
     /// `application_name`, on a private one-connection pool (so the
@@ -197,7 +194,6 @@ impl KeyCache {
             heard_ping: AtomicU64::new(0),
             ping_heard: tokio::sync::Notify::new(),
             wake: Arc::new(tokio::sync::Notify::new()),
-            listener_name: format!("echorelay-key-cache-{}", hex::encode(id)),
             channel,
             listener_connect: connect
                 .clone()
@@ -230,7 +226,9 @@ impl KeyCache {
     /// The `application_name` of the cache's LISTEN connection, as shown in
     /// `pg_stat_activity`.
     pub fn listener_application_name(&self) -> &str {
-        &self.listener_name
+        self.listener_connect
+            .get_application_name()
+            .unwrap_or_default()
     }
 
     /// Whether the cache is serving from memory now (listener up, lease

@@ -26,8 +26,10 @@ pub(crate) const KEY_COLUMNS: &str = "id, project, environment, role, hash, hint
      created_by, created_at, rotate_at, predecessor, successor, rotated_at, expires_at, \
      grace_ends_at, revoked_at, reveal_ciphertext, reveal_until";
 
-const STATUS_COLUMNS: &str = "id, project, environment, role, rotate_at, successor, \
-     rotated_at, expires_at, grace_ends_at, revoked_at";
+/// Verification's one query (the hot path): a literal, so no string is
+/// built per call.
+const STATUS_BY_HASH: &str = "SELECT id, project, environment, role, rotate_at, successor, \
+     rotated_at, expires_at, grace_ends_at, revoked_at FROM api_keys WHERE hash = $1";
 
 fn supersession_of(r: &Reader<'_>) -> StoreResult<Option<Supersession>> {
     let Some(successor) = r.opt_id("successor")? else {
@@ -131,13 +133,11 @@ async fn insert_in(conn: &mut PgConnection, k: &KeyRecord) -> StoreResult<()> {
 impl PgStore {
     /// The status straight from the database (the cache's source).
     pub(crate) async fn status_from_db(&self, hash: &KeyHash) -> StoreResult<Option<KeyStatus>> {
-        let row = sqlx::query(&format!(
-            "SELECT {STATUS_COLUMNS} FROM api_keys WHERE hash = $1"
-        ))
-        .bind(&hash.0[..])
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        let row = sqlx::query(STATUS_BY_HASH)
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
         row.as_ref().map(status_of).transpose()
     }
 }

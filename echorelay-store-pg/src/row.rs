@@ -77,6 +77,7 @@ pub(crate) struct Reader<'r> {
     table: &'static str,
     key: &'r str,
     name: Option<String>,
+    chain_and_seq: bool,
 }
 
 impl<'r> Reader<'r> {
@@ -88,7 +89,15 @@ impl<'r> Reader<'r> {
             table,
             key,
             name: None,
+            chain_and_seq: false,
         }
+    }
+
+    /// Names the row by its `chain` and `seq` columns (audit events),
+    /// computed only when an error is built.
+    pub(crate) fn by_chain_and_seq(mut self) -> Self {
+        self.chain_and_seq = true;
+        self
     }
 
     /// Names the row by `name` instead (for composite keys).
@@ -100,6 +109,11 @@ impl<'r> Reader<'r> {
     fn row_name(&self) -> String {
         if let Some(n) = &self.name {
             return n.clone();
+        }
+        if self.chain_and_seq {
+            let chain: Vec<u8> = self.row.try_get("chain").unwrap_or_default();
+            let seq: i64 = self.row.try_get("seq").unwrap_or_default();
+            return format!("chain {} seq {seq}", hex::encode(chain));
         }
         match self.row.try_get::<Vec<u8>, _>(self.key) {
             Ok(b) => hex::encode(b),
