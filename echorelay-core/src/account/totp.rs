@@ -160,24 +160,15 @@ impl TotpSeed {
     /// [`TotpError::BadSeed`] for a character outside the alphabet or a
     /// decoded length outside 16 to 64 bytes.
     pub fn from_base32(text: &str) -> Result<Self, TotpError> {
-        const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
-        let mut buffer: u32 = 0;
-        let mut bits: u32 = 0;
-        for c in text.bytes().filter(|c| *c != b' ' && *c != b'=') {
-            let v = ALPHABET
-                .iter()
-                .position(|a| *a == c.to_ascii_uppercase())
-                .ok_or(TotpError::BadSeed)?;
-            buffer = (buffer << 5) | v as u32;
-            bits += 5;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((buffer >> bits) as u8);
-                buffer &= (1 << bits) - 1;
-            }
-        }
-        Self::from_bytes(&out)
+        // What the user typed is the seed: every copy is wiped on drop.
+        let canonical: Zeroizing<String> = Zeroizing::new(
+            text.chars()
+                .filter(|c| *c != ' ' && *c != '=')
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+        );
+        let bytes = Zeroizing::new(base32::decode(BASE32, &canonical).ok_or(TotpError::BadSeed)?);
+        Self::from_bytes(&bytes)
     }
 
     /// The raw seed bytes (to seal them in the vault). Handle with care.
@@ -188,11 +179,7 @@ impl TotpSeed {
     /// The seed in RFC 4648 base32, uppercase, without padding: the form
     /// authenticator apps accept for manual entry.
     pub fn to_base32(&self) -> SecretString {
-        let mut out = String::with_capacity(base32_len(self.0.len()));
-        base32_into(&self.0, &mut out);
-        // `out` was allocated at its exact final length, so turning it into
-        // the boxed secret does not reallocate and leave a copy behind.
-        SecretString::from(out)
+        SecretString::from(encode_base32(&self.0).as_str())
     }
 }
 
@@ -322,9 +309,10 @@ pub fn otpauth_uri(
 
     // One allocation of the exact final size: no reallocation leaves a
     // stray copy of the seed in freed memory.
-    let mut uri = String::with_capacity(head.len() + base32_len(seed.0.len()) + tail.len());
+    let secret = encode_base32(&seed.0);
+    let mut uri = String::with_capacity(head.len() + secret.len() + tail.len());
     uri.push_str(&head);
-    base32_into(&seed.0, &mut uri);
+    uri.push_str(&secret);
     uri.push_str(&tail);
     SecretString::from(uri)
 }
@@ -399,32 +387,13 @@ impl Generator {
     }
 }
 
-/// Length of the unpadded RFC 4648 base32 encoding of `n` bytes.
-fn base32_len(n: usize) -> usize {
-    (n * 8).div_ceil(5)
-}
+/// RFC 4648 base32, uppercase, unpadded: the form authenticator apps take.
+const BASE32: base32::Alphabet = base32::Alphabet::Rfc4648 { padding: false };
 
-/// Appends the RFC 4648 base32 encoding of `bytes` (uppercase alphabet,
-/// no `=` padding) to `out`. An encoding, not cryptography.
-fn base32_into(bytes: &[u8], out: &mut String) {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut buffer: u16 = 0;
-    let mut bits: u32 = 0;
-    for &byte in bytes {
-        buffer = (buffer << 8) | u16::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[usize::from((buffer >> bits) & 0x1f)]));
-        }
-        // Keep only the bits not yet emitted (fewer than 5).
-        buffer &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(char::from(
-            ALPHABET[usize::from((buffer << (5 - bits)) & 0x1f)],
-        ));
-    }
+/// The base32 form of seed bytes, wiped on drop (the `base32` crate
+/// returns a plain `String`; it is wrapped before anything copies it).
+fn encode_base32(bytes: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(base32::encode(BASE32, bytes))
 }
 
 /// Percent-encodes every UTF-8 byte outside the RFC 3986 unreserved set
@@ -797,10 +766,7 @@ mod tests {
             ("fooba", "MZXW6YTB"),
             ("foobar", "MZXW6YTBOI"),
         ] {
-            let mut out = String::new();
-            base32_into(input.as_bytes(), &mut out);
-            assert_eq!(out, expected, "{input:?}");
-            assert_eq!(base32_len(input.len()), expected.len());
+            assert_eq!(*encode_base32(input.as_bytes()), expected, "{input:?}");
         }
     }
 
