@@ -501,6 +501,7 @@ pub struct VerifiedKey {
     pub(crate) environment: Environment,
     pub(crate) role: Role,
     pub(crate) phase: KeyPhase,
+    pub(crate) superseded: Option<Supersession>,
 }
 
 impl VerifiedKey {
@@ -523,6 +524,18 @@ impl VerifiedKey {
     /// Active, in overlap (switch to the successor) or in grace.
     pub fn phase(&self) -> KeyPhase {
         self.phase
+    }
+    /// Once the key has a successor: the first instant it is rejected
+    /// (the end of its grace), what a client must have switched by (the
+    /// HTTP `Sunset` header, RFC 8594). `None` while it has none: a key
+    /// without a successor never expires.
+    pub fn sunset(&self) -> Option<DateTime<Utc>> {
+        self.superseded.map(|s| s.grace_ends_at)
+    }
+    /// Once the key has a successor: when it was rotated, from which on
+    /// clients should switch (the HTTP `Deprecation` header, RFC 9745).
+    pub fn deprecated_since(&self) -> Option<DateTime<Utc>> {
+        self.superseded.map(|s| s.rotated_at)
     }
 }
 
@@ -823,6 +836,7 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
             environment: rec.environment,
             role: rec.role,
             phase,
+            superseded: rec.superseded,
         })
     }
 

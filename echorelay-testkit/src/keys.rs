@@ -5,6 +5,7 @@ use chrono::Duration;
 use echorelay_core::Error;
 use echorelay_core::access::surface::Keys;
 use echorelay_core::audit::{Actor, EventKind, KeyAction};
+use echorelay_core::clock::Clock as _;
 use echorelay_core::error::StoreError;
 use echorelay_core::keys::{Environment, KeyPhase, MintRequest, PlaintextKey, RotateOptions};
 
@@ -124,21 +125,32 @@ pub async fn operator_rotation_overlap_then_grace<B: Backend>(h: Harness<B>) {
         overlap: Some(Duration::hours(2)),
         grace: None,
     };
+    let rotated_at = h.clock.now();
     let new = h.keys.rotate(&grant, old.view.id, opts).await.unwrap();
     let (o, n) = (old.plaintext.expose_secret(), new.plaintext.expose_secret());
-    match h.keys.verify(o).await.unwrap().phase() {
+    // The sunset is the first instant the old key is rejected: overlap
+    // (2 h) plus the default grace (24 h), in both phases.
+    let sunset = Some(rotated_at + Duration::hours(26));
+    let in_overlap = h.keys.verify(o).await.unwrap();
+    match in_overlap.phase() {
         KeyPhase::Overlap { successor, .. } => assert_eq!(successor, new.view.id),
         other => panic!("keys: expected overlap, got {other:?}"),
     }
-    assert!(matches!(
-        h.keys.verify(n).await.unwrap().phase(),
-        KeyPhase::Active { .. }
-    ));
+    assert_eq!(in_overlap.sunset(), sunset, "keys: sunset in the overlap");
+    assert_eq!(in_overlap.deprecated_since(), Some(rotated_at));
+    let successor = h.keys.verify(n).await.unwrap();
+    assert!(matches!(successor.phase(), KeyPhase::Active { .. }));
+    assert_eq!(
+        successor.sunset(),
+        None,
+        "keys: a current key has no sunset"
+    );
+    assert_eq!(successor.deprecated_since(), None);
     h.clock.advance(Duration::hours(2));
-    assert!(matches!(
-        h.keys.verify(o).await.unwrap().phase(),
-        KeyPhase::Grace { .. }
-    ));
+    let in_grace = h.keys.verify(o).await.unwrap();
+    assert!(matches!(in_grace.phase(), KeyPhase::Grace { .. }));
+    assert_eq!(in_grace.sunset(), sunset, "keys: sunset in the grace");
+    assert_eq!(in_grace.deprecated_since(), Some(rotated_at));
     h.clock.advance(Duration::hours(24) - Duration::seconds(1));
     assert!(h.keys.verify(o).await.is_ok());
     h.clock.advance(Duration::seconds(1));

@@ -1,0 +1,750 @@
+//! End to end over real HTTP: the server on an ephemeral port, a client
+//! holding one keep-alive connection (hyper's connection-level client, so
+//! a test knows every request used the same connection).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{HeaderName, Method, Request, StatusCode, header};
+use chrono::{Duration, TimeZone, Utc};
+use echorelay::core::audit::AuditEvent;
+use echorelay::core::clock::ManualClock;
+use echorelay::prelude::*;
+use echorelay_http::client::ProxyConfig;
+use echorelay_http::security_txt::SecurityTxt;
+use echorelay_http::{HttpConfig, StartError, router};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+const TARGET_TOKEN: &str = "outbound-bearer-token-Zq7x";
+
+struct World {
+    relay: EchoRelay,
+    clock: ManualClock,
+    owner: UserId,
+    ip: IpAddr,
+}
+
+impl World {
+    fn new() -> Self {
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        let relay = EchoRelay::builder()
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        World {
+            relay,
+            clock,
+            owner: UserId::random(),
+            ip: "203.0.113.10".parse().unwrap(),
+        }
+    }
+
+    /// A project owned by `self.owner`, whose API keys may manage keys,
+    /// with one line and a target holding a bearer secret.
+    async fn project(&self, slug: &str) {
+        let config = self.relay.config();
+        config
+            .create_project(self.owner, Some(self.ip), slug, "A project")
+            .await
+            .unwrap();
+        let owner = Caller::dangerous_user_stepped_up(self.owner, Some(self.ip));
+        let members = self
+            .relay
+            .voter()
+            .authorize::<Members>(&owner, slug)
+            .await
+            .unwrap();
+        config
+            .set_api_keys_manage_keys(&members, true)
+            .await
+            .unwrap();
+        let write = self
+            .relay
+            .voter()
+            .authorize::<ConfigWrite>(&owner, slug)
+            .await
+            .unwrap();
+        let line = config.create_line(&write, "orders").await.unwrap();
+        config
+            .create_target(
+                &write,
+                line.id,
+                NewTarget {
+                    name: "shop".into(),
+                    url: "https://shop.example.com/hook".into(),
+                    auth: AuthInput::Bearer(SecretString::from(TARGET_TOKEN)),
+                    signing_secret: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn key(&self, slug: &str, role: Role) -> (String, echorelay::core::ids::KeyId) {
+        let owner = Caller::user(self.owner, Some(self.ip));
+        let grant = self
+            .relay
+            .voter()
+            .authorize::<Keys>(&owner, slug)
+            .await
+            .unwrap();
+        let minted = self
+            .relay
+            .keys()
+            .mint(
+                &grant,
+                MintRequest {
+                    environment: Environment::Test,
+                    role,
+                    label: format!("{role} key"),
+                },
+            )
+            .await
+            .unwrap();
+        (minted.plaintext.expose_secret().to_owned(), minted.view.id)
+    }
+
+    async fn serve(&self, config: HttpConfig) -> Server {
+        let app = router(self.relay.clone(), config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        Server { addr }
+    }
+
+    async fn audit(&self, slug: &str) -> Vec<AuditEvent> {
+        let owner = Caller::user(self.owner, Some(self.ip));
+        let grant = self
+            .relay
+            .voter()
+            .authorize::<AuditRead>(&owner, slug)
+            .await
+            .unwrap();
+        self.relay.audit().events(&grant, 0, 1000).await.unwrap()
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// A client on one new connection.
+    async fn connect(&self) -> Client {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Client { sender }
+    }
+}
+
+struct Client {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
+    }
+}
+
+impl Client {
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        extra: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "relay.test");
+        if let Some(k) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some((content_type, bytes)) => {
+                req = req.header(header::CONTENT_TYPE, content_type);
+                Full::new(Bytes::from(bytes))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        self.sender
+            .ready()
+            .await
+            .expect("the connection is still open");
+        let res = self
+            .sender
+            .send_request(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&mut self, path: &str, key: Option<&str>) -> Answer {
+        self.send(Method::GET, path, key, &[], None).await
+    }
+
+    async fn post_json(&mut self, path: &str, key: &str, body: Value) -> Answer {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        self.send(
+            Method::POST,
+            path,
+            Some(key),
+            &[],
+            Some(("application/json", bytes)),
+        )
+        .await
+    }
+}
+
+fn assert_security_headers(a: &Answer) {
+    assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(a.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert!(a.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+}
+
+#[tokio::test]
+async fn every_credential_failure_is_one_401() {
+    let w = World::new();
+    w.project("acme").await;
+    let (key, id) = w.key("acme", Role::Viewer).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+
+    let missing = c.get("/v1/projects/acme/lines", None).await;
+    let revoked_key = {
+        let owner = Caller::user(w.owner, None);
+        let grant = w
+            .relay
+            .voter()
+            .authorize::<Keys>(&owner, "acme")
+            .await
+            .unwrap();
+        let (k, kid) = w.key("acme", Role::Viewer).await;
+        w.relay.keys().revoke(&grant, kid).await.unwrap();
+        k
+    };
+    let unknown = "er_test_0000000000000000000000000000000000000000";
+    let answers = [
+        missing,
+        c.get("/v1/projects/acme/lines", Some("not-a-key")).await,
+        c.get("/v1/projects/acme/lines", Some(unknown)).await,
+        c.get("/v1/projects/acme/lines", Some(&revoked_key)).await,
+        c.send(
+            Method::GET,
+            "/v1/projects/acme/lines",
+            None,
+            &[("authorization", &format!("Basic {key}"))],
+            None,
+        )
+        .await,
+    ];
+    for a in &answers {
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            a.headers[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"echorelay\""
+        );
+        assert_eq!(a.body, answers[0].body, "one generic body");
+        assert_security_headers(a);
+    }
+    assert_eq!(answers[0].json()["error"], "unauthenticated");
+    // The good key works on the same connection.
+    assert_eq!(
+        c.get("/v1/projects/acme/lines", Some(&key)).await.status,
+        StatusCode::OK
+    );
+    let _ = id;
+}
+
+#[tokio::test]
+async fn roles_decide_each_surface_and_other_projects_look_unknown() {
+    let w = World::new();
+    w.project("acme").await;
+    w.project("umbrella").await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let mint = json!({"environment": "test", "role": "viewer", "label": "ci"});
+
+    for (role, read, keys) in [
+        (Role::Viewer, StatusCode::OK, StatusCode::FORBIDDEN),
+        (Role::Editor, StatusCode::OK, StatusCode::FORBIDDEN),
+        (Role::Owner, StatusCode::OK, StatusCode::OK),
+    ] {
+        let (key, _) = w.key("acme", role).await;
+        let lines = c.get("/v1/projects/acme/lines", Some(&key)).await;
+        assert_eq!(lines.status, read, "{role} reads config");
+        let list = c.get("/v1/projects/acme/keys", Some(&key)).await;
+        assert_eq!(list.status, keys, "{role} lists keys");
+        let minted = c
+            .post_json("/v1/projects/acme/keys", &key, mint.clone())
+            .await;
+        let expected = if keys == StatusCode::OK {
+            StatusCode::CREATED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(minted.status, expected, "{role} mints");
+
+        // Another project and a project that does not exist: the same 403.
+        let other = c.get("/v1/projects/umbrella/lines", Some(&key)).await;
+        let unknown = c
+            .get("/v1/projects/no-such-project/lines", Some(&key))
+            .await;
+        assert_eq!(
+            other.status,
+            StatusCode::FORBIDDEN,
+            "{role} in another project"
+        );
+        assert_eq!(other.body, unknown.body);
+        assert_eq!(other.json()["error"], "forbidden");
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_key_fails_on_the_next_request_of_the_same_connection() {
+    let w = World::new();
+    w.project("acme").await;
+    let (owner_key, _) = w.key("acme", Role::Owner).await;
+    let (key, id) = w.key("acme", Role::Viewer).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    for _ in 0..3 {
+        assert_eq!(
+            c.get("/v1/projects/acme/lines", Some(&key)).await.status,
+            StatusCode::OK
+        );
+    }
+    // Revoked over HTTP, on this same connection.
+    let revoke = c
+        .send(
+            Method::DELETE,
+            &format!("/v1/projects/acme/keys/{id}"),
+            Some(&owner_key),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, StatusCode::NO_CONTENT);
+    let after = c.get("/v1/projects/acme/lines", Some(&key)).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    // Still one connection: the owner's key goes on working on it.
+    assert_eq!(
+        c.get("/v1/projects/acme/keys", Some(&owner_key))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn reads_are_masked_and_keys_are_shown_once() {
+    let w = World::new();
+    w.project("acme").await;
+    let (owner_key, _) = w.key("acme", Role::Owner).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+
+    let lines = c.get("/v1/projects/acme/lines", Some(&owner_key)).await;
+    assert_eq!(lines.status, StatusCode::OK);
+    assert_eq!(lines.headers[header::CACHE_CONTROL], "no-store");
+    let text = lines.text();
+    assert!(!text.contains(TARGET_TOKEN), "{text}");
+    assert!(
+        !text.contains("whsec_"),
+        "the signing secret is masked too: {text}"
+    );
+    let token = &lines.json()["lines"][0]["targets"][0]["auth"]["token"];
+    assert!(token.as_str().unwrap().starts_with("••••"), "{token}");
+
+    let minted = c
+        .post_json(
+            "/v1/projects/acme/keys",
+            &owner_key,
+            json!({"environment": "live", "role": "editor", "label": "deploy"}),
+        )
+        .await;
+    assert_eq!(minted.status, StatusCode::CREATED);
+    let plaintext = minted.json()["plaintext"].as_str().unwrap().to_owned();
+    assert!(plaintext.starts_with("er_live_"));
+    let list = c.get("/v1/projects/acme/keys", Some(&owner_key)).await;
+    assert!(
+        !list.text().contains(&plaintext),
+        "listings show hints only"
+    );
+    assert_eq!(list.json()["keys"].as_array().unwrap().len(), 2);
+    // The new key works, with its role.
+    assert_eq!(
+        c.get("/v1/projects/acme/lines", Some(&plaintext))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get("/v1/projects/acme/keys", Some(&plaintext))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn a_key_with_a_successor_is_told_its_sunset_and_collects_it_once() {
+    let w = World::new();
+    w.project("acme").await;
+    let (key, _) = w.key("acme", Role::Viewer).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let fresh = c.get("/v1/projects/acme/lines", Some(&key)).await;
+    assert!(fresh.headers.get("sunset").is_none());
+    assert!(fresh.headers.get("deprecation").is_none());
+
+    // The scheduler auto-rotates it (90-day cadence, 7-day overlap).
+    w.clock.advance(Duration::days(84));
+    let rotated_at = w.clock.now();
+    let report = w.relay.keys().rotate_due().await.unwrap();
+    assert_eq!(report.rotated, 1);
+
+    let old = c.get("/v1/projects/acme/lines", Some(&key)).await;
+    assert_eq!(old.status, StatusCode::OK);
+    let sunset = w.clock.now() + Duration::days(7) + Duration::hours(24);
+    assert_eq!(
+        old.headers["sunset"],
+        sunset.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    );
+    assert_eq!(
+        old.headers["deprecation"],
+        format!("@{}", rotated_at.timestamp())
+    );
+    assert_eq!(
+        old.headers[header::LINK],
+        "</v1/keys/successor>; rel=\"successor-version\""
+    );
+
+    let collected = c.post_json("/v1/keys/successor", &key, json!({})).await;
+    assert_eq!(collected.status, StatusCode::OK);
+    let successor = collected.json()["plaintext"].as_str().unwrap().to_owned();
+    let new = c.get("/v1/projects/acme/lines", Some(&successor)).await;
+    assert_eq!(new.status, StatusCode::OK);
+    assert!(new.headers.get("sunset").is_none());
+    let again = c.post_json("/v1/keys/successor", &key, json!({})).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "collected once");
+
+    // Past the grace the old key is refused.
+    w.clock.advance(Duration::days(8) + Duration::hours(1));
+    assert_eq!(
+        c.get("/v1/projects/acme/lines", Some(&key)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_a_typed_4xx_that_echoes_nothing() {
+    let w = World::new();
+    w.project("acme").await;
+    let (owner_key, _) = w.key("acme", Role::Owner).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let path = "/v1/projects/acme/keys";
+
+    let wrong_type = c
+        .send(
+            Method::POST,
+            path,
+            Some(&owner_key),
+            &[],
+            Some(("text/plain", b"{}".to_vec())),
+        )
+        .await;
+    assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let malformed = c
+        .send(
+            Method::POST,
+            path,
+            Some(&owner_key),
+            &[],
+            Some((
+                "application/json",
+                br#"{"environment": "live", "role": "#.to_vec(),
+            )),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(malformed.json()["error"], "malformed_json");
+
+    let bad_field = c
+        .post_json(
+            path,
+            &owner_key,
+            json!({"environment": "staging-s3cr3t", "role": "viewer", "label": "x"}),
+        )
+        .await;
+    assert_eq!(bad_field.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_field.json()["error"], "invalid_field");
+    assert!(
+        bad_field.text().contains("environment"),
+        "{}",
+        bad_field.text()
+    );
+    assert!(!bad_field.text().contains("s3cr3t"), "{}", bad_field.text());
+
+    let unknown_field = c
+        .post_json(
+            path,
+            &owner_key,
+            json!({"environment": "live", "role": "viewer", "label": "x", "admin": true}),
+        )
+        .await;
+    assert_eq!(unknown_field.status, StatusCode::BAD_REQUEST);
+
+    let not_utf8 = c
+        .send(
+            Method::POST,
+            path,
+            Some(&owner_key),
+            &[],
+            Some(("application/json", vec![0xff, 0xfe, 0x7b])),
+        )
+        .await;
+    assert_eq!(not_utf8.status, StatusCode::BAD_REQUEST);
+
+    let too_large = c
+        .send(
+            Method::POST,
+            path,
+            Some(&owner_key),
+            &[],
+            Some(("application/json", vec![b' '; 65 * 1024])),
+        )
+        .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let bad_id = c
+        .send(
+            Method::DELETE,
+            "/v1/projects/acme/keys/not-an-id",
+            Some(&owner_key),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_id.json()["error"], "invalid_id");
+
+    let label = c
+        .post_json(
+            path,
+            &owner_key,
+            json!({"environment": "live", "role": "viewer", "label": "x".repeat(101)}),
+        )
+        .await;
+    assert_eq!(label.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let no_route = c.get("/v1/nothing-here", Some(&owner_key)).await;
+    assert_eq!(no_route.status, StatusCode::NOT_FOUND);
+    assert_security_headers(&no_route);
+    for a in [
+        &wrong_type,
+        &malformed,
+        &bad_field,
+        &unknown_field,
+        &not_utf8,
+        &too_large,
+        &bad_id,
+        &label,
+    ] {
+        assert!(!a.text().contains(&owner_key), "no answer echoes the key");
+        assert_security_headers(a);
+    }
+}
+
+fn proxied(trusted: &str, header: &'static str) -> HttpConfig {
+    HttpConfig {
+        proxies: ProxyConfig::trusting(
+            vec![trusted.parse().unwrap()],
+            HeaderName::from_static(header),
+        ),
+        ..HttpConfig::production()
+    }
+}
+
+#[tokio::test]
+async fn plaintext_is_refused_unless_a_trusted_proxy_terminated_tls() {
+    let w = World::new();
+    w.project("acme").await;
+    let (key, _) = w.key("acme", Role::Viewer).await;
+    let https = [("x-forwarded-proto", "https")];
+
+    // TLS required, no proxy trusted: a forwarded header changes nothing.
+    let server = w.serve(HttpConfig::production()).await;
+    let mut c = server.connect().await;
+    for extra in [&[][..], &https[..]] {
+        let a = c
+            .send(
+                Method::GET,
+                "/v1/projects/acme/lines",
+                Some(&key),
+                extra,
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+        assert_eq!(a.json()["error"], "tls_required");
+        assert!(
+            a.headers[header::STRICT_TRANSPORT_SECURITY]
+                .to_str()
+                .unwrap()
+                .starts_with("max-age=")
+        );
+    }
+
+    // Loopback is the trusted proxy here.
+    let server = w.serve(proxied("127.0.0.0/8", "x-forwarded-for")).await;
+    let mut c = server.connect().await;
+    let plain = c.get("/v1/projects/acme/lines", Some(&key)).await;
+    assert_eq!(plain.status, StatusCode::FORBIDDEN);
+    let a = c
+        .send(
+            Method::GET,
+            "/v1/projects/acme/lines",
+            Some(&key),
+            &https,
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+}
+
+#[tokio::test]
+async fn the_audit_log_records_the_client_a_trusted_proxy_names_and_only_then() {
+    let w = World::new();
+    w.project("acme").await;
+    let (owner_key, _) = w.key("acme", Role::Owner).await;
+    let mint = json!({"environment": "test", "role": "viewer", "label": "via proxy"});
+    let forwarded = [
+        ("x-forwarded-for", "198.51.100.23"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let body = || Some(("application/json", serde_json::to_vec(&mint).unwrap()));
+
+    let trusted = w.serve(proxied("127.0.0.0/8", "x-forwarded-for")).await;
+    let mut c = trusted.connect().await;
+    let a = c
+        .send(
+            Method::POST,
+            "/v1/projects/acme/keys",
+            Some(&owner_key),
+            &forwarded,
+            body(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let last = w.audit("acme").await.pop().unwrap();
+    assert_eq!(last.ip, Some("198.51.100.23".parse().unwrap()));
+
+    // The same header from a sender that is not a configured proxy.
+    let untrusted = w.serve(HttpConfig::local()).await;
+    let mut c = untrusted.connect().await;
+    let a = c
+        .send(
+            Method::POST,
+            "/v1/projects/acme/keys",
+            Some(&owner_key),
+            &forwarded,
+            body(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let last = w.audit("acme").await.pop().unwrap();
+    assert_eq!(last.ip, Some("127.0.0.1".parse().unwrap()));
+}
+
+fn security_txt(expires_in: Duration, now: chrono::DateTime<Utc>) -> SecurityTxt {
+    SecurityTxt {
+        contact: vec!["mailto:security@example.com".into()],
+        expires: now + expires_in,
+        encryption: vec!["https://example.com/pgp-key.txt".into()],
+        acknowledgments: vec![],
+        policy: vec!["https://example.com/security-policy".into()],
+        preferred_languages: vec!["en".into()],
+        canonical: vec!["https://relay.example.com/.well-known/security.txt".into()],
+    }
+}
+
+#[tokio::test]
+async fn security_txt_is_served_and_a_stale_one_refused_at_start() {
+    let w = World::new();
+    let now = w.clock.now();
+    let config = HttpConfig {
+        security_txt: Some(security_txt(Duration::days(200), now)),
+        ..HttpConfig::local()
+    };
+    let server = w.serve(config).await;
+    let mut c = server.connect().await;
+    let a = c.get("/.well-known/security.txt", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+    let text = a.text();
+    assert!(
+        text.contains("Contact: mailto:security@example.com\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Expires: 2027-06-19T00:00:00Z\r\n"), "{text}");
+    assert_security_headers(&a);
+
+    for stale in [Duration::zero(), Duration::days(-1), Duration::days(367)] {
+        let config = HttpConfig {
+            security_txt: Some(security_txt(stale, now)),
+            ..HttpConfig::local()
+        };
+        assert!(matches!(
+            router(w.relay.clone(), config),
+            Err(StartError::SecurityTxt(_))
+        ));
+    }
+    // Without one configured: 404.
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    assert_eq!(
+        c.get("/.well-known/security.txt", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
