@@ -2,6 +2,8 @@
 //! holding one keep-alive connection (hyper's connection-level client, so
 //! a test knows every request used the same connection).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
