@@ -1,7 +1,7 @@
 //! Authentication as a layer, authorization as an extractor.
 //!
-//! [`require_api_key`] verifies `Authorization: Bearer er_…` through core
-//! on every request: nothing about a verified key or a grant is kept per
+//! [`authenticate`] verifies `Authorization: Bearer er_…` (or the session
+//! cookie) through core on every request: nothing about a verified key or a grant is kept per
 //! connection, so a revocation (S3) stops the very next request, also on a
 //! keep-alive connection. [`Authorized`] reads the project slug from the
 //! path and asks the one voter (S10) for a grant of its surface.
@@ -10,14 +10,17 @@ use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use echorelay::prelude::{Caller, Grant, SurfaceKind, VerifiedKey};
+use echorelay::prelude::{
+    AuthenticatedSession, Caller, Grant, SecretString, SurfaceKind, VerifiedKey,
+};
 
 use crate::AppState;
 use crate::client::ClientInfo;
+use crate::cookies;
 use crate::error::ApiError;
 
 /// Where a key in its overlap or grace collects its successor (the `Link`
@@ -25,11 +28,26 @@ use crate::error::ApiError;
 pub const SUCCESSOR_PATH: &str = "/v1/keys/successor";
 
 /// The authenticated caller of this request (a request extension, made by
-/// [`require_api_key`] for this request only).
+/// [`authenticate`] for this request only).
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     caller: Caller,
-    key: VerifiedKey,
+    via: Via,
+}
+
+/// The credential a request was authenticated with.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// An API key (`Authorization: Bearer er_…`).
+    ApiKey(VerifiedKey),
+    /// A session cookie; the token is kept for the calls that take it
+    /// (logout, backup codes).
+    Session {
+        /// The checked session.
+        session: AuthenticatedSession,
+        /// The cookie's value.
+        token: SecretString,
+    },
 }
 
 impl Authenticated {
@@ -38,9 +56,9 @@ impl Authenticated {
         &self.caller
     }
 
-    /// The verified API key.
-    pub fn key(&self) -> &VerifiedKey {
-        &self.key
+    /// How the request was authenticated.
+    pub fn via(&self) -> &Via {
+        &self.via
     }
 }
 
@@ -59,30 +77,57 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The layer: verifies the request's API key (401 with
-/// `WWW-Authenticate: Bearer` and one generic body on any failure, 503 if
-/// the store cannot be reached), hands the caller to the handler in the
-/// request's extensions, and marks the answers to a key that has a
-/// successor with `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and a
-/// `Link` to collect the successor.
-pub async fn require_api_key(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
-    let Some(token) = bearer(req.headers()) else {
+/// The layer: authenticates the request by its API key or, without an
+/// `Authorization` header, by its session cookie (a write must then carry
+/// the CSRF token: [`crate::cookies`]). Every credential failure is the
+/// one 401 (`WWW-Authenticate: Bearer`, one generic body); 503 if the
+/// store cannot be reached. The caller goes to the handler in the
+/// request's extensions. Answers to a key that has a successor carry
+/// `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and a `Link` to collect
+/// the successor.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) else {
         return ApiError::unauthenticated().into_response();
     };
-    let key = match state.relay.keys().verify(token).await {
-        Ok(key) => key,
-        Err(e) => return ApiError::from(e).into_response(),
+    let auth = if req.headers().contains_key(header::AUTHORIZATION) {
+        let Some(token) = bearer(req.headers()) else {
+            return ApiError::unauthenticated().into_response();
+        };
+        match state.relay.keys().verify(token).await {
+            Ok(key) => Authenticated {
+                caller: Caller::api_key(key.clone(), Some(ip)),
+                via: Via::ApiKey(key),
+            },
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    } else if let Some(cookie) = cookies::get(req.headers(), cookies::SESSION) {
+        let session = match state.relay.accounts().authenticate(cookie, ip).await {
+            Ok(s) => s,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        if !cookies::csrf_ok(req.method(), req.headers(), cookie) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "a cookie-authenticated write needs the X-CSRF-Token header",
+            )
+            .into_response();
+        }
+        Authenticated {
+            caller: session.caller(Some(ip)),
+            via: Via::Session {
+                session,
+                token: SecretString::from(cookie),
+            },
+        }
+    } else {
+        return ApiError::unauthenticated().into_response();
     };
-    let lifecycle = (key.deprecated_since(), key.sunset());
-    req.extensions_mut().insert(Authenticated {
-        caller: Caller::api_key(key.clone(), ip),
-        key,
-    });
+    let lifecycle = match &auth.via {
+        Via::ApiKey(key) => (key.deprecated_since(), key.sunset()),
+        Via::Session { .. } => (None, None),
+    };
+    req.extensions_mut().insert(auth);
     let mut response = next.run(req).await;
     if let (Some(since), Some(sunset)) = lifecycle {
         let headers = response.headers_mut();
@@ -99,6 +144,38 @@ pub async fn require_api_key(
         }
     }
     response
+}
+
+/// The session of a request authenticated by its session cookie (the
+/// `/v1/me` routes); an API key is refused with the one 401.
+#[derive(Debug, Clone)]
+pub struct SessionAuth {
+    /// The checked session.
+    pub session: AuthenticatedSession,
+    /// The cookie's value.
+    pub token: SecretString,
+    /// The client's address.
+    pub ip: std::net::IpAddr,
+}
+
+impl FromRequestParts<AppState> for SessionAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ClientInfo>()
+            .map(|c| c.ip)
+            .ok_or_else(ApiError::unauthenticated)?;
+        match parts.extensions.get::<Authenticated>().map(|a| &a.via) {
+            Some(Via::Session { session, token }) => Ok(SessionAuth {
+                session: session.clone(),
+                token: token.clone(),
+                ip,
+            }),
+            _ => Err(ApiError::unauthenticated()),
+        }
+    }
 }
 
 /// An IMF-fixdate (RFC 9110 §5.6.7), the form of `Sunset`.

@@ -3,7 +3,8 @@
 //! echorelay over HTTP, on axum and tower: the security page's promises as
 //! a client sees them.
 //!
-//! - [`auth::require_api_key`]: `Authorization: Bearer er_…`, verified
+//! - [`auth::authenticate`]: `Authorization: Bearer er_…` or the session
+//!   cookie (writes with a CSRF token: [`cookies`]), verified
 //!   through core on every request (S3 holds on keep-alive connections);
 //!   401 with `WWW-Authenticate: Bearer` and one generic body on any
 //!   failure; `Deprecation`/`Sunset`/`Link` on answers to a key that has a
@@ -40,12 +41,27 @@
 //! | `POST /v1/projects/{slug}/keys/{key_id}/rotate` | keys | 201, the successor's plaintext once |
 //! | `DELETE /v1/projects/{slug}/keys/{key_id}` | keys | 204 |
 //! | `POST /v1/keys/successor` | the presenting key itself | its auto-rotated successor, once |
+//! | `POST /v1/auth/login` | public | the next step: `second_factor`, `enrollment`, or `authenticated` (a trusted device) |
+//! | `POST /v1/auth/second-factor` | a challenge | session cookie; optionally a trusted-device cookie |
+//! | `POST /v1/auth/enrollment` | a challenge | the TOTP secret, its `otpauth://` URI and the QR code as SVG |
+//! | `POST /v1/auth/enrollment/confirm` | a challenge | session cookie and ten backup codes, once |
+//! | `POST /v1/auth/step-up` | session | 204: sensitive operations allowed for 10 minutes |
+//! | `POST /v1/auth/logout`, `/v1/auth/logout-everywhere` | session | 204, cookies cleared |
+//! | `GET /v1/me/sessions` | session | the account's sessions and trusted devices |
+//! | `DELETE /v1/me/sessions/{id}` | session | 204 |
+//! | `DELETE /v1/me/devices`, `/v1/me/devices/{id}` | session, stepped up | how many were revoked |
+//! | `POST /v1/me/backup-codes` | session, stepped up | ten new backup codes, once |
 //! | `GET /.well-known/security.txt` | public | RFC 9116 text |
+//!
+//! Project routes take an API key or a session cookie; a
+//! cookie-authenticated write needs `X-CSRF-Token` ([`cookies`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod account;
 pub mod auth;
 pub mod client;
+pub mod cookies;
 pub mod error;
 pub mod headers;
 pub mod json;
@@ -149,12 +165,33 @@ pub fn router(relay: EchoRelay, config: HttpConfig) -> Result<Router, StartError
             post(routes::rotate_key),
         )
         .route(auth::SUCCESSOR_PATH, post(routes::collect_successor))
+        .route("/v1/auth/step-up", post(account::step_up))
+        .route("/v1/auth/logout", post(account::logout))
+        .route(
+            "/v1/auth/logout-everywhere",
+            post(account::logout_everywhere),
+        )
+        .route("/v1/me/sessions", get(account::access_list))
+        .route("/v1/me/sessions/{id}", delete(account::end_session))
+        .route("/v1/me/devices", delete(account::revoke_all_devices))
+        .route("/v1/me/devices/{id}", delete(account::revoke_device))
+        .route(
+            "/v1/me/backup-codes",
+            post(account::regenerate_backup_codes),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_api_key,
+            auth::authenticate,
         ));
     Ok(Router::new()
         .route("/.well-known/security.txt", get(security_txt_page))
+        .route("/v1/auth/login", post(account::login))
+        .route("/v1/auth/second-factor", post(account::second_factor))
+        .route("/v1/auth/enrollment", post(account::begin_enrollment))
+        .route(
+            "/v1/auth/enrollment/confirm",
+            post(account::confirm_enrollment),
+        )
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(json::BODY_LIMIT))

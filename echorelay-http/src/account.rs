@@ -1,0 +1,445 @@
+//! Account routes: the login steps (password, then TOTP or a backup code,
+//! or enrollment for an account without a second factor), step-up,
+//! logout, and the caller's sessions, trusted devices and backup codes.
+//!
+//! Every login step answers the one 401 on any failure (core's opaque
+//! `Unauthenticated`); the reason goes to the audit log.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use echorelay::core::account::service::AccessList;
+use echorelay::core::ids::{DeviceId, SessionId};
+use echorelay::prelude::{
+    ExposeSecret, LoginComplete, PasswordStep, SecondFactor, SecretString, StepUp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::SessionAuth;
+use crate::client::ClientInfo;
+use crate::cookies;
+use crate::error::ApiError;
+use crate::json::JsonBody;
+
+/// The client's address (every request has one behind the outer layer).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<ClientInfo>()
+            .map(|c| ClientIp(c.ip))
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// `POST /v1/auth/login`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    /// The account's email.
+    pub email: String,
+    /// Its password.
+    pub password: SecretString,
+}
+
+/// What a login step leads to.
+#[derive(Debug, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum LoginAnswer {
+    /// Send a TOTP code or a backup code with `challenge` to
+    /// `POST /v1/auth/second-factor`.
+    SecondFactor {
+        /// The challenge token.
+        challenge: String,
+        /// Its expiry.
+        expires_at: DateTime<Utc>,
+    },
+    /// The account has no second factor yet: `POST /v1/auth/enrollment`.
+    Enrollment {
+        /// The challenge token.
+        challenge: String,
+        /// Its expiry.
+        expires_at: DateTime<Utc>,
+    },
+    /// Logged in: the session cookie is set. Repeat `csrf_token` in
+    /// `X-CSRF-Token` on every write.
+    Authenticated {
+        /// The session's CSRF token.
+        csrf_token: String,
+        /// The session's absolute end.
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// `POST /v1/auth/login`: the password step.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<Response, ApiError> {
+    let device = cookies::get(&headers, cookies::DEVICE);
+    let step = state
+        .relay
+        .accounts()
+        .login_password(&body.email, body.password, ip, device)
+        .await?;
+    Ok(match step {
+        PasswordStep::SecondFactorRequired(c) => Json(LoginAnswer::SecondFactor {
+            challenge: c.token.expose_secret().to_owned(),
+            expires_at: c.expires_at,
+        })
+        .into_response(),
+        PasswordStep::EnrollmentRequired(c) => Json(LoginAnswer::Enrollment {
+            challenge: c.token.expose_secret().to_owned(),
+            expires_at: c.expires_at,
+        })
+        .into_response(),
+        PasswordStep::Authenticated(session) => logged_in(
+            LoginComplete {
+                session,
+                device: None,
+            },
+            None,
+        ),
+    })
+}
+
+/// The answer to a completed login: cookies set, the CSRF token in the
+/// body (and `extra`, for enrollment's backup codes).
+fn logged_in(done: LoginComplete, backup_codes: Option<Vec<String>>) -> Response {
+    let token = done.session.token.expose_secret();
+    let csrf = cookies::csrf_token(token);
+    let answer = Json(LoginAnswer::Authenticated {
+        csrf_token: csrf.clone(),
+        expires_at: done.session.expires_at,
+    });
+    let mut response = match backup_codes {
+        None => answer.into_response(),
+        Some(codes) => Json(Enrolled {
+            backup_codes: codes,
+            login: answer.0,
+        })
+        .into_response(),
+    };
+    let h = response.headers_mut();
+    let expires = Some(done.session.expires_at);
+    for cookie in [
+        cookies::set(cookies::SESSION, token, expires, true),
+        cookies::set(cookies::CSRF, &csrf, expires, false),
+    ]
+    .into_iter()
+    .chain(done.device.as_ref().map(|d| {
+        cookies::set(
+            cookies::DEVICE,
+            d.token.expose_secret(),
+            Some(d.expires_at),
+            true,
+        )
+    }))
+    .flatten()
+    {
+        h.append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `POST /v1/auth/second-factor`: exactly one of `code` and `backup_code`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorBody {
+    /// The challenge from the password step.
+    pub challenge: SecretString,
+    /// A 6-digit TOTP code.
+    #[serde(default)]
+    pub code: Option<SecretString>,
+    /// A backup code (single use).
+    #[serde(default)]
+    pub backup_code: Option<SecretString>,
+    /// Remember this browser: later logins skip the TOTP step (never the
+    /// password) until the device cookie expires.
+    #[serde(default)]
+    pub trust_device: bool,
+}
+
+/// `POST /v1/auth/second-factor`: completes a login.
+pub async fn second_factor(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<SecondFactorBody>,
+) -> Result<Response, ApiError> {
+    let factor = match (body.code, body.backup_code) {
+        (Some(code), None) => SecondFactor::Totp(code),
+        (None, Some(code)) => SecondFactor::BackupCode(code),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "send exactly one of `code` and `backup_code`",
+            ));
+        }
+    };
+    let done = state
+        .relay
+        .accounts()
+        .login_second_factor(
+            body.challenge.expose_secret(),
+            factor,
+            ip,
+            body.trust_device,
+        )
+        .await?;
+    Ok(logged_in(done, None))
+}
+
+/// `POST /v1/auth/enrollment`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentBody {
+    /// The challenge from the password step.
+    pub challenge: SecretString,
+}
+
+/// What enrollment shows: scan the QR code or type the secret.
+#[derive(Serialize)]
+pub struct EnrollmentAnswer {
+    /// The `otpauth://` URI.
+    pub otpauth_uri: String,
+    /// The seed in base32, for typing.
+    pub secret: String,
+    /// The URI as a QR code, an SVG document.
+    pub qr_svg: String,
+}
+
+/// `POST /v1/auth/enrollment`: starts TOTP enrollment (no-store: the
+/// answer holds the seed).
+pub async fn begin_enrollment(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<EnrollmentBody>,
+) -> Result<Json<EnrollmentAnswer>, ApiError> {
+    let offer = state
+        .relay
+        .accounts()
+        .begin_enrollment(body.challenge.expose_secret(), ip)
+        .await?;
+    Ok(Json(EnrollmentAnswer {
+        otpauth_uri: offer.otpauth_uri.expose_secret().to_owned(),
+        secret: offer.secret_base32.expose_secret().to_owned(),
+        qr_svg: offer.qr_svg.to_string(),
+    }))
+}
+
+/// `POST /v1/auth/enrollment/confirm`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmBody {
+    /// The enrollment's challenge.
+    pub challenge: SecretString,
+    /// A current code from the authenticator.
+    pub code: SecretString,
+    /// Remember this browser.
+    #[serde(default)]
+    pub trust_device: bool,
+}
+
+/// A confirmed enrollment: logged in, with ten backup codes shown once.
+#[derive(Debug, Serialize)]
+pub struct Enrolled {
+    /// The backup codes. Only salted hashes are kept.
+    pub backup_codes: Vec<String>,
+    /// The login it completed.
+    #[serde(flatten)]
+    pub login: LoginAnswer,
+}
+
+/// `POST /v1/auth/enrollment/confirm`: activates TOTP and logs in.
+pub async fn confirm_enrollment(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<ConfirmBody>,
+) -> Result<Response, ApiError> {
+    let enrolled = state
+        .relay
+        .accounts()
+        .confirm_enrollment(
+            body.challenge.expose_secret(),
+            &body.code,
+            ip,
+            body.trust_device,
+        )
+        .await?;
+    let codes = enrolled
+        .backup_codes
+        .iter()
+        .map(|c| c.expose_secret().to_owned())
+        .collect();
+    Ok(logged_in(enrolled.login, Some(codes)))
+}
+
+/// `POST /v1/auth/step-up`: exactly one of `password` and `code`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpBody {
+    /// The account's password.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// A current TOTP code.
+    #[serde(default)]
+    pub code: Option<SecretString>,
+}
+
+/// `POST /v1/auth/step-up`: re-proves the session's owner for the
+/// sensitive operations of the next 10 minutes (204).
+pub async fn step_up(
+    State(state): State<AppState>,
+    me: SessionAuth,
+    JsonBody(body): JsonBody<StepUpBody>,
+) -> Result<StatusCode, ApiError> {
+    let proof = match (body.password, body.code) {
+        (Some(p), None) => StepUp::Password(p),
+        (None, Some(c)) => StepUp::Totp(c),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "send exactly one of `password` and `code`",
+            ));
+        }
+    };
+    state
+        .relay
+        .accounts()
+        .step_up(me.token.expose_secret(), me.ip, proof)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn cleared(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    for name in [cookies::SESSION, cookies::CSRF] {
+        h.append(header::SET_COOKIE, cookies::clear(name));
+    }
+    response
+}
+
+/// `POST /v1/auth/logout`: ends this session (204).
+pub async fn logout(State(state): State<AppState>, me: SessionAuth) -> Result<Response, ApiError> {
+    state
+        .relay
+        .accounts()
+        .logout(me.token.expose_secret(), me.ip)
+        .await?;
+    Ok(cleared(StatusCode::NO_CONTENT.into_response()))
+}
+
+/// `POST /v1/auth/logout-everywhere`: ends every session of the account,
+/// this one included (204).
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    me: SessionAuth,
+) -> Result<Response, ApiError> {
+    state
+        .relay
+        .accounts()
+        .logout_everywhere(me.session.user, Some(me.ip))
+        .await?;
+    Ok(cleared(StatusCode::NO_CONTENT.into_response()))
+}
+
+/// `GET /v1/me/sessions`: the account's live sessions and trusted devices.
+pub async fn access_list(
+    State(state): State<AppState>,
+    me: SessionAuth,
+) -> Result<Json<AccessList>, ApiError> {
+    Ok(Json(
+        state.relay.accounts().access_list(me.session.user).await?,
+    ))
+}
+
+/// `DELETE /v1/me/sessions/{id}`: ends one of the account's sessions (204).
+pub async fn end_session(
+    State(state): State<AppState>,
+    me: SessionAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = SessionId::from_str(&id)
+        .map_err(|_| ApiError::bad_request("invalid_id", "not a session id"))?;
+    state
+        .relay
+        .accounts()
+        .end_session(me.session.user, id, Some(me.ip))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many trusted devices were revoked.
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    /// The count.
+    pub revoked: usize,
+}
+
+/// `DELETE /v1/me/devices/{id}`: revokes one trusted device (needs a
+/// step-up).
+pub async fn revoke_device(
+    State(state): State<AppState>,
+    me: SessionAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    let id = DeviceId::from_str(&id)
+        .map_err(|_| ApiError::bad_request("invalid_id", "not a device id"))?;
+    let revoked = state
+        .relay
+        .accounts()
+        .revoke_devices(&me.session, Some(id), Some(me.ip))
+        .await?;
+    Ok(Json(Revoked { revoked }))
+}
+
+/// `DELETE /v1/me/devices`: revokes every trusted device (needs a
+/// step-up).
+pub async fn revoke_all_devices(
+    State(state): State<AppState>,
+    me: SessionAuth,
+) -> Result<Json<Revoked>, ApiError> {
+    let revoked = state
+        .relay
+        .accounts()
+        .revoke_devices(&me.session, None, Some(me.ip))
+        .await?;
+    Ok(Json(Revoked { revoked }))
+}
+
+/// New backup codes, shown once.
+#[derive(Debug, Serialize)]
+pub struct BackupCodes {
+    /// Ten codes; the old ones stop working.
+    pub backup_codes: Vec<String>,
+}
+
+/// `POST /v1/me/backup-codes`: replaces the backup codes (needs a
+/// step-up).
+pub async fn regenerate_backup_codes(
+    State(state): State<AppState>,
+    me: SessionAuth,
+) -> Result<Json<BackupCodes>, ApiError> {
+    let codes = state
+        .relay
+        .accounts()
+        .regenerate_backup_codes(me.token.expose_secret(), me.ip)
+        .await?;
+    Ok(Json(BackupCodes {
+        backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
+    }))
+}

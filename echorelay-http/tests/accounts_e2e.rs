@@ -1,0 +1,516 @@
+//! Accounts over real HTTP: password + TOTP, enrollment, trusted devices,
+//! CSRF on cookie writes, idle expiry, IP-family pinning (direct and
+//! through a trusted proxy), step-up, logout.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderName, Method, StatusCode, header};
+use chrono::Duration;
+use common::*;
+use echorelay::core::account::totp::{TotpSeed, code_for_step, step_at};
+use echorelay::prelude::*;
+use echorelay_http::client::ProxyConfig;
+use echorelay_http::{HttpConfig, router};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple 2026";
+
+/// The value a `Set-Cookie` of the answer gives cookie `name`.
+fn set_cookie(a: &Answer, name: &str) -> Option<String> {
+    a.headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+struct Browser {
+    client: Client,
+    session: Option<String>,
+    csrf: Option<String>,
+    device: Option<String>,
+    /// Headers every request of this browser carries (a proxy's).
+    extra: Vec<(&'static str, String)>,
+}
+
+impl Browser {
+    fn new(client: Client) -> Self {
+        Self {
+            client,
+            session: None,
+            csrf: None,
+            device: None,
+            extra: Vec::new(),
+        }
+    }
+
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        csrf: bool,
+    ) -> Answer {
+        let mut cookies = Vec::new();
+        if let Some(s) = &self.session {
+            cookies.push(format!("__Host-er_session={s}"));
+        }
+        if let Some(d) = &self.device {
+            cookies.push(format!("__Host-er_device={d}"));
+        }
+        let cookie = cookies.join("; ");
+        let mut extra: Vec<(&str, &str)> =
+            self.extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if !cookie.is_empty() {
+            extra.push(("cookie", &cookie));
+        }
+        if csrf && let Some(t) = &self.csrf {
+            extra.push(("x-csrf-token", t));
+        }
+        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
+        let a = self.client.send(method, path, None, &extra, body).await;
+        if let Some(s) = set_cookie(&a, "__Host-er_session") {
+            self.session = Some(s).filter(|s| !s.is_empty());
+        }
+        if let Some(c) = set_cookie(&a, "__Host-er_csrf") {
+            self.csrf = Some(c).filter(|c| !c.is_empty());
+        }
+        if let Some(d) = set_cookie(&a, "__Host-er_device") {
+            self.device = Some(d);
+        }
+        a
+    }
+
+    async fn post(&mut self, path: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(body), true).await
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        self.call(Method::GET, path, None, false).await
+    }
+}
+
+/// The code an authenticator shows at the world's time, `offset` steps on.
+fn code(w: &World, seed: &TotpSeed, offset: u64) -> String {
+    let params = w.relay.accounts().policy().totp;
+    let step = step_at(&params, w.clock.now().timestamp() as u64) + offset;
+    code_for_step(seed, &params, step).unwrap().to_string()
+}
+
+/// Registers `email` and enrolls it through the HTTP API; the browser
+/// holds the session. Returns the seed and the backup codes.
+async fn enroll(w: &World, b: &mut Browser, email: &str) -> (TotpSeed, Vec<String>) {
+    w.relay
+        .accounts()
+        .register(email, SecretString::from(PASSWORD), Some(w.ip))
+        .await
+        .unwrap();
+    let login = b
+        .post(
+            "/v1/auth/login",
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text());
+    assert_eq!(login.json()["step"], "enrollment");
+    let challenge = login.json()["challenge"].as_str().unwrap().to_owned();
+    let offer = b
+        .post("/v1/auth/enrollment", json!({"challenge": challenge}))
+        .await;
+    assert_eq!(offer.status, StatusCode::OK);
+    assert_eq!(offer.headers[header::CACHE_CONTROL], "no-store");
+    let offer = offer.json();
+    assert!(offer["qr_svg"].as_str().unwrap().contains("<svg"));
+    assert!(
+        offer["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    let seed = TotpSeed::from_base32(offer["secret"].as_str().unwrap()).unwrap();
+    let done = b
+        .post(
+            "/v1/auth/enrollment/confirm",
+            json!({"challenge": challenge, "code": code(w, &seed, 0)}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    assert_eq!(done.json()["step"], "authenticated");
+    let codes: Vec<String> = done.json()["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let set = done
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("__Host-er_session="))
+        .unwrap();
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(session.contains(attr), "{session}");
+    }
+    assert!(b.session.is_some() && b.csrf.is_some());
+    (seed, codes)
+}
+
+#[tokio::test]
+async fn password_then_totp_then_a_trusted_device() {
+    let w = World::new();
+    let server = w.serve(HttpConfig::local()).await;
+    let mut b = Browser::new(server.connect().await);
+    let (seed, _) = enroll(&w, &mut b, "dana@example.com").await;
+    let me = b.get("/v1/me/sessions").await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.json()["sessions"].as_array().unwrap().len(), 1);
+
+    // Log out; the cookie no longer works.
+    let old = b.session.clone();
+    assert_eq!(
+        b.post("/v1/auth/logout", json!({})).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(b.session, None, "the cookie was cleared");
+    b.session = old;
+    assert_eq!(
+        b.get("/v1/me/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    b.session = None;
+
+    // Password, then TOTP (a later step: a code is accepted once), and
+    // trust this browser.
+    w.clock.advance(Duration::seconds(30));
+    let login = b
+        .post(
+            "/v1/auth/login",
+            json!({"email": "dana@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.json()["step"], "second_factor");
+    let challenge = login.json()["challenge"].as_str().unwrap().to_owned();
+    let wrong = b
+        .post(
+            "/v1/auth/second-factor",
+            json!({"challenge": challenge, "code": "000000"}),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    // The challenge was used up by the wrong code: log in again.
+    let login = b
+        .post(
+            "/v1/auth/login",
+            json!({"email": "dana@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let challenge = login.json()["challenge"].as_str().unwrap().to_owned();
+    let done = b
+        .post(
+            "/v1/auth/second-factor",
+            json!({"challenge": challenge, "code": code(&w, &seed, 0), "trust_device": true}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    assert!(b.device.is_some(), "a trusted-device cookie");
+
+    // With the device cookie, the password alone completes the login.
+    b.session = None;
+    let login = b
+        .post(
+            "/v1/auth/login",
+            json!({"email": "dana@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.json()["step"], "authenticated");
+    assert_eq!(
+        b.get("/v1/me/sessions").await.json()["devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Never without the password.
+    let wrong = b
+        .post(
+            "/v1/auth/login",
+            json!({"email": "dana@example.com", "password": "nope nope nope nope"}),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let unknown = b
+        .post(
+            "/v1/auth/login",
+            json!({"email": "nobody@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.body, unknown.body, "one answer for every failure");
+}
+
+#[tokio::test]
+async fn a_backup_code_works_once() {
+    let w = World::new();
+    let server = w.serve(HttpConfig::local()).await;
+    let mut b = Browser::new(server.connect().await);
+    let (_, codes) = enroll(&w, &mut b, "eve@example.com").await;
+    for expected in [StatusCode::OK, StatusCode::UNAUTHORIZED] {
+        let login = b
+            .post(
+                "/v1/auth/login",
+                json!({"email": "eve@example.com", "password": PASSWORD}),
+            )
+            .await;
+        let challenge = login.json()["challenge"].as_str().unwrap().to_owned();
+        let a = b
+            .post(
+                "/v1/auth/second-factor",
+                json!({"challenge": challenge, "backup_code": codes[3]}),
+            )
+            .await;
+        assert_eq!(a.status, expected);
+    }
+    let both = b
+        .post(
+            "/v1/auth/second-factor",
+            json!({"challenge": "erc_x", "backup_code": codes[4], "code": "123456"}),
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn cookie_writes_need_the_csrf_token_and_sessions_reach_projects() {
+    let w = World::new();
+    let server = w.serve(HttpConfig::local()).await;
+    let mut b = Browser::new(server.connect().await);
+    enroll(&w, &mut b, "fay@example.com").await;
+    let user = w
+        .relay
+        .store()
+        .account_by_email("fay@example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    w.relay
+        .config()
+        .create_project(user, Some(w.ip), "acme", "Acme")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        b.get("/v1/projects/acme/lines").await.status,
+        StatusCode::OK
+    );
+    let mint = json!({"environment": "test", "role": "viewer", "label": "from the console"});
+    let without = b
+        .call(
+            Method::POST,
+            "/v1/projects/acme/keys",
+            Some(mint.clone()),
+            false,
+        )
+        .await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN);
+    assert_eq!(without.json()["error"], "csrf");
+    let with = b.post("/v1/projects/acme/keys", mint.clone()).await;
+    assert_eq!(with.status, StatusCode::CREATED, "{}", with.text());
+    b.extra.push(("sec-fetch-site", "cross-site".into()));
+    assert_eq!(
+        b.post("/v1/projects/acme/keys", mint).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        b.get("/v1/projects/acme/lines").await.status,
+        StatusCode::FORBIDDEN
+    );
+    b.extra.clear();
+    // Another user's project: the same 403 as an unknown one.
+    let other = UserId::random();
+    w.relay
+        .config()
+        .create_project(other, None, "umbrella", "Umbrella")
+        .await
+        .unwrap();
+    let a = b.get("/v1/projects/umbrella/lines").await;
+    let u = b.get("/v1/projects/nothing/lines").await;
+    assert_eq!((a.status, &a.body), (StatusCode::FORBIDDEN, &u.body));
+    // An API key cannot use the account routes.
+    let key = with.json()["plaintext"].as_str().unwrap().to_owned();
+    let mut c = server.connect().await;
+    assert_eq!(
+        c.get("/v1/me/sessions", Some(&key)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn sessions_expire_when_idle_and_sensitive_calls_need_a_step_up() {
+    let w = World::new();
+    let server = w.serve(HttpConfig::local()).await;
+    let mut b = Browser::new(server.connect().await);
+    let (seed, _) = enroll(&w, &mut b, "gil@example.com").await;
+
+    // Within the step-up window of the login: allowed.
+    assert_eq!(
+        b.call(Method::DELETE, "/v1/me/devices", None, true)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // 20 minutes on (used every 10 minutes, so not idle): step up first.
+    for _ in 0..2 {
+        w.clock.advance(Duration::minutes(10));
+        assert_eq!(b.get("/v1/me/sessions").await.status, StatusCode::OK);
+    }
+    let refused = b.call(Method::DELETE, "/v1/me/devices", None, true).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.json()["error"], "reauthentication_required");
+    let codes = b.post("/v1/me/backup-codes", json!({})).await;
+    assert_eq!(codes.status, StatusCode::FORBIDDEN);
+    let bad = b
+        .post("/v1/auth/step-up", json!({"password": "wrong wrong wrong"}))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    let ok = b
+        .post("/v1/auth/step-up", json!({"code": code(&w, &seed, 0)}))
+        .await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT, "{}", ok.text());
+    let codes = b.post("/v1/me/backup-codes", json!({})).await;
+    assert_eq!(codes.status, StatusCode::OK);
+    assert_eq!(codes.json()["backup_codes"].as_array().unwrap().len(), 10);
+
+    // 31 idle minutes: the session is gone.
+    w.clock.advance(Duration::minutes(31));
+    assert_eq!(
+        b.get("/v1/me/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_session_is_pinned_to_its_ip_family_directly() {
+    let w = World::new();
+    // One dual-stack listener: IPv4 clients arrive as mapped addresses
+    // and count as IPv4.
+    let app = router(w.relay.clone(), HttpConfig::local()).unwrap();
+    let Ok(listener) = tokio::net::TcpListener::bind("[::]:0").await else {
+        println!("skipped: no IPv6 on this machine");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let v4 = Server {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    let v6 = Server {
+        addr: SocketAddr::new("::1".parse().unwrap(), port),
+    };
+    let mut b = Browser::new(v4.connect().await);
+    enroll(&w, &mut b, "hal@example.com").await;
+    assert_eq!(b.get("/v1/me/sessions").await.status, StatusCode::OK);
+    let session = b.session.clone();
+    let mut b6 = Browser::new(v6.connect().await);
+    b6.session = session;
+    assert_eq!(
+        b6.get("/v1/me/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A cookie showing up from the other family may be stolen: core ends
+    // the session, for its own family too.
+    assert_eq!(
+        b.get("/v1/me/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_family_is_the_clients() {
+    let w = World::new();
+    let trusted = HttpConfig {
+        proxies: ProxyConfig::trusting(
+            vec!["127.0.0.0/8".parse().unwrap()],
+            HeaderName::from_static("cf-connecting-ip"),
+        ),
+        ..HttpConfig::local()
+    };
+    let server = w.serve(trusted).await;
+    let mut b = Browser::new(server.connect().await);
+    b.extra.push(("cf-connecting-ip", "198.51.100.40".into()));
+    enroll(&w, &mut b, "ida@example.com").await;
+    // The CDN's egress changes, the client's family does not: still in.
+    b.extra[0].1 = "198.51.100.99".into();
+    assert_eq!(b.get("/v1/me/sessions").await.status, StatusCode::OK);
+    // The client moves to IPv6: out.
+    b.extra[0].1 = "2001:db8::40".into();
+    assert_eq!(
+        b.get("/v1/me/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Without the proxy trusted, the same header is ignored: the session
+    // made from loopback (IPv4) stays in whatever the header says.
+    let untrusted = w.serve(HttpConfig::local()).await;
+    let mut b = Browser::new(untrusted.connect().await);
+    enroll(&w, &mut b, "jo@example.com").await;
+    b.extra.push(("cf-connecting-ip", "2001:db8::41".into()));
+    assert_eq!(b.get("/v1/me/sessions").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn logout_everywhere_ends_every_session() {
+    let w = World::new();
+    let server = w.serve(HttpConfig::local()).await;
+    let mut one = Browser::new(server.connect().await);
+    let (seed, _) = enroll(&w, &mut one, "kim@example.com").await;
+    let mut two = Browser::new(server.connect().await);
+    w.clock.advance(Duration::seconds(30));
+    let login = two
+        .post(
+            "/v1/auth/login",
+            json!({"email": "kim@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let challenge = login.json()["challenge"].as_str().unwrap().to_owned();
+    let done = two
+        .post(
+            "/v1/auth/second-factor",
+            json!({"challenge": challenge, "code": code(&w, &seed, 0)}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert_eq!(
+        one.get("/v1/me/sessions").await.json()["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        two.post("/v1/auth/logout-everywhere", json!({}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        one.get("/v1/me/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
