@@ -29,8 +29,11 @@ pub struct World {
 impl World {
     pub fn new() -> Self {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        // bcrypt at its minimum cost: the tests log in many times.
+        let policy = echorelay_testkit::test_account_policy();
         let relay = EchoRelay::builder()
             .clock(Arc::new(clock.clone()))
+            .account_policy(policy)
             .build()
             .unwrap();
         World {
