@@ -599,6 +599,11 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             .await
     }
 
+    /// The project's members and their roles.
+    pub async fn members(&self, grant: &Grant<Members>) -> Result<Vec<(UserId, Role)>> {
+        Ok(self.store.members_of(grant.project_id()).await?)
+    }
+
     /// Sets (or removes, with `None`) a member's role.
     ///
     /// # Errors

@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use echorelay::core::account::export::personal_data;
 use echorelay::core::account::service::AccessList;
 use echorelay::core::ids::{DeviceId, SessionId};
 use echorelay::prelude::{
@@ -442,4 +443,21 @@ pub async fn regenerate_backup_codes(
     Ok(Json(BackupCodes {
         backup_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
     }))
+}
+
+/// `GET /v1/me/export`: the caller's GDPR Article 15 export (the format
+/// `echorelay.personal-data.v1`, `docs/FORMATS.md` §3): account,
+/// memberships, sessions, devices and the audit events about them; no
+/// credential of any kind.
+pub async fn export(State(state): State<AppState>, me: SessionAuth) -> Result<Response, ApiError> {
+    let relay = &state.relay;
+    let user = me.session.user;
+    let access = relay.accounts().access_list(user).await?;
+    let data = personal_data(relay.store().as_ref(), access, user, relay.clock().now()).await?;
+    let mut response = Json(data).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        header::HeaderValue::from_static("attachment; filename=\"echorelay-personal-data.json\""),
+    );
+    Ok(response)
 }

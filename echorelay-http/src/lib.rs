@@ -36,10 +36,22 @@
 //! | method and path | surface | answer |
 //! |---|---|---|
 //! | `GET /v1/projects/{slug}/lines` | config read | lines, endpoints, targets; secrets masked |
+//! | `POST /v1/projects/{slug}/lines` | config write | 201, the line |
+//! | `PATCH`, `DELETE /v1/projects/{slug}/lines/{line_id}` | config write | the renamed line; 204 |
+//! | `POST /v1/projects/{slug}/lines/{line_id}/endpoints` | config write | 201, the endpoint |
+//! | `DELETE /v1/projects/{slug}/endpoints/{endpoint_id}` | config write | 204 |
+//! | `POST /v1/projects/{slug}/lines/{line_id}/targets` | config write | 201, the masked target and its signing secret once |
+//! | `GET /v1/projects/{slug}/targets/{target_id}` | config read | the target, masked |
+//! | `PATCH`, `DELETE /v1/projects/{slug}/targets/{target_id}` | config write | the masked target; 204 |
+//! | `POST /v1/projects/{slug}/billing` | billing | 201, the sealed audit event |
+//! | `GET /v1/projects/{slug}/members` | members | members and roles |
+//! | `PUT`, `DELETE /v1/projects/{slug}/members/{user_id}` | members, stepped up | 204 |
+//! | `GET /v1/projects/{slug}/audit?after=&limit=&verify=` | audit read | a page of events; with `verify=true` the chain's status |
 //! | `GET /v1/projects/{slug}/keys` | keys | the keys' listings (hints, never a key) |
 //! | `POST /v1/projects/{slug}/keys` | keys | 201, the new key's plaintext once |
 //! | `POST /v1/projects/{slug}/keys/{key_id}/rotate` | keys | 201, the successor's plaintext once |
 //! | `DELETE /v1/projects/{slug}/keys/{key_id}` | keys | 204 |
+//! | `POST /v1/projects/{slug}/keys/{key_id}/reveal` | keys, stepped up | an auto-rotated successor's plaintext, once |
 //! | `POST /v1/keys/successor` | the presenting key itself | its auto-rotated successor, once |
 //! | `POST /v1/auth/login` | public | the next step: `second_factor`, `enrollment`, or `authenticated` (a trusted device) |
 //! | `POST /v1/auth/second-factor` | a challenge | session cookie; optionally a trusted-device cookie |
@@ -51,6 +63,7 @@
 //! | `DELETE /v1/me/sessions/{id}` | session | 204 |
 //! | `DELETE /v1/me/devices`, `/v1/me/devices/{id}` | session, stepped up | how many were revoked |
 //! | `POST /v1/me/backup-codes` | session, stepped up | ten new backup codes, once |
+//! | `GET /v1/me/export` | session | the GDPR Article 15 export (JSON attachment) |
 //! | `GET /.well-known/security.txt` | public | RFC 9116 text |
 //!
 //! Project routes take an API key or a session cookie; a
@@ -75,7 +88,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post, put};
 use echorelay::EchoRelay;
 
 use crate::client::ProxyConfig;
@@ -150,20 +163,57 @@ pub fn router(relay: EchoRelay, config: HttpConfig) -> Result<Router, StartError
         config: Arc::new(config),
         security_txt,
     };
+    let project = "/v1/projects/{slug}";
     let api = Router::new()
-        .route("/v1/projects/{slug}/lines", get(routes::lines))
         .route(
-            "/v1/projects/{slug}/keys",
+            &format!("{project}/lines"),
+            get(routes::lines).post(routes::create_line),
+        )
+        .route(
+            &format!("{project}/lines/{{line_id}}"),
+            patch(routes::rename_line).delete(routes::delete_line),
+        )
+        .route(
+            &format!("{project}/lines/{{line_id}}/endpoints"),
+            post(routes::create_endpoint),
+        )
+        .route(
+            &format!("{project}/lines/{{line_id}}/targets"),
+            post(routes::create_target),
+        )
+        .route(
+            &format!("{project}/endpoints/{{endpoint_id}}"),
+            delete(routes::delete_endpoint),
+        )
+        .route(
+            &format!("{project}/targets/{{target_id}}"),
+            get(routes::get_target)
+                .patch(routes::update_target)
+                .delete(routes::delete_target),
+        )
+        .route(
+            &format!("{project}/keys"),
             get(routes::list_keys).post(routes::mint_key),
         )
         .route(
-            "/v1/projects/{slug}/keys/{key_id}",
+            &format!("{project}/keys/{{key_id}}"),
             delete(routes::revoke_key),
         )
         .route(
-            "/v1/projects/{slug}/keys/{key_id}/rotate",
+            &format!("{project}/keys/{{key_id}}/rotate"),
             post(routes::rotate_key),
         )
+        .route(
+            &format!("{project}/keys/{{key_id}}/reveal"),
+            post(routes::reveal_key),
+        )
+        .route(&format!("{project}/billing"), post(routes::record_billing))
+        .route(&format!("{project}/members"), get(routes::members))
+        .route(
+            &format!("{project}/members/{{user_id}}"),
+            put(routes::set_member).delete(routes::remove_member),
+        )
+        .route(&format!("{project}/audit"), get(routes::audit_log))
         .route(auth::SUCCESSOR_PATH, post(routes::collect_successor))
         .route("/v1/auth/step-up", post(account::step_up))
         .route("/v1/auth/logout", post(account::logout))
@@ -179,6 +229,7 @@ pub fn router(relay: EchoRelay, config: HttpConfig) -> Result<Router, StartError
             "/v1/me/backup-codes",
             post(account::regenerate_backup_codes),
         )
+        .route("/v1/me/export", get(account::export))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

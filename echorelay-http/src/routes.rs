@@ -5,15 +5,19 @@
 use std::str::FromStr;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Duration;
-use echorelay::core::config::LineView;
-use echorelay::core::ids::KeyId;
+use echorelay::core::audit::{self, BillingEvent, BillingKind, ChainHead, Currency};
+use echorelay::core::config::{Line, LineView, TargetView};
+use echorelay::core::ids::{EndpointId, KeyId, LineId, TargetId};
 use echorelay::core::keys::KeyView;
 use echorelay::prelude::{
-    ConfigRead, Environment, Keys, MintRequest, MintedKey, Role, RotateOptions,
+    AuditEvent, AuditRead, AuthInput, Billing, ConfigRead, ConfigWrite, Environment, ExposeSecret,
+    Keys, Members, MintRequest, MintedKey, NewTarget, Role, RotateOptions, SecretString,
+    TargetPatch, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -187,5 +191,437 @@ pub async fn collect_successor(
     let successor = state.relay.keys().collect_successor(token, ip).await?;
     Ok(Json(SuccessorAnswer {
         plaintext: successor.expose_secret().to_owned(),
+    }))
+}
+
+/// Parses a path id of type `T` (400 `invalid_id` otherwise).
+fn path_id<T: FromStr>(text: &str, kind: &'static str) -> Result<T, ApiError> {
+    T::from_str(text).map_err(|_| ApiError::bad_request("invalid_id", format!("not a {kind} id")))
+}
+
+/// `POST /v1/projects/{slug}/keys/{key_id}/reveal`: an auto-rotated
+/// successor's plaintext, once (owners who stepped up).
+pub async fn reveal_key(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<Keys>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<SuccessorAnswer>, ApiError> {
+    let key = state.relay.keys().reveal(&grant, key_id(&id)?).await?;
+    Ok(Json(SuccessorAnswer {
+        plaintext: key.expose_secret().to_owned(),
+    }))
+}
+
+/// A name, for lines and endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameBody {
+    /// The name (1–100 printable characters).
+    pub name: String,
+}
+
+/// `POST /v1/projects/{slug}/lines`: a new line (201).
+pub async fn create_line(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    JsonBody(body): JsonBody<NameBody>,
+) -> Result<Response, ApiError> {
+    let line = state.relay.config().create_line(&grant, &body.name).await?;
+    Ok((StatusCode::CREATED, Json(line)).into_response())
+}
+
+/// `PATCH /v1/projects/{slug}/lines/{line_id}`: renames a line.
+pub async fn rename_line(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    Path((_, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<NameBody>,
+) -> Result<Json<Line>, ApiError> {
+    let id: LineId = path_id(&id, "line")?;
+    Ok(Json(
+        state
+            .relay
+            .config()
+            .rename_line(&grant, id, &body.name)
+            .await?,
+    ))
+}
+
+/// `DELETE /v1/projects/{slug}/lines/{line_id}`: the line with its
+/// endpoints and targets (204).
+pub async fn delete_line(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .relay
+        .config()
+        .delete_line(&grant, path_id(&id, "line")?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/projects/{slug}/lines/{line_id}/endpoints`: a new inbound
+/// endpoint (201).
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    Path((_, line)): Path<(String, String)>,
+    JsonBody(body): JsonBody<NameBody>,
+) -> Result<Response, ApiError> {
+    let line: LineId = path_id(&line, "line")?;
+    let ep = state
+        .relay
+        .config()
+        .create_endpoint(&grant, line, &body.name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(ep)).into_response())
+}
+
+/// `DELETE /v1/projects/{slug}/endpoints/{endpoint_id}` (204).
+pub async fn delete_endpoint(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id: EndpointId = path_id(&id, "endpoint")?;
+    state.relay.config().delete_endpoint(&grant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A target's outbound auth as sent: secrets in, never out.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthBody {
+    /// No auth.
+    None,
+    /// `Authorization: Bearer TOKEN` on deliveries.
+    Bearer {
+        /// The token (sealed at once; read back masked).
+        token: SecretString,
+    },
+    /// Basic auth on deliveries.
+    Basic {
+        /// Username.
+        username: String,
+        /// Password (sealed at once; read back as `••••`).
+        password: SecretString,
+    },
+}
+
+impl From<AuthBody> for AuthInput {
+    fn from(a: AuthBody) -> Self {
+        match a {
+            AuthBody::None => AuthInput::None,
+            AuthBody::Bearer { token } => AuthInput::Bearer(token),
+            AuthBody::Basic { username, password } => AuthInput::Basic { username, password },
+        }
+    }
+}
+
+/// `POST /v1/projects/{slug}/lines/{line_id}/targets`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetBody {
+    /// Name.
+    pub name: String,
+    /// Where deliveries go (`https://`).
+    pub url: String,
+    /// Outbound auth.
+    pub auth: AuthBody,
+    /// The signing secret; generated (`whsec_…`) when left out.
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
+}
+
+/// A new target: masked, plus its signing secret once (to give to the
+/// receiver).
+#[derive(Debug, Serialize)]
+pub struct CreatedTargetAnswer {
+    /// The target as read (secrets masked).
+    pub target: TargetView,
+    /// The signing secret. Shown once.
+    pub signing_secret: String,
+}
+
+/// `POST /v1/projects/{slug}/lines/{line_id}/targets`: a new target (201).
+pub async fn create_target(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    Path((_, line)): Path<(String, String)>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> Result<Response, ApiError> {
+    let line: LineId = path_id(&line, "line")?;
+    let created = state
+        .relay
+        .config()
+        .create_target(
+            &grant,
+            line,
+            NewTarget {
+                name: body.name,
+                url: body.url,
+                auth: body.auth.into(),
+                signing_secret: body.signing_secret,
+            },
+        )
+        .await?;
+    let answer = CreatedTargetAnswer {
+        target: created.view,
+        signing_secret: created.signing_secret.expose_secret().to_owned(),
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `PATCH /v1/projects/{slug}/targets/{target_id}`: fields left out stay.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetPatchBody {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// New auth.
+    #[serde(default)]
+    pub auth: Option<AuthBody>,
+    /// New signing secret.
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
+}
+
+/// `GET /v1/projects/{slug}/targets/{target_id}`: one target, masked.
+pub async fn get_target(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigRead>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<TargetView>, ApiError> {
+    let id: TargetId = path_id(&id, "target")?;
+    Ok(Json(state.relay.config().target(&grant, id).await?))
+}
+
+/// `PATCH /v1/projects/{slug}/targets/{target_id}`.
+pub async fn update_target(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    Path((_, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<TargetPatchBody>,
+) -> Result<Json<TargetView>, ApiError> {
+    let id: TargetId = path_id(&id, "target")?;
+    let patch = TargetPatch {
+        name: body.name,
+        url: body.url,
+        auth: body.auth.map(Into::into),
+        signing_secret: body.signing_secret,
+    };
+    Ok(Json(
+        state
+            .relay
+            .config()
+            .update_target(&grant, id, patch)
+            .await?,
+    ))
+}
+
+/// `DELETE /v1/projects/{slug}/targets/{target_id}` (204).
+pub async fn delete_target(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id: TargetId = path_id(&id, "target")?;
+    state.relay.config().delete_target(&grant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/projects/{slug}/billing`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingBody {
+    /// `credit_purchase`, `refund` or `balance_adjustment`.
+    pub kind: BillingKind,
+    /// Amount in minor units (positive for purchases and refunds, non-zero
+    /// for adjustments).
+    pub amount_minor: i64,
+    /// ISO 4217 code, e.g. `EUR`.
+    pub currency: String,
+    /// The payment provider's reference.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// `POST /v1/projects/{slug}/billing`: records a billing event in the
+/// project's audit chain (201, the sealed event).
+pub async fn record_billing(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<Billing>,
+    JsonBody(body): JsonBody<BillingBody>,
+) -> Result<Response, ApiError> {
+    let event = BillingEvent {
+        kind: body.kind,
+        amount_minor: body.amount_minor,
+        currency: Currency::parse(&body.currency)?,
+        reference: body.reference,
+    };
+    let relay = &state.relay;
+    let sealed = audit::record_billing(
+        relay.store().as_ref(),
+        relay.clock().as_ref(),
+        &grant,
+        event,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(sealed)).into_response())
+}
+
+/// A member and their role.
+#[derive(Debug, Serialize)]
+pub struct Member {
+    /// The account.
+    pub user: UserId,
+    /// Its role.
+    pub role: Role,
+}
+
+/// `GET /v1/projects/{slug}/members` (owners).
+pub async fn members(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<Members>,
+) -> Result<Json<Vec<Member>>, ApiError> {
+    let members = state.relay.config().members(&grant).await?;
+    Ok(Json(
+        members
+            .into_iter()
+            .map(|(user, role)| Member { user, role })
+            .collect(),
+    ))
+}
+
+/// `PUT /v1/projects/{slug}/members/{user_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    /// The new role.
+    pub role: Role,
+}
+
+/// `PUT /v1/projects/{slug}/members/{user_id}`: adds or changes a member
+/// (204; owners who stepped up; never the last owner away).
+pub async fn set_member(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<Members>,
+    Path((_, user)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RoleBody>,
+) -> Result<StatusCode, ApiError> {
+    let user: UserId = path_id(&user, "user")?;
+    state
+        .relay
+        .config()
+        .set_member(&grant, user, Some(body.role))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/projects/{slug}/members/{user_id}` (204).
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<Members>,
+    Path((_, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let user: UserId = path_id(&user, "user")?;
+    state.relay.config().set_member(&grant, user, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/projects/{slug}/audit` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Events after this sequence number (0: from the start).
+    #[serde(default)]
+    pub after: u64,
+    /// Page size, at most 500.
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    /// Also verify the whole chain (walks every event: O(length)).
+    #[serde(default)]
+    pub verify: bool,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// The chain's verification status.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ChainAnswer {
+    /// Every event links to its predecessor and matches its hash.
+    Verified {
+        /// How many events.
+        events: u64,
+        /// The newest link.
+        head: Option<ChainHead>,
+    },
+    /// The chain is broken at `seq`.
+    Broken {
+        /// The first broken link.
+        seq: u64,
+        /// What is wrong there.
+        problem: String,
+    },
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    /// Events, by sequence number.
+    pub events: Vec<AuditEvent>,
+    /// The `after` of the next page (`None`: this was the last).
+    pub next_after: Option<u64>,
+    /// With `verify=true`: the whole chain's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainAnswer>,
+}
+
+/// `GET /v1/projects/{slug}/audit?after=&limit=&verify=`: the project's
+/// audit log, paged (owners).
+pub async fn audit_log(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<AuditRead>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let Query(q) = query.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            "after and limit are numbers, verify is true or false",
+        )
+    })?;
+    let limit = q.limit.clamp(1, 500);
+    let events = state.relay.audit().events(&grant, q.after, limit).await?;
+    let next_after = (events.len() == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    let chain = if q.verify {
+        Some(match state.relay.audit().verify(&grant, None).await {
+            Ok(status) => ChainAnswer::Verified {
+                events: status.events,
+                head: status.head,
+            },
+            Err(echorelay::Error::Audit(b)) => ChainAnswer::Broken {
+                seq: b.seq,
+                problem: b.problem.to_string(),
+            },
+            Err(e) => return Err(e.into()),
+        })
+    } else {
+        None
+    };
+    Ok(Json(AuditPage {
+        events,
+        next_after,
+        chain,
     }))
 }

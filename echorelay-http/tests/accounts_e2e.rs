@@ -514,3 +514,98 @@ async fn logout_everywhere_ends_every_session() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn owners_manage_members_by_session_and_the_export_holds_no_credential() {
+    let w = World::new();
+    let server = w.serve(HttpConfig::local()).await;
+    let mut owner = Browser::new(server.connect().await);
+    enroll(&w, &mut owner, "lee@example.com").await;
+    let mut other = Browser::new(server.connect().await);
+    enroll(&w, &mut other, "max@example.com").await;
+    let id = |email: &'static str| {
+        let store = w.relay.store().clone();
+        async move { store.account_by_email(email).await.unwrap().unwrap().id }
+    };
+    let (lee, max) = (id("lee@example.com").await, id("max@example.com").await);
+    w.relay
+        .config()
+        .create_project(lee, Some(w.ip), "acme", "Acme")
+        .await
+        .unwrap();
+
+    // A non-member: the same 403 on every members route.
+    let path = format!("/v1/projects/acme/members/{max}");
+    assert_eq!(
+        other.get("/v1/projects/acme/members").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        other
+            .call(Method::PUT, &path, Some(json!({"role": "owner"})), true)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The owner (stepped up by the login) adds max as an editor.
+    let put = owner
+        .call(Method::PUT, &path, Some(json!({"role": "editor"})), true)
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
+    let members = owner.get("/v1/projects/acme/members").await.json();
+    assert_eq!(members.as_array().unwrap().len(), 2);
+    // Now a member, but an editor: still no members surface.
+    assert_eq!(
+        other.get("/v1/projects/acme/members").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        other.get("/v1/projects/acme/lines").await.status,
+        StatusCode::OK
+    );
+    // The last owner cannot leave.
+    let me = format!("/v1/projects/acme/members/{lee}");
+    assert_eq!(
+        owner.call(Method::DELETE, &me, None, true).await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        owner.call(Method::DELETE, &path, None, true).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    let export = owner.get("/v1/me/export").await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert_eq!(export.headers[header::CACHE_CONTROL], "no-store");
+    assert!(
+        export.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let data = export.json();
+    assert_eq!(data["format"], "echorelay.personal-data.v1");
+    assert_eq!(data["account"]["email"], "lee@example.com");
+    assert_eq!(data["account"]["totp_active"], true);
+    assert_eq!(data["memberships"][0]["slug"], "acme");
+    assert_eq!(data["memberships"][0]["role"], "owner");
+    assert_eq!(data["sessions"].as_array().unwrap().len(), 1);
+    let events = data["audit_events"].as_array().unwrap();
+    assert!(
+        events.len() >= 3,
+        "login, project, membership changes: {}",
+        events.len()
+    );
+    let text = export.text();
+    for secret in ["$2y$", "$2b$", "ers_", "erd_", "password_hash", "seed"] {
+        assert!(!text.contains(secret), "{secret} in the export");
+    }
+    assert!(!text.contains("max@example.com"), "nobody else's data");
+    // API keys cannot export anyone.
+    let mut c = server.connect().await;
+    assert_eq!(
+        c.get("/v1/me/export", Some("er_test_x")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -524,3 +524,231 @@ async fn security_txt_is_served_and_a_stale_one_refused_at_start() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// One call of the role matrix: what each caller gets.
+struct Case {
+    method: Method,
+    path: String,
+    body: Option<serde_json::Value>,
+    /// Viewer, editor and owner keys of the project, then an owner key of
+    /// another project.
+    expect: [u16; 4],
+}
+
+#[tokio::test]
+async fn every_project_route_is_decided_by_role_and_membership() {
+    let w = World::new();
+    w.project("acme").await;
+    w.project("umbrella").await;
+    let keys = [
+        w.key("acme", Role::Viewer).await.0,
+        w.key("acme", Role::Editor).await.0,
+        w.key("acme", Role::Owner).await.0,
+        w.key("umbrella", Role::Owner).await.0,
+    ];
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let lines = c
+        .get("/v1/projects/acme/lines", Some(&keys[2]))
+        .await
+        .json();
+    let line = lines["lines"][0]["line"]["id"].as_str().unwrap().to_owned();
+    let target = lines["lines"][0]["targets"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = c
+        .post_json(
+            &format!("/v1/projects/acme/lines/{line}/endpoints"),
+            &keys[2],
+            json!({"name": "in"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let endpoint = created.json()["id"].as_str().unwrap().to_owned();
+    let p = "/v1/projects/acme";
+    let target_body = json!({
+        "name": "crm", "url": "https://crm.example.com/in",
+        "auth": {"type": "basic", "username": "relay", "password": "hunter2-hunter2"}
+    });
+    let billing = json!({"kind": "credit_purchase", "amount_minor": 5000, "currency": "EUR", "reference": "in_1"});
+    let cases = [
+        Case {
+            method: Method::GET,
+            path: format!("{p}/lines"),
+            body: None,
+            expect: [200, 200, 200, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: format!("{p}/lines"),
+            body: Some(json!({"name": "new"})),
+            expect: [403, 201, 201, 403],
+        },
+        Case {
+            method: Method::PATCH,
+            path: format!("{p}/lines/{line}"),
+            body: Some(json!({"name": "renamed"})),
+            expect: [403, 200, 200, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: format!("{p}/lines/{line}/endpoints"),
+            body: Some(json!({"name": "e"})),
+            expect: [403, 201, 201, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: format!("{p}/lines/{line}/targets"),
+            body: Some(target_body),
+            expect: [403, 201, 201, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: format!("{p}/targets/{target}"),
+            body: None,
+            expect: [200, 200, 200, 403],
+        },
+        Case {
+            method: Method::PATCH,
+            path: format!("{p}/targets/{target}"),
+            body: Some(json!({"name": "shop2"})),
+            expect: [403, 200, 200, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: format!("{p}/keys"),
+            body: None,
+            expect: [403, 403, 200, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: format!("{p}/billing"),
+            body: Some(billing),
+            expect: [403, 403, 201, 403],
+        },
+        // No API key reaches the members surface, whatever its role.
+        Case {
+            method: Method::GET,
+            path: format!("{p}/members"),
+            body: None,
+            expect: [403, 403, 403, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: format!("{p}/audit"),
+            body: None,
+            expect: [403, 403, 200, 403],
+        },
+        Case {
+            method: Method::DELETE,
+            path: format!("{p}/endpoints/{endpoint}"),
+            body: None,
+            expect: [403, 204, 404, 403],
+        },
+    ];
+    for case in &cases {
+        for (who, key) in keys.iter().enumerate() {
+            let body = case
+                .body
+                .as_ref()
+                .map(|b| ("application/json", serde_json::to_vec(b).unwrap()));
+            let a = c
+                .send(case.method.clone(), &case.path, Some(key), &[], body)
+                .await;
+            assert_eq!(
+                a.status.as_u16(),
+                case.expect[who],
+                "{} {} as caller {who}: {}",
+                case.method,
+                case.path,
+                a.text()
+            );
+            assert!(!a.text().contains("hunter2"), "{}", a.text());
+        }
+    }
+    // Every change was audited, with the caller and its address.
+    let events = w.audit("acme").await;
+    let changes = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Config { .. }))
+        .count();
+    assert!(changes >= 8, "{changes} config events");
+    assert!(events.iter().all(|e| e.ip.is_some()));
+}
+
+#[tokio::test]
+async fn the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once() {
+    let w = World::new();
+    w.project("acme").await;
+    let (owner_key, _) = w.key("acme", Role::Owner).await;
+    let (viewer_key, viewer_id) = w.key("acme", Role::Viewer).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let first = c
+        .get("/v1/projects/acme/audit?limit=2", Some(&owner_key))
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+    let page = first.json();
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    assert!(page.get("chain").is_none());
+    let after = page["next_after"].as_u64().unwrap();
+    let rest = c
+        .get(
+            &format!("/v1/projects/acme/audit?after={after}&limit=500&verify=true"),
+            Some(&owner_key),
+        )
+        .await
+        .json();
+    let total = 2 + rest["events"].as_array().unwrap().len() as u64;
+    assert_eq!(rest["next_after"], serde_json::Value::Null);
+    assert_eq!(rest["chain"]["status"], "verified");
+    assert_eq!(rest["chain"]["events"].as_u64().unwrap(), total);
+    let bad = c
+        .get("/v1/projects/acme/audit?limit=lots", Some(&owner_key))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    // An auto-rotated successor, revealed by an owner key, once.
+    w.clock.advance(Duration::days(84));
+    w.relay.keys().rotate_due().await.unwrap();
+    let listed = c
+        .get("/v1/projects/acme/keys", Some(&owner_key))
+        .await
+        .json();
+    let successor = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["predecessor"] == viewer_id.to_string())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/projects/acme/keys/{successor}/reveal");
+    let revealed = c.post_json(&path, &owner_key, json!({})).await;
+    assert_eq!(
+        revealed.status,
+        StatusCode::OK,
+        "{path}: {}",
+        revealed.text()
+    );
+    let plaintext = revealed.json()["plaintext"].as_str().unwrap().to_owned();
+    assert_eq!(
+        c.get("/v1/projects/acme/lines", Some(&plaintext))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.post_json(&path, &owner_key, json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The old key cannot collect it any more.
+    assert_eq!(
+        c.post_json("/v1/keys/successor", &viewer_key, json!({}))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -8,6 +8,7 @@
 //! | backup codes | [`backup`] | S7 |
 //! | tokens for sessions, devices and challenges | [`token`] | S8, S9 |
 //! | the login state machine and account operations | [`service`] | S7–S9, S11 |
+//! | the GDPR Article 15 export | [`export`] | — |
 //!
 //! Stored records hold only hashes of tokens and codes and vault ciphertext
 //! of TOTP seeds. Every failure a caller sees is the one generic
@@ -23,6 +24,7 @@ use crate::ids::{DeviceId, SessionId, UserId};
 use crate::vault::Ciphertext;
 
 pub mod backup;
+pub mod export;
 pub mod password;
 pub mod service;
 pub mod token;
