@@ -5,9 +5,10 @@ use chrono::Duration;
 use echorelay_core::Error;
 use echorelay_core::access::surface::Keys;
 use echorelay_core::audit::{Actor, EventKind, KeyAction};
-use echorelay_core::clock::Clock as _;
 use echorelay_core::error::StoreError;
-use echorelay_core::keys::{Environment, KeyPhase, MintRequest, PlaintextKey, RotateOptions};
+use echorelay_core::keys::{
+    Environment, KeyPhase, KeyRecord, MintRequest, PlaintextKey, RotateOptions,
+};
 
 use crate::{Backend, Harness};
 
@@ -125,7 +126,7 @@ pub async fn operator_rotation_overlap_then_grace<B: Backend>(h: Harness<B>) {
         overlap: Some(Duration::hours(2)),
         grace: None,
     };
-    let rotated_at = h.clock.now();
+    let rotated_at = h.clock_now();
     let new = h.keys.rotate(&grant, old.view.id, opts).await.unwrap();
     let (o, n) = (old.plaintext.expose_secret(), new.plaintext.expose_secret());
     // The sunset is the first instant the old key is rejected: overlap
@@ -672,4 +673,107 @@ pub async fn revoking_a_key_revokes_what_it_minted<B: Backend>(h: Harness<B>) {
         .verify(unrelated.plaintext.expose_secret())
         .await
         .unwrap();
+}
+
+/// A key may be minted with the minter's own role, never above it: an
+/// owner mints owners, an editor key (where keys manage keys) editors but
+/// not owners.
+pub async fn a_key_is_minted_up_to_the_minters_role<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::surface::Members;
+    use echorelay_core::access::{Caller, Role};
+    let (p, owner) = h.project().await;
+    let g = h.grant::<Keys>(&owner, &p).await;
+    let as_owner = h.keys.mint(&g, keyed(Role::Owner)).await.unwrap();
+    assert_eq!(
+        as_owner.view.role,
+        Role::Owner,
+        "keys: an owner mints an owner key"
+    );
+    let m = h.grant::<Members>(&owner, &p).await;
+    h.config.set_api_keys_manage_keys(&m, true).await.unwrap();
+    let editor = h.keys.mint(&g, keyed(Role::Editor)).await.unwrap();
+    let editor_caller = Caller::api_key(
+        h.keys
+            .verify(editor.plaintext.expose_secret())
+            .await
+            .unwrap(),
+        None,
+    );
+    // The voter gives an editor key no keys surface, whatever the flag;
+    // an owner key does get it, and mints up to owner.
+    assert!(matches!(
+        h.voter
+            .authorize::<Keys>(&editor_caller, p.slug.as_str())
+            .await,
+        Err(Error::Denied(_))
+    ));
+    let owner_key = Caller::api_key(
+        h.keys
+            .verify(as_owner.plaintext.expose_secret())
+            .await
+            .unwrap(),
+        None,
+    );
+    let gk = h.grant::<Keys>(&owner_key, &p).await;
+    for role in [Role::Viewer, Role::Editor, Role::Owner] {
+        let minted = h.keys.mint(&gk, keyed(role)).await.unwrap();
+        assert_eq!(minted.view.role, role, "keys: an owner key mints {role}");
+    }
+}
+
+/// S4 for pending reveals: a successor's sealed plaintext is bound to its
+/// own key record (and project); moved onto another key's record, it does
+/// not open, and nothing is revealed.
+pub async fn a_moved_pending_reveal_does_not_open<B: Backend>(h: Harness<B>) {
+    use echorelay_core::audit::AuditDraft;
+    use echorelay_core::rewrap::SealedKind;
+    let (p, owner) = h.project().await;
+    let (q, q_owner) = h.project().await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
+    let q_grant = h.grant::<Keys>(&q_owner, &q).await;
+    for g in [&grant, &grant, &q_grant] {
+        h.keys.mint(g, req(Environment::Live)).await.unwrap();
+    }
+    h.clock.advance(Duration::days(83));
+    assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 3);
+    let pending: Vec<KeyRecord> = h.store.keys_with_pending_reveal(None, 100).await.unwrap();
+    assert_eq!(pending.len(), 3);
+    let sealed = |r: &KeyRecord| r.pending_reveal.clone().unwrap().ciphertext;
+    let (in_p, in_q): (Vec<&KeyRecord>, Vec<&KeyRecord>) =
+        pending.iter().partition(|r| r.project == p.id);
+    let (a, b, c) = (in_p[0], in_p[1], in_q[0]);
+    let draft = |r: &KeyRecord| AuditDraft {
+        project: Some(r.project),
+        at: h.clock_now(),
+        actor: Actor::System,
+        ip: None,
+        subject: None,
+        kind: EventKind::Rewrap {
+            sealed: SealedKind::PendingReveal,
+            id: r.id.to_string(),
+        },
+    };
+    // b's ciphertext onto a (same project, another key); c's onto b
+    // (another project).
+    assert!(
+        h.store
+            .replace_pending_reveal(a.id, &sealed(a), sealed(b), draft(a))
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.store
+            .replace_pending_reveal(b.id, &sealed(b), sealed(c), draft(b))
+            .await
+            .unwrap()
+    );
+    for moved in [a.id, b.id] {
+        let r = h.keys.reveal(&grant, moved).await;
+        assert!(
+            matches!(r, Err(Error::Vault(_))),
+            "keys: a moved pending reveal opened: {r:?}"
+        );
+    }
+    // The one left in place still opens.
+    assert!(h.keys.reveal(&q_grant, c.id).await.is_ok());
 }

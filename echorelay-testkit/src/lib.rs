@@ -221,6 +221,8 @@ macro_rules! conformance_tests {
             keys::concurrent_reveals_reveal_once,
             keys::a_key_collects_its_own_successor_once,
             keys::revoking_a_key_revokes_what_it_minted,
+            keys::a_key_is_minted_up_to_the_minters_role,
+            keys::a_moved_pending_reveal_does_not_open,
             config::secrets_are_stored_sealed_and_read_masked,
             config::moved_ciphertext_does_not_decrypt,
             config::crud_is_audited_and_scoped_to_the_project,
