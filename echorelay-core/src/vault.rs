@@ -335,6 +335,14 @@ impl SecretKey {
         SecretKey::from_zeroizing(bytes)
     }
 
+    /// The key as 64 lowercase hex characters, the form [`SecretKey::parse`]
+    /// reads: for a tool that prints a newly generated key once. Handle
+    /// with care; the intermediate copy is wiped.
+    pub fn to_hex(&self) -> SecretString {
+        let text = Zeroizing::new(hex::encode(self.bytes.as_slice()));
+        SecretString::from(text.as_str())
+    }
+
     /// Wraps raw key bytes **without** checking that they look random (test
     /// vectors and embedders that derive or unwrap keys themselves). Keys
     /// from configuration should go through [`SecretKey::parse`] or
@@ -1080,6 +1088,21 @@ impl serde::Serialize for Masked {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_generated_key_reads_back_from_its_hex_form() {
+        let key = SecretKey::generate();
+        let text = key.to_hex();
+        assert_eq!(text.expose_secret().len(), 64);
+        assert!(
+            text.expose_secret()
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let back = SecretKey::parse(text.expose_secret()).unwrap();
+        assert_eq!(back.id(), key.id());
+        assert!(back.same_key(&key));
+    }
+
     use super::*;
     use base64::engine::general_purpose;
     use proptest::prelude::*;
