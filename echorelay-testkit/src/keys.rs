@@ -777,3 +777,52 @@ pub async fn a_moved_pending_reveal_does_not_open<B: Backend>(h: Harness<B>) {
     // The one left in place still opens.
     assert!(h.keys.reveal(&q_grant, c.id).await.is_ok());
 }
+
+/// Operator rotation options at their boundaries (the project's default
+/// policy: cadence 90 days): overlap and grace each accept 0 and
+/// cadence − 1 s and refuse −1 s and the cadence itself; a refusal makes
+/// no successor.
+pub async fn operator_rotation_options_are_checked_at_their_boundaries<B: Backend>(h: Harness<B>) {
+    use echorelay_core::keys::PolicyError;
+    let (p, owner) = h.project().await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
+    let cadence = Duration::days(90);
+    let second = Duration::seconds(1);
+    let cases = [
+        (Some(-second), None, Some(PolicyError::Overlap)),
+        (Some(cadence), None, Some(PolicyError::Overlap)),
+        (None, Some(-second), Some(PolicyError::Grace)),
+        (None, Some(cadence), Some(PolicyError::Grace)),
+        (Some(Duration::zero()), Some(Duration::zero()), None),
+        (Some(cadence - second), Some(cadence - second), None),
+    ];
+    for (overlap, grace, refused) in cases {
+        let key = h.keys.mint(&grant, req(Environment::Test)).await.unwrap();
+        let r = h
+            .keys
+            .rotate(&grant, key.view.id, RotateOptions { overlap, grace })
+            .await;
+        let rec = h.store.key_by_id(key.view.id).await.unwrap().unwrap();
+        match refused {
+            Some(want) => {
+                assert!(
+                    matches!(&r, Err(Error::Policy(got)) if *got == want),
+                    "keys: overlap {overlap:?} grace {grace:?}: {r:?}"
+                );
+                assert!(
+                    rec.superseded.is_none(),
+                    "keys: a refused rotation made a successor"
+                );
+            }
+            None => {
+                assert!(
+                    r.is_ok(),
+                    "keys: overlap {overlap:?} grace {grace:?}: {r:?}"
+                );
+                let sup = rec.superseded.unwrap();
+                assert_eq!(sup.expires_at - sup.rotated_at, overlap.unwrap());
+                assert_eq!(sup.grace_ends_at - sup.expires_at, grace.unwrap());
+            }
+        }
+    }
+}

@@ -223,6 +223,7 @@ macro_rules! conformance_tests {
             keys::revoking_a_key_revokes_what_it_minted,
             keys::a_key_is_minted_up_to_the_minters_role,
             keys::a_moved_pending_reveal_does_not_open,
+            keys::operator_rotation_options_are_checked_at_their_boundaries,
             config::secrets_are_stored_sealed_and_read_masked,
             config::moved_ciphertext_does_not_decrypt,
             config::crud_is_audited_and_scoped_to_the_project,
