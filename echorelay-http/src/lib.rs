@@ -80,6 +80,7 @@ pub mod headers;
 pub mod json;
 pub mod routes;
 pub mod security_txt;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -84,6 +84,13 @@ struct Serve {
     /// The header trusted proxies name the client in.
     #[arg(long, default_value = "x-forwarded-for")]
     client_ip_header: String,
+    /// Terminate TLS here (PEM certificate chain); with --tls-key. TLS is
+    /// then required, and HSTS sent.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// In memory only: create a demo owner, a project `demo` and an owner
     /// API key at start, and print the key (for trying the API with curl).
     #[arg(long)]
@@ -130,12 +137,19 @@ async fn serve(s: Serve) -> Outcome {
     } else {
         ProxyConfig::trusting(s.trust_proxy.clone(), s.client_ip_header.parse()?)
     };
-    if !loopback && s.trust_proxy.is_empty() {
-        return Err("plain HTTP is for loopback only: listen on 127.0.0.1 or ::1, or put a TLS-terminating proxy in front (--trust-proxy)".into());
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Some(echorelay_http::tls::config_from_pem(
+            &std::fs::read(cert)?,
+            &std::fs::read(key)?,
+        )?),
+        _ => None,
+    };
+    if !loopback && s.trust_proxy.is_empty() && tls.is_none() {
+        return Err("plain HTTP is for loopback only: listen on 127.0.0.1 or ::1, terminate TLS here (--tls-cert, --tls-key), or put a TLS-terminating proxy in front (--trust-proxy)".into());
     }
     let config = HttpConfig {
         proxies,
-        require_tls: !s.trust_proxy.is_empty(),
+        require_tls: !s.trust_proxy.is_empty() || tls.is_some(),
         security_txt: None,
     };
     if s.demo {
@@ -147,7 +161,8 @@ async fn serve(s: Serve) -> Outcome {
     let app = router(relay.clone(), config)?;
     let listener = tokio::net::TcpListener::bind(s.listen).await?;
     println!(
-        "echorelay-server: listening on http://{} ({} store{})",
+        "echorelay-server: listening on {}://{} ({} store{})",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?,
         relay.store_type(),
         if relay.store_type().ends_with("MemStore") {
