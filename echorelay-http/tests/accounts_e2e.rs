@@ -164,9 +164,7 @@ async fn enroll(w: &World, b: &mut Browser, email: &str) -> (TotpSeed, Vec<Strin
     (seed, codes)
 }
 
-#[tokio::test]
-async fn password_then_totp_then_a_trusted_device() {
-    let w = World::new();
+async fn password_then_totp_then_a_trusted_device(w: World) {
     let server = w.serve(HttpConfig::local()).await;
     let mut b = Browser::new(server.connect().await);
     let (seed, _) = enroll(&w, &mut b, "dana@example.com").await;
@@ -257,9 +255,7 @@ async fn password_then_totp_then_a_trusted_device() {
     assert_eq!(wrong.body, unknown.body, "one answer for every failure");
 }
 
-#[tokio::test]
-async fn a_backup_code_works_once() {
-    let w = World::new();
+async fn a_backup_code_works_once(w: World) {
     let server = w.serve(HttpConfig::local()).await;
     let mut b = Browser::new(server.connect().await);
     let (_, codes) = enroll(&w, &mut b, "eve@example.com").await;
@@ -288,9 +284,7 @@ async fn a_backup_code_works_once() {
     assert_eq!(both.status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn cookie_writes_need_the_csrf_token_and_sessions_reach_projects() {
-    let w = World::new();
+async fn cookie_writes_need_the_csrf_token_and_sessions_reach_projects(w: World) {
     let server = w.serve(HttpConfig::local()).await;
     let mut b = Browser::new(server.connect().await);
     enroll(&w, &mut b, "fay@example.com").await;
@@ -354,9 +348,7 @@ async fn cookie_writes_need_the_csrf_token_and_sessions_reach_projects() {
     );
 }
 
-#[tokio::test]
-async fn sessions_expire_when_idle_and_sensitive_calls_need_a_step_up() {
-    let w = World::new();
+async fn sessions_expire_when_idle_and_sensitive_calls_need_a_step_up(w: World) {
     let server = w.serve(HttpConfig::local()).await;
     let mut b = Browser::new(server.connect().await);
     let (seed, _) = enroll(&w, &mut b, "gil@example.com").await;
@@ -398,9 +390,7 @@ async fn sessions_expire_when_idle_and_sensitive_calls_need_a_step_up() {
     );
 }
 
-#[tokio::test]
-async fn a_session_is_pinned_to_its_ip_family_directly() {
-    let w = World::new();
+async fn a_session_is_pinned_to_its_ip_family_directly(w: World) {
     // One dual-stack listener: IPv4 clients arrive as mapped addresses
     // and count as IPv4.
     let app = router(w.relay.clone(), HttpConfig::local()).unwrap();
@@ -441,9 +431,7 @@ async fn a_session_is_pinned_to_its_ip_family_directly() {
     );
 }
 
-#[tokio::test]
-async fn behind_a_trusted_proxy_the_family_is_the_clients() {
-    let w = World::new();
+async fn behind_a_trusted_proxy_the_family_is_the_clients(w: World) {
     let trusted = HttpConfig {
         proxies: ProxyConfig::trusting(
             vec!["127.0.0.0/8".parse().unwrap()],
@@ -474,9 +462,7 @@ async fn behind_a_trusted_proxy_the_family_is_the_clients() {
     assert_eq!(b.get("/v1/me/sessions").await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn logout_everywhere_ends_every_session() {
-    let w = World::new();
+async fn logout_everywhere_ends_every_session(w: World) {
     let server = w.serve(HttpConfig::local()).await;
     let mut one = Browser::new(server.connect().await);
     let (seed, _) = enroll(&w, &mut one, "kim@example.com").await;
@@ -515,9 +501,7 @@ async fn logout_everywhere_ends_every_session() {
     );
 }
 
-#[tokio::test]
-async fn owners_manage_members_by_session_and_the_export_holds_no_credential() {
-    let w = World::new();
+async fn owners_manage_members_by_session_and_the_export_holds_no_credential(w: World) {
     let server = w.serve(HttpConfig::local()).await;
     let mut owner = Browser::new(server.connect().await);
     enroll(&w, &mut owner, "lee@example.com").await;
@@ -609,3 +593,14 @@ async fn owners_manage_members_by_session_and_the_export_holds_no_credential() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+on_every_store!(
+    password_then_totp_then_a_trusted_device,
+    a_backup_code_works_once,
+    cookie_writes_need_the_csrf_token_and_sessions_reach_projects,
+    sessions_expire_when_idle_and_sensitive_calls_need_a_step_up,
+    a_session_is_pinned_to_its_ip_family_directly,
+    behind_a_trusted_proxy_the_family_is_the_clients,
+    logout_everywhere_ends_every_session,
+    owners_manage_members_by_session_and_the_export_holds_no_credential,
+);

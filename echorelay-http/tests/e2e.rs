@@ -15,9 +15,7 @@ use echorelay_http::security_txt::SecurityTxt;
 use echorelay_http::{HttpConfig, StartError, router};
 use serde_json::json;
 
-#[tokio::test]
-async fn every_credential_failure_is_one_401() {
-    let w = World::new();
+async fn every_credential_failure_is_one_401(w: World) {
     w.project("acme").await;
     let (key, id) = w.key("acme", Role::Viewer).await;
     let server = w.serve(HttpConfig::local()).await;
@@ -69,9 +67,7 @@ async fn every_credential_failure_is_one_401() {
     let _ = id;
 }
 
-#[tokio::test]
-async fn roles_decide_each_surface_and_other_projects_look_unknown() {
-    let w = World::new();
+async fn roles_decide_each_surface_and_other_projects_look_unknown(w: World) {
     w.project("acme").await;
     w.project("umbrella").await;
     let server = w.serve(HttpConfig::local()).await;
@@ -113,9 +109,7 @@ async fn roles_decide_each_surface_and_other_projects_look_unknown() {
     }
 }
 
-#[tokio::test]
-async fn a_revoked_key_fails_on_the_next_request_of_the_same_connection() {
-    let w = World::new();
+async fn a_revoked_key_fails_on_the_next_request_of_the_same_connection(w: World) {
     w.project("acme").await;
     let (owner_key, _) = w.key("acme", Role::Owner).await;
     let (key, id) = w.key("acme", Role::Viewer).await;
@@ -149,9 +143,7 @@ async fn a_revoked_key_fails_on_the_next_request_of_the_same_connection() {
     );
 }
 
-#[tokio::test]
-async fn reads_are_masked_and_keys_are_shown_once() {
-    let w = World::new();
+async fn reads_are_masked_and_keys_are_shown_once(w: World) {
     w.project("acme").await;
     let (owner_key, _) = w.key("acme", Role::Owner).await;
     let server = w.serve(HttpConfig::local()).await;
@@ -200,9 +192,7 @@ async fn reads_are_masked_and_keys_are_shown_once() {
     );
 }
 
-#[tokio::test]
-async fn a_key_with_a_successor_is_told_its_sunset_and_collects_it_once() {
-    let w = World::new();
+async fn a_key_with_a_successor_is_told_its_sunset_and_collects_it_once(w: World) {
     w.project("acme").await;
     let (key, _) = w.key("acme", Role::Viewer).await;
     let server = w.serve(HttpConfig::local()).await;
@@ -250,9 +240,7 @@ async fn a_key_with_a_successor_is_told_its_sunset_and_collects_it_once() {
     );
 }
 
-#[tokio::test]
-async fn bad_input_is_a_typed_4xx_that_echoes_nothing() {
-    let w = World::new();
+async fn bad_input_is_a_typed_4xx_that_echoes_nothing(w: World) {
     w.project("acme").await;
     let (owner_key, _) = w.key("acme", Role::Owner).await;
     let server = w.serve(HttpConfig::local()).await;
@@ -381,9 +369,7 @@ fn proxied(trusted: &str, header: &'static str) -> HttpConfig {
     }
 }
 
-#[tokio::test]
-async fn plaintext_is_refused_unless_a_trusted_proxy_terminated_tls() {
-    let w = World::new();
+async fn plaintext_is_refused_unless_a_trusted_proxy_terminated_tls(w: World) {
     w.project("acme").await;
     let (key, _) = w.key("acme", Role::Viewer).await;
     let https = [("x-forwarded-proto", "https")];
@@ -429,9 +415,7 @@ async fn plaintext_is_refused_unless_a_trusted_proxy_terminated_tls() {
     assert!(a.headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
 }
 
-#[tokio::test]
-async fn the_audit_log_records_the_client_a_trusted_proxy_names_and_only_then() {
-    let w = World::new();
+async fn the_audit_log_records_the_client_a_trusted_proxy_names_and_only_then(w: World) {
     w.project("acme").await;
     let (owner_key, _) = w.key("acme", Role::Owner).await;
     let mint = json!({"environment": "test", "role": "viewer", "label": "via proxy"});
@@ -485,9 +469,7 @@ fn security_txt(expires_in: Duration, now: chrono::DateTime<Utc>) -> SecurityTxt
     }
 }
 
-#[tokio::test]
-async fn security_txt_is_served_and_a_stale_one_refused_at_start() {
-    let w = World::new();
+async fn security_txt_is_served_and_a_stale_one_refused_at_start(w: World) {
     let now = w.clock.now();
     let config = HttpConfig {
         security_txt: Some(security_txt(Duration::days(200), now)),
@@ -535,9 +517,7 @@ struct Case {
     expect: [u16; 4],
 }
 
-#[tokio::test]
-async fn every_project_route_is_decided_by_role_and_membership() {
-    let w = World::new();
+async fn every_project_route_is_decided_by_role_and_membership(w: World) {
     w.project("acme").await;
     w.project("umbrella").await;
     let keys = [
@@ -677,9 +657,7 @@ async fn every_project_route_is_decided_by_role_and_membership() {
     assert!(events.iter().all(|e| e.ip.is_some()));
 }
 
-#[tokio::test]
-async fn the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once() {
-    let w = World::new();
+async fn the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once(w: World) {
     w.project("acme").await;
     let (owner_key, _) = w.key("acme", Role::Owner).await;
     let (viewer_key, viewer_id) = w.key("acme", Role::Viewer).await;
@@ -752,3 +730,17 @@ async fn the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once() {
         StatusCode::NOT_FOUND
     );
 }
+
+on_every_store!(
+    every_credential_failure_is_one_401,
+    roles_decide_each_surface_and_other_projects_look_unknown,
+    a_revoked_key_fails_on_the_next_request_of_the_same_connection,
+    reads_are_masked_and_keys_are_shown_once,
+    a_key_with_a_successor_is_told_its_sunset_and_collects_it_once,
+    bad_input_is_a_typed_4xx_that_echoes_nothing,
+    plaintext_is_refused_unless_a_trusted_proxy_terminated_tls,
+    the_audit_log_records_the_client_a_trusted_proxy_names_and_only_then,
+    security_txt_is_served_and_a_stale_one_refused_at_start,
+    every_project_route_is_decided_by_role_and_membership,
+    the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once,
+);

@@ -21,9 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-#[tokio::test]
-async fn the_server_terminates_tls_with_its_own_certificate() {
-    let w = World::new();
+async fn the_server_terminates_tls_with_its_own_certificate(w: World) {
     w.project("acme").await;
     let (key, _) = w.key("acme", Role::Viewer).await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -117,3 +115,5 @@ fn unusable_pem_is_a_typed_error() {
         Err(TlsError::Config(_))
     ));
 }
+
+on_every_store!(the_server_terminates_tls_with_its_own_certificate,);

@@ -27,11 +27,28 @@ pub struct World {
 }
 
 impl World {
-    pub fn new() -> Self {
+    /// On the in-memory store.
+    pub fn in_memory() -> Self {
+        Self::on(EchoRelay::builder())
+    }
+
+    /// On a Postgres schema of its own (`DATABASE_URL`); `None` when the
+    /// Postgres tests are skipped (no database and services not required).
+    pub async fn postgres() -> Option<Self> {
+        let db = echorelay::pg::test_database().await?;
+        let store = db.fresh_store().await.unwrap();
+        Some(Self::on(
+            EchoRelay::builder()
+                .store(store)
+                .keyring(Keyring::new(SecretKey::generate())),
+        ))
+    }
+
+    fn on(builder: EchoRelayBuilder) -> Self {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
         // bcrypt at its minimum cost: the tests log in many times.
         let policy = echorelay_testkit::test_account_policy();
-        let relay = EchoRelay::builder()
+        let relay = builder
             .clock(Arc::new(clock.clone()))
             .account_policy(policy)
             .build()
@@ -238,4 +255,31 @@ pub fn assert_security_headers(a: &Answer) {
     assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert_eq!(a.headers[header::X_FRAME_OPTIONS], "DENY");
     assert!(a.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+}
+
+/// Runs each named `async fn(World)` test once on the in-memory store and
+/// once on Postgres (skipped with one printed line without `DATABASE_URL`,
+/// a failure with `ECHORELAY_REQUIRE_SERVICES=1`).
+#[macro_export]
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::World::in_memory()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(w) = $crate::common::World::postgres().await {
+                        super::$name(w).await
+                    }
+                }
+            )*
+        }
+    };
 }
