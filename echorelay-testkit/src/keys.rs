@@ -251,7 +251,14 @@ pub async fn auto_rotation_reveals_successor_exactly_once<B: Backend>(h: Harness
             .phase(),
         KeyPhase::Overlap { .. }
     ));
-    h.clock.advance(Duration::seconds(1) + Duration::days(1));
+    // The grace: 24 hours from the expiry, to the second.
+    h.clock.advance(Duration::seconds(1));
+    let in_grace = h.keys.verify(old.plaintext.expose_secret()).await.unwrap();
+    assert!(matches!(in_grace.phase(), KeyPhase::Grace { .. }));
+    assert_eq!(in_grace.sunset(), Some(h.clock_now() + Duration::days(1)));
+    h.clock.advance(Duration::days(1) - Duration::seconds(1));
+    assert!(h.keys.verify(old.plaintext.expose_secret()).await.is_ok());
+    h.clock.advance(Duration::seconds(1));
     assert!(h.keys.verify(old.plaintext.expose_secret()).await.is_err());
     assert!(h.keys.verify(revealed.expose_secret()).await.is_ok());
     let events = h.store.events(Some(p.id), 0, 100).await.unwrap();
@@ -289,6 +296,13 @@ pub async fn unrevealed_successor_is_destroyed_after_grace<B: Backend>(h: Harnes
     assert!(h.keys.reveal(&grant, succ.id).await.is_err());
     let report = h.keys.rotate_due().await.unwrap();
     assert_eq!(report.reveals_expired, 1);
+    // Destroying the reveal does not rotate the successor (not due yet).
+    assert_eq!((report.rotated, report.lost_races), (0, 0));
+    let succ_now = h.store.key_by_id(succ.id).await.unwrap().unwrap();
+    assert!(
+        succ_now.is_current(),
+        "keys: the successor was rotated early"
+    );
     assert!(
         h.store
             .key_by_id(succ.id)
