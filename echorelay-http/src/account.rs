@@ -21,6 +21,7 @@ use echorelay::prelude::{
     ExposeSecret, LoginComplete, PasswordStep, SecondFactor, SecretString, StepUp,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::SessionAuth;
@@ -46,17 +47,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 }
 
 /// `POST /v1/auth/login`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     /// The account's email.
     pub email: String,
     /// Its password.
+    #[schema(value_type = String)]
     pub password: SecretString,
 }
 
 /// What a login step leads to.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum LoginAnswer {
     /// Send a TOTP code or a backup code with `challenge` to
@@ -85,6 +87,14 @@ pub enum LoginAnswer {
 }
 
 /// `POST /v1/auth/login`: the password step.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    request_body = LoginBody,
+    responses((status = 200, description = "The next step", body = LoginAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(())
+)]
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -158,16 +168,19 @@ fn logged_in(done: LoginComplete, backup_codes: Option<Vec<String>>) -> Response
 }
 
 /// `POST /v1/auth/second-factor`: exactly one of `code` and `backup_code`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecondFactorBody {
     /// The challenge from the password step.
+    #[schema(value_type = String)]
     pub challenge: SecretString,
     /// A 6-digit TOTP code.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub code: Option<SecretString>,
     /// A backup code (single use).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub backup_code: Option<SecretString>,
     /// Remember this browser: later logins skip the TOTP step (never the
     /// password) until the device cookie expires.
@@ -176,6 +189,14 @@ pub struct SecondFactorBody {
 }
 
 /// `POST /v1/auth/second-factor`: completes a login.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/second-factor",
+    tag = "auth",
+    request_body = SecondFactorBody,
+    responses((status = 200, description = "Logged in; session cookie set", body = LoginAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(())
+)]
 pub async fn second_factor(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -205,15 +226,16 @@ pub async fn second_factor(
 }
 
 /// `POST /v1/auth/enrollment`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollmentBody {
     /// The challenge from the password step.
+    #[schema(value_type = String)]
     pub challenge: SecretString,
 }
 
 /// What enrollment shows: scan the QR code or type the secret.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EnrollmentAnswer {
     /// The `otpauth://` URI.
     pub otpauth_uri: String,
@@ -225,6 +247,14 @@ pub struct EnrollmentAnswer {
 
 /// `POST /v1/auth/enrollment`: starts TOTP enrollment (no-store: the
 /// answer holds the seed).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/enrollment",
+    tag = "auth",
+    request_body = EnrollmentBody,
+    responses((status = 200, description = "The TOTP secret, its URI and QR code", body = EnrollmentAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(())
+)]
 pub async fn begin_enrollment(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -243,12 +273,14 @@ pub async fn begin_enrollment(
 }
 
 /// `POST /v1/auth/enrollment/confirm`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmBody {
     /// The enrollment's challenge.
+    #[schema(value_type = String)]
     pub challenge: SecretString,
     /// A current code from the authenticator.
+    #[schema(value_type = String)]
     pub code: SecretString,
     /// Remember this browser.
     #[serde(default)]
@@ -256,7 +288,7 @@ pub struct ConfirmBody {
 }
 
 /// A confirmed enrollment: logged in, with ten backup codes shown once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Enrolled {
     /// The backup codes. Only salted hashes are kept.
     pub backup_codes: Vec<String>,
@@ -266,6 +298,14 @@ pub struct Enrolled {
 }
 
 /// `POST /v1/auth/enrollment/confirm`: activates TOTP and logs in.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/enrollment/confirm",
+    tag = "auth",
+    request_body = ConfirmBody,
+    responses((status = 200, description = "Logged in, with backup codes shown once", body = Enrolled), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(())
+)]
 pub async fn confirm_enrollment(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -290,19 +330,29 @@ pub async fn confirm_enrollment(
 }
 
 /// `POST /v1/auth/step-up`: exactly one of `password` and `code`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpBody {
     /// The account's password.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub password: Option<SecretString>,
     /// A current TOTP code.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub code: Option<SecretString>,
 }
 
 /// `POST /v1/auth/step-up`: re-proves the session's owner for the
 /// sensitive operations of the next 10 minutes (204).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/step-up",
+    tag = "auth",
+    request_body = StepUpBody,
+    responses((status = 204, description = "Stepped up for 10 minutes"), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(("session" = []))
+)]
 pub async fn step_up(
     State(state): State<AppState>,
     me: SessionAuth,
@@ -335,6 +385,13 @@ fn cleared(mut response: Response) -> Response {
 }
 
 /// `POST /v1/auth/logout`: ends this session (204).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    responses((status = 204, description = "Logged out; cookies cleared"), crate::openapi::AuthErrors),
+    security(("session" = []))
+)]
 pub async fn logout(State(state): State<AppState>, me: SessionAuth) -> Result<Response, ApiError> {
     state
         .relay
@@ -346,6 +403,13 @@ pub async fn logout(State(state): State<AppState>, me: SessionAuth) -> Result<Re
 
 /// `POST /v1/auth/logout-everywhere`: ends every session of the account,
 /// this one included (204).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout-everywhere",
+    tag = "auth",
+    responses((status = 204, description = "Every session ended"), crate::openapi::AuthErrors),
+    security(("session" = []))
+)]
 pub async fn logout_everywhere(
     State(state): State<AppState>,
     me: SessionAuth,
@@ -359,6 +423,13 @@ pub async fn logout_everywhere(
 }
 
 /// `GET /v1/me/sessions`: the account's live sessions and trusted devices.
+#[utoipa::path(
+    get,
+    path = "/v1/me/sessions",
+    tag = "me",
+    responses((status = 200, description = "Sessions and trusted devices", body = serde_json::Value), crate::openapi::AuthErrors),
+    security(("session" = []))
+)]
 pub async fn access_list(
     State(state): State<AppState>,
     me: SessionAuth,
@@ -369,6 +440,14 @@ pub async fn access_list(
 }
 
 /// `DELETE /v1/me/sessions/{id}`: ends one of the account's sessions (204).
+#[utoipa::path(
+    delete,
+    path = "/v1/me/sessions/{id}",
+    tag = "me",
+    params(("id" = String, Path, description = "The session's id")),
+    responses((status = 204, description = "Ended"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    security(("session" = []))
+)]
 pub async fn end_session(
     State(state): State<AppState>,
     me: SessionAuth,
@@ -385,7 +464,7 @@ pub async fn end_session(
 }
 
 /// How many trusted devices were revoked.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Revoked {
     /// The count.
     pub revoked: usize,
@@ -393,6 +472,14 @@ pub struct Revoked {
 
 /// `DELETE /v1/me/devices/{id}`: revokes one trusted device (needs a
 /// step-up).
+#[utoipa::path(
+    delete,
+    path = "/v1/me/devices/{id}",
+    tag = "me",
+    params(("id" = String, Path, description = "The device's id")),
+    responses((status = 200, description = "How many were revoked", body = Revoked), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(("session" = []))
+)]
 pub async fn revoke_device(
     State(state): State<AppState>,
     me: SessionAuth,
@@ -410,6 +497,13 @@ pub async fn revoke_device(
 
 /// `DELETE /v1/me/devices`: revokes every trusted device (needs a
 /// step-up).
+#[utoipa::path(
+    delete,
+    path = "/v1/me/devices",
+    tag = "me",
+    responses((status = 200, description = "How many were revoked", body = Revoked), crate::openapi::AuthErrors),
+    security(("session" = []))
+)]
 pub async fn revoke_all_devices(
     State(state): State<AppState>,
     me: SessionAuth,
@@ -423,7 +517,7 @@ pub async fn revoke_all_devices(
 }
 
 /// New backup codes, shown once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BackupCodes {
     /// Ten codes; the old ones stop working.
     pub backup_codes: Vec<String>,
@@ -431,6 +525,13 @@ pub struct BackupCodes {
 
 /// `POST /v1/me/backup-codes`: replaces the backup codes (needs a
 /// step-up).
+#[utoipa::path(
+    post,
+    path = "/v1/me/backup-codes",
+    tag = "me",
+    responses((status = 200, description = "Ten new codes, once", body = BackupCodes), crate::openapi::AuthErrors),
+    security(("session" = []))
+)]
 pub async fn regenerate_backup_codes(
     State(state): State<AppState>,
     me: SessionAuth,
@@ -449,6 +550,13 @@ pub async fn regenerate_backup_codes(
 /// `echorelay.personal-data.v1`, `docs/FORMATS.md` §3): account,
 /// memberships, sessions, devices and the audit events about them; no
 /// credential of any kind.
+#[utoipa::path(
+    get,
+    path = "/v1/me/export",
+    tag = "me",
+    responses((status = 200, description = "The GDPR Article 15 export (format echorelay.personal-data.v1)", body = serde_json::Value), crate::openapi::AuthErrors),
+    security(("session" = []))
+)]
 pub async fn export(State(state): State<AppState>, me: SessionAuth) -> Result<Response, ApiError> {
     let relay = &state.relay;
     let user = me.session.user;

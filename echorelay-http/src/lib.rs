@@ -78,6 +78,7 @@ pub mod cookies;
 pub mod error;
 pub mod headers;
 pub mod json;
+pub mod openapi;
 pub mod routes;
 pub mod security_txt;
 pub mod tls;
@@ -89,8 +90,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, put};
 use echorelay::EchoRelay;
+
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::client::ProxyConfig;
 use crate::error::ApiError;
@@ -142,6 +146,9 @@ pub enum StartError {
     /// The configured security.txt is refused.
     #[error(transparent)]
     SecurityTxt(#[from] SecurityTxtError),
+    /// The OpenAPI document could not be serialized.
+    #[error("cannot write the OpenAPI document: {0}")]
+    OpenApi(serde_json::Error),
 }
 
 /// The whole HTTP API over `relay`. Serve it with
@@ -164,88 +171,56 @@ pub fn router(relay: EchoRelay, config: HttpConfig) -> Result<Router, StartError
         config: Arc::new(config),
         security_txt,
     };
-    let project = "/v1/projects/{slug}";
-    let api = Router::new()
-        .route(
-            &format!("{project}/lines"),
-            get(routes::lines).post(routes::create_line),
-        )
-        .route(
-            &format!("{project}/lines/{{line_id}}"),
-            patch(routes::rename_line).delete(routes::delete_line),
-        )
-        .route(
-            &format!("{project}/lines/{{line_id}}/endpoints"),
-            post(routes::create_endpoint),
-        )
-        .route(
-            &format!("{project}/lines/{{line_id}}/targets"),
-            post(routes::create_target),
-        )
-        .route(
-            &format!("{project}/endpoints/{{endpoint_id}}"),
-            delete(routes::delete_endpoint),
-        )
-        .route(
-            &format!("{project}/targets/{{target_id}}"),
-            get(routes::get_target)
-                .patch(routes::update_target)
-                .delete(routes::delete_target),
-        )
-        .route(
-            &format!("{project}/keys"),
-            get(routes::list_keys).post(routes::mint_key),
-        )
-        .route(
-            &format!("{project}/keys/{{key_id}}"),
-            delete(routes::revoke_key),
-        )
-        .route(
-            &format!("{project}/keys/{{key_id}}/rotate"),
-            post(routes::rotate_key),
-        )
-        .route(
-            &format!("{project}/keys/{{key_id}}/reveal"),
-            post(routes::reveal_key),
-        )
-        .route(&format!("{project}/billing"), post(routes::record_billing))
-        .route(&format!("{project}/members"), get(routes::members))
-        .route(
-            &format!("{project}/members/{{user_id}}"),
-            put(routes::set_member).delete(routes::remove_member),
-        )
-        .route(&format!("{project}/audit"), get(routes::audit_log))
-        .route(auth::SUCCESSOR_PATH, post(routes::collect_successor))
-        .route("/v1/auth/step-up", post(account::step_up))
-        .route("/v1/auth/logout", post(account::logout))
-        .route(
-            "/v1/auth/logout-everywhere",
-            post(account::logout_everywhere),
-        )
-        .route("/v1/me/sessions", get(account::access_list))
-        .route("/v1/me/sessions/{id}", delete(account::end_session))
-        .route("/v1/me/devices", delete(account::revoke_all_devices))
-        .route("/v1/me/devices/{id}", delete(account::revoke_device))
-        .route(
-            "/v1/me/backup-codes",
-            post(account::regenerate_backup_codes),
-        )
-        .route("/v1/me/export", get(account::export))
+    // The router and the OpenAPI document come from the same lists: a
+    // route cannot be served without being documented. One `routes!` per
+    // path.
+    let authenticated = OpenApiRouter::new()
+        .routes(routes!(routes::lines, routes::create_line))
+        .routes(routes!(routes::rename_line, routes::delete_line))
+        .routes(routes!(routes::create_endpoint))
+        .routes(routes!(routes::create_target))
+        .routes(routes!(routes::delete_endpoint))
+        .routes(routes!(
+            routes::get_target,
+            routes::update_target,
+            routes::delete_target
+        ))
+        .routes(routes!(routes::list_keys, routes::mint_key))
+        .routes(routes!(routes::revoke_key))
+        .routes(routes!(routes::rotate_key))
+        .routes(routes!(routes::reveal_key))
+        .routes(routes!(routes::record_billing))
+        .routes(routes!(routes::members))
+        .routes(routes!(routes::set_member, routes::remove_member))
+        .routes(routes!(routes::audit_log))
+        .routes(routes!(routes::collect_successor))
+        .routes(routes!(account::step_up))
+        .routes(routes!(account::logout))
+        .routes(routes!(account::logout_everywhere))
+        .routes(routes!(account::access_list))
+        .routes(routes!(account::end_session))
+        .routes(routes!(account::revoke_all_devices))
+        .routes(routes!(account::revoke_device))
+        .routes(routes!(account::regenerate_backup_codes))
+        .routes(routes!(account::export))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ));
-    Ok(Router::new()
-        .route("/.well-known/security.txt", get(security_txt_page))
-        .route("/v1/auth/login", post(account::login))
-        .route("/v1/auth/second-factor", post(account::second_factor))
-        .route("/v1/auth/enrollment", post(account::begin_enrollment))
-        .route(
-            "/v1/auth/enrollment/confirm",
-            post(account::confirm_enrollment),
-        )
-        .merge(api)
+    let (app, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(account::login))
+        .routes(routes!(account::second_factor))
+        .routes(routes!(account::begin_enrollment))
+        .routes(routes!(account::confirm_enrollment))
+        .routes(routes!(security_txt_page))
+        .routes(routes!(openapi_json))
+        .merge(authenticated)
+        .split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let doc: Arc<str> = Arc::from(doc.to_pretty_json().map_err(StartError::OpenApi)?);
+    Ok(app
         .fallback(not_found)
+        .layer(axum::Extension(OpenApiDocument(doc)))
         .layer(DefaultBodyLimit::max(json::BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -254,10 +229,46 @@ pub fn router(relay: EchoRelay, config: HttpConfig) -> Result<Router, StartError
         .with_state(state))
 }
 
+/// The served OpenAPI document (a request extension).
+#[derive(Clone)]
+struct OpenApiDocument(Arc<str>);
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = serde_json::Value)),
+    security(())
+)]
+async fn openapi_json(
+    axum::Extension(OpenApiDocument(doc)): axum::Extension<OpenApiDocument>,
+) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        doc.to_string(),
+    )
+        .into_response()
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+/// The security.txt (RFC 9116), when configured.
+#[utoipa::path(
+    get,
+    path = "/.well-known/security.txt",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The file", body = String, content_type = "text/plain; charset=utf-8"),
+        crate::openapi::NotFound
+    ),
+    security(())
+)]
 async fn security_txt_page(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Response {
@@ -270,6 +281,11 @@ async fn security_txt_page(
             text.to_string(),
         )
             .into_response(),
-        None => not_found().await.into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no security.txt is configured",
+        )
+        .into_response(),
     }
 }

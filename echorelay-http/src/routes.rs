@@ -20,6 +20,7 @@ use echorelay::prelude::{
     TargetPatch, UserId,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{Authorized, bearer};
@@ -29,6 +30,14 @@ use crate::json::JsonBody;
 
 /// `GET /v1/projects/{slug}/lines`: the project's lines with their
 /// endpoints and targets, every secret masked.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{slug}/lines",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug")),
+    responses((status = 200, description = "Lines, endpoints and targets; secrets masked", body = LinesAnswer), crate::openapi::AuthErrors),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn lines(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigRead>,
@@ -38,13 +47,22 @@ pub async fn lines(
 }
 
 /// The answer of [`lines`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LinesAnswer {
     /// Lines, endpoints and masked targets.
+    #[schema(value_type = Vec<Object>)]
     pub lines: Vec<LineView>,
 }
 
 /// `GET /v1/projects/{slug}/keys`: the project's keys (hints only).
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{slug}/keys",
+    tag = "keys",
+    params(("slug" = String, Path, description = "The project's slug")),
+    responses((status = 200, description = "The keys (hints, never a key)", body = KeysAnswer), crate::openapi::AuthErrors),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Keys>,
@@ -54,28 +72,32 @@ pub async fn list_keys(
 }
 
 /// The answer of [`list_keys`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeysAnswer {
     /// Every key of the project, newest last.
+    #[schema(value_type = Vec<Object>)]
     pub keys: Vec<KeyView>,
 }
 
 /// The body of [`mint_key`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintBody {
     /// `live` or `test`.
+    #[schema(schema_with = crate::openapi::environment_schema)]
     pub environment: Environment,
     /// `viewer`, `editor` or `owner`: at most the minter's own role.
+    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
     /// A label for listings (at most 100 characters).
     pub label: String,
 }
 
 /// A new key: its listing and, in this one answer only, its plaintext.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MintedAnswer {
     /// The key as listed.
+    #[schema(value_type = Object)]
     pub key: KeyView,
     /// The key itself. Shown once: store it now.
     pub plaintext: String,
@@ -91,6 +113,15 @@ impl From<MintedKey> for MintedAnswer {
 }
 
 /// `POST /v1/projects/{slug}/keys`: mints a key (201, plaintext once).
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{slug}/keys",
+    tag = "keys",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = MintBody,
+    responses((status = 201, description = "The new key; its plaintext only here", body = MintedAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn mint_key(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Keys>,
@@ -113,7 +144,7 @@ pub async fn mint_key(
 
 /// The body of [`rotate_key`]: `{}` takes the project policy's overlap
 /// and grace.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// Seconds the old key stays valid beside its successor.
@@ -143,6 +174,15 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
 
 /// `POST /v1/projects/{slug}/keys/{key_id}/rotate`: an operator rotation
 /// (201, the successor's plaintext once).
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{slug}/keys/{key_id}/rotate",
+    tag = "keys",
+    params(("slug" = String, Path, description = "The project's slug"), ("key_id" = String, Path, description = "The key's id")),
+    request_body = RotateBody,
+    responses((status = 201, description = "The successor; its plaintext only here", body = MintedAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn rotate_key(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Keys>,
@@ -163,6 +203,14 @@ pub async fn rotate_key(
 
 /// `DELETE /v1/projects/{slug}/keys/{key_id}`: revokes the key and what
 /// hangs off it (204). From the moment this answers, the key fails.
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{slug}/keys/{key_id}",
+    tag = "keys",
+    params(("slug" = String, Path, description = "The project's slug"), ("key_id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked: the next request with it fails"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Keys>,
@@ -173,7 +221,7 @@ pub async fn revoke_key(
 }
 
 /// The successor a key collected.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SuccessorAnswer {
     /// The successor key. Shown once: store it now.
     pub plaintext: String,
@@ -182,6 +230,13 @@ pub struct SuccessorAnswer {
 /// `POST /v1/keys/successor`: a key in its overlap or grace collects its
 /// auto-rotated successor, once (any role; 404 when there is none to
 /// collect).
+#[utoipa::path(
+    post,
+    path = "/v1/keys/successor",
+    tag = "keys",
+    responses((status = 200, description = "The presenting key's auto-rotated successor, once", body = SuccessorAnswer), crate::openapi::AuthErrors, crate::openapi::NotFound),
+    security(("api_key" = []))
+)]
 pub async fn collect_successor(
     State(state): State<AppState>,
     req: Request,
@@ -201,6 +256,14 @@ fn path_id<T: FromStr>(text: &str, kind: &'static str) -> Result<T, ApiError> {
 
 /// `POST /v1/projects/{slug}/keys/{key_id}/reveal`: an auto-rotated
 /// successor's plaintext, once (owners who stepped up).
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{slug}/keys/{key_id}/reveal",
+    tag = "keys",
+    params(("slug" = String, Path, description = "The project's slug"), ("key_id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The successor, once", body = SuccessorAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn reveal_key(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Keys>,
@@ -213,7 +276,7 @@ pub async fn reveal_key(
 }
 
 /// A name, for lines and endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameBody {
     /// The name (1–100 printable characters).
@@ -221,6 +284,15 @@ pub struct NameBody {
 }
 
 /// `POST /v1/projects/{slug}/lines`: a new line (201).
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{slug}/lines",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = NameBody,
+    responses((status = 201, description = "The new line", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn create_line(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigWrite>,
@@ -231,6 +303,15 @@ pub async fn create_line(
 }
 
 /// `PATCH /v1/projects/{slug}/lines/{line_id}`: renames a line.
+#[utoipa::path(
+    patch,
+    path = "/v1/projects/{slug}/lines/{line_id}",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
+    request_body = NameBody,
+    responses((status = 200, description = "The renamed line", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn rename_line(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigWrite>,
@@ -249,6 +330,14 @@ pub async fn rename_line(
 
 /// `DELETE /v1/projects/{slug}/lines/{line_id}`: the line with its
 /// endpoints and targets (204).
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{slug}/lines/{line_id}",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
+    responses((status = 204, description = "Deleted, with its endpoints and targets"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn delete_line(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigWrite>,
@@ -264,6 +353,15 @@ pub async fn delete_line(
 
 /// `POST /v1/projects/{slug}/lines/{line_id}/endpoints`: a new inbound
 /// endpoint (201).
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{slug}/lines/{line_id}/endpoints",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
+    request_body = NameBody,
+    responses((status = 201, description = "The new endpoint", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigWrite>,
@@ -280,6 +378,14 @@ pub async fn create_endpoint(
 }
 
 /// `DELETE /v1/projects/{slug}/endpoints/{endpoint_id}` (204).
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{slug}/endpoints/{endpoint_id}",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug"), ("endpoint_id" = String, Path, description = "The endpoint's id")),
+    responses((status = 204, description = "Deleted"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigWrite>,
@@ -291,7 +397,7 @@ pub async fn delete_endpoint(
 }
 
 /// A target's outbound auth as sent: secrets in, never out.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthBody {
     /// No auth.
@@ -299,6 +405,7 @@ pub enum AuthBody {
     /// `Authorization: Bearer TOKEN` on deliveries.
     Bearer {
         /// The token (sealed at once; read back masked).
+        #[schema(value_type = String)]
         token: SecretString,
     },
     /// Basic auth on deliveries.
@@ -306,6 +413,7 @@ pub enum AuthBody {
         /// Username.
         username: String,
         /// Password (sealed at once; read back as `••••`).
+        #[schema(value_type = String)]
         password: SecretString,
     },
 }
@@ -321,7 +429,7 @@ impl From<AuthBody> for AuthInput {
 }
 
 /// `POST /v1/projects/{slug}/lines/{line_id}/targets`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetBody {
     /// Name.
@@ -332,20 +440,31 @@ pub struct TargetBody {
     pub auth: AuthBody,
     /// The signing secret; generated (`whsec_…`) when left out.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub signing_secret: Option<SecretString>,
 }
 
 /// A new target: masked, plus its signing secret once (to give to the
 /// receiver).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedTargetAnswer {
     /// The target as read (secrets masked).
+    #[schema(value_type = Object)]
     pub target: TargetView,
     /// The signing secret. Shown once.
     pub signing_secret: String,
 }
 
 /// `POST /v1/projects/{slug}/lines/{line_id}/targets`: a new target (201).
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{slug}/lines/{line_id}/targets",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
+    request_body = TargetBody,
+    responses((status = 201, description = "The masked target and its signing secret, once", body = CreatedTargetAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn create_target(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigWrite>,
@@ -375,7 +494,7 @@ pub async fn create_target(
 }
 
 /// `PATCH /v1/projects/{slug}/targets/{target_id}`: fields left out stay.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetPatchBody {
     /// New name.
@@ -389,10 +508,19 @@ pub struct TargetPatchBody {
     pub auth: Option<AuthBody>,
     /// New signing secret.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub signing_secret: Option<SecretString>,
 }
 
 /// `GET /v1/projects/{slug}/targets/{target_id}`: one target, masked.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{slug}/targets/{target_id}",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug"), ("target_id" = String, Path, description = "The target's id")),
+    responses((status = 200, description = "The target, secrets masked", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn get_target(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigRead>,
@@ -403,6 +531,15 @@ pub async fn get_target(
 }
 
 /// `PATCH /v1/projects/{slug}/targets/{target_id}`.
+#[utoipa::path(
+    patch,
+    path = "/v1/projects/{slug}/targets/{target_id}",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug"), ("target_id" = String, Path, description = "The target's id")),
+    request_body = TargetPatchBody,
+    responses((status = 200, description = "The updated target, masked", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn update_target(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigWrite>,
@@ -426,6 +563,14 @@ pub async fn update_target(
 }
 
 /// `DELETE /v1/projects/{slug}/targets/{target_id}` (204).
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{slug}/targets/{target_id}",
+    tag = "config",
+    params(("slug" = String, Path, description = "The project's slug"), ("target_id" = String, Path, description = "The target's id")),
+    responses((status = 204, description = "Deleted"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn delete_target(
     State(state): State<AppState>,
     Authorized(grant): Authorized<ConfigWrite>,
@@ -437,10 +582,11 @@ pub async fn delete_target(
 }
 
 /// `POST /v1/projects/{slug}/billing`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingBody {
     /// `credit_purchase`, `refund` or `balance_adjustment`.
+    #[schema(schema_with = crate::openapi::billing_kind_schema)]
     pub kind: BillingKind,
     /// Amount in minor units (positive for purchases and refunds, non-zero
     /// for adjustments).
@@ -454,6 +600,15 @@ pub struct BillingBody {
 
 /// `POST /v1/projects/{slug}/billing`: records a billing event in the
 /// project's audit chain (201, the sealed event).
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{slug}/billing",
+    tag = "project",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = BillingBody,
+    responses((status = 201, description = "The sealed audit event", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn record_billing(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Billing>,
@@ -477,15 +632,25 @@ pub async fn record_billing(
 }
 
 /// A member and their role.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Member {
     /// The account.
+    #[schema(value_type = String)]
     pub user: UserId,
     /// Its role.
+    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
 }
 
 /// `GET /v1/projects/{slug}/members` (owners).
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{slug}/members",
+    tag = "project",
+    params(("slug" = String, Path, description = "The project's slug")),
+    responses((status = 200, description = "Members and roles", body = Vec<Member>), crate::openapi::AuthErrors),
+    security(("session" = []))
+)]
 pub async fn members(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Members>,
@@ -500,15 +665,25 @@ pub async fn members(
 }
 
 /// `PUT /v1/projects/{slug}/members/{user_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     /// The new role.
+    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
 }
 
 /// `PUT /v1/projects/{slug}/members/{user_id}`: adds or changes a member
 /// (204; owners who stepped up; never the last owner away).
+#[utoipa::path(
+    put,
+    path = "/v1/projects/{slug}/members/{user_id}",
+    tag = "project",
+    params(("slug" = String, Path, description = "The project's slug"), ("user_id" = String, Path, description = "The user's id")),
+    request_body = RoleBody,
+    responses((status = 204, description = "Set"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::Conflict),
+    security(("session" = []))
+)]
 pub async fn set_member(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Members>,
@@ -525,6 +700,14 @@ pub async fn set_member(
 }
 
 /// `DELETE /v1/projects/{slug}/members/{user_id}` (204).
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{slug}/members/{user_id}",
+    tag = "project",
+    params(("slug" = String, Path, description = "The project's slug"), ("user_id" = String, Path, description = "The user's id")),
+    responses((status = 204, description = "Removed"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::Conflict),
+    security(("session" = []))
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Members>,
@@ -536,7 +719,8 @@ pub async fn remove_member(
 }
 
 /// `GET /v1/projects/{slug}/audit` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Events after this sequence number (0: from the start).
@@ -555,7 +739,7 @@ fn default_limit() -> usize {
 }
 
 /// The chain's verification status.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ChainAnswer {
     /// Every event links to its predecessor and matches its hash.
@@ -563,6 +747,7 @@ pub enum ChainAnswer {
         /// How many events.
         events: u64,
         /// The newest link.
+        #[schema(value_type = Option<Object>)]
         head: Option<ChainHead>,
     },
     /// The chain is broken at `seq`.
@@ -575,9 +760,10 @@ pub enum ChainAnswer {
 }
 
 /// A page of the audit log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPage {
     /// Events, by sequence number.
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<AuditEvent>,
     /// The `after` of the next page (`None`: this was the last).
     pub next_after: Option<u64>,
@@ -588,6 +774,14 @@ pub struct AuditPage {
 
 /// `GET /v1/projects/{slug}/audit?after=&limit=&verify=`: the project's
 /// audit log, paged (owners).
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{slug}/audit",
+    tag = "project",
+    params(("slug" = String, Path, description = "The project's slug"), AuditQuery),
+    responses((status = 200, description = "A page of events", body = AuditPage), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn audit_log(
     State(state): State<AppState>,
     Authorized(grant): Authorized<AuditRead>,

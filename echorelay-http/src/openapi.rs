@@ -1,0 +1,136 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations by
+//! utoipa: the router and the document are built from the same
+//! `routes!` lists ([`crate::router`]), so a route cannot be served
+//! without being documented. Served at `GET /openapi.json`.
+
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+
+/// Every error answer: a stable code and a message for people (never a
+/// value from the request).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `unauthenticated`, `forbidden`, `invalid_field`.
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// Answers every authenticated route can give.
+#[derive(IntoResponses)]
+pub enum AuthErrors {
+    /// Missing, malformed, unknown, revoked or expired credential (one
+    /// generic answer; `WWW-Authenticate: Bearer`).
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// Denied: unknown project, another project, a role without this
+    /// surface, a missing CSRF token on a cookie write, or a step-up needed
+    /// (`reauthentication_required`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The store could not be reached; nothing was authenticated.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// Answers to a request body that is not right.
+#[derive(IntoResponses)]
+pub enum BodyErrors {
+    /// Malformed JSON, an unknown, missing or invalid field (named), a bad
+    /// id in the path.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// The body is larger than 64 KiB.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not `application/json`.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// Well-formed but refused by the rules (a label too long, a role
+    /// above the caller's, a bad URL, …).
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+}
+
+/// The record does not exist (or is not in this project).
+#[derive(IntoResponses)]
+pub enum NotFound {
+    /// Not found.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// The change conflicts with the stored state.
+#[derive(IntoResponses)]
+pub enum Conflict {
+    /// Already revoked or rotated, changed concurrently, the last owner,
+    /// or already exists.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+}
+
+/// The document's frame: info, tags and the security schemes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "echorelay",
+        description = "The echorelay HTTP API: API keys, tenant configuration, members, billing events, the audit log and accounts. Project routes take an API key (`Authorization: Bearer er_…`) or a session cookie; a cookie-authenticated write also needs `X-CSRF-Token`."
+    ),
+    modifiers(&SecuritySchemes),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "config", description = "Lines, endpoints and targets (secrets masked on every read)"),
+        (name = "keys", description = "API keys"),
+        (name = "project", description = "Members, billing events and the audit log"),
+        (name = "auth", description = "Login and sessions"),
+        (name = "me", description = "The signed-in account"),
+        (name = "meta", description = "The API's own documents")
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the two ways to authenticate.
+pub struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("er_live_… / er_test_…")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::cookies::SESSION))),
+        );
+    }
+}
+
+/// A string schema with these values (for core's enums in request bodies).
+pub(crate) fn string_enum(values: &[&str]) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// `live` or `test`.
+pub(crate) fn environment_schema() -> utoipa::openapi::schema::Object {
+    string_enum(&["live", "test"])
+}
+
+/// `viewer`, `editor` or `owner`.
+pub(crate) fn role_schema() -> utoipa::openapi::schema::Object {
+    string_enum(&["viewer", "editor", "owner"])
+}
+
+/// The billing event kinds.
+pub(crate) fn billing_kind_schema() -> utoipa::openapi::schema::Object {
+    string_enum(&["credit_purchase", "refund", "balance_adjustment"])
+}
