@@ -146,6 +146,27 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     response
 }
 
+/// The benchmark's stand-in for [`authenticate`]: `key` as the caller of
+/// every request, never verified again (see
+/// `bench_router_preauthenticated`; only without a real credential check
+/// can the check's own cost be measured).
+pub(crate) fn preauthenticated(
+    key: VerifiedKey,
+) -> impl Fn(State<AppState>, Request, Next) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |_state, mut req, next| {
+        let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+        req.extensions_mut().insert(Authenticated {
+            caller: Caller::api_key(key.clone(), ip),
+            via: Via::ApiKey(key.clone()),
+        });
+        Box::pin(async move { next.run(req).await })
+    }
+}
+
 /// The session of a request authenticated by its session cookie (the
 /// `/v1/me` routes); an API key is refused with the one 401.
 #[derive(Debug, Clone)]

@@ -159,6 +159,27 @@ pub enum StartError {
 /// [`StartError::SecurityTxt`] when the configured security.txt has
 /// expired or expires more than a year from now (the relay's clock).
 pub fn router(relay: EchoRelay, config: HttpConfig) -> Result<Router, StartError> {
+    build(relay, config, None)
+}
+
+/// For the authentication-overhead benchmark only (feature `bench`): the
+/// same router, but every authenticated route takes `key` as already
+/// verified, without looking at the request's credential. Never serve
+/// this: it authenticates everyone as `key`.
+#[cfg(feature = "bench")]
+pub fn bench_router_preauthenticated(
+    relay: EchoRelay,
+    config: HttpConfig,
+    key: echorelay::prelude::VerifiedKey,
+) -> Result<Router, StartError> {
+    build(relay, config, Some(key))
+}
+
+fn build(
+    relay: EchoRelay,
+    config: HttpConfig,
+    preauthenticated: Option<echorelay::prelude::VerifiedKey>,
+) -> Result<Router, StartError> {
     let security_txt = match &config.security_txt {
         Some(file) => {
             file.validate(relay.clock().now())?;
@@ -202,11 +223,17 @@ pub fn router(relay: EchoRelay, config: HttpConfig) -> Result<Router, StartError
         .routes(routes!(account::revoke_all_devices))
         .routes(routes!(account::revoke_device))
         .routes(routes!(account::regenerate_backup_codes))
-        .routes(routes!(account::export))
-        .route_layer(middleware::from_fn_with_state(
+        .routes(routes!(account::export));
+    let authenticated = match preauthenticated {
+        None => authenticated.route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ));
+        )),
+        Some(key) => authenticated.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::preauthenticated(key),
+        )),
+    };
     let (app, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(account::login))
         .routes(routes!(account::second_factor))

@@ -1,0 +1,473 @@
+//! The MCP read API: four read-only tools over the Model Context Protocol
+//! (rmcp, streamable HTTP) at [`PATH`], for an API key.
+//!
+//! | tool | surface | answer |
+//! |---|---|---|
+//! | `list_projects` | config read | the key's project (a key belongs to exactly one): slug and name |
+//! | `read_config` `{project}` | config read | lines, endpoints and targets; secrets masked |
+//! | `list_keys` `{project}` | keys | the keys' listings (hints, never a key) |
+//! | `recent_audit_events` `{project, limit?}` | audit read | the newest `limit` events (default 50, at most 500), oldest first |
+//!
+//! Authentication is per HTTP request, never per MCP session (S3):
+//!
+//! - [`router`] puts a layer on the route that answers the one 401
+//!   (`WWW-Authenticate: Bearer realm="echorelay"`, the REST API's body)
+//!   unless `Authorization: Bearer …` verifies, so a client sees
+//!   HTTP-level authentication on `initialize` and on every later request.
+//! - Every tool call verifies the bearer of the request it arrived on
+//!   again (rmcp hands each request's [`Parts`] to the handler) and asks
+//!   the voter for a grant of its surface. Nothing verified is kept
+//!   between calls, so a revoked key fails on the next call even if this
+//!   module is ever mounted without the layer, or served with sessions.
+//!
+//! Only an API key is accepted: a session cookie is no credential here, so
+//! there is nothing ambient for a browser to send (no CSRF).
+//!
+//! Tool failures are JSON-RPC errors with a fixed message and the REST
+//! API's stable code in `data.error`: `unauthenticated` (-32001),
+//! `forbidden` (-32003: the same for an unknown project, another
+//! project's, and a role without the surface), `unavailable` (-32004) and
+//! `internal` (-32603). No message carries the key, a secret or any other
+//! value from the request.
+//!
+//! Transport: stateless, answering with plain JSON (rmcp's
+//! `legacy_session_mode = false`, `json_response = true`). There is no
+//! session table, no per-session task and no SSE stream to keep alive or
+//! to outlive a key; the tools never talk back to the client mid-call, so
+//! nothing needs a session. rmcp's
+//! `Host` allow-list (loopback names by default, 403 otherwise) is
+//! switched off: it defends unauthenticated servers on localhost against
+//! DNS rebinding, and here every request needs a bearer key that a
+//! rebinding page does not have. [`crate::headers::outer`] still decides
+//! who the client is and whether TLS is required.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use echorelay::EchoRelay;
+use echorelay::core::audit::AuditEvent;
+use echorelay::core::ports::AuditLog as _;
+use echorelay::prelude::{
+    AuditRead, Caller, ConfigRead, ExposeSecret, Grant, Keys, ProjectId, SecretString, SurfaceKind,
+};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ErrorCode, Extensions};
+use rmcp::schemars::JsonSchema;
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::bearer;
+use crate::client::ClientInfo;
+use crate::error::ApiError;
+use crate::routes::{KeysAnswer, LinesAnswer};
+
+/// Where the MCP endpoint is served.
+pub const PATH: &str = "/mcp";
+
+/// Events `recent_audit_events` returns without a `limit`.
+const DEFAULT_EVENTS: u32 = 50;
+/// The most events `recent_audit_events` returns.
+const MAX_EVENTS: u32 = 500;
+
+/// The MCP endpoint: POST [`PATH`] (JSON-RPC), behind the bearer-key
+/// layer. Merge it into the application router, inside
+/// [`crate::headers::outer`].
+pub fn router(state: AppState) -> Router<AppState> {
+    let relay = state.relay;
+    Router::new()
+        .route_service(PATH, service(relay.clone()))
+        .route_layer(middleware::from_fn_with_state(relay, require_key))
+}
+
+/// rmcp's streamable HTTP service, stateless with JSON answers.
+fn service(relay: EchoRelay) -> StreamableHttpService<ReadApi, NeverSessionManager> {
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        // The bearer key is the defence; see the module docs.
+        .disable_allowed_hosts()
+        // Tool arguments are a slug and a number.
+        .with_max_request_body_bytes(crate::json::BODY_LIMIT);
+    // Stateless: the factory runs for every POST. Build the tool table once.
+    let tools = ReadApi::tool_router();
+    StreamableHttpService::new(
+        move || {
+            Ok(ReadApi {
+                relay: relay.clone(),
+                tool_router: tools.clone(),
+            })
+        },
+        std::sync::Arc::new(NeverSessionManager::default()),
+        config,
+    )
+}
+
+/// The layer: the one 401 unless the request's bearer key verifies (503
+/// if the store cannot be reached). The tools verify it again.
+async fn require_key(State(relay): State<EchoRelay>, req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return ApiError::unauthenticated().into_response();
+    };
+    if let Err(e) = relay.keys().verify(token).await {
+        return ApiError::from(e).into_response();
+    }
+    next.run(req).await
+}
+
+/// The MCP server of one request. It holds no caller: each tool call
+/// authenticates its own request.
+#[derive(Clone)]
+struct ReadApi {
+    relay: EchoRelay,
+    tool_router: ToolRouter<Self>,
+}
+
+/// The argument of the tools that read one project.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(deny_unknown_fields)]
+struct ProjectArgs {
+    /// The project's slug (as in `/v1/projects/{slug}`).
+    project: String,
+}
+
+/// The arguments of `recent_audit_events`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(deny_unknown_fields)]
+struct AuditArgs {
+    /// The project's slug (as in `/v1/projects/{slug}`).
+    project: String,
+    /// How many of the newest events: default 50, at most 500.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 500))]
+    limit: Option<u32>,
+}
+
+/// The answer of `list_projects`.
+#[derive(Debug, Serialize)]
+struct ProjectsAnswer {
+    projects: Vec<ProjectSummary>,
+}
+
+/// One project, as `list_projects` shows it.
+#[derive(Debug, Serialize)]
+struct ProjectSummary {
+    slug: String,
+    name: String,
+}
+
+/// The answer of `recent_audit_events`.
+#[derive(Debug, Serialize)]
+struct RecentEvents {
+    /// The newest events, oldest first.
+    events: Vec<AuditEvent>,
+    /// The chain's newest sequence number when read (0: no events).
+    head: u64,
+}
+
+#[tool_router]
+impl ReadApi {
+    /// The project this API key belongs to (a key sees exactly one): its slug and name.
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn list_projects(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let (caller, project) = self.authenticate(&ctx.extensions).await?;
+        let grant: Grant<ConfigRead> = self
+            .relay
+            .voter()
+            .authorize_id(&caller, project)
+            .await
+            .map_err(tool_error)?;
+        let project = grant.project();
+        answer(&ProjectsAnswer {
+            projects: vec![ProjectSummary {
+                slug: project.slug.to_string(),
+                name: project.name.clone(),
+            }],
+        })
+    }
+
+    /// The project's lines with their endpoints and targets; every secret is masked.
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn read_config(
+        &self,
+        Parameters(ProjectArgs { project }): Parameters<ProjectArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let grant = self.grant::<ConfigRead>(&ctx.extensions, &project).await?;
+        let lines = self
+            .relay
+            .config()
+            .lines(&grant)
+            .await
+            .map_err(tool_error)?;
+        answer(&LinesAnswer { lines })
+    }
+
+    /// The project's API keys as listed: hints, never a key (owner keys, where the project lets keys manage keys).
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn list_keys(
+        &self,
+        Parameters(ProjectArgs { project }): Parameters<ProjectArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let grant = self.grant::<Keys>(&ctx.extensions, &project).await?;
+        let keys = self.relay.keys().list(&grant).await.map_err(tool_error)?;
+        answer(&KeysAnswer { keys })
+    }
+
+    /// The newest events of the project's audit log, oldest first: `limit` of them (default 50, at most 500; owner keys).
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn recent_audit_events(
+        &self,
+        Parameters(AuditArgs { project, limit }): Parameters<AuditArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let grant = self.grant::<AuditRead>(&ctx.extensions, &project).await?;
+        let limit = limit.unwrap_or(DEFAULT_EVENTS).clamp(1, MAX_EVENTS);
+        // Events come oldest first after a sequence number: start `limit`
+        // before the head. The grant has already decided access.
+        let head = self
+            .relay
+            .store()
+            .head(Some(grant.project_id()))
+            .await
+            .map_err(|e| tool_error(e.into()))?
+            .map_or(0, |h| h.seq);
+        let after = head.saturating_sub(u64::from(limit));
+        let page = usize::try_from(limit).unwrap_or(usize::MAX);
+        let events = self
+            .relay
+            .audit()
+            .events(&grant, after, page)
+            .await
+            .map_err(tool_error)?;
+        answer(&RecentEvents { events, head })
+    }
+}
+
+impl ReadApi {
+    /// Authenticates the request a call arrived on: its bearer key,
+    /// verified now, and the client address [`crate::headers::outer`]
+    /// worked out. Returns the caller and its key's project.
+    async fn authenticate(&self, ext: &Extensions) -> Result<(Caller, ProjectId), ErrorData> {
+        // rmcp puts each HTTP request's parts into the extensions of the
+        // JSON-RPC message it carried; without them (not over HTTP) there
+        // is no credential.
+        let (token, ip) = {
+            let parts = ext.get::<Parts>().ok_or_else(unauthenticated)?;
+            let token = bearer(&parts.headers).ok_or_else(unauthenticated)?;
+            let ip = parts.extensions.get::<ClientInfo>().map(|c| c.ip);
+            (SecretString::from(token), ip)
+        };
+        let key = self
+            .relay
+            .keys()
+            .verify(token.expose_secret())
+            .await
+            .map_err(tool_error)?;
+        let project = key.project();
+        Ok((Caller::api_key(key, ip), project))
+    }
+
+    /// A grant of surface `S` in the project `slug` for this call's caller.
+    async fn grant<S: SurfaceKind>(
+        &self,
+        ext: &Extensions,
+        slug: &str,
+    ) -> Result<Grant<S>, ErrorData> {
+        let (caller, _) = self.authenticate(ext).await?;
+        self.relay
+            .voter()
+            .authorize::<S>(&caller, slug)
+            .await
+            .map_err(tool_error)
+    }
+}
+
+#[tool_handler(
+    router = self.tool_router,
+    name = "echorelay",
+    instructions = "Read-only access to the echorelay project of the API key sent as `Authorization: Bearer`. Secrets are always masked."
+)]
+impl ServerHandler for ReadApi {}
+
+/// A tool's answer: the JSON as text, and as structured content.
+fn answer<T: Serialize>(value: &T) -> Result<CallToolResult, ErrorData> {
+    let value = serde_json::to_value(value).map_err(|e| {
+        tracing::error!(error = %e, "an MCP answer did not serialize");
+        internal()
+    })?;
+    Ok(CallToolResult::structured(value))
+}
+
+/// A core error as a tool error: its category, with a fixed message.
+fn tool_error(e: echorelay::Error) -> ErrorData {
+    // The REST API's classification, which also logs backend and internal
+    // failures; its messages are not reused (only fixed text goes out).
+    let api = ApiError::from(e);
+    match api.status() {
+        StatusCode::UNAUTHORIZED => unauthenticated(),
+        StatusCode::FORBIDDEN => forbidden(),
+        StatusCode::SERVICE_UNAVAILABLE => unavailable(),
+        _ => {
+            tracing::error!(code = api.code(), "an MCP read failed");
+            internal()
+        }
+    }
+}
+
+/// An error with a JSON-RPC code, a fixed message and the REST API's code.
+fn error(code: i32, api_code: &'static str, message: &'static str) -> ErrorData {
+    ErrorData::new(
+        ErrorCode(code),
+        message,
+        Some(serde_json::json!({ "error": api_code })),
+    )
+}
+
+/// Every authentication failure: missing, malformed, unknown, revoked or
+/// expired key.
+fn unauthenticated() -> ErrorData {
+    error(-32001, "unauthenticated", "authentication required")
+}
+
+/// Every denial: unknown project, another project, a role without the
+/// surface.
+fn forbidden() -> ErrorData {
+    error(-32003, "forbidden", "not allowed")
+}
+
+/// The store could not be reached.
+fn unavailable() -> ErrorData {
+    error(
+        -32004,
+        "unavailable",
+        "the service is unavailable, retry later",
+    )
+}
+
+/// Anything else (logged).
+fn internal() -> ErrorData {
+    error(ErrorCode::INTERNAL_ERROR.0, "internal", "internal error")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use axum::http::header;
+    use echorelay::prelude::{Environment, MintRequest, Role, UserId};
+
+    use super::*;
+
+    /// The extensions rmcp gives a call that arrived with `authorization`.
+    fn arrived_with(authorization: &str, client: Option<IpAddr>) -> Extensions {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .header(header::AUTHORIZATION, authorization)
+            .body(())
+            .unwrap()
+            .into_parts();
+        if let Some(ip) = client {
+            parts.extensions.insert(ClientInfo { ip, https: false });
+        }
+        let mut ext = Extensions::new();
+        ext.insert(parts);
+        ext
+    }
+
+    /// S3 inside the tools, without the HTTP layer: each call verifies its
+    /// own request, so a key revoked between two calls fails the second.
+    #[tokio::test]
+    async fn every_call_verifies_its_own_key() {
+        let relay = EchoRelay::builder()
+            .account_policy(echorelay_testkit::test_account_policy())
+            .build()
+            .unwrap();
+        let owner = UserId::random();
+        relay
+            .config()
+            .create_project(owner, None, "acme", "Acme")
+            .await
+            .unwrap();
+        let keys = relay
+            .voter()
+            .authorize::<Keys>(&Caller::user(owner, None), "acme")
+            .await
+            .unwrap();
+        let minted = relay
+            .keys()
+            .mint(
+                &keys,
+                MintRequest {
+                    environment: Environment::Test,
+                    role: Role::Viewer,
+                    label: "mcp".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let api = ReadApi {
+            relay: relay.clone(),
+            tool_router: ReadApi::tool_router(),
+        };
+        let ip: IpAddr = "203.0.113.10".parse().unwrap();
+        let ext = arrived_with(
+            &format!("Bearer {}", minted.plaintext.expose_secret()),
+            Some(ip),
+        );
+
+        let (caller, project) = api.authenticate(&ext).await.unwrap();
+        assert_eq!(caller.ip, Some(ip), "the address headers::outer found");
+        assert_eq!(project, keys.project_id());
+        assert!(api.grant::<ConfigRead>(&ext, "acme").await.is_ok());
+        assert_eq!(
+            api.grant::<Keys>(&ext, "acme").await.unwrap_err(),
+            forbidden(),
+            "a viewer"
+        );
+
+        relay.keys().revoke(&keys, minted.view.id).await.unwrap();
+        assert_eq!(api.authenticate(&ext).await.unwrap_err(), unauthenticated());
+        assert_eq!(
+            api.grant::<ConfigRead>(&ext, "acme").await.unwrap_err(),
+            unauthenticated()
+        );
+
+        // No request parts (not over HTTP), another scheme, no token: the same.
+        for ext in [
+            Extensions::new(),
+            arrived_with("Basic x", None),
+            arrived_with("Bearer ", None),
+        ] {
+            assert_eq!(api.authenticate(&ext).await.unwrap_err(), unauthenticated());
+        }
+    }
+
+    #[test]
+    fn errors_carry_fixed_text_and_the_rest_codes() {
+        let denied = tool_error(echorelay::core::access::AccessDenied.into());
+        assert_eq!(denied, forbidden());
+        assert_eq!(
+            denied.data,
+            Some(serde_json::json!({ "error": "forbidden" }))
+        );
+        assert_eq!(
+            tool_error(echorelay::Error::Unauthenticated),
+            unauthenticated()
+        );
+        assert_eq!(tool_error(echorelay::Error::Unavailable), unavailable());
+        assert_eq!(tool_error(echorelay::Error::InvalidInput("x")), internal());
+    }
+}

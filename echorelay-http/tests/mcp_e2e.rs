@@ -1,0 +1,255 @@
+//! The MCP read API end to end: rmcp's own client over streamable HTTP
+//! against the whole router (the same outer layers as the REST API), on
+//! every store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::http::{StatusCode, header};
+use common::*;
+use echorelay::prelude::*;
+use echorelay_http::HttpConfig;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{ClientInitializeError, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ErrorData, RoleClient, ServiceError, ServiceExt};
+use serde_json::{Value, json};
+
+/// The challenge of the one 401.
+const CHALLENGE: &str = "Bearer realm=\"echorelay\"";
+
+/// An MCP client session.
+type Mcp = RunningService<RoleClient, ()>;
+
+/// Opens an MCP session on `server` that sends `key` as the bearer of
+/// every request (rmcp's `auth_header` takes the token without `Bearer `).
+async fn connect(server: &Server, key: Option<&str>) -> Result<Mcp, ClientInitializeError> {
+    let mut config =
+        StreamableHttpClientTransportConfig::with_uri(format!("http://{}/mcp", server.addr));
+    if let Some(key) = key {
+        config = config.auth_header(key);
+    }
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+}
+
+async fn call(
+    mcp: &Mcp,
+    tool: &'static str,
+    arguments: Value,
+) -> Result<CallToolResult, ServiceError> {
+    let Value::Object(arguments) = arguments else {
+        panic!("tool arguments are an object");
+    };
+    mcp.call_tool(CallToolRequestParams::new(tool).with_arguments(arguments))
+        .await
+}
+
+/// The JSON-RPC error a call was answered with.
+fn mcp_error(outcome: Result<CallToolResult, ServiceError>) -> ErrorData {
+    match outcome {
+        Err(ServiceError::McpError(e)) => e,
+        other => panic!("expected a JSON-RPC error, got {other:?}"),
+    }
+}
+
+/// Everything a result carries (text and structured content).
+fn everything(result: &CallToolResult) -> String {
+    serde_json::to_string(result).unwrap()
+}
+
+/// The `seq` of each event `recent_audit_events` returned.
+fn seqs(result: &CallToolResult) -> Vec<u64> {
+    result.structured_content.as_ref().expect("structured")["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("a seq"))
+        .collect()
+}
+
+async fn a_viewer_key_lists_the_tools_and_reads_its_project_masked(w: World) {
+    w.project("acme").await;
+    let (key, _) = w.key("acme", Role::Viewer).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mcp = connect(&server, Some(&key))
+        .await
+        .expect("a good key connects");
+
+    let tools = mcp.list_all_tools().await.unwrap();
+    let mut names: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "list_keys",
+            "list_projects",
+            "read_config",
+            "recent_audit_events"
+        ]
+    );
+    for tool in &tools {
+        assert_eq!(
+            tool.annotations.as_ref().and_then(|a| a.read_only_hint),
+            Some(true),
+            "{} says it is read-only",
+            tool.name
+        );
+    }
+
+    let projects = call(&mcp, "list_projects", json!({})).await.unwrap();
+    assert_eq!(
+        projects.structured_content,
+        Some(json!({"projects": [{"slug": "acme", "name": "A project"}]}))
+    );
+
+    let config = call(&mcp, "read_config", json!({"project": "acme"}))
+        .await
+        .unwrap();
+    assert_ne!(config.is_error, Some(true));
+    let text = &config.content[0].as_text().expect("a text block").text;
+    assert!(text.contains("shop.example.com"), "the target: {text}");
+    assert!(text.contains("••••"), "its token, masked: {text}");
+    let all = everything(&config);
+    assert!(!all.contains(TARGET_TOKEN), "the token itself: {all}");
+    assert!(!all.contains(&key));
+}
+
+async fn roles_decide_the_tools_and_other_projects_look_unknown(w: World) {
+    w.project("acme").await;
+    w.project("umbrella").await;
+    let (viewer, _) = w.key("acme", Role::Viewer).await;
+    let (owner, _) = w.key("acme", Role::Owner).await;
+    let (stranger, _) = w.key("umbrella", Role::Owner).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let acme = json!({"project": "acme"});
+
+    // A viewer reads configuration only.
+    let v = connect(&server, Some(&viewer)).await.unwrap();
+    let denied = mcp_error(call(&v, "list_keys", acme.clone()).await);
+    assert_eq!(denied.data, Some(json!({"error": "forbidden"})));
+    assert_eq!(
+        mcp_error(call(&v, "recent_audit_events", acme.clone()).await),
+        denied
+    );
+
+    // Another project's key: acme looks exactly like no project at all.
+    let s = connect(&server, Some(&stranger)).await.unwrap();
+    let foreign = mcp_error(call(&s, "read_config", acme.clone()).await);
+    let unknown = mcp_error(call(&s, "read_config", json!({"project": "no-such-project"})).await);
+    assert_eq!(foreign, unknown);
+    assert_eq!(foreign, denied, "one denial, whatever the reason");
+    let said = serde_json::to_string(&[&denied, &foreign]).unwrap();
+    for secret in [&viewer, &owner, &stranger] {
+        assert!(!said.contains(secret.as_str()), "an error echoes no key");
+    }
+
+    // An owner key gets both.
+    let o = connect(&server, Some(&owner)).await.unwrap();
+    let keys = call(&o, "list_keys", acme.clone()).await.unwrap();
+    assert_ne!(keys.is_error, Some(true));
+    let listed = everything(&keys);
+    for secret in [&viewer, &owner] {
+        assert!(!listed.contains(secret.as_str()), "a listing shows no key");
+    }
+    let count = keys.structured_content.as_ref().unwrap()["keys"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(count, Some(2), "acme's two keys: {listed}");
+
+    let newest = call(
+        &o,
+        "recent_audit_events",
+        json!({"project": "acme", "limit": 2}),
+    )
+    .await
+    .unwrap();
+    let log = w.audit("acme").await;
+    let tail: Vec<u64> = log[log.len() - 2..].iter().map(|e| e.seq).collect();
+    assert_eq!(seqs(&newest), tail, "the two newest, oldest first");
+    let page = call(&o, "recent_audit_events", acme).await.unwrap();
+    assert_eq!(seqs(&page).len(), log.len().min(50), "50 by default");
+}
+
+async fn a_revoked_key_fails_on_the_next_call_of_the_same_session(w: World) {
+    w.project("acme").await;
+    let (key, id) = w.key("acme", Role::Viewer).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mcp = connect(&server, Some(&key)).await.unwrap();
+    let acme = json!({"project": "acme"});
+    let read = call(&mcp, "read_config", acme.clone()).await.unwrap();
+    assert_ne!(read.is_error, Some(true));
+
+    let owner = Caller::user(w.owner, None);
+    let grant = w
+        .relay
+        .voter()
+        .authorize::<Keys>(&owner, "acme")
+        .await
+        .unwrap();
+    w.relay.keys().revoke(&grant, id).await.unwrap();
+
+    // The same client session, the very next call.
+    let refused = call(&mcp, "read_config", acme)
+        .await
+        .expect_err("a revoked key's next call");
+    assert_eq!(refused.auth_challenge(), Some(CHALLENGE), "{refused:?}");
+    assert!(call(&mcp, "list_projects", json!({})).await.is_err());
+}
+
+async fn connecting_without_a_good_key_fails(w: World) {
+    w.project("acme").await;
+    let (good, _) = w.key("acme", Role::Viewer).await;
+    let (revoked, id) = w.key("acme", Role::Viewer).await;
+    let owner = Caller::user(w.owner, None);
+    let grant = w
+        .relay
+        .voter()
+        .authorize::<Keys>(&owner, "acme")
+        .await
+        .unwrap();
+    w.relay.keys().revoke(&grant, id).await.unwrap();
+    let server = w.serve(HttpConfig::local()).await;
+
+    let unknown = "er_test_0000000000000000000000000000000000000000";
+    for key in [
+        None,
+        Some("not-a-key"),
+        Some(unknown),
+        Some(revoked.as_str()),
+    ] {
+        let refused = connect(&server, key)
+            .await
+            .err()
+            .expect("no session without a good key");
+        assert_eq!(
+            refused.auth_challenge(),
+            Some(CHALLENGE),
+            "{key:?}: {refused:?}"
+        );
+    }
+
+    // Over plain HTTP: the REST API's one 401, with the outer layers.
+    let mut c = server.connect().await;
+    let missing = c.get("/mcp", None).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.headers[header::WWW_AUTHENTICATE], CHALLENGE);
+    assert_eq!(missing.json()["error"], "unauthenticated");
+    assert_security_headers(&missing);
+    // A good key passes, whatever the Host (this client sends
+    // `relay.test`): rmcp's loopback-only Host check is off. A GET is
+    // refused there only because the server is stateless (no SSE stream).
+    assert_eq!(
+        c.get("/mcp", Some(&good)).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+on_every_store!(
+    a_viewer_key_lists_the_tools_and_reads_its_project_masked,
+    roles_decide_the_tools_and_other_projects_look_unknown,
+    a_revoked_key_fails_on_the_next_call_of_the_same_session,
+    connecting_without_a_good_key_fails,
+);
