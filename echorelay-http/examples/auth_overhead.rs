@@ -24,9 +24,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A slug of its own, so runs against one database do not collide.
     let slug = format!("bench-{}", &owner.to_string()[4..12]);
     let config = relay.config();
-    config.create_project(owner, None, &slug, "Benchmark").await?;
+    config
+        .create_project(owner, None, &slug, "Benchmark")
+        .await?;
     let caller = Caller::user(owner, None);
-    let write = relay.voter().authorize::<ConfigWrite>(&caller, &slug).await?;
+    let write = relay
+        .voter()
+        .authorize::<ConfigWrite>(&caller, &slug)
+        .await?;
     let line = config.create_line(&write, "orders").await?;
     config
         .create_target(
@@ -59,8 +64,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let b = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("key {key}");
-    println!("authenticated http://{}/v1/projects/{slug}/lines", a.local_addr()?);
-    println!("unauthenticated http://{}/v1/projects/{slug}/lines", b.local_addr()?);
+    println!(
+        "authenticated http://{}/v1/projects/{slug}/lines",
+        a.local_addr()?
+    );
+    println!(
+        "unauthenticated http://{}/v1/projects/{slug}/lines",
+        b.local_addr()?
+    );
     println!("store {}", relay.store_type());
     let serve_a = axum::serve(a, real.into_make_service_with_connect_info::<SocketAddr>());
     let serve_b = axum::serve(b, pre.into_make_service_with_connect_info::<SocketAddr>());

@@ -152,7 +152,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 /// can the check's own cost be measured).
 pub(crate) fn preauthenticated(
     key: VerifiedKey,
-) -> impl Fn(State<AppState>, Request, Next) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
+) -> impl Fn(
+    State<AppState>,
+    Request,
+    Next,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
 + Clone
 + Send
 + Sync

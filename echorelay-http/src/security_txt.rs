@@ -93,6 +93,76 @@ impl SecurityTxt {
         Ok(())
     }
 
+    /// Reads a security.txt the operator wrote (`Field: value` lines, `#`
+    /// comments, fields in any order; an unknown field is refused so a
+    /// typo is not published silently). Check it with
+    /// [`SecurityTxt::validate`].
+    ///
+    /// # Errors
+    /// [`SecurityTxtError::Invalid`] for a line that is not a known field,
+    /// a second `Expires`, or an `Expires` that is not an RFC 3339 time.
+    pub fn parse(text: &str) -> Result<SecurityTxt, SecurityTxtError> {
+        let mut contact = Vec::new();
+        let mut expires = None;
+        let (mut encryption, mut acknowledgments, mut policy, mut canonical) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut preferred_languages = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                return Err(SecurityTxtError::Invalid {
+                    field: "line",
+                    why: "not a `Field: value` line",
+                });
+            };
+            let value = value.trim().to_owned();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "contact" => contact.push(value),
+                "expires" => {
+                    let t = DateTime::parse_from_rfc3339(&value).map_err(|_| {
+                        SecurityTxtError::Invalid {
+                            field: "Expires",
+                            why: "not an RFC 3339 date and time",
+                        }
+                    })?;
+                    if expires.replace(t.with_timezone(&Utc)).is_some() {
+                        return Err(SecurityTxtError::Invalid {
+                            field: "Expires",
+                            why: "given twice",
+                        });
+                    }
+                }
+                "encryption" => encryption.push(value),
+                "acknowledgments" => acknowledgments.push(value),
+                "policy" => policy.push(value),
+                "canonical" => canonical.push(value),
+                "preferred-languages" => {
+                    preferred_languages.extend(value.split(',').map(|l| l.trim().to_owned()));
+                }
+                _ => {
+                    return Err(SecurityTxtError::Invalid {
+                        field: "line",
+                        why: "not a field this server publishes",
+                    });
+                }
+            }
+        }
+        Ok(SecurityTxt {
+            contact,
+            expires: expires.ok_or(SecurityTxtError::Invalid {
+                field: "Expires",
+                why: "missing",
+            })?,
+            encryption,
+            acknowledgments,
+            policy,
+            preferred_languages,
+            canonical,
+        })
+    }
+
     /// The file's text (`text/plain; charset=utf-8`), fields in the order
     /// of RFC 9116 §2.5, each line ending in CRLF.
     pub fn render(&self) -> String {
@@ -199,6 +269,23 @@ mod tests {
         assert_eq!(f.validate(now()), Ok(()));
         f.preferred_languages = vec!["en us".into()];
         assert!(f.validate(now()).is_err());
+    }
+
+    #[test]
+    fn what_it_renders_parses_back() {
+        let mut f = file();
+        f.preferred_languages = vec!["en".into(), "fr".into()];
+        f.policy = vec!["https://example.com/disclosure".into()];
+        assert_eq!(SecurityTxt::parse(&f.render()), Ok(f));
+        for bad in [
+            "Contact: mailto:a@b.c\n",
+            "Contact: mailto:a@b.c\nExpires: tomorrow\n",
+            "Expires: 2027-01-01T00:00:00Z\nExpires: 2027-01-02T00:00:00Z\n",
+            "Contact mailto:a@b.c\nExpires: 2027-01-01T00:00:00Z\n",
+            "Contakt: mailto:a@b.c\nExpires: 2027-01-01T00:00:00Z\n",
+        ] {
+            assert!(SecurityTxt::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -91,6 +91,11 @@ struct Serve {
     /// The certificate's PEM private key.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Publish this security.txt (RFC 9116 `Field: value` lines) at
+    /// /.well-known/security.txt; refused at start when it has expired or
+    /// expires more than a year ahead.
+    #[arg(long)]
+    security_txt: Option<std::path::PathBuf>,
     /// In memory only: create a demo owner, a project `demo` and an owner
     /// API key at start, and print the key (for trying the API with curl).
     #[arg(long)]
@@ -150,7 +155,12 @@ async fn serve(s: Serve) -> Outcome {
     let config = HttpConfig {
         proxies,
         require_tls: !s.trust_proxy.is_empty() || tls.is_some(),
-        security_txt: None,
+        security_txt: match &s.security_txt {
+            Some(path) => Some(echorelay_http::security_txt::SecurityTxt::parse(
+                &std::fs::read_to_string(path)?,
+            )?),
+            None => None,
+        },
     };
     if s.demo {
         if !relay.store_type().ends_with("MemStore") {
