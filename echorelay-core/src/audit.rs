@@ -435,15 +435,15 @@ impl ChainVerifier {
         if event_hash(e) != e.hash {
             return Err(brk(BreakKind::ContentEdited));
         }
-        if let Some(a) = self.anchor {
-            if e.seq == a.seq {
-                // The hashes are unkeyed: without this, a rewritten and
-                // re-hashed chain would pass.
-                if e.hash != a.hash {
-                    return Err(brk(BreakKind::Truncated));
-                }
-                self.anchor_seen = true;
+        if let Some(a) = self.anchor
+            && e.seq == a.seq
+        {
+            // The hashes are unkeyed: without this, a rewritten and
+            // re-hashed chain would pass.
+            if e.hash != a.hash {
+                return Err(brk(BreakKind::Truncated));
             }
+            self.anchor_seen = true;
         }
         self.prev = Some(e.head());
         Ok(())
@@ -707,12 +707,12 @@ pub async fn record_billing<S: crate::ports::AuditSink + ?Sized>(
             "purchases and refunds need a positive amount, adjustments a non-zero one",
         ));
     }
-    if let Some(r) = &event.reference {
-        if r.is_empty() || r.chars().count() > 200 || r.chars().any(char::is_control) {
-            return Err(crate::Error::InvalidInput(
-                "billing reference must be 1-200 printable characters",
-            ));
-        }
+    if let Some(r) = &event.reference
+        && (r.is_empty() || r.chars().count() > 200 || r.chars().any(char::is_control))
+    {
+        return Err(crate::Error::InvalidInput(
+            "billing reference must be 1-200 printable characters",
+        ));
     }
     let draft = AuditDraft {
         project: Some(grant.project_id()),

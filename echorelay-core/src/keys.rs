@@ -1076,24 +1076,24 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
         policies: &mut std::collections::HashMap<ProjectId, LifecyclePolicy>,
         report: &mut RotationReport,
     ) -> Result<()> {
-        if let Some(p) = &old.pending_reveal {
-            if p.until <= now {
-                let audit = self.draft(
-                    Actor::System,
-                    None,
-                    old,
-                    KeyAction::RevealExpired,
-                    None,
-                    now,
-                );
-                if self
-                    .keys
-                    .take_pending_reveal(old.id, audit)
-                    .await?
-                    .is_some()
-                {
-                    report.reveals_expired += 1;
-                }
+        if let Some(p) = &old.pending_reveal
+            && p.until <= now
+        {
+            let audit = self.draft(
+                Actor::System,
+                None,
+                old,
+                KeyAction::RevealExpired,
+                None,
+                now,
+            );
+            if self
+                .keys
+                .take_pending_reveal(old.id, audit)
+                .await?
+                .is_some()
+            {
+                report.reveals_expired += 1;
             }
         }
         if !(old.is_current() && old.rotate_at <= now) {

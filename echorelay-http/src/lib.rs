@@ -65,6 +65,7 @@
 //! | `POST /v1/me/backup-codes` | session, stepped up | ten new backup codes, once |
 //! | `GET /v1/me/export` | session | the GDPR Article 15 export (JSON attachment) |
 //! | `GET /.well-known/security.txt` | public | RFC 9116 text |
+//! | `POST /mcp` | API key, verified per request and per tool call | MCP (JSON-RPC, streamable HTTP, stateless): `list_projects`, `read_config`, `list_keys`, `recent_audit_events`; secrets masked ([`mcp`]) |
 //!
 //! Project routes take an API key or a session cookie; a
 //! cookie-authenticated write needs `X-CSRF-Token` ([`cookies`]).
@@ -78,6 +79,7 @@ pub mod cookies;
 pub mod error;
 pub mod headers;
 pub mod json;
+pub mod mcp;
 pub mod openapi;
 pub mod routes;
 pub mod security_txt;
@@ -246,6 +248,7 @@ fn build(
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let doc: Arc<str> = Arc::from(doc.to_pretty_json().map_err(StartError::OpenApi)?);
     Ok(app
+        .merge(mcp::router(state.clone()))
         .fallback(not_found)
         .layer(axum::Extension(OpenApiDocument(doc)))
         .layer(DefaultBodyLimit::max(json::BODY_LIMIT))

@@ -471,3 +471,28 @@ mod tests {
         assert_eq!(tool_error(echorelay::Error::InvalidInput("x")), internal());
     }
 }
+
+/// For the OpenAPI document only: the MCP endpoint (JSON-RPC 2.0 over the
+/// MCP streamable HTTP transport, stateless, JSON answers). The body is a
+/// JSON-RPC request (`initialize`, `tools/list`, `tools/call`); see the
+/// MCP specification.
+#[utoipa::path(
+    post,
+    path = "/mcp",
+    tag = "mcp",
+    request_body(content = serde_json::Value, description = "A JSON-RPC 2.0 request", content_type = "application/json"),
+    responses(
+        (status = 200, description = "A JSON-RPC 2.0 answer (tool failures are JSON-RPC errors: -32001 unauthenticated, -32003 forbidden, -32004 unavailable)", body = serde_json::Value),
+        (status = 202, description = "A notification was accepted"),
+        (status = 400, description = "Not a JSON-RPC request"),
+        (status = 405, description = "Not POST (the endpoint is stateless: no GET stream, no DELETE)"),
+        (status = 406, description = "The Accept header does not allow JSON"),
+        (status = 413, description = "The body is larger than 64 KiB"),
+        (status = 415, description = "Not application/json"),
+        (status = 422, description = "A JSON-RPC request the server cannot take"),
+        crate::openapi::AuthErrors
+    ),
+    security(("api_key" = []))
+)]
+#[allow(dead_code)]
+pub(crate) fn documented() {}

@@ -78,6 +78,7 @@ pub enum Conflict {
         description = "The echorelay HTTP API: API keys, tenant configuration, members, billing events, the audit log and accounts. Project routes take an API key (`Authorization: Bearer er_…`) or a session cookie; a cookie-authenticated write also needs `X-CSRF-Token`."
     ),
     modifiers(&SecuritySchemes),
+    paths(crate::mcp::documented),
     components(schemas(ErrorBody)),
     tags(
         (name = "config", description = "Lines, endpoints and targets (secrets masked on every read)"),
@@ -85,7 +86,8 @@ pub enum Conflict {
         (name = "project", description = "Members, billing events and the audit log"),
         (name = "auth", description = "Login and sessions"),
         (name = "me", description = "The signed-in account"),
-        (name = "meta", description = "The API's own documents")
+        (name = "meta", description = "The API's own documents"),
+        (name = "mcp", description = "The MCP read API (list_projects, read_config, list_keys, recent_audit_events)")
     )
 )]
 pub struct ApiDoc;

@@ -222,8 +222,7 @@ async fn connecting_without_a_good_key_fails(w: World) {
     ] {
         let refused = connect(&server, key)
             .await
-            .err()
-            .expect("no session without a good key");
+            .expect_err("no session without a good key");
         assert_eq!(
             refused.auth_challenge(),
             Some(CHALLENGE),

@@ -661,12 +661,12 @@ impl ConfigStore for MemStore {
             expect_version,
             owner_if_new,
         )?;
-        if let Some(holder) = s.slugs.get(&tree.project.slug) {
-            if *holder != pid {
-                return Err(StoreError::AlreadyExists {
-                    kind: "project slug",
-                });
-            }
+        if let Some(holder) = s.slugs.get(&tree.project.slug)
+            && *holder != pid
+        {
+            return Err(StoreError::AlreadyExists {
+                kind: "project slug",
+            });
         }
         // Ids must not collide with another project's entities.
         let foreign = tree
@@ -778,10 +778,10 @@ impl AuditSink for MemStore {
     async fn append(&self, audit: AuditDraft) -> StoreResult<AuditEvent> {
         let chain = audit.project;
         let check = move |s: &State| {
-            if let Some(p) = chain {
-                if !s.projects.contains_key(&p) {
-                    return Err(not_found("project"));
-                }
+            if let Some(p) = chain
+                && !s.projects.contains_key(&p)
+            {
+                return Err(not_found("project"));
             }
             Ok(s.audit
                 .get(&chain)

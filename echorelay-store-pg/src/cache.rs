@@ -257,13 +257,12 @@ impl KeyCache {
         let now = Instant::now();
         {
             let l = self.lock();
-            if self.serving(&l, now) {
-                if let Some(e) = l.entries.get(hash) {
-                    if now.duration_since(e.fetched) < self.config.ttl {
-                        self.hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(Some(e.status));
-                    }
-                }
+            if self.serving(&l, now)
+                && let Some(e) = l.entries.get(hash)
+                && now.duration_since(e.fetched) < self.config.ttl
+            {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(e.status));
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -502,19 +501,19 @@ async fn listen(cache: std::sync::Weak<KeyCache>, mut listener: PgListener) {
                 let payload = n.payload();
                 if let Some(rest) = payload.strip_prefix("ping:") {
                     let mut parts = rest.splitn(2, ':');
-                    if parts.next() == Some(hex::encode(c.id).as_str()) {
-                        if let Some(k) = parts.next().and_then(|k| k.parse().ok()) {
-                            c.heard_ping.fetch_max(k, Ordering::SeqCst);
-                            c.ping_heard.notify_waiters();
-                        }
+                    if parts.next() == Some(hex::encode(c.id).as_str())
+                        && let Some(k) = parts.next().and_then(|k| k.parse().ok())
+                    {
+                        c.heard_ping.fetch_max(k, Ordering::SeqCst);
+                        c.ping_heard.notify_waiters();
                     }
                     continue;
                 }
                 let (seq, hash) = parse_invalidation(payload);
                 c.invalidate_local(hash);
                 c.invalidations.fetch_add(1, Ordering::Relaxed);
-                if let Some(seq) = seq {
-                    if let Err(e) = sqlx::query(
+                if let Some(seq) = seq
+                    && let Err(e) = sqlx::query(
                         "INSERT INTO key_cache_acks (instance, seq) VALUES ($1, $2) \
                          ON CONFLICT DO NOTHING",
                     )
@@ -522,13 +521,12 @@ async fn listen(cache: std::sync::Weak<KeyCache>, mut listener: PgListener) {
                     .bind(seq)
                     .execute(&c.pool)
                     .await
-                    {
-                        tracing::warn!(error = %e, "key cache: acknowledgement failed; cache flushed");
-                        c.connected.store(false, Ordering::SeqCst);
-                        c.flush();
-                        c.wake.notify_one();
-                        return;
-                    }
+                {
+                    tracing::warn!(error = %e, "key cache: acknowledgement failed; cache flushed");
+                    c.connected.store(false, Ordering::SeqCst);
+                    c.flush();
+                    c.wake.notify_one();
+                    return;
                 }
             }
             // The connection was lost (None) or failed: stop serving; the

@@ -1040,17 +1040,17 @@ where
         let Ok(hash) = Token::hash_presented(TokenKind::Session, cookie) else {
             return Ok(());
         };
-        if let Some(s) = self.sessions.session_by_token(&hash).await? {
-            if self.sessions.delete_session(s.id).await? {
-                self.audit(
-                    Some(s.user),
-                    Actor::User(s.user),
-                    Some(ip),
-                    AccountAction::SessionEnded,
-                    None,
-                )
-                .await?;
-            }
+        if let Some(s) = self.sessions.session_by_token(&hash).await?
+            && self.sessions.delete_session(s.id).await?
+        {
+            self.audit(
+                Some(s.user),
+                Actor::User(s.user),
+                Some(ip),
+                AccountAction::SessionEnded,
+                None,
+            )
+            .await?;
         }
         Ok(())
     }
