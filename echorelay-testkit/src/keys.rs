@@ -24,6 +24,11 @@ fn req(environment: Environment) -> MintRequest {
 pub async fn mint_then_verify_stores_only_the_hash<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
     let grant = h.grant::<Keys>(&owner, &p).await;
+    // A grant's Debug names what it allows (for logs), never more.
+    let shown = format!("{grant:?}");
+    for part in ["Grant", "Keys", &p.id.to_string(), "Owner"] {
+        assert!(shown.contains(part), "keys: {shown} lacks {part}");
+    }
     let minted = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     let key = minted.plaintext.expose_secret().to_owned();
     assert!(key.starts_with("er_live_"));
