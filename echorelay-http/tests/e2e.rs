@@ -23,15 +23,8 @@ async fn every_credential_failure_is_one_401(w: World) {
 
     let missing = c.get("/v1/projects/acme/lines", None).await;
     let revoked_key = {
-        let owner = Caller::user(w.owner, None);
-        let grant = w
-            .relay
-            .voter()
-            .authorize::<Keys>(&owner, "acme")
-            .await
-            .unwrap();
         let (k, kid) = w.key("acme", Role::Viewer).await;
-        w.relay.keys().revoke(&grant, kid).await.unwrap();
+        w.revoke("acme", kid).await;
         k
     };
     let unknown = "er_test_0000000000000000000000000000000000000000";

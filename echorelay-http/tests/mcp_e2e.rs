@@ -182,14 +182,7 @@ async fn a_revoked_key_fails_on_the_next_call_of_the_same_session(w: World) {
     let read = call(&mcp, "read_config", acme.clone()).await.unwrap();
     assert_ne!(read.is_error, Some(true));
 
-    let owner = Caller::user(w.owner, None);
-    let grant = w
-        .relay
-        .voter()
-        .authorize::<Keys>(&owner, "acme")
-        .await
-        .unwrap();
-    w.relay.keys().revoke(&grant, id).await.unwrap();
+    w.revoke("acme", id).await;
 
     // The same client session, the very next call.
     let refused = call(&mcp, "read_config", acme)
@@ -203,14 +196,7 @@ async fn connecting_without_a_good_key_fails(w: World) {
     w.project("acme").await;
     let (good, _) = w.key("acme", Role::Viewer).await;
     let (revoked, id) = w.key("acme", Role::Viewer).await;
-    let owner = Caller::user(w.owner, None);
-    let grant = w
-        .relay
-        .voter()
-        .authorize::<Keys>(&owner, "acme")
-        .await
-        .unwrap();
-    w.relay.keys().revoke(&grant, id).await.unwrap();
+    w.revoke("acme", id).await;
     let server = w.serve(HttpConfig::local()).await;
 
     let unknown = "er_test_0000000000000000000000000000000000000000";

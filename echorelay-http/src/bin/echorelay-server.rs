@@ -204,21 +204,34 @@ async fn demo(relay: &EchoRelay) -> Result<(), Box<dyn std::error::Error>> {
         .config()
         .set_api_keys_manage_keys(&members, true)
         .await?;
-    let grant = relay.voter().authorize::<Keys>(&caller, "demo").await?;
-    let key = relay
+    let key = owner_key(relay, &caller, "demo", Environment::Test, "demo").await?;
+    println!("echorelay-server: demo project `demo`, owner API key (shown once):");
+    println!("{key}");
+    Ok(())
+}
+
+/// An owner API key for `slug`, minted by `caller`; its plaintext, to be
+/// printed once.
+async fn owner_key(
+    relay: &EchoRelay,
+    caller: &Caller,
+    slug: &str,
+    environment: Environment,
+    label: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let grant = relay.voter().authorize::<Keys>(caller, slug).await?;
+    let minted = relay
         .keys()
         .mint(
             &grant,
             MintRequest {
-                environment: Environment::Test,
+                environment,
                 role: Role::Owner,
-                label: "demo".into(),
+                label: label.into(),
             },
         )
         .await?;
-    println!("echorelay-server: demo project `demo`, owner API key (shown once):");
-    println!("{}", key.plaintext.expose_secret());
-    Ok(())
+    Ok(minted.plaintext.expose_secret().to_owned())
 }
 
 #[cfg(feature = "pg")]
@@ -369,19 +382,8 @@ async fn create_owner(email: &str, slug: &str, name: &str) -> Outcome {
         .create_project(user, Some(ip), slug, name)
         .await?;
     let caller = Caller::user(user, Some(ip));
-    let grant = relay.voter().authorize::<Keys>(&caller, slug).await?;
-    let key = relay
-        .keys()
-        .mint(
-            &grant,
-            MintRequest {
-                environment: Environment::Live,
-                role: Role::Owner,
-                label: "first key".into(),
-            },
-        )
-        .await?;
+    let key = owner_key(&relay, &caller, slug, Environment::Live, "first key").await?;
     println!("Project `{slug}` created. Its first API key (owner; shown only now):");
-    println!("{}", key.plaintext.expose_secret());
+    println!("{key}");
     Ok(ExitCode::SUCCESS)
 }

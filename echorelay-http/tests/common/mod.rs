@@ -126,6 +126,18 @@ impl World {
         (minted.plaintext.expose_secret().to_owned(), minted.view.id)
     }
 
+    /// Revokes key `id` of project `slug` as its owner.
+    pub async fn revoke(&self, slug: &str, id: echorelay::core::ids::KeyId) {
+        let owner = Caller::user(self.owner, None);
+        let grant = self
+            .relay
+            .voter()
+            .authorize::<Keys>(&owner, slug)
+            .await
+            .unwrap();
+        self.relay.keys().revoke(&grant, id).await.unwrap();
+    }
+
     pub async fn serve(&self, config: HttpConfig) -> Server {
         let app = router(self.relay.clone(), config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
