@@ -65,6 +65,7 @@
 //! | `POST /v1/me/backup-codes` | session, stepped up | ten new backup codes, once |
 //! | `GET /v1/me/export` | session | the GDPR Article 15 export (JSON attachment) |
 //! | `GET /.well-known/security.txt` | public | RFC 9116 text |
+//! | `GET /licenses` | public | every direct dependency's license text and copyright notice (HTML) |
 //! | `POST /mcp` | API key, verified per request and per tool call | MCP (JSON-RPC, streamable HTTP, stateless): `list_projects`, `read_config`, `list_keys`, `recent_audit_events`; secrets masked ([`mcp`]) |
 //!
 //! Project routes take an API key or a session cookie; a
@@ -243,6 +244,7 @@ fn build(
         .routes(routes!(account::confirm_enrollment))
         .routes(routes!(security_txt_page))
         .routes(routes!(openapi_json))
+        .routes(routes!(licenses_page))
         .merge(authenticated)
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -286,6 +288,30 @@ async fn openapi_json(
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The licenses of the crates the server is built from
+/// (`assets/licenses.html`, made by cargo-about with `scripts/licenses.sh`;
+/// `tests/licenses.rs` fails when it is stale against Cargo.lock).
+const LICENSES: &str = include_str!("../assets/licenses.html");
+
+/// Every direct dependency's license text and copyright notice.
+#[utoipa::path(
+    get,
+    path = "/licenses",
+    tag = "meta",
+    responses((status = 200, description = "An HTML page", body = String, content_type = "text/html; charset=utf-8")),
+    security(())
+)]
+async fn licenses_page() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        LICENSES,
+    )
+        .into_response()
 }
 
 /// The security.txt (RFC 9116), when configured.
