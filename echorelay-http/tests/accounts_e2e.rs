@@ -237,6 +237,29 @@ async fn password_then_totp_then_a_trusted_device(w: World) {
             .len(),
         1
     );
+    // Revoking this one device (the login counts as a recent step-up):
+    // the next login asks for the TOTP code again.
+    let device = b.get("/v1/me/sessions").await.json()["devices"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = b
+        .call(
+            Method::DELETE,
+            &format!("/v1/me/devices/{device}"),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
+    assert_eq!(revoked.json()["revoked"], 1);
+    let login = b
+        .post(
+            "/v1/auth/login",
+            json!({"email": "dana@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.json()["step"], "second_factor");
     // Never without the password.
     let wrong = b
         .post(
@@ -489,8 +512,33 @@ async fn logout_everywhere_ends_every_session(w: World) {
             .len(),
         2
     );
+    // One ends the other's session (the newer one) by its id.
+    let listed = one.get("/v1/me/sessions").await.json();
+    let newest = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|s| s["created_at"].as_str().unwrap().to_owned())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ended = one
+        .call(
+            Method::DELETE,
+            &format!("/v1/me/sessions/{newest}"),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        two.post("/v1/auth/logout-everywhere", json!({}))
+        two.get("/v1/me/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(one.get("/v1/me/sessions").await.status, StatusCode::OK);
+    assert_eq!(
+        one.post("/v1/auth/logout-everywhere", json!({}))
             .await
             .status,
         StatusCode::NO_CONTENT

@@ -334,6 +334,21 @@ async fn bad_input_is_a_typed_4xx_that_echoes_nothing(w: World) {
         .await;
     assert_eq!(label.status, StatusCode::UNPROCESSABLE_ENTITY);
 
+    // A header block larger than the server reads (hyper's limit): 431,
+    // and the connection is not reused.
+    let huge = "x".repeat(512 * 1024);
+    let mut big = server.connect().await;
+    let a = big
+        .send(
+            Method::GET,
+            "/v1/projects/acme/lines",
+            Some(&owner_key),
+            &[("x-padding", &huge)],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
     let no_route = c.get("/v1/nothing-here", Some(&owner_key)).await;
     assert_eq!(no_route.status, StatusCode::NOT_FOUND);
     assert_security_headers(&no_route);
@@ -539,6 +554,7 @@ async fn every_project_route_is_decided_by_role_and_membership(w: World) {
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     let endpoint = created.json()["id"].as_str().unwrap().to_owned();
+    let (_, rotatee) = w.key("acme", Role::Viewer).await;
     let p = "/v1/projects/acme";
     let target_body = json!({
         "name": "crm", "url": "https://crm.example.com/in",
@@ -616,6 +632,24 @@ async fn every_project_route_is_decided_by_role_and_membership(w: World) {
         Case {
             method: Method::DELETE,
             path: format!("{p}/endpoints/{endpoint}"),
+            body: None,
+            expect: [403, 204, 404, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: format!("{p}/keys/{rotatee}/rotate"),
+            body: Some(json!({"overlap_seconds": 3600})),
+            expect: [403, 403, 201, 403],
+        },
+        Case {
+            method: Method::DELETE,
+            path: format!("{p}/targets/{target}"),
+            body: None,
+            expect: [403, 204, 404, 403],
+        },
+        Case {
+            method: Method::DELETE,
+            path: format!("{p}/lines/{line}"),
             body: None,
             expect: [403, 204, 404, 403],
         },
