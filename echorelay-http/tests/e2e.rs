@@ -555,6 +555,7 @@ async fn every_project_route_is_decided_by_role_and_membership(w: World) {
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     let endpoint = created.json()["id"].as_str().unwrap().to_owned();
     let (_, rotatee) = w.key("acme", Role::Viewer).await;
+    let (_, revokee) = w.key("acme", Role::Viewer).await;
     let p = "/v1/projects/acme";
     let target_body = json!({
         "name": "crm", "url": "https://crm.example.com/in",
@@ -634,6 +635,36 @@ async fn every_project_route_is_decided_by_role_and_membership(w: World) {
             path: format!("{p}/endpoints/{endpoint}"),
             body: None,
             expect: [403, 204, 404, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: format!("{p}/keys"),
+            body: Some(json!({"environment": "test", "role": "viewer", "label": "m"})),
+            expect: [403, 403, 201, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: format!("{p}/keys/{rotatee}/reveal"),
+            body: None,
+            expect: [403, 403, 404, 403],
+        },
+        Case {
+            method: Method::PUT,
+            path: format!("{p}/members/{}", w.owner),
+            body: Some(json!({"role": "viewer"})),
+            expect: [403, 403, 403, 403],
+        },
+        Case {
+            method: Method::DELETE,
+            path: format!("{p}/members/{}", w.owner),
+            body: None,
+            expect: [403, 403, 403, 403],
+        },
+        Case {
+            method: Method::DELETE,
+            path: format!("{p}/keys/{revokee}"),
+            body: None,
+            expect: [403, 403, 204, 403],
         },
         Case {
             method: Method::POST,
