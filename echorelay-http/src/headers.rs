@@ -12,7 +12,7 @@ use crate::AppState;
 use crate::client::TlsConnection;
 use crate::error::ApiError;
 
-/// Works out the client ([`ClientInfo`]: address, TLS) from the connection
+/// Works out the client ([`ClientInfo`](crate::client::ClientInfo): address, TLS) from the connection
 /// and, for a trusted proxy only, its headers; refuses plaintext requests
 /// when TLS is required; sets the security headers on every answer
 /// (`nosniff`, frame denial, no referrer, HSTS when TLS is required, and
