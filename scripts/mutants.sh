@@ -10,6 +10,9 @@
 # adapter's tests skip without DATABASE_URL, so a change there needs it set
 # (the script refuses otherwise).
 #
+# Scope: every package of the workspace but the test suite itself
+# (echorelay-testkit, excluded in .cargo/mutants.toml).
+#
 # Exit status: 0 when no mutant in a security module survived (survivors
 # elsewhere are printed as warnings); 1 when one did and it is not listed
 # in scripts/mutants-equivalent.txt; 2 for a usage error, a baseline that
@@ -32,10 +35,10 @@ git rev-parse --verify --quiet "$base^{commit}" >/dev/null || {
 }
 
 # Security modules: a survivor here fails the script.
-security='^echorelay-core/src/(access|audit|config|keys|rewrap|vault)\.rs|^echorelay-core/src/account/|^echorelay-store-[a-z]+/src/'
+security='^echorelay-core/src/(access|audit|config|keys|rewrap|vault)\.rs|^echorelay-core/src/account/|^echorelay-store-[a-z]+/src/|^echorelay-http/src/'
 
 out=target/mutants-diff
-mkdir -p "$out"
+mkdir -p "$out/mutants.out"
 diff_file="$out/change.diff"
 git diff "$base" -- '*.rs' >"$diff_file"
 if [[ ! -s $diff_file ]]; then
@@ -48,7 +51,8 @@ if grep -q '^+++ b/echorelay-store-pg/' "$diff_file" && [[ -z ${DATABASE_URL:-} 
 fi
 
 rc=0
-cargo mutants --in-diff "$diff_file" --test-workspace true -j 1 -o "$out" "$@" || rc=$?
+# --workspace: without it cargo-mutants mutates the root package only.
+cargo mutants --workspace --in-diff "$diff_file" --test-workspace true -j 1 -o "$out" "$@" || rc=$?
 # 0: all caught; 2: some missed; 3: some timed out; anything else: no verdict.
 case $rc in
   0 | 2 | 3) ;;
@@ -68,8 +72,8 @@ unexplained=$(strip <"$missed" | grep -E "$security" |
   grep -vxF -f <(grep -v '^#' "$known" | sed -E 's/[[:space:]]+#.*$//' | grep -v '^$') || true)
 elsewhere=$(strip <"$missed" | grep -vE "$security" || true)
 
-caught=$(wc -l <"$out/mutants.out/caught.txt" 2>/dev/null || echo 0)
-timeouts=$(wc -l <"$out/mutants.out/timeout.txt" 2>/dev/null || echo 0)
+caught=$(wc -l 2>/dev/null <"$out/mutants.out/caught.txt" || echo 0)
+timeouts=$(wc -l 2>/dev/null <"$out/mutants.out/timeout.txt" || echo 0)
 echo "mutants.sh: since $base: $caught caught, $timeouts timed out (caught), $(wc -l <"$missed") missed"
 if [[ -n $elsewhere ]]; then
   echo "mutants.sh: survivors outside the security modules (add a test or a reason):"
