@@ -7,7 +7,8 @@
 //! the whole set once:
 //!
 //! - [`EchoRelay::from_env`] reads `DATABASE_URL`, `SECRET_KEY`,
-//!   `SECRET_KEY_PREVIOUS` and `ECHORELAY_MIGRATE` (the table is on
+//!   `SECRET_KEY_PREVIOUS`, `ECHORELAY_MIGRATE` and `ECHORELAY_KEY_CACHE`
+//!   (the table is on
 //!   [`EchoRelayBuilder::from_env_vars`]);
 //! - [`EchoRelay::builder`] takes the parts from code (tests, custom
 //!   stores, a manual clock).
@@ -83,6 +84,10 @@ pub const SECRET_KEY_PREVIOUS: &str = "SECRET_KEY_PREVIOUS";
 /// The variable that makes [`EchoRelay::from_env`] apply pending
 /// migrations (`1` or `true`).
 pub const ECHORELAY_MIGRATE: &str = "ECHORELAY_MIGRATE";
+/// The variable that turns on the Postgres store's key-verification cache
+/// (`1` or `true`; see `echorelay_store_pg::cache`): a revocation then
+/// waits for every live cache's acknowledgement, so S3 still holds.
+pub const ECHORELAY_KEY_CACHE: &str = "ECHORELAY_KEY_CACHE";
 
 /// Why an [`EchoRelay`] could not be set up.
 ///
@@ -355,6 +360,7 @@ impl EchoRelayBuilder {
     /// | `SECRET_KEY` | the vault key: 64 hex characters or base64 of 32 random bytes (`openssl rand -hex 32`), checked by [`SecretKey::parse`]. |
     /// | `SECRET_KEY_PREVIOUS` | during a key rotation, the previous keys, comma-separated: they still open, never seal ([`Keyring::parse`]). |
     /// | `ECHORELAY_MIGRATE` | `1` or `true`: apply pending migrations at start. `0`, `false` or unset: don't; a schema that is behind is then `SetupError::Pg` at start, never a failure later. Ignored by the in-memory store. |
+    /// | `ECHORELAY_KEY_CACHE` | `1` or `true`: the Postgres store keeps verified keys in an in-process cache with the default `KeyCacheConfig` (60 s entries, 5 s lease); every revocation and rotation waits until each live cache has dropped the key, so a revoked key still fails on the next request. `0`, `false` or unset: every verification reads the database. Ignored by the in-memory store (which has nothing to cache). |
     ///
     /// A missing `SECRET_KEY` is an error with Postgres
     /// ([`SetupError::MissingSecretKey`], checked before connecting):
@@ -382,7 +388,8 @@ impl EchoRelayBuilder {
     /// # Errors
     /// [`SetupError::Vault`] for a key that does not parse (the error
     /// names the variable, never the key), [`SetupError::InvalidVar`] for
-    /// an `ECHORELAY_MIGRATE` that is not a flag, and the Postgres errors
+    /// an `ECHORELAY_MIGRATE` or `ECHORELAY_KEY_CACHE` that is not a flag,
+    /// and the Postgres errors
     /// above.
     pub async fn from_env_vars(
         lookup: impl Fn(&str) -> Option<String>,
@@ -400,10 +407,17 @@ impl EchoRelayBuilder {
                 if builder.keyring.is_none() {
                     return Err(SetupError::MissingSecretKey);
                 }
-                let options = echorelay_store_pg::PgOptions::new(url.expose_secret().trim())
+                let mut options = echorelay_store_pg::PgOptions::new(url.expose_secret().trim())
                     .migrate(env.migrate);
+                if env.key_cache {
+                    options = options.key_cache(echorelay_store_pg::KeyCacheConfig::default());
+                }
                 let store = echorelay_store_pg::PgStore::connect_with(options).await?;
-                tracing::info!(migrate = env.migrate, "echorelay: Postgres store connected");
+                tracing::info!(
+                    migrate = env.migrate,
+                    key_cache = env.key_cache,
+                    "echorelay: Postgres store connected"
+                );
                 Ok(builder.store(store))
             }
             #[cfg(not(feature = "pg"))]
@@ -492,6 +506,8 @@ struct EnvConfig {
     keyring: Option<Keyring>,
     #[cfg_attr(not(feature = "pg"), allow(dead_code))]
     migrate: bool,
+    #[cfg_attr(not(feature = "pg"), allow(dead_code))]
+    key_cache: bool,
 }
 
 impl EnvConfig {
@@ -502,19 +518,19 @@ impl EnvConfig {
                 .map(SecretString::from)
                 .filter(|v| !v.expose_secret().trim().is_empty())
         };
-        let migrate = match get(ECHORELAY_MIGRATE) {
-            None => false,
+        let flag = |var: &'static str| match get(var) {
+            None => Ok(false),
             Some(v) => match v.expose_secret().trim() {
-                "1" | "true" => true,
-                "0" | "false" => false,
-                _ => {
-                    return Err(SetupError::InvalidVar {
-                        var: ECHORELAY_MIGRATE,
-                        reason: "expected 1, true, 0 or false",
-                    });
-                }
+                "1" | "true" => Ok(true),
+                "0" | "false" => Ok(false),
+                _ => Err(SetupError::InvalidVar {
+                    var,
+                    reason: "expected 1, true, 0 or false",
+                }),
             },
         };
+        let migrate = flag(ECHORELAY_MIGRATE)?;
+        let key_cache = flag(ECHORELAY_KEY_CACHE)?;
         let keyring = match (get(SECRET_KEY), get(SECRET_KEY_PREVIOUS)) {
             (None, None) => None,
             (None, Some(_)) => return Err(SetupError::PreviousWithoutCurrent),
@@ -524,6 +540,7 @@ impl EnvConfig {
             database_url: get(DATABASE_URL),
             keyring,
             migrate,
+            key_cache,
         })
     }
 }

@@ -313,19 +313,23 @@ async fn from_env_rules() {
     assert!(matches!(err, SetupError::PreviousWithoutCurrent), "{err:?}");
     assert_no_key_material(&err, KEY_B);
 
-    let err = EchoRelay::from_env_vars(vars(&[("ECHORELAY_MIGRATE", "yes")]))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SetupError::InvalidVar {
-                var: "ECHORELAY_MIGRATE",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    for var in ["ECHORELAY_MIGRATE", "ECHORELAY_KEY_CACHE"] {
+        let err = EchoRelay::from_env_vars(vars(&[(var, "yes")]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SetupError::InvalidVar { var: v, .. } if v == var),
+            "{var}: {err:?}"
+        );
+    }
+    // Both flags are ignored by the in-memory store.
+    let relay = EchoRelay::from_env_vars(vars(&[
+        ("ECHORELAY_MIGRATE", "true"),
+        ("ECHORELAY_KEY_CACHE", "1"),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
 
     // A database URL (with a password) and no SECRET_KEY.
     let url = "postgres://relay:hunter2-hunter2@127.0.0.1:1/relay";
@@ -409,4 +413,115 @@ async fn postgres() {
     );
     assert!(err.to_string().contains("behind"), "{err}");
     assert!(err.to_string().contains("ECHORELAY_MIGRATE=1"), "{err}");
+}
+
+/// `ECHORELAY_KEY_CACHE=1` starts the Postgres store's key cache (it
+/// registers a lease in the database; without the flag none is taken), and
+/// with it a key revoked by another process still fails on the next
+/// verification (S3).
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn key_cache_from_the_environment() {
+    let Some(db) = echorelay::pg::test_database().await else {
+        return;
+    };
+    // The other process: a store on a fresh schema, without a cache.
+    let other = db.fresh_store().await.unwrap();
+    let (schema,): (String,) = sqlx_schema(&other).await;
+    let sep = if db.url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}options[search_path]={schema}", db.url());
+    // A cache registers its row before it starts (lease not yet taken).
+    let pool = other.pool().clone();
+    let caches = |live: bool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(if live {
+                "SELECT count(*) FROM key_cache_instances WHERE lease_until > now()"
+            } else {
+                "SELECT count(*) FROM key_cache_instances"
+            })
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    let plain = EchoRelay::from_env_vars(vars(&[("DATABASE_URL", &url), ("SECRET_KEY", KEY_A)]))
+        .await
+        .unwrap();
+    assert_eq!(caches(false).await, 0, "no cache without the flag");
+    drop(plain);
+
+    let relay = EchoRelayBuilder::from_env_vars(vars(&[
+        ("DATABASE_URL", &url),
+        ("SECRET_KEY", KEY_A),
+        ("ECHORELAY_KEY_CACHE", "1"),
+    ]))
+    .await
+    .unwrap()
+    .account_policy(cheap_policy())
+    .build()
+    .unwrap();
+    // The cache registers, then takes its first lease from its supervisor.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while caches(true).await == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(caches(true).await, 1, "the flag starts one cache");
+
+    // A key verified (and so cached) in `relay`, revoked through `other`.
+    let owner = UserId::random();
+    let ip = Some("203.0.113.10".parse().unwrap());
+    relay
+        .config()
+        .create_project(owner, ip, "cached", "Cached")
+        .await
+        .unwrap();
+    let grant = relay
+        .voter()
+        .authorize::<Keys>(&Caller::user(owner, ip), "cached")
+        .await
+        .unwrap();
+    let minted = relay
+        .keys()
+        .mint(
+            &grant,
+            MintRequest {
+                environment: Environment::Live,
+                role: Role::Viewer,
+                label: "cached".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let bearer = minted.plaintext.expose_secret();
+    for _ in 0..3 {
+        relay.keys().verify(bearer).await.unwrap();
+    }
+    let other_relay = EchoRelay::builder()
+        .store(other.clone())
+        .keyring(Keyring::parse(KEY_A, &[]).unwrap())
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    let grant = other_relay
+        .voter()
+        .authorize::<Keys>(&Caller::user(owner, ip), "cached")
+        .await
+        .unwrap();
+    other_relay
+        .keys()
+        .revoke(&grant, minted.view.id)
+        .await
+        .unwrap();
+    let err = relay.keys().verify(bearer).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthenticated), "{err:?}");
+}
+
+#[cfg(feature = "pg")]
+async fn sqlx_schema(store: &echorelay::pg::PgStore) -> (String,) {
+    sqlx::query_as("SELECT current_schema()::text")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
 }

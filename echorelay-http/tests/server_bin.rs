@@ -1,6 +1,9 @@
 //! The operator's binary, run as a process: `serve --demo` answers the
 //! key it printed, plain HTTP is refused off loopback, `keygen` prints a
-//! key `SECRET_KEY` accepts, `audit verify` passes on a fresh store.
+//! key `SECRET_KEY` accepts, `audit verify` passes on a fresh store; on
+//! Postgres, `migrate` sets up a new schema, `rewrap` moves every secret
+//! to a new `SECRET_KEY`, and `audit verify` names the first broken link
+//! of a chain edited behind the database's triggers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -159,4 +162,174 @@ fn create_owner_enrolls_in_the_terminal_and_prints_a_first_key() {
         "ten backup codes: {codes}"
     );
     assert!(rest.lines().any(|l| l.starts_with("er_live_")), "{rest}");
+}
+
+/// The operator's Postgres runbook, each step a process: `migrate` on a
+/// new schema (twice: the second run has nothing to do), `rewrap` after a
+/// `SECRET_KEY` rotation (it reports what it moved and that the old key
+/// can go; the secret then opens under the new key alone), and `audit
+/// verify`, which passes, then names the first broken link once an event
+/// was edited by a superuser with the append-only triggers switched off.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn operator_commands_on_postgres() {
+    use echorelay::core::access::surface::ConfigWrite;
+    use echorelay::pg::{PgOptions, PgStore};
+    use sqlx::Connection;
+
+    const OLD: &str = "6a4e66c27687161095467ef0a963538822927a9e557405703abffe6271b315f6";
+    const NEW: &str = "917675fc9f29ce9cf2ae80cbfbca06f4f7134968364dc754e7b13d778df84265";
+    const TOKEN: &str = "outbound-bearer-token-Zq7x";
+
+    let Some(db) = echorelay::pg::test_database().await else {
+        return;
+    };
+    let schema = format!("er_bin_{}", &UserId::random().to_string()[4..16]);
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if db.url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}options[search_path]={schema}", db.url());
+    let run = |args: &[&str], keys: &[(&str, &str)]| {
+        let mut c = server();
+        c.env("DATABASE_URL", &url).args(args);
+        for (var, value) in keys {
+            c.env(var, value);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // migrate: a new schema, then nothing left to do.
+    for _ in 0..2 {
+        let (ok, out, err) = run(&["migrate"], &[]);
+        assert!(ok && out.contains("the schema is up to date"), "{out}{err}");
+    }
+
+    // Data sealed under the old key, written by the library.
+    let store = PgStore::connect_with(PgOptions::new(&url)).await.unwrap();
+    let relay = |key: &str| {
+        EchoRelay::builder()
+            .store(store.clone())
+            .keyring(Keyring::parse(key, &[]).unwrap())
+            .account_policy(echorelay_testkit::test_account_policy())
+            .build()
+            .unwrap()
+    };
+    let old = relay(OLD);
+    let (owner, ip) = (UserId::random(), Some("203.0.113.10".parse().unwrap()));
+    let project = old
+        .config()
+        .create_project(owner, ip, "ops", "Ops")
+        .await
+        .unwrap();
+    let write = old
+        .voter()
+        .authorize::<ConfigWrite>(&Caller::user(owner, ip), "ops")
+        .await
+        .unwrap();
+    let line = old.config().create_line(&write, "orders").await.unwrap();
+    let target = old
+        .config()
+        .create_target(
+            &write,
+            line.id,
+            NewTarget {
+                name: "shop".into(),
+                url: "https://shop.example.com/hook".into(),
+                auth: AuthInput::Bearer(SecretString::from(TOKEN)),
+                signing_secret: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    // rewrap under the new key, the old one as previous.
+    let rotated = [("SECRET_KEY", NEW), ("SECRET_KEY_PREVIOUS", OLD)];
+    let (ok, out, err) = run(&["rewrap"], &rotated);
+    assert!(ok, "{out}{err}");
+    let summary = out.lines().rfind(|l| l.starts_with("rewrap: ")).unwrap();
+    let moved: usize = summary["rewrap: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(moved >= 1, "{out}");
+    assert!(summary.ends_with("0 failed, 0 conflicts"), "{out}");
+    let old_id = SecretKey::parse(OLD).unwrap().id();
+    assert!(
+        out.contains(&format!("previous key {old_id}: unused: it can go")),
+        "{out}"
+    );
+    assert!(!format!("{out}{err}").contains(OLD) && !format!("{out}{err}").contains(NEW));
+    // Again: everything is current already.
+    let (ok, out, _) = run(&["rewrap"], &rotated);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("rewrap: 0 rewrapped, {moved} already current")),
+        "{out}"
+    );
+    // The new key alone opens the secret.
+    let new = relay(NEW);
+    let delivery = new
+        .voter()
+        .dangerous_delivery_grant(project.id)
+        .await
+        .unwrap();
+    let secrets = new
+        .config()
+        .delivery_secrets(&delivery, target.view.id)
+        .await
+        .unwrap();
+    let AuthInput::Bearer(token) = &secrets.auth else {
+        panic!("a bearer target")
+    };
+    assert_eq!(token.expose_secret(), TOKEN);
+
+    // audit verify: intact, then broken at the edited event.
+    let (ok, out, err) = run(&["audit", "verify"], &[("SECRET_KEY", NEW)]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ops: ") && l.ends_with(" events, verified")),
+        "{out}"
+    );
+    let mut tx = admin.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let edited = sqlx::query(&format!(
+        "UPDATE {schema}.audit_events SET ip = '198.51.100.66' WHERE project = $1 AND seq = 2"
+    ))
+    .bind(project.id.as_bytes().as_slice())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(edited.rows_affected(), 1);
+    tx.commit().await.unwrap();
+    let (ok, out, _) = run(&["audit", "verify"], &[("SECRET_KEY", NEW)]);
+    assert!(!ok, "a broken chain fails the command: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("ops: BROKEN at seq 2: ")),
+        "{out}"
+    );
+    assert!(
+        out.contains("global: "),
+        "every chain is still checked: {out}"
+    );
+
+    drop((old, new, store));
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
