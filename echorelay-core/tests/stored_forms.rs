@@ -38,7 +38,8 @@ use echorelay_core::account::password::{
 };
 use echorelay_core::account::totp::{self, TotpError, TotpParams, TotpSeed};
 use echorelay_core::account::{
-    AccountAction, AccountRecord, BackupCodeRecord, ChallengeKind, IpFamily, LoginFailure,
+    AccountAction, AccountRecord, AttemptScope, BackupCodeRecord, ChallengeKind, IpFamily,
+    LoginFailure,
 };
 use echorelay_core::audit::{
     Actor, AuditDraft, AuditEvent, BillingKind, BreakKind, ConfigEntity, ConfigOp, Currency,
@@ -1504,5 +1505,47 @@ fn when_two_windows_share_a_code_the_earlier_step_is_returned() {
     assert_eq!(
         totp::match_step(&seed, &params, " 903408\n", now),
         Ok(Some(early))
+    );
+}
+
+/// A throttle counter is stored under its scope's text key (the Postgres
+/// store's `attempts.scope`): each kind and subject has its own exact key,
+/// so one account's lockout or one source's throttle never counts against
+/// another, and IPv6 sources share the counter of their /64.
+#[test]
+fn attempt_scopes_have_distinct_stored_keys() {
+    let (a, b) = (UserId::random(), UserId::random());
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let cases = [
+        (AttemptScope::SecondFactor(a), format!("second_factor:{a}")),
+        (AttemptScope::SecondFactor(b), format!("second_factor:{b}")),
+        (AttemptScope::Password(a), format!("password:{a}")),
+        (AttemptScope::Password(b), format!("password:{b}")),
+        (
+            AttemptScope::password_source(ip("192.0.2.7")),
+            "password_source:192.0.2.7".to_owned(),
+        ),
+        (
+            AttemptScope::password_source(ip("::ffff:192.0.2.8")),
+            "password_source:192.0.2.8".to_owned(),
+        ),
+        (
+            AttemptScope::password_source(ip("2001:db8:1:2:aaaa::1")),
+            "password_source:2001:db8:1:2::/64".to_owned(),
+        ),
+        (
+            AttemptScope::password_source(ip("2001:db8:1:3::1")),
+            "password_source:2001:db8:1:3::/64".to_owned(),
+        ),
+    ];
+    let mut seen = HashSet::new();
+    for (scope, key) in &cases {
+        assert_eq!(&scope.key(), key, "{scope:?}");
+        assert!(seen.insert(scope.key()), "{scope:?} shares a key");
+    }
+    assert_eq!(
+        AttemptScope::password_source(ip("2001:db8:1:2::5")).key(),
+        AttemptScope::password_source(ip("2001:db8:1:2:ffff::9")).key(),
+        "one /64, one counter"
     );
 }

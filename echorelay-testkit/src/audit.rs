@@ -123,16 +123,33 @@ pub async fn billing_events_are_validated_and_recorded<B: Backend>(h: Harness<B>
     )
     .await
     .unwrap();
+    // A reference is 1 to 200 printable characters (characters, not
+    // bytes: 200 two-byte letters are fine).
+    let with_ref = |reference: String| BillingEvent {
+        reference: Some(reference),
+        ..ev(BillingKind::CreditPurchase, 1)
+    };
+    for good in ["x".repeat(200), "\u{e9}".repeat(200)] {
+        record_billing(&h.store, &clock, &g, with_ref(good))
+            .await
+            .unwrap();
+    }
     let head = h.store.head(Some(p.id)).await.unwrap();
     for bad in [
         ev(BillingKind::CreditPurchase, 0),
         ev(BillingKind::Refund, -5),
         ev(BillingKind::BalanceAdjustment, 0),
+        with_ref(String::new()),
+        with_ref("x".repeat(201)),
+        with_ref("pi_\n123".into()),
     ] {
-        assert!(matches!(
-            record_billing(&h.store, &clock, &g, bad).await,
-            Err(Error::InvalidInput(_))
-        ));
+        assert!(
+            matches!(
+                record_billing(&h.store, &clock, &g, bad.clone()).await,
+                Err(Error::InvalidInput(_))
+            ),
+            "{bad:?}"
+        );
     }
     assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
     let events = all(&h, Some(p.id)).await;
@@ -143,7 +160,7 @@ pub async fn billing_events_are_validated_and_recorded<B: Backend>(h: Harness<B>
             _ => None,
         })
         .collect();
-    assert_eq!(billing, vec![5000, 1000, -250]);
+    assert_eq!(billing, vec![5000, 1000, -250, 1, 1]);
     verify_chain(Some(p.id), &events, None).unwrap();
     // An event for a project that does not exist is refused.
     let stray = AuditDraft {

@@ -536,3 +536,48 @@ pub async fn refused_changes_write_nothing<B: Backend>(h: Harness<B>) {
     );
     assert_eq!(h.store.members_of(p.id).await.unwrap(), members);
 }
+
+/// Names (lines, endpoints, targets) are 1 to 200 characters without
+/// control characters, counted as characters, not bytes; a target URL is
+/// at most 2048 bytes. Each boundary is accepted and the value one past it
+/// is refused, as a typed error that writes nothing.
+pub async fn names_and_urls_are_checked_at_their_boundaries<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    for good in ["x".repeat(200), "\u{e9}".repeat(200), "a".into()] {
+        let line = h.config.create_line(&w, &good).await.unwrap();
+        assert_eq!(line.name, good);
+    }
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    let base = "https://hooks.example.com/";
+    let longest = format!("{base}{}", "a".repeat(2048 - base.len()));
+    let target = |url: &str| NewTarget {
+        url: url.into(),
+        ..bearer_target()
+    };
+    h.config
+        .create_target(&w, line.id, target(&longest))
+        .await
+        .unwrap();
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    for bad in [
+        String::new(),
+        "x".repeat(201),
+        "\u{e9}".repeat(201),
+        "tab\there".into(),
+    ] {
+        assert!(
+            matches!(
+                h.config.create_line(&w, &bad).await,
+                Err(Error::Config(ConfigError::Name(_)))
+            ),
+            "{bad:?}"
+        );
+    }
+    let too_long = format!("{longest}a");
+    assert!(matches!(
+        h.config.create_target(&w, line.id, target(&too_long)).await,
+        Err(Error::Config(ConfigError::Url(_)))
+    ));
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+}

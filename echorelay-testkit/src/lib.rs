@@ -231,6 +231,7 @@ macro_rules! conformance_tests {
             config::slugs_are_unique,
             config::delivery_secrets_are_narrow_and_audited,
             config::refused_changes_write_nothing,
+            config::names_and_urls_are_checked_at_their_boundaries,
             rewrap::rewrap_covers_every_sealed_value,
             rewrap::rewrap_reports_what_does_not_open_and_resumes,
             rewrap::rewrap_never_overwrites_a_concurrent_change,
