@@ -265,6 +265,15 @@ pub async fn membership_changes_take_effect_and_are_audited<B: Backend>(h: Harne
         h.store.memberships_of(u).await.unwrap(),
         vec![(p.id, Role::Editor)]
     );
+    // What the members API lists (order-independent): the owner and u.
+    let mut listed = h.config.members(&g).await.unwrap();
+    listed.sort();
+    let echorelay_core::audit::Actor::User(owner_id) = owner.actor() else {
+        panic!("the project's owner is a user")
+    };
+    let mut expected = vec![(owner_id, Role::Owner), (u, Role::Editor)];
+    expected.sort();
+    assert_eq!(listed, expected);
     h.config.set_member(&g, u, None).await.unwrap();
     assert_eq!(
         h.voter.decide(&c, slug, Surface::ConfigRead).await.unwrap(),

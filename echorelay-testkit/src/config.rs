@@ -581,3 +581,148 @@ pub async fn names_and_urls_are_checked_at_their_boundaries<B: Backend>(h: Harne
     ));
     assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
 }
+
+/// Outbound secrets are 1 to 4096 bytes without control characters, and a
+/// basic-auth username 1 to 200 characters without `:` or control
+/// characters: each boundary is accepted, the value past it refused.
+pub async fn secrets_and_usernames_are_checked_at_their_boundaries<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    let bearer = |token: String| NewTarget {
+        auth: AuthInput::Bearer(SecretString::from(token)),
+        ..bearer_target()
+    };
+    let basic = |username: String| NewTarget {
+        auth: AuthInput::Basic {
+            username,
+            password: SecretString::from("pw"),
+        },
+        ..bearer_target()
+    };
+    h.config
+        .create_target(&w, line.id, bearer("t".repeat(4096)))
+        .await
+        .unwrap();
+    for good in ["u".repeat(200), "\u{e9}".repeat(200), "u".into()] {
+        h.config
+            .create_target(&w, line.id, basic(good))
+            .await
+            .unwrap();
+    }
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    for bad in ["t".repeat(4097), "tok\u{7f}en".into(), "tok\nen".into()] {
+        assert!(matches!(
+            h.config.create_target(&w, line.id, bearer(bad)).await,
+            Err(Error::Config(ConfigError::Secret(_)))
+        ));
+    }
+    for bad in [
+        String::new(),
+        "u".repeat(201),
+        "us:er".into(),
+        "us\ter".into(),
+    ] {
+        assert!(
+            matches!(
+                h.config
+                    .create_target(&w, line.id, basic(bad.clone()))
+                    .await,
+                Err(Error::Config(ConfigError::Username))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+}
+
+/// The masked read groups each endpoint and target under its own line.
+pub async fn lines_read_back_with_their_own_endpoints_and_targets<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let r = h.grant::<ConfigRead>(&owner, &p).await;
+    let mut made = Vec::new();
+    for name in ["orders", "refunds"] {
+        let line = h.config.create_line(&w, name).await.unwrap();
+        let e = h.config.create_endpoint(&w, line.id, name).await.unwrap();
+        let t = h
+            .config
+            .create_target(
+                &w,
+                line.id,
+                NewTarget {
+                    name: name.into(),
+                    ..bearer_target()
+                },
+            )
+            .await
+            .unwrap();
+        made.push((line.id, e.id, t.view.id));
+    }
+    let lines = h.config.lines(&r).await.unwrap();
+    assert_eq!(lines.len(), 2);
+    for (line, endpoint, target) in made {
+        let view = lines.iter().find(|l| l.line.id == line).unwrap();
+        let endpoints: Vec<_> = view.endpoints.iter().map(|e| e.id).collect();
+        let targets: Vec<_> = view.targets.iter().map(|t| t.id).collect();
+        assert_eq!((endpoints, targets), (vec![endpoint], vec![target]));
+    }
+}
+
+/// An import is refused, writing nothing, when a sealed secret was moved to
+/// another target or another field (it no longer opens where it stands),
+/// and when the document is over 16 MiB; exactly 16 MiB is accepted.
+pub async fn imports_refuse_moved_secrets_and_oversized_documents<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let r = h.grant::<ConfigRead>(&owner, &p).await;
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    for name in ["a", "b"] {
+        h.config
+            .create_target(
+                &w,
+                line.id,
+                NewTarget {
+                    name: name.into(),
+                    auth: AuthInput::Bearer(SecretString::from(format!("token-{name}"))),
+                    ..bearer_target()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let json = h.config.export(&r).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let token =
+        |doc: &serde_json::Value, i: usize| doc["tree"]["targets"][i]["auth"]["token"].clone();
+    let mut swapped = doc.clone();
+    swapped["tree"]["targets"][0]["auth"]["token"] = token(&doc, 1);
+    swapped["tree"]["targets"][1]["auth"]["token"] = token(&doc, 0);
+    let mut other_field = doc.clone();
+    other_field["tree"]["targets"][0]["auth"]["token"] =
+        doc["tree"]["targets"][0]["signing_secret"].clone();
+    assert!(token(&doc, 0).is_string(), "the export's shape: {doc}");
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    for moved in [swapped, other_field] {
+        let err = h
+            .config
+            .import(&w, &moved.to_string())
+            .await
+            .expect_err("config: an import with a moved secret was accepted");
+        assert!(matches!(err, Error::Vault(_)), "{err:?}");
+    }
+    let limit = 16 << 20;
+    let mut padded = json.clone();
+    padded.push_str(&" ".repeat(limit - json.len()));
+    let err = h
+        .config
+        .import(&w, &format!("{padded} "))
+        .await
+        .expect_err("config: an import over 16 MiB was accepted");
+    assert!(
+        matches!(err, Error::Config(ConfigError::Tree(_))),
+        "{err:?}"
+    );
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+    h.config.import(&w, &padded).await.unwrap();
+}
