@@ -671,7 +671,8 @@ pub async fn lines_read_back_with_their_own_endpoints_and_targets<B: Backend>(h:
 
 /// An import is refused, writing nothing, when a sealed secret was moved to
 /// another target or another field (it no longer opens where it stands),
-/// and when the document is over 16 MiB; exactly 16 MiB is accepted.
+/// when it holds over 10,000 entities, and when the document is over
+/// 16 MiB; exactly 16 MiB and exactly 10,000 entities are accepted.
 pub async fn imports_refuse_moved_secrets_and_oversized_documents<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
     let w = h.grant::<ConfigWrite>(&owner, &p).await;
@@ -691,8 +692,28 @@ pub async fn imports_refuse_moved_secrets_and_oversized_documents<B: Backend>(h:
             .await
             .unwrap();
     }
+    h.config.create_endpoint(&w, line.id, "in").await.unwrap();
     let json = h.config.export(&r).await.unwrap();
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // At most 10,000 lines, endpoints and targets together: here 1 line,
+    // 2 targets and 9,997 endpoints pass, 9,998 do not.
+    let with_endpoints = |n: usize| {
+        let mut d = doc.clone();
+        let one = d["tree"]["endpoints"][0].clone();
+        d["tree"]["endpoints"] = (0..n)
+            .map(|_| {
+                let mut e = one.clone();
+                e["id"] = serde_json::to_value(echorelay_core::ids::EndpointId::random()).unwrap();
+                e
+            })
+            .collect();
+        d.to_string()
+    };
+    h.config.validate_import(&with_endpoints(9_997)).unwrap();
+    assert!(matches!(
+        h.config.validate_import(&with_endpoints(9_998)),
+        Err(Error::Config(ConfigError::Tree(_)))
+    ));
     let token =
         |doc: &serde_json::Value, i: usize| doc["tree"]["targets"][i]["auth"]["token"].clone();
     let mut swapped = doc.clone();
