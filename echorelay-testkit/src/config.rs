@@ -11,6 +11,7 @@ use echorelay_core::error::StoreError;
 
 use echorelay_core::vault::VaultError;
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
 
 use crate::{Backend, Harness};
 
@@ -710,6 +711,40 @@ pub async fn imports_refuse_moved_secrets_and_oversized_documents<B: Backend>(h:
         d.to_string()
     };
     h.config.validate_import(&with_endpoints(9_997)).unwrap();
+    // Every endpoint and target hangs off a line of this tree, in this
+    // project.
+    for (array, field, value) in [
+        (
+            "endpoints",
+            "line",
+            json!(echorelay_core::ids::LineId::random()),
+        ),
+        (
+            "targets",
+            "line",
+            json!(echorelay_core::ids::LineId::random()),
+        ),
+        (
+            "endpoints",
+            "project",
+            json!(echorelay_core::ids::ProjectId::random()),
+        ),
+        (
+            "targets",
+            "project",
+            json!(echorelay_core::ids::ProjectId::random()),
+        ),
+    ] {
+        let mut d = doc.clone();
+        d["tree"][array][0][field] = value;
+        assert!(
+            matches!(
+                h.config.validate_import(&d.to_string()),
+                Err(Error::Config(ConfigError::Tree(_)))
+            ),
+            "{array}.{field}"
+        );
+    }
     assert!(matches!(
         h.config.validate_import(&with_endpoints(9_998)),
         Err(Error::Config(ConfigError::Tree(_)))
