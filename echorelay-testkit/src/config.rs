@@ -711,6 +711,24 @@ pub async fn imports_refuse_moved_secrets_and_oversized_documents<B: Backend>(h:
         d.to_string()
     };
     h.config.validate_import(&with_endpoints(9_997)).unwrap();
+    // A document that does not parse is named by category and position
+    // only, never by the text it holds.
+    for (input, said) in [
+        (
+            "{\"format\": \"s3cr3t-looking\"",
+            "unexpected end of input at line 1 column 27",
+        ),
+        ("{\"format\": s3cr3t}", "syntax error at line 1 column 12"),
+        (
+            "{\"format\": [\"s3cr3t\"]}",
+            "unexpected or invalid field at line 1 column 13",
+        ),
+    ] {
+        match h.config.validate_import(input) {
+            Err(Error::Config(ConfigError::Json(text))) => assert_eq!(text, said, "{input}"),
+            other => panic!("{input}: {other:?}"),
+        }
+    }
     // Every endpoint and target hangs off a line of this tree, in this
     // project.
     for (array, field, value) in [
