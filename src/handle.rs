@@ -394,7 +394,35 @@ impl EchoRelayBuilder {
     pub async fn from_env_vars(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<EchoRelayBuilder, SetupError> {
-        Ok(Default::default()) /* ~ changed by cargo-mutants ~ */
+        let env = EnvConfig::read(&lookup)?;
+        let builder = EchoRelayBuilder::default();
+        let builder = match env.keyring {
+            Some(keyring) => builder.keyring(keyring),
+            None => builder,
+        };
+        match env.database_url {
+            None => Ok(builder),
+            #[cfg(feature = "pg")]
+            Some(url) => {
+                if builder.keyring.is_none() {
+                    return Err(SetupError::MissingSecretKey);
+                }
+                let mut options = echorelay_store_pg::PgOptions::new(url.expose_secret().trim())
+                    .migrate(env.migrate);
+                if env.key_cache {
+                    options = options.key_cache(echorelay_store_pg::KeyCacheConfig::default());
+                }
+                let store = echorelay_store_pg::PgStore::connect_with(options).await?;
+                tracing::info!(
+                    migrate = env.migrate,
+                    key_cache = env.key_cache,
+                    "echorelay: Postgres store connected"
+                );
+                Ok(builder.store(store))
+            }
+            #[cfg(not(feature = "pg"))]
+            Some(_) => Err(SetupError::PgFeatureMissing),
+        }
     }
 
     /// The store for every service. Default: a new [`MemStore`].

@@ -721,7 +721,7 @@ pub async fn imports_refuse_moved_secrets_and_oversized_documents<B: Backend>(h:
         ("{\"format\": s3cr3t}", "syntax error at line 1 column 12"),
         (
             "{\"format\": [\"s3cr3t\"]}",
-            "unexpected or invalid field at line 1 column 13",
+            "unexpected or invalid field at line 1 column 11",
         ),
     ] {
         match h.config.validate_import(input) {
