@@ -1107,6 +1107,28 @@ pub async fn config_writes_are_compare_and_swap<B: Backend>(h: Harness<B>) {
         "contracts: a refused project write was audited"
     );
 
+    // A fresh read cannot move the slug or the creation time, each alone.
+    let moved_slug = Project {
+        slug: Slug::parse("moved-slug").unwrap(),
+        ..current.clone()
+    };
+    let moved_creation = Project {
+        created_at: current.created_at - Duration::days(1),
+        ..current.clone()
+    };
+    for moved in [moved_slug, moved_creation] {
+        let r = h
+            .store
+            .apply(ConfigChange::UpdateProject(moved), project_draft())
+            .await;
+        assert!(
+            matches!(r, Err(StoreError::Conflict { .. })),
+            "contracts: UpdateProject moving the slug or creation time: {r:?}"
+        );
+    }
+    assert_eq!(project(&h).await, current);
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+
     // Writes from a fresh read go through, one version each.
     let renamed = Project {
         name: "Renamed".into(),
