@@ -915,6 +915,32 @@ pub async fn multi_record_changes_are_all_or_nothing<B: Backend>(h: Harness<B>) 
         "contracts: a failed import_tree changed the other project"
     );
     assert_eq!(h.store.head(Some(q.id)).await.unwrap(), q_head);
+    // An import made from a read the project has moved past (or a version
+    // it never had) is refused and writes nothing.
+    for stale in [
+        p_tree.project.version + 1,
+        p_tree.project.version.wrapping_sub(1),
+    ] {
+        let import = TreeImport {
+            tree: p_tree.clone(),
+            expect_version: Some(stale),
+            owner_if_new: None,
+        };
+        let audit = config_draft(
+            p.id,
+            now,
+            ConfigEntity::Project,
+            ConfigOp::Import,
+            p.id.to_string(),
+        );
+        let r = h.store.import_tree(import, audit).await;
+        assert!(
+            matches!(r, Err(StoreError::Conflict { .. })),
+            "contracts: import_tree expecting version {stale}: {r:?}"
+        );
+    }
+    assert_eq!(h.store.tree(p.id).await.unwrap(), p_tree);
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), p_head);
 
     // (b) revoke_devices and delete_sessions_of stay inside the account.
     let user = account(&h, &random_email()).await;
