@@ -1377,3 +1377,76 @@ pub async fn mark_verified_never_moves_back_or_creates<B: Backend>(h: Harness<B>
         "contracts: verified_at moved back"
     );
 }
+
+/// The GDPR export (`account::export::personal_data`) holds every event
+/// the account did and every event done about it, each once, and nothing
+/// about anyone else; its memberships name each project and role.
+pub async fn personal_data_holds_the_accounts_own_events_only<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::surface::Members;
+    use echorelay_core::account::export::personal_data;
+    use echorelay_core::account::service::AccessList;
+
+    let dana = account(&h, &random_email()).await;
+    let ip = Some("203.0.113.9".parse().unwrap());
+    // Dana acts: she creates a project (actor only).
+    let mine = h
+        .config
+        .create_project(
+            dana,
+            ip,
+            &format!("d-{}", &UserId::random().to_string()[4..14]),
+            "Dana's",
+        )
+        .await
+        .unwrap();
+    // Someone else adds her to their project (subject only) and does
+    // something unrelated (neither).
+    let (other, other_owner) = h.project().await;
+    let members = h.grant::<Members>(&other_owner, &other).await;
+    h.config
+        .set_member(&members, dana, Some(Role::Viewer))
+        .await
+        .unwrap();
+    let w = h.grant::<ConfigWrite>(&other_owner, &other).await;
+    h.config.create_line(&w, "not about dana").await.unwrap();
+
+    let access = AccessList {
+        sessions: vec![],
+        devices: vec![],
+    };
+    let data = personal_data(&h.store, access, dana, h.clock_now())
+        .await
+        .unwrap();
+    assert_eq!(data.account.id, dana);
+    let about_dana = |e: &echorelay_core::audit::AuditEvent| {
+        e.actor == echorelay_core::audit::Actor::User(dana) || e.subject == Some(dana)
+    };
+    assert!(
+        data.audit_events.iter().all(about_dana),
+        "{:?}",
+        data.audit_events
+    );
+    let acted = data
+        .audit_events
+        .iter()
+        .filter(|e| e.project == Some(mine.id) && e.subject != Some(dana))
+        .count();
+    let subject = data
+        .audit_events
+        .iter()
+        .filter(|e| e.project == Some(other.id) && e.subject == Some(dana))
+        .count();
+    assert_eq!((acted, subject), (1, 1), "{:?}", data.audit_events);
+    let mut roles: Vec<_> = data
+        .memberships
+        .iter()
+        .map(|m| (m.project, m.slug.clone(), m.role))
+        .collect();
+    roles.sort();
+    let mut expected = vec![
+        (mine.id, Some(mine.slug.to_string()), Role::Owner),
+        (other.id, Some(other.slug.to_string()), Role::Viewer),
+    ];
+    expected.sort();
+    assert_eq!(roles, expected);
+}

@@ -271,6 +271,7 @@ macro_rules! conformance_tests {
             contracts::touch_on_a_missing_record_creates_nothing,
             contracts::audit_seq_is_gap_free_and_paged_by_seq,
             contracts::user_export_is_ordered_by_time_then_chain_then_seq,
+            contracts::personal_data_holds_the_accounts_own_events_only,
             contracts::emails_are_compared_as_bytes,
             contracts::device_eviction_orders_by_creation_then_id,
             contracts::backup_codes_match_on_index_and_hash,
