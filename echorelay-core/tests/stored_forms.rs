@@ -1549,3 +1549,34 @@ fn attempt_scopes_have_distinct_stored_keys() {
         "one /64, one counter"
     );
 }
+
+/// An email is stored normalized (trimmed, lowercased), so the same
+/// address always finds the same account; anything that is not
+/// `name@domain` in at most 254 bytes is refused.
+#[test]
+fn emails_are_stored_normalized_and_checked_at_their_boundaries() {
+    use echorelay_core::account::service::normalize_email;
+    assert_eq!(
+        normalize_email("  Ana@Example.COM \n").unwrap(),
+        "ana@example.com"
+    );
+    let longest = format!("{}@example.com", "a".repeat(254 - "@example.com".len()));
+    assert_eq!(normalize_email(&longest).unwrap(), longest);
+    let too_long = format!("a{longest}");
+    for bad in [
+        too_long.as_str(),
+        "ana maria@example.com",
+        "ana@exa\u{7}mple.com",
+        "ana@exa\u{a0}mple.com",
+        "@example.com",
+        "ana@",
+        "ana@example.com@evil.test",
+        "ana.example.com",
+        "",
+    ] {
+        assert!(
+            matches!(normalize_email(bad), Err(Error::InvalidInput(_))),
+            "{bad:?}"
+        );
+    }
+}
