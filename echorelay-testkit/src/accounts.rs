@@ -211,6 +211,8 @@ pub async fn login_flow_enrolls_then_requires_totp<B: Backend>(h: Harness<B>) {
         "accounts: {uri}"
     );
     assert!(offer.qr_svg.contains("<svg"));
+    // The service reports the policy it was built with, not a default.
+    assert_eq!(*h.accounts.policy(), crate::test_account_policy());
     // Its Debug names what it is and nothing of the seed.
     assert_eq!(format!("{offer:?}"), "EnrollmentOffer(<redacted>)");
     let seed = TotpSeed::from_base32(offer.secret_base32.expose_secret()).unwrap();
