@@ -312,6 +312,47 @@ pub async fn login_flow_enrolls_then_requires_totp<B: Backend>(h: Harness<B>) {
             .await
             .contains(&LoginFailure::BadPassword)
     );
+    // Exactly the longest password is checked like any other (a wrong
+    // password for this account); one byte more is malformed input,
+    // refused before the account is looked up.
+    let max = echorelay_core::account::password::MAX_PASSWORD_BYTES;
+    let bad_passwords = |f: Vec<LoginFailure>| {
+        f.iter()
+            .filter(|f| **f == LoginFailure::BadPassword)
+            .count()
+    };
+    let malformed = || async {
+        h.store
+            .events(None, 0, usize::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Account {
+                        failure: Some(LoginFailure::Malformed),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let (bad_before, malformed_before) =
+        (bad_passwords(h.failures_of(user).await), malformed().await);
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(email, pw(&"x".repeat(max)), v4(), None)
+            .await
+    ));
+    assert_eq!(bad_passwords(h.failures_of(user).await), bad_before + 1);
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(email, pw(&"x".repeat(max + 1)), v4(), None)
+            .await
+    ));
+    assert_eq!(bad_passwords(h.failures_of(user).await), bad_before + 1);
+    assert_eq!(malformed().await, malformed_before + 1);
     let global = h.store.events(None, 0, usize::MAX).await.unwrap();
     assert!(global.iter().any(|e| matches!(
         e.kind,
