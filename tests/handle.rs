@@ -398,9 +398,8 @@ async fn postgres() {
 
     // A schema without migrations (here one that does not exist), and no
     // ECHORELAY_MIGRATE: a clear error at start.
-    let sep = if db.url().contains('?') { '&' } else { '?' };
     let absent = format!("er_absent_{}", &UserId::random().to_string()[4..16]);
-    let url = format!("{}{sep}options[search_path]={absent}", db.url());
+    let url = on_schema(db.url(), &absent);
     let err = EchoRelay::from_env_vars(vars(&[("DATABASE_URL", &url), ("SECRET_KEY", KEY_A)]))
         .await
         .unwrap_err();
@@ -428,8 +427,7 @@ async fn key_cache_from_the_environment() {
     // The other process: a store on a fresh schema, without a cache.
     let other = db.fresh_store().await.unwrap();
     let (schema,): (String,) = sqlx_schema(&other).await;
-    let sep = if db.url().contains('?') { '&' } else { '?' };
-    let url = format!("{}{sep}options[search_path]={schema}", db.url());
+    let url = on_schema(db.url(), &schema);
     // A cache registers its row before it starts (lease not yet taken).
     let pool = other.pool().clone();
     let caches = |live: bool| {
@@ -516,6 +514,13 @@ async fn key_cache_from_the_environment() {
         .unwrap();
     let err = relay.keys().verify(bearer).await.unwrap_err();
     assert!(matches!(err, Error::Unauthenticated), "{err:?}");
+}
+
+/// The database URL with `schema` as its search path.
+#[cfg(feature = "pg")]
+fn on_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options[search_path]={schema}")
 }
 
 #[cfg(feature = "pg")]

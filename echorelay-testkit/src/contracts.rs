@@ -882,19 +882,23 @@ pub async fn multi_record_changes_are_all_or_nothing<B: Backend>(h: Harness<B>) 
     tree.lines.push(new_line);
     tree.lines.retain(|l| l.id != line_p.id);
     tree.endpoints.clear();
-    let import = TreeImport {
-        tree,
-        expect_version: Some(p_tree.project.version),
-        owner_if_new: None,
+    // An import into p as an editor's export would make it.
+    let import_into_p = |tree: ProjectTree, expect_version: u64| {
+        let import = TreeImport {
+            tree,
+            expect_version: Some(expect_version),
+            owner_if_new: None,
+        };
+        let audit = config_draft(
+            p.id,
+            now,
+            ConfigEntity::Project,
+            ConfigOp::Import,
+            p.id.to_string(),
+        );
+        h.store.import_tree(import, audit)
     };
-    let audit = config_draft(
-        p.id,
-        now,
-        ConfigEntity::Project,
-        ConfigOp::Import,
-        p.id.to_string(),
-    );
-    let r = h.store.import_tree(import, audit).await;
+    let r = import_into_p(tree, p_tree.project.version).await;
     assert!(
         matches!(r, Err(StoreError::AlreadyExists { .. })),
         "contracts: import_tree with another project's target id: {r:?}"
@@ -921,19 +925,7 @@ pub async fn multi_record_changes_are_all_or_nothing<B: Backend>(h: Harness<B>) 
         p_tree.project.version + 1,
         p_tree.project.version.wrapping_sub(1),
     ] {
-        let import = TreeImport {
-            tree: p_tree.clone(),
-            expect_version: Some(stale),
-            owner_if_new: None,
-        };
-        let audit = config_draft(
-            p.id,
-            now,
-            ConfigEntity::Project,
-            ConfigOp::Import,
-            p.id.to_string(),
-        );
-        let r = h.store.import_tree(import, audit).await;
+        let r = import_into_p(p_tree.clone(), stale).await;
         assert!(
             matches!(r, Err(StoreError::Conflict { .. })),
             "contracts: import_tree expecting version {stale}: {r:?}"
