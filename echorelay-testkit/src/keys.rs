@@ -7,7 +7,7 @@ use echorelay_core::access::surface::Keys;
 use echorelay_core::audit::{Actor, EventKind, KeyAction};
 use echorelay_core::error::StoreError;
 use echorelay_core::keys::{
-    Environment, KeyPhase, KeyRecord, MintRequest, PlaintextKey, RotateOptions,
+    Environment, KeyPhase, KeyRecord, LifecyclePolicy, MintRequest, PlaintextKey, RotateOptions,
 };
 
 use crate::{Backend, Harness};
@@ -409,6 +409,20 @@ pub async fn failed_mutations_write_no_audit_event<B: Backend>(h: Harness<B>) {
         head,
         "keys: failed mutation changed the audit log"
     );
+    // The longest label: 100 characters (not bytes).
+    let longest = "\u{e9}".repeat(100);
+    let minted = h
+        .keys
+        .mint(
+            &grant,
+            MintRequest {
+                label: longest.clone(),
+                ..req(Environment::Live)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(minted.view.label, longest);
 }
 
 /// The port itself refuses without writing an audit event: rotating a
@@ -844,4 +858,30 @@ pub async fn operator_rotation_options_are_checked_at_their_boundaries<B: Backen
             }
         }
     }
+}
+
+/// A key minted under a 90-day cadence and auto-rotated after its project
+/// moved to a 180-day one lives out the new cadence: its overlap ends 180
+/// days after it was made, not 7 days after the rotation.
+pub async fn a_longer_cadence_lengthens_the_overlap_of_keys_already_minted<B: Backend>(
+    h: Harness<B>,
+) {
+    let (p, owner) = h.project().await;
+    let grant = h.grant::<Keys>(&owner, &p).await;
+    let made = h.clock_now();
+    let old = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    let longer =
+        LifecyclePolicy::new(Duration::days(180), Duration::days(7), Duration::hours(24)).unwrap();
+    h.config.set_key_policy(&grant, longer).await.unwrap();
+    h.clock.advance(Duration::days(83));
+    assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 1);
+    let v = h.keys.verify(old.plaintext.expose_secret()).await.unwrap();
+    let KeyPhase::Overlap { expires_at, .. } = v.phase() else {
+        panic!("keys: not in its overlap: {:?}", v.phase())
+    };
+    assert_eq!(expires_at, made + Duration::days(180));
+    assert_eq!(
+        v.sunset(),
+        Some(made + Duration::days(180) + Duration::hours(24))
+    );
 }

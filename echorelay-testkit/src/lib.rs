@@ -224,6 +224,7 @@ macro_rules! conformance_tests {
             keys::a_key_is_minted_up_to_the_minters_role,
             keys::a_moved_pending_reveal_does_not_open,
             keys::operator_rotation_options_are_checked_at_their_boundaries,
+            keys::a_longer_cadence_lengthens_the_overlap_of_keys_already_minted,
             config::secrets_are_stored_sealed_and_read_masked,
             config::moved_ciphertext_does_not_decrypt,
             config::crud_is_audited_and_scoped_to_the_project,
