@@ -9,11 +9,12 @@ use chrono::Duration;
 use echorelay_core::Error;
 use echorelay_core::account::AttemptScope;
 use echorelay_core::account::service::{LoginComplete, PasswordStep, SecondFactor, StepUp};
+use echorelay_core::account::token::{Token, TokenKind};
 use echorelay_core::account::totp::{TotpSeed, code_for_step, step_at};
-use echorelay_core::account::{AccountAction, LoginFailure};
+use echorelay_core::account::{AccountAction, DeviceRecord, IpFamily, LoginFailure, SessionRecord};
 use echorelay_core::audit::{Actor, EventKind};
 use echorelay_core::clock::Clock;
-use echorelay_core::ids::UserId;
+use echorelay_core::ids::{DeviceId, SessionId, UserId};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{Backend, Harness};
@@ -146,6 +147,16 @@ impl<B: Backend> Harness<B> {
                 "accounts: {action:?} not audited"
             );
         }
+    }
+
+    async fn count_audited(&self, user: UserId, action: AccountAction) -> usize {
+        self.store
+            .events_for_user(user)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Account { action: x, .. } if x == action))
+            .count()
     }
 
     async fn failures_of(&self, user: UserId) -> Vec<LoginFailure> {
@@ -526,7 +537,13 @@ pub async fn failed_codes_lock_out<B: Backend>(h: Harness<B>) {
     } else {
         "111111"
     };
-    for _ in 0..max {
+    // One failure a second: the lock lasts until the oldest of the last
+    // `max` failures leaves the window.
+    let first_failure = h.clock.now();
+    for i in 0..max {
+        if i > 0 {
+            h.clock.advance(Duration::seconds(1));
+        }
         assert!(unauthenticated(
             h.try_second_factor(&a.email, SecondFactor::Totp(pw(wrong)), v4())
                 .await
@@ -538,7 +555,11 @@ pub async fn failed_codes_lock_out<B: Backend>(h: Harness<B>) {
         .await
         .unwrap()
         .expect("accounts: no lockout after the limit");
-    assert!(until > h.clock.now());
+    assert_eq!(
+        until,
+        first_failure + h.accounts.policy().failure_window,
+        "accounts: the lock must end when the oldest counted failure ages out"
+    );
     assert!(unauthenticated(
         h.try_second_factor(&a.email, SecondFactor::Totp(h.totp_code(&a.seed, 0)), v4())
             .await
@@ -768,6 +789,16 @@ pub async fn trusted_devices_are_capped_fixed_and_skip_only_totp<B: Backend>(h: 
     }
     let list = h.accounts.access_list(a.user).await.unwrap();
     assert_eq!(list.devices.len(), cap, "accounts: device cap not kept");
+    // Exactly one device was evicted, and only that eviction is audited.
+    assert_eq!(
+        h.count_audited(a.user, AccountAction::DeviceRevoked).await,
+        1,
+        "accounts: a device revocation audited without an eviction"
+    );
+    assert_eq!(
+        h.count_audited(a.user, AccountAction::DeviceTrusted).await,
+        cap + 1
+    );
     assert!(
         list.devices.iter().all(|d| d.id != first.id),
         "accounts: the oldest device was not the one evicted"
@@ -1563,4 +1594,83 @@ pub async fn a_user_ends_only_their_own_sessions<B: Backend>(h: Harness<B>) {
             .authenticate(a.login.session.token.expose_secret(), v4())
             .await
     ));
+}
+
+/// The access list shows a session until its idle end and its absolute
+/// end, and a trusted device until its expiry, to the second; nothing of
+/// another credential epoch is shown. The records are written through the
+/// store port, so each boundary is set exactly.
+pub async fn access_list_shows_only_live_sessions_and_devices<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let idle = h.accounts.policy().session_idle;
+    let epoch = h.store.account(a.user).await.unwrap().unwrap().epoch;
+    let t = h.clock.now() + Duration::hours(1);
+    let session = |last_seen_at, expires_at, epoch| SessionRecord {
+        id: SessionId::random(),
+        token_hash: Token::generate(TokenKind::Session).hash(),
+        user: a.user,
+        created_at: t - Duration::days(1),
+        last_seen_at,
+        verified_at: t - Duration::days(1),
+        expires_at,
+        ip_family: IpFamily::V4,
+        epoch,
+    };
+    let device = |expires_at, epoch| DeviceRecord {
+        id: DeviceId::random(),
+        user: a.user,
+        token_hash: Token::generate(TokenKind::Device).hash(),
+        created_at: t - Duration::days(1),
+        expires_at,
+        last_used_at: None,
+        ip_family: IpFamily::V4,
+        epoch,
+    };
+    let far = t + Duration::days(1);
+    // Idle end at t; absolute end at t; another epoch; live throughout.
+    let s_idle = session(t - idle, far, epoch);
+    let s_absolute = session(t, t, epoch);
+    let s_other_epoch = session(t, far, epoch + 1);
+    let s_live = session(t, far, epoch);
+    let d_expiring = device(t, epoch);
+    let d_other_epoch = device(far, epoch + 1);
+    let d_live = device(far, epoch);
+    let sessions = [&s_idle, &s_absolute, &s_other_epoch, &s_live];
+    let devices = [&d_expiring, &d_other_epoch, &d_live];
+    for s in sessions {
+        h.store.insert_session(s.clone()).await.unwrap();
+    }
+    let cap = h.accounts.policy().max_trusted_devices;
+    for d in devices {
+        h.store.add_device(d.clone(), cap).await.unwrap();
+    }
+    let h = &h;
+    let listed = |at| async move {
+        h.clock.set(at);
+        let list = h.accounts.access_list(a.user).await.unwrap();
+        let s: Vec<SessionId> = sessions
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| list.sessions.iter().any(|v| v.id == *id))
+            .collect();
+        let d: Vec<DeviceId> = devices
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| list.devices.iter().any(|v| v.id == *id))
+            .collect();
+        (s, d)
+    };
+    assert_eq!(
+        listed(t - Duration::seconds(1)).await,
+        (
+            vec![s_idle.id, s_absolute.id, s_live.id],
+            vec![d_expiring.id, d_live.id]
+        ),
+        "accounts: the access list before the ends"
+    );
+    assert_eq!(
+        listed(t).await,
+        (vec![s_live.id], vec![d_live.id]),
+        "accounts: the access list at the ends"
+    );
 }

@@ -268,6 +268,7 @@ macro_rules! conformance_tests {
             accounts::new_passwords_follow_the_policy,
             accounts::sensitive_operations_need_a_recent_step_up,
             accounts::a_user_ends_only_their_own_sessions,
+            accounts::access_list_shows_only_live_sessions_and_devices,
             contracts::mark_verified_never_moves_back_or_creates,
             contracts::touch_on_a_missing_record_creates_nothing,
             contracts::audit_seq_is_gap_free_and_paged_by_seq,

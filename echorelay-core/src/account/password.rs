@@ -176,7 +176,7 @@ impl PasswordPolicy {
                 min: self.min_chars,
             });
         }
-        if self.min_strength > 0 {
+        if self.min_strength != 0 {
             let end = password
                 .char_indices()
                 .nth(STRENGTH_PREFIX_CHARS)
@@ -220,7 +220,9 @@ impl PasswordHash {
     /// characters in all. Anything else is [`PasswordError::MalformedHash`].
     pub fn parse(s: &str) -> Result<Self, PasswordError> {
         let b = s.as_bytes();
-        if b.len() != HASH_LEN || !s.is_ascii() {
+        // Every byte is then checked to be ASCII: the frame below byte by
+        // byte, the rest against bcrypt's alphabet.
+        if b.len() != HASH_LEN {
             return Err(PasswordError::MalformedHash);
         }
         let well_framed = b.starts_with(b"$2")
@@ -489,14 +491,23 @@ pub fn verify_password_padded(
     policy: PasswordPolicy,
 ) -> Result<bool, PasswordError> {
     let verdict = verify_password(password, hash);
-    let (c, p) = (hash.cost(), policy.cost());
-    if c < p {
+    let c = hash.cost();
+    for _ in 0..padding_verifications(c, policy.cost()) {
+        // Made on the first call, then read from its `OnceLock`.
         let dummy = dummy_hash_at(c)?;
-        for _ in 1..(1u64 << (p - c)) {
-            let _ = verify_password(password, dummy);
-        }
+        let _ = verify_password(password, dummy);
     }
     verdict
+}
+
+/// How many dummy verifications at `hash_cost` bring one verification at
+/// that cost up to the work of one at `policy_cost`: `2^(P-c) - 1`, or
+/// none for a hash at or above the policy's cost.
+fn padding_verifications(hash_cost: u32, policy_cost: u32) -> u64 {
+    policy_cost
+        .checked_sub(hash_cost)
+        .and_then(|d| 1u64.checked_shl(d))
+        .map_or(0, |n| n - 1)
 }
 
 /// [`verify_password_padded`] on tokio's blocking pool.
@@ -563,12 +574,29 @@ mod tests {
         assert_eq!(p.with_rules(7, 3), Err(PasswordError::PolicyOutOfRange));
         assert_eq!(p.with_rules(129, 3), Err(PasswordError::PolicyOutOfRange));
         assert_eq!(p.with_rules(12, 5), Err(PasswordError::PolicyOutOfRange));
+        // The boundaries themselves are accepted.
+        assert!(p.with_rules(8, 4).is_ok());
+        assert!(p.with_rules(128, 4).is_ok());
+        // A password that reaches the strictest score passes under it.
+        let strict = p.with_rules(12, 4).unwrap();
+        assert_eq!(
+            strict.check_new_password("velvet-otter-quarry-1987", &[]),
+            Ok(())
+        );
         let lax = p.with_rules(8, 0).unwrap();
         assert!(lax.check_new_password("password", &[]).is_ok());
         assert_eq!(p.check_new_password("", &[]), Err(PasswordError::Empty));
         let long = "é".repeat(2049);
         assert_eq!(
             p.check_new_password(&long, &[]),
+            Err(PasswordError::TooLong)
+        );
+        // Exactly MAX_PASSWORD_BYTES is a valid length; one byte more is not.
+        let strong = "velvet-otter-quarry-1987";
+        let max = format!("{strong}{}", "x".repeat(MAX_PASSWORD_BYTES - strong.len()));
+        assert_eq!(p.check_new_password(&max, &[]), Ok(()));
+        assert_eq!(
+            p.check_new_password(&format!("{max}x"), &[]),
             Err(PasswordError::TooLong)
         );
         // Exactly 12 characters (not bytes) is enough length.
@@ -789,6 +817,9 @@ mod tests {
             "not a hash".into(),
             VALID[..59].into(),
             format!("{VALID}a"),
+            // 60 bytes, but not ASCII: in the body, and in the frame.
+            format!("{}é", &VALID[..58]),
+            format!("$2é{}", &VALID[4..]),
             VALID.replacen("$2y$", "$2x$", 1),
             VALID.replacen("$2y$", "$2c$", 1),
             VALID.replacen("$2y$", "$1y$", 1),
@@ -928,6 +959,47 @@ mod tests {
         match fut.as_mut().poll(&mut cx) {
             Poll::Ready(r) => assert_eq!(r, Err(PasswordError::Hashing)),
             Poll::Pending => panic!("expected an immediate error"),
+        }
+    }
+
+    #[test]
+    fn a_cheap_legacy_hash_is_padded_to_the_policys_work() {
+        // 2^c * (1 + extra) = 2^P key expansions in all.
+        assert_eq!(padding_verifications(4, 10), 63);
+        assert_eq!(padding_verifications(10, 13), 7);
+        assert_eq!(padding_verifications(12, 13), 1);
+        assert_eq!(padding_verifications(13, 13), 0);
+        assert_eq!(padding_verifications(14, 13), 0);
+        assert_eq!(padding_verifications(4, 31), (1 << 27) - 1);
+    }
+
+    #[test]
+    fn passwords_that_never_reach_bcrypt_are_judged_without_the_pool() {
+        // Empty and oversized passwords are answered before the hop to the
+        // blocking pool: the same verdict as the blocking functions, even
+        // with no runtime to hop to.
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        fn now<F: Future>(f: F) -> F::Output {
+            let mut f = Box::pin(f);
+            match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(r) => r,
+                Poll::Pending => panic!("expected an immediate verdict"),
+            }
+        }
+        let h = PasswordHash::parse(VALID).unwrap();
+        let long = "x".repeat(MAX_PASSWORD_BYTES + 1);
+        for (pw, verdict) in [
+            ("", Ok(false)),
+            (long.as_str(), Err(PasswordError::TooLong)),
+        ] {
+            assert_eq!(verify_password(&secret(pw), &h), verdict);
+            assert_eq!(now(verify_password_async(secret(pw), h.clone())), verdict);
+            assert_eq!(
+                now(verify_password_padded_async(secret(pw), h.clone(), fast())),
+                verdict
+            );
+            assert_eq!(now(verify_dummy_async(secret(pw), fast())), verdict);
         }
     }
 }

@@ -127,4 +127,60 @@ mod tests {
         assert!(!format!("{t:?}").contains(&t.expose_secret()[4..]));
         assert_ne!(Token::generate(TokenKind::Session).hash(), t.hash());
     }
+
+    /// The stored form is SHA-256 of the whole cookie value, prefix
+    /// included (independent vector: `printf erd_… | sha256sum`).
+    #[test]
+    fn the_stored_hash_is_sha256_of_the_cookie_value() {
+        let presented = format!("erd_{}zZ09-_", "A".repeat(37));
+        assert_eq!(
+            Token::hash_presented(TokenKind::Device, &presented).map(hex::encode),
+            Ok("06f5fcb6a9b8a06547c304deabc65f7912694a40a4c8ed73db6d02df4064e6cd".to_owned())
+        );
+    }
+
+    #[test]
+    fn presented_tokens_are_checked_at_their_boundaries() {
+        let body = |n: usize| "A".repeat(n);
+        // Every base64url character is accepted, in a body of exactly 43.
+        for tail in ["-_", "zZ", "09"] {
+            let ok = format!("ers_{}{tail}", body(41));
+            assert!(
+                Token::hash_presented(TokenKind::Session, &ok).is_ok(),
+                "{ok}"
+            );
+        }
+        // One short, one long, and characters outside base64url.
+        for bad in [
+            format!("ers_{}", body(42)),
+            format!("ers_{}", body(44)),
+            format!("ers_{}+", body(42)),
+            format!("ers_{}/", body(42)),
+            format!("ers_{}=", body(42)),
+            format!("ers_{}.", body(42)),
+            format!("ers_{} ", body(42)),
+            body(47),
+        ] {
+            assert_eq!(
+                Token::hash_presented(TokenKind::Session, &bad),
+                Err(MalformedToken),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_kind_has_its_prefix_and_debug_names_only_the_kind() {
+        for (kind, prefix, debug) in [
+            (TokenKind::Session, "ers_", "Token(Session, <redacted>)"),
+            (TokenKind::Device, "erd_", "Token(Device, <redacted>)"),
+            (TokenKind::Challenge, "erc_", "Token(Challenge, <redacted>)"),
+        ] {
+            let t = Token::generate(kind);
+            assert_eq!(t.kind(), kind);
+            assert!(t.expose_secret().starts_with(prefix), "{kind:?}");
+            assert_eq!(format!("{t:?}"), debug);
+            assert_eq!(Token::hash_presented(kind, t.expose_secret()), Ok(t.hash()));
+        }
+    }
 }
