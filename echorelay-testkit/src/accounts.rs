@@ -138,25 +138,29 @@ impl<B: Backend> Harness<B> {
 
     /// Panics unless the user's audit trail holds each of `actions`.
     pub async fn assert_audited(&self, user: UserId, actions: &[AccountAction]) {
-        let events = self.store.events_for_user(user).await.unwrap();
+        let audited = self.actions_of(user).await;
         for action in actions {
-            assert!(
-                events.iter().any(
-                    |e| matches!(e.kind, EventKind::Account { action: x, .. } if x == *action)
-                ),
-                "accounts: {action:?} not audited"
-            );
+            assert!(audited.contains(action), "accounts: {action:?} not audited");
         }
     }
 
-    async fn count_audited(&self, user: UserId, action: AccountAction) -> usize {
+    /// The account actions audited about `user`, in log order.
+    async fn actions_of(&self, user: UserId) -> Vec<AccountAction> {
         self.store
             .events_for_user(user)
             .await
             .unwrap()
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::Account { action: x, .. } if x == action))
-            .count()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Account { action, .. } => Some(action),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn count_audited(&self, user: UserId, action: AccountAction) -> usize {
+        let audited = self.actions_of(user).await;
+        audited.iter().filter(|a| **a == action).count()
     }
 
     async fn failures_of(&self, user: UserId) -> Vec<LoginFailure> {

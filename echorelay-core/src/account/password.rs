@@ -571,6 +571,7 @@ mod tests {
     #[test]
     fn new_password_rules_are_validated() {
         let p = PasswordPolicy::default();
+        let strong = "velvet-otter-quarry-1987";
         assert_eq!(p.with_rules(7, 3), Err(PasswordError::PolicyOutOfRange));
         assert_eq!(p.with_rules(129, 3), Err(PasswordError::PolicyOutOfRange));
         assert_eq!(p.with_rules(12, 5), Err(PasswordError::PolicyOutOfRange));
@@ -579,10 +580,7 @@ mod tests {
         assert!(p.with_rules(128, 4).is_ok());
         // A password that reaches the strictest score passes under it.
         let strict = p.with_rules(12, 4).unwrap();
-        assert_eq!(
-            strict.check_new_password("velvet-otter-quarry-1987", &[]),
-            Ok(())
-        );
+        assert_eq!(strict.check_new_password(strong, &[]), Ok(()));
         let lax = p.with_rules(8, 0).unwrap();
         assert!(lax.check_new_password("password", &[]).is_ok());
         assert_eq!(p.check_new_password("", &[]), Err(PasswordError::Empty));
@@ -592,7 +590,6 @@ mod tests {
             Err(PasswordError::TooLong)
         );
         // Exactly MAX_PASSWORD_BYTES is a valid length; one byte more is not.
-        let strong = "velvet-otter-quarry-1987";
         let max = format!("{strong}{}", "x".repeat(MAX_PASSWORD_BYTES - strong.len()));
         assert_eq!(p.check_new_password(&max, &[]), Ok(()));
         assert_eq!(
