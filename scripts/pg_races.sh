@@ -12,6 +12,10 @@ checks=(
   concurrent_renewals_leave_one_session
   concurrent_reveals_reveal_once
   concurrent_rotate_due_makes_one_successor
+  collections_racing_the_revocation_of_their_key_do_not_survive
+  keys_minted_by_a_dependent_racing_the_revocation_do_not_survive
+  mints_racing_the_revocation_of_their_key_do_not_survive
+  rotations_racing_the_revocation_of_their_key_do_not_survive
   one_challenge_is_used_once_under_races
   owners_demoting_each_other_keep_one
   parallel_guesses_respect_the_limit

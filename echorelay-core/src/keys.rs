@@ -393,6 +393,12 @@ pub struct KeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
     /// For an auto-rotated successor: its plaintext, sealed, until revealed.
     pub pending_reveal: Option<PendingReveal>,
+    /// For an auto-rotated successor: the key that collected its plaintext
+    /// by presenting itself ([`KeyService::collect_successor`]), if one
+    /// did. Revoking that key revokes this one: whoever held the old key
+    /// holds the new one.
+    #[serde(default)]
+    pub collected_by: Option<KeyId>,
 }
 
 /// The part of a [`KeyRecord`] that verification reads: small and `Copy`,
@@ -656,15 +662,18 @@ fn nothing_to_reveal() -> Error {
 }
 
 /// The keys that hang off `root` among a project's keys, transitively:
-/// keys it minted or rotated in (`created_by` is the key), and its
-/// successors whose plaintext was not collected yet.
+/// keys it minted or rotated in (`created_by` is the key), its
+/// auto-rotated successor while the plaintext waits uncollected, and a
+/// successor collected by presenting it (`collected_by`): whoever held
+/// the key holds that one too.
 fn dependents(all: &[KeyRecord], root: KeyId) -> Vec<&KeyRecord> {
     let mut out: Vec<&KeyRecord> = Vec::new();
     let mut frontier = vec![root];
     while let Some(k) = frontier.pop() {
         for r in all {
             let hangs = r.created_by == Actor::ApiKey(k)
-                || (r.predecessor == Some(k) && r.pending_reveal.is_some());
+                || (r.predecessor == Some(k)
+                    && (r.pending_reveal.is_some() || r.collected_by == Some(k)));
             if hangs && r.id != root && !out.iter().any(|x| x.id == r.id) {
                 out.push(r);
                 frontier.push(r.id);
@@ -762,6 +771,7 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
             superseded: None,
             revoked_at: None,
             pending_reveal: None,
+            collected_by: None,
         }
     }
 
@@ -915,12 +925,23 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     /// store accepts the key (S3). Also destroys a pending reveal.
     ///
     /// What hangs off the key goes with it, revoked right after it (each
-    /// atomically with its own audit event): every key it minted or
-    /// rotated in (when the project lets keys manage keys), transitively,
-    /// and its auto-rotated successor if that was not collected yet
-    /// (otherwise a leaked key could collect a fresh one). A successor
-    /// already collected, or handed to an operator, stays: it is now its
-    /// holder's credential; revoke it by its own id.
+    /// atomically with its own audit event), transitively: every key it
+    /// minted or rotated in (when the project lets keys manage keys), its
+    /// auto-rotated successor if that was not collected yet, and a
+    /// successor collected by presenting it ([`KeyRecord::collected_by`]:
+    /// whoever held the revoked key holds that one, so a leaked key's
+    /// holder keeps nothing by collecting first). A successor revealed to
+    /// an operator, or made by an operator's rotation, stays: it is its
+    /// operator's credential; revoke it by its own id.
+    ///
+    /// Nothing escapes the cascade by racing it: the store mints, rotates
+    /// and collects on behalf of a key only while that key is not revoked,
+    /// serialized with its revocation ([`KeyStore::insert_key`],
+    /// [`KeyStore::rotate_key`], [`KeyStore::take_pending_reveal`]). So a
+    /// key made by a revoked key committed before that revocation did, and
+    /// the cascade rescans after each round of revocations until a scan
+    /// finds nothing new: the last scan sees every key made by a key it
+    /// lists as revoked.
     ///
     /// # Errors
     /// `Store(NotFound)` for a key not in this project; `Store(Conflict)`
@@ -948,25 +969,31 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
                 .await
                 .map_err(Error::from)
         };
-        let all = self.keys.keys_of_project(grant.project_id()).await?;
-        for dependent in dependents(&all, id) {
-            if dependent.revoked_at.is_some() {
-                continue;
+        loop {
+            let all = self.keys.keys_of_project(grant.project_id()).await?;
+            let mut revoked_now = 0usize;
+            for dependent in dependents(&all, id) {
+                if dependent.revoked_at.is_some() {
+                    continue;
+                }
+                let audit = self.draft(
+                    grant.actor(),
+                    grant.ip(),
+                    dependent,
+                    KeyAction::Revoke,
+                    None,
+                    now,
+                );
+                match self.keys.revoke_key(dependent.id, now, audit).await {
+                    Ok(()) => revoked_now += 1,
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            let audit = self.draft(
-                grant.actor(),
-                grant.ip(),
-                dependent,
-                KeyAction::Revoke,
-                None,
-                now,
-            );
-            match self.keys.revoke_key(dependent.id, now, audit).await {
-                Ok(()) | Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+            if revoked_now == 0 {
+                return first;
             }
         }
-        first
     }
 
     /// Reveals an auto-rotated successor's plaintext, exactly once. The
@@ -977,7 +1004,8 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     pub async fn reveal(&self, grant: &Grant<Keys>, id: KeyId) -> Result<PlaintextKey> {
         grant.require_step_up()?;
         let rec = self.project_key(grant.project_id(), id).await?;
-        self.take_reveal(&rec, grant.actor(), grant.ip()).await
+        self.take_reveal(&rec, grant.actor(), None, grant.ip())
+            .await
     }
 
     /// Rotation without a human (S2 for machine clients): a key in its
@@ -1003,16 +1031,19 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
             KeyPhase::Active { .. } => return Err(nothing_to_reveal()),
         };
         let rec = self.project_key(me.project, successor).await?;
-        self.take_reveal(&rec, Actor::ApiKey(me.key_id), ip).await
+        self.take_reveal(&rec, Actor::ApiKey(me.key_id), Some(me.key_id), ip)
+            .await
     }
 
     /// Opens and parses the pending reveal before destroying the sealed
     /// copy (a vault failure cannot lose the key), then takes it: of
-    /// concurrent callers exactly one gets it.
+    /// concurrent callers exactly one gets it. `collector` is the key
+    /// presenting itself to collect its successor, if that is who takes it.
     async fn take_reveal(
         &self,
         rec: &KeyRecord,
         actor: Actor,
+        collector: Option<KeyId>,
         ip: Option<std::net::IpAddr>,
     ) -> Result<PlaintextKey> {
         let now = self.clock.now();
@@ -1032,9 +1063,17 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
         // Exactly one caller takes the sealed copy. It may differ from the
         // one opened above (a rewrap pass re-sealed it meanwhile), but a
         // record has one successor key: what we opened is its plaintext.
-        match self.keys.take_pending_reveal(rec.id, audit).await? {
-            Some(_) => Ok(key),
-            None => Err(nothing_to_reveal()),
+        match self
+            .keys
+            .take_pending_reveal(rec.id, collector, audit)
+            .await
+        {
+            Ok(Some(_)) => Ok(key),
+            Ok(None) => Err(nothing_to_reveal()),
+            // The presenting key was revoked meanwhile: as if it had not
+            // authenticated.
+            Err(StoreError::Conflict { .. }) if collector.is_some() => Err(Error::Unauthenticated),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1089,7 +1128,7 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
             );
             if self
                 .keys
-                .take_pending_reveal(old.id, audit)
+                .take_pending_reveal(old.id, None, audit)
                 .await?
                 .is_some()
             {

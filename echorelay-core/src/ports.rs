@@ -44,7 +44,7 @@
 //!   exactly the documented number win. The suite releases its racing
 //!   callers from a barrier and is itself tested against a store that
 //!   checks, yields and then writes (`echorelay-store-mem`,
-//!   `tests/racy_store_is_caught.rs`), for the nine conditions a login,
+//!   `tests/racy_store_is_caught.rs`), for the ten conditions a login,
 //!   a key or the audit chain depends on under concurrency; the others
 //!   (`activate_totp`, `replace_totp_seed`, `replace_pending_reveal`,
 //!   `replace_password_hash`, versions, the device cap, `revoke_key`) are
@@ -79,6 +79,14 @@ pub type StoreResult<T> = std::result::Result<T, StoreError>;
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     /// Inserts a new key. `AlreadyExists` if the id or hash is taken.
+    ///
+    /// Atomically conditional on its creator: a key whose `created_by` is
+    /// [`Actor::ApiKey`](crate::audit::Actor::ApiKey) is inserted only if
+    /// that key exists and is not revoked, decided in one step with the
+    /// insert and serialized with [`KeyStore::revoke_key`] of the creator
+    /// (a row lock held to commit; the in-memory store's one lock):
+    /// otherwise `Conflict` and no change. This is what lets a revocation's
+    /// cascade catch every key minted by the revoked one.
     async fn insert_key(&self, key: KeyRecord, audit: AuditDraft) -> StoreResult<()>;
     /// The key with this hash, if any (revoked and expired ones included).
     async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>>;
@@ -124,7 +132,9 @@ pub trait KeyStore: Send + Sync {
     /// Atomically: if `predecessor` is still current (no successor, not
     /// revoked), record `supersession` on it and insert `successor`;
     /// otherwise `Conflict` and no change. This condition is what makes
-    /// concurrent rotation produce exactly one successor.
+    /// concurrent rotation produce exactly one successor. The successor's
+    /// creator is held to [`KeyStore::insert_key`]'s condition in the same
+    /// step (a key rotating another key in must not be revoked).
     async fn rotate_key(
         &self,
         predecessor: KeyId,
@@ -137,10 +147,15 @@ pub trait KeyStore: Send + Sync {
     async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: AuditDraft) -> StoreResult<()>;
     /// Atomically removes and returns the key's pending reveal; `None` (and
     /// no audit event) if there is none. Of concurrent callers, at most one
-    /// gets it.
+    /// gets it. With a `collector` (the key presenting itself to collect
+    /// its successor), the take is conditional on the collector existing
+    /// and not being revoked, in the same step and serialized with its
+    /// revocation (else `Conflict`, no change), and records it as the
+    /// record's [`KeyRecord::collected_by`].
     async fn take_pending_reveal(
         &self,
         id: KeyId,
+        collector: Option<KeyId>,
         audit: AuditDraft,
     ) -> StoreResult<Option<PendingReveal>>;
 }
@@ -541,7 +556,7 @@ forward!(KeyStore {
     async fn replace_pending_reveal(&self, id: KeyId, expected: &Ciphertext, new: Ciphertext, audit: AuditDraft) -> StoreResult<bool>;
     async fn rotate_key(&self, predecessor: KeyId, supersession: Supersession, successor: KeyRecord, audit: AuditDraft) -> StoreResult<()>;
     async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: AuditDraft) -> StoreResult<()>;
-    async fn take_pending_reveal(&self, id: KeyId, audit: AuditDraft) -> StoreResult<Option<PendingReveal>>;
+    async fn take_pending_reveal(&self, id: KeyId, collector: Option<KeyId>, audit: AuditDraft) -> StoreResult<Option<PendingReveal>>;
 });
 
 forward!(ConfigStore {

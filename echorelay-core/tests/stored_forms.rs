@@ -746,6 +746,7 @@ fn key_record(now: DateTime<Utc>, key: &PlaintextKey) -> KeyRecord {
         superseded: None,
         revoked_at: None,
         pending_reveal: None,
+        collected_by: None,
     }
 }
 
@@ -822,7 +823,17 @@ fn a_stored_key_record_answers_for_its_phase() {
     );
     assert_eq!(rotated.phase(sup.grace_ends_at), None);
 
-    for rec in [fresh, revoked, rotated] {
+    // A successor collected by presenting its predecessor names it; a
+    // record stored before the field existed reads back without one.
+    let collected = KeyRecord {
+        collected_by: Some(KeyId::random()),
+        ..fresh.clone()
+    };
+    let mut old_form = serde_json::to_value(&fresh).unwrap();
+    old_form.as_object_mut().unwrap().remove("collected_by");
+    let old: KeyRecord = serde_json::from_value(old_form).unwrap();
+    assert_eq!(old, fresh);
+    for rec in [fresh, revoked, rotated, collected] {
         let back: KeyRecord = serde_json::from_value(serde_json::to_value(&rec).unwrap()).unwrap();
         assert_eq!(back, rec);
         assert_eq!(back.phase(now), rec.phase(now));

@@ -26,7 +26,7 @@ use echorelay_core::account::{
     AccountRecord, AttemptScope, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord,
     TotpRecord,
 };
-use echorelay_core::audit::{AuditDraft, AuditEvent, ChainHead, seal};
+use echorelay_core::audit::{Actor, AuditDraft, AuditEvent, ChainHead, seal};
 use echorelay_core::config::{
     ConfigChange, Endpoint, Line, Project, ProjectTree, Slug, Target, Write,
 };
@@ -156,6 +156,8 @@ pub enum Conditional {
     TakeChallenge,
     /// `KeyStore::take_pending_reveal`.
     TakePendingReveal,
+    /// `KeyStore::insert_key` (the creating key's liveness).
+    InsertKey,
     /// `KeyStore::rotate_key`.
     RotateKey,
     /// `SessionStore::replace_session`.
@@ -168,12 +170,13 @@ pub enum Conditional {
 
 impl Conditional {
     /// Every conditional method.
-    pub const ALL: [Conditional; 9] = [
+    pub const ALL: [Conditional; 10] = [
         Conditional::AdvanceTotpStep,
         Conditional::ReserveAttempt,
         Conditional::ConsumeBackupCode,
         Conditional::TakeChallenge,
         Conditional::TakePendingReveal,
+        Conditional::InsertKey,
         Conditional::RotateKey,
         Conditional::ReplaceSession,
         Conditional::SetRole,
@@ -267,17 +270,22 @@ fn not_found(kind: &'static str) -> StoreError {
 #[async_trait]
 impl KeyStore for MemStore {
     async fn insert_key(&self, key: KeyRecord, audit: AuditDraft) -> StoreResult<()> {
-        let mut s = self.write()?;
-        if !s.projects.contains_key(&key.project) {
-            return Err(not_found("project"));
-        }
-        if s.keys.contains_key(&key.id) || s.key_hashes.contains_key(&key.hash) {
-            return Err(StoreError::AlreadyExists { kind: "key" });
-        }
-        s.key_hashes.insert(key.hash, key.id);
-        s.keys.insert(key.id, key);
-        s.append(audit);
-        Ok(())
+        let (id, hash, project, creator) = (key.id, key.hash, key.project, key.created_by);
+        let check = move |s: &State| {
+            if !s.projects.contains_key(&project) {
+                return Err(not_found("project"));
+            }
+            if s.keys.contains_key(&id) || s.key_hashes.contains_key(&hash) {
+                return Err(StoreError::AlreadyExists { kind: "key" });
+            }
+            creator_is_live(s, &creator)
+        };
+        let apply = |s: &mut State, ()| {
+            s.key_hashes.insert(key.hash, key.id);
+            s.keys.insert(key.id, key);
+            s.append(audit);
+        };
+        self.conditional(Conditional::InsertKey, check, apply).await
     }
 
     async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>> {
@@ -371,6 +379,7 @@ impl KeyStore for MemStore {
         audit: AuditDraft,
     ) -> StoreResult<()> {
         let (succ_id, succ_hash, succ_project) = (successor.id, successor.hash, successor.project);
+        let succ_creator = successor.created_by;
         let check = move |s: &State| {
             let old = s.keys.get(&predecessor).ok_or(not_found("key"))?;
             if old.superseded.is_some() || old.revoked_at.is_some() {
@@ -391,7 +400,7 @@ impl KeyStore for MemStore {
             if s.keys.contains_key(&succ_id) || s.key_hashes.contains_key(&succ_hash) {
                 return Err(StoreError::AlreadyExists { kind: "key" });
             }
-            Ok(())
+            creator_is_live(s, &succ_creator)
         };
         let apply = |s: &mut State, ()| {
             if let Some(old) = s.keys.get_mut(&predecessor) {
@@ -421,16 +430,23 @@ impl KeyStore for MemStore {
     async fn take_pending_reveal(
         &self,
         id: KeyId,
+        collector: Option<KeyId>,
         audit: AuditDraft,
     ) -> StoreResult<Option<PendingReveal>> {
         let check = |s: &State| {
             let k = s.keys.get(&id).ok_or(not_found("key"))?;
+            if let Some(c) = collector {
+                creator_is_live(s, &Actor::ApiKey(c))?;
+            }
             Ok(k.pending_reveal.clone())
         };
         let apply = |s: &mut State, taken: Option<PendingReveal>| {
             if taken.is_some() {
                 if let Some(k) = s.keys.get_mut(&id) {
                     k.pending_reveal = None;
+                    if collector.is_some() {
+                        k.collected_by = collector;
+                    }
                 }
                 s.append(audit);
             }
@@ -438,6 +454,20 @@ impl KeyStore for MemStore {
         };
         self.conditional(Conditional::TakePendingReveal, check, apply)
             .await
+    }
+}
+
+/// `KeyStore::insert_key`'s condition: a key made by a key is made only
+/// while that key exists and is not revoked.
+fn creator_is_live(s: &State, creator: &Actor) -> StoreResult<()> {
+    match creator {
+        Actor::ApiKey(c) => match s.keys.get(c) {
+            Some(k) if k.revoked_at.is_none() => Ok(()),
+            _ => Err(StoreError::Conflict {
+                reason: "the creating key is revoked",
+            }),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -828,7 +858,6 @@ impl AuditLog for MemStore {
     }
 
     async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>> {
-        use echorelay_core::audit::Actor;
         let s = self.read()?;
         let mut v: Vec<AuditEvent> = s
             .audit

@@ -22,6 +22,9 @@ async fn check(method: Conditional) {
         Conditional::TakeChallenge => accounts::one_challenge_is_used_once_under_races(h).await,
         Conditional::TakePendingReveal => keys::concurrent_reveals_reveal_once(h).await,
         Conditional::RotateKey => keys::concurrent_rotate_due_makes_one_successor(h).await,
+        Conditional::InsertKey => {
+            keys::mints_racing_the_revocation_of_their_key_do_not_survive(h).await
+        }
         Conditional::ReplaceSession => accounts::concurrent_renewals_leave_one_session(h).await,
         Conditional::SetRole => access::owners_demoting_each_other_keep_one(h).await,
         Conditional::AuditAppend => audit::concurrent_appends_keep_one_chain(h).await,
@@ -79,6 +82,7 @@ caught!(
     racy_take_challenge_is_caught => TakeChallenge,
     racy_take_pending_reveal_is_caught => TakePendingReveal,
     racy_rotate_key_is_caught => RotateKey,
+    racy_insert_key_is_caught => InsertKey,
     racy_replace_session_is_caught => ReplaceSession,
     racy_set_role_is_caught => SetRole,
     racy_audit_append_is_caught => AuditAppend,

@@ -153,9 +153,10 @@ impl KeyStore for RotatedMeanwhile {
     async fn take_pending_reveal(
         &self,
         id: KeyId,
+        collector: Option<KeyId>,
         audit: AuditDraft,
     ) -> StoreResult<Option<PendingReveal>> {
-        self.store.take_pending_reveal(id, audit).await
+        self.store.take_pending_reveal(id, collector, audit).await
     }
 }
 

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use echorelay_core::audit::AuditDraft;
+use echorelay_core::audit::{Actor, AuditDraft};
 use echorelay_core::error::StoreError;
 use echorelay_core::ids::{KeyId, ProjectId};
 use echorelay_core::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
@@ -24,7 +24,7 @@ use crate::{PgStore, backend, db_err, limit_of};
 
 pub(crate) const KEY_COLUMNS: &str = "id, project, environment, role, hash, hint, label, \
      created_by, created_at, rotate_at, predecessor, successor, rotated_at, expires_at, \
-     grace_ends_at, revoked_at, reveal_ciphertext, reveal_until";
+     grace_ends_at, revoked_at, reveal_ciphertext, reveal_until, collected_by";
 
 /// Verification's one query (the hot path): a literal, so no string is
 /// built per call.
@@ -84,6 +84,7 @@ pub(crate) fn key_of(row: &PgRow) -> StoreResult<KeyRecord> {
         superseded: supersession_of(&r)?,
         revoked_at: r.opt_time("revoked_at")?,
         pending_reveal,
+        collected_by: r.opt_id("collected_by")?,
     })
 }
 
@@ -104,7 +105,7 @@ async fn insert_in(conn: &mut PgConnection, k: &KeyRecord) -> StoreResult<()> {
     let s = k.superseded;
     sqlx::query(&format!(
         "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
     ))
     .bind(idb(&k.id))
     .bind(idb(&k.project))
@@ -124,10 +125,49 @@ async fn insert_in(conn: &mut PgConnection, k: &KeyRecord) -> StoreResult<()> {
     .bind(k.revoked_at)
     .bind(k.pending_reveal.as_ref().map(|p| p.ciphertext.to_bytes()))
     .bind(k.pending_reveal.as_ref().map(|p| p.until))
+    .bind(opt_idb(&k.collected_by))
     .execute(&mut *conn)
     .await
     .map_err(db_err("key"))?;
     Ok(())
+}
+
+/// Locks the rows of `ids` (ascending, so two transactions locking the
+/// same pair cannot deadlock) until the transaction ends, and returns those
+/// that are not revoked. A revocation (`UPDATE … SET revoked_at`) of any of
+/// them waits for this transaction, and this one sees a revocation that
+/// committed first: the creating key's condition of
+/// [`KeyStore::insert_key`], serialized with its revocation.
+async fn lock_live(conn: &mut PgConnection, ids: &[KeyId]) -> StoreResult<Vec<KeyId>> {
+    let mut sorted: Vec<Vec<u8>> = ids.iter().map(|k| idb(k).to_vec()).collect();
+    sorted.sort();
+    sorted.dedup();
+    let rows: Vec<(Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT id, revoked_at IS NULL FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&sorted)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, live)| *live)
+        .filter_map(|(id, _)| ids.iter().copied().find(|k| idb(k) == id.as_slice()))
+        .collect())
+}
+
+/// The creating key of `k`, if a key made it.
+fn creator_of(k: &KeyRecord) -> Option<KeyId> {
+    match k.created_by {
+        Actor::ApiKey(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn creator_revoked() -> StoreError {
+    StoreError::Conflict {
+        reason: "the creating key is revoked",
+    }
 }
 
 impl PgStore {
@@ -146,6 +186,11 @@ impl PgStore {
 impl KeyStore for PgStore {
     async fn insert_key(&self, key: KeyRecord, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        if let Some(c) = creator_of(&key)
+            && lock_live(&mut tx, &[c]).await?.is_empty()
+        {
+            return Err(creator_revoked());
+        }
         insert_in(&mut tx, &key).await?;
         append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
@@ -273,6 +318,14 @@ impl KeyStore for PgStore {
             });
         }
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Both rows locked in one order before either is written: the
+        // predecessor, and the key rotating it in (if a key does).
+        if let Some(c) = creator_of(&successor) {
+            let live = lock_live(&mut tx, &[predecessor, c]).await?;
+            if !live.contains(&c) {
+                return Err(creator_revoked());
+            }
+        }
         let updated: Option<Vec<u8>> = sqlx::query_scalar(
             "UPDATE api_keys SET successor = $2, rotated_at = $3, expires_at = $4, \
                  grace_ends_at = $5 \
@@ -350,9 +403,16 @@ impl KeyStore for PgStore {
     async fn take_pending_reveal(
         &self,
         id: KeyId,
+        collector: Option<KeyId>,
         audit: AuditDraft,
     ) -> StoreResult<Option<PendingReveal>> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        if let Some(c) = collector {
+            let live = lock_live(&mut tx, &[id, c]).await?;
+            if !live.contains(&c) {
+                return Err(creator_revoked());
+            }
+        }
         let row = sqlx::query(
             "SELECT id, reveal_ciphertext, reveal_until FROM api_keys WHERE id = $1 FOR UPDATE",
         )
@@ -369,9 +429,11 @@ impl KeyStore for PgStore {
             return Ok(None);
         };
         sqlx::query(
-            "UPDATE api_keys SET reveal_ciphertext = NULL, reveal_until = NULL WHERE id = $1",
+            "UPDATE api_keys SET reveal_ciphertext = NULL, reveal_until = NULL, \
+                 collected_by = COALESCE($2, collected_by) WHERE id = $1",
         )
         .bind(idb(&id))
+        .bind(opt_idb(&collector))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;

@@ -487,7 +487,7 @@ pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
     ));
     assert!(
         h.store
-            .take_pending_reveal(a.view.id, draft())
+            .take_pending_reveal(a.view.id, None, draft())
             .await
             .unwrap()
             .is_none()
@@ -620,8 +620,9 @@ pub async fn a_key_collects_its_own_successor_once<B: Backend>(h: Harness<B>) {
     assert!(not_found(h.keys.collect_successor(&text(&op), None).await));
 }
 
-/// Revoking a key takes what hangs off it: keys it minted (transitively)
-/// and an uncollected successor; a collected successor stays. And an API
+/// Revoking a key takes what hangs off it: keys it minted (transitively),
+/// an uncollected successor, and a successor collected by presenting a
+/// revoked key (whoever held it holds that one). And an API
 /// key reaches the keys surface only where the project allows it, the
 /// members surface never.
 pub async fn revoking_a_key_revokes_what_it_minted<B: Backend>(h: Harness<B>) {
@@ -699,9 +700,12 @@ pub async fn revoking_a_key_revokes_what_it_minted<B: Backend>(h: Harness<B>) {
         .find(|k| k.predecessor == Some(unrelated.view.id))
         .unwrap();
     assert!(unrelated_succ.revoked_at.is_none() && unrelated_succ.reveal_pending);
-    // The collected successor of D stays (it was D's holder's), and so do
-    // keys the revoked one did not mint.
-    h.keys.verify(d_next.expose_secret()).await.unwrap();
+    // D's successor, collected by presenting D, goes with D: whoever held
+    // D holds it. Keys the revoked one did not mint stay.
+    assert!(
+        gone(d_next.expose_secret()).await,
+        "keys: a successor collected by a revoked key still verifies"
+    );
     h.keys
         .verify(unrelated.plaintext.expose_secret())
         .await
@@ -884,4 +888,416 @@ pub async fn a_longer_cadence_lengthens_the_overlap_of_keys_already_minted<B: Ba
         v.sunset(),
         Some(made + Duration::days(180) + Duration::hours(24))
     );
+}
+
+// ---------------------------------------------------------------------------
+// Revocation against what races it (issue 16, finding 1)
+// ---------------------------------------------------------------------------
+
+/// How many keys race each revocation (fewer than a pooled backend's
+/// connections, so the revocation is not left waiting for one), and the
+/// rounds of each check.
+const RACERS: u64 = 8;
+const ROUNDS: usize = 3;
+
+/// When racer `i` starts after the barrier: the first at once, then one
+/// every [`STAGGER_MS`] (about one Postgres commit). The revocation starts at [`REVOKE_AT_MS`], so racers land
+/// before, during and after it (on Postgres they queue on the creating
+/// key's row lock, the revocation among them); a store whose condition
+/// checks, yields and then writes lets the early ones write after the
+/// cascade has looked.
+async fn stagger(i: u64) {
+    if i > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(i * STAGGER_MS)).await;
+    }
+}
+const STAGGER_MS: u64 = 5;
+const REVOKE_AT_MS: u64 = 12;
+
+/// A project where keys manage keys, and an owner key in it (minted by the
+/// owner) with its `Keys` grant.
+async fn keys_manage_keys<B: Backend>(
+    h: &Harness<B>,
+) -> (
+    echorelay_core::config::Project,
+    echorelay_core::access::Grant<Keys>,
+) {
+    use echorelay_core::access::surface::Members;
+    let (p, owner) = h.project().await;
+    let m = h.grant::<Members>(&owner, &p).await;
+    h.config.set_api_keys_manage_keys(&m, true).await.unwrap();
+    let g = h.grant::<Keys>(&owner, &p).await;
+    (p, g)
+}
+
+/// A new owner key minted under `by`, with its own `Keys` grant.
+async fn key_with_grant<B: Backend>(
+    h: &Harness<B>,
+    p: &echorelay_core::config::Project,
+    by: &echorelay_core::access::Grant<Keys>,
+) -> (
+    echorelay_core::keys::MintedKey,
+    echorelay_core::access::Grant<Keys>,
+) {
+    use echorelay_core::access::{Caller, Role};
+    let k = h.keys.mint(by, keyed(Role::Owner)).await.unwrap();
+    let caller = Caller::api_key(
+        h.keys.verify(k.plaintext.expose_secret()).await.unwrap(),
+        None,
+    );
+    let g = h.grant::<Keys>(&caller, p).await;
+    (k, g)
+}
+
+type Racer = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
+/// How many racers wait for the revocation to return before they call:
+/// requests that passed authentication before the revocation and reach
+/// the store after its cascade looked.
+const LATE: u64 = 4;
+
+/// Races the racers `make(i)` (each returns a plaintext it obtained, if
+/// any; racer `i` starts at [`stagger`]`(i)`, and [`LATE`] more start
+/// once the revocation returned) against the owner's revocation of
+/// `root`, then checks that nothing hanging off `root` survived: every key
+/// whose creator chain or collection leads to `root` is revoked, and no
+/// plaintext a racer obtained verifies.
+async fn race_the_revocation<B: Backend>(
+    h: &Harness<B>,
+    p: &echorelay_core::config::Project,
+    owner: &std::sync::Arc<echorelay_core::access::Grant<Keys>>,
+    root: echorelay_core::ids::KeyId,
+    make: impl Fn(u64) -> Racer,
+    what: &str,
+) {
+    let (done, revoked) = tokio::sync::watch::channel(false);
+    let mut calls: Vec<Racer> = (0..RACERS).map(&make).collect();
+    for _ in 0..LATE {
+        let (mut revoked, late) = (revoked.clone(), make(0));
+        calls.push(Box::pin(async move {
+            let _ = revoked.wait_for(|r| *r).await;
+            late.await
+        }));
+    }
+    let (proc_, g) = (h.another_process(), owner.clone());
+    calls.push(Box::pin(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(REVOKE_AT_MS)).await;
+        proc_
+            .keys
+            .revoke(&g, root)
+            .await
+            .expect("keys: the revocation failed");
+        let _ = done.send(true);
+        None
+    }));
+    h.warm_up(calls.len()).await;
+    let obtained: Vec<String> = crate::race(calls).await.into_iter().flatten().collect();
+    let all = h.store.keys_of_project(p.id).await.unwrap();
+    let mut tainted = vec![root];
+    loop {
+        let before = tainted.len();
+        for k in &all {
+            let hangs = matches!(k.created_by, Actor::ApiKey(c) if tainted.contains(&c))
+                || k.collected_by.is_some_and(|c| tainted.contains(&c));
+            if hangs && !tainted.contains(&k.id) {
+                tainted.push(k.id);
+            }
+        }
+        if tainted.len() == before {
+            break;
+        }
+    }
+    let survivors: Vec<_> = all
+        .iter()
+        .filter(|k| tainted.contains(&k.id) && k.revoked_at.is_none())
+        .map(|k| k.id)
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "keys: {} of the keys {what} survived the revocation: {survivors:?}",
+        survivors.len()
+    );
+    for text in obtained {
+        assert!(
+            matches!(h.keys.verify(&text).await, Err(Error::Unauthenticated)),
+            "keys: a key {what} still verifies after the revocation"
+        );
+    }
+}
+
+/// Racer `i`: a mint of an owner key under `grant`.
+fn minter<B: Backend>(
+    h: &Harness<B>,
+    grant: &std::sync::Arc<echorelay_core::access::Grant<Keys>>,
+) -> impl Fn(u64) -> Racer {
+    let (h, grant) = (h.another_process(), grant.clone());
+    move |i| {
+        let (proc_, g) = (h.another_process(), grant.clone());
+        Box::pin(async move {
+            stagger(i).await;
+            let m = proc_
+                .keys
+                .mint(&g, keyed(echorelay_core::access::Role::Owner));
+            m.await.ok().map(|m| m.plaintext.expose_secret().to_owned())
+        })
+    }
+}
+
+/// Mints by a key, released together with that key's revocation: every
+/// mint that commits before the revocation is revoked by its cascade, and
+/// every later one is refused; no minted key survives (finding 1: on
+/// Postgres 5 of 29 racing mints used to survive as owner credentials).
+pub async fn mints_racing_the_revocation_of_their_key_do_not_survive<B: Backend>(h: Harness<B>) {
+    let (p, owner) = keys_manage_keys(&h).await;
+    let owner = std::sync::Arc::new(owner);
+    for _ in 0..ROUNDS {
+        let (a, ga) = key_with_grant(&h, &p, &owner).await;
+        let ga = std::sync::Arc::new(ga);
+        let racers = minter(&h, &ga);
+        race_the_revocation(&h, &p, &owner, a.view.id, racers, "minted by it").await;
+    }
+}
+
+/// The same one level down: keys minted by a key that the revoked one
+/// minted, racing the revocation of the root, do not survive either (the
+/// cascade rescans until a scan finds nothing new).
+pub async fn keys_minted_by_a_dependent_racing_the_revocation_do_not_survive<B: Backend>(
+    h: Harness<B>,
+) {
+    let (p, owner) = keys_manage_keys(&h).await;
+    let owner = std::sync::Arc::new(owner);
+    for _ in 0..ROUNDS {
+        let (a, ga) = key_with_grant(&h, &p, &owner).await;
+        let (_b, gb) = key_with_grant(&h, &p, &ga).await;
+        let gb = std::sync::Arc::new(gb);
+        let racers = minter(&h, &gb);
+        race_the_revocation(&h, &p, &owner, a.view.id, racers, "minted by its dependent").await;
+    }
+}
+
+/// Operator rotations performed by a key, racing its revocation: the
+/// successors it rotated in do not survive.
+pub async fn rotations_racing_the_revocation_of_their_key_do_not_survive<B: Backend>(
+    h: Harness<B>,
+) {
+    let (p, owner) = keys_manage_keys(&h).await;
+    let owner = std::sync::Arc::new(owner);
+    for _ in 0..ROUNDS {
+        let (a, ga) = key_with_grant(&h, &p, &owner).await;
+        let ga = std::sync::Arc::new(ga);
+        // Keys of the owner's, one per racer, rotated by the racing key.
+        let mut targets = Vec::new();
+        for _ in 0..RACERS + LATE {
+            let x = h
+                .keys
+                .mint(&owner, keyed(echorelay_core::access::Role::Viewer))
+                .await
+                .unwrap();
+            targets.push(x.view.id);
+        }
+        let targets = std::sync::Arc::new(std::sync::Mutex::new(targets));
+        let racers = |i: u64| {
+            let (proc_, g) = (h.another_process(), ga.clone());
+            let x = targets.lock().unwrap().pop().unwrap();
+            Box::pin(async move {
+                stagger(i).await;
+                let r = proc_.keys.rotate(&g, x, RotateOptions::default());
+                r.await.ok().map(|m| m.plaintext.expose_secret().to_owned())
+            }) as Racer
+        };
+        race_the_revocation(&h, &p, &owner, a.view.id, racers, "rotated in by it").await;
+    }
+}
+
+/// A key collecting its auto-rotated successor while it is being revoked:
+/// whether the collection lands before the revocation or not, the
+/// successor does not survive (a leaked key's holder keeps nothing by
+/// collecting first).
+pub async fn collections_racing_the_revocation_of_their_key_do_not_survive<B: Backend>(
+    h: Harness<B>,
+) {
+    let (p, owner) = keys_manage_keys(&h).await;
+    let owner = std::sync::Arc::new(owner);
+    let mut roots = Vec::new();
+    for _ in 0..ROUNDS {
+        roots.push(
+            h.keys
+                .mint(&owner, keyed(echorelay_core::access::Role::Owner))
+                .await
+                .unwrap(),
+        );
+    }
+    h.clock.advance(Duration::days(84));
+    assert_eq!(h.keys.rotate_due().await.unwrap().rotated, ROUNDS);
+    for a in roots {
+        let text = a.plaintext.expose_secret().to_owned();
+        let racers = |i: u64| {
+            let (proc_, text) = (h.another_process(), text.clone());
+            Box::pin(async move {
+                stagger(i).await;
+                let c = proc_.keys.collect_successor(&text, None);
+                c.await.ok().map(|k| k.expose_secret().to_owned())
+            }) as Racer
+        };
+        race_the_revocation(&h, &p, &owner, a.view.id, racers, "collected by it").await;
+        let succ = h
+            .store
+            .keys_of_project(p.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.predecessor == Some(a.view.id))
+            .unwrap();
+        assert!(
+            succ.revoked_at.is_some(),
+            "keys: the successor of a revoked key survived"
+        );
+    }
+}
+
+/// Sequentially: a successor collected by presenting its predecessor is
+/// revoked with it and records who collected it; a successor revealed to
+/// an operator stays, and a revoked key can neither mint nor rotate nor
+/// collect through the port.
+pub async fn a_collected_successor_goes_with_its_predecessor<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::Role;
+    let (p, owner) = keys_manage_keys(&h).await;
+    let collected = h.keys.mint(&owner, keyed(Role::Owner)).await.unwrap();
+    let revealed = h.keys.mint(&owner, keyed(Role::Owner)).await.unwrap();
+    h.clock.advance(Duration::days(84));
+    assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 2);
+    let next = h
+        .keys
+        .collect_successor(collected.plaintext.expose_secret(), None)
+        .await
+        .unwrap();
+    let next_id = h.keys.verify(next.expose_secret()).await.unwrap().key_id();
+    let stored = h.store.key_by_id(next_id).await.unwrap().unwrap();
+    assert_eq!(stored.collected_by, Some(collected.view.id));
+    let revealed_succ = h
+        .store
+        .keys_of_project(p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.predecessor == Some(revealed.view.id))
+        .unwrap();
+    let by_operator = h.keys.reveal(&owner, revealed_succ.id).await.unwrap();
+    assert_eq!(
+        h.store
+            .key_by_id(revealed_succ.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .collected_by,
+        None,
+        "keys: an operator's reveal was recorded as a collection"
+    );
+    h.keys.revoke(&owner, collected.view.id).await.unwrap();
+    h.keys.revoke(&owner, revealed.view.id).await.unwrap();
+    assert!(
+        matches!(
+            h.keys.verify(next.expose_secret()).await,
+            Err(Error::Unauthenticated)
+        ),
+        "keys: a successor collected by a revoked key still verifies"
+    );
+    h.keys
+        .verify(by_operator.expose_secret())
+        .await
+        .expect("keys: a successor revealed to an operator was revoked with its predecessor");
+
+    // Through the port: a revoked creator or collector is refused, and
+    // the refusal writes nothing.
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    let draft = || echorelay_core::audit::AuditDraft {
+        project: Some(p.id),
+        at: h.clock_now(),
+        actor: Actor::ApiKey(collected.view.id),
+        ip: None,
+        subject: None,
+        kind: EventKind::Key {
+            action: KeyAction::Mint,
+            key_id: collected.view.id,
+            environment: Environment::Live,
+            role: Role::Owner,
+            successor: None,
+        },
+    };
+    let fresh = PlaintextKey::generate(Environment::Live);
+    let mut rec = h.store.key_by_id(next_id).await.unwrap().unwrap();
+    rec.id = echorelay_core::ids::KeyId::random();
+    rec.hash = fresh.hash();
+    rec.revoked_at = None;
+    rec.predecessor = None;
+    rec.collected_by = None;
+    rec.created_by = Actor::ApiKey(collected.view.id);
+    assert!(
+        matches!(
+            h.store.insert_key(rec.clone(), draft()).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "keys: a key minted by a revoked key was stored"
+    );
+    rec.created_by = Actor::ApiKey(echorelay_core::ids::KeyId::random());
+    assert!(
+        matches!(
+            h.store.insert_key(rec.clone(), draft()).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "keys: a key minted by a key that does not exist was stored"
+    );
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+    let live = h.keys.mint(&owner, keyed(Role::Viewer)).await.unwrap();
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    rec.created_by = Actor::ApiKey(collected.view.id);
+    let sup = echorelay_core::keys::Supersession {
+        successor: rec.id,
+        rotated_at: h.clock_now(),
+        expires_at: h.clock_now(),
+        grace_ends_at: h.clock_now(),
+    };
+    assert!(
+        matches!(
+            h.store
+                .rotate_key(live.view.id, sup, rec.clone(), draft())
+                .await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "keys: a revoked key rotated a key in"
+    );
+    assert!(
+        h.store
+            .key_by_id(live.view.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_current()
+    );
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+    // A pending reveal that a revoked key may not collect.
+    let pending = h.keys.mint(&owner, keyed(Role::Viewer)).await.unwrap();
+    h.clock.advance(Duration::days(84));
+    h.keys.rotate_due().await.unwrap();
+    let pending_succ = h
+        .store
+        .keys_of_project(p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.predecessor == Some(pending.view.id))
+        .unwrap();
+    let head2 = h.store.head(Some(p.id)).await.unwrap();
+    assert!(
+        matches!(
+            h.store
+                .take_pending_reveal(pending_succ.id, Some(collected.view.id), draft())
+                .await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "keys: a revoked key collected a pending reveal"
+    );
+    let still = h.store.key_by_id(pending_succ.id).await.unwrap().unwrap();
+    assert!(still.pending_reveal.is_some() && still.collected_by.is_none());
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head2);
 }
