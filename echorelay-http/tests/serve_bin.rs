@@ -125,7 +125,10 @@ impl Drop for CertFiles {
 }
 
 fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
-    base.iter().map(String::as_str).chain(more.iter().copied()).collect()
+    base.iter()
+        .map(String::as_str)
+        .chain(more.iter().copied())
+        .collect()
 }
 
 #[tokio::test]
@@ -148,7 +151,10 @@ async fn serve_terminates_tls_with_the_configured_certificate() {
 #[tokio::test]
 async fn header_timeout_flag_cuts_a_trickled_head() {
     let server = serve(&["--header-timeout-secs", "1"], &[], None);
-    assert_eq!(plain_get(server.addr, "/openapi.json").await, StatusCode::OK);
+    assert_eq!(
+        plain_get(server.addr, "/openapi.json").await,
+        StatusCode::OK
+    );
     trickled_head_gets_no_answer(
         tokio::net::TcpStream::connect(server.addr).await.unwrap(),
         Duration::from_secs(3),
@@ -242,10 +248,18 @@ async fn serve_survives_running_out_of_file_descriptors() {
     }
     let start = tokio::time::Instant::now();
     while !server.logged("accept failed") {
-        assert!(start.elapsed() < DEADLINE, "no accept error: {}", server.log.lock().unwrap());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no accept error: {}",
+            server.log.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(server.logged("Too many open files"), "{}", server.log.lock().unwrap());
+    assert!(
+        server.logged("Too many open files"),
+        "{}",
+        server.log.lock().unwrap()
+    );
     drop(held);
     // The backlog drains (each connection closed, seen at once), then a
     // fresh client is served.
@@ -263,4 +277,208 @@ async fn serve_survives_running_out_of_file_descriptors() {
         assert!(start.elapsed() < DEADLINE, "never served again");
     }
     assert!(server.alive(), "the process is still running");
+}
+
+/// A Postgres schema of its own, migrated, and a relay on it holding a
+/// project `ops` whose key policy makes a key due one second after it is
+/// minted, and such a key: its plaintext and id.
+#[cfg(feature = "pg")]
+struct DueKey {
+    url: String,
+    schema: String,
+    admin: sqlx::PgConnection,
+    relay: EchoRelay,
+    grant: Grant<Keys>,
+    key: String,
+    id: echorelay::core::ids::KeyId,
+}
+
+#[cfg(feature = "pg")]
+const VAULT_KEY: &str = "6a4e66c27687161095467ef0a963538822927a9e557405703abffe6271b315f6";
+
+#[cfg(feature = "pg")]
+impl DueKey {
+    async fn new() -> Option<Self> {
+        use echorelay::core::keys::{LifecyclePolicy, MintRequest};
+        use echorelay::pg::{PgOptions, PgStore};
+        use sqlx::Connection;
+
+        let db = echorelay::pg::test_database().await?;
+        let schema = format!("er_mnt_{}", &UserId::random().to_string()[4..16]);
+        let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let sep = if db.url().contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}options[search_path]={schema}", db.url());
+        let store = PgStore::connect_with(PgOptions::new(&url).migrate(true))
+            .await
+            .unwrap();
+        let relay = EchoRelay::builder()
+            .store(store)
+            .keyring(Keyring::parse(VAULT_KEY, &[]).unwrap())
+            .account_policy(echorelay_testkit::test_account_policy())
+            .build()
+            .unwrap();
+        let owner = UserId::random();
+        relay
+            .config()
+            .create_project(owner, None, "ops", "Ops")
+            .await
+            .unwrap();
+        let caller = Caller::dangerous_user_stepped_up(owner, None);
+        let grant = relay
+            .voter()
+            .authorize::<Keys>(&caller, "ops")
+            .await
+            .unwrap();
+        // Due at mint + cadence - overlap: one second.
+        let policy = LifecyclePolicy::new(
+            chrono::Duration::hours(1),
+            chrono::Duration::hours(1) - chrono::Duration::seconds(1),
+            chrono::Duration::minutes(10),
+        )
+        .unwrap();
+        relay.config().set_key_policy(&grant, policy).await.unwrap();
+        let minted = relay
+            .keys()
+            .mint(
+                &grant,
+                MintRequest {
+                    environment: Environment::Live,
+                    role: Role::Viewer,
+                    label: "due soon".into(),
+                },
+            )
+            .await
+            .unwrap();
+        Some(DueKey {
+            url,
+            schema,
+            admin,
+            relay,
+            grant,
+            key: minted.plaintext.expose_secret().to_owned(),
+            id: minted.view.id,
+        })
+    }
+
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("DATABASE_URL", self.url.as_str()),
+            ("SECRET_KEY", VAULT_KEY),
+        ]
+    }
+
+    /// The successors the key has.
+    async fn successors(&self) -> usize {
+        let keys = self.relay.keys().list(&self.grant).await.unwrap();
+        keys.iter()
+            .filter(|k| k.predecessor == Some(self.id))
+            .count()
+    }
+
+    async fn drop_schema(mut self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&mut self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// The key's answer on `/v1/projects/ops/lines`: status and headers.
+#[cfg(feature = "pg")]
+async fn lines_with(addr: SocketAddr, key: &str) -> (StatusCode, axum::http::HeaderMap) {
+    use http_body_util::BodyExt;
+    let (mut sender, _task) = client(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    let req = axum::http::Request::get("/v1/projects/ops/lines")
+        .header(header::HOST, "localhost")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(http_body_util::Full::new(axum::body::Bytes::new()))
+        .unwrap();
+    sender.ready().await.unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    res.into_body().collect().await.unwrap();
+    (status, headers)
+}
+
+/// The server's scheduled maintenance rotates a key once its rotation is
+/// due, with nobody calling anything: the key's next answer carries
+/// `Deprecation` and `Sunset`, and it has exactly one successor.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn serve_rotates_a_due_key_on_its_maintenance_schedule() {
+    let Some(due) = DueKey::new().await else {
+        return;
+    };
+    let server = serve(&["--maintenance-interval-secs", "1"], &due.env(), None);
+    let start = tokio::time::Instant::now();
+    let headers = loop {
+        let (status, headers) = lines_with(server.addr, &due.key).await;
+        assert_eq!(status, StatusCode::OK, "the key works throughout");
+        if headers.contains_key("deprecation") {
+            break headers;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never rotated: {}",
+            server.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(headers.contains_key("sunset"), "{headers:?}");
+    assert_eq!(due.successors().await, 1);
+    assert!(server.logged("rotated=1"), "{}", server.log.lock().unwrap());
+    drop(server);
+    due.drop_schema().await;
+}
+
+/// `maintain` runs one pass and prints it: a due key gets one successor;
+/// three passes at once on the same database still make one; a pass with
+/// nothing due rotates nothing.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn maintain_rotates_a_due_key_once_and_prints_the_report() {
+    let Some(due) = DueKey::new().await else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let maintain = || {
+        Command::new(BIN)
+            .arg("maintain")
+            .envs(due.env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let rotated_by = |out: &std::process::Output| -> usize {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("rotation: "))
+            .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+        assert!(line.ends_with(", 0 errors"), "{line}");
+        assert!(text.lines().any(|l| l.starts_with("purge: ")), "{text}");
+        assert!(out.status.success(), "{text}");
+        line["rotation: ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let at_once: Vec<_> = (0..3).map(|_| maintain()).collect();
+    let rotated: usize = at_once
+        .into_iter()
+        .map(|c| rotated_by(&c.wait_with_output().unwrap()))
+        .sum();
+    assert_eq!(rotated, 1, "three passes at once rotated {rotated} times");
+    assert_eq!(due.successors().await, 1);
+    let again = maintain().wait_with_output().unwrap();
+    assert_eq!(rotated_by(&again), 0);
+    assert_eq!(due.successors().await, 1);
+    due.drop_schema().await;
 }
