@@ -60,8 +60,8 @@ enum Command {
     },
     /// Create an account that owns a new project: enrolls TOTP in the
     /// terminal (QR code), prints its backup codes and a first owner API
-    /// key, once. The password is read from ECHORELAY_OWNER_PASSWORD or
-    /// standard input.
+    /// key, once. The password is asked for on the terminal, without echo,
+    /// unless --password-stdin or --password-env says where else it is.
     CreateOwner {
         /// The owner's email.
         #[arg(long)]
@@ -72,6 +72,15 @@ enum Command {
         /// The project's display name (defaults to the slug).
         #[arg(long)]
         name: Option<String>,
+        /// Read the password from the first line of standard input (for
+        /// scripts; the 6-digit code then follows on the next line). On a
+        /// terminal it is read without echo.
+        #[arg(long, conflicts_with = "password_env")]
+        password_stdin: bool,
+        /// Read the password from this environment variable (for
+        /// automation that already keeps it there).
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
     },
 }
 
@@ -180,7 +189,22 @@ async fn main() -> ExitCode {
             email,
             project,
             name,
-        } => create_owner(&email, &project, name.as_deref().unwrap_or(&project)).await,
+            password_stdin,
+            password_env,
+        } => {
+            let source = match (password_stdin, password_env) {
+                (_, Some(var)) => PasswordSource::Env(var),
+                (true, None) => PasswordSource::Stdin,
+                (false, None) => PasswordSource::Terminal,
+            };
+            create_owner(
+                &email,
+                &project,
+                name.as_deref().unwrap_or(&project),
+                source,
+            )
+            .await
+        }
     };
     match result {
         Ok(code) => code,
@@ -476,17 +500,48 @@ fn read_line(prompt: &str) -> Result<String, std::io::Error> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-async fn create_owner(email: &str, slug: &str, name: &str) -> Outcome {
+/// Where create-owner reads the owner's password.
+enum PasswordSource {
+    /// The controlling terminal (`/dev/tty`), without echo: the default,
+    /// so a password never sits in the shell's history, the process
+    /// environment or the scrollback.
+    Terminal,
+    /// The first line of standard input (`--password-stdin`).
+    Stdin,
+    /// An environment variable the operator named (`--password-env`).
+    Env(String),
+}
+
+const PASSWORD_PROMPT: &str = "password (12+ characters, not easy to guess): ";
+
+impl PasswordSource {
+    fn read(&self) -> Result<SecretString, Box<dyn std::error::Error>> {
+        use std::io::IsTerminal;
+        Ok(SecretString::from(match self {
+            PasswordSource::Stdin if !std::io::stdin().is_terminal() => {
+                read_line("password (from standard input): ")?
+            }
+            PasswordSource::Terminal | PasswordSource::Stdin => {
+                rpassword::prompt_password(PASSWORD_PROMPT).map_err(|e| {
+                    format!(
+                        "cannot read the password from the terminal ({e}): without one, pass --password-stdin or --password-env VAR"
+                    )
+                })?
+            }
+            PasswordSource::Env(var) => std::env::var(var)
+                .map_err(|_| format!("--password-env: {var} is not set (or not UTF-8)"))?,
+        }))
+    }
+}
+
+async fn create_owner(email: &str, slug: &str, name: &str, source: PasswordSource) -> Outcome {
     let relay = EchoRelay::from_env().await?;
     if relay.store_type().ends_with("MemStore") {
         eprintln!(
             "echorelay-server: warning: in-memory store: the account dies with this process (set DATABASE_URL)"
         );
     }
-    let password = match std::env::var("ECHORELAY_OWNER_PASSWORD") {
-        Ok(p) => SecretString::from(p),
-        Err(_) => SecretString::from(read_line("password (12+ characters, not easy to guess): ")?),
-    };
+    let password = source.read()?;
     // The registration runs from the operator's own machine.
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
     let accounts = relay.accounts();
