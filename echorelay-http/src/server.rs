@@ -66,8 +66,8 @@ pub struct ServerLimits {
     /// How long a connection may go without a byte read or written (a
     /// request body that stalls, a client that does not read its
     /// response, a handler that does not answer). Past it the connection
-    /// is closed. Longer than the header timeout, so it only matters once
-    /// a head has arrived. Default 60 s.
+    /// is closed. With the defaults it is longer than the header timeout,
+    /// so it matters once a head has arrived. Default 60 s.
     pub idle_timeout: Duration,
     /// How many requests one connection may carry; the answer to the last
     /// one says `Connection: close` and the connection then ends. `None`:

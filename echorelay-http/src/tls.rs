@@ -59,7 +59,7 @@ pub fn config_from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig
 }
 
 /// Serves `app` over TLS on `listener` until the future is dropped, with
-/// the default [`ServerLimits`](crate::server::ServerLimits): a thin
+/// the default [`ServerLimits`]: a thin
 /// wrapper of [`server::serve`](crate::server::serve), which serves plain
 /// HTTP too and takes limits and a shutdown future. A failed handshake
 /// closes that connection only; a failed accept is retried.

@@ -436,8 +436,8 @@ async fn serve_rotates_a_due_key_on_its_maintenance_schedule() {
 }
 
 /// `maintain` runs one pass and prints it: a due key gets one successor;
-/// three passes at once on the same database still make one; a pass with
-/// nothing due rotates nothing.
+/// three passes at once on the same database still make one, and a later
+/// pass does not make another.
 #[cfg(feature = "pg")]
 #[tokio::test]
 async fn maintain_rotates_a_due_key_once_and_prints_the_report() {
@@ -477,8 +477,10 @@ async fn maintain_rotates_a_due_key_once_and_prints_the_report() {
         .sum();
     assert_eq!(rotated, 1, "three passes at once rotated {rotated} times");
     assert_eq!(due.successors().await, 1);
+    // Later passes never rotate it again (its successor, under the same
+    // one-second policy, may be due by then: that is another key).
     let again = maintain().wait_with_output().unwrap();
-    assert_eq!(rotated_by(&again), 0);
+    rotated_by(&again);
     assert_eq!(due.successors().await, 1);
     due.drop_schema().await;
 }
