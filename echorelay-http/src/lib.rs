@@ -16,18 +16,25 @@
 //!   security headers on every answer.
 //! - [`security_txt`]: `/.well-known/security.txt` (RFC 9116), refused at
 //!   start when expired or more than a year ahead.
+//! - [`server::serve`]: the socket side, plain or TLS ([`tls`]), with
+//!   header-read, handshake and idle timeouts and a connection cap
+//!   ([`server::ServerLimits`]), an accept loop that survives `EMFILE`,
+//!   and graceful shutdown.
 //!
 //! ```no_run
-//! use std::net::SocketAddr;
 //! use echorelay::prelude::*;
+//! use echorelay_http::server::{ServeOptions, serve};
 //! use echorelay_http::{HttpConfig, router};
 //!
-//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let relay = EchoRelay::from_env().await?;
 //! let app = router(relay, HttpConfig::local())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! // The client address comes from the connection: serve with connect info.
-//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! // Plain HTTP on loopback, the default limits, until Ctrl-C.
+//! serve(listener, app, ServeOptions::default(), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -84,6 +91,7 @@ pub mod mcp;
 pub mod openapi;
 pub mod routes;
 pub mod security_txt;
+pub mod server;
 pub mod tls;
 
 use std::sync::Arc;
@@ -154,9 +162,9 @@ pub enum StartError {
     OpenApi(serde_json::Error),
 }
 
-/// The whole HTTP API over `relay`. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: the client
-/// address comes from the connection.
+/// The whole HTTP API over `relay`. Serve it with [`server::serve`] (or
+/// axum's with `into_make_service_with_connect_info::<SocketAddr>()`): the
+/// client address comes from the connection.
 ///
 /// # Errors
 /// [`StartError::SecurityTxt`] when the configured security.txt has

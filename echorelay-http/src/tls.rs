@@ -1,24 +1,20 @@
 //! TLS termination with rustls, for an origin behind a CDN in "Full
-//! (Strict)" mode or one facing clients directly: [`serve_tls`] accepts
-//! TCP, completes the handshake, and serves each connection with the
-//! router, marking its requests as TLS ([`TlsConnection`]) and giving them
-//! the peer's address.
+//! (Strict)" mode or one facing clients directly: [`config_from_pem`]
+//! makes the rustls configuration, and [`server::serve`](crate::server::serve)
+//! (or its wrapper [`serve_tls`]) accepts TCP, completes the handshake
+//! within a timeout, and serves each connection with the router, marking
+//! its requests as TLS ([`TlsConnection`](crate::client::TlsConnection))
+//! and giving them the peer's address.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tower::ServiceExt;
 
-use crate::client::TlsConnection;
+use crate::server::{ServeOptions, ServerLimits, serve};
 
 /// Why a TLS configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,38 +58,25 @@ pub fn config_from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig
     Ok(Arc::new(config))
 }
 
-/// Serves `app` over TLS on `listener` until the future is dropped. A
-/// failed handshake closes that connection only.
+/// Serves `app` over TLS on `listener` until the future is dropped, with
+/// the default [`ServerLimits`]: a thin
+/// wrapper of [`server::serve`](crate::server::serve), which serves plain
+/// HTTP too and takes limits and a shutdown future. A failed handshake
+/// closes that connection only; a failed accept is retried.
 ///
 /// # Errors
-/// Only when accepting on the listener fails.
+/// None in practice: the default limits are valid, and accept errors are
+/// logged and retried, never returned.
 pub async fn serve_tls(
     listener: TcpListener,
     app: Router,
     config: Arc<ServerConfig>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    loop {
-        let (tcp, peer) = listener.accept().await?;
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                tracing::debug!(%peer, "TLS handshake failed");
-                return;
-            };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req.extensions_mut().insert(TlsConnection);
-                app.clone().oneshot(req)
-            });
-            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .http1_only()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    let options = ServeOptions {
+        tls: Some(config),
+        limits: ServerLimits::default(),
+    };
+    serve(listener, app, options, std::future::pending())
+        .await
+        .map_err(std::io::Error::other)
 }

@@ -1,6 +1,8 @@
 //! The operator's binary, run as a process: `serve --demo` answers the
 //! key it printed, plain HTTP is refused off loopback, `keygen` prints a
-//! key `SECRET_KEY` accepts, `audit verify` passes on a fresh store; on
+//! key `SECRET_KEY` accepts, `audit verify` passes on a fresh store,
+//! `create-owner` reads the password from the terminal without echo, and
+//! from standard input or a variable only when a flag says so; on
 //! Postgres, `migrate` sets up a new schema, `rewrap` moves every secret
 //! to a new `SECRET_KEY`, and `audit verify` names the first broken link
 //! of a chain edited behind the database's triggers.
@@ -92,6 +94,7 @@ fn audit_verify_and_every_help() {
         "rewrap",
         "audit",
         "create-owner",
+        "maintain",
     ] {
         let out = server().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help");
@@ -102,11 +105,13 @@ fn audit_verify_and_every_help() {
     }
 }
 
-#[test]
-fn create_owner_enrolls_in_the_terminal_and_prints_a_first_key() {
+/// Runs `create-owner` with `extra` arguments and `env`, writing
+/// `password` (if any) as the first line of its standard input; answers
+/// the code prompt with the authenticator's code for the secret it prints.
+/// Asserts the enrollment went through: a QR code, ten backup codes, a
+/// first live key.
+fn create_owner_with(extra: &[&str], env: &[(&str, &str)], password: Option<&str>) {
     use std::io::Write;
-    // The code must be the authenticator's: read the secret the binary
-    // prints, compute the code, answer the prompt.
     let mut child = server()
         .args([
             "create-owner",
@@ -115,15 +120,17 @@ fn create_owner_enrolls_in_the_terminal_and_prints_a_first_key() {
             "--project",
             "ops",
         ])
-        .env(
-            "ECHORELAY_OWNER_PASSWORD",
-            "correct horse battery staple 2026",
-        )
+        .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(p) = password {
+        writeln!(stdin, "{p}").unwrap();
+    }
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     out.read_line(&mut first).unwrap();
@@ -131,7 +138,7 @@ fn create_owner_enrolls_in_the_terminal_and_prints_a_first_key() {
         .trim_end()
         .strip_suffix("):")
         .and_then(|l| l.rsplit(' ').next())
-        .unwrap()
+        .unwrap_or_else(|| panic!("{first:?}"))
         .to_owned();
     let seed = echorelay::core::account::totp::TotpSeed::from_base32(&secret).unwrap();
     let params = echorelay::core::account::totp::TotpParams::default();
@@ -141,7 +148,8 @@ fn create_owner_enrolls_in_the_terminal_and_prints_a_first_key() {
         .as_secs();
     let step = echorelay::core::account::totp::step_at(&params, now);
     let code = echorelay::core::account::totp::code_for_step(&seed, &params, step).unwrap();
-    writeln!(child.stdin.take().unwrap(), "{}", code.as_str()).unwrap();
+    writeln!(stdin, "{}", code.as_str()).unwrap();
+    drop(stdin);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert!(child.wait().unwrap().success(), "{rest}");
@@ -162,6 +170,64 @@ fn create_owner_enrolls_in_the_terminal_and_prints_a_first_key() {
         "ten backup codes: {codes}"
     );
     assert!(rest.lines().any(|l| l.starts_with("er_live_")), "{rest}");
+}
+
+const OWNER_PASSWORD: &str = "correct horse battery staple 2026";
+
+#[test]
+fn create_owner_enrolls_in_the_terminal_and_prints_a_first_key() {
+    // The code must be the authenticator's: read the secret the binary
+    // prints, compute the code, answer the prompt.
+    create_owner_with(&["--password-stdin"], &[], Some(OWNER_PASSWORD));
+}
+
+#[test]
+fn create_owner_reads_the_environment_only_when_told_which_variable() {
+    create_owner_with(
+        &["--password-env", "OPS_PASSWORD"],
+        &[("OPS_PASSWORD", OWNER_PASSWORD)],
+        None,
+    );
+    let out = server()
+        .args(["create-owner", "--email", "a@example.com", "--project", "a"])
+        .args(["--password-env", "NOT_SET_ANYWHERE"])
+        .env_remove("NOT_SET_ANYWHERE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_SET_ANYWHERE is not set"));
+}
+
+/// Without a flag the password comes from the terminal alone, without
+/// echo: neither the old variable nor standard input is read. Run in a
+/// new session (`setsid`), so there is no terminal to open even when the
+/// tests run in one.
+#[test]
+fn create_owner_reads_the_password_from_the_terminal_only_by_default() {
+    use std::io::Write;
+    let mut child = Command::new("setsid")
+        .args(["--wait", BIN])
+        .args(["create-owner", "--email", "b@example.com", "--project", "b"])
+        .env_remove("DATABASE_URL")
+        .env_remove("SECRET_KEY")
+        .env("ECHORELAY_OWNER_PASSWORD", OWNER_PASSWORD)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = writeln!(stdin, "{OWNER_PASSWORD}");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stderr.contains("--password-stdin"), "{stderr}");
+    assert!(!stdout.contains("Scan this"), "{stdout}");
 }
 
 /// The operator's Postgres runbook, each step a process: `migrate` on a

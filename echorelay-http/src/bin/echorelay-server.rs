@@ -9,11 +9,16 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 use echorelay::core::audit::ChainVerifier;
+use echorelay::core::keys::RotationReport;
 use echorelay::core::rewrap::RewrapCursor;
 use echorelay::prelude::*;
 use echorelay_http::client::ProxyConfig;
+use echorelay_http::server::{ServeOptions, ServerLimits};
 use echorelay_http::{HttpConfig, router};
 
 #[derive(Parser)]
@@ -29,8 +34,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API.
+    /// Serve the HTTP API (and run the scheduled maintenance).
     Serve(Serve),
+    /// Run the scheduled maintenance once and print its report (for cron,
+    /// when `serve --maintenance-interval-secs 0`): auto-rotate every key
+    /// whose rotation is due, destroy expired unrevealed successors, purge
+    /// expired sessions and login challenges. Safe to run from many
+    /// processes at once. Exits non-zero if any part failed.
+    Maintain,
     /// Apply pending Postgres migrations (DATABASE_URL), then exit.
     Migrate,
     /// Print a new SECRET_KEY (32 random bytes, hex).
@@ -49,8 +60,8 @@ enum Command {
     },
     /// Create an account that owns a new project: enrolls TOTP in the
     /// terminal (QR code), prints its backup codes and a first owner API
-    /// key, once. The password is read from ECHORELAY_OWNER_PASSWORD or
-    /// standard input.
+    /// key, once. The password is asked for on the terminal, without echo,
+    /// unless --password-stdin or --password-env says where else it is.
     CreateOwner {
         /// The owner's email.
         #[arg(long)]
@@ -61,6 +72,15 @@ enum Command {
         /// The project's display name (defaults to the slug).
         #[arg(long)]
         name: Option<String>,
+        /// Read the password from the first line of standard input (for
+        /// scripts; the 6-digit code then follows on the next line). On a
+        /// terminal it is read without echo.
+        #[arg(long, conflicts_with = "password_env")]
+        password_stdin: bool,
+        /// Read the password from this environment variable (for
+        /// automation that already keeps it there).
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
     },
 }
 
@@ -100,6 +120,53 @@ struct Serve {
     /// API key at start, and print the key (for trying the API with curl).
     #[arg(long)]
     demo: bool,
+    /// Seconds a client has to send a whole request head (request line
+    /// and headers), from when the server starts waiting for it; also how
+    /// long a keep-alive connection may sit idle between requests. Past
+    /// it the connection is closed without an answer (slowloris).
+    #[arg(long, default_value_t = ServerLimits::default().header_read_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a TLS handshake may take from the TCP accept (ClientHello
+    /// included); past it the connection is closed.
+    #[arg(long, default_value_t = ServerLimits::default().tls_handshake_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    tls_handshake_timeout_secs: u64,
+    /// Seconds a connection may go without a byte read or written (a
+    /// stalled request body, a client not reading its answer); past it
+    /// the connection is closed.
+    #[arg(long, default_value_t = ServerLimits::default().idle_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
+    /// Connections served at once (TLS handshakes included). At the cap
+    /// the server stops accepting: new connections wait in the kernel's
+    /// backlog until one closes. Keep it below `ulimit -n`.
+    #[arg(long, default_value_t = ServerLimits::default().max_connections as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Requests one keep-alive connection may carry; the last answer says
+    /// `Connection: close`. 0: no limit.
+    #[arg(long, default_value_t = ServerLimits::default().max_requests_per_connection.map_or(0, NonZeroUsize::get))]
+    max_requests_per_connection: usize,
+    /// Seconds between scheduled maintenance passes (auto-rotation of due
+    /// keys, expired reveals, expired sessions; see `maintain`), the first
+    /// at start. 0: none here (run `maintain` from cron instead). Safe with
+    /// many processes on one database.
+    #[arg(long, default_value_t = 300)]
+    maintenance_interval_secs: u64,
+}
+
+impl Serve {
+    fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(self.header_timeout_secs),
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_requests_per_connection: NonZeroUsize::new(self.max_requests_per_connection),
+            // Bounded by the parser's range.
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 #[tokio::main]
@@ -111,6 +178,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(s) => serve(s).await,
+        Command::Maintain => maintain().await,
         Command::Migrate => migrate().await,
         Command::Keygen => keygen(),
         Command::Rewrap { page } => rewrap(page).await,
@@ -121,7 +189,22 @@ async fn main() -> ExitCode {
             email,
             project,
             name,
-        } => create_owner(&email, &project, name.as_deref().unwrap_or(&project)).await,
+            password_stdin,
+            password_env,
+        } => {
+            let source = match (password_stdin, password_env) {
+                (_, Some(var)) => PasswordSource::Env(var),
+                (true, None) => PasswordSource::Stdin,
+                (false, None) => PasswordSource::Terminal,
+            };
+            create_owner(
+                &email,
+                &project,
+                name.as_deref().unwrap_or(&project),
+                source,
+            )
+            .await
+        }
     };
     match result {
         Ok(code) => code,
@@ -181,15 +264,96 @@ async fn serve(s: Serve) -> Outcome {
             ""
         }
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
+    if s.maintenance_interval_secs > 0 {
+        let every = Duration::from_secs(s.maintenance_interval_secs);
+        tokio::spawn(maintenance_schedule(relay.clone(), every));
+    }
+    let options = ServeOptions {
+        tls,
+        limits: s.limits(),
+    };
+    echorelay_http::server::serve(listener, app, options, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What one maintenance pass did; each part runs even when the other
+/// failed.
+struct Maintenance {
+    rotation: Result<RotationReport, Error>,
+    purged: Result<usize, Error>,
+}
+
+impl Maintenance {
+    /// One pass. Both parts are conditional writes in the store (a key is
+    /// rotated only while it is still current; a purge deletes what has
+    /// expired), so passes from many processes on one database at once
+    /// make one successor per key and purge each row once.
+    async fn run(relay: &EchoRelay) -> Self {
+        Self {
+            rotation: relay.keys().rotate_due().await,
+            purged: relay.accounts().purge_expired().await,
+        }
+    }
+
+    fn ok(&self) -> bool {
+        matches!(&self.rotation, Ok(r) if r.errors == 0) && self.purged.is_ok()
+    }
+
+    fn log(&self) {
+        match &self.rotation {
+            Ok(r) => tracing::info!(
+                rotated = r.rotated,
+                lost_races = r.lost_races,
+                reveals_expired = r.reveals_expired,
+                errors = r.errors,
+                "maintenance: key rotation pass"
+            ),
+            Err(e) => tracing::error!(error = %e, "maintenance: key rotation pass failed"),
+        }
+        match &self.purged {
+            Ok(n) => tracing::info!(
+                purged = n,
+                "maintenance: expired sessions and challenges purged"
+            ),
+            Err(e) => tracing::error!(error = %e, "maintenance: purge failed"),
+        }
+    }
+}
+
+/// Maintenance every `every`, the first pass at once (a restart catches
+/// up), for as long as the server runs. A pass that takes longer than
+/// `every` delays the next rather than overlapping it.
+async fn maintenance_schedule(relay: EchoRelay, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        Maintenance::run(&relay).await.log();
+    }
+}
+
+async fn maintain() -> Outcome {
+    let relay = EchoRelay::from_env().await?;
+    let pass = Maintenance::run(&relay).await;
+    match &pass.rotation {
+        Ok(r) => println!(
+            "rotation: {} rotated, {} lost races, {} reveals expired, {} errors",
+            r.rotated, r.lost_races, r.reveals_expired, r.errors
+        ),
+        Err(e) => println!("rotation: failed: {e}"),
+    }
+    match &pass.purged {
+        Ok(n) => println!("purge: {n} expired sessions and challenges removed"),
+        Err(e) => println!("purge: failed: {e}"),
+    }
+    Ok(if pass.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn demo(relay: &EchoRelay) -> Result<(), Box<dyn std::error::Error>> {
@@ -336,17 +500,48 @@ fn read_line(prompt: &str) -> Result<String, std::io::Error> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-async fn create_owner(email: &str, slug: &str, name: &str) -> Outcome {
+/// Where create-owner reads the owner's password.
+enum PasswordSource {
+    /// The controlling terminal (`/dev/tty`), without echo: the default,
+    /// so a password never sits in the shell's history, the process
+    /// environment or the scrollback.
+    Terminal,
+    /// The first line of standard input (`--password-stdin`).
+    Stdin,
+    /// An environment variable the operator named (`--password-env`).
+    Env(String),
+}
+
+const PASSWORD_PROMPT: &str = "password (12+ characters, not easy to guess): ";
+
+impl PasswordSource {
+    fn read(&self) -> Result<SecretString, Box<dyn std::error::Error>> {
+        use std::io::IsTerminal;
+        Ok(SecretString::from(match self {
+            PasswordSource::Stdin if !std::io::stdin().is_terminal() => {
+                read_line("password (from standard input): ")?
+            }
+            PasswordSource::Terminal | PasswordSource::Stdin => {
+                rpassword::prompt_password(PASSWORD_PROMPT).map_err(|e| {
+                    format!(
+                        "cannot read the password from the terminal ({e}): without one, pass --password-stdin or --password-env VAR"
+                    )
+                })?
+            }
+            PasswordSource::Env(var) => std::env::var(var)
+                .map_err(|_| format!("--password-env: {var} is not set (or not UTF-8)"))?,
+        }))
+    }
+}
+
+async fn create_owner(email: &str, slug: &str, name: &str, source: PasswordSource) -> Outcome {
     let relay = EchoRelay::from_env().await?;
     if relay.store_type().ends_with("MemStore") {
         eprintln!(
             "echorelay-server: warning: in-memory store: the account dies with this process (set DATABASE_URL)"
         );
     }
-    let password = match std::env::var("ECHORELAY_OWNER_PASSWORD") {
-        Ok(p) => SecretString::from(p),
-        Err(_) => SecretString::from(read_line("password (12+ characters, not easy to guess): ")?),
-    };
+    let password = source.read()?;
     // The registration runs from the operator's own machine.
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
     let accounts = relay.accounts();

@@ -1,0 +1,486 @@
+//! `echorelay-server serve` as a process, seen from a client: with
+//! `--tls-cert`/`--tls-key` it terminates TLS (a rustls client trusting
+//! the test's certificate gets answers; plaintext to the port gets none);
+//! each limit flag acts (`--header-timeout-secs`,
+//! `--tls-handshake-timeout-secs`, `--idle-timeout-secs`,
+//! `--max-connections`, `--max-requests-per-connection`); it survives
+//! running out of file descriptors (`EMFILE` on accept) and serves again
+//! once they are back; on Postgres, its scheduled maintenance auto-rotates
+//! a due key (whose next answer carries `Deprecation` and `Sunset`), and
+//! `maintain` does it once and prints the report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod probe;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use echorelay::prelude::*;
+use probe::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_echorelay-server");
+
+/// A running `serve`, killed when dropped; what it logged so far.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn logged(&self, what: &str) -> bool {
+        self.log.lock().unwrap().contains(what)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// `serve --listen 127.0.0.1:0 ARGS` (through `wrap`, a shell prefix, if
+/// any), once it says where it listens.
+fn serve(args: &[&str], env: &[(&str, &str)], wrap: Option<&str>) -> Running {
+    let mut c = match wrap {
+        None => Command::new(BIN),
+        Some(script) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("{script}; exec \"$0\" \"$@\""), BIN]);
+            c
+        }
+    };
+    c.env_remove("DATABASE_URL")
+        .env_remove("SECRET_KEY")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let Some(Ok(line)) = stdout.next() else {
+            let _ = child.wait();
+            panic!("serve did not start: {}", log.lock().unwrap());
+        };
+        if let Some(rest) = line.strip_prefix("echorelay-server: listening on ") {
+            let (_, rest) = rest.split_once("://").unwrap();
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stdout, so a later line never meets a closed pipe.
+    std::thread::spawn(move || for _ in stdout {});
+    Running { child, addr, log }
+}
+
+/// The certificate and key, as files the binary reads.
+struct CertFiles {
+    dir: PathBuf,
+}
+
+impl CertFiles {
+    fn new(tls: &Tls) -> Self {
+        let dir = std::env::temp_dir().join(format!("er-tls-{}", UserId::random()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), &tls.cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), &tls.key_pem).unwrap();
+        CertFiles { dir }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.dir.join("cert.pem").display().to_string(),
+            "--tls-key".into(),
+            self.dir.join("key.pem").display().to_string(),
+        ]
+    }
+}
+
+impl Drop for CertFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
+    base.iter()
+        .map(String::as_str)
+        .chain(more.iter().copied())
+        .collect()
+}
+
+#[tokio::test]
+async fn serve_terminates_tls_with_the_configured_certificate() {
+    let tls = Tls::new();
+    let files = CertFiles::new(&tls);
+    let args = files.args();
+    let server = serve(&with(&args, &[]), &[], None);
+    let (mut sender, _task) = client(tls.connect(server.addr).await.unwrap()).await;
+    let (status, headers) = fetch(&mut sender, "/openapi.json").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+    // TLS is required, and these requests count as TLS: a project route
+    // answers 401 (no key), not 403 tls_required.
+    let (status, _) = fetch(&mut sender, "/v1/projects/demo/lines").await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    plaintext_to_tls_gets_no_http_answer(server.addr).await;
+}
+
+#[tokio::test]
+async fn header_timeout_flag_cuts_a_trickled_head() {
+    let server = serve(&["--header-timeout-secs", "1"], &[], None);
+    assert_eq!(
+        plain_get(server.addr, "/openapi.json").await,
+        StatusCode::OK
+    );
+    trickled_head_gets_no_answer(
+        tokio::net::TcpStream::connect(server.addr).await.unwrap(),
+        Duration::from_secs(3),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tls_handshake_timeout_flag_closes_a_connection_without_client_hello() {
+    let tls = Tls::new();
+    let files = CertFiles::new(&tls);
+    let args = files.args();
+    let server = serve(
+        &with(&args, &["--tls-handshake-timeout-secs", "1"]),
+        &[],
+        None,
+    );
+    silent_tls_connection_is_closed(server.addr).await;
+}
+
+#[tokio::test]
+async fn idle_timeout_flag_cuts_a_stalled_body() {
+    let server = serve(
+        &["--idle-timeout-secs", "1", "--header-timeout-secs", "60"],
+        &[],
+        None,
+    );
+    stalled_body_is_cut(server.addr).await;
+}
+
+#[tokio::test]
+async fn max_connections_flag_holds() {
+    let server = serve(&["--max-connections", "2"], &[], None);
+    connection_cap_holds(server.addr, 2).await;
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_flag_holds() {
+    let server = serve(&["--max-requests-per-connection", "2"], &[], None);
+    requests_per_connection_are_capped(server.addr, 2).await;
+}
+
+#[test]
+fn out_of_range_limits_are_refused_at_start() {
+    for bad in [
+        ["--max-connections", "0"],
+        ["--header-timeout-secs", "0"],
+        ["--idle-timeout-secs", "0"],
+        ["--tls-handshake-timeout-secs", "0"],
+    ] {
+        let out = Command::new(BIN)
+            .env_remove("DATABASE_URL")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?}");
+    }
+}
+
+/// With 32 file descriptors, connections that never finish their TLS
+/// handshake use them all up: accept fails with EMFILE and is logged.
+/// Once they close, the same process serves again.
+#[tokio::test]
+async fn serve_survives_running_out_of_file_descriptors() {
+    let tls = Tls::new();
+    let files = CertFiles::new(&tls);
+    let args = files.args();
+    let mut server = serve(
+        &with(
+            &args,
+            &[
+                "--max-connections",
+                "10000",
+                "--tls-handshake-timeout-secs",
+                "60",
+            ],
+        ),
+        &[],
+        Some("ulimit -n 32"),
+    );
+    let (mut sender, _task) = client(tls.connect(server.addr).await.unwrap()).await;
+    assert_eq!(
+        fetch(&mut sender, "/openapi.json").await.unwrap().0,
+        StatusCode::OK
+    );
+    drop(sender);
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    let start = tokio::time::Instant::now();
+    while !server.logged("accept failed") {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no accept error: {}",
+            server.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.logged("Too many open files"),
+        "{}",
+        server.log.lock().unwrap()
+    );
+    drop(held);
+    // The backlog drains (each connection closed, seen at once), then a
+    // fresh client is served.
+    let start = tokio::time::Instant::now();
+    loop {
+        let served = async {
+            let io = tls.connect(server.addr).await.ok()?;
+            let (mut sender, _task) = client(io).await;
+            fetch(&mut sender, "/openapi.json").await.ok()
+        };
+        if let Ok(Some((status, _))) = tokio::time::timeout(Duration::from_secs(2), served).await {
+            assert_eq!(status, StatusCode::OK);
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "never served again");
+    }
+    assert!(server.alive(), "the process is still running");
+}
+
+/// A Postgres schema of its own, migrated, and a relay on it holding a
+/// project `ops` whose key policy makes a key due one second after it is
+/// minted, and such a key: its plaintext and id.
+#[cfg(feature = "pg")]
+struct DueKey {
+    url: String,
+    schema: String,
+    admin: sqlx::PgConnection,
+    relay: EchoRelay,
+    grant: Grant<Keys>,
+    key: String,
+    id: echorelay::core::ids::KeyId,
+}
+
+#[cfg(feature = "pg")]
+const VAULT_KEY: &str = "6a4e66c27687161095467ef0a963538822927a9e557405703abffe6271b315f6";
+
+#[cfg(feature = "pg")]
+impl DueKey {
+    async fn new() -> Option<Self> {
+        use echorelay::core::keys::{LifecyclePolicy, MintRequest};
+        use echorelay::pg::{PgOptions, PgStore};
+        use sqlx::Connection;
+
+        let db = echorelay::pg::test_database().await?;
+        let schema = format!("er_mnt_{}", &UserId::random().to_string()[4..16]);
+        let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let sep = if db.url().contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}options[search_path]={schema}", db.url());
+        let store = PgStore::connect_with(PgOptions::new(&url).migrate(true))
+            .await
+            .unwrap();
+        let relay = EchoRelay::builder()
+            .store(store)
+            .keyring(Keyring::parse(VAULT_KEY, &[]).unwrap())
+            .account_policy(echorelay_testkit::test_account_policy())
+            .build()
+            .unwrap();
+        let owner = UserId::random();
+        relay
+            .config()
+            .create_project(owner, None, "ops", "Ops")
+            .await
+            .unwrap();
+        let caller = Caller::dangerous_user_stepped_up(owner, None);
+        let grant = relay
+            .voter()
+            .authorize::<Keys>(&caller, "ops")
+            .await
+            .unwrap();
+        // Due at mint + cadence - overlap: one second.
+        let policy = LifecyclePolicy::new(
+            chrono::Duration::hours(1),
+            chrono::Duration::hours(1) - chrono::Duration::seconds(1),
+            chrono::Duration::minutes(10),
+        )
+        .unwrap();
+        relay.config().set_key_policy(&grant, policy).await.unwrap();
+        let minted = relay
+            .keys()
+            .mint(
+                &grant,
+                MintRequest {
+                    environment: Environment::Live,
+                    role: Role::Viewer,
+                    label: "due soon".into(),
+                },
+            )
+            .await
+            .unwrap();
+        Some(DueKey {
+            url,
+            schema,
+            admin,
+            relay,
+            grant,
+            key: minted.plaintext.expose_secret().to_owned(),
+            id: minted.view.id,
+        })
+    }
+
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("DATABASE_URL", self.url.as_str()),
+            ("SECRET_KEY", VAULT_KEY),
+        ]
+    }
+
+    /// The successors the key has.
+    async fn successors(&self) -> usize {
+        let keys = self.relay.keys().list(&self.grant).await.unwrap();
+        keys.iter()
+            .filter(|k| k.predecessor == Some(self.id))
+            .count()
+    }
+
+    async fn drop_schema(mut self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&mut self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// The key's answer on `/v1/projects/ops/lines`: status and headers.
+#[cfg(feature = "pg")]
+async fn lines_with(addr: SocketAddr, key: &str) -> (StatusCode, axum::http::HeaderMap) {
+    use http_body_util::BodyExt;
+    let (mut sender, _task) = client(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    let req = axum::http::Request::get("/v1/projects/ops/lines")
+        .header(header::HOST, "localhost")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(http_body_util::Full::new(axum::body::Bytes::new()))
+        .unwrap();
+    sender.ready().await.unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    res.into_body().collect().await.unwrap();
+    (status, headers)
+}
+
+/// The server's scheduled maintenance rotates a key once its rotation is
+/// due, with nobody calling anything: the key's next answer carries
+/// `Deprecation` and `Sunset`, and it has exactly one successor.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn serve_rotates_a_due_key_on_its_maintenance_schedule() {
+    let Some(due) = DueKey::new().await else {
+        return;
+    };
+    let server = serve(&["--maintenance-interval-secs", "1"], &due.env(), None);
+    let start = tokio::time::Instant::now();
+    let headers = loop {
+        let (status, headers) = lines_with(server.addr, &due.key).await;
+        assert_eq!(status, StatusCode::OK, "the key works throughout");
+        if headers.contains_key("deprecation") {
+            break headers;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never rotated: {}",
+            server.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(headers.contains_key("sunset"), "{headers:?}");
+    assert_eq!(due.successors().await, 1);
+    assert!(server.logged("rotated=1"), "{}", server.log.lock().unwrap());
+    drop(server);
+    due.drop_schema().await;
+}
+
+/// `maintain` runs one pass and prints it: a due key gets one successor;
+/// three passes at once on the same database still make one, and a later
+/// pass does not make another.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn maintain_rotates_a_due_key_once_and_prints_the_report() {
+    let Some(due) = DueKey::new().await else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let maintain = || {
+        Command::new(BIN)
+            .arg("maintain")
+            .envs(due.env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let rotated_by = |out: &std::process::Output| -> usize {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("rotation: "))
+            .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+        assert!(line.ends_with(", 0 errors"), "{line}");
+        assert!(text.lines().any(|l| l.starts_with("purge: ")), "{text}");
+        assert!(out.status.success(), "{text}");
+        line["rotation: ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let at_once: Vec<_> = (0..3).map(|_| maintain()).collect();
+    let rotated: usize = at_once
+        .into_iter()
+        .map(|c| rotated_by(&c.wait_with_output().unwrap()))
+        .sum();
+    assert_eq!(rotated, 1, "three passes at once rotated {rotated} times");
+    assert_eq!(due.successors().await, 1);
+    // Later passes never rotate it again (its successor, under the same
+    // one-second policy, may be due by then: that is another key).
+    let again = maintain().wait_with_output().unwrap();
+    rotated_by(&again);
+    assert_eq!(due.successors().await, 1);
+    due.drop_schema().await;
+}
