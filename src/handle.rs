@@ -22,7 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use echorelay_core::account::{AccountPolicy, AccountService};
-use echorelay_core::audit::AuditService;
+use echorelay_core::audit::{AuditKeys, AuditService};
 use echorelay_core::clock::{Clock, SystemClock};
 use echorelay_core::config::ConfigService;
 use echorelay_core::keys::KeyService;
@@ -36,6 +36,28 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// A backend that implements every port: what [`EchoRelay`] runs on.
 ///
+/// Gives a [`MemStore`] or `PgStore` (held only by the builder) the audit
+/// keys of `keyring`, or finds the ones a `PgStore` was built with; `None`
+/// for any other store.
+fn give_audit_keys(store: &mut SharedStore, keyring: &Keyring) -> Option<Arc<AuditKeys>> {
+    let any: &mut dyn std::any::Any = Arc::get_mut(store)?;
+    if let Some(mem) = any.downcast_mut::<MemStore>() {
+        let keys = AuditKeys::from_keyring(keyring);
+        *mem = mem.clone().with_audit_keys(keys.clone());
+        return Some(keys);
+    }
+    #[cfg(feature = "pg")]
+    if let Some(pg) = any.downcast_mut::<echorelay_store_pg::PgStore>() {
+        if let Some(keys) = pg.audit_keys() {
+            return Some(keys.clone());
+        }
+        let keys = AuditKeys::from_keyring(keyring);
+        *pg = pg.clone().with_audit_keys(keys.clone());
+        return Some(keys);
+    }
+    None
+}
+
 /// Implemented for every type that implements all seven ports (and is
 /// `Send + Sync + 'static`): [`MemStore`], `PgStore` (feature `pg`), an
 /// `Arc` of either, and `Arc<dyn Store>` itself.
@@ -49,7 +71,7 @@ pub trait Store:
     + SessionStore
     + Send
     + Sync
-    + 'static
+    + std::any::Any
 {
 }
 
@@ -310,6 +332,7 @@ pub struct EchoRelayBuilder {
     store: SharedStore,
     store_type: &'static str,
     ephemeral_key_ok: bool,
+    audit_keys: Option<Arc<AuditKeys>>,
     keyring: Option<Keyring>,
     clock: Arc<dyn Clock>,
     policy: AccountPolicy,
@@ -321,6 +344,7 @@ impl Default for EchoRelayBuilder {
             store: Arc::new(MemStore::new()),
             store_type: std::any::type_name::<MemStore>(),
             ephemeral_key_ok: true,
+            audit_keys: None,
             keyring: None,
             clock: Arc::new(SystemClock),
             policy: AccountPolicy::default(),
@@ -407,8 +431,14 @@ impl EchoRelayBuilder {
                 if builder.keyring.is_none() {
                     return Err(SetupError::MissingSecretKey);
                 }
+                let keys = builder
+                    .keyring
+                    .as_ref()
+                    .map(AuditKeys::from_keyring)
+                    .ok_or(SetupError::MissingSecretKey)?;
                 let mut options = echorelay_store_pg::PgOptions::new(url.expose_secret().trim())
-                    .migrate(env.migrate);
+                    .migrate(env.migrate)
+                    .audit_keys(keys.clone());
                 if env.key_cache {
                     options = options.key_cache(echorelay_store_pg::KeyCacheConfig::default());
                 }
@@ -418,7 +448,7 @@ impl EchoRelayBuilder {
                     key_cache = env.key_cache,
                     "echorelay: Postgres store connected"
                 );
-                Ok(builder.store(store))
+                Ok(builder.store(store).audit_keys(keys))
             }
             #[cfg(not(feature = "pg"))]
             Some(_) => Err(SetupError::PgFeatureMissing),
@@ -426,10 +456,29 @@ impl EchoRelayBuilder {
     }
 
     /// The store for every service. Default: a new [`MemStore`].
+    ///
+    /// A [`MemStore`] or `PgStore` passed here is given the audit keys
+    /// derived from the keyring at [`build`](EchoRelayBuilder::build)
+    /// (a `PgStore` built with `PgOptions::audit_keys` keeps its own), so
+    /// every audit event is tagged and [`EchoRelay::audit`] checks the tags.
+    /// Any other store tags with the keys it was built with, which the
+    /// builder must then be told ([`audit_keys`](EchoRelayBuilder::audit_keys)).
     pub fn store<S: Store>(mut self, store: S) -> Self {
         self.ephemeral_key_ok = TypeId::of::<S>() == TypeId::of::<MemStore>();
         self.store_type = std::any::type_name::<S>();
+        self.audit_keys = None;
         self.store = Arc::new(store);
+        self
+    }
+
+    /// The keys the store tags audit events with
+    /// ([`AuditKeys::from_keyring`] of its keyring): [`EchoRelay::audit`]
+    /// then checks every tag and each chain's sealed head, so an edit,
+    /// deletion or cut-off end made with database access alone is found.
+    /// Without it (and for a store other than [`MemStore`]), it checks the
+    /// hashes only.
+    pub fn audit_keys(mut self, keys: Arc<AuditKeys>) -> Self {
+        self.audit_keys = Some(keys);
         self
     }
 
@@ -478,7 +527,11 @@ impl EchoRelayBuilder {
             }
             None => return Err(SetupError::MissingSecretKey),
         };
-        let store = self.store;
+        let mut store = self.store;
+        let audit_keys = match self.audit_keys {
+            Some(keys) => Some(keys),
+            None => give_audit_keys(&mut store, &keyring),
+        };
         let vault: SharedVault = Arc::new(AesGcmVault::new(keyring));
         let clock = self.clock;
         let accounts =
@@ -489,7 +542,10 @@ impl EchoRelayBuilder {
             config: ConfigService::new(store.clone(), vault.clone(), clock.clone()),
             voter: echorelay_core::access::Voter::new(store.clone()),
             accounts,
-            audit: AuditService::new(store.clone()),
+            audit: match audit_keys {
+                Some(keys) => AuditService::keyed(store.clone(), keys),
+                None => AuditService::new(store.clone()),
+            },
             rewrap: Rewrap::new(store.clone(), vault.clone(), clock.clone()),
             store,
             vault,

@@ -19,13 +19,19 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SubsecRound, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::access::Role;
 use crate::ids::{EventId, KeyId, ProjectId, UserId};
 use crate::keys::Environment;
+use crate::vault::{Keyring, VaultKeyId};
 
 /// Who did it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -263,6 +269,169 @@ pub struct AuditEvent {
     pub prev_hash: Hash32,
     /// This event's hash.
     pub hash: Hash32,
+    /// The tag over `hash` under the deployment's audit key, when the store
+    /// was given [`AuditKeys`]: without `SECRET_KEY`, nobody (a database
+    /// owner included) can make one, so a rewritten and re-hashed chain no
+    /// longer verifies ([`ChainVerifier::keyed`]). Not part of `hash`: an
+    /// account holder checks the hashes of their GDPR export without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<AuditTag>,
+}
+
+/// An HMAC-SHA256 tag (docs/FORMATS.md, "Audit tags") under the audit key
+/// derived from the `SECRET_KEY` whose id is `key_id`.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditTag {
+    /// The `SECRET_KEY` the tag's key was derived from (8 hex digits).
+    #[serde(with = "key_id_hex")]
+    pub key_id: VaultKeyId,
+    /// The tag.
+    pub tag: Hash32,
+}
+
+impl fmt::Debug for AuditTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuditTag({}:{:?})", self.key_id, self.tag)
+    }
+}
+
+mod key_id_hex {
+    use crate::vault::VaultKeyId;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        id: &VaultKeyId,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<VaultKeyId, D::Error> {
+        let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        let mut b = [0u8; 4];
+        hex::decode_to_slice(text.as_bytes(), &mut b).map_err(serde::de::Error::custom)?;
+        Ok(VaultKeyId(b))
+    }
+}
+
+/// A chain's head as its store keeps it beside the chain, with a tag that
+/// binds it to the chain: a store that drops the newest events cannot make
+/// the tag for the shorter chain's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedHead {
+    /// The head.
+    pub head: ChainHead,
+    /// Its tag.
+    pub tag: AuditTag,
+}
+
+const AUDIT_KEY_INFO: &[u8] = b"echorelay.audit.key.v1";
+const EVENT_TAG_DOMAIN: &[u8] = b"echorelay.audit.event.v1\0";
+const HEAD_TAG_DOMAIN: &[u8] = b"echorelay.audit.head.v1\0";
+
+/// The keys that tag audit chains: one per `SECRET_KEY` of the keyring,
+/// derived with HKDF-SHA256 (info `echorelay.audit.key.v1`), so tagging
+/// uses no key that also seals secrets. The current key tags; previous
+/// keys still verify what they tagged, so a `SECRET_KEY` rotation keeps
+/// old events verifiable while the old key stays in `SECRET_KEY_PREVIOUS`.
+/// `Debug` shows key ids only.
+#[derive(Clone)]
+pub struct AuditKeys {
+    /// Current first.
+    keys: Vec<(VaultKeyId, Zeroizing<[u8; 32]>)>,
+}
+
+impl fmt::Debug for AuditKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<String> = self.keys.iter().map(|(id, _)| id.to_string()).collect();
+        f.debug_struct("AuditKeys").field("key_ids", &ids).finish()
+    }
+}
+
+impl AuditKeys {
+    /// The audit keys of `keyring`'s keys.
+    pub fn from_keyring(keyring: &Keyring) -> Arc<AuditKeys> {
+        Arc::new(AuditKeys {
+            keys: keyring.subkeys(AUDIT_KEY_INFO),
+        })
+    }
+
+    /// The id of the key that tags.
+    pub fn current_id(&self) -> VaultKeyId {
+        self.keys.first().map_or(VaultKeyId([0; 4]), |(id, _)| *id)
+    }
+
+    fn mac(key: &[u8; 32], domain: &[u8], parts: &[&[u8]]) -> Hash32 {
+        // HMAC takes keys of any length: new_from_slice cannot fail.
+        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
+            return Hash32::default();
+        };
+        m.update(domain);
+        for p in parts {
+            m.update(p);
+        }
+        Hash32(m.finalize().into_bytes().into())
+    }
+
+    fn tag_with_current(&self, domain: &[u8], parts: &[&[u8]]) -> AuditTag {
+        match self.keys.first() {
+            Some((id, key)) => AuditTag {
+                key_id: *id,
+                tag: Self::mac(key, domain, parts),
+            },
+            None => AuditTag {
+                key_id: VaultKeyId([0; 4]),
+                tag: Hash32::default(),
+            },
+        }
+    }
+
+    fn check(&self, tag: &AuditTag, domain: &[u8], parts: &[&[u8]]) -> bool {
+        self.keys
+            .iter()
+            .filter(|(id, _)| *id == tag.key_id)
+            .any(|(_, key)| bool::from(Self::mac(key, domain, parts).0.ct_eq(&tag.tag.0)))
+    }
+
+    fn head_parts(chain: Option<ProjectId>, head: &ChainHead) -> [Vec<u8>; 3] {
+        [
+            chain.map(|p| p.as_bytes().to_vec()).unwrap_or_default(),
+            head.seq.to_be_bytes().to_vec(),
+            head.hash.0.to_vec(),
+        ]
+    }
+
+    /// Whether `id` names one of these keys.
+    pub fn knows(&self, id: VaultKeyId) -> bool {
+        self.keys.iter().any(|(k, _)| *k == id)
+    }
+
+    /// The tag of an event whose hash is `hash`.
+    pub fn tag_event(&self, hash: &Hash32) -> AuditTag {
+        self.tag_with_current(EVENT_TAG_DOMAIN, &[&hash.0])
+    }
+
+    /// Whether `e` carries a valid tag under one of these keys.
+    pub fn event_is_authentic(&self, e: &AuditEvent) -> bool {
+        e.tag
+            .is_some_and(|t| self.check(&t, EVENT_TAG_DOMAIN, &[&e.hash.0]))
+    }
+
+    /// `head` of `chain` (`None`: the global chain), sealed.
+    pub fn seal_head(&self, chain: Option<ProjectId>, head: ChainHead) -> SealedHead {
+        let [c, s, h] = Self::head_parts(chain, &head);
+        SealedHead {
+            head,
+            tag: self.tag_with_current(HEAD_TAG_DOMAIN, &[&c, &s, &h]),
+        }
+    }
+
+    /// Whether `sealed` is a head of `chain` sealed under one of these keys.
+    pub fn head_is_authentic(&self, chain: Option<ProjectId>, sealed: &SealedHead) -> bool {
+        let [c, s, h] = Self::head_parts(chain, &sealed.head);
+        self.check(&sealed.tag, HEAD_TAG_DOMAIN, &[&c, &s, &h])
+    }
 }
 
 /// The newest link of a chain.
@@ -339,9 +508,24 @@ pub fn seal(draft: AuditDraft, prev: Option<ChainHead>) -> AuditEvent {
         kind: draft.kind,
         prev_hash,
         hash: Hash32::default(),
+        tag: None,
     };
     e.hash = event_hash(&e);
     e
+}
+
+/// [`seal`], then tags the event under `keys` and seals the chain's new
+/// head: what a store given [`AuditKeys`] writes, the event with its tag
+/// and the [`SealedHead`] beside the chain, in the same atomic step.
+pub fn seal_keyed(
+    draft: AuditDraft,
+    prev: Option<ChainHead>,
+    keys: &AuditKeys,
+) -> (AuditEvent, SealedHead) {
+    let mut e = seal(draft, prev);
+    e.tag = Some(keys.tag_event(&e.hash));
+    let head = keys.seal_head(e.project, e.head());
+    (e, head)
 }
 
 /// The first broken link found by [`verify_chain`].
@@ -367,6 +551,10 @@ pub enum BreakKind {
     WrongChain,
     /// The chain ends before the anchored head, or differs from it.
     Truncated,
+    /// The event carries no valid tag under the deployment's audit keys
+    /// (rewritten by someone without `SECRET_KEY`, or tagged under a key
+    /// no longer in the keyring).
+    NotAuthentic,
 }
 
 impl fmt::Display for BreakKind {
@@ -377,6 +565,7 @@ impl fmt::Display for BreakKind {
             BreakKind::Link => "event does not link to its predecessor",
             BreakKind::WrongChain => "event belongs to another chain",
             BreakKind::Truncated => "chain is shorter than, or differs from, its anchored head",
+            BreakKind::NotAuthentic => "event is not tagged under this deployment's audit key",
         })
     }
 }
@@ -400,8 +589,15 @@ pub fn verify_chain<'a>(
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     chain: Option<ProjectId>,
-    anchor: Option<ChainHead>,
-    anchor_seen: bool,
+    anchors: Vec<(ChainHead, bool)>,
+    keys: Option<Arc<AuditKeys>>,
+    /// Keyed, and the store kept no sealed head: a chain with events has
+    /// lost it (or was cut and had it removed).
+    head_missing: bool,
+    /// The seq of the sealed head, once its own tag checked: an event whose
+    /// tag cannot be checked (none, or under a key no longer in the
+    /// keyring) is accepted up to it, since the hash chain fixes it.
+    sealed_up_to: u64,
     prev: Option<ChainHead>,
 }
 
@@ -410,10 +606,50 @@ impl ChainVerifier {
     pub fn new(chain: Option<ProjectId>, anchor: Option<ChainHead>) -> Self {
         Self {
             chain,
-            anchor,
-            anchor_seen: false,
+            anchors: anchor.map(|a| (a, false)).into_iter().collect(),
+            keys: None,
+            head_missing: false,
+            sealed_up_to: 0,
             prev: None,
         }
+    }
+
+    /// Also checks tags under `keys`, and takes the store's sealed head
+    /// (read before the events) as one more anchor once its own tag
+    /// checks: so an edit re-hashed with the public [`seal`], a deletion,
+    /// or a cut-off end made with database access alone is a break. A
+    /// chain with events whose store kept no sealed head breaks as
+    /// truncated.
+    ///
+    /// An event tagged under one of `keys` must check. An event without a
+    /// tag (written before the store had keys) or tagged under a key no
+    /// longer in the keyring (a retired `SECRET_KEY`) is accepted only
+    /// when an authentic anchor at or after it is reached: the hash chain
+    /// then fixes it, since no event up to that anchor can change without
+    /// changing the anchor's hash.
+    ///
+    /// # Errors
+    /// [`BreakKind::NotAuthentic`] if the sealed head's tag does not check.
+    pub fn keyed(
+        mut self,
+        keys: Arc<AuditKeys>,
+        sealed: Option<SealedHead>,
+    ) -> Result<Self, ChainBreak> {
+        match sealed {
+            Some(s) if keys.head_is_authentic(self.chain, &s) => {
+                self.sealed_up_to = s.head.seq;
+                self.anchors.push((s.head, false));
+            }
+            Some(s) => {
+                return Err(ChainBreak {
+                    seq: s.head.seq,
+                    problem: BreakKind::NotAuthentic,
+                });
+            }
+            None => self.head_missing = true,
+        }
+        self.keys = Some(keys);
+        Ok(self)
     }
 
     /// Checks the next event in stored order.
@@ -435,30 +671,48 @@ impl ChainVerifier {
         if event_hash(e) != e.hash {
             return Err(brk(BreakKind::ContentEdited));
         }
-        if let Some(a) = self.anchor
-            && e.seq == a.seq
+        if let Some(keys) = &self.keys
+            && !keys.event_is_authentic(e)
         {
-            // The hashes are unkeyed: without this, a rewritten and
-            // re-hashed chain would pass.
-            if e.hash != a.hash {
-                return Err(brk(BreakKind::Truncated));
+            let forged = e.tag.is_some_and(|t| keys.knows(t.key_id));
+            if forged || e.seq > self.sealed_up_to {
+                return Err(brk(BreakKind::NotAuthentic));
             }
-            self.anchor_seen = true;
+        }
+        for (a, seen) in &mut self.anchors {
+            if e.seq == a.seq {
+                // The hashes alone are unkeyed: without this, a rewritten
+                // and re-hashed chain would pass an unkeyed check.
+                if e.hash != a.hash {
+                    return Err(brk(BreakKind::Truncated));
+                }
+                *seen = true;
+            }
         }
         self.prev = Some(e.head());
         Ok(())
     }
 
-    /// Ends the check: the head of what was pushed, or a break if the
+    /// Ends the check: the head of what was pushed, or a break if an
     /// anchor was never reached (truncation).
     pub fn finish(self) -> Result<Option<ChainHead>, ChainBreak> {
-        if self.anchor.is_some() && !self.anchor_seen {
-            return Err(ChainBreak {
-                seq: self.prev.map_or(1, |p| p.seq + 1),
-                problem: BreakKind::Truncated,
-            });
+        let next = self.prev.map_or(1, |p| p.seq + 1);
+        let truncated = ChainBreak {
+            seq: next,
+            problem: BreakKind::Truncated,
+        };
+        if self.anchors.iter().any(|(_, seen)| !seen) {
+            return Err(truncated);
+        }
+        if self.head_missing && self.prev.is_some() {
+            return Err(truncated);
         }
         Ok(self.prev)
+    }
+
+    /// Whether tags are checked.
+    pub fn is_keyed(&self) -> bool {
+        self.keys.is_some()
     }
 }
 
@@ -472,6 +726,9 @@ pub struct ChainStatus {
     pub head: Option<ChainHead>,
     /// How many events were verified.
     pub events: u64,
+    /// Whether every event's tag and the sealed head were checked under
+    /// the deployment's audit keys (else the hashes only).
+    pub keyed: bool,
 }
 
 /// Reading a project's audit log, under the voter's audit-read grant
@@ -479,12 +736,51 @@ pub struct ChainStatus {
 #[derive(Debug, Clone)]
 pub struct AuditService<L> {
     log: L,
+    keys: Option<Arc<AuditKeys>>,
+}
+
+impl<L: crate::ports::AuditLog + crate::ports::AuditSink> AuditService<L> {
+    /// After a `SECRET_KEY` rotation (with the old key still in the
+    /// keyring): verifies the chain, then seals its verified head under
+    /// the current key, so the chain stays verifiable once the old key is
+    /// gone. Returns whether the head was resealed (`false`: already under
+    /// the current key, unkeyed, or appended to meanwhile, which seals it
+    /// anew anyway).
+    ///
+    /// # Errors
+    /// [`crate::Error::Audit`] if the chain does not verify: a broken
+    /// chain is never resealed.
+    pub async fn reseal(&self, chain: Option<ProjectId>) -> crate::Result<bool> {
+        let Some(keys) = &self.keys else {
+            return Ok(false);
+        };
+        if let Some(sealed) = self.log.sealed_head(chain).await?
+            && sealed.tag.key_id == keys.current_id()
+        {
+            return Ok(false);
+        }
+        let status = self.verify_chain(chain, None).await?;
+        match status.head {
+            Some(head) => Ok(self.log.reseal_head(chain, head).await?),
+            None => Ok(false),
+        }
+    }
 }
 
 impl<L: crate::ports::AuditLog> AuditService<L> {
-    /// A service reading `log`.
+    /// A service reading `log`, checking hashes only (for a store given
+    /// no [`AuditKeys`]).
     pub fn new(log: L) -> Self {
-        Self { log }
+        Self { log, keys: None }
+    }
+
+    /// A service that also checks every tag and the sealed head under
+    /// `keys`: the verification for a store that tags with them.
+    pub fn keyed(log: L, keys: Arc<AuditKeys>) -> Self {
+        Self {
+            log,
+            keys: Some(keys),
+        }
     }
 
     /// One page of the project's chain: events with `seq > after`,
@@ -503,6 +799,8 @@ impl<L: crate::ports::AuditLog> AuditService<L> {
 
     /// Verifies the project's whole chain, page by page; with `anchor` (a
     /// head recorded earlier) also proves nothing up to it was cut off.
+    /// Keyed ([`AuditService::keyed`]): every tag and the sealed head are
+    /// checked too.
     ///
     /// # Errors
     /// [`crate::Error::Audit`] naming the first broken link.
@@ -511,8 +809,29 @@ impl<L: crate::ports::AuditLog> AuditService<L> {
         grant: &crate::access::Grant<crate::access::surface::AuditRead>,
         anchor: Option<ChainHead>,
     ) -> crate::Result<ChainStatus> {
-        let chain = Some(grant.project_id());
+        self.verify_chain(Some(grant.project_id()), anchor).await
+    }
+
+    /// [`AuditService::verify`] of any chain (`None`: the global chain),
+    /// without a grant: for operators (the server binary's `audit verify`).
+    /// A project's chain starts with the project's creation, so a keyed
+    /// check of an empty project chain is a break (it was cut); the global
+    /// chain may be empty.
+    ///
+    /// # Errors
+    /// [`crate::Error::Audit`] naming the first broken link.
+    pub async fn verify_chain(
+        &self,
+        chain: Option<ProjectId>,
+        anchor: Option<ChainHead>,
+    ) -> crate::Result<ChainStatus> {
         let mut v = ChainVerifier::new(chain, anchor);
+        if let Some(keys) = &self.keys {
+            // The sealed head first: events appended meanwhile come after it.
+            let sealed = self.log.sealed_head(chain).await?;
+            v = v.keyed(keys.clone(), sealed)?;
+        }
+        let keyed = v.is_keyed();
         let mut after = 0;
         let mut count = 0u64;
         loop {
@@ -526,9 +845,18 @@ impl<L: crate::ports::AuditLog> AuditService<L> {
                 _ => break,
             }
         }
+        let head = v.finish()?;
+        if keyed && chain.is_some() && head.is_none() {
+            return Err(ChainBreak {
+                seq: 1,
+                problem: BreakKind::Truncated,
+            }
+            .into());
+        }
         Ok(ChainStatus {
-            head: v.finish()?,
+            head,
             events: count,
+            keyed,
         })
     }
 }
@@ -594,6 +922,170 @@ mod tests {
         let err = verify_chain(Some(p), &forged, Some(anchor)).unwrap_err();
         assert_eq!(err.problem, BreakKind::Truncated);
         assert_eq!(err.seq, 3);
+    }
+
+    /// A keyed chain: every event tagged, the head sealed, as a store
+    /// with `keys` writes it.
+    fn keyed_chain(n: usize, keys: &AuditKeys) -> (ProjectId, Vec<AuditEvent>, SealedHead) {
+        let (p, plain) = chain(n);
+        let mut out: Vec<AuditEvent> = Vec::new();
+        let mut sealed = None;
+        for e in plain {
+            let draft = AuditDraft {
+                project: e.project,
+                at: e.at,
+                actor: e.actor,
+                ip: e.ip,
+                subject: e.subject,
+                kind: e.kind,
+            };
+            let (ev, head) = seal_keyed(draft, out.last().map(AuditEvent::head), keys);
+            out.push(ev);
+            sealed = Some(head);
+        }
+        (p, out, sealed.unwrap())
+    }
+
+    fn keys_of(ring: &Keyring) -> Arc<AuditKeys> {
+        AuditKeys::from_keyring(ring)
+    }
+
+    fn keyed_check(
+        p: ProjectId,
+        ev: &[AuditEvent],
+        keys: &Arc<AuditKeys>,
+        sealed: Option<SealedHead>,
+    ) -> Result<Option<ChainHead>, ChainBreak> {
+        let mut v = ChainVerifier::new(Some(p), None).keyed(keys.clone(), sealed)?;
+        for e in ev {
+            v.push(e)?;
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn a_keyed_chain_verifies_and_its_tags_round_trip() {
+        use crate::vault::SecretKey;
+        let keys = keys_of(&Keyring::new(SecretKey::generate()));
+        let (p, ev, sealed) = keyed_chain(4, &keys);
+        assert_eq!(
+            keyed_check(p, &ev, &keys, Some(sealed)).unwrap(),
+            Some(ev[3].head())
+        );
+        for e in &ev {
+            let back: AuditEvent =
+                serde_json::from_value(serde_json::to_value(e).unwrap()).unwrap();
+            assert_eq!(&back, e);
+            assert!(keys.event_is_authentic(&back));
+        }
+        // Another chain's head tag does not check for this chain.
+        assert!(!keys.head_is_authentic(Some(ProjectId::random()), &sealed));
+        assert!(!keys.head_is_authentic(None, &sealed));
+        // Debug names the key ids, never key material.
+        let shown = format!("{keys:?}");
+        assert!(shown.contains(&keys.current_id().to_string()), "{shown}");
+    }
+
+    #[test]
+    fn a_chain_re_hashed_without_the_key_is_not_authentic() {
+        use crate::vault::SecretKey;
+        let keys = keys_of(&Keyring::new(SecretKey::generate()));
+        let (p, ev, sealed) = keyed_chain(5, &keys);
+        // Edit seq 3 and re-seal from there with the public `seal`: the
+        // hashes all check (a hashes-only verifier passes), the tags not.
+        let mut forged: Vec<AuditEvent> = ev[..2].to_vec();
+        for e in &ev[2..] {
+            let draft = AuditDraft {
+                project: e.project,
+                at: e.at,
+                actor: Actor::User(UserId::random()),
+                ip: e.ip,
+                subject: e.subject,
+                kind: e.kind.clone(),
+            };
+            let mut f = seal(draft, forged.last().map(AuditEvent::head));
+            f.tag = e.tag; // the old tags, copied: they cover other hashes
+            forged.push(f);
+        }
+        assert!(verify_chain(Some(p), &forged, None).is_ok());
+        let err = keyed_check(p, &forged, &keys, Some(sealed)).unwrap_err();
+        assert_eq!((err.seq, err.problem), (3, BreakKind::NotAuthentic));
+        // With the tags stripped instead, the sealed head still names the
+        // real chain.
+        for f in &mut forged {
+            f.tag = None;
+        }
+        let err = keyed_check(p, &forged, &keys, Some(sealed)).unwrap_err();
+        assert_eq!(err.problem, BreakKind::Truncated);
+        // And a sealed head moved to the forgery's end does not check.
+        let moved = SealedHead {
+            head: forged[4].head(),
+            tag: sealed.tag,
+        };
+        let err = keyed_check(p, &forged, &keys, Some(moved)).unwrap_err();
+        assert_eq!(err.problem, BreakKind::NotAuthentic);
+    }
+
+    #[test]
+    fn a_cut_off_or_headless_keyed_chain_is_caught() {
+        use crate::vault::SecretKey;
+        let keys = keys_of(&Keyring::new(SecretKey::generate()));
+        let (p, ev, sealed) = keyed_chain(5, &keys);
+        // The newest event deleted: its sealed head is never reached.
+        let err = keyed_check(p, &ev[..4], &keys, Some(sealed)).unwrap_err();
+        assert_eq!((err.seq, err.problem), (5, BreakKind::Truncated));
+        // The head row moved back to seq 4 with seq 5's tag, or seq 4's
+        // event tag: neither is a head tag of (4, hash 4).
+        for tag in [sealed.tag, ev[3].tag.unwrap()] {
+            let back = SealedHead {
+                head: ev[3].head(),
+                tag,
+            };
+            let err = keyed_check(p, &ev[..4], &keys, Some(back)).unwrap_err();
+            assert_eq!(err.problem, BreakKind::NotAuthentic);
+        }
+        // The head row deleted too: a chain with events and no sealed head.
+        let err = keyed_check(p, &ev[..4], &keys, None).unwrap_err();
+        assert_eq!(err.problem, BreakKind::Truncated);
+        // A chain with no event and no head is empty, not broken.
+        assert_eq!(keyed_check(p, &[], &keys, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_rotated_key_keeps_old_tags_verifiable_and_an_unknown_key_needs_a_sealed_head() {
+        use crate::vault::SecretKey;
+        let (old, new) = (SecretKey::generate(), SecretKey::generate());
+        let old_ring = Keyring::new(old.clone());
+        let both = keys_of(&Keyring::new(new.clone()).with_previous(old));
+        let (p, ev, sealed) = keyed_chain(3, &keys_of(&old_ring));
+        // Old tags check under the rotated keyring.
+        assert!(keyed_check(p, &ev, &both, Some(sealed)).is_ok());
+        // With the old key gone, the events' tags are under a key nobody
+        // holds: a head resealed under the new key covers them (the hash
+        // chain fixes every event up to it) ...
+        let new_only = keys_of(&Keyring::new(new));
+        let resealed = new_only.seal_head(Some(p), ev[2].head());
+        assert!(keyed_check(p, &ev, &new_only, Some(resealed)).is_ok());
+        // ... and an event appended after it must carry a tag that checks.
+        let mut longer = ev.clone();
+        let mut extra = seal(
+            AuditDraft {
+                project: Some(p),
+                at: ev[2].at,
+                actor: Actor::System,
+                ip: None,
+                subject: None,
+                kind: ev[2].kind.clone(),
+            },
+            Some(ev[2].head()),
+        );
+        extra.tag = ev[2].tag;
+        longer.push(extra);
+        let err = keyed_check(p, &longer, &new_only, Some(resealed)).unwrap_err();
+        assert_eq!((err.seq, err.problem), (4, BreakKind::NotAuthentic));
+        // Without the reseal, nothing checks the old-key events.
+        let err = keyed_check(p, &ev, &new_only, Some(sealed)).unwrap_err();
+        assert_eq!(err.problem, BreakKind::NotAuthentic);
     }
 
     #[test]

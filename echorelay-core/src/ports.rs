@@ -65,7 +65,7 @@ use crate::account::{
     AccountRecord, AttemptScope, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord,
     TotpRecord,
 };
-use crate::audit::{AuditDraft, AuditEvent, ChainHead};
+use crate::audit::{AuditDraft, AuditEvent, ChainHead, SealedHead};
 use crate::config::{ConfigChange, Project, ProjectTree, Slug, Target};
 use crate::error::StoreError;
 use crate::ids::{DeviceId, KeyId, ProjectId, SessionId, TargetId, UserId};
@@ -262,6 +262,13 @@ pub trait AuditSink: Send + Sync {
     /// appends); returns it. `NotFound` for a project chain whose project
     /// does not exist.
     async fn append(&self, audit: AuditDraft) -> StoreResult<AuditEvent>;
+    /// Atomically: if the chain's newest event is still `head` and the
+    /// store has audit keys, seals `head` anew under the current key
+    /// (replacing the sealed head) and returns `true`; otherwise changes
+    /// nothing and returns `false`. For a `SECRET_KEY` rotation
+    /// ([`AuditService::reseal`](crate::audit::AuditService::reseal), which
+    /// verifies the chain first).
+    async fn reseal_head(&self, chain: Option<ProjectId>, head: ChainHead) -> StoreResult<bool>;
 }
 
 /// Reads the audit log. There is no update or delete.
@@ -279,6 +286,11 @@ pub trait AuditLog: Send + Sync {
     ) -> StoreResult<Vec<AuditEvent>>;
     /// The chain's newest link.
     async fn head(&self, chain: Option<ProjectId>) -> StoreResult<Option<ChainHead>>;
+    /// The chain's head as sealed by the last append of a store given
+    /// [`AuditKeys`](crate::audit::AuditKeys) ([`crate::audit::seal_keyed`]),
+    /// kept beside the chain and replaced in the same atomic step as each
+    /// append; `None` for a chain never appended to with keys.
+    async fn sealed_head(&self, chain: Option<ProjectId>) -> StoreResult<Option<SealedHead>>;
     /// Every event whose actor or subject is the user (for the GDPR
     /// Article 15 export), ordered by time, then chain (the global chain
     /// first, then projects by id), then `seq`.
@@ -580,11 +592,13 @@ forward!(MembershipStore {
 
 forward!(AuditSink {
     async fn append(&self, audit: AuditDraft) -> StoreResult<AuditEvent>;
+    async fn reseal_head(&self, chain: Option<ProjectId>, head: ChainHead) -> StoreResult<bool>;
 });
 
 forward!(AuditLog {
     async fn events(&self, chain: Option<ProjectId>, after: u64, limit: usize) -> StoreResult<Vec<AuditEvent>>;
     async fn head(&self, chain: Option<ProjectId>) -> StoreResult<Option<ChainHead>>;
+    async fn sealed_head(&self, chain: Option<ProjectId>) -> StoreResult<Option<SealedHead>>;
     async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>>;
 });
 

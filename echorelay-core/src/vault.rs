@@ -532,6 +532,24 @@ impl Keyring {
             .chain(&self.previous)
             .map(SecretKey::id)
     }
+
+    /// One 32-byte subkey per key, current first, each
+    /// HKDF-SHA256(ikm = the key, no salt, `info`) (RFC 5869), named by
+    /// the id of the key it comes from. For purposes other than sealing
+    /// (the audit chain's tags), so no key is used for two things.
+    pub(crate) fn subkeys(&self, info: &[u8]) -> Vec<(VaultKeyId, Zeroizing<[u8; KEY_LEN]>)> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|k| {
+                let mut out = Zeroizing::new([0u8; KEY_LEN]);
+                // 32 bytes is far below HKDF-SHA256's limit (255 * 32):
+                // expand cannot fail here.
+                let _ = hkdf::Hkdf::<Sha256>::new(None, k.bytes.as_slice())
+                    .expand(info, out.as_mut_slice());
+                (k.id, out)
+            })
+            .collect()
+    }
 }
 
 impl fmt::Debug for Keyring {

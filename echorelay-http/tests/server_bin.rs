@@ -393,6 +393,95 @@ async fn operator_commands_on_postgres() {
         "every chain is still checked: {out}"
     );
 
+    // A database owner's forgery: the edited event re-hashed with the
+    // public `seal`, every later link and the head row rewritten to match
+    // (a chain a hashes-only check accepts), then the newest event cut
+    // off with the head row moved back. Without SECRET_KEY no tag checks.
+    use echorelay::core::audit::{AuditDraft, seal};
+    use echorelay::core::ports::AuditLog;
+    let events = store.events(Some(project.id), 0, 1000).await.unwrap();
+    let mut prev = None;
+    let mut forged = Vec::new();
+    for e in &events {
+        let draft = AuditDraft {
+            project: e.project,
+            at: e.at,
+            actor: e.actor,
+            ip: e.ip,
+            subject: e.subject,
+            kind: e.kind.clone(),
+        };
+        let f = seal(draft, prev);
+        prev = Some(f.head());
+        forged.push(f);
+    }
+    assert!(
+        echorelay::core::audit::verify_chain(Some(project.id), &forged, None).is_ok(),
+        "the forgery passes a hashes-only check"
+    );
+    let db_url = db.url().to_owned();
+    let rewrite = |cut: usize| {
+        let (forged, schema, project, db_url) = (&forged, &schema, project.id, db_url.clone());
+        async move {
+            let mut admin = sqlx::PgConnection::connect(&db_url).await.unwrap();
+            let mut tx = admin.begin().await.unwrap();
+            sqlx::query("SET LOCAL session_replication_role = replica")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            for f in &forged[..forged.len() - cut] {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.audit_events SET id = $3, prev_hash = $4, hash = $5, ip = $6 \
+                     WHERE project = $1 AND seq = $2"
+                ))
+                .bind(project.as_bytes().as_slice())
+                .bind(f.seq as i64)
+                .bind(f.id.as_bytes().as_slice())
+                .bind(&f.prev_hash.0[..])
+                .bind(&f.hash.0[..])
+                .bind(f.ip.map(|ip| ip.to_string()))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            }
+            if cut > 0 {
+                sqlx::query(&format!(
+                    "DELETE FROM {schema}.audit_events WHERE project = $1 AND seq > $2"
+                ))
+                .bind(project.as_bytes().as_slice())
+                .bind((forged.len() - cut) as i64)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            }
+            let head = &forged[forged.len() - cut - 1];
+            sqlx::query(&format!(
+                "UPDATE {schema}.audit_heads SET seq = $2, hash = $3 WHERE chain = $1"
+            ))
+            .bind(project.as_bytes().as_slice())
+            .bind(head.seq as i64)
+            .bind(&head.hash.0[..])
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    rewrite(0).await;
+    let (ok, out, _) = run(&["audit", "verify"], &[("SECRET_KEY", NEW)]);
+    assert!(!ok, "a re-hashed chain fails the command: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("ops: BROKEN at seq ")),
+        "{out}"
+    );
+    rewrite(1).await;
+    let (ok, out, _) = run(&["audit", "verify"], &[("SECRET_KEY", NEW)]);
+    assert!(!ok, "a cut-off chain fails the command: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("ops: BROKEN at seq ")),
+        "{out}"
+    );
+
     drop((old, new, store));
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut admin)

@@ -26,7 +26,9 @@ use echorelay_core::account::{
     AccountRecord, AttemptScope, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord,
     TotpRecord,
 };
-use echorelay_core::audit::{Actor, AuditDraft, AuditEvent, ChainHead, seal};
+use echorelay_core::audit::{
+    Actor, AuditDraft, AuditEvent, AuditKeys, ChainHead, SealedHead, seal, seal_keyed,
+};
 use echorelay_core::config::{
     ConfigChange, Endpoint, Line, Project, ProjectTree, Slug, Target, Write,
 };
@@ -52,6 +54,9 @@ struct State {
     keys: HashMap<KeyId, KeyRecord>,
     key_hashes: HashMap<KeyHash, KeyId>,
     audit: HashMap<Option<ProjectId>, Vec<AuditEvent>>,
+    /// With audit keys: each chain's sealed head, replaced by every append.
+    audit_heads: HashMap<Option<ProjectId>, SealedHead>,
+    audit_keys: Option<Arc<AuditKeys>>,
     accounts: HashMap<UserId, AccountRecord>,
     emails: HashMap<String, UserId>,
     totp: HashMap<UserId, TotpRecord>,
@@ -82,9 +87,29 @@ impl State {
     }
 
     fn append(&mut self, draft: AuditDraft) -> AuditEvent {
-        let chain = self.audit.entry(draft.project).or_default();
-        let event = seal(draft, chain.last().map(AuditEvent::head));
-        chain.push(event.clone());
+        let head = self
+            .audit
+            .get(&draft.project)
+            .and_then(|c| c.last())
+            .map(AuditEvent::head);
+        self.append_after(draft, head)
+    }
+
+    /// Seals `draft` after `head` (tagged, and the chain's head sealed, when
+    /// the store has audit keys) and appends it.
+    fn append_after(&mut self, draft: AuditDraft, head: Option<ChainHead>) -> AuditEvent {
+        let event = match &self.audit_keys {
+            Some(keys) => {
+                let (event, sealed) = seal_keyed(draft, head, keys);
+                self.audit_heads.insert(event.project, sealed);
+                event
+            }
+            None => seal(draft, head),
+        };
+        self.audit
+            .entry(event.project)
+            .or_default()
+            .push(event.clone());
         event
     }
 }
@@ -101,6 +126,20 @@ impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From now on, tags every audit event and seals each chain's head
+    /// under `keys` ([`seal_keyed`]): verify with
+    /// [`AuditService::keyed`](echorelay_core::audit::AuditService::keyed).
+    /// Shared by clones.
+    #[must_use]
+    pub fn with_audit_keys(self, keys: Arc<AuditKeys>) -> Self {
+        self.write_unchecked().audit_keys = Some(keys);
+        self
+    }
+
+    fn write_unchecked(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read(&self) -> StoreResult<RwLockReadGuard<'_, State>> {
@@ -818,16 +857,26 @@ impl AuditSink for MemStore {
                 .and_then(|c| c.last())
                 .map(AuditEvent::head))
         };
-        let apply = |s: &mut State, head: Option<ChainHead>| {
-            let event = seal(audit, head);
-            s.audit
-                .entry(event.project)
-                .or_default()
-                .push(event.clone());
-            event
-        };
+        let apply = |s: &mut State, head: Option<ChainHead>| s.append_after(audit, head);
         self.conditional(Conditional::AuditAppend, check, apply)
             .await
+    }
+
+    async fn reseal_head(&self, chain: Option<ProjectId>, head: ChainHead) -> StoreResult<bool> {
+        let mut s = self.write()?;
+        let current = s
+            .audit
+            .get(&chain)
+            .and_then(|c| c.last())
+            .map(AuditEvent::head);
+        let Some(keys) = s.audit_keys.clone() else {
+            return Ok(false);
+        };
+        if current != Some(head) {
+            return Ok(false);
+        }
+        s.audit_heads.insert(chain, keys.seal_head(chain, head));
+        Ok(true)
     }
 }
 
@@ -855,6 +904,10 @@ impl AuditLog for MemStore {
             .get(&chain)
             .and_then(|v| v.last())
             .map(AuditEvent::head))
+    }
+
+    async fn sealed_head(&self, chain: Option<ProjectId>) -> StoreResult<Option<SealedHead>> {
+        Ok(self.read()?.audit_heads.get(&chain).copied())
     }
 
     async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>> {

@@ -19,7 +19,6 @@ use echorelay_core::ports::{ConfigStore, MembershipStore, StoreResult, TreeImpor
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
-use crate::audit::append_in;
 use crate::row::{Reader, i64_of, idb, json_of, opt_idb};
 use crate::{PgStore, backend, db_err, limit_of};
 
@@ -347,7 +346,7 @@ impl ConfigStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err("membership"))?;
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(())
     }
@@ -392,7 +391,7 @@ impl ConfigStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(())
     }
@@ -576,7 +575,7 @@ impl ConfigStore for PgStore {
         for t in &tree.targets {
             insert_target(&mut tx, t, t.version).await?;
         }
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(())
     }
@@ -694,7 +693,7 @@ impl MembershipStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(())
     }

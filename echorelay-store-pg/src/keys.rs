@@ -17,7 +17,6 @@ use echorelay_core::vault::Ciphertext;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
-use crate::audit::append_in;
 use crate::cache::notify_in;
 use crate::row::{Reader, enum_text, idb, json_of, opt_idb};
 use crate::{PgStore, backend, db_err, limit_of};
@@ -192,7 +191,7 @@ impl KeyStore for PgStore {
             return Err(creator_revoked());
         }
         insert_in(&mut tx, &key).await?;
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         // A cache may hold nothing for a new hash (it caches found keys
         // only), so there is nothing to invalidate.
@@ -300,7 +299,7 @@ impl KeyStore for PgStore {
         if !done {
             return Ok(false);
         }
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }
@@ -364,7 +363,7 @@ impl KeyStore for PgStore {
         insert_in(&mut tx, &successor).await?;
         // The predecessor now expires: every cache must drop it.
         let seqs = notify_in(&mut tx, &hash_list(&old_hash)).await?;
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         self.await_invalidation(seqs).await
     }
@@ -394,7 +393,7 @@ impl KeyStore for PgStore {
             });
         };
         let seqs = notify_in(&mut tx, &hash_list(&hash)).await?;
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         // S3: `revoke` returns only once no cache can still accept it.
         self.await_invalidation(seqs).await
@@ -437,7 +436,7 @@ impl KeyStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        append_in(&mut tx, audit).await?;
+        self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(PendingReveal { ciphertext, until }))
     }

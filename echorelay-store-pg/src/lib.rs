@@ -117,6 +117,7 @@ pub struct PgOptions {
     key_cache: Option<KeyCacheConfig>,
     application_name: String,
     test_before_acquire: bool,
+    audit_keys: Option<Arc<echorelay_core::audit::AuditKeys>>,
 }
 
 impl PgOptions {
@@ -131,6 +132,7 @@ impl PgOptions {
             migrate: false,
             schema: None,
             key_cache: None,
+            audit_keys: None,
             application_name: "echorelay".to_owned(),
             test_before_acquire: false,
         }
@@ -150,6 +152,16 @@ impl PgOptions {
     /// `pg_stat_activity`; default `echorelay`).
     pub fn application_name(mut self, name: impl Into<String>) -> Self {
         self.application_name = name.into();
+        self
+    }
+
+    /// Tags every audit event and seals each chain's head under `keys`
+    /// ([`echorelay_core::audit::seal_keyed`]), so an edit, a deletion or a
+    /// cut-off end made with database access alone fails verification
+    /// ([`AuditService::keyed`](echorelay_core::audit::AuditService::keyed)).
+    /// `EchoRelay::from_env` sets the keys derived from `SECRET_KEY`.
+    pub fn audit_keys(mut self, keys: Arc<echorelay_core::audit::AuditKeys>) -> Self {
+        self.audit_keys = Some(keys);
         self
     }
 
@@ -220,6 +232,7 @@ impl PgOptions {
 pub struct PgStore {
     pool: PgPool,
     cache: Option<Arc<cache::KeyCache>>,
+    audit_keys: Option<Arc<echorelay_core::audit::AuditKeys>>,
     _schema: Option<Arc<testing::SchemaGuard>>,
 }
 
@@ -246,6 +259,7 @@ impl PgStore {
         let mut store = Self {
             pool,
             cache: None,
+            audit_keys: options.audit_keys.clone(),
             _schema: None,
         };
         if options.migrate {
@@ -256,6 +270,19 @@ impl PgStore {
             store.cache = Some(cache::KeyCache::start(store.pool.clone(), connect, config).await?);
         }
         Ok(store)
+    }
+
+    /// This store, tagging audit events under `keys` from now on (see
+    /// [`PgOptions::audit_keys`]).
+    #[must_use]
+    pub fn with_audit_keys(mut self, keys: Arc<echorelay_core::audit::AuditKeys>) -> Self {
+        self.audit_keys = Some(keys);
+        self
+    }
+
+    /// The audit keys this store tags with, if any.
+    pub fn audit_keys(&self) -> Option<&Arc<echorelay_core::audit::AuditKeys>> {
+        self.audit_keys.as_ref()
     }
 
     /// Applies every pending migration (idempotent; safe to run from

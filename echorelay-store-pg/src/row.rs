@@ -150,6 +150,15 @@ impl<'r> Reader<'r> {
             .map_err(|_| self.corrupt(column, format!("{} bytes, expected {N}", v.len())))
     }
 
+    pub(crate) fn opt_bytes<const N: usize>(&self, column: &str) -> StoreResult<Option<[u8; N]>> {
+        let v: Option<Vec<u8>> = self.get(column)?;
+        v.map(|b| {
+            <[u8; N]>::try_from(b.as_slice())
+                .map_err(|_| self.corrupt(column, format!("{} bytes, expected {N}", b.len())))
+        })
+        .transpose()
+    }
+
     pub(crate) fn id<T: Id16>(&self, column: &str) -> StoreResult<T> {
         Ok(T::from16(self.bytes::<16>(column)?))
     }

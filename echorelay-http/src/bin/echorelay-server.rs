@@ -13,7 +13,6 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use echorelay::core::audit::ChainVerifier;
 use echorelay::core::keys::RotationReport;
 use echorelay::core::rewrap::RewrapCursor;
 use echorelay::prelude::*;
@@ -437,18 +436,40 @@ async fn rewrap(page: usize) -> Outcome {
         );
         cursor = p.next;
     }
+    // Audit chains: each verified head sealed under the current key, so
+    // the chains stay verifiable once the previous keys are gone.
+    let mut chains: Vec<(Option<ProjectId>, String)> = vec![(None, "global".into())];
+    for p in relay.store().list_projects().await? {
+        chains.push((Some(p.id), p.slug.to_string()));
+    }
+    let (mut resealed, mut broken) = (0usize, 0usize);
+    for (chain, name) in chains {
+        match relay.audit().reseal(chain).await {
+            Ok(true) => resealed += 1,
+            Ok(false) => {}
+            Err(echorelay::core::Error::Audit(b)) => {
+                broken += 1;
+                println!(
+                    "audit: {name}: BROKEN at seq {}: {}; its head is left as it is",
+                    b.seq, b.problem
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("audit: {resealed} chain heads sealed under the current key, {broken} broken");
     let usage = rewrap.key_usage(page).await?;
     for id in relay.vault().key_ids().skip(1) {
         println!(
             "previous key {id}: {}",
-            if usage.in_use(id) {
+            if usage.in_use(id) || broken > 0 {
                 "still in use"
             } else {
                 "unused: it can go"
             }
         );
     }
-    Ok(if failed + conflicts == 0 {
+    Ok(if failed + conflicts + broken == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -464,25 +485,21 @@ async fn audit_verify() -> Outcome {
     }
     let mut broken = false;
     for (chain, name) in chains {
-        let mut v = ChainVerifier::new(chain, None);
-        let (mut after, mut count) = (0, 0u64);
-        let outcome = loop {
-            let page = store.events(chain, after, 500).await?;
-            if let Some(e) = page.iter().find_map(|e| v.push(e).err()) {
-                break Err(e);
-            }
-            count += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() == 500 => after = last.seq,
-                _ => break v.finish().map(|_| ()),
-            }
-        };
-        match outcome {
-            Ok(()) => println!("{name}: {count} events, verified"),
-            Err(b) => {
+        match relay.audit().verify_chain(chain, None).await {
+            Ok(status) => println!(
+                "{name}: {} events, verified{}",
+                status.events,
+                if status.keyed {
+                    ""
+                } else {
+                    " (hashes only: the store has no audit keys)"
+                }
+            ),
+            Err(echorelay::core::Error::Audit(b)) => {
                 broken = true;
                 println!("{name}: BROKEN at seq {}: {}", b.seq, b.problem);
             }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(if broken {
