@@ -241,9 +241,18 @@ pub async fn collect_successor(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Json<SuccessorAnswer>, ApiError> {
-    let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+    // The outer layer put the client in; without it, no guess.
+    let ip = req
+        .extensions()
+        .get::<ClientInfo>()
+        .map(|c| c.ip)
+        .ok_or_else(ApiError::unauthenticated)?;
     let token = bearer(req.headers()).ok_or_else(ApiError::unauthenticated)?;
-    let successor = state.relay.keys().collect_successor(token, ip).await?;
+    let successor = state
+        .relay
+        .keys()
+        .collect_successor(token, Some(ip))
+        .await?;
     Ok(Json(SuccessorAnswer {
         plaintext: successor.expose_secret().to_owned(),
     }))
