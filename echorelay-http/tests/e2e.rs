@@ -584,6 +584,20 @@ async fn security_txt_is_served_and_a_stale_one_refused_at_start(w: World) {
     assert!(text.contains("Expires: 2027-06-19T00:00:00Z\r\n"), "{text}");
     assert_security_headers(&a);
 
+    // Issue 16 (9b): the server outlives the file's Expires: 404 from
+    // then on, on the same running server (checked per request).
+    w.clock.advance(Duration::days(200) - Duration::seconds(1));
+    assert_eq!(
+        c.get("/.well-known/security.txt", None).await.status,
+        StatusCode::OK,
+        "a second before"
+    );
+    w.clock.advance(Duration::seconds(1));
+    let expired = c.get("/.well-known/security.txt", None).await;
+    assert_eq!(expired.status, StatusCode::NOT_FOUND);
+    assert!(!expired.text().contains("Contact:"));
+    let now = w.clock.now();
+
     for stale in [Duration::zero(), Duration::days(-1), Duration::days(367)] {
         let config = HttpConfig {
             security_txt: Some(security_txt(stale, now)),
