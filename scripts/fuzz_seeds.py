@@ -9,8 +9,10 @@ Output, relative to the repository root:
 
     fuzz/corpus/key_parse/seed-*          valid API keys and near-misses
     fuzz/corpus/ciphertext_decode/seed-*  well-formed and malformed ciphertexts
+    fuzz/corpus/forwarded_for/seed-*      X-Forwarded-For lists, read and refused
     fuzz/key_parse.dict                   libFuzzer dictionaries
     fuzz/ciphertext_decode.dict
+    fuzz/forwarded_for.dict
 
 Only files named `seed-*` are removed and rewritten, so inputs that libFuzzer
 added to the same directories (named by their SHA-1) are left alone.
@@ -32,6 +34,13 @@ Formats mirrored here (keep in sync with echorelay-core):
   byte before the length. Text = "erv1:" + base64url without padding
   (base64 0.22 URL_SAFE_NO_PAD: no '=', no trailing bits, so canonical).
 
+* echorelay-http client.rs: parse_forwarded_for reads the entries of all
+  lines (the fuzz target splits its input into lines at '\n') from the
+  right, skipping trusted ones (the target trusts 10.0.0.0/8 and
+  2001:db8::/32); an entry is an address with optional spaces/tabs, port
+  (v4 "a:p", v6 "[a]:p"), brackets and IPv6 zone ("%z"); the first entry
+  that is not an address is Malformed, the first untrusted one the client.
+
 Before anything is written, every seed is re-checked with a second,
 independent implementation (bitwise CRC-32, base62 decoding, a strict
 base64url decoder) and the malformed seeds must fail for the expected reason.
@@ -39,8 +48,10 @@ base64url decoder) and the malformed seeds must fail for the expected reason.
 import argparse
 import base64
 import hashlib
+import ipaddress
 import pathlib
 import random
+import re
 import sys
 import zlib
 
@@ -93,6 +104,98 @@ def ciphertext(key_id: bytes, nonce: bytes, body: bytes, tag: bytes, version=VER
 
 def to_text(ct: bytes) -> bytes:
     return TEXT_PREFIX + base64.urlsafe_b64encode(ct).rstrip(b"=")
+
+
+# --- client.rs (X-Forwarded-For) --------------------------------------------
+
+
+def xff_seeds():
+    """Returns (accepted, refused): lists of (name, bytes, expected), the
+    expected result a canonical address string or "Malformed"."""
+    accepted = [
+        ("client-v4", "198.51.100.7", "198.51.100.7"),
+        ("client-past-proxies", "1.1.1.1, 198.51.100.7, 10.1.2.3, 10.0.0.9", "198.51.100.7"),
+        ("client-v4-port", "198.51.100.7:5678, 10.1.2.3", "198.51.100.7"),
+        ("client-v6-bracket-port", "[2001:db9::1]:443", "2001:db9::1"),
+        ("client-v6-bracket", "[2001:db9::1], 2001:db8::5", "2001:db9::1"),
+        ("client-v6-zone", "fe80::1%eth0", "fe80::1"),
+        ("client-v6-bracket-zone-port", "[fe80::1%25eth0]:8080", "fe80::1"),
+        ("client-mapped-v4", "::ffff:198.51.100.7", "198.51.100.7"),
+        ("client-garbage-left", "unknown, _hidden,, 198.51.100.7", "198.51.100.7"),
+        ("client-lines", "1.1.1.1\n2001:db8::5, 198.51.100.8\n10.0.0.1", "198.51.100.8"),
+        ("client-spaces-tabs", " \t198.51.100.7 \t,\t10.1.1.1 ", "198.51.100.7"),
+        ("all-trusted", "10.9.9.9, 10.1.1.1", "10.9.9.9"),
+        ("all-trusted-v6", "[2001:db8::9]:1, 2001:db8::1", "2001:db8::9"),
+        ("client-loopback-v6", "::1", "::1"),
+    ]
+    refused = [
+        ("bad-word", "not-an-ip", "Malformed"),
+        ("bad-unknown", "unknown", "Malformed"),
+        ("missing-empty-input", "", None),  # no lines at all: Missing
+        ("bad-trailing-comma", "198.51.100.7,", "Malformed"),
+        ("bad-garbage-right", "198.51.100.7, garbage, 10.1.2.3", "Malformed"),
+        ("bad-empty-second-line", "198.51.100.7\n", "Malformed"),
+        ("bad-port-empty", "198.51.100.7:", "Malformed"),
+        ("bad-port-too-big", "198.51.100.7:65536", "Malformed"),
+        ("bad-port-sign", "198.51.100.7:+80", "Malformed"),
+        ("bad-v4-brackets", "[198.51.100.7]", "Malformed"),
+        ("bad-unclosed-bracket", "[2001:db9::1", "Malformed"),
+        ("bad-bracket-no-colon", "[2001:db9::1]443", "Malformed"),
+        ("bad-empty-zone", "fe80::1%", "Malformed"),
+        ("bad-v4-zone", "198.51.100.7%eth0", "Malformed"),
+        ("bad-leading-zero", "198.51.100.007", "Malformed"),
+        ("bad-two-in-one", "1.2.3.4 5.6.7.8", "Malformed"),
+    ]
+    out_ok = [(n, t.encode(), want) for n, t, want in accepted]
+    out_bad = [(n, t.encode(), want) for n, t, want in refused]
+    return out_ok, out_bad
+
+
+def xff_trusted(ip):
+    return ip in ipaddress.ip_network("10.0.0.0/8") if ip.version == 4 else ip in ipaddress.ip_network("2001:db8::/32")
+
+
+def xff_hop(entry):
+    """Independent reading of one entry (ipaddress, regular expressions)."""
+    e = entry.strip(" \t")
+    m = re.fullmatch(r"\[([^\]]*)\](?::([0-9]{1,5}))?", e)
+    if m:
+        host, port, v6 = m.group(1), m.group(2), True
+    elif m := re.fullmatch(r"([^:]*):([0-9]{1,5})", e):
+        host, port, v6 = m.group(1), m.group(2), False
+    else:
+        host, port, v6 = e, None, ":" in e
+    if port is not None and int(port) > 65535:
+        return None
+    if v6 and "%" in host:
+        host, zone = host.split("%", 1)
+        if not zone or not all(0x21 <= ord(c) <= 0x7E for c in zone):
+            return None
+    if not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
+        return None
+    try:
+        ip = ipaddress.IPv6Address(host) if v6 else ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+    if v6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip
+
+
+def xff_check(data: bytes):
+    text = data.decode("utf-8")
+    if text == "":
+        return None  # Missing
+    entries = [e for line in text.split("\n") for e in line.split(",")]
+    leftmost = None
+    for e in reversed(entries):
+        ip = xff_hop(e)
+        if ip is None:
+            return "Malformed"
+        if not xff_trusted(ip):
+            return str(ip)
+        leftmost = ip
+    return str(leftmost)
 
 
 # --- generation ------------------------------------------------------------
@@ -252,6 +355,27 @@ utf8_4="\\xf0\\x9f\\x94\\x91"
 """
 
 
+XFF_DICT = """\
+# libFuzzer dictionary for fuzz_targets/forwarded_for.rs (written by
+# scripts/fuzz_seeds.py). The target trusts 10.0.0.0/8 and 2001:db8::/32.
+sep_comma=","
+sep_comma_space=", "
+sep_line="\\x0a"
+trusted_v4="10.0.0.1"
+trusted_v6="2001:db8::1"
+client_v4="198.51.100.7"
+client_v6="2001:db9::1"
+mapped="::ffff:"
+bracket_open="["
+bracket_close="]"
+bracket_port="]:443"
+port=":5678"
+zone="%eth0"
+unknown="unknown"
+hidden="_hidden"
+"""
+
+
 def cipher_dict():
     def esc(b):
         return "".join(f"\\x{c:02x}" for c in b)
@@ -357,7 +481,10 @@ def from_text_check(data: bytes):
     return from_bytes_check(raw)
 
 
-def self_check(key_valid, key_invalid, ct_valid, ct_invalid):
+def self_check(key_valid, key_invalid, ct_valid, ct_invalid, xff_ok=(), xff_bad=()):
+    for name, data, want in list(xff_ok) + list(xff_bad):
+        got = xff_check(data)
+        assert got == want, f"forwarded_for seed {name}: expected {want}, got {got}"
     assert crc32_bitwise(b"123456789") == 0xCBF43926 == zlib.crc32(b"123456789")
     for name, key, env in key_valid:
         got = parse_key_check(key)
@@ -375,6 +502,7 @@ def self_check(key_valid, key_invalid, ct_valid, ct_invalid):
             # The fuzz target asserts to_text() == input for accepted text.
             assert to_text(b64url_strict(data[5:])) == data, name
     names = [n for n, _, _ in key_valid + key_invalid + ct_valid + ct_invalid]
+    names += [n for n, _, _ in list(xff_ok) + list(xff_bad)]
     assert len(names) == len(set(names)), "duplicate seed names"
 
 
@@ -385,16 +513,19 @@ def planned_files():
     rng = Rng(RNG_SEED)
     kv, ki = key_seeds(rng)
     cv, ci = ciphertext_seeds(rng)
-    self_check(kv, ki, cv, ci)
+    xv, xi = xff_seeds()
+    self_check(kv, ki, cv, ci, xv, xi)
     files = {}
-    for target, seeds in (("key_parse", kv + ki), ("ciphertext_decode", cv + ci)):
+    for target, seeds in (("key_parse", kv + ki), ("ciphertext_decode", cv + ci), ("forwarded_for", xv + xi)):
         for name, data, _ in seeds:
             files[FUZZ / "corpus" / target / f"seed-{name}"] = data
     files[FUZZ / "key_parse.dict"] = KEY_DICT.encode()
     files[FUZZ / "ciphertext_decode.dict"] = cipher_dict().encode()
+    files[FUZZ / "forwarded_for.dict"] = XFF_DICT.encode()
     counts = {
         "key_parse": (len(kv), len(ki)),
         "ciphertext_decode": (len(cv), len(ci)),
+        "forwarded_for": (len(xv), len(xi)),
     }
     return files, counts
 
@@ -419,7 +550,7 @@ def main():
         p.write_bytes(data)
     for target, (ok, bad) in counts.items():
         print(f"fuzz/corpus/{target}: {ok} accepted + {bad} rejected seeds")
-    print("fuzz/key_parse.dict, fuzz/ciphertext_decode.dict")
+    print("fuzz/key_parse.dict, fuzz/ciphertext_decode.dict, fuzz/forwarded_for.dict")
 
 
 if __name__ == "__main__":

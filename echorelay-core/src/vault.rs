@@ -256,6 +256,19 @@ impl fmt::Debug for VaultKeyId {
     }
 }
 
+/// Whether base64 key text reads like words rather than randomness: only
+/// letters (padding aside), and at most 10 of one case. See
+/// [`SecretKey::parse`] for the false-refusal probability.
+fn looks_like_words(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    if !body.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return false;
+    }
+    let upper = body.bytes().filter(u8::is_ascii_uppercase).count();
+    let lower = body.len() - upper;
+    upper.min(lower) <= 10
+}
+
 /// A 256-bit vault key (`SECRET_KEY`). Zeroized on drop; `Debug` shows only
 /// its [`VaultKeyId`]; it has no `Display` and no `Serialize`.
 #[derive(Clone)]
@@ -278,6 +291,17 @@ impl SecretKey {
     /// refused with probability below 2<sup>-45</sup> (almost all of it from
     /// the printable-ASCII rule). Generate keys with `openssl rand -hex 32`
     /// or `head -c 32 /dev/urandom | base64`.
+    ///
+    /// The base64 text itself is judged too: text of letters only (no
+    /// digit, no `+/-_`) with at most 10 letters of one case (upper or
+    /// lower) is refused, whatever it decodes to: that is a sentence
+    /// written without spaces (`thequickbrownfox…`, `CorrectHorse…`), which
+    /// happens to be valid base64 of 32 bytes that look random. The base64
+    /// of 32 uniformly random bytes is letters only with probability
+    /// (52/64)<sup>42</sup> · 12/16 ≈ 1.2·10<sup>-4</sup>, and then has at
+    /// most 10 of one case with probability ≈ 6·10<sup>-4</sup>: a random
+    /// key is refused by this rule with probability ≈ 7.4·10<sup>-8</sup>
+    /// (about 2<sup>-23.7</sup>; generate another).
     ///
     /// # Errors
     ///
@@ -321,6 +345,12 @@ impl SecretKey {
             return invalid("base64 decodes to the wrong number of bytes; expected exactly 32");
         }
         bytes.copy_from_slice(&decoded);
+        // The byte rules name their reason first; then the text's own.
+        if non_random_reason(&bytes).is_none() && looks_like_words(s) {
+            return invalid(
+                "base64 of letters only, nearly all in one case: a passphrase rather than a key",
+            );
+        }
         SecretKey::checked(bytes)
     }
 
@@ -1766,6 +1796,62 @@ mod tests {
         assert_eq!(format!("{m:?}"), "Masked(\"••••XYZW\")");
         assert_eq!(serde_json::to_string(&m).unwrap(), "\"••••XYZW\"");
         assert_eq!(Masked::of(&SecretString::from("short")).as_str(), "••••");
+    }
+
+    /// Issue 16 (9e): a sentence without spaces that happens to be valid
+    /// base64 of 32 random-looking bytes is refused as a passphrase.
+    #[test]
+    fn a_passphrase_that_is_valid_base64_is_refused() {
+        for phrase in [
+            "thequickbrownfoxjumpsoverthelazydogagainnow",
+            "CorrectHorseBatteryStapleIsNotAKeyForRelays",
+            "CorrectHorseBatteryStapleIsNotAKeyForRelays=",
+        ] {
+            // It would decode to 32 bytes that pass the byte rules.
+            let decoded = general_purpose::STANDARD_NO_PAD
+                .decode(phrase.trim_end_matches('='))
+                .unwrap();
+            assert_eq!(decoded.len(), 32);
+            assert_eq!(
+                non_random_reason(&decoded.clone().try_into().unwrap()),
+                None
+            );
+            let err = SecretKey::parse(phrase).unwrap_err().to_string();
+            assert!(err.contains("passphrase"), "{phrase}: {err}");
+            assert!(!err.contains(phrase), "no echo");
+        }
+        // Letters only but both cases well mixed, as random text is: kept.
+        assert!(!looks_like_words(
+            "AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGhIjKlMnOpQ"
+        ));
+        assert!(looks_like_words(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJabcdefg"
+        ));
+        assert!(!looks_like_words(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKabcdef"
+        ));
+        assert!(!looks_like_words(
+            "abcdefghijklmnopqrstuvwxyzabcdefghijklmnop4"
+        ));
+    }
+
+    proptest! {
+        /// Issue 16 (9e): any 32 random bytes, base64 in every accepted
+        /// form, parse (the text rule refuses ≈ 7·10^-8 of them).
+        #[test]
+        fn random_keys_in_base64_are_accepted(bytes in any::<[u8; 32]>()) {
+            prop_assume!(non_random_reason(&Zeroizing::new(bytes)).is_none());
+            for text in [
+                general_purpose::STANDARD.encode(bytes),
+                general_purpose::STANDARD_NO_PAD.encode(bytes),
+                general_purpose::URL_SAFE.encode(bytes),
+                general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+            ] {
+                let key = SecretKey::parse(&text);
+                prop_assert!(key.is_ok(), "{:?}", key.err());
+                prop_assert_eq!(key.unwrap().id(), SecretKey::from_bytes(bytes).id());
+            }
+        }
     }
 
     proptest! {

@@ -13,7 +13,9 @@ use crate::client::TlsConnection;
 use crate::error::ApiError;
 
 /// Works out the client ([`ClientInfo`](crate::client::ClientInfo): address, TLS) from the connection
-/// and, for a trusted proxy only, its headers; refuses plaintext requests
+/// and, for a trusted proxy only, its headers; refuses a request whose
+/// trusted proxy names no usable client (400 `client_unknown`,
+/// [`UnknownClient`](crate::client::UnknownClient)); refuses plaintext requests
 /// when TLS is required; sets the security headers on every answer
 /// (`nosniff`, frame denial, no referrer, HSTS when TLS is required, and
 /// `no-store` on every JSON answer: they are per caller).
@@ -35,20 +37,30 @@ pub async fn outer(State(state): State<AppState>, mut req: Request, next: Next) 
             )
             .into_response()
         }
-        Some(peer) => {
-            let client = state.config.proxies.client(peer, req.headers(), tls);
-            if state.config.require_tls && !client.https {
-                ApiError::new(
-                    axum::http::StatusCode::FORBIDDEN,
-                    "tls_required",
-                    "this service answers over HTTPS only",
+        Some(peer) => match state.config.proxies.client(peer, req.headers(), tls) {
+            // A trusted proxy that names no client (or garbage): refused,
+            // never taken as the proxy's own address (that would pin
+            // sessions, throttle and audit by the proxy). The body is
+            // generic: no echo of the header.
+            Err(why) => {
+                tracing::info!(%peer, reason = %why, "refused: the proxy named no usable client address");
+                ApiError::bad_request(
+                    "client_unknown",
+                    "the forwarding proxy did not name the client",
                 )
                 .into_response()
-            } else {
+            }
+            Ok(client) if state.config.require_tls && !client.https => ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "tls_required",
+                "this service answers over HTTPS only",
+            )
+            .into_response(),
+            Ok(client) => {
                 req.extensions_mut().insert(client);
                 next.run(req).await
             }
-        }
+        },
     };
     let h = response.headers_mut();
     h.insert(

@@ -148,7 +148,8 @@ impl HttpConfig {
 pub struct AppState {
     relay: EchoRelay,
     config: Arc<HttpConfig>,
-    security_txt: Option<Arc<str>>,
+    /// The rendered security.txt and its `Expires`.
+    security_txt: Option<(Arc<str>, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// Why the router cannot be built.
@@ -194,7 +195,7 @@ fn build(
     let security_txt = match &config.security_txt {
         Some(file) => {
             file.validate(relay.clock().now())?;
-            Some(Arc::from(file.render()))
+            Some((Arc::from(file.render()), file.expires))
         }
         None => None,
     };
@@ -322,7 +323,13 @@ async fn licenses_page() -> Response {
         .into_response()
 }
 
-/// The security.txt (RFC 9116), when configured.
+/// The security.txt (RFC 9116), when configured and not expired.
+///
+/// `Expires` is checked on every request (the relay's clock), not only at
+/// start: a server that runs past it answers 404, as without one, and
+/// logs a warning. RFC 9116 §2.5.5 asks readers to treat an expired file
+/// as stale; serving it would point researchers at contacts nobody
+/// vouches for any longer. Renew it and restart.
 #[utoipa::path(
     get,
     path = "/.well-known/security.txt",
@@ -336,8 +343,18 @@ async fn licenses_page() -> Response {
 async fn security_txt_page(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Response {
+    let now = state.relay.clock().now();
     match &state.security_txt {
-        Some(text) => (
+        Some((_, expires)) if *expires <= now => {
+            tracing::warn!(%expires, "security.txt has expired: answering 404 until it is renewed");
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no current security.txt",
+            )
+            .into_response()
+        }
+        Some((text, _)) => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -268,8 +268,13 @@ impl ReadApi {
         let (token, ip) = {
             let parts = ext.get::<Parts>().ok_or_else(unauthenticated)?;
             let token = bearer(&parts.headers).ok_or_else(unauthenticated)?;
-            let ip = parts.extensions.get::<ClientInfo>().map(|c| c.ip);
-            (SecretString::from(token), ip)
+            // The outer layer put the client in; without it, no guess.
+            let ip = parts
+                .extensions
+                .get::<ClientInfo>()
+                .map(|c| c.ip)
+                .ok_or_else(unauthenticated)?;
+            (SecretString::from(token), Some(ip))
         };
         let key = self
             .relay
@@ -436,6 +441,17 @@ mod tests {
             api.grant::<Keys>(&ext, "acme").await.unwrap_err(),
             forbidden(),
             "a viewer"
+        );
+
+        // A good key on a request without the client address the outer
+        // layer works out: refused, not served without an address.
+        let no_client = arrived_with(
+            &format!("Bearer {}", minted.plaintext.expose_secret()),
+            None,
+        );
+        assert_eq!(
+            api.authenticate(&no_client).await.unwrap_err(),
+            unauthenticated()
         );
 
         relay.keys().revoke(&keys, minted.view.id).await.unwrap();

@@ -4,26 +4,28 @@
 
 use std::str::FromStr;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Duration;
-use echorelay::core::audit::{self, BillingEvent, BillingKind, ChainHead, Currency};
+use echorelay::core::StoreError;
+use echorelay::core::audit::{self, Actor, BillingEvent, BillingKind, ChainHead, Currency};
 use echorelay::core::config::{Line, LineView, TargetView};
 use echorelay::core::ids::{EndpointId, KeyId, LineId, TargetId};
 use echorelay::core::keys::KeyView;
 use echorelay::prelude::{
     AuditEvent, AuditRead, AuthInput, Billing, ConfigRead, ConfigWrite, Environment, ExposeSecret,
-    Keys, Members, MintRequest, MintedKey, NewTarget, Role, RotateOptions, SecretString,
+    Grant, Keys, Members, MintRequest, MintedKey, NewTarget, Role, RotateOptions, SecretString,
     TargetPatch, UserId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::auth::{Authorized, bearer};
+use crate::auth::{Authenticated, Authorized, bearer};
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::json::JsonBody;
@@ -113,6 +115,14 @@ impl From<MintedKey> for MintedAnswer {
 }
 
 /// `POST /v1/projects/{slug}/keys`: mints a key (201, plaintext once).
+///
+/// A session must have stepped up (403 `reauthentication_required`
+/// otherwise), as for a reveal: the answer is a credential that outlives
+/// the session, a logout everywhere and the minter's membership alike
+/// (see [`remove_member`]), so a stolen session cookie past its step-up
+/// window must not be able to make one. An API key (with the keys
+/// surface) mints without one: it has no second factor to re-prove, and
+/// a key minted by a key is revoked with it.
 #[utoipa::path(
     post,
     path = "/v1/projects/{slug}/keys",
@@ -127,6 +137,7 @@ pub async fn mint_key(
     Authorized(grant): Authorized<Keys>,
     JsonBody(body): JsonBody<MintBody>,
 ) -> Result<Response, ApiError> {
+    grant.require_step_up()?;
     let minted = state
         .relay
         .keys()
@@ -173,7 +184,9 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
 }
 
 /// `POST /v1/projects/{slug}/keys/{key_id}/rotate`: an operator rotation
-/// (201, the successor's plaintext once).
+/// (201, the successor's plaintext once). A session must have stepped up
+/// (403 `reauthentication_required` otherwise): the successor is a new
+/// credential, as for [`mint_key`]; an API key rotates without one.
 #[utoipa::path(
     post,
     path = "/v1/projects/{slug}/keys/{key_id}/rotate",
@@ -189,6 +202,7 @@ pub async fn rotate_key(
     Path((_, id)): Path<(String, String)>,
     JsonBody(body): JsonBody<RotateBody>,
 ) -> Result<Response, ApiError> {
+    grant.require_step_up()?;
     let opts = RotateOptions {
         overlap: seconds(body.overlap_seconds)?,
         grace: seconds(body.grace_seconds)?,
@@ -229,7 +243,10 @@ pub struct SuccessorAnswer {
 
 /// `POST /v1/keys/successor`: a key in its overlap or grace collects its
 /// auto-rotated successor, once (any role; 404 when there is none to
-/// collect).
+/// collect). Only an API key presents itself here (`Authorization:
+/// Bearer`, never a session cookie), so there is no step-up to ask for:
+/// whoever holds the key already holds the credential the successor
+/// replaces.
 #[utoipa::path(
     post,
     path = "/v1/keys/successor",
@@ -241,9 +258,18 @@ pub async fn collect_successor(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Json<SuccessorAnswer>, ApiError> {
-    let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+    // The outer layer put the client in; without it, no guess.
+    let ip = req
+        .extensions()
+        .get::<ClientInfo>()
+        .map(|c| c.ip)
+        .ok_or_else(ApiError::unauthenticated)?;
     let token = bearer(req.headers()).ok_or_else(ApiError::unauthenticated)?;
-    let successor = state.relay.keys().collect_successor(token, ip).await?;
+    let successor = state
+        .relay
+        .keys()
+        .collect_successor(token, Some(ip))
+        .await?;
     Ok(Json(SuccessorAnswer {
         plaintext: successor.expose_secret().to_owned(),
     }))
@@ -674,7 +700,9 @@ pub struct RoleBody {
 }
 
 /// `PUT /v1/projects/{slug}/members/{user_id}`: adds or changes a member
-/// (204; owners who stepped up; never the last owner away).
+/// (204; owners who stepped up; never the last owner away). A demotion
+/// also revokes the keys the member minted or rotated in with a role
+/// above the new one (see [`remove_member`]); keys at or below it stay.
 #[utoipa::path(
     put,
     path = "/v1/projects/{slug}/members/{user_id}",
@@ -686,6 +714,7 @@ pub struct RoleBody {
 )]
 pub async fn set_member(
     State(state): State<AppState>,
+    Extension(auth): Extension<Authenticated>,
     Authorized(grant): Authorized<Members>,
     Path((_, user)): Path<(String, String)>,
     JsonBody(body): JsonBody<RoleBody>,
@@ -696,10 +725,22 @@ pub async fn set_member(
         .config()
         .set_member(&grant, user, Some(body.role))
         .await?;
+    revoke_keys_minted_by(&state, &auth, &grant, user, Some(body.role)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /v1/projects/{slug}/members/{user_id}` (204).
+/// `DELETE /v1/projects/{slug}/members/{user_id}` (204; owners who
+/// stepped up; never the last owner).
+///
+/// A member who leaves takes no credential along: every key of the project
+/// they minted or rotated in that is not revoked yet is revoked in the
+/// same request, each with its own audit event (actor: the owner removing
+/// them), with what hangs off it ([`echorelay::core::keys::KeyService::revoke`]).
+/// A successor another operator rotated in stays (it is theirs), as do
+/// keys minted by API keys. Should the revocation fail half-way (store
+/// unreachable), the answer is that error and the membership is already
+/// gone; repeating the DELETE (404: no such membership) completes the
+/// revocation.
 #[utoipa::path(
     delete,
     path = "/v1/projects/{slug}/members/{user_id}",
@@ -710,12 +751,64 @@ pub async fn set_member(
 )]
 pub async fn remove_member(
     State(state): State<AppState>,
+    Extension(auth): Extension<Authenticated>,
     Authorized(grant): Authorized<Members>,
     Path((_, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let user: UserId = path_id(&user, "user")?;
-    state.relay.config().set_member(&grant, user, None).await?;
+    let removed = state.relay.config().set_member(&grant, user, None).await;
+    match removed {
+        // Not (any longer) a member: a retry after a revocation that
+        // failed half-way; finish it, then answer the 404.
+        Ok(()) | Err(echorelay::Error::Store(StoreError::NotFound { kind: "membership" })) => {
+            revoke_keys_minted_by(&state, &auth, &grant, user, None).await?;
+        }
+        Err(_) => {}
+    }
+    removed?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes the project's keys that `user` minted or rotated in and that
+/// are not revoked yet: all of them when `role` is `None` (they left),
+/// else those whose role is above `role` (a demotion). The caller is the
+/// owner who changed the membership; the revocations are theirs, audited
+/// one by one.
+async fn revoke_keys_minted_by(
+    state: &AppState,
+    auth: &Authenticated,
+    members: &Grant<Members>,
+    user: UserId,
+    role: Option<Role>,
+) -> Result<(), ApiError> {
+    let relay = &state.relay;
+    let records = relay
+        .store()
+        .keys_of_project(members.project_id())
+        .await
+        .map_err(echorelay::Error::from)?;
+    let theirs: Vec<KeyId> = records
+        .iter()
+        .filter(|r| r.created_by == Actor::User(user) && r.revoked_at.is_none())
+        .filter(|r| role.is_none_or(|new| r.role > new))
+        .map(|r| r.id)
+        .collect();
+    if theirs.is_empty() {
+        return Ok(());
+    }
+    // An owner holds the keys surface; the same voter decides it.
+    let keys = relay
+        .voter()
+        .authorize::<Keys>(auth.caller(), members.project().slug.as_str())
+        .await?;
+    for id in theirs {
+        match relay.keys().revoke(&keys, id).await {
+            // Already revoked with an earlier one's cascade.
+            Ok(()) | Err(echorelay::Error::Store(StoreError::Conflict { .. })) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// `GET /v1/projects/{slug}/audit` query.

@@ -11,6 +11,7 @@ use axum::http::{HeaderName, Method, StatusCode, header};
 use chrono::Duration;
 use common::*;
 use echorelay::core::account::totp::{TotpSeed, code_for_step, step_at};
+use echorelay::core::audit::{Actor, KeyAction};
 use echorelay::prelude::*;
 use echorelay_http::client::ProxyConfig;
 use echorelay_http::{HttpConfig, router};
@@ -642,7 +643,180 @@ async fn owners_manage_members_by_session_and_the_export_holds_no_credential(w: 
     );
 }
 
+/// The account id of `email`.
+async fn account_id(w: &World, email: &str) -> UserId {
+    w.relay
+        .store()
+        .account_by_email(email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+/// Issue 16 (2): minting and rotating hand out a credential that outlives
+/// the session, so a session past its step-up window is refused, as for
+/// a reveal; after a step-up both work.
+async fn minting_and_rotating_by_session_need_a_step_up(w: World) {
+    let server = w.serve(HttpConfig::local()).await;
+    let mut b = Browser::new(server.connect().await);
+    let (seed, _) = enroll(&w, &mut b, "nia@example.com").await;
+    let nia = account_id(&w, "nia@example.com").await;
+    w.relay
+        .config()
+        .create_project(nia, Some(w.ip), "acme", "Acme")
+        .await
+        .unwrap();
+    let mint = json!({"environment": "test", "role": "owner", "label": "by session"});
+
+    // Within the login's step-up window.
+    let first = b.post("/v1/projects/acme/keys", mint.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    let id = first.json()["key"]["id"].as_str().unwrap().to_owned();
+    let rotate = format!("/v1/projects/acme/keys/{id}/rotate");
+
+    // 20 minutes on, kept alive: past the window.
+    for _ in 0..2 {
+        w.clock.advance(Duration::minutes(10));
+        assert_eq!(b.get("/v1/me/sessions").await.status, StatusCode::OK);
+    }
+    let count = |a: Answer| a.json()["keys"].as_array().unwrap().len();
+    let keys_before = count(b.get("/v1/projects/acme/keys").await);
+    for refused in [
+        b.post("/v1/projects/acme/keys", mint.clone()).await,
+        b.post(&rotate, json!({})).await,
+    ] {
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(refused.json()["error"], "reauthentication_required");
+        assert!(!refused.text().contains("er_test_"), "no key in a refusal");
+    }
+    // Reading keys needs no step-up; nothing was minted or rotated.
+    let listed = b.get("/v1/projects/acme/keys").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(count(listed), keys_before, "nothing was minted");
+
+    let ok = b
+        .post("/v1/auth/step-up", json!({"code": code(&w, &seed, 0)}))
+        .await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT, "{}", ok.text());
+    let minted = b.post("/v1/projects/acme/keys", mint).await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.text());
+    let rotated = b.post(&rotate, json!({})).await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.text());
+    assert!(
+        rotated.json()["plaintext"]
+            .as_str()
+            .unwrap()
+            .starts_with("er_test_")
+    );
+}
+
+/// Issue 16 (2): a member who leaves takes no key along: the keys they
+/// minted are revoked with the removal (a demotion revokes those above
+/// the new role), audited as the owner's; others' keys stay.
+async fn a_departed_members_keys_are_revoked(w: World) {
+    let server = w.serve(HttpConfig::local()).await;
+    let mut owner = Browser::new(server.connect().await);
+    enroll(&w, &mut owner, "oli@example.com").await;
+    let mut member = Browser::new(server.connect().await);
+    enroll(&w, &mut member, "pat@example.com").await;
+    let (oli, pat) = (
+        account_id(&w, "oli@example.com").await,
+        account_id(&w, "pat@example.com").await,
+    );
+    w.relay
+        .config()
+        .create_project(oli, Some(w.ip), "acme", "Acme")
+        .await
+        .unwrap();
+    let path = format!("/v1/projects/acme/members/{pat}");
+    let put = owner
+        .call(Method::PUT, &path, Some(json!({"role": "owner"})), true)
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
+
+    let pats_owner_key = mint(&mut member, "owner").await;
+    let pats_viewer_key = mint(&mut member, "viewer").await;
+    let olis_key = mint(&mut owner, "owner").await;
+    let mut c = server.connect().await;
+    for k in [&pats_owner_key, &pats_viewer_key, &olis_key] {
+        assert_eq!(works(&mut c, k.clone()).await, StatusCode::OK);
+    }
+
+    // Demoted to editor: the owner key goes, the viewer key stays.
+    let put = owner
+        .call(Method::PUT, &path, Some(json!({"role": "editor"})), true)
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
+    assert_eq!(
+        works(&mut c, pats_owner_key.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(works(&mut c, pats_viewer_key.clone()).await, StatusCode::OK);
+
+    // Removed: every key they minted goes; the owner's own key stays.
+    let revoked_before = revocations_by(&w, oli).await;
+    let removed = owner.call(Method::DELETE, &path, None, true).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.text());
+    assert_eq!(
+        works(&mut c, pats_viewer_key).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(works(&mut c, olis_key).await, StatusCode::OK);
+    assert_eq!(
+        revocations_by(&w, oli).await,
+        revoked_before + 1,
+        "one audited revocation, by the owner who removed them"
+    );
+    // Again: no such membership (and nothing left to revoke).
+    let again = owner.call(Method::DELETE, &path, None, true).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+}
+
+/// Mints a key of `role` in `acme` by session; its plaintext.
+async fn mint(b: &mut Browser, role: &'static str) -> String {
+    let body = json!({"environment": "test", "role": role, "label": role});
+    let a = b.post("/v1/projects/acme/keys", body).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    a.json()["plaintext"].as_str().unwrap().to_owned()
+}
+
+/// The status of a read of `acme` with `key`.
+async fn works(c: &mut Client, key: String) -> StatusCode {
+    c.get("/v1/projects/acme/lines", Some(&key)).await.status
+}
+
+/// How many key revocations the audit log of `acme` holds by `user`.
+async fn revocations_by(w: &World, user: UserId) -> usize {
+    let caller = Caller::user(user, None);
+    let grant = w
+        .relay
+        .voter()
+        .authorize::<AuditRead>(&caller, "acme")
+        .await
+        .unwrap();
+    w.relay
+        .audit()
+        .events(&grant, 0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e.actor == Actor::User(user)
+                && matches!(
+                    e.kind,
+                    EventKind::Key {
+                        action: KeyAction::Revoke,
+                        ..
+                    }
+                )
+        })
+        .count()
+}
+
 on_every_store!(
+    minting_and_rotating_by_session_need_a_step_up,
+    a_departed_members_keys_are_revoked,
     password_then_totp_then_a_trusted_device,
     a_backup_code_works_once,
     cookie_writes_need_the_csrf_token_and_sessions_reach_projects,

@@ -405,17 +405,27 @@ async fn plaintext_is_refused_unless_a_trusted_proxy_terminated_tls(w: World) {
         );
     }
 
-    // Loopback is the trusted proxy here.
+    // Loopback is the trusted proxy here; it names the client.
     let server = w.serve(proxied("127.0.0.0/8", "x-forwarded-for")).await;
     let mut c = server.connect().await;
-    let plain = c.get("/v1/projects/acme/lines", Some(&key)).await;
+    let client = ("x-forwarded-for", "198.51.100.23");
+    let plain = c
+        .send(
+            Method::GET,
+            "/v1/projects/acme/lines",
+            Some(&key),
+            &[client],
+            None,
+        )
+        .await;
     assert_eq!(plain.status, StatusCode::FORBIDDEN);
+    assert_eq!(plain.json()["error"], "tls_required");
     let a = c
         .send(
             Method::GET,
             "/v1/projects/acme/lines",
             Some(&key),
-            &https,
+            &[client, https[0]],
             None,
         )
         .await;
@@ -465,6 +475,84 @@ async fn the_audit_log_records_the_client_a_trusted_proxy_names_and_only_then(w:
     assert_eq!(last.ip, Some("127.0.0.1".parse().unwrap()));
 }
 
+/// Issue 16 (5): a trusted proxy's list with an unparsable hop where the
+/// client should be, an empty entry, or no list at all is refused (400,
+/// one generic body): the proxy's own address is never taken as the
+/// client, so nothing is done, throttled or audited in its name.
+async fn a_proxy_that_names_no_usable_client_is_refused(w: World) {
+    w.project("acme").await;
+    let (owner_key, _) = w.key("acme", Role::Owner).await;
+    let mint = json!({"environment": "test", "role": "viewer", "label": "via proxy"});
+    let body = || Some(("application/json", serde_json::to_vec(&mint).unwrap()));
+    let https = ("x-forwarded-proto", "https");
+    let server = w.serve(proxied("127.0.0.0/8", "x-forwarded-for")).await;
+    let mut c = server.connect().await;
+    let before = w.audit("acme").await.len();
+    let mut answers = Vec::new();
+    for extra in [
+        &[("x-forwarded-for", "198.51.100.23, not-an-address"), https][..],
+        &[("x-forwarded-for", "198.51.100.23,"), https][..],
+        &[("x-forwarded-for", "unknown"), https][..],
+        &[https][..],
+    ] {
+        let a = c
+            .send(
+                Method::POST,
+                "/v1/projects/acme/keys",
+                Some(&owner_key),
+                extra,
+                body(),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{extra:?}");
+        assert_eq!(a.json()["error"], "client_unknown");
+        assert!(!a.text().contains("not-an-address"), "no echo");
+        assert_security_headers(&a);
+        answers.push(a.body);
+    }
+    assert!(answers.iter().all(|b| *b == answers[0]), "one body");
+    assert_eq!(w.audit("acme").await.len(), before, "nothing was minted");
+
+    // Garbage left of the client is not read; ports, brackets and zones
+    // are taken off; the protocol is the proxy's (last) value.
+    for (xff, proto, client) in [
+        (
+            "garbage, 198.51.100.24:5678",
+            "http, https",
+            "198.51.100.24",
+        ),
+        ("[2001:db8::24]:443", "https", "2001:db8::24"),
+        ("fe80::24%eth0", "https", "fe80::24"),
+    ] {
+        let a = c
+            .send(
+                Method::POST,
+                "/v1/projects/acme/keys",
+                Some(&owner_key),
+                &[("x-forwarded-for", xff), ("x-forwarded-proto", proto)],
+                body(),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{xff}");
+        let last = w.audit("acme").await.pop().unwrap();
+        assert_eq!(last.ip, Some(client.parse().unwrap()));
+    }
+    let a = c
+        .send(
+            Method::POST,
+            "/v1/projects/acme/keys",
+            Some(&owner_key),
+            &[
+                ("x-forwarded-for", "198.51.100.25"),
+                ("x-forwarded-proto", "https, http"),
+            ],
+            body(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "the last protocol is http");
+    assert_eq!(a.json()["error"], "tls_required");
+}
+
 fn security_txt(expires_in: Duration, now: chrono::DateTime<Utc>) -> SecurityTxt {
     SecurityTxt {
         contact: vec!["mailto:security@example.com".into()],
@@ -495,6 +583,20 @@ async fn security_txt_is_served_and_a_stale_one_refused_at_start(w: World) {
     );
     assert!(text.contains("Expires: 2027-06-19T00:00:00Z\r\n"), "{text}");
     assert_security_headers(&a);
+
+    // Issue 16 (9b): the server outlives the file's Expires: 404 from
+    // then on, on the same running server (checked per request).
+    w.clock.advance(Duration::days(200) - Duration::seconds(1));
+    assert_eq!(
+        c.get("/.well-known/security.txt", None).await.status,
+        StatusCode::OK,
+        "a second before"
+    );
+    w.clock.advance(Duration::seconds(1));
+    let expired = c.get("/.well-known/security.txt", None).await;
+    assert_eq!(expired.status, StatusCode::NOT_FOUND);
+    assert!(!expired.text().contains("Contact:"));
+    let now = w.clock.now();
 
     for stale in [Duration::zero(), Duration::days(-1), Duration::days(367)] {
         let config = HttpConfig {
@@ -798,6 +900,7 @@ on_every_store!(
     bad_input_is_a_typed_4xx_that_echoes_nothing,
     plaintext_is_refused_unless_a_trusted_proxy_terminated_tls,
     the_audit_log_records_the_client_a_trusted_proxy_names_and_only_then,
+    a_proxy_that_names_no_usable_client_is_refused,
     security_txt_is_served_and_a_stale_one_refused_at_start,
     every_project_route_is_decided_by_role_and_membership,
     the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once,

@@ -39,6 +39,7 @@
 //! seen at once), and neither is anything but [`KeyStatus`].
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -121,8 +122,9 @@ pub struct CacheStats {
 }
 
 /// An in-process verification cache shared by a store's clones. See the
-/// module documentation for how it keeps S3.
-#[derive(Debug)]
+/// module documentation for how it keeps S3. Its `Debug` shows its
+/// counters and state, never the listener's connect options (they hold
+/// the database password).
 pub struct KeyCache {
     id: [u8; 16],
     config: KeyCacheConfig,
@@ -146,6 +148,20 @@ pub struct KeyCache {
     /// listener never returns a connection to the store's pool).
     listener_connect: PgConnectOptions,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("id", &hex::encode(self.id))
+            .field("config", &self.config)
+            .field("channel", &self.channel)
+            .field("serving", &self.is_serving())
+            .field("generation", &self.generation.load(Ordering::Relaxed))
+            .field("stats", &self.stats())
+            .field("listener_connect", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for KeyCache {

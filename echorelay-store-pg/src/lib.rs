@@ -107,7 +107,9 @@ pub enum PgError {
 
 /// How to connect: the URL (TLS modes pass through to sqlx: `sslmode=…`
 /// in the URL), the pool size, whether to migrate, and the key cache.
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the URL with the password redacted
+/// ([`redact_url`]).
+#[derive(Clone)]
 pub struct PgOptions {
     url: String,
     max_connections: u32,
@@ -118,6 +120,77 @@ pub struct PgOptions {
     application_name: String,
     test_before_acquire: bool,
     audit_keys: Option<Arc<echorelay_core::audit::AuditKeys>>,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("migrate", &self.migrate)
+            .field("schema", &self.schema)
+            .field("key_cache", &self.key_cache)
+            .field("application_name", &self.application_name)
+            .field("test_before_acquire", &self.test_before_acquire)
+            .finish()
+    }
+}
+
+/// Whether a connection to `host` with `ssl` deserves the start-up
+/// warning: the host is not loopback (`localhost`, 127.0.0.0/8, `::1`) nor
+/// a Unix socket directory (`/…`), and the TLS mode is not `verify-full`
+/// (every other mode, `verify-ca` included, accepts a certificate for
+/// another name, or none).
+pub(crate) fn unverified_remote(host: &str, ssl: PgSslMode) -> bool {
+    if matches!(ssl, PgSslMode::VerifyFull) || host.starts_with('/') {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+    !loopback
+}
+
+/// `url` with its password replaced by `***`: the one in the user info
+/// (`postgres://user:PASSWORD@host/db`) and any `password=` query
+/// parameter (libpq's form). Meant for logs and `Debug`; the result is not
+/// for connecting.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.find("://") {
+        Some(i) => {
+            let (scheme, rest) = base.split_at(i + 3);
+            let end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(end);
+            match authority.rsplit_once('@') {
+                Some((user_info, host)) => {
+                    let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+                    let hidden = if user_info.contains(':') { ":***" } else { "" };
+                    format!("{scheme}{user}{hidden}@{host}{path}")
+                }
+                None => base.to_owned(),
+            }
+        }
+        None => base.to_owned(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 impl PgOptions {
@@ -249,6 +322,14 @@ impl PgStore {
     /// cache's listener if configured.
     pub async fn connect_with(options: PgOptions) -> Result<Self, PgError> {
         let connect = options.connect_options()?;
+        if unverified_remote(connect.get_host(), connect.get_ssl_mode()) {
+            tracing::warn!(
+                url = %redact_url(&options.url),
+                "PostgreSQL on a non-loopback host without sslmode=verify-full: the server's \
+                 certificate or name is not checked, so anyone on the path can read and change \
+                 the traffic (passwords, key hashes); add ?sslmode=verify-full (and sslrootcert=…)"
+            );
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -397,3 +478,72 @@ pub(crate) fn limit_of(limit: usize) -> i64 {
 }
 
 pub use testing::{TestDatabase, test_database};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16 (9c): the password never shows in `Debug`.
+    #[test]
+    fn debug_and_redact_url_hide_the_password() {
+        for url in [
+            "postgres://relay:hunter2-pw@db.example.com:5432/relay?sslmode=verify-full",
+            "postgresql://relay:hunter2-pw@[2001:db8::1]/relay",
+            "postgres://relay@db.example.com/relay?sslmode=require&password=hunter2-pw",
+            "postgres://relay:hunter2-pw@db.example.com/relay?PASSWORD=hunter2-pw&x=1",
+            "postgres://relay:hunter2-pw:more@db.example.com/relay",
+        ] {
+            let options = PgOptions::new(url).key_cache(KeyCacheConfig::default());
+            let debug = format!("{options:?}");
+            assert!(!debug.contains("hunter2"), "{debug}");
+            assert!(debug.contains("relay"), "the rest is shown: {debug}");
+            assert!(!redact_url(url).contains("hunter2"));
+        }
+        assert_eq!(
+            redact_url("postgres://u:p@h:1/d?sslmode=require"),
+            "postgres://u:***@h:1/d?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(
+            redact_url("postgres:///d?host=/tmp"),
+            "postgres:///d?host=/tmp"
+        );
+    }
+
+    /// Issue 16 (9d): which connections get the start-up warning.
+    #[test]
+    fn a_remote_host_without_verify_full_is_warned_about() {
+        for mode in [
+            PgSslMode::Disable,
+            PgSslMode::Allow,
+            PgSslMode::Prefer,
+            PgSslMode::Require,
+            PgSslMode::VerifyCa,
+        ] {
+            assert!(unverified_remote("db.example.com", mode), "{mode:?}");
+            assert!(unverified_remote("10.0.0.5", mode));
+            assert!(unverified_remote("[2001:db8::1]", mode));
+            for local in [
+                "localhost",
+                "LOCALHOST",
+                "127.0.0.1",
+                "127.1.2.3",
+                "::1",
+                "[::1]",
+                "/var/run/postgresql",
+            ] {
+                assert!(!unverified_remote(local, mode), "{local} {mode:?}");
+            }
+        }
+        assert!(!unverified_remote("db.example.com", PgSslMode::VerifyFull));
+        // From a URL, as connect_with reads it.
+        let o = PgOptions::new("postgres://u@db.example.com/d?sslmode=require")
+            .connect_options()
+            .unwrap();
+        assert!(unverified_remote(o.get_host(), o.get_ssl_mode()));
+        let o = PgOptions::new("postgres://u@db.example.com/d?sslmode=verify-full")
+            .connect_options()
+            .unwrap();
+        assert!(!unverified_remote(o.get_host(), o.get_ssl_mode()));
+    }
+}

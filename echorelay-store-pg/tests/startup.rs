@@ -474,3 +474,48 @@ async fn a_schema_ahead_or_modified_is_refused() {
     connect(false).await.unwrap().check_schema().await.unwrap();
     fresh.check_schema().await.unwrap();
 }
+
+/// `url` with a password added to its user info.
+fn with_password(url: &str, password: &str) -> String {
+    let authority_start = url.find("://").map(|i| i + 3).expect("a URL");
+    let rest = &url[authority_start..];
+    match rest.split_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{}{user}:{password}@{host}", &url[..authority_start])
+        }
+        None => format!("{}postgres:{password}@{rest}", &url[..authority_start]),
+    }
+}
+
+/// Issue 16 (9c): neither the options nor a store with the key cache (whose
+/// listener keeps its own connect options) print the database password in
+/// `Debug`. The test server trusts its clients, so the password is only
+/// carried, never checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_of_the_options_and_a_cached_store_hides_the_password() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let schema = random_name("er_debug");
+    let mut c = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let _guard = DropSchema {
+        url: db.url().to_owned(),
+        schema: schema.clone(),
+    };
+    let url = with_password(db.url(), "hunter2-debug-secret");
+    let options = PgOptions::new(&url)
+        .schema(&schema)
+        .migrate(true)
+        .key_cache(echorelay_store_pg::KeyCacheConfig::default());
+    assert!(!format!("{options:?}").contains("hunter2"));
+    let store = PgStore::connect_with(options).await.unwrap();
+    let debug = format!("{store:?}");
+    assert!(debug.contains("KeyCache"), "{debug}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    let _ = c.close().await;
+}

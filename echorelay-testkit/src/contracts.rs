@@ -1410,8 +1410,8 @@ pub async fn personal_data_holds_the_accounts_own_events_only<B: Backend>(h: Har
         .await
         .unwrap();
     assert_eq!(data.account.id, dana);
-    let about_dana = |e: &echorelay_core::audit::AuditEvent| {
-        e.actor == echorelay_core::audit::Actor::User(dana) || e.subject == Some(dana)
+    let about_dana = |e: &echorelay_core::account::export::ExportedEvent| {
+        e.actor == Some(echorelay_core::audit::Actor::User(dana)) || e.subject == Some(dana)
     };
     assert!(
         data.audit_events.iter().all(about_dana),
@@ -1429,6 +1429,19 @@ pub async fn personal_data_holds_the_accounts_own_events_only<B: Backend>(h: Har
         .filter(|e| e.project == Some(other.id) && e.subject == Some(dana))
         .count();
     assert_eq!((acted, subject), (1, 1), "{:?}", data.audit_events);
+    // The owner who added her is not in her export: neither their id nor
+    // their address (issue 16, 9a).
+    let added = data
+        .audit_events
+        .iter()
+        .find(|e| e.project == Some(other.id))
+        .unwrap();
+    assert_eq!((added.actor, added.ip), (None, None));
+    let echorelay_core::audit::Actor::User(owner_id) = members.actor() else {
+        panic!("the owner is a user")
+    };
+    let text = serde_json::to_string(&data.audit_events).unwrap();
+    assert!(!text.contains(&owner_id.to_string()), "{text}");
     let mut roles: Vec<_> = data
         .memberships
         .iter()

@@ -8,13 +8,22 @@
 //! them), and every audit event whose actor or subject it is. Password
 //! hashes, TOTP seeds, backup-code hashes and token hashes are never part
 //! of it.
+//!
+//! Nor is anyone else's data: in an event the account did not do itself
+//! (an owner changed its membership, a key acted on it), the actor and
+//! the source IP are redacted ([`ExportedEvent`]), and so is a subject
+//! other than the account. The event's id, chain position and hash stay,
+//! so the holder can point the operator at the full event; the hash does
+//! not let anyone confirm a guessed IP without the actor's random id.
+
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::access::Role;
-use crate::audit::{Actor, AuditEvent};
-use crate::ids::{ProjectId, UserId};
+use crate::audit::{Actor, AuditEvent, EventKind, Hash32};
+use crate::ids::{EventId, ProjectId, UserId};
 use crate::ports::{AccountStore, AuditLog, ConfigStore, MembershipStore};
 use crate::{Result, StoreError};
 
@@ -38,8 +47,57 @@ pub struct PersonalData {
     #[serde(flatten)]
     pub access: AccessList,
     /// Every audit event whose actor or subject is the account, ordered by
-    /// time, then chain, then sequence.
-    pub audit_events: Vec<AuditEvent>,
+    /// time, then chain, then sequence; other people redacted.
+    pub audit_events: Vec<ExportedEvent>,
+}
+
+/// An audit event as the export shows it: the stored event, with what
+/// identifies anyone but the account holder left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportedEvent {
+    /// The event's id.
+    pub id: EventId,
+    /// Position in its chain, from 1.
+    pub seq: u64,
+    /// The chain: a project, or `None` for the global chain.
+    pub project: Option<ProjectId>,
+    /// When (UTC).
+    pub at: DateTime<Utc>,
+    /// Who: the account holder or echorelay itself (`System`); `None` for
+    /// anyone else (another user, an API key), redacted.
+    pub actor: Option<Actor>,
+    /// The source IP, only when the account holder is the actor.
+    pub ip: Option<IpAddr>,
+    /// The user the event is about: the account holder, or `None` (none,
+    /// or someone else, redacted).
+    pub subject: Option<UserId>,
+    /// What.
+    pub kind: EventKind,
+    /// The stored event's hash (the link in its chain).
+    pub hash: Hash32,
+}
+
+impl ExportedEvent {
+    /// `event` as `holder`'s export shows it.
+    pub fn redacted(event: AuditEvent, holder: UserId) -> Self {
+        let by_holder = event.actor == Actor::User(holder);
+        let actor = match event.actor {
+            Actor::System => Some(Actor::System),
+            a if by_holder => Some(a),
+            _ => None,
+        };
+        Self {
+            id: event.id,
+            seq: event.seq,
+            project: event.project,
+            at: event.at,
+            actor,
+            ip: event.ip.filter(|_| by_holder),
+            subject: event.subject.filter(|s| *s == holder),
+            kind: event.kind,
+            hash: event.hash,
+        }
+    }
 }
 
 /// The account itself, without credentials.
@@ -103,6 +161,7 @@ where
         .await?
         .into_iter()
         .filter(|e| e.actor == Actor::User(user) || e.subject == Some(user))
+        .map(|e| ExportedEvent::redacted(e, user))
         .collect();
     Ok(PersonalData {
         format: FORMAT,
@@ -117,4 +176,54 @@ where
         access,
         audit_events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{ConfigEntity, ConfigOp};
+    use crate::ids::KeyId;
+
+    fn event(actor: Actor, subject: Option<UserId>) -> AuditEvent {
+        AuditEvent {
+            id: EventId::random(),
+            seq: 7,
+            project: Some(ProjectId::random()),
+            at: DateTime::<Utc>::UNIX_EPOCH,
+            actor,
+            ip: Some("198.51.100.7".parse().unwrap()),
+            subject,
+            kind: EventKind::Config {
+                entity: ConfigEntity::Line,
+                op: ConfigOp::Create,
+                id: "x".into(),
+            },
+            prev_hash: Hash32::default(),
+            hash: Hash32::default(),
+        }
+    }
+
+    /// Issue 16 (9a): another person's id and address never reach the
+    /// holder's export; the holder's own stay.
+    #[test]
+    fn other_people_are_redacted_the_holder_is_not() {
+        let (me, owner) = (UserId::random(), UserId::random());
+        let mine = ExportedEvent::redacted(event(Actor::User(me), Some(owner)), me);
+        assert_eq!(mine.actor, Some(Actor::User(me)));
+        assert_eq!(mine.ip, Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(mine.subject, None, "the other member I acted on");
+
+        for actor in [Actor::User(owner), Actor::ApiKey(KeyId::random())] {
+            let about_me = ExportedEvent::redacted(event(actor, Some(me)), me);
+            assert_eq!(about_me.actor, None);
+            assert_eq!(about_me.ip, None);
+            assert_eq!(about_me.subject, Some(me));
+            let text = serde_json::to_string(&about_me).unwrap();
+            assert!(!text.contains(&owner.to_string()), "{text}");
+            assert!(!text.contains("198.51.100.7"), "{text}");
+        }
+        let system = ExportedEvent::redacted(event(Actor::System, Some(me)), me);
+        assert_eq!(system.actor, Some(Actor::System));
+        assert_eq!(system.ip, None);
+    }
 }

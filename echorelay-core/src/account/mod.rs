@@ -191,7 +191,8 @@ pub struct AccountRecord {
 pub struct TotpRecord {
     /// The account.
     pub user: UserId,
-    /// The sealed seed (AAD: account, `totp.seed`).
+    /// The sealed seed (context: project `accounts`, record the account's
+    /// `UserId` text, field `account.totp_seed`; docs/FORMATS.md §1.7).
     pub seed: Ciphertext,
     /// Whether enrollment was confirmed with a valid code.
     pub active: bool,
