@@ -463,6 +463,18 @@ pub trait SessionStore: Send + Sync {
         now: DateTime<Utc>,
         idle_cutoff: DateTime<Utc>,
     ) -> StoreResult<usize>;
+    /// Opens what `callers` concurrent calls need and keeps it open (a
+    /// pooled backend: that many connections, as far as its pool allows),
+    /// so they start together instead of one connect apart.
+    /// Housekeeping, never a security control; the default does nothing
+    /// (a backend without connections). The conformance suite calls it
+    /// before every race, so that a store whose conditional write checks
+    /// and then writes is raced by callers that really overlap; an
+    /// embedder may call it at start-up.
+    async fn warm_up(&self, callers: usize) -> StoreResult<()> {
+        let _ = callers;
+        Ok(())
+    }
 }
 
 /// The decisions of the conditional port methods, written once for every
@@ -626,4 +638,5 @@ forward!(SessionStore {
     async fn challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
     async fn purge_expired(&self, now: DateTime<Utc>, idle_cutoff: DateTime<Utc>) -> StoreResult<usize>;
+    async fn warm_up(&self, callers: usize) -> StoreResult<()>;
 });

@@ -46,11 +46,15 @@ mod audit;
 pub mod cache;
 mod config;
 mod keys;
+#[cfg(feature = "racy")]
+mod racy;
 mod row;
 mod sessions;
 mod testing;
 
 pub use cache::KeyCacheConfig;
+#[cfg(feature = "racy")]
+pub use racy::Racy;
 
 /// The embedded migrations (`migrations/*.sql`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -117,6 +121,8 @@ pub struct PgOptions {
     key_cache: Option<KeyCacheConfig>,
     application_name: String,
     test_before_acquire: bool,
+    #[cfg(feature = "racy")]
+    racy: Option<Racy>,
 }
 
 impl PgOptions {
@@ -133,6 +139,8 @@ impl PgOptions {
             key_cache: None,
             application_name: "echorelay".to_owned(),
             test_before_acquire: false,
+            #[cfg(feature = "racy")]
+            racy: None,
         }
     }
 
@@ -187,6 +195,15 @@ impl PgOptions {
         self
     }
 
+    /// Test builds only (feature `racy`, never in a deployment): the store
+    /// runs `method` as a check and a write, two statements, so racing
+    /// callers can both win. The suite must catch it (see [`Racy`]).
+    #[cfg(feature = "racy")]
+    pub fn racy(mut self, method: Racy) -> Self {
+        self.racy = Some(method);
+        self
+    }
+
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, PgError> {
         let mut o = PgConnectOptions::from_str(&self.url).map_err(PgError::Url)?;
         // sqlx ignores the scheme: `mysql://…` would otherwise be dialled
@@ -221,6 +238,8 @@ pub struct PgStore {
     pool: PgPool,
     cache: Option<Arc<cache::KeyCache>>,
     _schema: Option<Arc<testing::SchemaGuard>>,
+    #[cfg(feature = "racy")]
+    racy: Option<Racy>,
 }
 
 impl PgStore {
@@ -247,6 +266,8 @@ impl PgStore {
             pool,
             cache: None,
             _schema: None,
+            #[cfg(feature = "racy")]
+            racy: options.racy,
         };
         if options.migrate {
             store.migrate().await?;
