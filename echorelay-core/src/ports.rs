@@ -45,7 +45,10 @@
 //!   callers from a barrier and is itself tested against a store that
 //!   checks, yields and then writes (`echorelay-store-mem`,
 //!   `tests/racy_store_is_caught.rs`), for the ten conditions a login,
-//!   a key or the audit chain depends on under concurrency; the others
+//!   a key or the audit chain depends on under concurrency, and against a
+//!   Postgres store that runs a check and a write as two statements
+//!   (`echorelay-store-pg`, feature `racy`, `tests/racy_pg_is_caught.rs`)
+//!   for the TOTP step, challenges and backup codes; the others
 //!   (`activate_totp`, `replace_totp_seed`, `replace_pending_reveal`,
 //!   `replace_password_hash`, versions, the device cap, `revoke_key`) are
 //!   held to the same rule and checked sequentially.

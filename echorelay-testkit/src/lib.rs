@@ -21,11 +21,16 @@
 //! names every failing check. Its list is the suite: a new check is added
 //! there, and a backend picks it up without changes.
 //!
-//! Race checks start their callers with [`race`]: every call is spawned on
-//! its own task and all are released together from a barrier, so a backend
-//! whose conditional write checks, yields and then writes is caught. That
-//! the suite can fail is itself tested against such a broken store
-//! (`MemStore::racy`, in `echorelay-store-mem/tests/racy_store_is_caught.rs`).
+//! Race checks start their callers with [`Harness::race`]: the backend
+//! first opens the connections they need ([`Harness::warm_up`]), then every
+//! call is spawned on its own task and all are released together from a
+//! barrier ([`race`]), so a backend whose conditional write checks and then
+//! writes is caught. The conditional port methods a login depends on are
+//! also raced directly, in rounds (`accounts::*_under_races`), not only
+//! through the services. That the suite can fail is itself tested against
+//! such broken stores (`MemStore::racy`, in
+//! `echorelay-store-mem/tests/racy_store_is_caught.rs`; `PgOptions::racy`,
+//! in `echorelay-store-pg/tests/racy_pg_is_caught.rs`).
 //!
 //! A failing check panics with a message naming the suite and the check:
 //! this crate is test code, where a panic is the failure report.
