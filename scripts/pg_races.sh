@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-20}"
 checks=(
+  advance_totp_step_wins_once_under_races
   backup_codes_are_single_use_under_races
+  consume_backup_code_succeeds_once_under_races
   concurrent_appends_keep_one_chain
   concurrent_renewals_leave_one_session
   concurrent_reveals_reveal_once
@@ -20,6 +22,7 @@ checks=(
   owners_demoting_each_other_keep_one
   parallel_guesses_respect_the_limit
   same_code_on_two_challenges_wins_once
+  take_challenge_gives_one_caller_the_challenge_under_races
 )
 cargo test -q -p echorelay-store-pg --test conformance --no-run
 for i in $(seq "$runs"); do

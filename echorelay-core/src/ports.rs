@@ -45,7 +45,10 @@
 //!   callers from a barrier and is itself tested against a store that
 //!   checks, yields and then writes (`echorelay-store-mem`,
 //!   `tests/racy_store_is_caught.rs`), for the ten conditions a login,
-//!   a key or the audit chain depends on under concurrency; the others
+//!   a key or the audit chain depends on under concurrency, and against a
+//!   Postgres store that runs a check and a write as two statements
+//!   (`echorelay-store-pg`, feature `racy`, `tests/racy_pg_is_caught.rs`)
+//!   for the TOTP step, challenges and backup codes; the others
 //!   (`activate_totp`, `replace_totp_seed`, `replace_pending_reveal`,
 //!   `replace_password_hash`, versions, the device cap, `revoke_key`) are
 //!   held to the same rule and checked sequentially.
@@ -475,6 +478,18 @@ pub trait SessionStore: Send + Sync {
         now: DateTime<Utc>,
         idle_cutoff: DateTime<Utc>,
     ) -> StoreResult<usize>;
+    /// Opens what `callers` concurrent calls need and keeps it open (a
+    /// pooled backend: that many connections, as far as its pool allows),
+    /// so they start together instead of one connect apart.
+    /// Housekeeping, never a security control; the default does nothing
+    /// (a backend without connections). The conformance suite calls it
+    /// before every race, so that a store whose conditional write checks
+    /// and then writes is raced by callers that really overlap; an
+    /// embedder may call it at start-up.
+    async fn warm_up(&self, callers: usize) -> StoreResult<()> {
+        let _ = callers;
+        Ok(())
+    }
 }
 
 /// The decisions of the conditional port methods, written once for every
@@ -640,4 +655,5 @@ forward!(SessionStore {
     async fn challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
     async fn purge_expired(&self, now: DateTime<Utc>, idle_cutoff: DateTime<Utc>) -> StoreResult<usize>;
+    async fn warm_up(&self, callers: usize) -> StoreResult<()>;
 });

@@ -300,6 +300,10 @@ impl AccountStore for PgStore {
     }
 
     async fn advance_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool> {
+        #[cfg(feature = "racy")]
+        if self.is_racy(crate::Racy::AdvanceTotpStep) {
+            return self.racy_advance_totp_step(user, step).await;
+        }
         let step = i64_of(step)?;
         let done = sqlx::query(
             "UPDATE totp_factors SET last_step = $2 \
@@ -469,6 +473,10 @@ impl AccountStore for PgStore {
         user: UserId,
         code: &BackupCodeRecord,
     ) -> StoreResult<bool> {
+        #[cfg(feature = "racy")]
+        if self.is_racy(crate::Racy::ConsumeBackupCode) {
+            return self.racy_consume_backup_code(user, code).await;
+        }
         let done =
             sqlx::query("DELETE FROM backup_codes WHERE user_id = $1 AND idx = $2 AND hash = $3")
                 .bind(idb(&user))

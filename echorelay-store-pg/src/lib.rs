@@ -46,11 +46,15 @@ mod audit;
 pub mod cache;
 mod config;
 mod keys;
+#[cfg(feature = "racy")]
+mod racy;
 mod row;
 mod sessions;
 mod testing;
 
 pub use cache::KeyCacheConfig;
+#[cfg(feature = "racy")]
+pub use racy::Racy;
 
 /// The embedded migrations (`migrations/*.sql`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -120,6 +124,8 @@ pub struct PgOptions {
     application_name: String,
     test_before_acquire: bool,
     audit_keys: Option<Arc<echorelay_core::audit::AuditKeys>>,
+    #[cfg(feature = "racy")]
+    racy: Option<Racy>,
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -208,6 +214,8 @@ impl PgOptions {
             audit_keys: None,
             application_name: "echorelay".to_owned(),
             test_before_acquire: false,
+            #[cfg(feature = "racy")]
+            racy: None,
         }
     }
 
@@ -272,6 +280,15 @@ impl PgOptions {
         self
     }
 
+    /// Test builds only (feature `racy`, never in a deployment): the store
+    /// runs `method` as a check and a write, two statements, so racing
+    /// callers can both win. The suite must catch it (see [`Racy`]).
+    #[cfg(feature = "racy")]
+    pub fn racy(mut self, method: Racy) -> Self {
+        self.racy = Some(method);
+        self
+    }
+
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, PgError> {
         let mut o = PgConnectOptions::from_str(&self.url).map_err(PgError::Url)?;
         // sqlx ignores the scheme: `mysql://…` would otherwise be dialled
@@ -307,6 +324,8 @@ pub struct PgStore {
     cache: Option<Arc<cache::KeyCache>>,
     audit_keys: Option<Arc<echorelay_core::audit::AuditKeys>>,
     _schema: Option<Arc<testing::SchemaGuard>>,
+    #[cfg(feature = "racy")]
+    racy: Option<Racy>,
 }
 
 impl PgStore {
@@ -342,6 +361,8 @@ impl PgStore {
             cache: None,
             audit_keys: options.audit_keys.clone(),
             _schema: None,
+            #[cfg(feature = "racy")]
+            racy: options.racy,
         };
         if options.migrate {
             store.migrate().await?;

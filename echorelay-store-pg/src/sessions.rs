@@ -202,6 +202,10 @@ impl SessionStore for PgStore {
     }
 
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>> {
+        #[cfg(feature = "racy")]
+        if self.is_racy(crate::Racy::TakeChallenge) {
+            return self.racy_take_challenge(token_hash).await;
+        }
         // Of racing callers, one deletes the row; the others wait for it,
         // then find nothing to return.
         let row = sqlx::query(&format!(
@@ -234,5 +238,19 @@ impl SessionStore for PgStore {
             .named("purge".to_owned())
             .u64("purged")?;
         Ok(count_of(purged))
+    }
+
+    async fn warm_up(&self, callers: usize) -> StoreResult<()> {
+        // Held until the last is open, so the pool cannot hand an idle one
+        // out twice: `callers` distinct connections (at most the pool's
+        // size; more would wait for the acquire timeout). They go back to
+        // the pool idle, where they stay (no idle reaping below 10 min).
+        let max = usize::try_from(self.pool.options().get_max_connections()).unwrap_or(usize::MAX);
+        let mut held = Vec::with_capacity(callers.min(max));
+        for _ in 0..callers.min(max) {
+            held.push(self.pool.acquire().await.map_err(backend)?);
+        }
+        drop(held);
+        Ok(())
     }
 }

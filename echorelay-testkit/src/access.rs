@@ -366,11 +366,7 @@ pub async fn owners_demoting_each_other_keep_one<B: Backend>(h: Harness<B>) {
                 .is_ok()
         }),
     ];
-    let ok = crate::race(calls)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let ok = h.race(calls).await.into_iter().filter(|ok| *ok).count();
     assert_eq!(ok, 1, "access: {ok} of two mutual demotions succeeded");
     assert_eq!(
         owners_of(&h, p.id).await,
@@ -398,11 +394,7 @@ pub async fn owners_demoting_each_other_keep_one<B: Backend>(h: Harness<B>) {
         );
         calls.push(async move { proc_.config.set_member(&grant, me, None).await.is_ok() });
     }
-    let left = crate::race(calls)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let left = h.race(calls).await.into_iter().filter(|ok| *ok).count();
     assert_eq!(left, 3, "access: {left} of four owners could leave at once");
     assert_eq!(
         owners_of(&h, q.id).await,

@@ -11,7 +11,10 @@ use echorelay_core::account::AttemptScope;
 use echorelay_core::account::service::{LoginComplete, PasswordStep, SecondFactor, StepUp};
 use echorelay_core::account::token::{Token, TokenKind};
 use echorelay_core::account::totp::{TotpSeed, code_for_step, step_at};
-use echorelay_core::account::{AccountAction, DeviceRecord, IpFamily, LoginFailure, SessionRecord};
+use echorelay_core::account::{
+    AccountAction, ChallengeKind, ChallengeRecord, DeviceRecord, IpFamily, LoginFailure,
+    SessionRecord,
+};
 use echorelay_core::audit::{Actor, EventKind};
 use echorelay_core::clock::Clock;
 use echorelay_core::ids::{DeviceId, SessionId, UserId};
@@ -472,11 +475,7 @@ pub async fn same_code_on_two_challenges_wins_once<B: Backend>(h: Harness<B>) {
                 .is_ok()
         });
     }
-    let wins = crate::race(calls)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let wins = h.race(calls).await.into_iter().filter(|ok| *ok).count();
     assert_eq!(wins, 1, "accounts: one TOTP code opened {wins} sessions");
 }
 
@@ -496,12 +495,125 @@ pub async fn one_challenge_is_used_once_under_races<B: Backend>(h: Harness<B>) {
                 .is_ok()
         });
     }
-    let wins = crate::race(calls)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let wins = h.race(calls).await.into_iter().filter(|ok| *ok).count();
     assert_eq!(wins, 1, "accounts: one challenge opened {wins} sessions");
+}
+
+/// Callers per round of the port-level race checks (within the Postgres
+/// store's default pool of 10).
+pub const PORT_RACERS: usize = 8;
+/// Rounds per port-level race check, each on fresh state.
+pub const PORT_ROUNDS: u64 = 5;
+
+/// How many of `outcomes` won.
+fn wins_of(outcomes: Vec<bool>) -> usize {
+    outcomes.into_iter().filter(|won| *won).count()
+}
+
+/// [`AccountStore::advance_totp_step`](echorelay_core::ports::AccountStore::advance_totp_step)
+/// raced directly, without the service's attempt counter spreading the
+/// callers out: in each of [`PORT_ROUNDS`] rounds, [`PORT_RACERS`] callers
+/// advance to the same new step and exactly one wins (a TOTP code is
+/// accepted once).
+pub async fn advance_totp_step_wins_once_under_races<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let start = h
+        .store
+        .totp(a.user)
+        .await
+        .unwrap()
+        .and_then(|t| t.last_step)
+        .expect("accounts: an enrolled factor has a last step");
+    for round in 1..=PORT_ROUNDS {
+        let step = start + round;
+        let calls: Vec<_> = (0..PORT_RACERS)
+            .map(|_| {
+                let store = h.store.clone();
+                async move { store.advance_totp_step(a.user, step).await.unwrap() }
+            })
+            .collect();
+        let wins = wins_of(h.race(calls).await);
+        assert_eq!(
+            wins, 1,
+            "accounts: step {step} was accepted {wins} times by racing advance_totp_step calls"
+        );
+    }
+    let last = h
+        .store
+        .totp(a.user)
+        .await
+        .unwrap()
+        .and_then(|t| t.last_step);
+    assert_eq!(last, Some(start + PORT_ROUNDS));
+}
+
+/// [`SessionStore::take_challenge`](echorelay_core::ports::SessionStore::take_challenge)
+/// raced directly: in each of [`PORT_ROUNDS`] rounds a fresh challenge is
+/// taken by [`PORT_RACERS`] callers at once; exactly one gets it, and it
+/// is gone afterwards.
+pub async fn take_challenge_gives_one_caller_the_challenge_under_races<B: Backend>(h: Harness<B>) {
+    let email = format!("{}@example.com", &UserId::random().to_string()[4..14]);
+    let user = h
+        .accounts
+        .register(&email, pw(PASSWORD), Some(v4()))
+        .await
+        .unwrap();
+    for round in 0..PORT_ROUNDS {
+        let challenge = ChallengeRecord {
+            token_hash: Token::generate(TokenKind::Challenge).hash(),
+            user,
+            kind: ChallengeKind::SecondFactor,
+            expires_at: h.clock.now() + Duration::minutes(5),
+            ip_family: IpFamily::V4,
+            epoch: 0,
+        };
+        h.store.insert_challenge(challenge.clone()).await.unwrap();
+        let calls: Vec<_> = (0..PORT_RACERS)
+            .map(|_| {
+                let (store, hash) = (h.store.clone(), challenge.token_hash);
+                async move { store.take_challenge(&hash).await.unwrap() }
+            })
+            .collect();
+        let taken: Vec<_> = h.race(calls).await.into_iter().flatten().collect();
+        assert_eq!(
+            taken.len(),
+            1,
+            "accounts: round {round}: one challenge was taken {} times by racing callers",
+            taken.len()
+        );
+        assert_eq!(taken[0], challenge);
+        assert_eq!(
+            h.store.challenge(&challenge.token_hash).await.unwrap(),
+            None
+        );
+    }
+}
+
+/// [`AccountStore::consume_backup_code`](echorelay_core::ports::AccountStore::consume_backup_code)
+/// raced directly: in each of [`PORT_ROUNDS`] rounds [`PORT_RACERS`]
+/// callers consume the same, not yet used code; exactly one succeeds, and
+/// only that code is gone.
+pub async fn consume_backup_code_succeeds_once_under_races<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let codes = h.store.backup_codes(a.user).await.unwrap();
+    assert!(codes.len() as u64 >= PORT_ROUNDS);
+    for (round, code) in codes.iter().take(PORT_ROUNDS as usize).enumerate() {
+        let calls: Vec<_> = (0..PORT_RACERS)
+            .map(|_| {
+                let (store, code) = (h.store.clone(), code.clone());
+                async move { store.consume_backup_code(a.user, &code).await.unwrap() }
+            })
+            .collect();
+        let wins = wins_of(h.race(calls).await);
+        assert_eq!(
+            wins, 1,
+            "accounts: round {round}: one backup code was consumed {wins} times by racing callers"
+        );
+        assert_eq!(
+            h.store.backup_codes(a.user).await.unwrap().len(),
+            codes.len() - round - 1
+        );
+    }
 }
 
 /// Many concurrent renewals of one session: one new session, the old
@@ -514,11 +626,7 @@ pub async fn concurrent_renewals_leave_one_session<B: Backend>(h: Harness<B>) {
         let (other, cookie) = (h.another_process(), cookie.clone());
         calls.push(async move { other.accounts.renew_session(&cookie, v4()).await.is_ok() });
     }
-    let wins = crate::race(calls)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let wins = h.race(calls).await.into_iter().filter(|ok| *ok).count();
     assert_eq!(wins, 1, "accounts: one session was renewed {wins} times");
     assert_eq!(
         h.store.sessions_of(a.user).await.unwrap().len(),
@@ -615,7 +723,7 @@ pub async fn parallel_guesses_respect_the_limit<B: Backend>(h: Harness<B>) {
                 .is_err()
         });
     }
-    assert!(crate::race(calls).await.into_iter().all(|failed| failed));
+    assert!(h.race(calls).await.into_iter().all(|failed| failed));
     let f = h.failures_of(a.user).await;
     let checked = f.iter().filter(|x| **x == LoginFailure::BadCode).count();
     let locked = f.iter().filter(|x| **x == LoginFailure::LockedOut).count();
@@ -699,11 +807,7 @@ pub async fn backup_codes_are_single_use_under_races<B: Backend>(h: Harness<B>) 
                 .is_ok()
         });
     }
-    let wins = crate::race(calls)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let wins = h.race(calls).await.into_iter().filter(|ok| *ok).count();
     assert_eq!(wins, 1, "accounts: a backup code worked {wins} times");
     assert_eq!(h.store.backup_codes(a.user).await.unwrap().len(), 9);
     // The losers were throttled as attempts: never more recorded than the

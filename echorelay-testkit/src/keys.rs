@@ -332,7 +332,7 @@ pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>
             async move { proc_.keys.rotate_due().await.unwrap() }
         })
         .collect();
-    let rotated: usize = crate::race(calls).await.iter().map(|r| r.rotated).sum();
+    let rotated: usize = h.race(calls).await.iter().map(|r| r.rotated).sum();
     assert_eq!(
         rotated, 1,
         "keys: concurrent passes rotated {rotated} times"
@@ -535,11 +535,7 @@ pub async fn concurrent_reveals_reveal_once<B: Backend>(h: Harness<B>) {
             async move { proc_.keys.reveal(&g, succ.id).await.is_ok() }
         })
         .collect();
-    let ok = crate::race(calls)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let ok = h.race(calls).await.into_iter().filter(|ok| *ok).count();
     assert_eq!(ok, 1, "keys: {ok} concurrent reveals succeeded");
 }
 
@@ -990,8 +986,7 @@ async fn race_the_revocation<B: Backend>(
         let _ = done.send(true);
         None
     }));
-    h.warm_up(calls.len()).await;
-    let obtained: Vec<String> = crate::race(calls).await.into_iter().flatten().collect();
+    let obtained: Vec<String> = h.race(calls).await.into_iter().flatten().collect();
     let all = h.store.keys_of_project(p.id).await.unwrap();
     let mut tainted = vec![root];
     loop {

@@ -21,11 +21,16 @@
 //! names every failing check. Its list is the suite: a new check is added
 //! there, and a backend picks it up without changes.
 //!
-//! Race checks start their callers with [`race`]: every call is spawned on
-//! its own task and all are released together from a barrier, so a backend
-//! whose conditional write checks, yields and then writes is caught. That
-//! the suite can fail is itself tested against such a broken store
-//! (`MemStore::racy`, in `echorelay-store-mem/tests/racy_store_is_caught.rs`).
+//! Race checks start their callers with [`Harness::race`]: the backend
+//! first opens the connections they need ([`Harness::warm_up`]), then every
+//! call is spawned on its own task and all are released together from a
+//! barrier ([`race`]), so a backend whose conditional write checks and then
+//! writes is caught. The conditional port methods a login depends on are
+//! also raced directly, in rounds (`accounts::*_under_races`), not only
+//! through the services. That the suite can fail is itself tested against
+//! such broken stores (`MemStore::racy`, in
+//! `echorelay-store-mem/tests/racy_store_is_caught.rs`; `PgOptions::racy`,
+//! in `echorelay-store-pg/tests/racy_pg_is_caught.rs`).
 //!
 //! A failing check panics with a message naming the suite and the check:
 //! this crate is test code, where a panic is the failure report.
@@ -263,6 +268,9 @@ macro_rules! conformance_tests {
             accounts::parallel_guesses_respect_the_limit,
             accounts::enrollment_confirmation_is_throttled,
             accounts::backup_codes_are_single_use_under_races,
+            accounts::advance_totp_step_wins_once_under_races,
+            accounts::take_challenge_gives_one_caller_the_challenge_under_races,
+            accounts::consume_backup_code_succeeds_once_under_races,
             accounts::trusted_devices_are_capped_fixed_and_skip_only_totp,
             accounts::devices_are_revoked_by_request_password_change_and_reset,
             accounts::sessions_expire_and_are_pinned_to_the_ip_family,
@@ -342,23 +350,40 @@ where
 }
 
 impl<B: Backend> Harness<B> {
-    /// Opens the backend's connections before a race: rounds of many
-    /// concurrent reads, released from a barrier, so a pooled backend has
-    /// its sessions open when the racers are released (a pool that opens
-    /// connections on demand would otherwise spread the racers out by the
-    /// time each connect takes, and a racy backend could pass).
+    /// Opens the backend's connections before a race, so the racers are
+    /// released together rather than one connect apart: a pool that opens
+    /// connections on demand lets the first caller finish a check and a
+    /// write alone while the others still connect, and a racy backend
+    /// passes. First the backend's own
+    /// [`SessionStore::warm_up`] (Postgres holds `callers` pool
+    /// connections at once until all are open; the default does nothing),
+    /// then a round of concurrent reads released from a barrier (for a
+    /// backend that keeps the default).
     pub async fn warm_up(&self, callers: usize) {
-        for _ in 0..3 {
-            let calls: Vec<_> = (0..callers)
-                .map(|_| {
-                    let store = self.store.clone();
-                    async move {
-                        store.head(None).await.expect("the warm-up read failed");
-                    }
-                })
-                .collect();
-            race(calls).await;
-        }
+        self.store
+            .warm_up(callers)
+            .await
+            .expect("the backend's warm-up failed");
+        let calls: Vec<_> = (0..callers)
+            .map(|_| {
+                let store = self.store.clone();
+                async move {
+                    store.head(None).await.expect("the warm-up read failed");
+                }
+            })
+            .collect();
+        race(calls).await;
+    }
+
+    /// [`Harness::warm_up`] for `calls.len()` callers, then [`race`]: how
+    /// every race check starts its callers.
+    pub async fn race<F>(&self, calls: Vec<F>) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.warm_up(calls.len()).await;
+        race(calls).await
     }
 
     /// How many events of the project's chain match `pred`.

@@ -200,6 +200,7 @@ mod tests {
             },
             prev_hash: Hash32::default(),
             hash: Hash32::default(),
+            tag: None,
         }
     }
 
