@@ -443,6 +443,11 @@ impl EchoRelayBuilder {
                     options = options.key_cache(echorelay_store_pg::KeyCacheConfig::default());
                 }
                 let store = echorelay_store_pg::PgStore::connect_with(options).await?;
+                if store.runs_as_owner().await.unwrap_or(false) {
+                    tracing::warn!(
+                        "echorelay: the database role owns the tables (or is a superuser): it could rewrite the audit log with SQL; run the migrations as the owner and the service as a role given PgStore::grant_service_role (`echorelay-server migrate --grant-to ROLE`)"
+                    );
+                }
                 tracing::info!(
                     migrate = env.migrate,
                     key_cache = env.key_cache,

@@ -968,8 +968,9 @@ mod tests {
     #[test]
     fn tags_match_the_documented_vectors() {
         use crate::vault::SecretKey;
-        let key = SecretKey::parse("6a4e66c27687161095467ef0a963538822927a9e557405703abffe6271b315f6")
-            .unwrap();
+        let key =
+            SecretKey::parse("6a4e66c27687161095467ef0a963538822927a9e557405703abffe6271b315f6")
+                .unwrap();
         let keys = keys_of(&Keyring::new(key));
         assert_eq!(keys.current_id().to_string(), "a3aa3dae");
         let hash = Hash32([0x11; 32]);
@@ -979,11 +980,8 @@ mod tests {
             "3e4da78d40964132e94c91e1fee00fb029fbcc356fd03fc02714250db4613d0f"
         );
         let head = ChainHead { seq: 5, hash };
-        let project: ProjectId = serde_json::from_value(serde_json::json!(format!(
-            "prj_{}",
-            "22".repeat(16)
-        )))
-        .unwrap();
+        let project: ProjectId =
+            serde_json::from_value(serde_json::json!(format!("prj_{}", "22".repeat(16)))).unwrap();
         assert_eq!(
             hex::encode(keys.seal_head(Some(project), head).tag.tag.0),
             "02b6b1cc73d1b3fa7298912750578dca6ab18ce1c414eaa8c6f277f333dbefeb"

@@ -360,6 +360,32 @@ async fn operator_commands_on_postgres() {
     };
     assert_eq!(token.expose_secret(), TOKEN);
 
+    // Least privilege: `migrate --grant-to` gives a login role the
+    // service's rights and no more. As the tables' owner the binary warns;
+    // as that role it does not, and the role verifies the log.
+    let svc = format!("er_svc_{}", &UserId::random().to_string()[4..16]);
+    sqlx::query(&format!("CREATE ROLE {svc} LOGIN"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (ok, out, err) = run(&["migrate", "--grant-to", &svc], &[]);
+    assert!(
+        ok && out.contains(&format!("{svc} may now run the service")),
+        "{out}{err}"
+    );
+    let svc_url = {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+        format!("{scheme}://{svc}@{host}")
+    };
+    let (ok, out, err) = run(&["audit", "verify"], &[("SECRET_KEY", NEW)]);
+    assert!(ok && err.contains("owns the tables"), "{out}{err}");
+    let (ok, out, err) = run(
+        &["audit", "verify"],
+        &[("SECRET_KEY", NEW), ("DATABASE_URL", &svc_url)],
+    );
+    assert!(ok && !err.contains("owns the tables"), "{out}{err}");
+
     // audit verify: intact, then broken at the edited event.
     let (ok, out, err) = run(&["audit", "verify"], &[("SECRET_KEY", NEW)]);
     assert!(ok, "{out}{err}");
@@ -487,4 +513,7 @@ async fn operator_commands_on_postgres() {
         .execute(&mut admin)
         .await
         .unwrap();
+    for cleanup in [format!("DROP OWNED BY {svc}"), format!("DROP ROLE {svc}")] {
+        sqlx::query(&cleanup).execute(&mut admin).await.unwrap();
+    }
 }

@@ -48,6 +48,7 @@ mod config;
 mod keys;
 #[cfg(feature = "racy")]
 mod racy;
+pub mod roles;
 mod row;
 mod sessions;
 mod testing;
@@ -107,6 +108,10 @@ pub enum PgError {
     /// A query during start-up failed.
     #[error("PostgreSQL query failed during start-up: {0}")]
     Query(#[source] sqlx::Error),
+    /// A role name outside `[a-z_][a-z0-9_]{0,62}`
+    /// ([`PgStore::grant_service_role`]).
+    #[error("a role name is 1 to 63 lowercase letters, digits and _, not starting with a digit")]
+    InvalidRole,
 }
 
 /// How to connect: the URL (TLS modes pass through to sqlx: `sslmode=…`

@@ -41,8 +41,16 @@ enum Command {
     /// expired sessions and login challenges. Safe to run from many
     /// processes at once. Exits non-zero if any part failed.
     Maintain,
-    /// Apply pending Postgres migrations (DATABASE_URL), then exit.
-    Migrate,
+    /// Apply pending Postgres migrations (DATABASE_URL, as the role that
+    /// owns the tables), then exit.
+    Migrate {
+        /// Then grant the existing login role ROLE what the service needs
+        /// and no more (no DDL, no UPDATE/DELETE of audit events): run
+        /// `serve` as ROLE, so a leaked service credential cannot rewrite
+        /// the audit log.
+        #[arg(long, value_name = "ROLE")]
+        grant_to: Option<String>,
+    },
     /// Print a new SECRET_KEY (32 random bytes, hex).
     Keygen,
     /// Seal every stored secret again under the current SECRET_KEY (after
@@ -178,7 +186,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(s) => serve(s).await,
         Command::Maintain => maintain().await,
-        Command::Migrate => migrate().await,
+        Command::Migrate { grant_to } => migrate(grant_to.as_deref()).await,
         Command::Keygen => keygen(),
         Command::Rewrap { page } => rewrap(page).await,
         Command::Audit {
@@ -398,15 +406,23 @@ async fn owner_key(
 }
 
 #[cfg(feature = "pg")]
-async fn migrate() -> Outcome {
+async fn migrate(grant_to: Option<&str>) -> Outcome {
     let url = std::env::var("DATABASE_URL").map_err(|_| "migrate needs DATABASE_URL")?;
-    echorelay::pg::PgStore::connect_with(echorelay::pg::PgOptions::new(&url).migrate(true)).await?;
+    let store =
+        echorelay::pg::PgStore::connect_with(echorelay::pg::PgOptions::new(&url).migrate(true))
+            .await?;
     println!("echorelay-server: the schema is up to date");
+    if let Some(role) = grant_to {
+        store.grant_service_role(role).await?;
+        println!(
+            "echorelay-server: {role} may now run the service, and cannot rewrite the audit log"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(not(feature = "pg"))]
-async fn migrate() -> Outcome {
+async fn migrate(_grant_to: Option<&str>) -> Outcome {
     Err("migrate needs Postgres: build with --features pg".into())
 }
 
