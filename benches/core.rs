@@ -55,7 +55,10 @@ fn bench_verify(c: &mut Criterion) {
             .await
             .unwrap();
         let g = voter
-            .authorize::<Keys>(&Caller::user(owner, None), p.slug.as_str())
+            .authorize::<Keys>(
+                &Caller::dangerous_user_stepped_up(owner, None),
+                p.slug.as_str(),
+            )
             .await
             .unwrap();
         // 10,000 other keys in the store, so the lookup is not trivial.

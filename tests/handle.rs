@@ -46,7 +46,7 @@ async fn mint_and_verify(relay: &EchoRelay) -> (ProjectId, VerifiedKey) {
         .unwrap();
     let grant = relay
         .voter()
-        .authorize::<Keys>(&Caller::user(owner, ip), &slug)
+        .authorize::<Keys>(&Caller::dangerous_user_stepped_up(owner, ip), &slug)
         .await
         .unwrap();
     let minted = relay
@@ -477,7 +477,7 @@ async fn key_cache_from_the_environment() {
         .unwrap();
     let grant = relay
         .voter()
-        .authorize::<Keys>(&Caller::user(owner, ip), "cached")
+        .authorize::<Keys>(&Caller::dangerous_user_stepped_up(owner, ip), "cached")
         .await
         .unwrap();
     let minted = relay
@@ -504,7 +504,7 @@ async fn key_cache_from_the_environment() {
         .unwrap();
     let grant = other_relay
         .voter()
-        .authorize::<Keys>(&Caller::user(owner, ip), "cached")
+        .authorize::<Keys>(&Caller::dangerous_user_stepped_up(owner, ip), "cached")
         .await
         .unwrap();
     other_relay

@@ -786,10 +786,17 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
 
     /// Mints a key. The plaintext is in the result and nowhere else.
     ///
+    /// Hands out a credential, so a user must have stepped up recently
+    /// (as for [`KeyService::reveal`]); API keys pass. The store mints for
+    /// a key only while that key is not revoked ([`KeyStore::insert_key`]).
+    ///
     /// # Errors
-    /// [`Error::Denied`] if `req.role` is above the minter's role;
-    /// [`Error::InvalidInput`] for an over-long label.
+    /// [`Error::ReauthenticationRequired`] for a user without a recent
+    /// step-up; [`Error::Denied`] if `req.role` is above the minter's role;
+    /// [`Error::InvalidInput`] for an over-long label; `Store(Conflict)`
+    /// if the minting key was revoked meanwhile.
     pub async fn mint(&self, grant: &Grant<Keys>, req: MintRequest) -> Result<MintedKey> {
+        grant.require_step_up()?;
         if req.role > grant.role() {
             return Err(AccessDenied.into());
         }
@@ -867,15 +874,21 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     /// Operator rotation: mints a successor (plaintext returned here, once)
     /// and starts the old key's overlap.
     ///
+    /// Hands out a credential, so a user must have stepped up recently;
+    /// API keys pass.
+    ///
     /// # Errors
-    /// `Store(NotFound)` for a key not in this project; `Store(Conflict)` if
-    /// the key is revoked or already has a successor.
+    /// [`Error::ReauthenticationRequired`] for a user without a recent
+    /// step-up; `Store(NotFound)` for a key not in this project;
+    /// `Store(Conflict)` if the key is revoked or already has a successor,
+    /// or the rotating key was revoked meanwhile.
     pub async fn rotate(
         &self,
         grant: &Grant<Keys>,
         id: KeyId,
         opts: RotateOptions,
     ) -> Result<MintedKey> {
+        grant.require_step_up()?;
         let old = self.project_key(grant.project_id(), id).await?;
         if !old.is_current() {
             return Err(StoreError::Conflict {

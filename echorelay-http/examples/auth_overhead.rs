@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config
         .create_project(owner, None, &slug, "Benchmark")
         .await?;
-    let caller = Caller::user(owner, None);
+    let caller = Caller::dangerous_user_stepped_up(owner, None);
     let write = relay
         .voter()
         .authorize::<ConfigWrite>(&caller, &slug)

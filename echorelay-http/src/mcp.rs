@@ -408,7 +408,7 @@ mod tests {
             .unwrap();
         let keys = relay
             .voter()
-            .authorize::<Keys>(&Caller::user(owner, None), "acme")
+            .authorize::<Keys>(&Caller::dangerous_user_stepped_up(owner, None), "acme")
             .await
             .unwrap();
         let minted = relay

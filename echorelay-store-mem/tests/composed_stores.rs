@@ -109,7 +109,10 @@ async fn key_service_from_two_handles() {
         .await
         .unwrap();
     let grant = Voter::new(store.clone())
-        .authorize::<Keys>(&Caller::user(owner, None), "split-keys")
+        .authorize::<Keys>(
+            &Caller::dangerous_user_stepped_up(owner, None),
+            "split-keys",
+        )
         .await
         .unwrap();
     // Keys through a trait object, projects through the concrete store.

@@ -1296,3 +1296,34 @@ pub async fn a_collected_successor_goes_with_its_predecessor<B: Backend>(h: Harn
     assert!(still.pending_reveal.is_some() && still.collected_by.is_none());
     assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head2);
 }
+
+/// Minting and rotating hand out a credential: a user's grant needs a
+/// recent step-up (the core rule, whatever the front end), an API key's
+/// does not; a refusal writes nothing.
+pub async fn minting_and_rotating_need_a_step_up<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::Caller;
+    let (p, stepped) = h.project().await;
+    let Actor::User(owner) = stepped.actor() else {
+        panic!("the project's owner is a user")
+    };
+    let fresh = h.grant::<Keys>(&stepped, &p).await;
+    let stale = h.grant::<Keys>(&Caller::user(owner, None), &p).await;
+    let k = h.keys.mint(&fresh, req(Environment::Live)).await.unwrap();
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    assert!(matches!(
+        h.keys.mint(&stale, req(Environment::Live)).await,
+        Err(Error::ReauthenticationRequired)
+    ));
+    assert!(matches!(
+        h.keys
+            .rotate(&stale, k.view.id, RotateOptions::default())
+            .await,
+        Err(Error::ReauthenticationRequired)
+    ));
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+    assert_eq!(h.keys.list(&fresh).await.unwrap().len(), 1);
+    h.keys
+        .rotate(&fresh, k.view.id, RotateOptions::default())
+        .await
+        .unwrap();
+}

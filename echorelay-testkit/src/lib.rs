@@ -231,6 +231,7 @@ macro_rules! conformance_tests {
             keys::rotations_racing_the_revocation_of_their_key_do_not_survive,
             keys::collections_racing_the_revocation_of_their_key_do_not_survive,
             keys::a_collected_successor_goes_with_its_predecessor,
+            keys::minting_and_rotating_need_a_step_up,
             keys::a_key_is_minted_up_to_the_minters_role,
             keys::a_moved_pending_reveal_does_not_open,
             keys::operator_rotation_options_are_checked_at_their_boundaries,

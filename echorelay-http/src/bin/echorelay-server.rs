@@ -609,7 +609,9 @@ async fn create_owner(email: &str, slug: &str, name: &str, source: PasswordSourc
         .config()
         .create_project(user, Some(ip), slug, name)
         .await?;
-    let caller = Caller::user(user, Some(ip));
+    // Minting needs a recent step-up: the owner has just proved the
+    // password and a TOTP code at this terminal.
+    let caller = Caller::dangerous_user_stepped_up(user, Some(ip));
     let key = owner_key(&relay, &caller, slug, Environment::Live, "first key").await?;
     println!("Project `{slug}` created. Its first API key (owner; shown only now):");
     println!("{key}");

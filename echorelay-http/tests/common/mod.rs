@@ -103,7 +103,8 @@ impl World {
     }
 
     pub async fn key(&self, slug: &str, role: Role) -> (String, echorelay::core::ids::KeyId) {
-        let owner = Caller::user(self.owner, Some(self.ip));
+        // Minting needs a step-up: the owner's session has just made one.
+        let owner = Caller::dangerous_user_stepped_up(self.owner, Some(self.ip));
         let grant = self
             .relay
             .voter()
