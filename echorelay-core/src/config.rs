@@ -196,6 +196,7 @@ pub struct Project {
 
 /// A line: a relay route with inbound endpoints and outbound targets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Line {
     /// Id.
     pub id: LineId,
@@ -209,6 +210,7 @@ pub struct Line {
 
 /// An inbound endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Endpoint {
     /// Id.
     pub id: EndpointId,
@@ -343,6 +345,7 @@ pub enum AuthInput {
 /// Outbound auth as read: masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AuthView {
     /// No auth.
     None,
@@ -363,6 +366,7 @@ pub enum AuthView {
 
 /// A target as read: every secret masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetView {
     /// Id.
     pub id: TargetId,
@@ -382,6 +386,7 @@ pub struct TargetView {
 
 /// A line with its endpoints and targets, as read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LineView {
     /// The line.
     pub line: Line,

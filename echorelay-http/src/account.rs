@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use echorelay::core::account::export::personal_data;
+use echorelay::core::account::export::{PersonalData, personal_data};
 use echorelay::core::account::service::AccessList;
 use echorelay::core::ids::{DeviceId, SessionId};
 use echorelay::prelude::{
@@ -427,7 +427,7 @@ pub async fn logout_everywhere(
     get,
     path = "/v1/me/sessions",
     tag = "me",
-    responses((status = 200, description = "Sessions and trusted devices", body = serde_json::Value), crate::openapi::AuthErrors),
+    responses((status = 200, description = "Sessions and trusted devices", body = AccessList), crate::openapi::AuthErrors),
     security(("session" = []))
 )]
 pub async fn access_list(
@@ -554,7 +554,7 @@ pub async fn regenerate_backup_codes(
     get,
     path = "/v1/me/export",
     tag = "me",
-    responses((status = 200, description = "The GDPR Article 15 export (format echorelay.personal-data.v1)", body = serde_json::Value), crate::openapi::AuthErrors),
+    responses((status = 200, description = "The GDPR Article 15 export (format echorelay.personal-data.v1)", body = PersonalData), crate::openapi::AuthErrors),
     security(("session" = []))
 )]
 pub async fn export(State(state): State<AppState>, me: SessionAuth) -> Result<Response, ApiError> {

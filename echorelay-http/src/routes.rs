@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Duration;
 use echorelay::core::StoreError;
 use echorelay::core::audit::{self, Actor, BillingEvent, BillingKind, ChainHead, Currency};
-use echorelay::core::config::{Line, LineView, TargetView};
+use echorelay::core::config::{Endpoint, Line, LineView, TargetView};
 use echorelay::core::ids::{EndpointId, KeyId, LineId, TargetId};
 use echorelay::core::keys::KeyView;
 use echorelay::prelude::{
@@ -52,7 +52,6 @@ pub async fn lines(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LinesAnswer {
     /// Lines, endpoints and masked targets.
-    #[schema(value_type = Vec<Object>)]
     pub lines: Vec<LineView>,
 }
 
@@ -77,7 +76,6 @@ pub async fn list_keys(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeysAnswer {
     /// Every key of the project, newest last.
-    #[schema(value_type = Vec<Object>)]
     pub keys: Vec<KeyView>,
 }
 
@@ -99,7 +97,6 @@ pub struct MintBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MintedAnswer {
     /// The key as listed.
-    #[schema(value_type = Object)]
     pub key: KeyView,
     /// The key itself. Shown once: store it now.
     pub plaintext: String,
@@ -316,7 +313,7 @@ pub struct NameBody {
     tag = "config",
     params(("slug" = String, Path, description = "The project's slug")),
     request_body = NameBody,
-    responses((status = 201, description = "The new line", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    responses((status = 201, description = "The new line", body = Line), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn create_line(
@@ -335,7 +332,7 @@ pub async fn create_line(
     tag = "config",
     params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
     request_body = NameBody,
-    responses((status = 200, description = "The renamed line", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    responses((status = 200, description = "The renamed line", body = Line), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn rename_line(
@@ -385,7 +382,7 @@ pub async fn delete_line(
     tag = "config",
     params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
     request_body = NameBody,
-    responses((status = 201, description = "The new endpoint", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    responses((status = 201, description = "The new endpoint", body = Endpoint), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn create_endpoint(
@@ -475,7 +472,6 @@ pub struct TargetBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedTargetAnswer {
     /// The target as read (secrets masked).
-    #[schema(value_type = Object)]
     pub target: TargetView,
     /// The signing secret. Shown once.
     pub signing_secret: String,
@@ -544,7 +540,7 @@ pub struct TargetPatchBody {
     path = "/v1/projects/{slug}/targets/{target_id}",
     tag = "config",
     params(("slug" = String, Path, description = "The project's slug"), ("target_id" = String, Path, description = "The target's id")),
-    responses((status = 200, description = "The target, secrets masked", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    responses((status = 200, description = "The target, secrets masked", body = TargetView), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn get_target(
@@ -563,7 +559,7 @@ pub async fn get_target(
     tag = "config",
     params(("slug" = String, Path, description = "The project's slug"), ("target_id" = String, Path, description = "The target's id")),
     request_body = TargetPatchBody,
-    responses((status = 200, description = "The updated target, masked", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    responses((status = 200, description = "The updated target, masked", body = TargetView), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn update_target(
@@ -632,7 +628,7 @@ pub struct BillingBody {
     tag = "project",
     params(("slug" = String, Path, description = "The project's slug")),
     request_body = BillingBody,
-    responses((status = 201, description = "The sealed audit event", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    responses((status = 201, description = "The sealed audit event", body = AuditEvent), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn record_billing(
@@ -840,7 +836,6 @@ pub enum ChainAnswer {
         /// How many events.
         events: u64,
         /// The newest link.
-        #[schema(value_type = Option<Object>)]
         head: Option<ChainHead>,
     },
     /// The chain is broken at `seq`.
@@ -856,7 +851,6 @@ pub enum ChainAnswer {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPage {
     /// Events, by sequence number.
-    #[schema(value_type = Vec<Object>)]
     pub events: Vec<AuditEvent>,
     /// The `after` of the next page (`None`: this was the last).
     pub next_after: Option<u64>,
