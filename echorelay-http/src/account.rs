@@ -168,25 +168,54 @@ fn logged_in(done: LoginComplete, backup_codes: Option<Vec<String>>) -> Response
 }
 
 /// `POST /v1/auth/second-factor`: exactly one of `code` and `backup_code`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecondFactorBody {
     /// The challenge from the password step.
-    #[schema(value_type = String)]
     pub challenge: SecretString,
     /// A 6-digit TOTP code.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub code: Option<SecretString>,
     /// A backup code (single use).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub backup_code: Option<SecretString>,
     /// Remember this browser: later logins skip the TOTP step (never the
     /// password) until the device cookie expires.
     #[serde(default)]
     pub trust_device: bool,
 }
+
+impl utoipa::PartialSchema for SecondFactorBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let string = |d: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(d))
+                .build()
+        };
+        crate::openapi::exactly_one_of(
+            "The challenge from the password step and exactly one of `code` and `backup_code`",
+            &[
+                ("challenge", string("The challenge from the password step.")),
+                (
+                    "trust_device",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .description(Some("Remember this browser: later logins skip the TOTP step (never the password) until the device cookie expires."))
+                        .build(),
+                ),
+            ],
+            &["challenge"],
+            [
+                ("code", string("A 6-digit TOTP code.")),
+                ("backup_code", string("A backup code (single use).")),
+            ],
+        )
+    }
+}
+
+impl ToSchema for SecondFactorBody {}
 
 /// `POST /v1/auth/second-factor`: completes a login.
 #[utoipa::path(
@@ -330,18 +359,39 @@ pub async fn confirm_enrollment(
 }
 
 /// `POST /v1/auth/step-up`: exactly one of `password` and `code`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpBody {
     /// The account's password.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub password: Option<SecretString>,
     /// A current TOTP code.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub code: Option<SecretString>,
 }
+
+impl utoipa::PartialSchema for StepUpBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let string = |d: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(d))
+                .build()
+        };
+        crate::openapi::exactly_one_of(
+            "Exactly one of `password` and `code`",
+            &[],
+            &[],
+            [
+                ("password", string("The account's password.")),
+                ("code", string("A current TOTP code.")),
+            ],
+        )
+    }
+}
+
+impl ToSchema for StepUpBody {}
 
 /// `POST /v1/auth/step-up`: re-proves the session's owner for the
 /// sensitive operations of the next 10 minutes (204).
@@ -444,7 +494,7 @@ pub async fn access_list(
     delete,
     path = "/v1/me/sessions/{id}",
     tag = "me",
-    params(("id" = String, Path, description = "The session's id")),
+    params(("id" = SessionId, Path, description = "The session's id")),
     responses((status = 204, description = "Ended"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("session" = []))
 )]
@@ -476,7 +526,7 @@ pub struct Revoked {
     delete,
     path = "/v1/me/devices/{id}",
     tag = "me",
-    params(("id" = String, Path, description = "The device's id")),
+    params(("id" = DeviceId, Path, description = "The device's id")),
     responses((status = 200, description = "How many were revoked", body = Revoked), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("session" = []))
 )]

@@ -496,7 +496,7 @@ mod tests {
     post,
     path = "/mcp",
     tag = "mcp",
-    request_body(content = serde_json::Value, description = "A JSON-RPC 2.0 request", content_type = "application/json"),
+    request_body(content = JsonRpcMessage, description = "A JSON-RPC 2.0 request or notification", content_type = "application/json"),
     responses(
         (status = 200, description = "A JSON-RPC 2.0 answer (tool failures are JSON-RPC errors: -32001 unauthenticated, -32003 forbidden, -32004 unavailable)", body = serde_json::Value),
         (status = 202, description = "A notification was accepted"),
@@ -512,3 +512,32 @@ mod tests {
 )]
 #[allow(dead_code)]
 pub(crate) fn documented() {}
+
+/// For the OpenAPI document only: a JSON-RPC id.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum JsonRpcId {
+    /// A number.
+    Number(i64),
+    /// A string.
+    String(String),
+}
+
+/// For the OpenAPI document only: a JSON-RPC 2.0 request (with `id`) or
+/// notification (without), as the MCP client sends it.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct JsonRpcMessage {
+    /// Always `2.0`.
+    #[schema(value_type = String, pattern = "^2\\.0$")]
+    jsonrpc: String,
+    /// The request's id (a notification has none; never `null`).
+    #[schema(nullable = false)]
+    id: Option<JsonRpcId>,
+    /// The method, e.g. `initialize`, `tools/list`, `tools/call`.
+    method: String,
+    /// The method's parameters (`null`: none).
+    params: Option<std::collections::HashMap<String, serde_json::Value>>,
+}

@@ -104,6 +104,20 @@ fn untyped(at: &str, schema: &serde_json::Map<String, serde_json::Value>, out: &
     }
 }
 
+/// Every `$ref` under `value`.
+fn references(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                out.push(r.clone());
+            }
+            map.values().for_each(|v| references(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| references(v, out)),
+        _ => {}
+    }
+}
+
 /// `key` as a JSON pointer segment (RFC 6901).
 fn pointer(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
