@@ -84,7 +84,58 @@ pub fn router(state: AppState) -> Router<AppState> {
     let relay = state.relay;
     Router::new()
         .route_service(PATH, service(relay.clone()))
+        .route_layer(middleware::from_fn(envelope))
         .route_layer(middleware::from_fn_with_state(relay, require_key))
+}
+
+/// Whether `body` is a JSON-RPC 2.0 request or notification exactly as the
+/// document's `JsonRpcMessage` states: an object with `jsonrpc: "2.0"`, a
+/// string `method`, an optional integer or string `id` (never `null`), an
+/// optional object (or `null`) `params`, and nothing else.
+fn is_envelope(body: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(body) else {
+        return false;
+    };
+    let known = m
+        .keys()
+        .all(|k| matches!(k.as_str(), "jsonrpc" | "id" | "method" | "params"));
+    let id = match m.get("id") {
+        None | Some(serde_json::Value::String(_)) => true,
+        Some(serde_json::Value::Number(n)) => n.is_i64(),
+        Some(_) => false,
+    };
+    known
+        && id
+        && m.get("jsonrpc").and_then(|v| v.as_str()) == Some("2.0")
+        && m.get("method").is_some_and(serde_json::Value::is_string)
+        && m.get("params").is_none_or(|p| p.is_object() || p.is_null())
+}
+
+/// The layer under the key check: a POST whose body is not a JSON-RPC
+/// message as documented is answered 400 here, before rmcp (which takes
+/// some such bodies and answers others 415).
+async fn envelope(req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, crate::json::BODY_LIMIT).await else {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {} bytes", crate::json::BODY_LIMIT),
+        )
+        .into_response();
+    };
+    if !is_envelope(&bytes) {
+        return ApiError::bad_request(
+            "invalid_message",
+            "not a JSON-RPC 2.0 request or notification (jsonrpc, method, id, params)",
+        )
+        .into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// rmcp's streamable HTTP service, stateless with JSON answers.
