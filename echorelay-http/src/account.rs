@@ -321,9 +321,25 @@ pub struct ConfirmBody {
 pub struct Enrolled {
     /// The backup codes. Only salted hashes are kept.
     pub backup_codes: Vec<String>,
-    /// The login it completed.
+    /// The login it completed (always `authenticated`).
     #[serde(flatten)]
+    #[schema(value_type = AuthenticatedAnswer)]
     pub login: LoginAnswer,
+}
+
+/// For the OpenAPI document: [`LoginAnswer::Authenticated`] as
+/// [`Enrolled`] flattens it (a generated client takes `allOf` of objects
+/// only, not of a `oneOf`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuthenticatedAnswer {
+    /// Always `authenticated`.
+    #[schema(value_type = String, pattern = "^authenticated$")]
+    step: String,
+    /// The session's CSRF token.
+    csrf_token: String,
+    /// The session's absolute end.
+    expires_at: DateTime<Utc>,
 }
 
 /// `POST /v1/auth/enrollment/confirm`: activates TOTP and logs in.

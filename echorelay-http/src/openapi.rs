@@ -125,24 +125,6 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// A string schema with these values (for core's enums in request bodies).
-pub(crate) fn string_enum(values: &[&str]) -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(values.iter().copied()))
-        .build()
-}
-
-/// `live` or `test`.
-pub(crate) fn environment_schema() -> utoipa::openapi::schema::Object {
-    string_enum(&["live", "test"])
-}
-
-/// `viewer`, `editor` or `owner`.
-pub(crate) fn role_schema() -> utoipa::openapi::schema::Object {
-    string_enum(&["viewer", "editor", "owner"])
-}
-
 /// A JSON `null` (the other choice's field, sent empty).
 fn null() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()

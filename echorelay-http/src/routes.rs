@@ -84,10 +84,8 @@ pub struct KeysAnswer {
 #[serde(deny_unknown_fields)]
 pub struct MintBody {
     /// `live` or `test`.
-    #[schema(schema_with = crate::openapi::environment_schema)]
     pub environment: Environment,
     /// `viewer`, `editor` or `owner`: at most the minter's own role.
-    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
     /// A label for listings (at most 100 characters, no control
     /// characters).
@@ -789,7 +787,6 @@ pub struct Member {
     #[schema(value_type = String)]
     pub user: UserId,
     /// Its role.
-    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
 }
 
@@ -820,7 +817,6 @@ pub async fn members(
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     /// The new role.
-    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
 }
 

@@ -194,6 +194,14 @@ async fn every_schema_is_typed(w: World) {
         "untyped schemas:\n{}",
         untyped.join("\n")
     );
+    // Every reference resolves.
+    let mut refs = Vec::new();
+    references(&doc, &mut refs);
+    assert!(refs.len() > 50, "{} references", refs.len());
+    for r in refs {
+        let target = r.strip_prefix('#').and_then(|p| doc.pointer(p));
+        assert!(target.is_some(), "unresolvable reference {r}");
+    }
     // The bodies the finding named are components with their fields.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     for (name, field) in [
