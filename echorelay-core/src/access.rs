@@ -55,6 +55,7 @@ use crate::ports::{ConfigStore, MembershipStore};
 /// A member's role in a project. Ordered: `Viewer < Editor < Owner`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Reads configuration.
     Viewer,

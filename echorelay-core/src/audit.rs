@@ -36,6 +36,7 @@ use crate::vault::{Keyring, VaultKeyId};
 /// Who did it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", content = "id", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Actor {
     /// A signed-in user.
     User(UserId),
@@ -48,6 +49,7 @@ pub enum Actor {
 /// Which kind of configuration entity changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConfigEntity {
     /// A project (creation, policy change, import).
     Project,
@@ -62,6 +64,7 @@ pub enum ConfigEntity {
 /// What happened to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConfigOp {
     /// Created.
     Create,
@@ -78,6 +81,7 @@ pub enum ConfigOp {
 /// A key lifecycle step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum KeyAction {
     /// A key was minted.
     Mint,
@@ -97,6 +101,7 @@ pub enum KeyAction {
 /// A billing event kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BillingKind {
     /// Credits bought.
     CreditPurchase,
@@ -128,6 +133,19 @@ impl Currency {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Currency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::ids::string_schema(
+            "An ISO 4217 currency code, e.g. `EUR`".to_owned(),
+            Some("^[A-Z]{3}$".to_owned()),
+        )
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Currency {}
+
 impl TryFrom<String> for Currency {
     type Error = crate::Error;
     fn try_from(s: String) -> Result<Self, crate::Error> {
@@ -145,6 +163,7 @@ impl From<Currency> for String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventKind {
     /// A configuration mutation.
     Config {
@@ -237,6 +256,19 @@ impl Serialize for Hash32 {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Hash32 {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::ids::string_schema(
+            "A SHA-256 or HMAC-SHA256 value: 64 lowercase hex digits".to_owned(),
+            Some("^[0-9a-f]{64}$".to_owned()),
+        )
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Hash32 {}
+
 impl<'de> Deserialize<'de> for Hash32 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
@@ -248,6 +280,7 @@ impl<'de> Deserialize<'de> for Hash32 {
 
 /// A stored audit event: a draft sealed into its chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// Unique id.
     pub id: EventId,
@@ -260,6 +293,7 @@ pub struct AuditEvent {
     /// Who.
     pub actor: Actor,
     /// Source IP.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub ip: Option<IpAddr>,
     /// The user the event is about, if any.
     pub subject: Option<UserId>,
@@ -281,9 +315,11 @@ pub struct AuditEvent {
 /// An HMAC-SHA256 tag (docs/FORMATS.md, "Audit tags") under the audit key
 /// derived from the `SECRET_KEY` whose id is `key_id`.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditTag {
     /// The `SECRET_KEY` the tag's key was derived from (8 hex digits).
     #[serde(with = "key_id_hex")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{8}$"))]
     pub key_id: VaultKeyId,
     /// The tag.
     pub tag: Hash32,
@@ -436,6 +472,7 @@ impl AuditKeys {
 
 /// The newest link of a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChainHead {
     /// Its sequence number.
     pub seq: u64,
@@ -721,6 +758,7 @@ pub const MAX_PAGE: usize = 1000;
 
 /// A verified chain: its head and length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChainStatus {
     /// The newest link (`None` for an empty chain).
     pub head: Option<ChainHead>,

@@ -40,11 +40,13 @@ pub enum ConfigError {
     /// A name must be 1–200 characters with no control characters.
     #[error("invalid {0} name: must be 1-200 characters without control characters")]
     Name(&'static str),
-    /// A target URL must be an absolute `https://` (or `http://`) URL.
+    /// A target URL must be an absolute `https://` (or `http://`) URL of
+    /// at most 2048 printable ASCII characters (RFC 3986: percent-encode
+    /// the rest, punycode for hosts).
     #[error("invalid target url: {0}")]
     Url(&'static str),
-    /// A secret must be 1–4096 bytes without control characters.
-    #[error("invalid {0}: must be 1-4096 bytes without control characters")]
+    /// A secret must be 1–4096 characters without control characters.
+    #[error("invalid {0}: must be 1-4096 characters without control characters")]
     Secret(&'static str),
     /// A basic-auth username must be 1–200 characters without `:`.
     #[error("invalid basic-auth username")]
@@ -102,6 +104,25 @@ impl Slug {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Slug {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A project's slug: 3-63 characters of a-z, 0-9 and single inner -, starting with a letter",
+            ))
+            .pattern(Some("^[a-z][a-z0-9]*(-[a-z0-9]+)*$"))
+            .min_length(Some(3))
+            .max_length(Some(63))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Slug {}
+
 impl TryFrom<String> for Slug {
     type Error = ConfigError;
     fn try_from(s: String) -> Result<Self, ConfigError> {
@@ -130,6 +151,11 @@ fn check_name(kind: &'static str, s: &str) -> Result<(), ConfigError> {
 fn check_url(u: &str) -> Result<(), ConfigError> {
     if u.len() > 2048 {
         return Err(ConfigError::Url("longer than 2048 bytes"));
+    }
+    if !u.is_ascii() {
+        return Err(ConfigError::Url(
+            "must be ASCII (percent-encode the path, punycode the host)",
+        ));
     }
     let rest = u
         .strip_prefix("https://")
@@ -161,7 +187,7 @@ fn check_username(u: &str) -> Result<(), ConfigError> {
 }
 
 fn check_secret(kind: &'static str, s: &str) -> Result<(), ConfigError> {
-    if s.is_empty() || s.len() > 4096 || s.chars().any(char::is_control) {
+    if s.is_empty() || s.chars().count() > 4096 || s.chars().any(char::is_control) {
         return Err(ConfigError::Secret(kind));
     }
     Ok(())
@@ -196,6 +222,7 @@ pub struct Project {
 
 /// A line: a relay route with inbound endpoints and outbound targets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Line {
     /// Id.
     pub id: LineId,
@@ -209,6 +236,7 @@ pub struct Line {
 
 /// An inbound endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Endpoint {
     /// Id.
     pub id: EndpointId,
@@ -343,6 +371,7 @@ pub enum AuthInput {
 /// Outbound auth as read: masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AuthView {
     /// No auth.
     None,
@@ -363,6 +392,7 @@ pub enum AuthView {
 
 /// A target as read: every secret masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetView {
     /// Id.
     pub id: TargetId,
@@ -382,6 +412,7 @@ pub struct TargetView {
 
 /// A line with its endpoints and targets, as read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LineView {
     /// The line.
     pub line: Line,

@@ -83,7 +83,45 @@ macro_rules! define_id {
                 s.parse().map_err(serde::de::Error::custom)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema(Self::PREFIX, $kind)
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
+}
+
+/// A string schema with a description and a pattern (the types whose
+/// serde form is text: ids, hashes, masks, currencies).
+#[cfg(feature = "openapi")]
+pub(crate) fn string_schema(
+    description: String,
+    pattern: Option<String>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(pattern)
+        .into()
+}
+
+/// The schema of an id with `prefix`: exactly what [`FromStr`] accepts
+/// (hex in either case; ids are written in lowercase).
+#[cfg(feature = "openapi")]
+fn id_schema(prefix: &str, kind: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!("A {kind} id: `{prefix}` and 32 hex digits")))
+        .pattern(Some(format!("^{prefix}[0-9a-fA-F]{{32}}$")))
+        .examples([format!("{prefix}0123456789abcdef0123456789abcdef")])
+        .into()
 }
 
 define_id!(

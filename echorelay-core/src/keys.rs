@@ -60,6 +60,7 @@ pub const KEY_LEN: usize = PREFIX_LEN + RANDOM_LEN + CHECKSUM_LEN;
 /// Which environment a key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Environment {
     /// Production traffic (`er_live_`).
     Live,
@@ -342,6 +343,7 @@ impl LifecyclePolicy {
 
 /// What happened to a key that has a successor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Supersession {
     /// The successor.
     pub successor: KeyId,
@@ -547,6 +549,7 @@ impl VerifiedKey {
 
 /// A key as listed (no hash, no plaintext).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyView {
     /// Record id.
     pub id: KeyId,

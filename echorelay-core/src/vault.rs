@@ -1094,6 +1094,19 @@ pub fn mask(secret: &str) -> String {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Masked(String);
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Masked {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::ids::string_schema(
+            "A masked secret: never the secret itself (`••••`, or a prefix and the last characters)".to_owned(),
+            None,
+        )
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Masked {}
+
 impl Masked {
     /// A mask that reveals nothing (`••••`), for secrets a human chose
     /// (passwords), where even the last characters say too much.

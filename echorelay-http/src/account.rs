@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use echorelay::core::account::export::personal_data;
+use echorelay::core::account::export::{PersonalData, personal_data};
 use echorelay::core::account::service::AccessList;
 use echorelay::core::ids::{DeviceId, SessionId};
 use echorelay::prelude::{
@@ -168,25 +168,54 @@ fn logged_in(done: LoginComplete, backup_codes: Option<Vec<String>>) -> Response
 }
 
 /// `POST /v1/auth/second-factor`: exactly one of `code` and `backup_code`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecondFactorBody {
     /// The challenge from the password step.
-    #[schema(value_type = String)]
     pub challenge: SecretString,
     /// A 6-digit TOTP code.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub code: Option<SecretString>,
     /// A backup code (single use).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub backup_code: Option<SecretString>,
     /// Remember this browser: later logins skip the TOTP step (never the
     /// password) until the device cookie expires.
     #[serde(default)]
     pub trust_device: bool,
 }
+
+impl utoipa::PartialSchema for SecondFactorBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let string = |d: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(d))
+                .build()
+        };
+        crate::openapi::exactly_one_of(
+            "The challenge from the password step and exactly one of `code` and `backup_code`",
+            &[
+                ("challenge", string("The challenge from the password step.")),
+                (
+                    "trust_device",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .description(Some("Remember this browser: later logins skip the TOTP step (never the password) until the device cookie expires."))
+                        .build(),
+                ),
+            ],
+            &["challenge"],
+            [
+                ("code", string("A 6-digit TOTP code.")),
+                ("backup_code", string("A backup code (single use).")),
+            ],
+        )
+    }
+}
+
+impl ToSchema for SecondFactorBody {}
 
 /// `POST /v1/auth/second-factor`: completes a login.
 #[utoipa::path(
@@ -292,9 +321,25 @@ pub struct ConfirmBody {
 pub struct Enrolled {
     /// The backup codes. Only salted hashes are kept.
     pub backup_codes: Vec<String>,
-    /// The login it completed.
+    /// The login it completed (always `authenticated`).
     #[serde(flatten)]
+    #[schema(value_type = AuthenticatedAnswer)]
     pub login: LoginAnswer,
+}
+
+/// For the OpenAPI document: [`LoginAnswer::Authenticated`] as
+/// [`Enrolled`] flattens it (a generated client takes `allOf` of objects
+/// only, not of a `oneOf`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuthenticatedAnswer {
+    /// Always `authenticated`.
+    #[schema(value_type = String, pattern = "^authenticated$")]
+    step: String,
+    /// The session's CSRF token.
+    csrf_token: String,
+    /// The session's absolute end.
+    expires_at: DateTime<Utc>,
 }
 
 /// `POST /v1/auth/enrollment/confirm`: activates TOTP and logs in.
@@ -330,18 +375,39 @@ pub async fn confirm_enrollment(
 }
 
 /// `POST /v1/auth/step-up`: exactly one of `password` and `code`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpBody {
     /// The account's password.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub password: Option<SecretString>,
     /// A current TOTP code.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub code: Option<SecretString>,
 }
+
+impl utoipa::PartialSchema for StepUpBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let string = |d: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(d))
+                .build()
+        };
+        crate::openapi::exactly_one_of(
+            "Exactly one of `password` and `code`",
+            &[],
+            &[],
+            [
+                ("password", string("The account's password.")),
+                ("code", string("A current TOTP code.")),
+            ],
+        )
+    }
+}
+
+impl ToSchema for StepUpBody {}
 
 /// `POST /v1/auth/step-up`: re-proves the session's owner for the
 /// sensitive operations of the next 10 minutes (204).
@@ -427,7 +493,7 @@ pub async fn logout_everywhere(
     get,
     path = "/v1/me/sessions",
     tag = "me",
-    responses((status = 200, description = "Sessions and trusted devices", body = serde_json::Value), crate::openapi::AuthErrors),
+    responses((status = 200, description = "Sessions and trusted devices", body = AccessList), crate::openapi::AuthErrors),
     security(("session" = []))
 )]
 pub async fn access_list(
@@ -444,7 +510,7 @@ pub async fn access_list(
     delete,
     path = "/v1/me/sessions/{id}",
     tag = "me",
-    params(("id" = String, Path, description = "The session's id")),
+    params(("id" = SessionId, Path, description = "The session's id")),
     responses((status = 204, description = "Ended"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("session" = []))
 )]
@@ -476,7 +542,7 @@ pub struct Revoked {
     delete,
     path = "/v1/me/devices/{id}",
     tag = "me",
-    params(("id" = String, Path, description = "The device's id")),
+    params(("id" = DeviceId, Path, description = "The device's id")),
     responses((status = 200, description = "How many were revoked", body = Revoked), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("session" = []))
 )]
@@ -554,7 +620,7 @@ pub async fn regenerate_backup_codes(
     get,
     path = "/v1/me/export",
     tag = "me",
-    responses((status = 200, description = "The GDPR Article 15 export (format echorelay.personal-data.v1)", body = serde_json::Value), crate::openapi::AuthErrors),
+    responses((status = 200, description = "The GDPR Article 15 export (format echorelay.personal-data.v1)", body = PersonalData), crate::openapi::AuthErrors),
     security(("session" = []))
 )]
 pub async fn export(State(state): State<AppState>, me: SessionAuth) -> Result<Response, ApiError> {

@@ -46,6 +46,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request("unreadable_body", "the body could not be read")
             }
         })?;
+        // Every request body is an object: a struct would also take a JSON
+        // array of its fields in order, which no document states.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "the body is not the expected object (or names an unknown field)",
+            ));
+        }
         parse(&bytes).map(JsonBody)
     }
 }
@@ -79,6 +87,47 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ApiError::bad_request("malformed_json", "trailing characters after the JSON value")
     })?;
     Ok(value)
+}
+
+/// An `i64` field that also takes an integral JSON number written with a
+/// fraction (`12.0`): JSON Schema's `integer` is any number without a
+/// fractional part, so a client's serializer may write it either way.
+pub(crate) mod integer {
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(i64),
+        Float(f64),
+    }
+
+    fn integral<E: Error>(n: Number) -> Result<i64, E> {
+        match n {
+            Number::Int(i) => Ok(i),
+            // The range check before the cast (`as` saturates), strict at
+            // both ends: -2^63 - 1 and 2^63 round to ±2^63 as floats.
+            Number::Float(f)
+                if f.fract() == 0.0
+                    && f > -9_223_372_036_854_775_808.0
+                    && f < 9_223_372_036_854_775_808.0 =>
+            {
+                Ok(f as i64)
+            }
+            Number::Float(_) => Err(E::custom("not an integer in range")),
+        }
+    }
+
+    /// A required `i64`.
+    pub(crate) fn required<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        integral(Number::deserialize(d)?)
+    }
+
+    /// An optional `i64` (`null` or absent: `None`).
+    pub(crate) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<Number>::deserialize(d)?.map(integral).transpose()
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +178,33 @@ mod tests {
         let (code, _) = message(parse(b"\xff\xfe"));
         assert_eq!(code, "malformed_json");
         assert!(parse::<Req>(br#"{"label": "x"}"#).is_ok());
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Amount {
+        #[serde(deserialize_with = "integer::required")]
+        n: i64,
+        #[serde(default, deserialize_with = "integer::optional")]
+        m: Option<i64>,
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let a: Amount = parse(br#"{"n": 12.0, "m": -3}"#).unwrap();
+        assert_eq!((a.n, a.m), (12, Some(-3)));
+        let a: Amount = parse(br#"{"n": -9223372036854775808, "m": null}"#).unwrap();
+        assert_eq!((a.n, a.m), (i64::MIN, None));
+        for bad in [
+            &br#"{"n": 1.5}"#[..],
+            br#"{"n": 9223372036854775808.0}"#,
+            br#"{"n": "1"}"#,
+            br#"{"n": 1, "m": 0.25}"#,
+        ] {
+            assert!(
+                parse::<Amount>(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

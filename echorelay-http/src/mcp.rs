@@ -84,7 +84,58 @@ pub fn router(state: AppState) -> Router<AppState> {
     let relay = state.relay;
     Router::new()
         .route_service(PATH, service(relay.clone()))
+        .route_layer(middleware::from_fn(envelope))
         .route_layer(middleware::from_fn_with_state(relay, require_key))
+}
+
+/// Whether `body` is a JSON-RPC 2.0 request or notification exactly as the
+/// document's `JsonRpcMessage` states: an object with `jsonrpc: "2.0"`, a
+/// string `method`, an optional integer or string `id` (never `null`), an
+/// optional object (or `null`) `params`, and nothing else.
+fn is_envelope(body: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(body) else {
+        return false;
+    };
+    let known = m
+        .keys()
+        .all(|k| matches!(k.as_str(), "jsonrpc" | "id" | "method" | "params"));
+    let id = match m.get("id") {
+        None | Some(serde_json::Value::String(_)) => true,
+        Some(serde_json::Value::Number(n)) => n.is_i64(),
+        Some(_) => false,
+    };
+    known
+        && id
+        && m.get("jsonrpc").and_then(|v| v.as_str()) == Some("2.0")
+        && m.get("method").is_some_and(serde_json::Value::is_string)
+        && m.get("params").is_none_or(|p| p.is_object() || p.is_null())
+}
+
+/// The layer under the key check: a POST whose body is not a JSON-RPC
+/// message as documented is answered 400 here, before rmcp (which takes
+/// some such bodies and answers others 415).
+async fn envelope(req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, crate::json::BODY_LIMIT).await else {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {} bytes", crate::json::BODY_LIMIT),
+        )
+        .into_response();
+    };
+    if !is_envelope(&bytes) {
+        return ApiError::bad_request(
+            "invalid_message",
+            "not a JSON-RPC 2.0 request or notification (jsonrpc, method, id, params)",
+        )
+        .into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// rmcp's streamable HTTP service, stateless with JSON answers.
@@ -496,7 +547,7 @@ mod tests {
     post,
     path = "/mcp",
     tag = "mcp",
-    request_body(content = serde_json::Value, description = "A JSON-RPC 2.0 request", content_type = "application/json"),
+    request_body(content = JsonRpcMessage, description = "A JSON-RPC 2.0 request or notification", content_type = "application/json"),
     responses(
         (status = 200, description = "A JSON-RPC 2.0 answer (tool failures are JSON-RPC errors: -32001 unauthenticated, -32003 forbidden, -32004 unavailable)", body = serde_json::Value),
         (status = 202, description = "A notification was accepted"),
@@ -512,3 +563,32 @@ mod tests {
 )]
 #[allow(dead_code)]
 pub(crate) fn documented() {}
+
+/// For the OpenAPI document only: a JSON-RPC id.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum JsonRpcId {
+    /// A number.
+    Number(i64),
+    /// A string.
+    String(String),
+}
+
+/// For the OpenAPI document only: a JSON-RPC 2.0 request (with `id`) or
+/// notification (without), as the MCP client sends it.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct JsonRpcMessage {
+    /// Always `2.0`.
+    #[schema(value_type = String, pattern = "^2\\.0$")]
+    jsonrpc: String,
+    /// The request's id (a notification has none; never `null`).
+    #[schema(nullable = false)]
+    id: Option<JsonRpcId>,
+    /// The method, e.g. `initialize`, `tools/list`, `tools/call`.
+    method: String,
+    /// The method's parameters (`null`: none).
+    params: Option<std::collections::HashMap<String, serde_json::Value>>,
+}

@@ -79,7 +79,18 @@ pub enum Conflict {
     ),
     modifiers(&SecuritySchemes),
     paths(crate::mcp::documented),
-    components(schemas(ErrorBody)),
+    // Path parameters refer to these; nothing else registers them.
+    components(schemas(
+        ErrorBody,
+        echorelay::core::config::Slug,
+        echorelay::core::ids::KeyId,
+        echorelay::core::ids::LineId,
+        echorelay::core::ids::EndpointId,
+        echorelay::core::ids::TargetId,
+        echorelay::core::ids::UserId,
+        echorelay::core::ids::SessionId,
+        echorelay::core::ids::DeviceId
+    )),
     tags(
         (name = "config", description = "Lines, endpoints and targets (secrets masked on every read)"),
         (name = "keys", description = "API keys"),
@@ -114,25 +125,82 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// A string schema with these values (for core's enums in request bodies).
-pub(crate) fn string_enum(values: &[&str]) -> utoipa::openapi::schema::Object {
+/// A JSON `null` (the other choice's field, sent empty).
+fn null() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(values.iter().copied()))
+        .schema_type(utoipa::openapi::schema::Type::Null)
         .build()
 }
 
-/// `live` or `test`.
-pub(crate) fn environment_schema() -> utoipa::openapi::schema::Object {
-    string_enum(&["live", "test"])
+/// An object with the `common` fields (`required` among them) and exactly
+/// one of the two `choices` (the other absent or `null`), nothing else:
+/// a body like `{"password": …}` or `{"code": …}`, never both.
+pub(crate) fn exactly_one_of(
+    description: &str,
+    common: &[(&str, utoipa::openapi::schema::Object)],
+    required: &[&str],
+    choices: [(&str, utoipa::openapi::schema::Object); 2],
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder};
+    let mut one_of = OneOfBuilder::new().description(Some(description));
+    for (i, (name, schema)) in choices.iter().enumerate() {
+        let (other, _) = &choices[1 - i];
+        let mut o = ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .property(*name, schema.clone())
+            .required(*name)
+            .property(*other, null())
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for (field, schema) in common {
+            o = o.property(*field, schema.clone());
+        }
+        for field in required {
+            o = o.required(*field);
+        }
+        one_of = one_of.item(o.build());
+    }
+    utoipa::openapi::schema::Schema::OneOf(one_of.build()).into()
 }
 
-/// `viewer`, `editor` or `owner`.
-pub(crate) fn role_schema() -> utoipa::openapi::schema::Object {
-    string_enum(&["viewer", "editor", "owner"])
+/// A non-zero amount in minor units.
+pub(crate) fn nonzero_amount() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    let int = || {
+        ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+            utoipa::openapi::schema::SchemaFormat::KnownFormat(
+                utoipa::openapi::schema::KnownFormat::Int64,
+            ),
+        ))
+    };
+    OneOfBuilder::new()
+        .description(Some("Amount in minor units, non-zero (negative: a debit)"))
+        .item(int().minimum(Some(i64::MIN)).maximum(Some(-1)).build())
+        .item(int().minimum(Some(1)).maximum(Some(i64::MAX)).build())
+        .build()
+        .into()
 }
 
-/// The billing event kinds.
-pub(crate) fn billing_kind_schema() -> utoipa::openapi::schema::Object {
-    string_enum(&["credit_purchase", "refund", "balance_adjustment"])
+/// The request bodies that are enums of objects: serde refuses any field a
+/// variant does not name (`deny_unknown_fields`), which utoipa states for
+/// structs but not for enum variants.
+const CLOSED_ENUMS: [&str; 2] = ["AuthBody", "BillingBody"];
+
+/// States `additionalProperties: false` on every variant of the
+/// [`CLOSED_ENUMS`] (run on the finished document: the components come
+/// from the routes).
+pub(crate) fn close_variants(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    let Some(components) = api.components.as_mut() else {
+        return;
+    };
+    for name in CLOSED_ENUMS {
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(name) {
+            for item in &mut one_of.items {
+                if let RefOr::T(Schema::Object(o)) = item {
+                    o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+            }
+        }
+    }
 }

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Duration;
 use echorelay::core::StoreError;
 use echorelay::core::audit::{self, Actor, BillingEvent, BillingKind, ChainHead, Currency};
-use echorelay::core::config::{Line, LineView, TargetView};
+use echorelay::core::config::{Endpoint, Line, LineView, Slug, TargetView};
 use echorelay::core::ids::{EndpointId, KeyId, LineId, TargetId};
-use echorelay::core::keys::KeyView;
+use echorelay::core::keys::{KeyView, PolicyError};
 use echorelay::prelude::{
     AuditEvent, AuditRead, AuthInput, Billing, ConfigRead, ConfigWrite, Environment, ExposeSecret,
     Grant, Keys, Members, MintRequest, MintedKey, NewTarget, Role, RotateOptions, SecretString,
@@ -36,7 +36,7 @@ use crate::json::JsonBody;
     get,
     path = "/v1/projects/{slug}/lines",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug")),
+    params(("slug" = Slug, Path, description = "The project's slug")),
     responses((status = 200, description = "Lines, endpoints and targets; secrets masked", body = LinesAnswer), crate::openapi::AuthErrors),
     security(("api_key" = []), ("session" = []))
 )]
@@ -52,7 +52,6 @@ pub async fn lines(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LinesAnswer {
     /// Lines, endpoints and masked targets.
-    #[schema(value_type = Vec<Object>)]
     pub lines: Vec<LineView>,
 }
 
@@ -61,7 +60,7 @@ pub struct LinesAnswer {
     get,
     path = "/v1/projects/{slug}/keys",
     tag = "keys",
-    params(("slug" = String, Path, description = "The project's slug")),
+    params(("slug" = Slug, Path, description = "The project's slug")),
     responses((status = 200, description = "The keys (hints, never a key)", body = KeysAnswer), crate::openapi::AuthErrors),
     security(("api_key" = []), ("session" = []))
 )]
@@ -77,7 +76,6 @@ pub async fn list_keys(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeysAnswer {
     /// Every key of the project, newest last.
-    #[schema(value_type = Vec<Object>)]
     pub keys: Vec<KeyView>,
 }
 
@@ -86,12 +84,12 @@ pub struct KeysAnswer {
 #[serde(deny_unknown_fields)]
 pub struct MintBody {
     /// `live` or `test`.
-    #[schema(schema_with = crate::openapi::environment_schema)]
     pub environment: Environment,
     /// `viewer`, `editor` or `owner`: at most the minter's own role.
-    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
-    /// A label for listings (at most 100 characters).
+    /// A label for listings (at most 100 characters, no control
+    /// characters).
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub label: String,
 }
 
@@ -99,7 +97,6 @@ pub struct MintBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MintedAnswer {
     /// The key as listed.
-    #[schema(value_type = Object)]
     pub key: KeyView,
     /// The key itself. Shown once: store it now.
     pub plaintext: String,
@@ -127,7 +124,7 @@ impl From<MintedKey> for MintedAnswer {
     post,
     path = "/v1/projects/{slug}/keys",
     tag = "keys",
-    params(("slug" = String, Path, description = "The project's slug")),
+    params(("slug" = Slug, Path, description = "The project's slug")),
     request_body = MintBody,
     responses((status = 201, description = "The new key; its plaintext only here", body = MintedAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("api_key" = []), ("session" = []))
@@ -158,23 +155,36 @@ pub async fn mint_key(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
-    /// Seconds the old key stays valid beside its successor.
-    #[serde(default)]
+    /// Seconds the old key stays valid beside its successor: shorter than
+    /// the project's cadence (409 otherwise), which is at most 3650 days.
+    #[serde(default, deserialize_with = "crate::json::integer::optional")]
+    #[schema(minimum = 0, maximum = 315_359_999)]
     pub overlap_seconds: Option<i64>,
-    /// Seconds of grace after the overlap.
-    #[serde(default)]
+    /// Seconds of grace after the overlap: shorter than the project's
+    /// cadence (409 otherwise).
+    #[serde(default, deserialize_with = "crate::json::integer::optional")]
+    #[schema(minimum = 0, maximum = 315_359_999)]
     pub grace_seconds: Option<i64>,
 }
 
+/// The longest overlap or grace any policy allows: just under the longest
+/// cadence (3650 days).
+const MAX_ROTATION_SECONDS: i64 = 3650 * 86_400 - 1;
+
+/// A duration in seconds within what the document states (0 to just under
+/// 3650 days; 400 otherwise).
 fn seconds(s: Option<i64>) -> Result<Option<Duration>, ApiError> {
     s.map(|s| {
-        Duration::try_seconds(s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                "a duration out of range",
-            )
-        })
+        (0..=MAX_ROTATION_SECONDS)
+            .contains(&s)
+            .then(|| Duration::try_seconds(s))
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_field",
+                    "overlap_seconds and grace_seconds are 0 to 315359999",
+                )
+            })
     })
     .transpose()
 }
@@ -191,7 +201,7 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
     post,
     path = "/v1/projects/{slug}/keys/{key_id}/rotate",
     tag = "keys",
-    params(("slug" = String, Path, description = "The project's slug"), ("key_id" = String, Path, description = "The key's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("key_id" = KeyId, Path, description = "The key's id")),
     request_body = RotateBody,
     responses((status = 201, description = "The successor; its plaintext only here", body = MintedAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
     security(("api_key" = []), ("session" = []))
@@ -207,11 +217,19 @@ pub async fn rotate_key(
         overlap: seconds(body.overlap_seconds)?,
         grace: seconds(body.grace_seconds)?,
     };
-    let minted = state
-        .relay
-        .keys()
-        .rotate(&grant, key_id(&id)?, opts)
-        .await?;
+    let id = key_id(&id)?;
+    let minted = match state.relay.keys().rotate(&grant, id, opts).await {
+        // Within what any policy allows, but not shorter than this
+        // project's cadence: a conflict with its stored policy.
+        Err(echorelay::Error::Policy(e @ (PolicyError::Overlap | PolicyError::Grace))) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                e.to_string(),
+            ));
+        }
+        other => other?,
+    };
     Ok((StatusCode::CREATED, Json(MintedAnswer::from(minted))).into_response())
 }
 
@@ -221,7 +239,7 @@ pub async fn rotate_key(
     delete,
     path = "/v1/projects/{slug}/keys/{key_id}",
     tag = "keys",
-    params(("slug" = String, Path, description = "The project's slug"), ("key_id" = String, Path, description = "The key's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("key_id" = KeyId, Path, description = "The key's id")),
     responses((status = 204, description = "Revoked: the next request with it fails"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
     security(("api_key" = []), ("session" = []))
 )]
@@ -286,7 +304,7 @@ fn path_id<T: FromStr>(text: &str, kind: &'static str) -> Result<T, ApiError> {
     post,
     path = "/v1/projects/{slug}/keys/{key_id}/reveal",
     tag = "keys",
-    params(("slug" = String, Path, description = "The project's slug"), ("key_id" = String, Path, description = "The key's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("key_id" = KeyId, Path, description = "The key's id")),
     responses((status = 200, description = "The successor, once", body = SuccessorAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
 )]
@@ -305,7 +323,12 @@ pub async fn reveal_key(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameBody {
-    /// The name (1–100 printable characters).
+    /// The name (1–200 characters, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
 }
 
@@ -314,9 +337,9 @@ pub struct NameBody {
     post,
     path = "/v1/projects/{slug}/lines",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug")),
+    params(("slug" = Slug, Path, description = "The project's slug")),
     request_body = NameBody,
-    responses((status = 201, description = "The new line", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    responses((status = 201, description = "The new line", body = Line), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn create_line(
@@ -333,9 +356,9 @@ pub async fn create_line(
     patch,
     path = "/v1/projects/{slug}/lines/{line_id}",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("line_id" = LineId, Path, description = "The line's id")),
     request_body = NameBody,
-    responses((status = 200, description = "The renamed line", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    responses((status = 200, description = "The renamed line", body = Line), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn rename_line(
@@ -360,7 +383,7 @@ pub async fn rename_line(
     delete,
     path = "/v1/projects/{slug}/lines/{line_id}",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("line_id" = LineId, Path, description = "The line's id")),
     responses((status = 204, description = "Deleted, with its endpoints and targets"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
 )]
@@ -383,9 +406,9 @@ pub async fn delete_line(
     post,
     path = "/v1/projects/{slug}/lines/{line_id}/endpoints",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("line_id" = LineId, Path, description = "The line's id")),
     request_body = NameBody,
-    responses((status = 201, description = "The new endpoint", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    responses((status = 201, description = "The new endpoint", body = Endpoint), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn create_endpoint(
@@ -408,7 +431,7 @@ pub async fn create_endpoint(
     delete,
     path = "/v1/projects/{slug}/endpoints/{endpoint_id}",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug"), ("endpoint_id" = String, Path, description = "The endpoint's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("endpoint_id" = EndpointId, Path, description = "The endpoint's id")),
     responses((status = 204, description = "Deleted"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
 )]
@@ -426,20 +449,28 @@ pub async fn delete_endpoint(
 #[derive(Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthBody {
-    /// No auth.
-    None,
+    /// No auth. (A struct variant: serde refuses unknown fields beside
+    /// the tag only for those.)
+    None {},
     /// `Authorization: Bearer TOKEN` on deliveries.
     Bearer {
-        /// The token (sealed at once; read back masked).
-        #[schema(value_type = String)]
+        /// The token (sealed at once; read back masked): 1–4096
+        /// characters, no control characters.
+        #[schema(value_type = String, min_length = 1, max_length = 4096, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
         token: SecretString,
     },
     /// Basic auth on deliveries.
     Basic {
-        /// Username.
+        /// Username: 1–200 characters, no `:` and no control characters.
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^:\u0000-\u001f\u007f-\u009f]*$"
+        )]
         username: String,
-        /// Password (sealed at once; read back as `••••`).
-        #[schema(value_type = String)]
+        /// Password (sealed at once; read back as `••••`): 1–4096
+        /// characters, no control characters.
+        #[schema(value_type = String, min_length = 1, max_length = 4096, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
         password: SecretString,
     },
 }
@@ -447,7 +478,7 @@ pub enum AuthBody {
 impl From<AuthBody> for AuthInput {
     fn from(a: AuthBody) -> Self {
         match a {
-            AuthBody::None => AuthInput::None,
+            AuthBody::None {} => AuthInput::None,
             AuthBody::Bearer { token } => AuthInput::Bearer(token),
             AuthBody::Basic { username, password } => AuthInput::Basic { username, password },
         }
@@ -458,15 +489,26 @@ impl From<AuthBody> for AuthInput {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetBody {
-    /// Name.
+    /// Name (1–200 characters, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    /// Where deliveries go (`https://`).
+    /// Where deliveries go: `https://` (or `http://`), at most 2048
+    /// printable ASCII characters, no credentials in the host part.
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://[\x21\x22\x24-\x2e\x30-\x3e\x41-\x7e]+([/?#][\x21-\x7e]*)?$"
+    )]
     pub url: String,
     /// Outbound auth.
     pub auth: AuthBody,
-    /// The signing secret; generated (`whsec_…`) when left out.
+    /// The signing secret (1–4096 characters, no control characters);
+    /// generated (`whsec_…`) when left out.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 4096, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub signing_secret: Option<SecretString>,
 }
 
@@ -475,7 +517,6 @@ pub struct TargetBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedTargetAnswer {
     /// The target as read (secrets masked).
-    #[schema(value_type = Object)]
     pub target: TargetView,
     /// The signing secret. Shown once.
     pub signing_secret: String,
@@ -486,7 +527,7 @@ pub struct CreatedTargetAnswer {
     post,
     path = "/v1/projects/{slug}/lines/{line_id}/targets",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug"), ("line_id" = String, Path, description = "The line's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("line_id" = LineId, Path, description = "The line's id")),
     request_body = TargetBody,
     responses((status = 201, description = "The masked target and its signing secret, once", body = CreatedTargetAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
@@ -523,18 +564,27 @@ pub async fn create_target(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetPatchBody {
-    /// New name.
+    /// New name (as for a new target).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
-    /// New URL.
+    /// New URL (as for a new target).
     #[serde(default)]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://[\x21\x22\x24-\x2e\x30-\x3e\x41-\x7e]+([/?#][\x21-\x7e]*)?$"
+    )]
     pub url: Option<String>,
     /// New auth.
     #[serde(default)]
     pub auth: Option<AuthBody>,
-    /// New signing secret.
+    /// New signing secret (as for a new target).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 4096, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub signing_secret: Option<SecretString>,
 }
 
@@ -543,8 +593,8 @@ pub struct TargetPatchBody {
     get,
     path = "/v1/projects/{slug}/targets/{target_id}",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug"), ("target_id" = String, Path, description = "The target's id")),
-    responses((status = 200, description = "The target, secrets masked", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("target_id" = TargetId, Path, description = "The target's id")),
+    responses((status = 200, description = "The target, secrets masked", body = TargetView), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn get_target(
@@ -561,9 +611,9 @@ pub async fn get_target(
     patch,
     path = "/v1/projects/{slug}/targets/{target_id}",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug"), ("target_id" = String, Path, description = "The target's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("target_id" = TargetId, Path, description = "The target's id")),
     request_body = TargetPatchBody,
-    responses((status = 200, description = "The updated target, masked", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    responses((status = 200, description = "The updated target, masked", body = TargetView), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn update_target(
@@ -593,7 +643,7 @@ pub async fn update_target(
     delete,
     path = "/v1/projects/{slug}/targets/{target_id}",
     tag = "config",
-    params(("slug" = String, Path, description = "The project's slug"), ("target_id" = String, Path, description = "The target's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("target_id" = TargetId, Path, description = "The target's id")),
     responses((status = 204, description = "Deleted"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
     security(("api_key" = []), ("session" = []))
 )]
@@ -607,21 +657,67 @@ pub async fn delete_target(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/projects/{slug}/billing`.
+/// `POST /v1/projects/{slug}/billing`, by `kind`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BillingBody {
-    /// `credit_purchase`, `refund` or `balance_adjustment`.
-    #[schema(schema_with = crate::openapi::billing_kind_schema)]
-    pub kind: BillingKind,
-    /// Amount in minor units (positive for purchases and refunds, non-zero
-    /// for adjustments).
-    pub amount_minor: i64,
-    /// ISO 4217 code, e.g. `EUR`.
-    pub currency: String,
-    /// The payment provider's reference.
-    #[serde(default)]
-    pub reference: Option<String>,
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BillingBody {
+    /// Credits bought.
+    CreditPurchase {
+        /// Amount in minor units, positive.
+        #[schema(minimum = 1)]
+        #[serde(deserialize_with = "crate::json::integer::required")]
+        amount_minor: i64,
+        /// ISO 4217 code, e.g. `EUR`.
+        #[schema(pattern = "^[A-Z]{3}$")]
+        currency: String,
+        /// The payment provider's reference (1–200 characters, no
+        /// control characters).
+        #[serde(default)]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
+        reference: Option<String>,
+    },
+    /// Money returned.
+    Refund {
+        /// Amount in minor units, positive.
+        #[schema(minimum = 1)]
+        #[serde(deserialize_with = "crate::json::integer::required")]
+        amount_minor: i64,
+        /// ISO 4217 code, e.g. `EUR`.
+        #[schema(pattern = "^[A-Z]{3}$")]
+        currency: String,
+        /// The payment provider's reference (1–200 characters, no
+        /// control characters).
+        #[serde(default)]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
+        reference: Option<String>,
+    },
+    /// A manual balance adjustment (may be negative, never zero).
+    BalanceAdjustment {
+        /// Amount in minor units, non-zero (negative: a debit).
+        #[schema(schema_with = crate::openapi::nonzero_amount)]
+        #[serde(deserialize_with = "crate::json::integer::required")]
+        amount_minor: i64,
+        /// ISO 4217 code, e.g. `EUR`.
+        #[schema(pattern = "^[A-Z]{3}$")]
+        currency: String,
+        /// The payment provider's reference (1–200 characters, no
+        /// control characters).
+        #[serde(default)]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
+        reference: Option<String>,
+    },
 }
 
 /// `POST /v1/projects/{slug}/billing`: records a billing event in the
@@ -630,9 +726,9 @@ pub struct BillingBody {
     post,
     path = "/v1/projects/{slug}/billing",
     tag = "project",
-    params(("slug" = String, Path, description = "The project's slug")),
+    params(("slug" = Slug, Path, description = "The project's slug")),
     request_body = BillingBody,
-    responses((status = 201, description = "The sealed audit event", body = serde_json::Value), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    responses((status = 201, description = "The sealed audit event", body = AuditEvent), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn record_billing(
@@ -640,11 +736,38 @@ pub async fn record_billing(
     Authorized(grant): Authorized<Billing>,
     JsonBody(body): JsonBody<BillingBody>,
 ) -> Result<Response, ApiError> {
+    let (kind, amount_minor, currency, reference) = match body {
+        BillingBody::CreditPurchase {
+            amount_minor,
+            currency,
+            reference,
+        } => (
+            BillingKind::CreditPurchase,
+            amount_minor,
+            currency,
+            reference,
+        ),
+        BillingBody::Refund {
+            amount_minor,
+            currency,
+            reference,
+        } => (BillingKind::Refund, amount_minor, currency, reference),
+        BillingBody::BalanceAdjustment {
+            amount_minor,
+            currency,
+            reference,
+        } => (
+            BillingKind::BalanceAdjustment,
+            amount_minor,
+            currency,
+            reference,
+        ),
+    };
     let event = BillingEvent {
-        kind: body.kind,
-        amount_minor: body.amount_minor,
-        currency: Currency::parse(&body.currency)?,
-        reference: body.reference,
+        kind,
+        amount_minor,
+        currency: Currency::parse(&currency)?,
+        reference,
     };
     let relay = &state.relay;
     let sealed = audit::record_billing(
@@ -664,7 +787,6 @@ pub struct Member {
     #[schema(value_type = String)]
     pub user: UserId,
     /// Its role.
-    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
 }
 
@@ -673,7 +795,7 @@ pub struct Member {
     get,
     path = "/v1/projects/{slug}/members",
     tag = "project",
-    params(("slug" = String, Path, description = "The project's slug")),
+    params(("slug" = Slug, Path, description = "The project's slug")),
     responses((status = 200, description = "Members and roles", body = Vec<Member>), crate::openapi::AuthErrors),
     security(("session" = []))
 )]
@@ -695,7 +817,6 @@ pub async fn members(
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     /// The new role.
-    #[schema(schema_with = crate::openapi::role_schema)]
     pub role: Role,
 }
 
@@ -707,7 +828,7 @@ pub struct RoleBody {
     put,
     path = "/v1/projects/{slug}/members/{user_id}",
     tag = "project",
-    params(("slug" = String, Path, description = "The project's slug"), ("user_id" = String, Path, description = "The user's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("user_id" = UserId, Path, description = "The user's id")),
     request_body = RoleBody,
     responses((status = 204, description = "Set"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::Conflict),
     security(("session" = []))
@@ -745,7 +866,7 @@ pub async fn set_member(
     delete,
     path = "/v1/projects/{slug}/members/{user_id}",
     tag = "project",
-    params(("slug" = String, Path, description = "The project's slug"), ("user_id" = String, Path, description = "The user's id")),
+    params(("slug" = Slug, Path, description = "The project's slug"), ("user_id" = UserId, Path, description = "The user's id")),
     responses((status = 204, description = "Removed"), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::Conflict),
     security(("session" = []))
 )]
@@ -816,11 +937,14 @@ async fn revoke_keys_minted_by(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Events after this sequence number (0: from the start).
+    /// Events after this sequence number (0: from the start; sequence
+    /// numbers are 63-bit).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     pub after: u64,
-    /// Page size, at most 500.
+    /// Page size, 1 to 500 (default 100).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: usize,
     /// Also verify the whole chain (walks every event: O(length)).
     #[serde(default)]
@@ -831,6 +955,9 @@ fn default_limit() -> usize {
     100
 }
 
+/// The largest audit page over HTTP.
+const MAX_AUDIT_PAGE: usize = 500;
+
 /// The chain's verification status.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -840,7 +967,6 @@ pub enum ChainAnswer {
         /// How many events.
         events: u64,
         /// The newest link.
-        #[schema(value_type = Option<Object>)]
         head: Option<ChainHead>,
     },
     /// The chain is broken at `seq`.
@@ -856,7 +982,6 @@ pub enum ChainAnswer {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPage {
     /// Events, by sequence number.
-    #[schema(value_type = Vec<Object>)]
     pub events: Vec<AuditEvent>,
     /// The `after` of the next page (`None`: this was the last).
     pub next_after: Option<u64>,
@@ -871,7 +996,7 @@ pub struct AuditPage {
     get,
     path = "/v1/projects/{slug}/audit",
     tag = "project",
-    params(("slug" = String, Path, description = "The project's slug"), AuditQuery),
+    params(("slug" = Slug, Path, description = "The project's slug"), AuditQuery),
     responses((status = 200, description = "A page of events", body = AuditPage), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("api_key" = []), ("session" = []))
 )]
@@ -886,7 +1011,14 @@ pub async fn audit_log(
             "after and limit are numbers, verify is true or false",
         )
     })?;
-    let limit = q.limit.clamp(1, 500);
+    // Exactly what the document states: nothing is clamped silently.
+    if q.after > i64::MAX as u64 || !(1..=MAX_AUDIT_PAGE).contains(&q.limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "after is 0 to 9223372036854775807, limit 1 to 500",
+        ));
+    }
+    let limit = q.limit;
     let events = state.relay.audit().events(&grant, q.after, limit).await?;
     let next_after = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq))

@@ -34,8 +34,10 @@ pub const FORMAT: &str = "echorelay.personal-data.v1";
 
 /// One account's personal data.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PersonalData {
     /// Always [`FORMAT`].
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub format: &'static str,
     /// When the export was made.
     pub generated_at: DateTime<Utc>,
@@ -54,6 +56,7 @@ pub struct PersonalData {
 /// An audit event as the export shows it: the stored event, with what
 /// identifies anyone but the account holder left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExportedEvent {
     /// The event's id.
     pub id: EventId,
@@ -67,6 +70,7 @@ pub struct ExportedEvent {
     /// anyone else (another user, an API key), redacted.
     pub actor: Option<Actor>,
     /// The source IP, only when the account holder is the actor.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub ip: Option<IpAddr>,
     /// The user the event is about: the account holder, or `None` (none,
     /// or someone else, redacted).
@@ -102,6 +106,7 @@ impl ExportedEvent {
 
 /// The account itself, without credentials.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountData {
     /// Id.
     pub id: UserId,
@@ -115,6 +120,7 @@ pub struct AccountData {
 
 /// A membership.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MembershipData {
     /// The project.
     pub project: ProjectId,

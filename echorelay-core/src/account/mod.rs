@@ -35,6 +35,7 @@ pub use service::AccountService;
 /// IPv4 or IPv6. An IPv4-mapped IPv6 address counts as IPv4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum IpFamily {
     /// IPv4 (including `::ffff:a.b.c.d`).
     V4,
@@ -289,6 +290,7 @@ pub struct ChallengeRecord {
 /// An account security event, for the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AccountAction {
     /// Account created.
     Registered,
@@ -320,6 +322,7 @@ pub enum AccountAction {
 /// Why a login step failed. Recorded, never shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LoginFailure {
     /// No account has this email.
     UnknownAccount,

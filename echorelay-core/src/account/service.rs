@@ -190,6 +190,7 @@ pub enum StepUp {
 
 /// A live session, as listed to its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     /// Handle (to end it).
     pub id: SessionId,
@@ -203,6 +204,7 @@ pub struct SessionView {
 
 /// A trusted device, as listed to its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceView {
     /// Handle (to revoke it).
     pub id: DeviceId,
@@ -218,6 +220,7 @@ pub struct DeviceView {
 
 /// An account's live sessions and trusted devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessList {
     /// Sessions.
     pub sessions: Vec<SessionView>,
