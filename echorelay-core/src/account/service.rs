@@ -319,6 +319,7 @@ where
             policy.session_absolute,
             policy.challenge_lifetime,
             policy.step_up_window,
+            policy.password_backoff,
         ];
         if !durations.into_iter().all(sane) {
             return Err(Error::InvalidInput(
@@ -409,26 +410,66 @@ where
             .await?)
     }
 
-    /// The password throttles, reserved before any bcrypt work: one attempt
-    /// of the source (counted whatever the outcome) and, for a known
-    /// account, one of the account (forgotten after a success). `false`
-    /// when either is at its limit.
+    /// The password throttles of a login without a trusted device,
+    /// reserved before any bcrypt work: one attempt of the source when its
+    /// address is meaningful (counted whatever the outcome) and, for a
+    /// known account, one of the account's progressive bucket (forgotten
+    /// after a success; not reserved when the source refuses). `false`
+    /// when either refuses.
     async fn reserve_password(&self, user: Option<UserId>, ip: IpAddr) -> Result<bool> {
-        let source = AttemptScope::password_source(ip);
-        let source_ok = self
-            .reserve(&source, self.policy.max_password_attempts_per_source)
-            .await?;
-        let account_ok = match user {
-            Some(u) => {
-                self.reserve(
-                    &AttemptScope::Password(u),
-                    self.policy.max_password_failures,
-                )
-                .await?
+        let source_ok = match AttemptScope::meaningful_source(ip) {
+            Some(source) => {
+                self.reserve(&source, self.policy.max_password_attempts_per_source)
+                    .await?
             }
             None => true,
         };
-        Ok(source_ok && account_ok)
+        // A refused source does not count against the account: it was not
+        // checked.
+        if !source_ok {
+            return Ok(false);
+        }
+        match user {
+            Some(u) => self.reserve_backoff(&AttemptScope::Password(u)).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Reserves one password attempt of `scope` under the progressive
+    /// throttle ([`AccountPolicy`]): refused while the delay after the last
+    /// recorded attempt runs, or once the window holds
+    /// `max_password_failures`. Of racing callers that saw the same count,
+    /// at most one is reserved.
+    async fn reserve_backoff(&self, scope: &AttemptScope) -> Result<bool> {
+        let now = self.now();
+        let since = now - self.policy.failure_window;
+        let recorded = self.accounts.attempts_since(scope, since).await?;
+        if let Some(last) = recorded.iter().max()
+            && now < *last + self.backoff_after(recorded.len())
+        {
+            return Ok(false);
+        }
+        let max = u32::try_from(recorded.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+            .min(self.policy.max_password_failures);
+        Ok(self
+            .accounts
+            .reserve_attempt(scope, now, since, max)
+            .await?)
+    }
+
+    /// The delay after `failures` recorded attempts: the backoff doubled
+    /// per failure after the first, at most the window.
+    fn backoff_after(&self, failures: usize) -> Duration {
+        let doublings = u32::try_from(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 2i32.checked_pow(doublings).unwrap_or(i32::MAX);
+        self.policy
+            .password_backoff
+            .checked_mul(factor)
+            .map_or(self.policy.failure_window, |d| {
+                d.min(self.policy.failure_window)
+            })
     }
 
     /// Creates an account with a password and no second factor yet: its
@@ -499,10 +540,23 @@ where
             Ok(e) => self.accounts.account_by_email(&e).await?,
             Err(_) => None,
         };
-        if !self
-            .reserve_password(account.as_ref().map(|a| a.id), ip)
-            .await?
-        {
+        // A valid trusted device of the account is throttled on its own:
+        // others' guesses (account or source buckets) never refuse it.
+        let device = match &account {
+            Some(a) => self.trusted_device(a, device_cookie).await?,
+            None => None,
+        };
+        let reserved = match &device {
+            Some(d) => {
+                self.reserve_backoff(&AttemptScope::DevicePassword(d.id))
+                    .await?
+            }
+            None => {
+                self.reserve_password(account.as_ref().map(|a| a.id), ip)
+                    .await?
+            }
+        };
+        if !reserved {
             // Throttled: the same bcrypt work as a real check, the same
             // error, and no verdict on the password.
             let _ = password::verify_dummy_async(password, self.policy.password).await;
@@ -529,9 +583,13 @@ where
             Ok(false) => return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await),
             Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
         }
-        self.accounts
-            .clear_attempts(&AttemptScope::Password(user))
-            .await?;
+        // A device login forgets only the device's count: an attack on the
+        // account's bucket stays throttled.
+        let used = match &device {
+            Some(d) => AttemptScope::DevicePassword(d.id),
+            None => AttemptScope::Password(user),
+        };
+        self.accounts.clear_attempts(&used).await?;
         if password::needs_rehash(&account.password_hash, self.policy.password) {
             // Compare-and-swap: a password change that landed meanwhile wins.
             match password::hash_password_async(
@@ -556,7 +614,7 @@ where
                     .await?,
             ));
         }
-        if let Some(device) = self.trusted_device(&account, device_cookie).await? {
+        if let Some(device) = device {
             // A device evicted meanwhile still proved itself a moment ago.
             self.accounts.touch_device(device.id, self.now()).await?;
             let session = self.new_session(user, account.epoch, ip, None).await?;
@@ -1172,7 +1230,8 @@ where
             .account(user)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        if !self.reserve_password(Some(user), ip).await? {
+        let scope = AttemptScope::SessionPassword(user);
+        if !self.reserve_backoff(&scope).await? {
             return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
         }
         if !password::verify_password_async(current, account.password_hash.clone())
@@ -1181,9 +1240,7 @@ where
         {
             return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
         }
-        self.accounts
-            .clear_attempts(&AttemptScope::Password(user))
-            .await?;
+        self.accounts.clear_attempts(&scope).await?;
         self.policy
             .password
             .check_new_password(new.expose_secret(), &[&account.email, self.policy.issuer])?;
@@ -1381,7 +1438,8 @@ where
         let user = s.user;
         match proof {
             StepUp::Password(pw) => {
-                if !self.reserve_password(Some(user), ip).await? {
+                let scope = AttemptScope::SessionPassword(user);
+                if !self.reserve_backoff(&scope).await? {
                     let _ = password::verify_dummy_async(pw, self.policy.password).await;
                     return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
                 }
@@ -1396,9 +1454,7 @@ where
                 {
                     return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
                 }
-                self.accounts
-                    .clear_attempts(&AttemptScope::Password(user))
-                    .await?;
+                self.accounts.clear_attempts(&scope).await?;
             }
             StepUp::Totp(code) => {
                 self.reserve_attempt(user, ip).await?;
