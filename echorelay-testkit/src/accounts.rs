@@ -1642,6 +1642,66 @@ pub async fn guesses_do_not_lock_out_a_trusted_device<B: Backend>(h: Harness<B>)
         .expect("accounts: the device after its own delay");
 }
 
+/// An account keeps at most `max_sessions` sessions: a login beyond the
+/// cap ends the oldest (audited as ended by the system), never the new one
+/// and never another account's.
+pub async fn sessions_per_account_are_capped<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), true).await;
+    let other = h.enrolled(v4(), false).await;
+    let device = a
+        .login
+        .device
+        .as_ref()
+        .expect("accounts: enrollment trusted the device")
+        .token
+        .expose_secret()
+        .to_owned();
+    let cap = h.accounts.policy().max_sessions;
+    let mut tokens = vec![a.login.session.token.expose_secret().to_owned()];
+    // The enrollment session plus cap - 1 logins: at the cap, nothing ends.
+    let login = || async {
+        h.clock.advance(Duration::seconds(1));
+        match h
+            .accounts
+            .login_password(&a.email, pw(PASSWORD), v4(), Some(&device))
+            .await
+            .expect("accounts: a device login")
+        {
+            PasswordStep::Authenticated(s) => s.token.expose_secret().to_owned(),
+            other => panic!("accounts: expected a session, got {other:?}"),
+        }
+    };
+    for _ in 1..cap {
+        tokens.push(login().await);
+    }
+    assert_eq!(h.store.sessions_of(a.user).await.unwrap().len(), cap);
+    let ended_before = h.count_audited(a.user, AccountAction::SessionEnded).await;
+    tokens.push(login().await);
+    assert_eq!(
+        h.store.sessions_of(a.user).await.unwrap().len(),
+        cap,
+        "accounts: the session cap was not kept"
+    );
+    assert!(
+        unauthenticated(h.accounts.authenticate(&tokens[0], v4()).await),
+        "accounts: the oldest session survived the cap"
+    );
+    for t in [&tokens[1], &tokens[cap]] {
+        assert!(h.accounts.authenticate(t, v4()).await.is_ok());
+    }
+    assert_eq!(
+        h.count_audited(a.user, AccountAction::SessionEnded).await,
+        ended_before + 1,
+        "accounts: the eviction was not audited"
+    );
+    assert!(
+        h.accounts
+            .authenticate(other.login.session.token.expose_secret(), v4())
+            .await
+            .is_ok()
+    );
+}
+
 /// Loopback addresses (every client, behind a local proxy that is not
 /// trusted) are not one global per-source bucket: an attacker's bad logins
 /// from `127.0.0.1` do not stop another user showing the same address.

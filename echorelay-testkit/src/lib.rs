@@ -282,6 +282,7 @@ macro_rules! conformance_tests {
             accounts::password_guessing_backs_off,
             accounts::guesses_do_not_lock_out_a_trusted_device,
             accounts::a_loopback_source_is_not_a_global_bucket,
+            accounts::sessions_per_account_are_capped,
             accounts::new_passwords_follow_the_policy,
             accounts::sensitive_operations_need_a_recent_step_up,
             accounts::a_user_ends_only_their_own_sessions,

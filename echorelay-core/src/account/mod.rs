@@ -211,6 +211,11 @@ pub struct AccountPolicy {
     pub failure_window: Duration,
     /// Trusted devices kept per account; the oldest is evicted (default 5).
     pub max_trusted_devices: usize,
+    /// Sessions kept per account (default 50): a login beyond it ends the
+    /// account's oldest sessions (by creation, ties by id), audited as
+    /// `SessionEnded` by the system. Concurrent logins may leave a few
+    /// more for a moment; every login trims again.
+    pub max_sessions: usize,
     /// Fixed lifetime of a trusted device (default 30 days), never
     /// extended by use.
     pub device_lifetime: Duration,
@@ -238,6 +243,7 @@ impl Default for AccountPolicy {
             max_password_attempts_per_source: 100,
             failure_window: Duration::minutes(15),
             max_trusted_devices: 5,
+            max_sessions: 50,
             device_lifetime: Duration::days(30),
             session_idle: Duration::minutes(30),
             session_absolute: Duration::hours(12),

@@ -287,8 +287,8 @@ where
     /// `audit`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for invalid TOTP parameters, a device cap or
-    /// failure limit of 0, or a duration that is not between 1 second and
+    /// [`Error::InvalidInput`] for invalid TOTP parameters, a device or
+    /// session cap or failure limit of 0, or a duration that is not between 1 second and
     /// 10 years.
     pub fn from_parts(
         accounts: A,
@@ -303,6 +303,7 @@ where
             .validate()
             .map_err(|_| Error::InvalidInput("invalid TOTP parameters"))?;
         if policy.max_trusted_devices == 0
+            || policy.max_sessions == 0
             || policy.max_second_factor_failures == 0
             || policy.max_password_failures == 0
             || policy.max_password_attempts_per_source == 0
@@ -913,12 +914,44 @@ where
         };
         let id = rec.id;
         self.sessions.insert_session(rec).await?;
+        if lifetime.is_none() {
+            self.evict_sessions(user, id, ip).await?;
+        }
         Ok(NewSession {
             token,
             id,
             user,
             expires_at,
         })
+    }
+
+    /// Ends the account's oldest sessions (by creation, ties by id) beyond
+    /// [`AccountPolicy::max_sessions`], never `keep` (the new one), and
+    /// audits the eviction like a device eviction.
+    async fn evict_sessions(&self, user: UserId, keep: SessionId, ip: IpAddr) -> Result<()> {
+        let mut sessions = self.sessions.sessions_of(user).await?;
+        if sessions.len() <= self.policy.max_sessions {
+            return Ok(());
+        }
+        sessions.sort_by_key(|s| (s.created_at, s.id));
+        let excess = sessions.len() - self.policy.max_sessions;
+        let mut ended = 0;
+        for s in sessions.iter().filter(|s| s.id != keep).take(excess) {
+            if self.sessions.delete_session(s.id).await? {
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            self.audit(
+                Some(user),
+                Actor::System,
+                Some(ip),
+                AccountAction::SessionEnded,
+                None,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// [`AccountService::begin_enrollment`], before its errors are made opaque.
