@@ -146,7 +146,11 @@ pub trait KeyStore: Send + Sync {
         audit: AuditDraft,
     ) -> StoreResult<()>;
     /// Marks the key revoked at `at` and drops any pending reveal.
-    /// `NotFound` if absent; `Conflict` if already revoked.
+    /// `NotFound` if absent; `Conflict` if already revoked, and then (as
+    /// after a revocation) only once the revocation is visible to every
+    /// verification: a store with caches waits for their acknowledgement
+    /// again, so a revoke retried after a failure that followed its commit
+    /// does not return earlier than the first should have.
     async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: AuditDraft) -> StoreResult<()>;
     /// Atomically removes and returns the key's pending reveal; `None` (and
     /// no audit event) if there is none. Of concurrent callers, at most one
