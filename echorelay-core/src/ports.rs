@@ -3,9 +3,15 @@
 //! ([`crate::keys::KeyService`], [`crate::config::ConfigService`],
 //! [`crate::access::Voter`], [`crate::audit`]).
 //!
-//! Every mutating method takes its [`AuditDraft`] and must store the change
+//! Every mutating method of [`KeyStore`], [`ConfigStore`] and
+//! [`MembershipStore`] takes its [`AuditDraft`] and must store the change
 //! and the sealed event ([`crate::audit::seal`]) in one atomic step, or
-//! neither (S11). Methods that return `Err` must have written nothing.
+//! neither (S11). [`AccountStore`] and [`SessionStore`] do not: account
+//! and session events are appended by the service through [`AuditSink`]
+//! right after the change, in a separate step, because sessions may live
+//! in another backend (Redis) than the log; a crash between the two can
+//! lose such an event, never record one for a change that did not happen.
+//! Methods that return `Err` must have written nothing.
 //!
 //! `Arc<T>` of any port is the port, so `Arc<dyn …>` and shared backends work.
 //!
@@ -314,7 +320,8 @@ pub trait AuditLog: Send + Sync {
 /// even when sessions live in another store.
 ///
 /// Account security events are appended to the audit log by the service
-/// through [`AuditSink`] right after the change they record.
+/// through [`AuditSink`] right after the change they record, in a separate
+/// step (not atomically with it: see the module docs).
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Creates an account. `AlreadyExists` if the id is taken or another

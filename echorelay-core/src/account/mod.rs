@@ -14,6 +14,14 @@
 //! of TOTP seeds. Every failure a caller sees is the one generic
 //! [`crate::Error::Unauthenticated`]; the reason goes to the audit log as a
 //! [`LoginFailure`].
+//!
+//! Account events (S11's log, not its atomicity): the service appends each
+//! one through [`crate::ports::AuditSink`] right after the change it
+//! records, in a separate step, since sessions may live in another
+//! backend than the log. A crash between the two can lose an event, never
+//! record one for a change that did not happen; an append that fails is
+//! returned as the operation's error after the change was made (failed
+//! login steps only log it).
 
 use std::net::IpAddr;
 
