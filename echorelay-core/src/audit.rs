@@ -8,10 +8,15 @@
 //! newest events is caught by checking against an anchored [`ChainHead`]
 //! (kept, for example, in every backup).
 //!
-//! Stores never take an event alone for a mutation: every mutating port
-//! method takes the mutation *and* its [`AuditDraft`] and writes both in one
-//! atomic step, calling [`seal`] with the chain's current head. The log's
-//! port ([`crate::ports::AuditLog`]) has no update or delete.
+//! For keys, config and memberships, stores never take an event alone for
+//! a mutation: every mutating port method takes the mutation *and* its
+//! [`AuditDraft`] and writes both in one atomic step, calling [`seal`] with
+//! the chain's current head. Account and session events are the exception:
+//! the account service appends them through [`crate::ports::AuditSink`]
+//! right after the change, in their own step (sessions may live in another
+//! backend than the log), so a crash in between can lose such an event but
+//! never invent one. The log's port ([`crate::ports::AuditLog`]) has no
+//! update or delete.
 //!
 //! Events never carry a secret value: the kinds below have no field that
 //! could hold one.

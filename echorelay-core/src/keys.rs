@@ -966,30 +966,45 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
     pub async fn revoke(&self, grant: &Grant<Keys>, id: KeyId) -> Result<()> {
         let rec = self.project_key(grant.project_id(), id).await?;
         let now = self.clock.now();
-        let first = if rec.revoked_at.is_some() {
-            Err(StoreError::Conflict {
-                reason: "key already revoked",
-            }
-            .into())
-        } else {
-            let audit = self.draft(
-                grant.actor(),
-                grant.ip(),
-                &rec,
-                KeyAction::Revoke,
-                None,
-                now,
-            );
-            self.keys
-                .revoke_key(id, now, audit)
-                .await
-                .map_err(Error::from)
-        };
+        // Also when already revoked: the store answers `Conflict` only once
+        // the revocation is visible everywhere (a retry after a failure
+        // that followed the commit waits like the first attempt).
+        let mut retry = rec.revoked_at.is_some();
+        let audit = self.draft(
+            grant.actor(),
+            grant.ip(),
+            &rec,
+            KeyAction::Revoke,
+            None,
+            now,
+        );
+        let first = self
+            .keys
+            .revoke_key(id, now, audit)
+            .await
+            .map_err(Error::from);
         loop {
             let all = self.keys.keys_of_project(grant.project_id()).await?;
             let mut revoked_now = 0usize;
             for dependent in dependents(&all, id) {
                 if dependent.revoked_at.is_some() {
+                    // A retry confirms what an earlier attempt revoked
+                    // (the store waits for its caches, then refuses).
+                    if retry {
+                        let audit = self.draft(
+                            grant.actor(),
+                            grant.ip(),
+                            dependent,
+                            KeyAction::Revoke,
+                            None,
+                            now,
+                        );
+                        match self.keys.revoke_key(dependent.id, now, audit).await {
+                            Ok(()) => revoked_now += 1,
+                            Err(StoreError::Conflict { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                     continue;
                 }
                 let audit = self.draft(
@@ -1006,6 +1021,7 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
                     Err(e) => return Err(e.into()),
                 }
             }
+            retry = false;
             if revoked_now == 0 {
                 return first;
             }

@@ -3,9 +3,15 @@
 //! ([`crate::keys::KeyService`], [`crate::config::ConfigService`],
 //! [`crate::access::Voter`], [`crate::audit`]).
 //!
-//! Every mutating method takes its [`AuditDraft`] and must store the change
+//! Every mutating method of [`KeyStore`], [`ConfigStore`] and
+//! [`MembershipStore`] takes its [`AuditDraft`] and must store the change
 //! and the sealed event ([`crate::audit::seal`]) in one atomic step, or
-//! neither (S11). Methods that return `Err` must have written nothing.
+//! neither (S11). [`AccountStore`] and [`SessionStore`] do not: account
+//! and session events are appended by the service through [`AuditSink`]
+//! right after the change, in a separate step, because sessions may live
+//! in another backend (Redis) than the log; a crash between the two can
+//! lose such an event, never record one for a change that did not happen.
+//! Methods that return `Err` must have written nothing.
 //!
 //! `Arc<T>` of any port is the port, so `Arc<dyn …>` and shared backends work.
 //!
@@ -146,7 +152,11 @@ pub trait KeyStore: Send + Sync {
         audit: AuditDraft,
     ) -> StoreResult<()>;
     /// Marks the key revoked at `at` and drops any pending reveal.
-    /// `NotFound` if absent; `Conflict` if already revoked.
+    /// `NotFound` if absent; `Conflict` if already revoked, and then (as
+    /// after a revocation) only once the revocation is visible to every
+    /// verification: a store with caches waits for their acknowledgement
+    /// again, so a revoke retried after a failure that followed its commit
+    /// does not return earlier than the first should have.
     async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: AuditDraft) -> StoreResult<()>;
     /// Atomically removes and returns the key's pending reveal; `None` (and
     /// no audit event) if there is none. Of concurrent callers, at most one
@@ -310,7 +320,8 @@ pub trait AuditLog: Send + Sync {
 /// even when sessions live in another store.
 ///
 /// Account security events are appended to the audit log by the service
-/// through [`AuditSink`] right after the change they record.
+/// through [`AuditSink`] right after the change they record, in a separate
+/// step (not atomically with it: see the module docs).
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Creates an account. `AlreadyExists` if the id is taken or another

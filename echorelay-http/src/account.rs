@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use echorelay::core::account::export::{PersonalData, personal_data};
-use echorelay::core::account::service::AccessList;
+use echorelay::core::account::service::{AccessList, NewSession};
 use echorelay::core::ids::{DeviceId, SessionId};
 use echorelay::prelude::{
     ExposeSecret, LoginComplete, PasswordStep, SecondFactor, SecretString, StepUp,
@@ -146,25 +146,44 @@ fn logged_in(done: LoginComplete, backup_codes: Option<Vec<String>>) -> Response
         .into_response(),
     };
     let h = response.headers_mut();
-    let expires = Some(done.session.expires_at);
-    for cookie in [
-        cookies::set(cookies::SESSION, token, expires, true),
-        cookies::set(cookies::CSRF, &csrf, expires, false),
-    ]
-    .into_iter()
-    .chain(done.device.as_ref().map(|d| {
-        cookies::set(
-            cookies::DEVICE,
-            d.token.expose_secret(),
-            Some(d.expires_at),
-            true,
-        )
-    }))
-    .flatten()
+    set_session_cookies(h, &done.session, &csrf);
+    for cookie in done
+        .device
+        .as_ref()
+        .map(|d| {
+            cookies::set(
+                cookies::DEVICE,
+                d.token.expose_secret(),
+                Some(d.expires_at),
+                true,
+            )
+        })
+        .into_iter()
+        .flatten()
     {
         h.append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// Sets the session cookie and its CSRF cookie (`csrf`, derived from the
+/// session token) on an answer.
+fn set_session_cookies(h: &mut HeaderMap, session: &NewSession, csrf: &str) {
+    let expires = Some(session.expires_at);
+    for cookie in [
+        cookies::set(
+            cookies::SESSION,
+            session.token.expose_secret(),
+            expires,
+            true,
+        ),
+        cookies::set(cookies::CSRF, csrf, expires, false),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        h.append(header::SET_COOKIE, cookie);
+    }
 }
 
 /// `POST /v1/auth/second-factor`: exactly one of `code` and `backup_code`.
@@ -410,20 +429,23 @@ impl utoipa::PartialSchema for StepUpBody {
 impl ToSchema for StepUpBody {}
 
 /// `POST /v1/auth/step-up`: re-proves the session's owner for the
-/// sensitive operations of the next 10 minutes (204).
+/// sensitive operations of the next 10 minutes (204). The session is
+/// renewed with its privilege (no session fixation across a step-up): the
+/// answer sets a new session cookie and a new CSRF cookie, and the old
+/// session token stops working.
 #[utoipa::path(
     post,
     path = "/v1/auth/step-up",
     tag = "auth",
     request_body = StepUpBody,
-    responses((status = 204, description = "Stepped up for 10 minutes"), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    responses((status = 204, description = "Stepped up for 10 minutes; the session is renewed (new session and CSRF cookies set, the old token ends)"), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("session" = []))
 )]
 pub async fn step_up(
     State(state): State<AppState>,
     me: SessionAuth,
     JsonBody(body): JsonBody<StepUpBody>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let proof = match (body.password, body.code) {
         (Some(p), None) => StepUp::Password(p),
         (None, Some(c)) => StepUp::Totp(c),
@@ -434,12 +456,17 @@ pub async fn step_up(
             ));
         }
     };
-    state
-        .relay
-        .accounts()
+    let accounts = state.relay.accounts();
+    accounts
         .step_up(me.token.expose_secret(), me.ip, proof)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let renewed = accounts
+        .renew_session(me.token.expose_secret(), me.ip)
+        .await?;
+    let csrf = cookies::csrf_token(renewed.token.expose_secret());
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    set_session_cookies(response.headers_mut(), &renewed, &csrf);
+    Ok(response)
 }
 
 fn cleared(mut response: Response) -> Response {

@@ -64,7 +64,7 @@
 //! | `POST /v1/auth/second-factor` | a challenge | session cookie; optionally a trusted-device cookie |
 //! | `POST /v1/auth/enrollment` | a challenge | the TOTP secret, its `otpauth://` URI and the QR code as SVG |
 //! | `POST /v1/auth/enrollment/confirm` | a challenge | session cookie and ten backup codes, once |
-//! | `POST /v1/auth/step-up` | session | 204: sensitive operations allowed for 10 minutes |
+//! | `POST /v1/auth/step-up` | session | 204: sensitive operations allowed for 10 minutes; the session is renewed (new session and CSRF cookies, the old token ends) |
 //! | `POST /v1/auth/logout`, `/v1/auth/logout-everywhere` | session | 204, cookies cleared |
 //! | `GET /v1/me/sessions` | session | the account's sessions and trusted devices |
 //! | `DELETE /v1/me/sessions/{id}` | session | 204 |

@@ -414,6 +414,59 @@ async fn sessions_expire_when_idle_and_sensitive_calls_need_a_step_up(w: World) 
     );
 }
 
+/// Issue 16 (9a): a step-up renews the session (no fixation across a
+/// privilege change): the answer sets a new session cookie and a new CSRF
+/// cookie; the old token no longer authenticates, the new one does, with
+/// the step-up's privilege, and the old CSRF token does not pass with it.
+async fn a_step_up_renews_the_session(w: World) {
+    let server = w.serve(HttpConfig::local()).await;
+    let mut b = Browser::new(server.connect().await);
+    let (seed, _) = enroll(&w, &mut b, "ren@example.com").await;
+    for _ in 0..2 {
+        w.clock.advance(Duration::minutes(10));
+        assert_eq!(b.get("/v1/me/sessions").await.status, StatusCode::OK);
+    }
+    let (old_session, old_csrf) = (b.session.clone().unwrap(), b.csrf.clone().unwrap());
+    let ok = b
+        .post("/v1/auth/step-up", json!({"code": code(&w, &seed, 0)}))
+        .await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT, "{}", ok.text());
+    let new_session = set_cookie(&ok, "__Host-er_session").expect("a new session cookie");
+    let new_csrf = set_cookie(&ok, "__Host-er_csrf").expect("a new CSRF cookie");
+    assert_ne!(new_session, old_session);
+    assert_ne!(new_csrf, old_csrf);
+
+    // The old cookie is dead.
+    let mut old = Browser::new(server.connect().await);
+    old.session = Some(old_session);
+    old.csrf = Some(old_csrf.clone());
+    assert_eq!(
+        old.get("/v1/me/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The new session with the old CSRF token: refused.
+    let mut mixed = Browser::new(server.connect().await);
+    mixed.session = Some(new_session.clone());
+    mixed.csrf = Some(old_csrf);
+    assert_eq!(
+        mixed
+            .call(Method::DELETE, "/v1/me/devices", None, true)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // The new cookies work, stepped up: a sensitive write passes.
+    assert_eq!(b.session.as_deref(), Some(new_session.as_str()));
+    let sessions = b.get("/v1/me/sessions").await;
+    assert_eq!(sessions.status, StatusCode::OK);
+    assert_eq!(
+        b.call(Method::DELETE, "/v1/me/devices", None, true)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
 async fn a_session_is_pinned_to_its_ip_family_directly(w: World) {
     // One dual-stack listener: IPv4 clients arrive as mapped addresses
     // and count as IPv4.
@@ -821,6 +874,7 @@ on_every_store!(
     a_backup_code_works_once,
     cookie_writes_need_the_csrf_token_and_sessions_reach_projects,
     sessions_expire_when_idle_and_sensitive_calls_need_a_step_up,
+    a_step_up_renews_the_session,
     a_session_is_pinned_to_its_ip_family_directly,
     behind_a_trusted_proxy_the_family_is_the_clients,
     logout_everywhere_ends_every_session,

@@ -380,16 +380,26 @@ impl KeyStore for PgStore {
         .await
         .map_err(backend)?;
         let Some(hash) = hash else {
-            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = $1")
-                .bind(idb(&id))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            return Err(match exists {
-                None => StoreError::NotFound { kind: "key" },
-                Some(_) => StoreError::Conflict {
-                    reason: "key already revoked",
-                },
+            let revoked: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT hash FROM api_keys WHERE id = $1")
+                    .bind(idb(&id))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            let Some(hash) = revoked else {
+                return Err(StoreError::NotFound { kind: "key" });
+            };
+            // Already revoked, perhaps by an attempt that failed while it
+            // waited for the caches (a 503 after its commit): a retry must
+            // not answer before every cache dropped the key either. The
+            // invalidation is sent again (no data changes) and waited for
+            // like the first; notifications arrive in commit order, so an
+            // acknowledgement of this one covers the earlier one.
+            let seqs = notify_in(&mut tx, &hash_list(&hash)).await?;
+            tx.commit().await.map_err(backend)?;
+            self.await_invalidation(seqs).await?;
+            return Err(StoreError::Conflict {
+                reason: "key already revoked",
             });
         };
         let seqs = notify_in(&mut tx, &hash_list(&hash)).await?;

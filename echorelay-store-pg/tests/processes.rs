@@ -509,3 +509,52 @@ async fn a_deaf_listener_is_noticed_and_replaced() {
         "the revocation waited {waited:?} (lease 2 s)"
     );
 }
+
+/// Issue 16 (9c): a revoke retried after its first attempt committed (say
+/// the first answered 503 while it waited for the caches) waits for the
+/// caches like the first: "already revoked" comes only once every cache
+/// with a valid lease acknowledged the key's invalidation, here a cache
+/// that never answers and whose lease ends 1.5 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_revoke_waits_for_the_caches_like_the_first() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let minted = a.keys.mint(&grant, req()).await.unwrap();
+    // No cache yet: the first revocation returns at once.
+    a.keys.revoke(&grant, minted.view.id).await.unwrap();
+    assert!(matches!(
+        a.keys.verify(minted.plaintext.expose_secret()).await,
+        Err(Error::Unauthenticated)
+    ));
+    // A cache that holds a lease and never acknowledges anything.
+    let lease = StdDuration::from_millis(1_500);
+    sqlx::query(
+        "INSERT INTO key_cache_instances (id, lease_until) \
+         VALUES ($1, now() + make_interval(secs => $2))",
+    )
+    .bind(&[0x5a_u8; 16][..])
+    .bind(lease.as_secs_f64())
+    .execute(a.store.pool())
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let again = a.keys.revoke(&grant, minted.view.id).await;
+    let waited = start.elapsed();
+    assert!(
+        matches!(
+            again,
+            Err(Error::Store(
+                echorelay_core::error::StoreError::Conflict { .. }
+            ))
+        ),
+        "{again:?}"
+    );
+    assert!(
+        waited >= lease - StdDuration::from_millis(200),
+        "the retried revoke returned after {waited:?}, before the cache's lease ended"
+    );
+}

@@ -356,6 +356,8 @@ pub async fn login_flow_enrolls_then_requires_totp<B: Backend>(h: Harness<B>) {
             })
             .count()
     };
+    // Past the progressive delay of the failures above.
+    h.clock.advance(Duration::minutes(1));
     let (bad_before, malformed_before) =
         (bad_passwords(h.failures_of(user).await), malformed().await);
     assert!(unauthenticated(
@@ -1064,6 +1066,8 @@ pub async fn devices_are_revoked_by_request_password_change_and_reset<B: Backend
             .change_password(s.token.expose_secret(), pw("not it"), pw("x"), v4())
             .await
     ));
+    // Past the progressive delay of the old password's failure.
+    h.clock.advance(Duration::minutes(1));
     // 2FA reset: devices, codes and sessions end; the next login enrolls.
     let ch = match h
         .accounts
@@ -1418,17 +1422,29 @@ pub async fn purge_removes_only_expired_sessions_and_challenges<B: Backend>(h: H
     );
 }
 
+/// The documented delay of the progressive password throttle after
+/// `failures` recorded failures ([`echorelay_core::account::AccountPolicy`]).
+fn backoff(policy: &echorelay_core::account::AccountPolicy, failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::zero();
+    }
+    let d = policy.password_backoff * 2i32.pow(failures - 1);
+    d.min(policy.failure_window)
+}
+
 /// The password step is throttled per account and per source address
 /// (ASVS V2.2.1), with counters in the store (shared by every process):
-/// once locked, the right password fails exactly like a wrong one; the
-/// lock lifts when the window passes. A success resets the account's
+/// while refused, the right password fails exactly like a wrong one; the
+/// refusal lifts when the window passes. A success resets the account's
 /// count.
 pub async fn password_step_is_throttled<B: Backend>(h: Harness<B>) {
     let a = h.enrolled(v4(), false).await;
     let policy = *h.accounts.policy();
     let wrong = || pw("not the password at all");
-    // One short of the limit, then a success: the count starts over.
-    for _ in 0..policy.max_password_failures - 1 {
+    // One short of the limit, each after its delay, then a success: the
+    // count starts over.
+    for k in 0..policy.max_password_failures - 1 {
+        h.clock.advance(backoff(&policy, k));
         let proc_ = h.another_process();
         assert!(unauthenticated(
             proc_
@@ -1437,6 +1453,8 @@ pub async fn password_step_is_throttled<B: Backend>(h: Harness<B>) {
                 .await
         ));
     }
+    h.clock
+        .advance(backoff(&policy, policy.max_password_failures - 1));
     h.accounts
         .login_password(&a.email, pw(PASSWORD), v4(), None)
         .await
@@ -1449,7 +1467,7 @@ pub async fn password_step_is_throttled<B: Backend>(h: Harness<B>) {
                 .await
         ));
     }
-    // Locked: the right password is refused the same way, from anywhere.
+    // Refused: the right password is refused the same way, from anywhere.
     assert!(unauthenticated(
         h.accounts
             .login_password(&a.email, pw(PASSWORD), v6(), None)
@@ -1490,6 +1508,223 @@ pub async fn password_step_is_throttled<B: Backend>(h: Harness<B>) {
         .login_password(&a.email, pw(PASSWORD), v4(), None)
         .await
         .expect("accounts: another source");
+}
+
+/// Password guessing against one account backs off progressively: after
+/// `k` failures the next attempt, right password or not, is refused until
+/// `password_backoff × 2^(k−1)` after the last one, and the refusals are
+/// not counted as checks (audited as lockouts, not as bad passwords).
+pub async fn password_guessing_backs_off<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), false).await;
+    let policy = *h.accounts.policy();
+    let rounds = 4;
+    for k in 1..=rounds {
+        assert!(unauthenticated(
+            h.accounts
+                .login_password(&a.email, pw("not the password at all"), v4(), None)
+                .await
+        ));
+        // Just before the delay ends (it doubles each round), even the
+        // right password is refused.
+        let before = backoff(&policy, k) - Duration::milliseconds(1);
+        h.clock.advance(before);
+        assert!(
+            unauthenticated(
+                h.accounts
+                    .login_password(&a.email, pw(PASSWORD), v4(), None)
+                    .await
+            ),
+            "accounts: the right password was checked {before} after failure {k}"
+        );
+        // Exactly at its end, the next guess is checked.
+        h.clock.advance(Duration::milliseconds(1));
+    }
+    let failures = h.failures_of(a.user).await;
+    let count = |f: LoginFailure| failures.iter().filter(|x| **x == f).count();
+    assert_eq!(count(LoginFailure::BadPassword), rounds as usize);
+    assert_eq!(count(LoginFailure::LockedOut), rounds as usize);
+    // The delay over, the right password gets through and resets the count.
+    h.accounts
+        .login_password(&a.email, pw(PASSWORD), v4(), None)
+        .await
+        .expect("accounts: the right password after the delay");
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(&a.email, pw("not the password at all"), v4(), None)
+            .await
+    ));
+    h.clock.advance(backoff(&policy, 1));
+    h.accounts
+        .login_password(&a.email, pw(PASSWORD), v4(), None)
+        .await
+        .expect("accounts: one failure after a reset waits only the first delay");
+}
+
+/// Others' guesses never lock out the holder of a trusted device (ASVS
+/// V2.2.1): after an attacker exhausted the account's password throttle
+/// and the shared source address, the owner with the right password and
+/// the device cookie logs in, and steps up in a session; a device cookie
+/// alone does not open unthrottled guessing.
+pub async fn guesses_do_not_lock_out_a_trusted_device<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), true).await;
+    let device = a
+        .login
+        .device
+        .as_ref()
+        .expect("accounts: enrollment trusted the device")
+        .token
+        .expose_secret()
+        .to_owned();
+    let policy = *h.accounts.policy();
+    // Attacker and victim behind one NAT address.
+    let nat: IpAddr = "203.0.113.50".parse().unwrap();
+    let wrong = || pw("not the password at all");
+    for k in 0..policy.max_password_failures {
+        h.clock.advance(backoff(&policy, k));
+        assert!(unauthenticated(
+            h.accounts
+                .login_password(&a.email, wrong(), nat, None)
+                .await
+        ));
+    }
+    for i in 0..policy.max_password_attempts_per_source {
+        let email = format!("victimless{i}@example.com");
+        assert!(unauthenticated(
+            h.accounts.login_password(&email, wrong(), nat, None).await
+        ));
+    }
+    // The attack works on everyone without a device of the account.
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(&a.email, pw(PASSWORD), v4(), None)
+            .await
+    ));
+    // The owner's device gets through, from the flooded address too.
+    let step = h
+        .accounts
+        .login_password(&a.email, pw(PASSWORD), nat, Some(&device))
+        .await
+        .expect("accounts: the trusted device was locked out by others' guesses");
+    let PasswordStep::Authenticated(session) = step else {
+        panic!("accounts: a trusted device must skip the TOTP step, got {step:?}");
+    };
+    // A step-up by password in a session is not refused either.
+    h.accounts
+        .step_up(
+            session.token.expose_secret(),
+            nat,
+            StepUp::Password(pw(PASSWORD)),
+        )
+        .await
+        .expect("accounts: step-up refused by others' guesses");
+    // And the device login did not reset the attacker's bucket.
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(&a.email, pw(PASSWORD), v4(), None)
+            .await
+    ));
+    // A device cookie is throttled on its own: a wrong password with it
+    // makes the next one wait.
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(&a.email, wrong(), nat, Some(&device))
+            .await
+    ));
+    assert!(unauthenticated(
+        h.accounts
+            .login_password(&a.email, pw(PASSWORD), nat, Some(&device))
+            .await
+    ));
+    h.clock.advance(backoff(&policy, 1));
+    h.accounts
+        .login_password(&a.email, pw(PASSWORD), nat, Some(&device))
+        .await
+        .expect("accounts: the device after its own delay");
+}
+
+/// An account keeps at most `max_sessions` sessions: a login beyond the
+/// cap ends the oldest (audited as ended by the system), never the new one
+/// and never another account's.
+pub async fn sessions_per_account_are_capped<B: Backend>(h: Harness<B>) {
+    let a = h.enrolled(v4(), true).await;
+    let other = h.enrolled(v4(), false).await;
+    let device = a
+        .login
+        .device
+        .as_ref()
+        .expect("accounts: enrollment trusted the device")
+        .token
+        .expose_secret()
+        .to_owned();
+    let cap = h.accounts.policy().max_sessions;
+    let mut tokens = vec![a.login.session.token.expose_secret().to_owned()];
+    // The enrollment session plus cap - 1 logins: at the cap, nothing ends.
+    let login = || async {
+        h.clock.advance(Duration::seconds(1));
+        match h
+            .accounts
+            .login_password(&a.email, pw(PASSWORD), v4(), Some(&device))
+            .await
+            .expect("accounts: a device login")
+        {
+            PasswordStep::Authenticated(s) => s.token.expose_secret().to_owned(),
+            other => panic!("accounts: expected a session, got {other:?}"),
+        }
+    };
+    for _ in 1..cap {
+        tokens.push(login().await);
+    }
+    assert_eq!(h.store.sessions_of(a.user).await.unwrap().len(), cap);
+    let ended_before = h.count_audited(a.user, AccountAction::SessionEnded).await;
+    tokens.push(login().await);
+    assert_eq!(
+        h.store.sessions_of(a.user).await.unwrap().len(),
+        cap,
+        "accounts: the session cap was not kept"
+    );
+    assert!(
+        unauthenticated(h.accounts.authenticate(&tokens[0], v4()).await),
+        "accounts: the oldest session survived the cap"
+    );
+    for t in [&tokens[1], &tokens[cap]] {
+        assert!(h.accounts.authenticate(t, v4()).await.is_ok());
+    }
+    assert_eq!(
+        h.count_audited(a.user, AccountAction::SessionEnded).await,
+        ended_before + 1,
+        "accounts: the eviction was not audited"
+    );
+    assert!(
+        h.accounts
+            .authenticate(other.login.session.token.expose_secret(), v4())
+            .await
+            .is_ok()
+    );
+}
+
+/// Loopback addresses (every client, behind a local proxy that is not
+/// trusted) are not one global per-source bucket: an attacker's bad logins
+/// from `127.0.0.1` do not stop another user showing the same address.
+pub async fn a_loopback_source_is_not_a_global_bucket<B: Backend>(h: Harness<B>) {
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let a = h.enrolled(loopback, false).await;
+    let policy = *h.accounts.policy();
+    for i in 0..policy.max_password_attempts_per_source + 5 {
+        let email = format!("guess{i}@example.com");
+        assert!(unauthenticated(
+            h.accounts
+                .login_password(&email, pw("not the password at all"), loopback, None)
+                .await
+        ));
+    }
+    for ip in [loopback, "::ffff:127.0.0.1".parse().unwrap()] {
+        let step = h
+            .accounts
+            .login_password(&a.email, pw(PASSWORD), ip, None)
+            .await
+            .expect("accounts: others' bad logins from loopback locked a user out");
+        assert!(matches!(step, PasswordStep::SecondFactorRequired(_)));
+    }
 }
 
 /// New passwords follow the policy (ASVS V2.1.1, V2.1.7): at least 12

@@ -14,6 +14,14 @@
 //! of TOTP seeds. Every failure a caller sees is the one generic
 //! [`crate::Error::Unauthenticated`]; the reason goes to the audit log as a
 //! [`LoginFailure`].
+//!
+//! Account events (S11's log, not its atomicity): the service appends each
+//! one through [`crate::ports::AuditSink`] right after the change it
+//! records, in a separate step, since sessions may live in another
+//! backend than the log. A crash between the two can lose an event, never
+//! record one for a change that did not happen; an append that fails is
+//! returned as the operation's error after the change was made (failed
+//! login steps only log it).
 
 use std::net::IpAddr;
 
@@ -67,11 +75,21 @@ pub enum AttemptScope {
     /// Second-factor attempts of an account (TOTP, backup codes,
     /// enrollment confirmation).
     SecondFactor(UserId),
-    /// Password attempts against an account (login, password re-checks).
+    /// Password logins against an account that present no trusted device
+    /// of it: the bucket anyone who knows the email can fill.
     Password(UserId),
+    /// Password logins that present a valid trusted-device cookie of the
+    /// account: counted per device, so guesses by others (the
+    /// [`AttemptScope::Password`] bucket) never lock out the holder of a
+    /// device, and a stolen device cookie is still throttled.
+    DevicePassword(DeviceId),
+    /// Password re-checks inside a live session of the account (step-up,
+    /// password change): only holders of a session reach this bucket.
+    SessionPassword(UserId),
     /// Password attempts from one source: an IPv4 address, or the /64 an
     /// IPv6 address is in (one host usually holds a whole /64). Build it
-    /// with [`AttemptScope::password_source`].
+    /// with [`AttemptScope::password_source`]; a loopback or unspecified
+    /// address has none.
     PasswordSource(IpAddr),
 }
 
@@ -100,13 +118,38 @@ impl AttemptScope {
         }
     }
 
+    /// The per-source password throttle of `ip`, or `None` when the
+    /// address says nothing about the client: a loopback or unspecified
+    /// address is what every request shows behind a local proxy that is
+    /// not configured as trusted, so one bucket for it would be one global
+    /// bucket (forty bad logins would lock everybody out).
+    ///
+    /// ```
+    /// use echorelay_core::account::AttemptScope;
+    /// assert!(AttemptScope::meaningful_source("127.0.0.1".parse().unwrap()).is_none());
+    /// assert!(AttemptScope::meaningful_source("::ffff:127.0.0.1".parse().unwrap()).is_none());
+    /// assert!(AttemptScope::meaningful_source("::1".parse().unwrap()).is_none());
+    /// assert!(AttemptScope::meaningful_source("203.0.113.7".parse().unwrap()).is_some());
+    /// ```
+    pub fn meaningful_source(ip: IpAddr) -> Option<Self> {
+        let ip = ip.to_canonical();
+        if ip.is_loopback() || ip.is_unspecified() {
+            None
+        } else {
+            Some(Self::password_source(ip))
+        }
+    }
+
     /// The stable text form a store keys the counter by:
-    /// `second_factor:usr_…`, `password:usr_…`, `password_source:<ipv4>` or
+    /// `second_factor:usr_…`, `password:usr_…`, `device_password:dev_…`,
+    /// `session_password:usr_…`, `password_source:<ipv4>` or
     /// `password_source:<ipv6 network>/64`.
     pub fn key(&self) -> String {
         match self {
             AttemptScope::SecondFactor(u) => format!("second_factor:{u}"),
             AttemptScope::Password(u) => format!("password:{u}"),
+            AttemptScope::DevicePassword(d) => format!("device_password:{d}"),
+            AttemptScope::SessionPassword(u) => format!("session_password:{u}"),
             AttemptScope::PasswordSource(IpAddr::V4(ip)) => format!("password_source:{ip}"),
             AttemptScope::PasswordSource(IpAddr::V6(ip)) => format!("password_source:{ip}/64"),
         }
@@ -114,6 +157,39 @@ impl AttemptScope {
 }
 
 /// Account security settings. Defaults follow the security page.
+///
+/// ## Login throttling (ASVS V2.2.1)
+///
+/// Password guessing is throttled without letting an attacker lock out an
+/// account they do not control:
+///
+/// - **Per account, progressive.** Failed password logins against an
+///   account that present no trusted device of it count in one bucket per
+///   account ([`AttemptScope::Password`]). After `k` failures in the
+///   window, the next attempt is refused until
+///   [`AccountPolicy::password_backoff`] × 2^(k−1) after the last one
+///   (capped at the window), and never more than
+///   [`AccountPolicy::max_password_failures`] are checked per window.
+///   While refused, the right password fails like a wrong one (no
+///   verdict, so guessing cannot go on); a success without a device
+///   resets the bucket.
+/// - **A trusted device gets through.** A login presenting a valid
+///   trusted-device cookie of the account (issued only after a second
+///   factor, so it proves prior possession) is counted per device
+///   ([`AttemptScope::DevicePassword`]) and not against the account or
+///   the source: someone else's guesses never refuse it, and a stolen
+///   device cookie is still throttled. Such a login does not reset the
+///   account's bucket, so an attack in progress stays throttled. Password
+///   re-checks inside a session (step-up, password change) count in a
+///   bucket only session holders reach ([`AttemptScope::SessionPassword`]).
+///   An owner without a trusted device waits the delay out like anyone.
+/// - **Per source, only where the source means something.** Every
+///   password attempt from one IPv4 address or IPv6 /64 counts against
+///   [`AccountPolicy::max_password_attempts_per_source`]: it refuses that
+///   source only. Loopback and unspecified addresses are not throttled per
+///   source ([`AttemptScope::meaningful_source`]): behind a local proxy
+///   that is not trusted (no `--trust-proxy`) every client shows them, and
+///   the bucket would be global. Per-account throttling still applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountPolicy {
     /// bcrypt cost for new hashes (default 13, minimum 10).
@@ -124,10 +200,18 @@ pub struct AccountPolicy {
     pub issuer: &'static str,
     /// Failed second-factor attempts allowed per window before a lockout.
     pub max_second_factor_failures: u32,
-    /// Failed password attempts against one account per window before its
-    /// password step locks (default 10; a success resets the count). While
-    /// locked, every attempt fails the same way, right password or not.
+    /// Password attempts checked per window against one account without a
+    /// trusted device (default 10; a success resets the count), and per
+    /// trusted device or per account's sessions. While refused, every
+    /// attempt fails the same way, right password or not (see the type's
+    /// docs: a trusted device of the account is not refused by others'
+    /// failures).
     pub max_password_failures: u32,
+    /// The first delay of the progressive password throttle: after `k`
+    /// failures in the window, the next attempt of the same bucket waits
+    /// `password_backoff × 2^(k−1)` after the last one, at most the window
+    /// (default 1 second: 1 s, 2 s, 4 s, … 256 s after nine).
+    pub password_backoff: Duration,
     /// Password attempts (successful or not) from one source per window:
     /// an IPv4 address or an IPv6 /64 (default 100).
     pub max_password_attempts_per_source: u32,
@@ -136,6 +220,11 @@ pub struct AccountPolicy {
     pub failure_window: Duration,
     /// Trusted devices kept per account; the oldest is evicted (default 5).
     pub max_trusted_devices: usize,
+    /// Sessions kept per account (default 50): a login beyond it ends the
+    /// account's oldest sessions (by creation, ties by id), audited as
+    /// `SessionEnded` by the system. Concurrent logins may leave a few
+    /// more for a moment; every login trims again.
+    pub max_sessions: usize,
     /// Fixed lifetime of a trusted device (default 30 days), never
     /// extended by use.
     pub device_lifetime: Duration,
@@ -159,9 +248,11 @@ impl Default for AccountPolicy {
             issuer: "EchoRelay",
             max_second_factor_failures: 5,
             max_password_failures: 10,
+            password_backoff: Duration::seconds(1),
             max_password_attempts_per_source: 100,
             failure_window: Duration::minutes(15),
             max_trusted_devices: 5,
+            max_sessions: 50,
             device_lifetime: Duration::days(30),
             session_idle: Duration::minutes(30),
             session_absolute: Duration::hours(12),

@@ -290,8 +290,8 @@ where
     /// `audit`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for invalid TOTP parameters, a device cap or
-    /// failure limit of 0, or a duration that is not between 1 second and
+    /// [`Error::InvalidInput`] for invalid TOTP parameters, a device or
+    /// session cap or failure limit of 0, or a duration that is not between 1 second and
     /// 10 years.
     pub fn from_parts(
         accounts: A,
@@ -306,6 +306,7 @@ where
             .validate()
             .map_err(|_| Error::InvalidInput("invalid TOTP parameters"))?;
         if policy.max_trusted_devices == 0
+            || policy.max_sessions == 0
             || policy.max_second_factor_failures == 0
             || policy.max_password_failures == 0
             || policy.max_password_attempts_per_source == 0
@@ -322,6 +323,7 @@ where
             policy.session_absolute,
             policy.challenge_lifetime,
             policy.step_up_window,
+            policy.password_backoff,
         ];
         if !durations.into_iter().all(sane) {
             return Err(Error::InvalidInput(
@@ -412,26 +414,66 @@ where
             .await?)
     }
 
-    /// The password throttles, reserved before any bcrypt work: one attempt
-    /// of the source (counted whatever the outcome) and, for a known
-    /// account, one of the account (forgotten after a success). `false`
-    /// when either is at its limit.
+    /// The password throttles of a login without a trusted device,
+    /// reserved before any bcrypt work: one attempt of the source when its
+    /// address is meaningful (counted whatever the outcome) and, for a
+    /// known account, one of the account's progressive bucket (forgotten
+    /// after a success; not reserved when the source refuses). `false`
+    /// when either refuses.
     async fn reserve_password(&self, user: Option<UserId>, ip: IpAddr) -> Result<bool> {
-        let source = AttemptScope::password_source(ip);
-        let source_ok = self
-            .reserve(&source, self.policy.max_password_attempts_per_source)
-            .await?;
-        let account_ok = match user {
-            Some(u) => {
-                self.reserve(
-                    &AttemptScope::Password(u),
-                    self.policy.max_password_failures,
-                )
-                .await?
+        let source_ok = match AttemptScope::meaningful_source(ip) {
+            Some(source) => {
+                self.reserve(&source, self.policy.max_password_attempts_per_source)
+                    .await?
             }
             None => true,
         };
-        Ok(source_ok && account_ok)
+        // A refused source does not count against the account: it was not
+        // checked.
+        if !source_ok {
+            return Ok(false);
+        }
+        match user {
+            Some(u) => self.reserve_backoff(&AttemptScope::Password(u)).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Reserves one password attempt of `scope` under the progressive
+    /// throttle ([`AccountPolicy`]): refused while the delay after the last
+    /// recorded attempt runs, or once the window holds
+    /// `max_password_failures`. Of racing callers that saw the same count,
+    /// at most one is reserved.
+    async fn reserve_backoff(&self, scope: &AttemptScope) -> Result<bool> {
+        let now = self.now();
+        let since = now - self.policy.failure_window;
+        let recorded = self.accounts.attempts_since(scope, since).await?;
+        if let Some(last) = recorded.iter().max()
+            && now < *last + self.backoff_after(recorded.len())
+        {
+            return Ok(false);
+        }
+        let max = u32::try_from(recorded.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+            .min(self.policy.max_password_failures);
+        Ok(self
+            .accounts
+            .reserve_attempt(scope, now, since, max)
+            .await?)
+    }
+
+    /// The delay after `failures` recorded attempts: the backoff doubled
+    /// per failure after the first, at most the window.
+    fn backoff_after(&self, failures: usize) -> Duration {
+        let doublings = u32::try_from(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 2i32.checked_pow(doublings).unwrap_or(i32::MAX);
+        self.policy
+            .password_backoff
+            .checked_mul(factor)
+            .map_or(self.policy.failure_window, |d| {
+                d.min(self.policy.failure_window)
+            })
     }
 
     /// Creates an account with a password and no second factor yet: its
@@ -502,10 +544,23 @@ where
             Ok(e) => self.accounts.account_by_email(&e).await?,
             Err(_) => None,
         };
-        if !self
-            .reserve_password(account.as_ref().map(|a| a.id), ip)
-            .await?
-        {
+        // A valid trusted device of the account is throttled on its own:
+        // others' guesses (account or source buckets) never refuse it.
+        let device = match &account {
+            Some(a) => self.trusted_device(a, device_cookie).await?,
+            None => None,
+        };
+        let reserved = match &device {
+            Some(d) => {
+                self.reserve_backoff(&AttemptScope::DevicePassword(d.id))
+                    .await?
+            }
+            None => {
+                self.reserve_password(account.as_ref().map(|a| a.id), ip)
+                    .await?
+            }
+        };
+        if !reserved {
             // Throttled: the same bcrypt work as a real check, the same
             // error, and no verdict on the password.
             let _ = password::verify_dummy_async(password, self.policy.password).await;
@@ -532,9 +587,13 @@ where
             Ok(false) => return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await),
             Err(_) => return Err(self.fail(Some(user), ip, LoginFailure::Malformed).await),
         }
-        self.accounts
-            .clear_attempts(&AttemptScope::Password(user))
-            .await?;
+        // A device login forgets only the device's count: an attack on the
+        // account's bucket stays throttled.
+        let used = match &device {
+            Some(d) => AttemptScope::DevicePassword(d.id),
+            None => AttemptScope::Password(user),
+        };
+        self.accounts.clear_attempts(&used).await?;
         if password::needs_rehash(&account.password_hash, self.policy.password) {
             // Compare-and-swap: a password change that landed meanwhile wins.
             match password::hash_password_async(
@@ -559,7 +618,7 @@ where
                     .await?,
             ));
         }
-        if let Some(device) = self.trusted_device(&account, device_cookie).await? {
+        if let Some(device) = device {
             // A device evicted meanwhile still proved itself a moment ago.
             self.accounts.touch_device(device.id, self.now()).await?;
             let session = self.new_session(user, account.epoch, ip, None).await?;
@@ -858,12 +917,44 @@ where
         };
         let id = rec.id;
         self.sessions.insert_session(rec).await?;
+        if lifetime.is_none() {
+            self.evict_sessions(user, id, ip).await?;
+        }
         Ok(NewSession {
             token,
             id,
             user,
             expires_at,
         })
+    }
+
+    /// Ends the account's oldest sessions (by creation, ties by id) beyond
+    /// [`AccountPolicy::max_sessions`], never `keep` (the new one), and
+    /// audits the eviction like a device eviction.
+    async fn evict_sessions(&self, user: UserId, keep: SessionId, ip: IpAddr) -> Result<()> {
+        let mut sessions = self.sessions.sessions_of(user).await?;
+        if sessions.len() <= self.policy.max_sessions {
+            return Ok(());
+        }
+        sessions.sort_by_key(|s| (s.created_at, s.id));
+        let excess = sessions.len() - self.policy.max_sessions;
+        let mut ended = 0;
+        for s in sessions.iter().filter(|s| s.id != keep).take(excess) {
+            if self.sessions.delete_session(s.id).await? {
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            self.audit(
+                Some(user),
+                Actor::System,
+                Some(ip),
+                AccountAction::SessionEnded,
+                None,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// [`AccountService::begin_enrollment`], before its errors are made opaque.
@@ -1175,7 +1266,8 @@ where
             .account(user)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        if !self.reserve_password(Some(user), ip).await? {
+        let scope = AttemptScope::SessionPassword(user);
+        if !self.reserve_backoff(&scope).await? {
             return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
         }
         if !password::verify_password_async(current, account.password_hash.clone())
@@ -1184,9 +1276,7 @@ where
         {
             return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
         }
-        self.accounts
-            .clear_attempts(&AttemptScope::Password(user))
-            .await?;
+        self.accounts.clear_attempts(&scope).await?;
         self.policy
             .password
             .check_new_password(new.expose_secret(), &[&account.email, self.policy.issuer])?;
@@ -1384,7 +1474,8 @@ where
         let user = s.user;
         match proof {
             StepUp::Password(pw) => {
-                if !self.reserve_password(Some(user), ip).await? {
+                let scope = AttemptScope::SessionPassword(user);
+                if !self.reserve_backoff(&scope).await? {
                     let _ = password::verify_dummy_async(pw, self.policy.password).await;
                     return Err(self.fail(Some(user), ip, LoginFailure::LockedOut).await);
                 }
@@ -1399,9 +1490,7 @@ where
                 {
                     return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
                 }
-                self.accounts
-                    .clear_attempts(&AttemptScope::Password(user))
-                    .await?;
+                self.accounts.clear_attempts(&scope).await?;
             }
             StepUp::Totp(code) => {
                 self.reserve_attempt(user, ip).await?;
