@@ -989,6 +989,10 @@ mod tests {
         (p, out, sealed.unwrap())
     }
 
+    fn tag_of(e: &AuditEvent) -> AuditTag {
+        e.tag.expect("a tagged event")
+    }
+
     fn keys_of(ring: &Keyring) -> Arc<AuditKeys> {
         AuditKeys::from_keyring(ring)
     }
@@ -1053,6 +1057,15 @@ mod tests {
         // Another chain's head tag does not check for this chain.
         assert!(!keys.head_is_authentic(Some(ProjectId::random()), &sealed));
         assert!(!keys.head_is_authentic(None, &sealed));
+        let shown_tag = format!("{:?}", tag_of(&ev[0]));
+        assert_eq!(
+            shown_tag,
+            format!(
+                "AuditTag({}:{})",
+                keys.current_id(),
+                hex::encode(tag_of(&ev[0]).tag.0)
+            )
+        );
         // Debug names the key ids, never key material.
         let shown = format!("{keys:?}");
         assert!(shown.contains(&keys.current_id().to_string()), "{shown}");
