@@ -1000,8 +1000,8 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
                             now,
                         );
                         match self.keys.revoke_key(dependent.id, now, audit).await {
-                            Ok(()) => revoked_now += 1,
-                            Err(StoreError::Conflict { .. }) => {}
+                            // Already revoked: nothing new for the rescan.
+                            Ok(()) | Err(StoreError::Conflict { .. }) => {}
                             Err(e) => return Err(e.into()),
                         }
                     }
@@ -1095,17 +1095,14 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
         // Exactly one caller takes the sealed copy. It may differ from the
         // one opened above (a rewrap pass re-sealed it meanwhile), but a
         // record has one successor key: what we opened is its plaintext.
+        // A collector revoked meanwhile: `Store(Conflict)`, nothing taken.
         match self
             .keys
             .take_pending_reveal(rec.id, collector, audit)
-            .await
+            .await?
         {
-            Ok(Some(_)) => Ok(key),
-            Ok(None) => Err(nothing_to_reveal()),
-            // The presenting key was revoked meanwhile: as if it had not
-            // authenticated.
-            Err(StoreError::Conflict { .. }) if collector.is_some() => Err(Error::Unauthenticated),
-            Err(e) => Err(e.into()),
+            Some(_) => Ok(key),
+            None => Err(nothing_to_reveal()),
         }
     }
 
