@@ -207,12 +207,7 @@ pub struct SecondFactorBody {
 impl utoipa::PartialSchema for SecondFactorBody {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, Type};
-        let string = |d: &str| {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .description(Some(d))
-                .build()
-        };
+        let string = crate::openapi::described_string;
         crate::openapi::exactly_one_of(
             "The challenge from the password step and exactly one of `code` and `backup_code`",
             &[
@@ -407,13 +402,7 @@ pub struct StepUpBody {
 
 impl utoipa::PartialSchema for StepUpBody {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
-        let string = |d: &str| {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .description(Some(d))
-                .build()
-        };
+        let string = crate::openapi::described_string;
         crate::openapi::exactly_one_of(
             "Exactly one of `password` and `code`",
             &[],

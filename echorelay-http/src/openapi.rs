@@ -132,6 +132,14 @@ fn null() -> utoipa::openapi::schema::Object {
         .build()
 }
 
+/// A string field with its description (for the hand-written body schemas).
+pub(crate) fn described_string(description: &str) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(description))
+        .build()
+}
+
 /// An object with the `common` fields (`required` among them) and exactly
 /// one of the two `choices` (the other absent or `null`), nothing else:
 /// a body like `{"password": …}` or `{"code": …}`, never both.
