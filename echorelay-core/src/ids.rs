@@ -160,6 +160,10 @@ define_id!(
     /// An audit event.
     EventId, "evt_", "event"
 );
+define_id!(
+    /// A queued job.
+    JobId, "job_", "job"
+);
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,7 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod ports;
+pub mod queue;
 pub mod rewrap;
 pub mod vault;
 
