@@ -213,10 +213,10 @@ impl State {
             }
             JobState::Dead { .. } => {
                 lane.dead.insert(id);
-                if let Some(key) = job.dedup.take() {
-                    if lane.dedup.get(&key) == Some(&id) {
-                        lane.dedup.remove(&key);
-                    }
+                if let Some(key) = job.dedup.take()
+                    && lane.dedup.get(&key) == Some(&id)
+                {
+                    lane.dedup.remove(&key);
                 }
             }
         }
@@ -232,10 +232,10 @@ impl State {
             return;
         };
         unindex(lane, &job, id);
-        if let Some(key) = &job.dedup {
-            if lane.dedup.get(key) == Some(&id) {
-                lane.dedup.remove(key);
-            }
+        if let Some(key) = &job.dedup
+            && lane.dedup.get(key) == Some(&id)
+        {
+            lane.dedup.remove(key);
         }
     }
 
@@ -387,10 +387,10 @@ fn plan_enqueue(
             lane.and_then(|l| l.dedup.get(k).copied())
                 .or_else(|| batch_keys.get(k).copied())
         });
-        if existing.is_none() {
-            if let Some(k) = &job.dedup_key {
-                batch_keys.insert(k, job.id);
-            }
+        if existing.is_none()
+            && let Some(k) = &job.dedup_key
+        {
+            batch_keys.insert(k, job.id);
         }
         keys_to_jobs.push(existing);
     }
