@@ -17,6 +17,7 @@
 //! | append-only, hash-chained audit log | [`audit`] | S11 |
 //! | accounts: bcrypt, TOTP, backup codes, devices, sessions, login | [`account`] | S6–S9 |
 //! | SECRET_KEY rotation: rewrap every sealed value, key usage | [`rewrap`] | S4 |
+//! | job queue: the port, its contract, `QueueService`, backoff, lease tokens | [`queue`] | S13, S15 |
 //!
 //! Errors are grouped by category under one top-level [`Error`].
 #![forbid(unsafe_code)]

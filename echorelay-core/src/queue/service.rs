@@ -25,8 +25,10 @@
 //! (S13): a backend stores them as they are, and a dead job keeps its
 //! payload until it is purged.
 //!
-//! Every operation runs in a `tracing` span named `queue.<operation>` with
-//! the queue's name and counts (never payload bytes).
+//! Every operation runs in a `tracing` span named `queue.<operation>` (at
+//! debug level) with the queue's name, or the job's id for the operations
+//! that take a token, and counts or sizes: never payload bytes, never a
+//! whole lease token.
 
 use std::fmt;
 use std::sync::Arc;
