@@ -455,10 +455,13 @@ impl Queue for RedisQueue {
                 .arg(job.max_attempts)
                 .arg(job.dedup_key.as_ref().map_or("", |k| k.as_str()));
         }
-        let ids = array(self.run(&inv).await?)?
-            .into_iter()
-            .map(job_id)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (word, rest) = status(self.run(&inv).await?)?;
+        match word.as_str() {
+            "ok" => {}
+            "dup" => return Err(QueueError::InvalidArgument("duplicate job id")),
+            _ => return Err(corrupt("an unknown enqueue status")),
+        }
+        let ids = rest.map(job_id).collect::<Result<Vec<_>, _>>()?;
         if ids.len() != jobs.len() {
             return Err(corrupt("an enqueue reply of the wrong length"));
         }

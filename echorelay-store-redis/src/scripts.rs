@@ -29,39 +29,36 @@ use redis::Script;
 /// KEYS: ready, dedup. ARGV: jp, queue, now, channel, count, then per job
 /// id, payload, run_at, max attempts, dedup key (`''`: none).
 ///
-/// Returns one id per job: its own, or the holder of its key (a job of
-/// this queue, or an earlier job of the batch). A job whose id already
-/// exists (a retried call) is not stored again. Publishes on the channel
-/// when a stored job is due.
+/// Returns `{'dup', id}` (nothing stored) when a job's id is already
+/// stored or repeated in the batch, else `{'ok', id, …}`: one id per job,
+/// its own or that of the holder of its key (a job of this queue, or an
+/// earlier job of the batch). Publishes on the channel when a stored job
+/// is due.
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local jp, q, nowS, chan, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local now = tonumber(nowS)
-local out, store, claimed, ids = {}, {}, {}, {}
+local ids = {}
+for i = 0, count - 1 do
+  local id = ARGV[6 + i * 5]
+  if ids[id] or redis.call('EXISTS', jp .. id) == 1 then return { 'dup', id } end
+  ids[id] = true
+end
+local out, store, claimed = { 'ok' }, {}, {}
 for i = 0, count - 1 do
   local b = 6 + i * 5
   local id, key = ARGV[b], ARGV[b + 4]
-  local result, new = id, true
+  local result = id
   if key ~= '' then
     local held = claimed[key]
-    if held then
-      result, new = held, false
-    else
+    if not held then
       local other = redis.call('HGET', KEYS[2], key)
-      if other and redis.call('EXISTS', jp .. other) == 1 then
-        result, new = other, false
-      end
+      if other and redis.call('EXISTS', jp .. other) == 1 then held = other end
     end
+    if held then result = held else claimed[key] = id end
   end
-  if new and (ids[id] or redis.call('EXISTS', jp .. id) == 1) then
-    new = false
-  end
-  if new then
-    store[#store + 1] = b
-    ids[id] = true
-    if key ~= '' then claimed[key] = id end
-  end
+  if result == id then store[#store + 1] = b end
   out[#out + 1] = result
 end
 local wake = false

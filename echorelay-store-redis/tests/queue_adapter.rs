@@ -316,11 +316,37 @@ async fn dedup_keys_return_the_holder_and_are_freed_by_ack_and_death() {
         queue.enqueue(&name, vec![i], t(3)).await.unwrap(),
         vec![h.id]
     );
-    // A retried enqueue (same id) stores nothing new.
+    // ... and takes it back when nobody does (as the Postgres queue does).
+    let x = job(b"x", t(0), 1, Some("order-3"));
+    queue
+        .enqueue(&q("redrive"), vec![x.clone()], t(3))
+        .await
+        .unwrap();
+    let rx = queue
+        .reserve(&q("redrive"), 1, LeaseNonce::random(), t(10), t(3))
+        .await
+        .unwrap();
+    queue
+        .nack(&rx[0].token, Retry::Never, &class, t(4))
+        .await
+        .unwrap();
+    queue.redrive(&q("redrive"), x.id, t(5)).await.unwrap();
+    let y = job(b"y", t(0), 1, Some("order-3"));
     assert_eq!(
-        queue.enqueue(&name, vec![g.clone()], t(3)).await.unwrap(),
-        vec![g.id]
+        queue.enqueue(&q("redrive"), vec![y], t(5)).await.unwrap(),
+        vec![x.id]
     );
+    // An id already stored, or twice in a batch, is refused whole.
+    let fresh = job(b"j", t(0), 1, None);
+    for batch in [
+        vec![fresh.clone(), g.clone()],
+        vec![fresh.clone(), fresh.clone()],
+    ] {
+        assert_eq!(
+            queue.enqueue(&name, batch, t(3)).await,
+            Err(QueueError::InvalidArgument("duplicate job id"))
+        );
+    }
     assert_eq!(stats(&queue, &name, t(3)).await.waiting, 3);
 }
 
