@@ -57,7 +57,7 @@
 //! No script walks a whole backlog, and none `unpack`s a list into a
 //! Redis call (Lua's stack limit: apalis's Redis queue fails with "too
 //! many results to unpack" at 20,000 due jobs). A reservation of `n` (at
-//! most [`MAX_BATCH`](echorelay_core::queue::MAX_BATCH), 1,000) reads at
+//! most [`MAX_BATCH`], 1,000) reads at
 //! most `n` due jobs (`ZRANGEBYSCORE … LIMIT 0 n`) and at most `4n`
 //! expired leases, merges them by due time and leases the `n` earliest;
 //! expired leases are reserved straight from the leased set, never moved

@@ -195,7 +195,7 @@ async fn consumers_dropped_mid_job_lose_nothing_and_ack_nothing_twice() {
     for chunk in 0..(JOBS / 1_000) {
         let jobs: Vec<NewJob> = (0..1_000)
             .map(|i| {
-                let poisoned = (chunk * 1_000 + i) % POISON_EVERY == 0;
+                let poisoned = (chunk * 1_000 + i).is_multiple_of(POISON_EVERY);
                 NewJob {
                     id: JobId::random(),
                     payload: format!("job {chunk}-{i}").into_bytes(),
@@ -225,7 +225,7 @@ async fn consumers_dropped_mid_job_lose_nothing_and_ack_nothing_twice() {
             queues[i].clone(),
             name.clone(),
             client_name(&tag, i),
-            i % 2 == 0,
+            i.is_multiple_of(2),
             poison.clone(),
             tally.clone(),
         ))
@@ -252,7 +252,7 @@ async fn consumers_dropped_mid_job_lose_nothing_and_ack_nothing_twice() {
         // Chaos for the first 15 s, then let the backlog drain.
         if started.elapsed() < Duration::from_secs(15) {
             let victim = (rounds / 2) % CONSUMERS;
-            if rounds % 2 == 0 {
+            if rounds.is_multiple_of(2) {
                 consumers[victim].abort();
                 let _ = (&mut consumers[victim]).await;
                 consumers[victim] = spawn(victim);
@@ -278,7 +278,7 @@ async fn consumers_dropped_mid_job_lose_nothing_and_ack_nothing_twice() {
             .expect("the connection manager recovered");
     }
 
-    let tally = tally.lock().unwrap();
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
     let mut dead = HashSet::new();
     let mut after = None;
     loop {
