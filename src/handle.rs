@@ -6,7 +6,7 @@
 //! deployments keep everything in one backend; for them this module wires
 //! the whole set once:
 //!
-//! - [`EchoRelay::from_env`] reads `DATABASE_URL`, `SECRET_KEY`,
+//! - [`EchoRelay::from_env`] reads `DATABASE_URL`, `REDIS_URL`, `SECRET_KEY`,
 //!   `SECRET_KEY_PREVIOUS`, `ECHORELAY_MIGRATE` and `ECHORELAY_KEY_CACHE`
 //!   (the table is on
 //!   [`EchoRelayBuilder::from_env_vars`]);
@@ -15,7 +15,9 @@
 //!
 //! The store is held as [`SharedStore`] (`Arc<dyn Store>`), so the handle
 //! has one type whichever backend is behind it, and clones of it (and of
-//! its services) share the store, the vault and the clock.
+//! its services) share the store, the vault and the clock. The job queue
+//! is a backend of its own ([`SharedQueue`], `Arc<dyn Queue>`), behind
+//! [`EchoRelay::queue`]: a [`MemQueue`] unless the builder is given another.
 
 use std::any::TypeId;
 use std::fmt;
@@ -29,9 +31,10 @@ use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
 };
+use echorelay_core::queue::{Queue, QueueConfig, QueueError, QueueService};
 use echorelay_core::rewrap::Rewrap;
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey, VaultError};
-use echorelay_store_mem::MemStore;
+use echorelay_store_mem::{MemQueue, MemStore};
 use secrecy::{ExposeSecret, SecretString};
 
 /// A backend that implements every port: what [`EchoRelay`] runs on.
@@ -95,8 +98,14 @@ pub type SharedStore = Arc<dyn Store>;
 /// The vault every service of an [`EchoRelay`] shares.
 pub type SharedVault = Arc<AesGcmVault>;
 
+/// The job queue behind [`EchoRelay::queue`]: any [`Queue`] backend.
+pub type SharedQueue = Arc<dyn Queue>;
+
 /// The variable holding the Postgres URL; unset means the in-memory store.
 pub const DATABASE_URL: &str = "DATABASE_URL";
+/// The variable holding the Redis URL of the job queue (cargo feature
+/// `redis`); unset means the queue of `DATABASE_URL`'s backend.
+pub const REDIS_URL: &str = "REDIS_URL";
 /// The variable holding the vault key (64 hex characters, or base64 of 32
 /// bytes).
 pub const SECRET_KEY: &str = "SECRET_KEY";
@@ -148,6 +157,11 @@ pub enum SetupError {
     #[cfg(feature = "pg")]
     #[error("{0}{hint}", hint = migrate_hint(.0))]
     Pg(#[from] echorelay_store_pg::PgError),
+    /// The Redis queue at `REDIS_URL` did not start: unreachable, refused
+    /// login, or a URL that does not parse.
+    #[cfg(feature = "redis")]
+    #[error("the Redis queue at REDIS_URL did not start: {0}")]
+    Redis(#[source] QueueError),
     /// A variable has a value this crate does not understand.
     #[error("{var} is invalid: {reason}")]
     InvalidVar {
@@ -159,6 +173,9 @@ pub enum SetupError {
     /// The [`AccountPolicy`] was rejected by [`AccountService::new`].
     #[error("account policy rejected: {0}")]
     Policy(#[source] echorelay_core::Error),
+    /// The [`QueueConfig`] was rejected by [`QueueConfig::validate`].
+    #[error("queue settings rejected: {0}")]
+    Queue(#[source] QueueError),
 }
 
 /// What to do about a schema that is behind, in [`EchoRelay::from_env`]'s
@@ -186,6 +203,7 @@ fn migrate_hint(e: &echorelay_store_pg::PgError) -> &'static str {
 /// | [`accounts`](EchoRelay::accounts) | [`AccountService`] | registration, login, TOTP, sessions |
 /// | [`audit`](EchoRelay::audit) | [`AuditService`] | reading and verifying a project's audit log |
 /// | [`rewrap`](EchoRelay::rewrap) | [`Rewrap`] | re-sealing after a `SECRET_KEY` rotation |
+/// | [`queue`](EchoRelay::queue) | [`QueueService`] | the job queue: enqueue, reserve, ack, nack, dead letters |
 ///
 /// Cloning is cheap (reference counts) and clones share everything.
 #[derive(Clone)]
@@ -199,13 +217,16 @@ pub struct EchoRelay {
     accounts: AccountService<SharedStore, SharedVault>,
     audit: AuditService<SharedStore>,
     rewrap: Rewrap<SharedStore, SharedVault>,
+    queue: QueueService<SharedQueue>,
     store_type: &'static str,
+    queue_type: &'static str,
 }
 
 impl fmt::Debug for EchoRelay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EchoRelay")
             .field("store", &self.store_type)
+            .field("queue", &self.queue_type)
             .field("vault", &self.vault)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
@@ -241,9 +262,10 @@ impl EchoRelay {
         EchoRelayBuilder::from_env_vars(lookup).await?.build()
     }
 
-    /// A builder starting from the defaults: a new [`MemStore`], a
-    /// generated vault key (allowed only with a [`MemStore`]),
-    /// [`SystemClock`] and [`AccountPolicy::default`].
+    /// A builder starting from the defaults: a new [`MemStore`], a new
+    /// [`MemQueue`] with [`QueueConfig::default`], a generated vault key
+    /// (allowed only with a [`MemStore`]), [`SystemClock`] and
+    /// [`AccountPolicy::default`].
     pub fn builder() -> EchoRelayBuilder {
         EchoRelayBuilder::default()
     }
@@ -284,6 +306,13 @@ impl EchoRelay {
         &self.rewrap
     }
 
+    /// The job queue: core's rules ([`QueueService`]: limits, ids, lease
+    /// nonces, the backoff, time from [`EchoRelay::clock`]) over the queue
+    /// backend. Job payloads carry references, never secrets (S13).
+    pub fn queue(&self) -> &QueueService<SharedQueue> {
+        &self.queue
+    }
+
     /// The store behind every service, for what no service covers (the
     /// global audit chain, housekeeping). Writing through it bypasses the
     /// services' rules and audit events.
@@ -306,6 +335,12 @@ impl EchoRelay {
     /// `echorelay_store_mem::MemStore`.
     pub fn store_type(&self) -> &'static str {
         self.store_type
+    }
+
+    /// The Rust type of the queue backend (for logs), e.g.
+    /// `echorelay_store_mem::queue::MemQueue`.
+    pub fn queue_type(&self) -> &'static str {
+        self.queue_type
     }
 }
 
@@ -336,6 +371,9 @@ pub struct EchoRelayBuilder {
     keyring: Option<Keyring>,
     clock: Arc<dyn Clock>,
     policy: AccountPolicy,
+    queue: SharedQueue,
+    queue_type: &'static str,
+    queue_config: QueueConfig,
 }
 
 impl Default for EchoRelayBuilder {
@@ -348,6 +386,9 @@ impl Default for EchoRelayBuilder {
             keyring: None,
             clock: Arc::new(SystemClock),
             policy: AccountPolicy::default(),
+            queue: Arc::new(MemQueue::new()),
+            queue_type: std::any::type_name::<MemQueue>(),
+            queue_config: QueueConfig::default(),
         }
     }
 }
@@ -356,6 +397,8 @@ impl fmt::Debug for EchoRelayBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EchoRelayBuilder")
             .field("store", &self.store_type)
+            .field("queue", &self.queue_type)
+            .field("queue_config", &self.queue_config)
             .field("keyring", &self.keyring)
             .field("clock", &self.clock)
             .field("policy", &self.policy)
@@ -384,6 +427,7 @@ impl EchoRelayBuilder {
     /// | `SECRET_KEY` | the vault key: 64 hex characters or base64 of 32 random bytes (`openssl rand -hex 32`), checked by [`SecretKey::parse`]. |
     /// | `SECRET_KEY_PREVIOUS` | during a key rotation, the previous keys, comma-separated: they still open, never seal ([`Keyring::parse`]). |
     /// | `ECHORELAY_MIGRATE` | `1` or `true`: apply pending migrations at start. `0`, `false` or unset: don't; a schema that is behind is then `SetupError::Pg` at start, never a failure later. Ignored by the in-memory store. |
+    /// | `REDIS_URL` | set: the job queue is a `RedisQueue` at that URL, key prefix `echorelay` (cargo feature `redis`; without it the variable is ignored with a warning, since other software sets it too). Unset: the queue stays the builder's default, a [`MemQueue`]. |
     /// | `ECHORELAY_KEY_CACHE` | `1` or `true`: the Postgres store keeps verified keys in an in-process cache with the default `KeyCacheConfig` (60 s entries, 5 s lease); every revocation and rotation waits until each live cache has dropped the key, so a revoked key still fails on the next request. `0`, `false` or unset: every verification reads the database. Ignored by the in-memory store (which has nothing to cache). |
     ///
     /// A missing `SECRET_KEY` is an error with Postgres
@@ -424,8 +468,8 @@ impl EchoRelayBuilder {
             Some(keyring) => builder.keyring(keyring),
             None => builder,
         };
-        match env.database_url {
-            None => Ok(builder),
+        let builder = match env.database_url {
+            None => builder,
             #[cfg(feature = "pg")]
             Some(url) => {
                 if builder.keyring.is_none() {
@@ -453,11 +497,38 @@ impl EchoRelayBuilder {
                     key_cache = env.key_cache,
                     "echorelay: Postgres store connected"
                 );
-                Ok(builder.store(store).audit_keys(keys))
+                builder.store(store).audit_keys(keys)
             }
             #[cfg(not(feature = "pg"))]
-            Some(_) => Err(SetupError::PgFeatureMissing),
-        }
+            Some(_) => return Err(SetupError::PgFeatureMissing),
+        };
+        // ---- The queue backend (issue 17) --------------------------------
+        // REDIS_URL set → the Redis queue (feature `redis`), else
+        // DATABASE_URL set → the Postgres queue (feature `pg`; to be added
+        // by the Postgres queue adapter), else memory.
+        // ------------------------------------------------------------------
+        let builder = match env.redis_url {
+            None => builder,
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                let queue = echorelay_store_redis::RedisQueue::connect(url.expose_secret().trim())
+                    .await
+                    .map_err(SetupError::Redis)?;
+                tracing::info!(prefix = queue.prefix(), "echorelay: Redis queue connected");
+                builder.queue(queue)
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => {
+                // Not an error (unlike DATABASE_URL without `pg`): REDIS_URL
+                // is a common variable that other software on the host may
+                // set, and CI exports it for every build.
+                tracing::warn!(
+                    "echorelay: REDIS_URL is set, but echorelay was built without the Redis queue (cargo feature `redis`): the job queue is not on Redis"
+                );
+                builder
+            }
+        };
+        Ok(builder)
     }
 
     /// The store for every service. Default: a new [`MemStore`].
@@ -512,6 +583,21 @@ impl EchoRelayBuilder {
         self
     }
 
+    /// The job queue's backend. Default: a new [`MemQueue`] (jobs live as
+    /// long as the process).
+    pub fn queue<Q: Queue + 'static>(mut self, queue: Q) -> Self {
+        self.queue_type = std::any::type_name::<Q>();
+        self.queue = Arc::new(queue);
+        self
+    }
+
+    /// The queue's settings (payload limit, backoff, default attempts,
+    /// poll). Default: [`QueueConfig::default`].
+    pub fn queue_config(mut self, config: QueueConfig) -> Self {
+        self.queue_config = config;
+        self
+    }
+
     /// Wires the services.
     ///
     /// This computes one bcrypt hash at the policy's cost (the account
@@ -520,7 +606,7 @@ impl EchoRelayBuilder {
     /// # Errors
     /// [`SetupError::MissingSecretKey`] without a keyring on a store other
     /// than [`MemStore`]; [`SetupError::Policy`] if the account policy is
-    /// rejected.
+    /// rejected; [`SetupError::Queue`] if the queue settings are.
     pub fn build(self) -> Result<EchoRelay, SetupError> {
         let keyring = match self.keyring {
             Some(keyring) => keyring,
@@ -539,6 +625,8 @@ impl EchoRelayBuilder {
         };
         let vault: SharedVault = Arc::new(AesGcmVault::new(keyring));
         let clock = self.clock;
+        let queue = QueueService::with_config(self.queue, clock.clone(), self.queue_config)
+            .map_err(SetupError::Queue)?;
         let accounts =
             AccountService::new(store.clone(), vault.clone(), clock.clone(), self.policy)
                 .map_err(SetupError::Policy)?;
@@ -552,10 +640,12 @@ impl EchoRelayBuilder {
                 None => AuditService::new(store.clone()),
             },
             rewrap: Rewrap::new(store.clone(), vault.clone(), clock.clone()),
+            queue,
             store,
             vault,
             clock,
             store_type: self.store_type,
+            queue_type: self.queue_type,
         })
     }
 }
@@ -564,6 +654,8 @@ impl EchoRelayBuilder {
 struct EnvConfig {
     /// Held as a secret: the URL may carry a password.
     database_url: Option<SecretString>,
+    /// Held as a secret, as `database_url`.
+    redis_url: Option<SecretString>,
     keyring: Option<Keyring>,
     #[cfg_attr(not(feature = "pg"), allow(dead_code))]
     migrate: bool,
@@ -599,6 +691,7 @@ impl EnvConfig {
         };
         Ok(EnvConfig {
             database_url: get(DATABASE_URL),
+            redis_url: get(REDIS_URL),
             keyring,
             migrate,
             key_cache,

@@ -957,7 +957,11 @@ pub async fn dead_jobs_page_by_id<Q: TestQueue>(h: QueueHarness<Q>) {
                 (d.attempts, d.max_attempts, d.error_class.as_str()),
                 (1, 1, "killed")
             );
-            assert_eq!(d.id, ids[seen.len() + k], "queue: dead jobs out of id order");
+            assert_eq!(
+                d.id,
+                ids[seen.len() + k],
+                "queue: dead jobs out of id order"
+            );
             assert!(d.payload.starts_with(b"dead-"));
         }
         seen.extend(page.iter().map(|d| d.id));
@@ -1536,9 +1540,10 @@ pub async fn extend_racing_lease_expiry_has_one_outcome<Q: TestQueue>(h: QueueHa
     assert_one_outcome(Use::Extend, &expiry_race(&h, Use::Extend, false).await);
 }
 
-/// Eight racers present one token at once, as ack, ack-many or nack:
-/// exactly one wins, the rest are stale, and the job is gone (ack won) or
-/// delayed (nack won). Ten rounds.
+/// Eight racers present one token at once, as ack, ack-many or nack
+/// (rounds of each alone and of the three mixed): exactly one wins, the
+/// rest are stale, and the job is gone (ack won) or delayed (nack won).
+/// Ten rounds.
 pub async fn racing_uses_of_one_token_win_once<Q: TestQueue>(h: QueueHarness<Q>) {
     for round in 0..MANY_ROUNDS {
         let (name, a, t0) = held_job(&h).await;
@@ -1546,8 +1551,14 @@ pub async fn racing_uses_of_one_token_win_once<Q: TestQueue>(h: QueueHarness<Q>)
         let calls: Vec<Racer> = (0..RACERS)
             .map(|i| {
                 let (q, token) = (h.queue.clone(), a.token);
+                // Rounds of acks only, nacks only, ack-many only, and
+                // of the three mixed (in a different order each time).
+                let kind = match round % 4 {
+                    3 => (i + round / 4) % 3,
+                    k => k,
+                };
                 let racer: Racer = Box::pin(async move {
-                    match i % 3 {
+                    match kind {
                         0 => Outcome::Done(q.ack(&token, t0).await),
                         1 => Outcome::Nacked(
                             q.nack(&token, Retry::At(far), &class("raced"), t0).await,
