@@ -360,3 +360,61 @@ async fn consumers_dropped_mid_job_lose_nothing_and_ack_nothing_twice() {
         tally.nacks,
     );
 }
+
+/// The wake-up subscription killed by the server (`CLIENT KILL TYPE
+/// pubsub`) is reopened by itself: a later enqueue on another connection
+/// still wakes a waiter well before `max_wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_wake_up_subscription_is_reopened() {
+    let Some(redis) = test_redis().await else {
+        return;
+    };
+    let queue = redis.fresh_queue().await.unwrap();
+    let producer = redis.another_process(&queue).await.unwrap();
+    let name = QueueName::new("wake").unwrap();
+    // Open the subscription.
+    queue
+        .wait_for_jobs(&name, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    for round in 0..3 {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(killed >= 1, "round {round}: no subscription to kill");
+        // The subscriber notices, backs off (50 ms) and subscribes again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waiter = {
+            let (queue, name) = (queue.clone(), name.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                queue
+                    .wait_for_jobs(&name, Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = Utc::now();
+        let job = NewJob {
+            id: JobId::random(),
+            payload: b"w".to_vec(),
+            run_at: now,
+            max_attempts: 1,
+            dedup_key: None,
+        };
+        producer.enqueue(&name, vec![job], now).await.unwrap();
+        let waited = waiter.await.unwrap();
+        assert!(
+            waited < Duration::from_secs(2),
+            "round {round}: waited {waited:?}"
+        );
+    }
+}
