@@ -21,7 +21,15 @@
 //!
 //! Every key starts with the hash tag `{prefix}` ([`RedisOptions::prefix`],
 //! default `echorelay`), so on Redis Cluster every key of one prefix lives
-//! in one slot and each script's keys are in the slot it is sent to.
+//! in one slot, and every key a script touches is in the slot of the keys
+//! it declares. (The scripts that act on a lease token, ack, nack and
+//! extend, declare the job's key and derive its queue's keys from the job
+//! record: same slot, which Redis Cluster accepts, although Redis's docs
+//! ask scripts to declare every key.) The connection itself is to one
+//! server (`redis::Client` with its `ConnectionManager`, which does not
+//! follow a cluster's `MOVED` redirects): a standalone Redis or a primary.
+//! Running on a cluster also needs the crate's cluster-aware client, which
+//! this crate does not use yet; the key layout is ready for it.
 //! Different prefixes are separate queue stores on one server (the tests
 //! use a random prefix each).
 //!
