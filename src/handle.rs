@@ -6,7 +6,7 @@
 //! deployments keep everything in one backend; for them this module wires
 //! the whole set once:
 //!
-//! - [`EchoRelay::from_env`] reads `DATABASE_URL`, `SECRET_KEY`,
+//! - [`EchoRelay::from_env`] reads `DATABASE_URL`, `REDIS_URL`, `SECRET_KEY`,
 //!   `SECRET_KEY_PREVIOUS`, `ECHORELAY_MIGRATE` and `ECHORELAY_KEY_CACHE`
 //!   (the table is on
 //!   [`EchoRelayBuilder::from_env_vars`]);
@@ -103,6 +103,9 @@ pub type SharedQueue = Arc<dyn Queue>;
 
 /// The variable holding the Postgres URL; unset means the in-memory store.
 pub const DATABASE_URL: &str = "DATABASE_URL";
+/// The variable holding the Redis URL of the job queue (cargo feature
+/// `redis`); unset means the queue of `DATABASE_URL`'s backend.
+pub const REDIS_URL: &str = "REDIS_URL";
 /// The variable holding the vault key (64 hex characters, or base64 of 32
 /// bytes).
 pub const SECRET_KEY: &str = "SECRET_KEY";
@@ -154,6 +157,11 @@ pub enum SetupError {
     #[cfg(feature = "pg")]
     #[error("{0}{hint}", hint = migrate_hint(.0))]
     Pg(#[from] echorelay_store_pg::PgError),
+    /// The Redis queue at `REDIS_URL` did not start: unreachable, refused
+    /// login, or a URL that does not parse.
+    #[cfg(feature = "redis")]
+    #[error("the Redis queue at REDIS_URL did not start: {0}")]
+    Redis(#[source] QueueError),
     /// A variable has a value this crate does not understand.
     #[error("{var} is invalid: {reason}")]
     InvalidVar {
@@ -419,6 +427,7 @@ impl EchoRelayBuilder {
     /// | `SECRET_KEY` | the vault key: 64 hex characters or base64 of 32 random bytes (`openssl rand -hex 32`), checked by [`SecretKey::parse`]. |
     /// | `SECRET_KEY_PREVIOUS` | during a key rotation, the previous keys, comma-separated: they still open, never seal ([`Keyring::parse`]). |
     /// | `ECHORELAY_MIGRATE` | `1` or `true`: apply pending migrations at start. `0`, `false` or unset: don't; a schema that is behind is then `SetupError::Pg` at start, never a failure later. Ignored by the in-memory store. |
+    /// | `REDIS_URL` | set: the job queue is a `RedisQueue` at that URL, key prefix `echorelay` (cargo feature `redis`; without it the variable is ignored with a warning, since other software sets it too). Unset: the queue stays the builder's default, a [`MemQueue`]. |
     /// | `ECHORELAY_KEY_CACHE` | `1` or `true`: the Postgres store keeps verified keys in an in-process cache with the default `KeyCacheConfig` (60 s entries, 5 s lease); every revocation and rotation waits until each live cache has dropped the key, so a revoked key still fails on the next request. `0`, `false` or unset: every verification reads the database. Ignored by the in-memory store (which has nothing to cache). |
     ///
     /// A missing `SECRET_KEY` is an error with Postgres
@@ -494,11 +503,31 @@ impl EchoRelayBuilder {
             Some(_) => return Err(SetupError::PgFeatureMissing),
         };
         // ---- The queue backend (issue 17) --------------------------------
-        // To be added by the Postgres and Redis queue adapters: REDIS_URL
-        // set → the Redis queue (feature `redis`), else DATABASE_URL set →
-        // the Postgres queue (feature `pg`), else memory. Until then the
-        // queue is the builder's default, a MemQueue, whatever the store.
+        // REDIS_URL set → the Redis queue (feature `redis`), else
+        // DATABASE_URL set → the Postgres queue (feature `pg`; to be added
+        // by the Postgres queue adapter), else memory.
         // ------------------------------------------------------------------
+        let builder = match env.redis_url {
+            None => builder,
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                let queue = echorelay_store_redis::RedisQueue::connect(url.expose_secret().trim())
+                    .await
+                    .map_err(SetupError::Redis)?;
+                tracing::info!(prefix = queue.prefix(), "echorelay: Redis queue connected");
+                builder.queue(queue)
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => {
+                // Not an error (unlike DATABASE_URL without `pg`): REDIS_URL
+                // is a common variable that other software on the host may
+                // set, and CI exports it for every build.
+                tracing::warn!(
+                    "echorelay: REDIS_URL is set, but echorelay was built without the Redis queue (cargo feature `redis`): the job queue is not on Redis"
+                );
+                builder
+            }
+        };
         Ok(builder)
     }
 
@@ -625,6 +654,8 @@ impl EchoRelayBuilder {
 struct EnvConfig {
     /// Held as a secret: the URL may carry a password.
     database_url: Option<SecretString>,
+    /// Held as a secret, as `database_url`.
+    redis_url: Option<SecretString>,
     keyring: Option<Keyring>,
     #[cfg_attr(not(feature = "pg"), allow(dead_code))]
     migrate: bool,
@@ -660,6 +691,7 @@ impl EnvConfig {
         };
         Ok(EnvConfig {
             database_url: get(DATABASE_URL),
+            redis_url: get(REDIS_URL),
             keyring,
             migrate,
             key_cache,

@@ -24,9 +24,10 @@
 //! |---|---|---|
 //! | in memory | [`MemStore`] and [`MemQueue`] ([`mem`]); the default of [`EchoRelay::from_env`] and [`EchoRelay::builder`] | always |
 //! | PostgreSQL | `PgStore` (`echorelay::pg`); `DATABASE_URL` in [`EchoRelay::from_env`] | `pg` |
+//! | Redis (the job queue only) | `RedisQueue` (`echorelay::redis`) | `redis` |
 //!
-//! Redis and S3 backends and an HTTP layer are planned, to be offered
-//! through cargo features `redis`, `s3` and `http`; they do not exist yet.
+//! An S3 backend is planned, to be offered through cargo feature `s3`; it
+//! does not exist yet. The HTTP layer is its own crate, `echorelay-http`.
 //!
 //! The domain itself is [`core`] (services, rules and the port traits);
 //! its services can also be wired by hand, each port on its own backend
@@ -46,6 +47,10 @@ pub use echorelay_store_mem as mem;
 /// [`pg::PgOptions`], [`pg::PgError`].
 #[cfg(feature = "pg")]
 pub use echorelay_store_pg as pg;
+/// The Redis job queue (`echorelay-store-redis`): [`redis::RedisQueue`],
+/// [`redis::RedisOptions`].
+#[cfg(feature = "redis")]
+pub use echorelay_store_redis as redis;
 /// The `secrecy` crate the API uses for passwords, codes and tokens
 /// (`SecretString`), so embedders need not depend on it themselves.
 pub use secrecy;
@@ -54,6 +59,8 @@ pub use echorelay_core::{Error, Result};
 pub use echorelay_store_mem::{MemQueue, MemStore};
 #[cfg(feature = "pg")]
 pub use echorelay_store_pg::PgStore;
+#[cfg(feature = "redis")]
+pub use echorelay_store_redis::RedisQueue;
 pub use handle::{
     EchoRelay, EchoRelayBuilder, SetupError, SharedQueue, SharedStore, SharedVault, Store,
 };
@@ -62,7 +69,8 @@ pub use handle::{
 ///
 /// The handle ([`EchoRelay`], [`EchoRelayBuilder`], [`SetupError`],
 /// [`Store`]), the errors ([`Error`], [`Result`]), the backends
-/// ([`MemStore`], and `PgStore` with feature `pg`), callers, roles and the
+/// ([`MemStore`], `PgStore` with feature `pg`, `RedisQueue` with feature
+/// `redis`), callers, roles and the
 /// surface markers for [`Voter::authorize`](crate::core::access::Voter::authorize)
 /// (`Keys`, `ConfigRead`, …), the request and result types of the key,
 /// config and login calls, the vault key types, the clock, and
@@ -81,6 +89,8 @@ pub mod prelude {
     pub use crate::handle::{EchoRelay, EchoRelayBuilder, SetupError, SharedQueue, Store};
     #[cfg(feature = "pg")]
     pub use crate::pg::{PgOptions, PgStore};
+    #[cfg(feature = "redis")]
+    pub use crate::redis::{RedisOptions, RedisQueue};
     pub use crate::{Error, MemQueue, MemStore, Result};
 
     pub use echorelay_core::access::surface::{

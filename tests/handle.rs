@@ -597,3 +597,65 @@ async fn sqlx_schema(store: &echorelay::pg::PgStore) -> (String,) {
         .await
         .unwrap()
 }
+
+/// `REDIS_URL` puts the job queue on Redis (feature `redis`); the
+/// queue works through `relay.queue()` and leaves nothing behind.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_url_puts_the_queue_on_redis() {
+    use echorelay::core::queue::{EnqueueOptions, QueueName};
+    let Some(redis) = echorelay::redis::test_redis().await else {
+        return;
+    };
+    let relay = EchoRelayBuilder::from_env_vars(vars(&[("REDIS_URL", redis.url())]))
+        .await
+        .unwrap()
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    assert_eq!(relay.queue_type(), "echorelay_store_redis::RedisQueue");
+    assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
+    // A queue of its own on the default prefix: acked, nothing remains.
+    let name = QueueName::new(&format!("handle-{}", &UserId::random().to_string()[4..20])).unwrap();
+    let queue = relay.queue();
+    queue
+        .enqueue(&name, b"ref".to_vec(), EnqueueOptions::new())
+        .await
+        .unwrap();
+    let jobs = queue
+        .reserve(&name, 1, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    queue.ack(&jobs[0].token).await.unwrap();
+    let stats = queue.stats(&name).await.unwrap();
+    assert_eq!((stats.waiting, stats.in_flight, stats.dead), (0, 0, 0));
+}
+
+/// An unreachable `REDIS_URL` is a setup error that does not show the
+/// URL's password.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn an_unreachable_redis_url_is_a_setup_error_without_the_password() {
+    let err =
+        EchoRelayBuilder::from_env_vars(vars(&[("REDIS_URL", "redis://:hunter2@127.0.0.1:1")]))
+            .await
+            .unwrap_err();
+    assert!(matches!(err, SetupError::Redis(_)), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+}
+
+/// Without the feature, `REDIS_URL` (which CI and other software set) is
+/// ignored: the queue stays in memory.
+#[cfg(not(feature = "redis"))]
+#[tokio::test]
+async fn without_the_redis_feature_redis_url_is_ignored() {
+    let relay = EchoRelayBuilder::from_env_vars(vars(&[("REDIS_URL", "redis://127.0.0.1:1")]))
+        .await
+        .unwrap()
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    assert_eq!(relay.queue_type(), "echorelay_store_mem::queue::MemQueue");
+}
