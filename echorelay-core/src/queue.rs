@@ -46,12 +46,20 @@
 //! - **Dead letters** are listed by job id ascending (`after` exclusive,
 //!   at most `limit`), redriven (waiting again at `now`, attempts reset to
 //!   0, the class cleared; a job that is not dead is
-//!   [`QueueError::NotDead`]) and purged.
+//!   [`QueueError::NotDead`]) and purged. A dead job frees its
+//!   de-duplication key; a redriven job takes it back only if no live
+//!   job of the queue holds it meanwhile (else it goes on without one).
+//! - **Ids** are core's (random 128 bits); an enqueue of an id the queue
+//!   already holds is [`QueueError::InvalidArgument`] and stores nothing.
 //! - **Time** is the `now` core passes (from the `Clock` port), never the
 //!   backend's own clock.
 //!
 //! Every method that returns `Err` has changed nothing, except the `*_many`
-//! methods, which report each item on its own.
+//! methods, which report each item on its own, and
+//! [`QueueError::Unavailable`]: over a network the outcome of a call whose
+//! answer was lost is unknown (an ack may have been applied: acking again
+//! is then [`QueueError::StaleLease`], and an enqueue retried with its
+//! de-duplication key stores nothing twice).
 
 use std::fmt;
 use std::str::FromStr;
@@ -116,8 +124,9 @@ pub enum QueueError {
     /// The job is not in the dead-letter set.
     #[error("the job is not dead")]
     NotDead,
-    /// The backend could not be reached or failed; nothing is known to
-    /// have changed.
+    /// The backend could not be reached or failed. The outcome is
+    /// unknown when the answer was lost after the call was sent: an
+    /// applied ack, retried, is [`QueueError::StaleLease`].
     #[error("queue backend unavailable: {0}")]
     Unavailable(String),
     /// The backend holds something it cannot read back.

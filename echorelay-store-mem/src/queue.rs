@@ -213,10 +213,12 @@ impl State {
             }
             JobState::Dead { .. } => {
                 lane.dead.insert(id);
-                if let Some(key) = job.dedup.take()
-                    && lane.dedup.get(&key) == Some(&id)
+                // The key is freed, but the job keeps it: a redrive takes
+                // it back if no live job holds it meanwhile.
+                if let Some(key) = &job.dedup
+                    && lane.dedup.get(key) == Some(&id)
                 {
-                    lane.dedup.remove(&key);
+                    lane.dedup.remove(key);
                 }
             }
         }
@@ -263,6 +265,16 @@ impl State {
         self.set_state(id, JobState::Ready { run_at: now });
         if let Some(job) = self.jobs.get_mut(&id) {
             job.attempts = 0;
+            // Its de-duplication key again, unless a live job took it.
+            if let Some(key) = job.dedup.clone()
+                && let Some(l) = self.lanes.get_mut(lane)
+            {
+                if l.dedup.contains_key(&key) {
+                    job.dedup = None;
+                } else {
+                    l.dedup.insert(key, id);
+                }
+            }
         }
         self.notify(lane);
     }

@@ -547,6 +547,54 @@ pub async fn dedup_keys_are_held_until_ack_or_death<Q: TestQueue>(h: QueueHarnes
     assert_eq!(h.stats().await, stats(1, 0, 0, 1));
 }
 
+/// A redriven job takes its de-duplication key back when no live job
+/// holds it, and goes on without it when one does.
+pub async fn a_redriven_job_takes_its_key_back_only_if_free<Q: TestQueue>(h: QueueHarness<Q>) {
+    let k = fresh_key();
+    let with_key = || EnqueueOptions::new().dedup_key(k.clone());
+    // Free: the redriven job holds the key again.
+    let first = h.put_with(b"first", with_key()).await;
+    let j = h.reserve_one().await;
+    h.service
+        .nack(&j.token, NackPolicy::Never, &class("gave_up"))
+        .await
+        .unwrap();
+    h.service.redrive(&h.name, first).await.unwrap();
+    assert_eq!(
+        h.put_with(b"again", with_key()).await,
+        first,
+        "queue: a redriven job did not take its free key back"
+    );
+    // Taken meanwhile: the live job keeps it, the redriven one has none.
+    let j = h.reserve_one().await;
+    h.service
+        .nack(&j.token, NackPolicy::Never, &class("gave_up"))
+        .await
+        .unwrap();
+    let second = h.put_with(b"second", with_key()).await;
+    assert_ne!(second, first);
+    h.service.redrive(&h.name, first).await.unwrap();
+    assert_eq!(
+        h.put_with(b"again", with_key()).await,
+        second,
+        "queue: a redrive took a key a live job holds"
+    );
+    let got = h.reserve(10).await;
+    assert_eq!(got.len(), 2, "queue: both jobs are waiting");
+    let second_token = got
+        .iter()
+        .find(|j| j.id() == second)
+        .map(|j| j.token)
+        .unwrap();
+    h.service.ack(&second_token).await.unwrap();
+    let third = h.put_with(b"third", with_key()).await;
+    assert_ne!(
+        third, first,
+        "queue: the redriven job took the key over when it was freed"
+    );
+    assert_ne!(third, second);
+}
+
 // ---------------------------------------------------------------------------
 // Leases
 // ---------------------------------------------------------------------------
@@ -1687,6 +1735,7 @@ macro_rules! queue_tests {
             batch_enqueue_is_all_or_nothing,
             bad_input_is_refused_and_changes_nothing,
             dedup_keys_are_held_until_ack_or_death,
+            a_redriven_job_takes_its_key_back_only_if_free,
             a_lease_ending_exactly_now_has_expired,
             stale_tokens_are_refused_and_change_nothing,
             extend_moves_the_lease_end,
