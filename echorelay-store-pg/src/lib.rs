@@ -46,6 +46,7 @@ mod audit;
 pub mod cache;
 mod config;
 mod keys;
+pub mod queue;
 #[cfg(feature = "racy")]
 mod racy;
 pub mod roles;
@@ -328,6 +329,7 @@ pub struct PgStore {
     pool: PgPool,
     cache: Option<Arc<cache::KeyCache>>,
     audit_keys: Option<Arc<echorelay_core::audit::AuditKeys>>,
+    queue_waker: Arc<queue::QueueWaker>,
     _schema: Option<Arc<testing::SchemaGuard>>,
     #[cfg(feature = "racy")]
     racy: Option<Racy>,
@@ -365,6 +367,7 @@ impl PgStore {
             pool,
             cache: None,
             audit_keys: options.audit_keys.clone(),
+            queue_waker: queue::QueueWaker::new(&connect),
             _schema: None,
             #[cfg(feature = "racy")]
             racy: options.racy,
