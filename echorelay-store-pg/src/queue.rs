@@ -12,10 +12,14 @@
 //!   comes back from the same statement (the no-op update locks it, so it
 //!   is the holder at commit). All or nothing.
 //! - **reserve**: `SELECT … FOR UPDATE SKIP LOCKED` of the earliest due
-//!   rows, then in the same statement one `UPDATE` leases them (attempts
-//!   + 1, the nonce, `run_at` = the lease end) and another moves the ones
-//!   whose attempts are spent to the dead-letter set (`lease_expired`).
-//!   Racing reservers skip each other's rows: disjoint by construction.
+//!   rows (an index range of `queue_jobs_due`), then in the same statement
+//!   one `UPDATE` leases them (attempts + 1, the nonce, `run_at` = the
+//!   lease end) and another moves the ones whose attempts are spent to the
+//!   dead-letter set (`lease_expired`). Both updates find their rows by
+//!   `ctid` (a TID scan: the rows are locked by this statement, so they
+//!   cannot move before it commits), never by a join the planner could
+//!   turn into a scan of the table. Racing reservers skip each other's
+//!   rows: disjoint by construction.
 //! - **ack / nack / extend**: a `DELETE`/`UPDATE` whose `WHERE` is the
 //!   lease check (`id`, `lease_nonce`, `run_at > now`); zero rows is
 //!   [`QueueError::StaleLease`]. Row locks make an ack racing a
@@ -167,27 +171,30 @@ fn earliest_first(mut jobs: Vec<(DateTime<Utc>, ReservedJob)>) -> Vec<ReservedJo
     jobs.into_iter().map(|(_, j)| j).collect()
 }
 
-const RESERVE_SQL: &str = "\
+/// The reserve statement (`$1` queue, `$2` now, `$3` n, `$4` nonce, `$5`
+/// lease end), for tests that check its plan.
+#[doc(hidden)]
+pub const RESERVE_SQL: &str = "\
     WITH due AS ( \
-        SELECT id, run_at, attempts >= max_attempts AS spent FROM queue_jobs \
+        SELECT id, ctid AS tid, run_at, attempts >= max_attempts AS spent FROM queue_jobs \
         WHERE queue = $1 AND state = 'ready' AND run_at <= $2 \
         ORDER BY run_at LIMIT $3 \
         FOR UPDATE SKIP LOCKED \
     ), \
     spent AS ( \
-        UPDATE queue_jobs j SET state = 'dead', lease_nonce = NULL, \
+        UPDATE queue_jobs SET state = 'dead', lease_nonce = NULL, \
             error_class = 'lease_expired', died_at = $2 \
-        FROM due WHERE j.id = due.id AND due.spent \
-        RETURNING j.id \
+        WHERE ctid = ANY (ARRAY(SELECT tid FROM due WHERE spent)) \
+        RETURNING id \
     ), \
     leased AS ( \
-        UPDATE queue_jobs j SET attempts = j.attempts + 1, lease_nonce = $4, run_at = $5 \
-        FROM due WHERE j.id = due.id AND NOT due.spent \
-        RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.run_at, \
-            due.run_at AS due_at \
+        UPDATE queue_jobs SET attempts = attempts + 1, lease_nonce = $4, run_at = $5 \
+        WHERE ctid = ANY (ARRAY(SELECT tid FROM due WHERE NOT spent)) \
+        RETURNING id, payload, attempts, max_attempts, enqueued_at, run_at \
     ) \
-    SELECT id, payload, attempts, max_attempts, enqueued_at, run_at, due_at, false AS died \
-    FROM leased \
+    SELECT l.id, l.payload, l.attempts, l.max_attempts, l.enqueued_at, l.run_at, \
+        d.run_at AS due_at, false AS died \
+    FROM leased l JOIN due d ON d.id = l.id \
     UNION ALL \
     SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, true FROM spent";
 
