@@ -11,6 +11,7 @@
 //! | [`Error::Audit`] | a tampered audit log | yes, for operators: raise an alarm |
 //! | [`Error::Store`] | backend or a concurrent change | `NotFound` / `AlreadyExists` / `Conflict` yes; `Backend` is transient |
 //! | [`Error::ReauthenticationRequired`] | the session is not recently verified | yes: ask for the password or a code, then retry |
+//! | [`Error::Queue`] | caller's input, a lease no longer held, or the queue backend | yes: `StaleLease` means another consumer may have the job; `Unavailable` is transient |
 //! | [`Error::Unavailable`] | the backend, during authentication | yes: retry later (HTTP 503); it is never a success |
 //!
 //! Authentication paths (key verification, the login steps, session
@@ -78,6 +79,11 @@ pub enum Error {
     /// authenticated (fail closed). Transient; the cause is logged.
     #[error("authentication is unavailable: the backend could not be reached")]
     Unavailable,
+    /// A job queue operation failed: bad input (a name, a payload over the
+    /// limit, a lease length), a stale lease, a job that is not dead, or
+    /// the queue backend.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
 }
 
 impl Error {

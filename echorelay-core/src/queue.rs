@@ -62,6 +62,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 
+mod backoff;
+mod service;
+#[cfg(test)]
+mod tests;
+
+pub use backoff::Backoff;
+pub use service::{
+    DEAD_BATCH, EnqueueOptions, MAX_DEAD_PAGE, NackPolicy, QueueConfig, QueueService, RunAt,
+};
+
 /// The default largest payload: 256 KiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
 
@@ -266,9 +276,9 @@ impl fmt::Debug for LeaseNonce {
 /// The proof of holding a job's lease: the job, the reservation's nonce
 /// and the attempt it was handed out as.
 ///
-/// Text form (docs/FORMATS.md): `lease_` + 32 hex digits of the job id +
-/// 32 hex digits of the nonce + `_` + the attempt in decimal (1 to
-/// [`MAX_ATTEMPTS`], no leading zero). Only the job and the nonce are
+/// Text form (docs/FORMATS.md, Part 4): `lease_` + 32 lowercase hex digits
+/// of the job id + 32 lowercase hex digits of the nonce + `_` + the
+/// attempt in decimal (1 to [`MAX_ATTEMPTS`], no leading zero). Only the job and the nonce are
 /// checked by the store; the attempt serves core's backoff.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LeaseToken {
@@ -330,7 +340,9 @@ impl FromStr for LeaseToken {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let body = s.strip_prefix("lease_").ok_or(QueueError::InvalidToken)?;
         let (ids, attempt) = body.split_once('_').ok_or(QueueError::InvalidToken)?;
-        if ids.len() != 64 || !ids.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Lowercase only: the text form is canonical (Display writes
+        // lowercase, and an accepted token re-displays identically).
+        if ids.len() != 64 || !ids.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(QueueError::InvalidToken);
         }
         let mut raw = [0u8; 32];

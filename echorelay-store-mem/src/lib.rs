@@ -4,7 +4,8 @@
 //! tests and examples. One [`MemStore`] holds all state behind one lock, so
 //! each mutation and its audit event are written in one atomic step (S11),
 //! and conditional writes (rotation, reveal) are decided under that lock.
-//! Clones share the same state: hand one to each service.
+//! Clones share the same state: hand one to each service. The job queue is
+//! [`MemQueue`], with a lock of its own.
 //!
 //! ```
 //! use echorelay_store_mem::MemStore;
@@ -42,6 +43,10 @@ use echorelay_core::ports::{
     StoreResult, TreeImport, rules,
 };
 use echorelay_core::vault::Ciphertext;
+
+mod queue;
+
+pub use queue::{MemQueue, QueueConditional};
 
 #[derive(Debug, Default)]
 struct State {

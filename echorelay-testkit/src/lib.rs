@@ -32,6 +32,13 @@
 //! `echorelay-store-mem/tests/racy_store_is_caught.rs`; `PgOptions::racy`,
 //! in `echorelay-store-pg/tests/racy_pg_is_caught.rs`).
 //!
+//! Queue backends run the queue suite, [`queue`], through [`queue_tests!`]
+//! (same two forms; a [`queue::QueueHarness`] instead of a [`Harness`]):
+//!
+//! ```text
+//! echorelay_testkit::queue_tests!(async { echorelay_store_mem::MemQueue::new() });
+//! ```
+//!
 //! A failing check panics with a message naming the suite and the check:
 //! this crate is test code, where a panic is the failure report.
 #![forbid(unsafe_code)]
@@ -58,6 +65,7 @@ pub mod audit;
 pub mod config;
 pub mod contracts;
 pub mod keys;
+pub mod queue;
 pub mod rewrap;
 
 /// Everything a full backend implements.
