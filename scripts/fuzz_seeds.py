@@ -10,9 +10,11 @@ Output, relative to the repository root:
     fuzz/corpus/key_parse/seed-*          valid API keys and near-misses
     fuzz/corpus/ciphertext_decode/seed-*  well-formed and malformed ciphertexts
     fuzz/corpus/forwarded_for/seed-*      X-Forwarded-For lists, read and refused
+    fuzz/corpus/lease_token/seed-*        queue lease tokens and near-misses
     fuzz/key_parse.dict                   libFuzzer dictionaries
     fuzz/ciphertext_decode.dict
     fuzz/forwarded_for.dict
+    fuzz/lease_token.dict
 
 Only files named `seed-*` are removed and rewritten, so inputs that libFuzzer
 added to the same directories (named by their SHA-1) are left alone.
@@ -40,6 +42,11 @@ Formats mirrored here (keep in sync with echorelay-core):
   2001:db8::/32); an entry is an address with optional spaces/tabs, port
   (v4 "a:p", v6 "[a]:p"), brackets and IPv6 zone ("%z"); the first entry
   that is not an address is Malformed, the first untrusted one the client.
+
+* queue.rs: a lease token is "lease_" + 32 lowercase hex digits of the job
+  id + 32 lowercase hex digits of the nonce + "_" + the attempt in decimal
+  (1 to 1000, no leading zero); anything else is InvalidToken, and an
+  accepted token displays as exactly its input (docs/FORMATS.md, Part 4).
 
 Before anything is written, every seed is re-checked with a second,
 independent implementation (bitwise CRC-32, base62 decoding, a strict
@@ -196,6 +203,94 @@ def xff_check(data: bytes):
             return str(ip)
         leftmost = ip
     return str(leftmost)
+
+
+# --- queue.rs (lease tokens) ------------------------------------------------
+
+LEASE_PREFIX = "lease_"
+MAX_ATTEMPTS = 1000
+# Its own generator, so adding these seeds left the older ones unchanged.
+LEASE_RNG_SEED = 0x6C65_6173  # "leas"
+# docs/FORMATS.md §4.3
+LEASE_VECTOR = "lease_00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0_7"
+
+
+def lease_token(job: bytes, nonce: bytes, attempt: int) -> bytes:
+    assert len(job) == 16 and len(nonce) == 16 and 1 <= attempt <= MAX_ATTEMPTS
+    return f"{LEASE_PREFIX}{job.hex()}{nonce.hex()}_{attempt}".encode()
+
+
+def lease_seeds():
+    """Returns (accepted, refused): lists of (name, bytes, expected), the
+    expected result "ok" or "InvalidToken" (or "NotUtf8": the target skips
+    the input)."""
+    rng = Rng(LEASE_RNG_SEED)
+    accepted = []
+    for attempt in (1, 2, 7, 9, 10, 25, 99, 100, 999, 1000):
+        accepted.append((f"valid-attempt-{attempt}", lease_token(rng.bytes(16), rng.bytes(16), attempt), "ok"))
+    accepted.append(("valid-zeros", lease_token(bytes(16), bytes(16), 1), "ok"))
+    accepted.append(("valid-ones", lease_token(b"\xff" * 16, b"\xff" * 16, 1000), "ok"))
+    accepted.append(("valid-formats-vector", LEASE_VECTOR.encode(), "ok"))
+    v = LEASE_VECTOR
+    body = v[len(LEASE_PREFIX):-2]  # the 64 hex digits
+    refused = [
+        ("empty", b""),
+        ("prefix-only", b"lease_"),
+        ("prefix-upper", ("Lease_" + v[6:]).encode()),
+        ("prefix-dash", ("lease-" + v[6:]).encode()),
+        ("no-prefix", v[6:].encode()),
+        ("no-attempt", f"lease_{body}".encode()),
+        ("empty-attempt", f"lease_{body}_".encode()),
+        ("attempt-0", f"lease_{body}_0".encode()),
+        ("attempt-leading-zero", f"lease_{body}_07".encode()),
+        ("attempt-1001", f"lease_{body}_1001".encode()),
+        ("attempt-5-digits", f"lease_{body}_10000".encode()),
+        ("attempt-sign", f"lease_{body}_+7".encode()),
+        ("attempt-two", f"lease_{body}_7_7".encode()),
+        ("hex-63", f"lease_{body[1:]}_7".encode()),
+        ("hex-65", f"lease_{body}0_7".encode()),
+        ("hex-upper", f"lease_{body.upper()}_7".encode()),
+        ("hex-one-upper", f"lease_{body[:-1]}F_7".encode()),
+        ("hex-not-hex", f"lease_{body[:-1]}g_7".encode()),
+        ("hex-multibyte-64-bytes", f"lease_{body[2:]}é_7".encode()),
+        ("trailing-newline", (v + "\n").encode()),
+        ("trailing-space", (v + " ").encode()),
+        ("leading-space", (" " + v).encode()),
+    ]
+    refused = [(n, d, "InvalidToken") for n, d in refused]
+    refused.append(("not-utf8", v.encode()[:20] + b"\xff" + v.encode()[21:], "NotUtf8"))
+    return accepted, refused
+
+
+LEASE_DICT = """\
+# libFuzzer dictionary for fuzz_targets/lease_token.rs (written by
+# scripts/fuzz_seeds.py). The valid tokens in corpus/lease_token/ reach the
+# accept path; these tokens help mutations reach each refusal.
+prefix="lease_"
+sep="_"
+attempt_max="1000"
+attempt_over="1001"
+attempt_zero="0"
+hex_upper="ABCDEF"
+hex_lower="abcdef"
+utf8_2="\\xc3\\xa9"
+"""
+
+
+def lease_check(data: bytes) -> str:
+    """Mirror of the fuzz target + LeaseToken::from_str, written as one
+    regular expression and a range check."""
+    try:
+        s = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "NotUtf8"
+    m = re.fullmatch(r"lease_([0-9a-f]{64})_([1-9][0-9]{0,3})", s)
+    if m is None or int(m.group(2)) > MAX_ATTEMPTS:
+        return "InvalidToken"
+    # The target asserts that an accepted token displays as its input.
+    job, nonce = bytes.fromhex(m.group(1)[:32]), bytes.fromhex(m.group(1)[32:])
+    assert lease_token(job, nonce, int(m.group(2))) == data
+    return "ok"
 
 
 # --- generation ------------------------------------------------------------
@@ -481,7 +576,10 @@ def from_text_check(data: bytes):
     return from_bytes_check(raw)
 
 
-def self_check(key_valid, key_invalid, ct_valid, ct_invalid, xff_ok=(), xff_bad=()):
+def self_check(key_valid, key_invalid, ct_valid, ct_invalid, xff_ok=(), xff_bad=(), lease=()):
+    for name, data, want in lease:
+        got = lease_check(data)
+        assert got == want, f"lease_token seed {name}: expected {want}, got {got}"
     for name, data, want in list(xff_ok) + list(xff_bad):
         got = xff_check(data)
         assert got == want, f"forwarded_for seed {name}: expected {want}, got {got}"
@@ -503,6 +601,8 @@ def self_check(key_valid, key_invalid, ct_valid, ct_invalid, xff_ok=(), xff_bad=
             assert to_text(b64url_strict(data[5:])) == data, name
     names = [n for n, _, _ in key_valid + key_invalid + ct_valid + ct_invalid]
     names += [n for n, _, _ in list(xff_ok) + list(xff_bad)]
+    lease_names = [n for n, _, _ in lease]
+    assert len(lease_names) == len(set(lease_names)), "duplicate lease seed names"
     assert len(names) == len(set(names)), "duplicate seed names"
 
 
@@ -514,18 +614,26 @@ def planned_files():
     kv, ki = key_seeds(rng)
     cv, ci = ciphertext_seeds(rng)
     xv, xi = xff_seeds()
-    self_check(kv, ki, cv, ci, xv, xi)
+    lv, li = lease_seeds()
+    self_check(kv, ki, cv, ci, xv, xi, lv + li)
     files = {}
-    for target, seeds in (("key_parse", kv + ki), ("ciphertext_decode", cv + ci), ("forwarded_for", xv + xi)):
+    for target, seeds in (
+        ("key_parse", kv + ki),
+        ("ciphertext_decode", cv + ci),
+        ("forwarded_for", xv + xi),
+        ("lease_token", lv + li),
+    ):
         for name, data, _ in seeds:
             files[FUZZ / "corpus" / target / f"seed-{name}"] = data
     files[FUZZ / "key_parse.dict"] = KEY_DICT.encode()
     files[FUZZ / "ciphertext_decode.dict"] = cipher_dict().encode()
     files[FUZZ / "forwarded_for.dict"] = XFF_DICT.encode()
+    files[FUZZ / "lease_token.dict"] = LEASE_DICT.encode()
     counts = {
         "key_parse": (len(kv), len(ki)),
         "ciphertext_decode": (len(cv), len(ci)),
         "forwarded_for": (len(xv), len(xi)),
+        "lease_token": (len(lv), len(li)),
     }
     return files, counts
 
@@ -550,7 +658,7 @@ def main():
         p.write_bytes(data)
     for target, (ok, bad) in counts.items():
         print(f"fuzz/corpus/{target}: {ok} accepted + {bad} rejected seeds")
-    print("fuzz/key_parse.dict, fuzz/ciphertext_decode.dict, fuzz/forwarded_for.dict")
+    print("fuzz/key_parse.dict, fuzz/ciphertext_decode.dict, fuzz/forwarded_for.dict, fuzz/lease_token.dict")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@
 //!
 //! The store is held as [`SharedStore`] (`Arc<dyn Store>`), so the handle
 //! has one type whichever backend is behind it, and clones of it (and of
-//! its services) share the store, the vault and the clock.
+//! its services) share the store, the vault and the clock. The job queue
+//! is a backend of its own ([`SharedQueue`], `Arc<dyn Queue>`), behind
+//! [`EchoRelay::queue`]: a [`MemQueue`] unless the builder is given another.
 
 use std::any::TypeId;
 use std::fmt;
@@ -29,9 +31,10 @@ use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
 };
+use echorelay_core::queue::{Queue, QueueConfig, QueueError, QueueService};
 use echorelay_core::rewrap::Rewrap;
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey, VaultError};
-use echorelay_store_mem::MemStore;
+use echorelay_store_mem::{MemQueue, MemStore};
 use secrecy::{ExposeSecret, SecretString};
 
 /// A backend that implements every port: what [`EchoRelay`] runs on.
@@ -94,6 +97,9 @@ pub type SharedStore = Arc<dyn Store>;
 
 /// The vault every service of an [`EchoRelay`] shares.
 pub type SharedVault = Arc<AesGcmVault>;
+
+/// The job queue behind [`EchoRelay::queue`]: any [`Queue`] backend.
+pub type SharedQueue = Arc<dyn Queue>;
 
 /// The variable holding the Postgres URL; unset means the in-memory store.
 pub const DATABASE_URL: &str = "DATABASE_URL";
@@ -159,6 +165,9 @@ pub enum SetupError {
     /// The [`AccountPolicy`] was rejected by [`AccountService::new`].
     #[error("account policy rejected: {0}")]
     Policy(#[source] echorelay_core::Error),
+    /// The [`QueueConfig`] was rejected by [`QueueConfig::validate`].
+    #[error("queue settings rejected: {0}")]
+    Queue(#[source] QueueError),
 }
 
 /// What to do about a schema that is behind, in [`EchoRelay::from_env`]'s
@@ -186,6 +195,7 @@ fn migrate_hint(e: &echorelay_store_pg::PgError) -> &'static str {
 /// | [`accounts`](EchoRelay::accounts) | [`AccountService`] | registration, login, TOTP, sessions |
 /// | [`audit`](EchoRelay::audit) | [`AuditService`] | reading and verifying a project's audit log |
 /// | [`rewrap`](EchoRelay::rewrap) | [`Rewrap`] | re-sealing after a `SECRET_KEY` rotation |
+/// | [`queue`](EchoRelay::queue) | [`QueueService`] | the job queue: enqueue, reserve, ack, nack, dead letters |
 ///
 /// Cloning is cheap (reference counts) and clones share everything.
 #[derive(Clone)]
@@ -199,13 +209,16 @@ pub struct EchoRelay {
     accounts: AccountService<SharedStore, SharedVault>,
     audit: AuditService<SharedStore>,
     rewrap: Rewrap<SharedStore, SharedVault>,
+    queue: QueueService<SharedQueue>,
     store_type: &'static str,
+    queue_type: &'static str,
 }
 
 impl fmt::Debug for EchoRelay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EchoRelay")
             .field("store", &self.store_type)
+            .field("queue", &self.queue_type)
             .field("vault", &self.vault)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
@@ -241,9 +254,10 @@ impl EchoRelay {
         EchoRelayBuilder::from_env_vars(lookup).await?.build()
     }
 
-    /// A builder starting from the defaults: a new [`MemStore`], a
-    /// generated vault key (allowed only with a [`MemStore`]),
-    /// [`SystemClock`] and [`AccountPolicy::default`].
+    /// A builder starting from the defaults: a new [`MemStore`], a new
+    /// [`MemQueue`] with [`QueueConfig::default`], a generated vault key
+    /// (allowed only with a [`MemStore`]), [`SystemClock`] and
+    /// [`AccountPolicy::default`].
     pub fn builder() -> EchoRelayBuilder {
         EchoRelayBuilder::default()
     }
@@ -284,6 +298,13 @@ impl EchoRelay {
         &self.rewrap
     }
 
+    /// The job queue: core's rules ([`QueueService`]: limits, ids, lease
+    /// nonces, the backoff, time from [`EchoRelay::clock`]) over the queue
+    /// backend. Job payloads carry references, never secrets (S13).
+    pub fn queue(&self) -> &QueueService<SharedQueue> {
+        &self.queue
+    }
+
     /// The store behind every service, for what no service covers (the
     /// global audit chain, housekeeping). Writing through it bypasses the
     /// services' rules and audit events.
@@ -306,6 +327,12 @@ impl EchoRelay {
     /// `echorelay_store_mem::MemStore`.
     pub fn store_type(&self) -> &'static str {
         self.store_type
+    }
+
+    /// The Rust type of the queue backend (for logs), e.g.
+    /// `echorelay_store_mem::queue::MemQueue`.
+    pub fn queue_type(&self) -> &'static str {
+        self.queue_type
     }
 }
 
@@ -336,6 +363,9 @@ pub struct EchoRelayBuilder {
     keyring: Option<Keyring>,
     clock: Arc<dyn Clock>,
     policy: AccountPolicy,
+    queue: SharedQueue,
+    queue_type: &'static str,
+    queue_config: QueueConfig,
 }
 
 impl Default for EchoRelayBuilder {
@@ -348,6 +378,9 @@ impl Default for EchoRelayBuilder {
             keyring: None,
             clock: Arc::new(SystemClock),
             policy: AccountPolicy::default(),
+            queue: Arc::new(MemQueue::new()),
+            queue_type: std::any::type_name::<MemQueue>(),
+            queue_config: QueueConfig::default(),
         }
     }
 }
@@ -356,6 +389,8 @@ impl fmt::Debug for EchoRelayBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EchoRelayBuilder")
             .field("store", &self.store_type)
+            .field("queue", &self.queue_type)
+            .field("queue_config", &self.queue_config)
             .field("keyring", &self.keyring)
             .field("clock", &self.clock)
             .field("policy", &self.policy)
@@ -424,8 +459,8 @@ impl EchoRelayBuilder {
             Some(keyring) => builder.keyring(keyring),
             None => builder,
         };
-        match env.database_url {
-            None => Ok(builder),
+        let builder = match env.database_url {
+            None => builder,
             #[cfg(feature = "pg")]
             Some(url) => {
                 if builder.keyring.is_none() {
@@ -453,11 +488,18 @@ impl EchoRelayBuilder {
                     key_cache = env.key_cache,
                     "echorelay: Postgres store connected"
                 );
-                Ok(builder.store(store).audit_keys(keys))
+                builder.store(store).audit_keys(keys)
             }
             #[cfg(not(feature = "pg"))]
-            Some(_) => Err(SetupError::PgFeatureMissing),
-        }
+            Some(_) => return Err(SetupError::PgFeatureMissing),
+        };
+        // ---- The queue backend (issue 17) --------------------------------
+        // To be added by the Postgres and Redis queue adapters: REDIS_URL
+        // set → the Redis queue (feature `redis`), else DATABASE_URL set →
+        // the Postgres queue (feature `pg`), else memory. Until then the
+        // queue is the builder's default, a MemQueue, whatever the store.
+        // ------------------------------------------------------------------
+        Ok(builder)
     }
 
     /// The store for every service. Default: a new [`MemStore`].
@@ -512,6 +554,21 @@ impl EchoRelayBuilder {
         self
     }
 
+    /// The job queue's backend. Default: a new [`MemQueue`] (jobs live as
+    /// long as the process).
+    pub fn queue<Q: Queue + 'static>(mut self, queue: Q) -> Self {
+        self.queue_type = std::any::type_name::<Q>();
+        self.queue = Arc::new(queue);
+        self
+    }
+
+    /// The queue's settings (payload limit, backoff, default attempts,
+    /// poll). Default: [`QueueConfig::default`].
+    pub fn queue_config(mut self, config: QueueConfig) -> Self {
+        self.queue_config = config;
+        self
+    }
+
     /// Wires the services.
     ///
     /// This computes one bcrypt hash at the policy's cost (the account
@@ -520,7 +577,7 @@ impl EchoRelayBuilder {
     /// # Errors
     /// [`SetupError::MissingSecretKey`] without a keyring on a store other
     /// than [`MemStore`]; [`SetupError::Policy`] if the account policy is
-    /// rejected.
+    /// rejected; [`SetupError::Queue`] if the queue settings are.
     pub fn build(self) -> Result<EchoRelay, SetupError> {
         let keyring = match self.keyring {
             Some(keyring) => keyring,
@@ -539,6 +596,8 @@ impl EchoRelayBuilder {
         };
         let vault: SharedVault = Arc::new(AesGcmVault::new(keyring));
         let clock = self.clock;
+        let queue = QueueService::with_config(self.queue, clock.clone(), self.queue_config)
+            .map_err(SetupError::Queue)?;
         let accounts =
             AccountService::new(store.clone(), vault.clone(), clock.clone(), self.policy)
                 .map_err(SetupError::Policy)?;
@@ -552,10 +611,12 @@ impl EchoRelayBuilder {
                 None => AuditService::new(store.clone()),
             },
             rewrap: Rewrap::new(store.clone(), vault.clone(), clock.clone()),
+            queue,
             store,
             vault,
             clock,
             store_type: self.store_type,
+            queue_type: self.queue_type,
         })
     }
 }

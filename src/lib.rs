@@ -3,7 +3,8 @@
 //! The security and persistence core of a multi-tenant webhook relay, as a
 //! library. Start with [`EchoRelay`]: one handle holding every service
 //! (API keys, configuration, the voter, accounts, the audit log, the
-//! `SECRET_KEY` rewrap) over one store, one vault and one clock, and
+//! `SECRET_KEY` rewrap, the job queue) over one store, one queue, one vault
+//! and one clock, and
 //! [`prelude`] for the names an embedder needs:
 //!
 //! ```no_run
@@ -21,7 +22,7 @@
 //!
 //! | backend | how | cargo feature |
 //! |---|---|---|
-//! | in memory | [`MemStore`] ([`mem`]); the default of [`EchoRelay::from_env`] and [`EchoRelay::builder`] | always |
+//! | in memory | [`MemStore`] and [`MemQueue`] ([`mem`]); the default of [`EchoRelay::from_env`] and [`EchoRelay::builder`] | always |
 //! | PostgreSQL | `PgStore` (`echorelay::pg`); `DATABASE_URL` in [`EchoRelay::from_env`] | `pg` |
 //!
 //! Redis and S3 backends and an HTTP layer are planned, to be offered
@@ -50,10 +51,12 @@ pub use echorelay_store_pg as pg;
 pub use secrecy;
 
 pub use echorelay_core::{Error, Result};
-pub use echorelay_store_mem::MemStore;
+pub use echorelay_store_mem::{MemQueue, MemStore};
 #[cfg(feature = "pg")]
 pub use echorelay_store_pg::PgStore;
-pub use handle::{EchoRelay, EchoRelayBuilder, SetupError, SharedStore, SharedVault, Store};
+pub use handle::{
+    EchoRelay, EchoRelayBuilder, SetupError, SharedQueue, SharedStore, SharedVault, Store,
+};
 
 /// Everything an embedder needs, in one `use echorelay::prelude::*;`.
 ///
@@ -64,7 +67,10 @@ pub use handle::{EchoRelay, EchoRelayBuilder, SetupError, SharedStore, SharedVau
 /// (`Keys`, `ConfigRead`, …), the request and result types of the key,
 /// config and login calls, the vault key types, the clock, and
 /// `secrecy`'s [`SecretString`](secrecy::SecretString) and
-/// [`ExposeSecret`](secrecy::ExposeSecret).
+/// [`ExposeSecret`](secrecy::ExposeSecret), and the queue's names
+/// ([`MemQueue`], [`SharedQueue`], `QueueName`, `EnqueueOptions`,
+/// `NackPolicy`, `ErrorClass`, `DedupKey`, `LeaseToken`, `ReservedJob`,
+/// `QueueStats`, `QueueError`, …).
 ///
 /// The port traits are imported anonymously (`as _`): their methods work
 /// on [`EchoRelay::store`] without their names entering your scope.
@@ -72,10 +78,10 @@ pub use handle::{EchoRelay, EchoRelayBuilder, SetupError, SharedStore, SharedVau
 /// Note that [`Result`] here is `echorelay::Result<T, E = Error>`: with a
 /// second parameter it is the standard `Result`.
 pub mod prelude {
-    pub use crate::handle::{EchoRelay, EchoRelayBuilder, SetupError, Store};
+    pub use crate::handle::{EchoRelay, EchoRelayBuilder, SetupError, SharedQueue, Store};
     #[cfg(feature = "pg")]
     pub use crate::pg::{PgOptions, PgStore};
-    pub use crate::{Error, MemStore, Result};
+    pub use crate::{Error, MemQueue, MemStore, Result};
 
     pub use echorelay_core::access::surface::{
         AuditRead, Billing, ConfigRead, ConfigWrite, Delivery, Keys, Members, SurfaceKind,
@@ -94,6 +100,11 @@ pub mod prelude {
     pub use echorelay_core::keys::{
         Environment, KeyPhase, MintRequest, MintedKey, PlaintextKey, RotateOptions, VerifiedKey,
     };
+    pub use echorelay_core::queue::{
+        Backoff, DeadJob, DedupKey, EnqueueOptions, ErrorClass, JobId, LeaseToken, NackOutcome,
+        NackPolicy, QueueConfig, QueueError, QueueName, QueueService, QueueStats, ReservedJob,
+        RunAt,
+    };
     pub use echorelay_core::vault::{Keyring, SecretKey};
     pub use secrecy::{ExposeSecret, SecretString};
 
@@ -101,6 +112,7 @@ pub mod prelude {
         AccountStore as _, AuditLog as _, AuditSink as _, ConfigStore as _, KeyStore as _,
         MembershipStore as _, SessionStore as _,
     };
+    pub use echorelay_core::queue::Queue as _;
 }
 
 /// The README's Rust snippets, compiled by `cargo test --doc -p echorelay`.

@@ -1,8 +1,9 @@
 //! The fuzz targets' seed corpora (fuzz/corpus, made by
 //! scripts/fuzz_seeds.py) reach every path the targets check: valid keys
 //! that pass `parse_key` (the accept path the fuzzer never found on its
-//! own), a seed for each rejection, and ciphertexts that decode on both the
-//! binary and the text path. A seed set that stops doing so fails here,
+//! own), a seed for each rejection, ciphertexts that decode on both the
+//! binary and the text path, and lease tokens that parse (and display as
+//! their input) next to near-misses that do not. A seed set that stops doing so fails here,
 //! not silently in a fuzz run.
 #![allow(clippy::unwrap_used)]
 
@@ -10,6 +11,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use echorelay::core::keys::{KeyFormatError, parse_key};
+use echorelay::core::queue::LeaseToken;
 use echorelay::core::vault::Ciphertext;
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -82,4 +84,27 @@ fn ciphertext_seeds_decode_on_both_paths() {
         binary >= 4 && text >= 4 && refused >= 10,
         "{binary} {text} {refused}"
     );
+}
+
+#[test]
+fn lease_token_seeds_reach_accept_and_refusal() {
+    let (mut accepted, mut refused) = (0, 0);
+    for (name, bytes) in seeds("lease_token") {
+        let Ok(s) = std::str::from_utf8(&bytes) else {
+            assert_eq!(name, "seed-not-utf8");
+            continue;
+        };
+        match s.parse::<LeaseToken>() {
+            Ok(token) => {
+                assert!(name.starts_with("seed-valid"), "{name} parsed");
+                assert_eq!(token.to_string(), s, "{name} re-displays differently");
+                accepted += 1;
+            }
+            Err(_) => {
+                assert!(!name.starts_with("seed-valid"), "{name} was refused");
+                refused += 1;
+            }
+        }
+    }
+    assert!(accepted >= 13 && refused >= 22, "{accepted} {refused}");
 }

@@ -8,6 +8,7 @@
 use std::str::FromStr;
 
 use echorelay_core::keys::{Environment, PlaintextKey, parse_key};
+use echorelay_core::queue::{LeaseToken, QueueError};
 use echorelay_core::vault::{
     AesGcmVault, Ciphertext, Keyring, SecretContext, SecretKey, SecretVault, VaultError,
 };
@@ -122,4 +123,34 @@ fn key_vectors_parse_and_hint() {
         assert_eq!(parse_key(key), Ok(env), "{key}");
         assert_eq!(PlaintextKey::parse(key).unwrap().hint(), hint);
     }
+}
+
+/// docs/FORMATS.md §4.3.
+#[test]
+fn lease_token_vectors() {
+    const V: &str = "lease_00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0_7";
+    let t = LeaseToken::from_str(V).unwrap();
+    assert_eq!(t.job().to_string(), "job_00112233445566778899aabbccddeeff");
+    assert_eq!(
+        hex_of(t.nonce().as_bytes()),
+        "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    );
+    assert_eq!(t.attempt(), 7);
+    assert_eq!(t.to_string(), V);
+    let refused = [
+        V.replace("_7", "_07"),
+        V.replace("_7", "_0"),
+        V.replace("_7", "_1001"),
+        V.to_uppercase().replace("LEASE_", "lease_"),
+        format!("{V}\n"),
+        V.replacen("00", "0", 1),
+        V.replace("lease_", "Lease_"),
+    ];
+    for r in refused {
+        assert_eq!(LeaseToken::from_str(&r), Err(QueueError::InvalidToken), "{r:?}");
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
