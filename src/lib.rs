@@ -23,7 +23,7 @@
 //! | backend | how | cargo feature |
 //! |---|---|---|
 //! | in memory | [`MemStore`] and [`MemQueue`] ([`mem`]); the default of [`EchoRelay::from_env`] and [`EchoRelay::builder`] | always |
-//! | PostgreSQL | `PgStore` (`echorelay::pg`); `DATABASE_URL` in [`EchoRelay::from_env`] | `pg` |
+//! | PostgreSQL | `PgStore` (`echorelay::pg`), the store and the queue; `DATABASE_URL` in [`EchoRelay::from_env`] | `pg` |
 //!
 //! Redis and S3 backends and an HTTP layer are planned, to be offered
 //! through cargo features `redis`, `s3` and `http`; they do not exist yet.
