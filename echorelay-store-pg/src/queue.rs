@@ -130,7 +130,13 @@ impl<'r> JobRow<'r> {
     fn id(&self) -> Result<JobId, QueueError> {
         <[u8; 16]>::try_from(self.id.as_slice())
             .map(JobId::from_bytes)
-            .map_err(|_| corrupt(&self.id, "id", format!("{} bytes, expected 16", self.id.len())))
+            .map_err(|_| {
+                corrupt(
+                    &self.id,
+                    "id",
+                    format!("{} bytes, expected 16", self.id.len()),
+                )
+            })
     }
 
     fn count(&self, column: &str) -> Result<u32, QueueError> {
@@ -257,17 +263,17 @@ impl Queue for PgStore {
              SELECT id, dedup_key FROM ins \
              UNION ALL SELECT NULL::bytea, x FROM woke"
         ))
-            .bind(queue.as_str())
-            .bind(now)
-            .bind(&ids)
-            .bind(&run_ats)
-            .bind(&attempts)
-            .bind(&keys)
-            .bind(&payloads)
-            .bind(due_now)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(queue_err)?;
+        .bind(queue.as_str())
+        .bind(now)
+        .bind(&ids)
+        .bind(&run_ats)
+        .bind(&attempts)
+        .bind(&keys)
+        .bind(&payloads)
+        .bind(due_now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(queue_err)?;
         let mut by_key: HashMap<String, JobId> = HashMap::new();
         let mut own: HashSet<JobId> = HashSet::new();
         for row in &rows {
@@ -704,7 +710,12 @@ impl std::fmt::Debug for QueueWaker {
 
 impl Drop for QueueWaker {
     fn drop(&mut self) {
-        if let Some(t) = self.task.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(t) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             t.abort();
         }
     }

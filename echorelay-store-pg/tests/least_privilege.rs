@@ -96,7 +96,9 @@ async fn the_service_role_runs_the_service_and_cannot_rewrite_the_audit_log() {
         svc.ack(&r[0].token, now).await.unwrap();
         let class = ErrorClass::new("x").unwrap();
         assert_eq!(
-            svc.nack(&r[1].token, Retry::Never, &class, now).await.unwrap(),
+            svc.nack(&r[1].token, Retry::Never, &class, now)
+                .await
+                .unwrap(),
             NackOutcome::Dead
         );
         let dead = svc.dead_jobs(&q, None, 10).await.unwrap();

@@ -72,7 +72,11 @@ async fn a_job_goes_through_enqueue_reserve_ack_and_is_deleted() {
     };
     let s = db.fresh_store().await.unwrap();
     let jobs = q("jobs");
-    let (a, b, c) = (job(b"a", t0()), job(b"b", t0() - secs(5)), job(b"c", t0() + secs(60)));
+    let (a, b, c) = (
+        job(b"a", t0()),
+        job(b"b", t0() - secs(5)),
+        job(b"c", t0() + secs(60)),
+    );
     let ids = s
         .enqueue(&jobs, vec![a.clone(), b.clone(), c.clone()], t0())
         .await
@@ -92,7 +96,10 @@ async fn a_job_goes_through_enqueue_reserve_ack_and_is_deleted() {
         .reserve(&jobs, 10, LeaseNonce::random(), t0() + secs(30), t0())
         .await
         .unwrap();
-    assert_eq!(r.iter().map(|j| j.id()).collect::<Vec<_>>(), vec![b.id, a.id]);
+    assert_eq!(
+        r.iter().map(|j| j.id()).collect::<Vec<_>>(),
+        vec![b.id, a.id]
+    );
     assert_eq!(r[0].payload, b"b");
     assert_eq!(r[0].attempt, 1);
     assert_eq!(r[0].token.attempt(), 1);
@@ -111,16 +118,29 @@ async fn a_job_goes_through_enqueue_reserve_ack_and_is_deleted() {
         .unwrap();
     assert_eq!(
         out,
-        vec![Ok(()), Err(QueueError::StaleLease), Err(QueueError::StaleLease)]
+        vec![
+            Ok(()),
+            Err(QueueError::StaleLease),
+            Err(QueueError::StaleLease)
+        ]
     );
     assert_eq!(rows(&s).await, 1, "acked jobs are deleted, not kept");
     // Another queue sees nothing of this one.
-    assert_eq!(s.stats(&q("other"), t0()).await.unwrap(), QueueStats::default());
+    assert_eq!(
+        s.stats(&q("other"), t0()).await.unwrap(),
+        QueueStats::default()
+    );
     assert!(
-        s.reserve(&q("other"), 5, LeaseNonce::random(), t0() + secs(99), t0() + secs(90))
-            .await
-            .unwrap()
-            .is_empty()
+        s.reserve(
+            &q("other"),
+            5,
+            LeaseNonce::random(),
+            t0() + secs(99),
+            t0() + secs(90)
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
 }
 
@@ -184,12 +204,11 @@ async fn dedup_keys_hold_while_live_and_enqueue_is_all_or_nothing() {
     );
     // The dead job redriven while the key is held again: redriven, keyless.
     s.redrive(&jobs, first.id, t0()).await.unwrap();
-    let dup: Option<String> =
-        sqlx::query_scalar("SELECT dedup_key FROM queue_jobs WHERE id = $1")
-            .bind(&first.id.as_bytes()[..])
-            .fetch_one(s.pool())
-            .await
-            .unwrap();
+    let dup: Option<String> = sqlx::query_scalar("SELECT dedup_key FROM queue_jobs WHERE id = $1")
+        .bind(&first.id.as_bytes()[..])
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
     assert_eq!(dup, None);
 
     // All or nothing: one job of the batch fails, none is stored.
@@ -306,14 +325,20 @@ async fn stale_tokens_change_nothing_and_a_lease_ending_now_has_expired() {
         .remove(0);
     assert_eq!(b.id(), a.id());
     assert_eq!(b.attempt, 2);
-    assert_eq!(s.ack(&a.token, t0() + secs(1)).await, Err(QueueError::StaleLease));
+    assert_eq!(
+        s.ack(&a.token, t0() + secs(1)).await,
+        Err(QueueError::StaleLease)
+    );
     assert_eq!(
         s.ack_many(&[a.token], t0() + secs(1)).await.unwrap(),
         vec![Err(QueueError::StaleLease)]
     );
     // A forged token (right job, another nonce) is stale too.
     let forged = echorelay_core::queue::LeaseToken::new(a.id(), LeaseNonce::random(), 2);
-    assert_eq!(s.ack(&forged, until + secs(1)).await, Err(QueueError::StaleLease));
+    assert_eq!(
+        s.ack(&forged, until + secs(1)).await,
+        Err(QueueError::StaleLease)
+    );
     s.ack(&b.token, until + secs(1)).await.unwrap();
     assert_eq!(rows(&s).await, 0);
     // Bad arguments are typed errors and change nothing.
@@ -322,7 +347,8 @@ async fn stale_tokens_change_nothing_and_a_lease_ending_now_has_expired() {
         Err(QueueError::InvalidArgument(_))
     ));
     assert!(matches!(
-        s.reserve(&jobs, 1001, LeaseNonce::random(), until, t0()).await,
+        s.reserve(&jobs, 1001, LeaseNonce::random(), until, t0())
+            .await,
         Err(QueueError::InvalidArgument(_))
     ));
     assert!(matches!(
@@ -355,9 +381,14 @@ async fn attempts_are_counted_and_spent_jobs_go_dead() {
         .remove(0);
     let retry = t0() + secs(5);
     assert_eq!(
-        s.nack(&r1.token, Retry::At(retry), &class("http_503"), t0() + secs(1))
-            .await
-            .unwrap(),
+        s.nack(
+            &r1.token,
+            Retry::At(retry),
+            &class("http_503"),
+            t0() + secs(1)
+        )
+        .await
+        .unwrap(),
         NackOutcome::Retrying(retry)
     );
     assert_eq!(
@@ -383,9 +414,14 @@ async fn attempts_are_counted_and_spent_jobs_go_dead() {
     assert_eq!(r2.attempt, 2);
     // Attempts reached max: a retry asked for is dead instead.
     assert_eq!(
-        s.nack(&r2.token, Retry::At(retry + secs(5)), &class("http_503"), retry)
-            .await
-            .unwrap(),
+        s.nack(
+            &r2.token,
+            Retry::At(retry + secs(5)),
+            &class("http_503"),
+            retry
+        )
+        .await
+        .unwrap(),
         NackOutcome::Dead
     );
     let dead = s.dead_jobs(&jobs, None, 10).await.unwrap();
@@ -399,7 +435,10 @@ async fn attempts_are_counted_and_spent_jobs_go_dead() {
     assert_eq!(dead[0].payload, b"two");
     // Redrive: waiting now, attempts from zero.
     s.redrive(&jobs, j.id, retry).await.unwrap();
-    assert_eq!(s.redrive(&jobs, j.id, retry).await, Err(QueueError::NotDead));
+    assert_eq!(
+        s.redrive(&jobs, j.id, retry).await,
+        Err(QueueError::NotDead)
+    );
     let r3 = s
         .reserve(&jobs, 1, LeaseNonce::random(), lease(retry), retry)
         .await
@@ -433,7 +472,10 @@ async fn attempts_are_counted_and_spent_jobs_go_dead() {
         .reserve(&jobs, 3, LeaseNonce::random(), later + secs(10), later)
         .await
         .unwrap();
-    assert_eq!(got.iter().map(|j| j.id()).collect::<HashSet<_>>(), fresh_ids);
+    assert_eq!(
+        got.iter().map(|j| j.id()).collect::<HashSet<_>>(),
+        fresh_ids
+    );
     let dead: Vec<_> = s.dead_jobs(&jobs, None, 100).await.unwrap();
     let expired: HashSet<JobId> = dead
         .iter()
@@ -468,7 +510,9 @@ async fn redriving_dead_jobs_never_makes_two_live_jobs_share_a_key() {
     let s = db.fresh_store().await.unwrap();
     let jobs = q("jobs");
     for _ in 0..3 {
-        s.enqueue(&jobs, vec![keyed("k", t0())], t0()).await.unwrap();
+        s.enqueue(&jobs, vec![keyed("k", t0())], t0())
+            .await
+            .unwrap();
         let r = s
             .reserve(&jobs, 1, LeaseNonce::random(), t0() + secs(9), t0())
             .await
@@ -535,7 +579,9 @@ async fn listen_notify_wakes_a_waiter_in_another_process() {
         let waiter = {
             let (c, jobs) = (consumer.clone(), jobs.clone());
             tokio::spawn(async move {
-                c.wait_for_jobs(&jobs, Duration::from_secs(30)).await.unwrap();
+                c.wait_for_jobs(&jobs, Duration::from_secs(30))
+                    .await
+                    .unwrap();
                 Instant::now()
             })
         };
@@ -566,9 +612,7 @@ async fn listen_notify_wakes_a_waiter_in_another_process() {
         if round == 0 {
             let waiter = {
                 let (c, jobs) = (consumer.clone(), jobs.clone());
-                tokio::spawn(
-                    async move { c.wait_for_jobs(&jobs, Duration::from_secs(30)).await },
-                )
+                tokio::spawn(async move { c.wait_for_jobs(&jobs, Duration::from_secs(30)).await })
             };
             tokio::time::sleep(Duration::from_millis(200)).await;
             let killed: Vec<bool> = sqlx::query_scalar(
@@ -608,7 +652,9 @@ async fn listen_notify_wakes_a_waiter_in_another_process() {
             let (c, jobs) = (consumer.clone(), jobs.clone());
             tokio::spawn(async move {
                 let start = Instant::now();
-                c.wait_for_jobs(&jobs, Duration::from_secs(30)).await.unwrap();
+                c.wait_for_jobs(&jobs, Duration::from_secs(30))
+                    .await
+                    .unwrap();
                 start.elapsed()
             })
         };

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use echorelay_core::clock::{Clock, SystemClock};
 use echorelay_core::queue::{
-    Backoff, EnqueueOptions, ErrorClass, JobId, LeaseToken, MAX_BATCH, NackPolicy, QueueConfig, QueueError,
-    QueueName, QueueService,
+    Backoff, EnqueueOptions, ErrorClass, JobId, LeaseToken, MAX_BATCH, NackPolicy, QueueConfig,
+    QueueError, QueueName, QueueService,
 };
 use echorelay_store_pg::{PgStore, test_database};
 
@@ -157,22 +157,21 @@ async fn consume(svc: QueueService<PgStore>, name: QueueName, counts: Arc<Counts
 /// (a killed connection) retries once a random while later, as a worker
 /// would: by then the lease may have expired (refused as stale), or the
 /// first ack may have committed after all (refused too).
-async fn ack(
-    svc: &QueueService<PgStore>,
-    tokens: &[LeaseToken],
-    counts: &Counts,
-    rng: &mut Rng,
-) {
+async fn ack(svc: &QueueService<PgStore>, tokens: &[LeaseToken], counts: &Counts, rng: &mut Rng) {
     for attempt in 0..2 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
         }
         let was_unknown = counts.sending(tokens);
         let out = match tokens {
-            [one] => svc.ack(one).await.map(|()| vec![Ok(())]).or_else(|e| match e {
-                QueueError::StaleLease => Ok(vec![Err(e)]),
-                e => Err(e),
-            }),
+            [one] => svc
+                .ack(one)
+                .await
+                .map(|()| vec![Ok(())])
+                .or_else(|e| match e {
+                    QueueError::StaleLease => Ok(vec![Err(e)]),
+                    e => Err(e),
+                }),
             many => svc.ack_many(many).await,
         };
         match out {
@@ -260,13 +259,13 @@ async fn consumers_killed_mid_job_lose_nothing_and_ack_nothing_twice() {
             killed_connections += terminate(&admin, &format!("erqf-{tag}-c{i}")).await;
             terminations += 1;
         }
-        if tick % 40 == 0 {
+        if tick.is_multiple_of(40) {
             listener_kills +=
                 terminate(&admin, stores[i].queue().queue_listener_application_name()).await;
         }
-        if tick % 10 == 0 {
+        if tick.is_multiple_of(10) {
             let s = producer.stats(&name).await.unwrap();
-            if tick % 50 == 0 {
+            if tick.is_multiple_of(50) {
                 eprintln!("{:.1} s: {s:?}", start.elapsed().as_secs_f64());
             }
             if s.waiting + s.delayed + s.in_flight == 0 {
