@@ -165,6 +165,73 @@ async fn a_rejected_account_policy_is_a_setup_error() {
     assert!(matches!(err, SetupError::Policy(_)), "{err:?}");
 }
 
+/// The queue: a MemQueue by default, the builder's own otherwise (a
+/// shared clone sees the handle's jobs), on the handle's clock; settings
+/// the service refuses are a setup error.
+#[tokio::test]
+async fn the_queue_defaults_to_memory_and_the_builder_takes_another() {
+    let relay = EchoRelay::builder()
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    assert_eq!(relay.queue_type(), "echorelay_store_mem::queue::MemQueue");
+    let name = QueueName::new("handle-test").unwrap();
+    let id = relay
+        .queue()
+        .enqueue(&name, b"evt".to_vec(), EnqueueOptions::new())
+        .await
+        .unwrap();
+    let jobs = relay
+        .queue()
+        .reserve(&name, 10, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.iter().map(ReservedJob::id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    relay.queue().ack(&jobs[0].token).await.unwrap();
+
+    let clock = ManualClock::at_unix(1_767_225_600);
+    let mine = MemQueue::new();
+    let relay = EchoRelay::builder()
+        .queue(mine.clone())
+        .clock(Arc::new(clock.clone()))
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    relay
+        .queue()
+        .enqueue(&name, b"evt".to_vec(), EnqueueOptions::new())
+        .await
+        .unwrap();
+    let other = QueueService::new(mine, Arc::new(clock.clone()));
+    let got = other
+        .reserve(&name, 10, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "the builder's queue is not the one the handle uses"
+    );
+    assert_eq!(
+        got[0].enqueued_at,
+        clock.now(),
+        "the queue does not read the handle's clock"
+    );
+
+    let err = EchoRelay::builder()
+        .queue_config(QueueConfig {
+            max_payload: 0,
+            ..QueueConfig::default()
+        })
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, SetupError::Queue(_)), "{err:?}");
+}
+
 #[tokio::test]
 async fn from_env_without_variables_is_in_memory_with_a_generated_key() {
     let relay = EchoRelayBuilder::from_env_vars(vars(&[]))

@@ -147,7 +147,11 @@ fn lease_token_vectors() {
         V.replace("lease_", "Lease_"),
     ];
     for r in refused {
-        assert_eq!(LeaseToken::from_str(&r), Err(QueueError::InvalidToken), "{r:?}");
+        assert_eq!(
+            LeaseToken::from_str(&r),
+            Err(QueueError::InvalidToken),
+            "{r:?}"
+        );
     }
 }
 

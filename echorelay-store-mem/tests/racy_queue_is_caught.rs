@@ -62,16 +62,16 @@ async fn assert_caught(op: QueueConditional, check: Check) {
     let mut caught = 0;
     let mut first = None;
     for _ in 0..RUNS {
-        if let Err(e) = tokio::spawn(run(op, check)).await {
-            if e.is_panic() {
-                caught += 1;
-                let payload = e.into_panic();
-                let text = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-                first = first.or(text);
-            }
+        if let Err(e) = tokio::spawn(run(op, check)).await
+            && e.is_panic()
+        {
+            caught += 1;
+            let payload = e.into_panic();
+            let text = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+            first = first.or(text);
         }
     }
     let first = first.unwrap_or_default();

@@ -1,6 +1,6 @@
 //! The queue suite: checks of the contract in [`echorelay_core::queue`]'s
-//! module docs, run by every queue backend through [`queue_tests!`]
-//! (`crate::queue_tests`).
+//! module docs, run by every queue backend through
+//! [`queue_tests!`](crate::queue_tests!).
 //!
 //! Each check takes a [`QueueHarness`]: the backend, a [`ManualClock`] at
 //! 2026-01-01T00:00:00Z, a [`QueueService`] over both, and a fresh random

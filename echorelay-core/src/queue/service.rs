@@ -21,6 +21,10 @@
 //!   `cap`, so a target cannot park a job for longer than the operator
 //!   allows between attempts; [`NackPolicy::Never`] dead-letters it.
 //!
+//! Payloads are references (an event id, a delivery id), never secrets
+//! (S13): a backend stores them as they are, and a dead job keeps its
+//! payload until it is purged.
+//!
 //! Every operation runs in a `tracing` span named `queue.<operation>` with
 //! the queue's name and counts (never payload bytes).
 
