@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the conformance suite's race checks against Postgres N times in a
-# row (default 20); any failure fails the script. Each check releases its
+# Runs the conformance suite's race checks and the queue suite's against
+# Postgres N times in a row (default 20); any failure fails the script. Each check releases its
 # racing callers from a barrier (echorelay_testkit::race), on a fresh
 # schema, through separate database sessions.
 set -euo pipefail
@@ -24,15 +24,28 @@ checks=(
   same_code_on_two_challenges_wins_once
   take_challenge_gives_one_caller_the_challenge_under_races
 )
-cargo test -q -p echorelay-store-pg --test conformance --no-run
+queue_checks=(
+  racing_consumers_get_disjoint_jobs
+  a_stale_holders_ack_is_refused_while_another_reserves
+  ack_racing_lease_expiry_has_one_outcome
+  nack_racing_lease_expiry_has_one_outcome
+  extend_racing_lease_expiry_has_one_outcome
+  racing_uses_of_one_token_win_once
+  racing_enqueues_with_one_key_store_one_job
+  racing_redrives_of_one_dead_job_win_once
+)
+cargo test -q -p echorelay-store-pg --test conformance --test queue_conformance --no-run
 for i in $(seq "$runs"); do
-  if ! out=$(cargo test -q -p echorelay-store-pg --test conformance -- --exact "${checks[@]}" 2>&1); then
-    echo "$out"
-    echo "pg races: run $i of $runs FAILED"
-    exit 1
-  fi
-  passed=$(grep -o '[0-9]* passed' <<<"$out" | head -1)
-  echo "pg races: run $i of $runs: $passed"
-  [[ "$passed" == "${#checks[@]} passed" ]] || { echo "pg races: expected ${#checks[@]} checks"; exit 1; }
+  for suite in conformance queue_conformance; do
+    if [[ "$suite" == conformance ]]; then names=("${checks[@]}"); else names=("${queue_checks[@]}"); fi
+    if ! out=$(cargo test -q -p echorelay-store-pg --test "$suite" -- --exact "${names[@]}" 2>&1); then
+      echo "$out"
+      echo "pg races: run $i of $runs ($suite) FAILED"
+      exit 1
+    fi
+    passed=$(grep -o '[0-9]* passed' <<<"$out" | head -1)
+    echo "pg races: run $i of $runs ($suite): $passed"
+    [[ "$passed" == "${#names[@]} passed" ]] || { echo "pg races: expected ${#names[@]} checks"; exit 1; }
+  done
 done
 echo "pg races: $runs runs, 0 failures"

@@ -423,7 +423,7 @@ impl EchoRelayBuilder {
     ///
     /// | variable | meaning |
     /// |---|---|
-    /// | `DATABASE_URL` | set: the Postgres store at that URL (cargo feature `pg`; without it, [`SetupError::PgFeatureMissing`]). Unset: a new in-memory [`MemStore`]. |
+    /// | `DATABASE_URL` | set: the Postgres store at that URL (cargo feature `pg`; without it, [`SetupError::PgFeatureMissing`]), which is also the job queue ([`EchoRelay::queue`], table `queue_jobs`). Unset: a new in-memory [`MemStore`] and [`MemQueue`]. |
     /// | `SECRET_KEY` | the vault key: 64 hex characters or base64 of 32 random bytes (`openssl rand -hex 32`), checked by [`SecretKey::parse`]. |
     /// | `SECRET_KEY_PREVIOUS` | during a key rotation, the previous keys, comma-separated: they still open, never seal ([`Keyring::parse`]). |
     /// | `ECHORELAY_MIGRATE` | `1` or `true`: apply pending migrations at start. `0`, `false` or unset: don't; a schema that is behind is then `SetupError::Pg` at start, never a failure later. Ignored by the in-memory store. |
@@ -468,6 +468,10 @@ impl EchoRelayBuilder {
             Some(keyring) => builder.keyring(keyring),
             None => builder,
         };
+        // The Postgres store, also the queue unless another backend is
+        // chosen below.
+        #[cfg(feature = "pg")]
+        let mut pg_queue: Option<echorelay_store_pg::PgStore> = None;
         let builder = match env.database_url {
             None => builder,
             #[cfg(feature = "pg")]
@@ -497,15 +501,23 @@ impl EchoRelayBuilder {
                     key_cache = env.key_cache,
                     "echorelay: Postgres store connected"
                 );
+                pg_queue = Some(store.clone());
                 builder.store(store).audit_keys(keys)
             }
             #[cfg(not(feature = "pg"))]
             Some(_) => return Err(SetupError::PgFeatureMissing),
         };
         // ---- The queue backend (issue 17) --------------------------------
-        // REDIS_URL set → the Redis queue (feature `redis`), else
-        // DATABASE_URL set → the Postgres queue (feature `pg`; to be added
-        // by the Postgres queue adapter), else memory.
+        // REDIS_URL set → the Redis queue (feature `redis`: the match
+        // below wins, being applied last), else DATABASE_URL set → the
+        // Postgres queue (feature `pg`: the store's own pool, table
+        // `queue_jobs`, one LISTEN connection started by the first wait),
+        // else the builder's default, a MemQueue.
+        #[cfg(feature = "pg")]
+        let builder = match pg_queue {
+            Some(store) => builder.queue(store),
+            None => builder,
+        };
         // ------------------------------------------------------------------
         let builder = match env.redis_url {
             None => builder,

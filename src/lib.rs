@@ -23,8 +23,8 @@
 //! | backend | how | cargo feature |
 //! |---|---|---|
 //! | in memory | [`MemStore`] and [`MemQueue`] ([`mem`]); the default of [`EchoRelay::from_env`] and [`EchoRelay::builder`] | always |
-//! | PostgreSQL | `PgStore` (`echorelay::pg`); `DATABASE_URL` in [`EchoRelay::from_env`] | `pg` |
-//! | Redis (the job queue only) | `RedisQueue` (`echorelay::redis`) | `redis` |
+//! | PostgreSQL | `PgStore` (`echorelay::pg`), the store and the queue; `DATABASE_URL` in [`EchoRelay::from_env`] | `pg` |
+//! | Redis (the job queue only) | `RedisQueue` (`echorelay::redis`); `REDIS_URL` in [`EchoRelay::from_env`] (it wins over `DATABASE_URL` for the queue) | `redis` |
 //!
 //! An S3 backend is planned, to be offered through cargo feature `s3`; it
 //! does not exist yet. The HTTP layer is its own crate, `echorelay-http`.

@@ -515,6 +515,20 @@ async fn key_cache_from_the_environment() {
         .await
         .unwrap();
     assert_eq!(caches(false).await, 0, "no cache without the flag");
+    // DATABASE_URL makes Postgres the queue too: a job enqueued through
+    // the handle is a row of `queue_jobs`, seen by the other process.
+    assert_eq!(plain.queue_type(), "echorelay_store_pg::PgStore");
+    let name = echorelay::core::queue::QueueName::new("env").unwrap();
+    plain
+        .queue()
+        .enqueue(&name, b"from env".to_vec(), Default::default())
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_jobs WHERE queue = 'env'")
+        .fetch_one(other.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
     drop(plain);
 
     let relay = EchoRelayBuilder::from_env_vars(vars(&[

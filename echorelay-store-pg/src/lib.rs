@@ -2,8 +2,9 @@
 //!
 //! Every echorelay port on PostgreSQL (sqlx, tokio, rustls): keys, config,
 //! memberships, the audit log, accounts (factors, backup codes, attempt
-//! counters, devices), sessions and challenges. Any number of processes
-//! may share one database and every invariant holds (S15):
+//! counters, devices), sessions and challenges, and the job queue. Any
+//! number of processes may share one database and every invariant holds
+//! (S15):
 //!
 //! - each mutation and its audit event commit in one transaction, and the
 //!   audit table refuses `UPDATE`, `DELETE` and `TRUNCATE` in the database
@@ -14,6 +15,18 @@
 //! - verification reads the database on every call (S3); the optional key
 //!   cache ([`KeyCacheConfig`]) keeps S3 by having every revocation wait
 //!   for every live cache's acknowledgement (see [`cache`]).
+//!
+//! `PgStore` is also a job queue
+//! ([`Queue`](echorelay_core::queue::Queue), module [`queue`]): one table,
+//! `queue_jobs`, each method one statement (`FOR UPDATE SKIP LOCKED` to
+//! reserve, the lease checked in the `WHERE` of every ack, nack and
+//! extend). A committed enqueue or ack is durable as any committed row:
+//! once the call returned `Ok`, a crash or restart of the process or the
+//! database loses nothing (at-least-once: a job whose consumer died is due
+//! again when its lease ends). Acked jobs are deleted. LISTEN/NOTIFY only
+//! wakes idle consumers early; it is a hint, never the record, and a
+//! delayed job coming due (or a lost notification) is found by the
+//! consumer's next poll.
 //!
 //! The schema is `migrations/` (embedded with [`sqlx::migrate!`]) and is
 //! documented in `SCHEMA.md` next to this crate. Migrations run only when
@@ -46,6 +59,7 @@ mod audit;
 pub mod cache;
 mod config;
 mod keys;
+pub mod queue;
 #[cfg(feature = "racy")]
 mod racy;
 pub mod roles;
@@ -328,6 +342,7 @@ pub struct PgStore {
     pool: PgPool,
     cache: Option<Arc<cache::KeyCache>>,
     audit_keys: Option<Arc<echorelay_core::audit::AuditKeys>>,
+    queue_waker: Arc<queue::QueueWaker>,
     _schema: Option<Arc<testing::SchemaGuard>>,
     #[cfg(feature = "racy")]
     racy: Option<Racy>,
@@ -365,6 +380,7 @@ impl PgStore {
             pool,
             cache: None,
             audit_keys: options.audit_keys.clone(),
+            queue_waker: queue::QueueWaker::new(&connect),
             _schema: None,
             #[cfg(feature = "racy")]
             racy: options.racy,

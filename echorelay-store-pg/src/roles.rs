@@ -37,6 +37,8 @@ pub fn service_role_sql(schema: &str, role: &str) -> Result<Vec<String>, PgError
     let (s, r) = (quoted(schema), quoted(checked_role(role)?));
     Ok(vec![
         format!("GRANT USAGE ON SCHEMA {s} TO {r}"),
+        // Every table, the queue's jobs included (enqueue inserts;
+        // reserve, nack, extend and redrive update; ack and purge delete).
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}"),
         // The key cache's invalidation counter (nextval).
         format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}"),

@@ -69,6 +69,71 @@ async fn the_service_role_runs_the_service_and_cannot_rewrite_the_audit_log() {
     let events = svc.events(Some(p.id), 0, 100).await.unwrap();
     assert!(events.len() >= 3);
 
+    // The queue runs as the service too: every operation of the port, and
+    // the LISTEN connection.
+    {
+        use echorelay_core::queue::{
+            ErrorClass, JobId, LeaseNonce, NackOutcome, NewJob, Queue, QueueName, Retry,
+        };
+        let now = chrono::Utc::now();
+        let q = QueueName::new("svc").unwrap();
+        let job = |key: Option<&str>| NewJob {
+            id: JobId::random(),
+            payload: b"p".to_vec(),
+            run_at: now,
+            max_attempts: 1,
+            dedup_key: key.map(|k| echorelay_core::queue::DedupKey::new(k).unwrap()),
+        };
+        svc.enqueue(&q, vec![job(Some("k")), job(None)], now)
+            .await
+            .unwrap();
+        let until = now + chrono::TimeDelta::seconds(30);
+        let r = svc
+            .reserve(&q, 2, LeaseNonce::random(), until, now)
+            .await
+            .unwrap();
+        svc.extend(&r[0].token, until, now).await.unwrap();
+        svc.ack(&r[0].token, now).await.unwrap();
+        let class = ErrorClass::new("x").unwrap();
+        assert_eq!(
+            svc.nack(&r[1].token, Retry::Never, &class, now)
+                .await
+                .unwrap(),
+            NackOutcome::Dead
+        );
+        let dead = svc.dead_jobs(&q, None, 10).await.unwrap();
+        svc.redrive(&q, dead[0].id, now).await.unwrap();
+        let r = svc
+            .reserve(&q, 1, LeaseNonce::random(), until, now)
+            .await
+            .unwrap();
+        svc.ack_many(&[r[0].token], now).await.unwrap()[0]
+            .clone()
+            .unwrap();
+        svc.enqueue(&q, vec![job(None)], now).await.unwrap();
+        let r = svc
+            .reserve(&q, 1, LeaseNonce::random(), until, now)
+            .await
+            .unwrap();
+        svc.nack(&r[0].token, Retry::Never, &class, now)
+            .await
+            .unwrap();
+        assert_eq!(svc.redrive_dead(&q, 10, now).await.unwrap(), 1);
+        let r = svc
+            .reserve(&q, 1, LeaseNonce::random(), until, now)
+            .await
+            .unwrap();
+        svc.nack(&r[0].token, Retry::Never, &class, now)
+            .await
+            .unwrap();
+        assert_eq!(svc.purge_dead(&q, 10).await.unwrap(), 1);
+        assert_eq!(svc.stats(&q, now).await.unwrap(), Default::default());
+        svc.wait_for_jobs(&q, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(svc.queue_listener_connected());
+    }
+
     // And it cannot rewrite the log, by permission (not only the trigger).
     let pid = hex::encode(p.id.as_bytes());
     for statement in [
@@ -78,6 +143,8 @@ async fn the_service_role_runs_the_service_and_cannot_rewrite_the_audit_log() {
         "ALTER TABLE audit_events DISABLE TRIGGER ALL".to_owned(),
         format!("DELETE FROM audit_heads WHERE chain = '\\x{pid}'"),
         "TRUNCATE audit_heads".to_owned(),
+        "TRUNCATE queue_jobs".to_owned(),
+        "ALTER TABLE queue_jobs SET UNLOGGED".to_owned(),
         "SET session_replication_role = replica".to_owned(),
         "DELETE FROM _sqlx_migrations".to_owned(),
     ] {
