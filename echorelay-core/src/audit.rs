@@ -1095,8 +1095,8 @@ pub struct PageStatus {
     /// How many events of the page were checked.
     pub events: u64,
     /// Whether the page reached the chain's head: the store had no event
-    /// after `through` when read, and (keyed) the sealed head was reached
-    /// and matched. Paging through the chain with verification checks the
+    /// after `through` when read (also for a full page), and (keyed) the
+    /// sealed head was reached and matched. Paging through the chain with verification checks the
     /// whole chain; this says when the last page did.
     pub reached_head: bool,
     /// The chain's head when the page reached it (`None` otherwise, or for
@@ -1207,7 +1207,9 @@ impl<L: crate::ports::AuditLog> AuditService<L> {
     /// event or the sealed head after them is reached within the page
     /// ([`ChainVerifier::resume`]).
     ///
-    /// Bounded work: the sealed head, the predecessor and the page. Paging
+    /// Bounded work: the sealed head, the predecessor, the page and one
+    /// event after it (read to know whether the page ends at the head,
+    /// not verified: it belongs to the next page). Paging
     /// through the whole log this way, each page after the last seq of
     /// the one before, verifies the whole chain; [`AuditService::verify`]
     /// does that in one call (for operators: `echorelay-server audit
@@ -1262,7 +1264,12 @@ impl<L: crate::ports::AuditLog> AuditService<L> {
                 .next()
                 .filter(|e| e.seq == after),
         };
-        let events = self.log.events(chain, after, limit).await?;
+        // One event more than the page, unverified and not returned: it
+        // says whether the page ends at the chain's head (then the sealed
+        // head is checked against it), also when the page is full.
+        let mut events = self.log.events(chain, after, limit + 1).await?;
+        let reached_head = events.len() <= limit;
+        events.truncate(limit);
         if after > 0 && predecessor.is_none() {
             // No event `after`: a gap before the page, or a chain that ends
             // before it (then nothing is left to check, unless the sealed
@@ -1293,7 +1300,6 @@ impl<L: crate::ports::AuditLog> AuditService<L> {
         for e in &events {
             v.push(e)?;
         }
-        let reached_head = events.len() < limit;
         let segment = v.finish_segment(reached_head)?;
         if keyed && chain.is_some() && reached_head && segment.last.is_none() {
             // A project's chain starts with the project's creation.
@@ -1886,6 +1892,12 @@ mod tests {
             (0, 3, 3)
         );
         assert!(!first.status.reached_head && first.status.head.is_none());
+        // A full page that ends at the head says so (one event more was
+        // read to know).
+        let full = intact.verify_segment(Some(p), 4, 3).await.unwrap();
+        assert_eq!((full.status.through, full.status.events), (7, 3));
+        assert!(full.status.reached_head);
+        assert_eq!(full.events, ev[4..].to_vec());
         let last = intact.verify_segment(Some(p), 6, 3).await.unwrap();
         assert_eq!((last.status.through, last.status.events), (7, 1));
         assert!(last.status.reached_head);
@@ -1958,6 +1970,12 @@ mod tests {
             brk(svc.verify_segment(Some(p), 6, 3).await),
             (6, BreakKind::Truncated)
         );
+        // Also when the last page is full.
+        assert_eq!(
+            brk(svc.verify_segment(Some(p), 2, 3).await),
+            (6, BreakKind::Truncated)
+        );
+        assert!(svc.verify_segment(Some(p), 1, 3).await.is_ok());
         // An empty project chain was cut.
         let svc = AuditService::keyed(
             VecLog {
