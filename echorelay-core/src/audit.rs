@@ -531,7 +531,11 @@ impl UserEventCursor {
     /// # Errors
     /// [`InvalidCursor`] for a time outside the years 1 to 9999, or a
     /// `seq` of 0 or above 2^63−1.
-    pub fn new(at: DateTime<Utc>, chain: Option<ProjectId>, seq: u64) -> Result<Self, InvalidCursor> {
+    pub fn new(
+        at: DateTime<Utc>,
+        chain: Option<ProjectId>,
+        seq: u64,
+    ) -> Result<Self, InvalidCursor> {
         let micros = at.timestamp_micros();
         if !(CURSOR_MIN_MICROS..=CURSOR_MAX_MICROS).contains(&micros) {
             return Err(InvalidCursor("time outside the years 1 to 9999"));
@@ -605,8 +609,9 @@ impl std::str::FromStr for UserEventCursor {
         else {
             return Err(InvalidCursor("expected <at>.<chain>.<seq>"));
         };
-        let micros = canonical_decimal(at, true)
-            .ok_or(InvalidCursor("<at> must be microseconds as a decimal number"))?;
+        let micros = canonical_decimal(at, true).ok_or(InvalidCursor(
+            "<at> must be microseconds as a decimal number",
+        ))?;
         if !(CURSOR_MIN_MICROS..=CURSOR_MAX_MICROS).contains(&micros) {
             return Err(InvalidCursor("time outside the years 1 to 9999"));
         }
@@ -638,8 +643,7 @@ impl utoipa::PartialSchema for UserEventCursor {
              (1 to 2^63-1)"
                 .to_owned(),
             Some(
-                r"^(0|-?[1-9][0-9]{0,17})\.(global|prj_[0-9a-f]{32})\.[1-9][0-9]{0,18}$"
-                    .to_owned(),
+                r"^(0|-?[1-9][0-9]{0,17})\.(global|prj_[0-9a-f]{32})\.[1-9][0-9]{0,18}$".to_owned(),
             ),
         )
     }
@@ -990,7 +994,11 @@ impl ChainVerifier {
                 *seen = true;
             }
         }
-        if self.segment && self.keys.is_some() && e.seq == self.sealed_up_to && self.sealed_up_to > 0 {
+        if self.segment
+            && self.keys.is_some()
+            && e.seq == self.sealed_up_to
+            && self.sealed_up_to > 0
+        {
             // The authentic sealed head, reached: it fixes what came before.
             self.unfixed = None;
         }
@@ -1044,11 +1052,7 @@ impl ChainVerifier {
         }
         if reached_end {
             let start = self.first.unwrap_or(next);
-            if self
-                .anchors
-                .iter()
-                .any(|(a, seen)| !seen && a.seq >= start)
-            {
+            if self.anchors.iter().any(|(a, seen)| !seen && a.seq >= start) {
                 return Err(truncated);
             }
         }
@@ -1282,7 +1286,11 @@ impl<L: crate::ports::AuditLog> AuditService<L> {
                 None
             };
             if let Some(problem) = problem {
-                return Err(ChainBreak { seq: after, problem }.into());
+                return Err(ChainBreak {
+                    seq: after,
+                    problem,
+                }
+                .into());
             }
             return Ok(VerifiedPage {
                 events,
@@ -1704,15 +1712,32 @@ mod tests {
         let mut edited = ev.clone();
         edited[3].actor = Actor::User(UserId::random());
         // In the page.
-        let err = segment_check(p, &keys, Some(sealed), Some(&edited[1]), &edited[2..5], false)
-            .unwrap_err();
+        let err = segment_check(
+            p,
+            &keys,
+            Some(sealed),
+            Some(&edited[1]),
+            &edited[2..5],
+            false,
+        )
+        .unwrap_err();
         assert_eq!((err.seq, err.problem), (4, BreakKind::ContentEdited));
         // As the predecessor of the next page.
         let err = segment_check(p, &keys, Some(sealed), Some(&edited[3]), &edited[4..], true)
             .unwrap_err();
         assert_eq!((err.seq, err.problem), (4, BreakKind::ContentEdited));
         // A page before the edit does not see it.
-        assert!(segment_check(p, &keys, Some(sealed), Some(&edited[0]), &edited[1..3], false).is_ok());
+        assert!(
+            segment_check(
+                p,
+                &keys,
+                Some(sealed),
+                Some(&edited[0]),
+                &edited[1..3],
+                false
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1732,12 +1757,12 @@ mod tests {
         };
         let forged = seal(d, Some(ev[0].head()));
         assert_eq!(forged.seq, 2);
-        let err = segment_check(p, &keys, Some(sealed), Some(&forged), &ev[2..4], false)
-            .unwrap_err();
+        let err =
+            segment_check(p, &keys, Some(sealed), Some(&forged), &ev[2..4], false).unwrap_err();
         assert_eq!((err.seq, err.problem), (3, BreakKind::Link));
         // A predecessor of another seq than the page expects.
-        let err = segment_check(p, &keys, Some(sealed), Some(&ev[0]), &ev[2..4], false)
-            .unwrap_err();
+        let err =
+            segment_check(p, &keys, Some(sealed), Some(&ev[0]), &ev[2..4], false).unwrap_err();
         assert_eq!((err.seq, err.problem), (2, BreakKind::Sequence));
     }
 
@@ -1750,8 +1775,8 @@ mod tests {
             key_id: keys.current_id(),
             tag: Hash32([7; 32]),
         });
-        let err = segment_check(p, &keys, Some(sealed), Some(&ev[0]), &ev[1..4], false)
-            .unwrap_err();
+        let err =
+            segment_check(p, &keys, Some(sealed), Some(&ev[0]), &ev[1..4], false).unwrap_err();
         assert_eq!((err.seq, err.problem), (3, BreakKind::NotAuthentic));
         // Re-hashed without the key, the old tag copied: the same.
         let (p, ev, sealed) = keyed_chain(5, &keys);
@@ -1769,8 +1794,15 @@ mod tests {
             f.tag = e.tag;
             forged.push(f);
         }
-        let err = segment_check(p, &keys, Some(sealed), Some(&forged[1]), &forged[2..4], false)
-            .unwrap_err();
+        let err = segment_check(
+            p,
+            &keys,
+            Some(sealed),
+            Some(&forged[1]),
+            &forged[2..4],
+            false,
+        )
+        .unwrap_err();
         assert_eq!((err.seq, err.problem), (3, BreakKind::NotAuthentic));
     }
 
@@ -1888,7 +1920,11 @@ mod tests {
         );
         let first = intact.verify_segment(Some(p), 0, 3).await.unwrap();
         assert_eq!(
-            (first.status.after, first.status.through, first.status.events),
+            (
+                first.status.after,
+                first.status.through,
+                first.status.events
+            ),
             (0, 3, 3)
         );
         assert!(!first.status.reached_head && first.status.head.is_none());
@@ -2027,9 +2063,19 @@ mod tests {
         let p = "prj_00112233445566778899aabbccddeeff";
         let ok = format!("1795996800000000.{p}.7");
         let c: UserEventCursor = ok.parse().unwrap();
-        assert_eq!((c.seq(), c.chain().map(|p| p.to_string())), (7, Some(p.to_owned())));
+        assert_eq!(
+            (c.seq(), c.chain().map(|p| p.to_string())),
+            (7, Some(p.to_owned()))
+        );
         assert_eq!(c.at().timestamp(), 1_795_996_800);
-        assert_eq!("-1.global.1".parse::<UserEventCursor>().unwrap().at().timestamp_micros(), -1);
+        assert_eq!(
+            "-1.global.1"
+                .parse::<UserEventCursor>()
+                .unwrap()
+                .at()
+                .timestamp_micros(),
+            -1
+        );
         for bad in [
             "",
             "1.global",
@@ -2052,8 +2098,16 @@ mod tests {
         ] {
             assert!(bad.parse::<UserEventCursor>().is_err(), "{bad:?}");
         }
-        assert!("253402300799999999.global.9223372036854775807".parse::<UserEventCursor>().is_ok());
-        assert!("-62135596800000000.global.1".parse::<UserEventCursor>().is_ok());
+        assert!(
+            "253402300799999999.global.9223372036854775807"
+                .parse::<UserEventCursor>()
+                .is_ok()
+        );
+        assert!(
+            "-62135596800000000.global.1"
+                .parse::<UserEventCursor>()
+                .is_ok()
+        );
         // Ordered as the export is: time, then the global chain first, then seq.
         let at = DateTime::from_timestamp(1_795_996_800, 0).unwrap();
         let global = UserEventCursor::new(at, None, 9).unwrap();

@@ -97,7 +97,9 @@ pub(crate) fn list_limit(limit: usize) -> crate::Result<usize> {
     if (1..=MAX_LIST_PAGE).contains(&limit) {
         Ok(limit)
     } else {
-        Err(crate::Error::InvalidInput("a page's limit must be 1 to 500"))
+        Err(crate::Error::InvalidInput(
+            "a page's limit must be 1 to 500",
+        ))
     }
 }
 

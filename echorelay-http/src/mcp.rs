@@ -354,10 +354,7 @@ impl ReadApi {
         let audit = self.relay.audit();
         let (events, chain) = if verify == Some(true) {
             match audit.verify_page(&grant, after, page).await {
-                Ok(verified) => (
-                    verified.events,
-                    Some(ChainAnswer::from(verified.status)),
-                ),
+                Ok(verified) => (verified.events, Some(ChainAnswer::from(verified.status))),
                 Err(echorelay::Error::Audit(b)) => (
                     audit
                         .events(&grant, after, page)

@@ -15,10 +15,10 @@ use echorelay::core::StoreError;
 use echorelay::core::audit::{
     self, Actor, BillingEvent, BillingKind, ChainHead, Currency, PageStatus,
 };
-use echorelay::core::ports::MAX_LIST_PAGE;
 use echorelay::core::config::{Endpoint, Line, LineView, Slug, TargetView};
 use echorelay::core::ids::{EndpointId, KeyId, LineId, TargetId};
 use echorelay::core::keys::{KeyView, PolicyError};
+use echorelay::core::ports::MAX_LIST_PAGE;
 use echorelay::prelude::{
     AuditEvent, AuditRead, AuthInput, Billing, ConfigRead, ConfigWrite, Environment, ExposeSecret,
     Grant, Keys, Members, MintRequest, MintedKey, NewTarget, Role, RotateOptions, SecretString,
@@ -114,11 +114,7 @@ pub async fn list_keys(
         )
     })?;
     let limit = list_limit(q.limit)?;
-    let keys = state
-        .relay
-        .keys()
-        .list_page(&grant, q.after, limit)
-        .await?;
+    let keys = state.relay.keys().list_page(&grant, q.after, limit).await?;
     let next_after = next_after(&keys, limit, |k| k.id);
     Ok(Json(KeysAnswer { keys, next_after }))
 }

@@ -650,7 +650,10 @@ async fn owners_manage_members_by_session_and_the_export_holds_no_credential(w: 
     assert_eq!(first["members"][0]["user"], ids[0]);
     assert_eq!(first["next_after"], ids[0]);
     let rest = owner
-        .get(&format!("/v1/projects/acme/members?limit=1&after={}", ids[0]))
+        .get(&format!(
+            "/v1/projects/acme/members?limit=1&after={}",
+            ids[0]
+        ))
         .await
         .json();
     assert_eq!(rest["members"][0]["user"], ids[1]);
@@ -661,7 +664,13 @@ async fn owners_manage_members_by_session_and_the_export_holds_no_credential(w: 
         .json();
     assert!(empty["members"].as_array().unwrap().is_empty());
     assert_eq!(empty["next_after"], serde_json::Value::Null);
-    for bad in ["limit=0", "limit=501", "limit=x", "after=key_00000000000000000000000000000000", "page=2"] {
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "limit=x",
+        "after=key_00000000000000000000000000000000",
+        "page=2",
+    ] {
         let a = owner.get(&format!("/v1/projects/acme/members?{bad}")).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(a.json()["error"], "invalid_query", "{bad}");
@@ -727,7 +736,12 @@ async fn owners_manage_members_by_session_and_the_export_holds_no_credential(w: 
     let rest = rest.json();
     assert_eq!(rest["account"]["email"], "lee@example.com");
     assert_eq!(rest["audit_events"].as_array().unwrap()[..], events[1..]);
-    for bad in ["after=1.global", "after=01.global.1", "after=1.global.0", "before=1"] {
+    for bad in [
+        "after=1.global",
+        "after=01.global.1",
+        "after=1.global.0",
+        "before=1",
+    ] {
         let a = owner.get(&format!("/v1/me/export?{bad}")).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(a.json()["error"], "invalid_query", "{bad}");

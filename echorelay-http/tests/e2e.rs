@@ -851,11 +851,20 @@ async fn the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once(w: Wo
     assert_eq!(chain["keyed"], true);
     // A page short of the head says so.
     let first = c
-        .get("/v1/projects/acme/audit?limit=2&verify=true", Some(&owner_key))
+        .get(
+            "/v1/projects/acme/audit?limit=2&verify=true",
+            Some(&owner_key),
+        )
         .await
         .json();
     assert_eq!(first["chain"]["status"], "verified");
-    assert_eq!((first["chain"]["after"].as_u64(), first["chain"]["through"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(
+        (
+            first["chain"]["after"].as_u64(),
+            first["chain"]["through"].as_u64()
+        ),
+        (Some(0), Some(2))
+    );
     assert_eq!(first["chain"]["reached_head"], false);
     assert_eq!(first["chain"]["head"], serde_json::Value::Null);
     let bad = c
@@ -944,8 +953,15 @@ async fn keys_are_paged_and_a_full_tree_refuses_more(w: World) {
         }
     }
     assert_eq!(walked, ids);
-    let all = c.get("/v1/projects/acme/keys", Some(&owner_key)).await.json();
-    assert_eq!(all["keys"].as_array().unwrap().len(), 5, "default limit 100");
+    let all = c
+        .get("/v1/projects/acme/keys", Some(&owner_key))
+        .await
+        .json();
+    assert_eq!(
+        all["keys"].as_array().unwrap().len(),
+        5,
+        "default limit 100"
+    );
     assert_eq!(all["next_after"], serde_json::Value::Null);
     for bad in [
         "limit=0",
@@ -965,7 +981,11 @@ async fn keys_are_paged_and_a_full_tree_refuses_more(w: World) {
     // Fill the tree to its cap behind the API (one import), then ask for
     // one more of each.
     let store = w.relay.store();
-    let project = store.project_by_slug(&echorelay::core::config::Slug::parse("acme").unwrap()).await.unwrap().unwrap();
+    let project = store
+        .project_by_slug(&echorelay::core::config::Slug::parse("acme").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let tree = store.tree(project.id).await.unwrap();
     let line = tree.lines[0].id;
     let mut lines = tree.lines.clone();
@@ -999,7 +1019,9 @@ async fn keys_are_paged_and_a_full_tree_refuses_more(w: World) {
         format!("/v1/projects/acme/lines/{line}/endpoints"),
     ];
     for path in &creates {
-        let a = c.post_json(path, &owner_key, json!({"name": "one more"})).await;
+        let a = c
+            .post_json(path, &owner_key, json!({"name": "one more"}))
+            .await;
         assert_eq!(a.status, StatusCode::CONFLICT, "{path}: {}", a.text());
         assert_eq!(a.json()["error"], "limit_reached");
     }
@@ -1015,7 +1037,10 @@ async fn keys_are_paged_and_a_full_tree_refuses_more(w: World) {
     // The whole tree is still one answer.
     let lines = c.get("/v1/projects/acme/lines", Some(&owner_key)).await;
     assert_eq!(lines.status, StatusCode::OK);
-    assert_eq!(lines.json()["lines"].as_array().unwrap().len(), MAX_TREE_ENTITIES - 1);
+    assert_eq!(
+        lines.json()["lines"].as_array().unwrap().len(),
+        MAX_TREE_ENTITIES - 1
+    );
 }
 
 on_every_store!(
@@ -1050,7 +1075,10 @@ async fn verify_finds_an_edit_in_the_page_that_holds_it_or_follows_it() {
     let server = w.serve(HttpConfig::local()).await;
     let mut c = server.connect().await;
     let intact = c
-        .get("/v1/projects/acme/audit?limit=500&verify=true", Some(&owner_key))
+        .get(
+            "/v1/projects/acme/audit?limit=500&verify=true",
+            Some(&owner_key),
+        )
         .await
         .json();
     let events = intact["events"].as_array().unwrap().len() as u64;
@@ -1066,11 +1094,12 @@ async fn verify_finds_an_edit_in_the_page_that_holds_it_or_follows_it() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    let edited = sqlx::query("UPDATE audit_events SET ip = '198.51.100.66' WHERE chain = $1 AND seq = 3")
-        .bind(chain.as_bytes().as_slice())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let edited =
+        sqlx::query("UPDATE audit_events SET ip = '198.51.100.66' WHERE chain = $1 AND seq = 3")
+            .bind(chain.as_bytes().as_slice())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
     assert_eq!(edited.rows_affected(), 1);
     tx.commit().await.unwrap();
 

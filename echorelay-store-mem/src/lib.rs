@@ -573,7 +573,10 @@ fn tree_room(s: &State, project: ProjectId, w: Write) -> StoreResult<()> {
         return Ok(());
     }
     let held = s.lines.values().filter(|l| l.project == project).count()
-        + s.endpoints.values().filter(|e| e.project == project).count()
+        + s.endpoints
+            .values()
+            .filter(|e| e.project == project)
+            .count()
         + s.targets.values().filter(|t| t.project == project).count();
     rules::tree_has_room(held, 1)
 }

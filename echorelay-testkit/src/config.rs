@@ -884,7 +884,10 @@ pub async fn the_tree_cap_holds_at_its_boundary<B: Backend>(h: Harness<B>) {
             "config: a {what} beyond the tree cap was not refused: {r:?}"
         );
     };
-    full_refusal(h.config.create_line(&w, "one too many").await.map(|_| ()), "line");
+    full_refusal(
+        h.config.create_line(&w, "one too many").await.map(|_| ()),
+        "line",
+    );
     full_refusal(
         h.config
             .create_endpoint(&w, some_line, "one too many")
@@ -912,10 +915,7 @@ pub async fn the_tree_cap_holds_at_its_boundary<B: Backend>(h: Harness<B>) {
         .await
         .unwrap();
     // One below the cap: one create succeeds, the next is refused.
-    h.config
-        .delete_line(&w, before.lines[1].id)
-        .await
-        .unwrap();
+    h.config.delete_line(&w, before.lines[1].id).await.unwrap();
     h.config
         .create_endpoint(&w, some_line, "the last one")
         .await

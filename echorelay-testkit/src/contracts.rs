@@ -431,9 +431,7 @@ pub async fn user_export_is_ordered_by_time_then_chain_then_seq<B: Backend>(h: H
 /// in order; a cursor between events (no event at it) starts after it.
 ///
 /// [`AuditLog::events_for_user_page`]: echorelay_core::ports::AuditLog::events_for_user_page
-pub async fn user_export_pages_by_cursor_across_chains_and_equal_times<B: Backend>(
-    h: Harness<B>,
-) {
+pub async fn user_export_pages_by_cursor_across_chains_and_equal_times<B: Backend>(h: Harness<B>) {
     use echorelay_core::audit::UserEventCursor;
     let user = UserId::random();
     let (p, _) = h.project().await;
@@ -459,11 +457,7 @@ pub async fn user_export_pages_by_cursor_across_chains_and_equal_times<B: Backen
                 .unwrap();
         }
     }
-    let all = h
-        .store
-        .events_for_user_page(user, None, 100)
-        .await
-        .unwrap();
+    let all = h.store.events_for_user_page(user, None, 100).await.unwrap();
     assert_eq!(all.len(), 24, "contracts: the user's events");
     let key = |e: &AuditEvent| (e.at, e.project, e.seq);
     assert!(
@@ -480,7 +474,10 @@ pub async fn user_export_pages_by_cursor_across_chains_and_equal_times<B: Backen
                 .events_for_user_page(user, after, size)
                 .await
                 .unwrap();
-            assert!(page.len() <= size, "contracts: a page longer than its limit");
+            assert!(
+                page.len() <= size,
+                "contracts: a page longer than its limit"
+            );
             let full = page.len() == size;
             after = page.last().map(cursor);
             walked.extend(page);
@@ -513,8 +510,7 @@ pub async fn user_export_pages_by_cursor_across_chains_and_equal_times<B: Backen
         .iter()
         .filter(|e| e.project.is_none() && e.at == t0)
         .collect();
-    let between =
-        UserEventCursor::new(t0, None, global_t0[0].seq + 1).unwrap();
+    let between = UserEventCursor::new(t0, None, global_t0[0].seq + 1).unwrap();
     assert_ne!(global_t0[1].seq, global_t0[0].seq + 1);
     let first = h
         .store
@@ -601,8 +597,14 @@ pub async fn keys_and_members_page_by_id<B: Backend>(h: Harness<B>) {
                 .keys_page(p.id, walked.last().copied(), size)
                 .await
                 .unwrap();
-            assert!(page.len() <= size, "contracts: keys_page longer than its limit");
-            assert!(page.iter().all(|k| k.project == p.id), "contracts: keys_page crossed projects");
+            assert!(
+                page.len() <= size,
+                "contracts: keys_page longer than its limit"
+            );
+            assert!(
+                page.iter().all(|k| k.project == p.id),
+                "contracts: keys_page crossed projects"
+            );
             let full = page.len() == size;
             walked.extend(page.iter().map(|k| k.id));
             if !full {
@@ -618,7 +620,10 @@ pub async fn keys_and_members_page_by_id<B: Backend>(h: Harness<B>) {
                 .members_page(p.id, walked.last().copied(), size)
                 .await
                 .unwrap();
-            assert!(page.len() <= size, "contracts: members_page longer than its limit");
+            assert!(
+                page.len() <= size,
+                "contracts: members_page longer than its limit"
+            );
             let full = page.len() == size;
             walked.extend(page.iter().map(|(u, _)| *u));
             if !full {
@@ -634,9 +639,22 @@ pub async fn keys_and_members_page_by_id<B: Backend>(h: Harness<B>) {
         ids[3..].to_vec()
     );
     let before_all = KeyId::from_bytes([0; 16]);
-    assert_eq!(h.store.keys_page(p.id, Some(before_all), 100).await.unwrap().len(), 7);
+    assert_eq!(
+        h.store
+            .keys_page(p.id, Some(before_all), 100)
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
     let last = *ids.last().unwrap();
-    assert!(h.store.keys_page(p.id, Some(last), 100).await.unwrap().is_empty());
+    assert!(
+        h.store
+            .keys_page(p.id, Some(last), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let roles = h.store.members_page(p.id, None, 100).await.unwrap();
     assert_eq!(
         roles.iter().filter(|(_, r)| *r == Role::Owner).count(),
@@ -655,7 +673,14 @@ pub async fn keys_and_members_page_by_id<B: Backend>(h: Harness<B>) {
         ));
     }
     assert_eq!(h.keys.list_page(&keys, None, 500).await.unwrap().len(), 7);
-    assert_eq!(h.config.members_page(&members, Some(users[0]), 500).await.unwrap().len(), 6);
+    assert_eq!(
+        h.config
+            .members_page(&members, Some(users[0]), 500)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
 }
 
 fn owner_id(c: &echorelay_core::access::Caller) -> UserId {
@@ -1711,12 +1736,17 @@ pub async fn personal_data_holds_the_accounts_own_events_only<B: Backend>(h: Har
         .await
         .unwrap();
     assert_eq!(first.audit_events.len(), EXPORT_PAGE);
-    let after = first.next_after.expect("contracts: a full export page names the next");
+    let after = first
+        .next_after
+        .expect("contracts: a full export page names the next");
     let second = personal_data(&h.store, access, dana, h.clock_now(), Some(after))
         .await
         .unwrap();
     assert_eq!(second.account.id, dana);
-    assert!(second.next_after.is_none(), "contracts: the last page names none");
+    assert!(
+        second.next_after.is_none(),
+        "contracts: the last page names none"
+    );
     let mut ids: Vec<_> = first
         .audit_events
         .iter()

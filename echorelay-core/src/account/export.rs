@@ -182,15 +182,15 @@ where
             role,
         });
     }
-    let page = store
-        .events_for_user_page(user, after, EXPORT_PAGE)
-        .await?;
+    let page = store.events_for_user_page(user, after, EXPORT_PAGE).await?;
     // A full page: the next one starts after its last event (of the
     // store's page, before the filter below).
     let next_after = match page.last() {
-        Some(last) if page.len() == EXPORT_PAGE => Some(UserEventCursor::of(last).map_err(
-            |_| crate::Error::InvalidInput("an audit event's position has no cursor"),
-        )?),
+        Some(last) if page.len() == EXPORT_PAGE => {
+            Some(UserEventCursor::of(last).map_err(|_| {
+                crate::Error::InvalidInput("an audit event's position has no cursor")
+            })?)
+        }
         _ => None,
     };
     // Only events about this account, whatever the store returned: an
