@@ -1858,6 +1858,10 @@ mod tests {
         assert_eq!((err.seq, err.problem), (4, BreakKind::Truncated));
         // The same page, not the last one: no concern of it.
         assert!(segment_check(p, &keys, Some(sealed), Some(&ev[1]), &ev[2..3], false).is_ok());
+        // A sealed head before the segment (events appended after it was
+        // read, each tagged) is no concern of a page at the end.
+        let earlier = keys.seal_head(Some(p), ev[2].head());
+        assert!(segment_check(p, &keys, Some(earlier), Some(&ev[3]), &ev[4..], true).is_ok());
         // The head row removed: truncated whatever the page.
         let err = segment_check(p, &keys, None, Some(&ev[1]), &ev[2..3], false).unwrap_err();
         assert_eq!(err.problem, BreakKind::Truncated);

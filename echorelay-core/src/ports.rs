@@ -58,6 +58,15 @@
 //!   (`activate_totp`, `replace_totp_seed`, `replace_pending_reveal`,
 //!   `replace_password_hash`, versions, the device cap, `revoke_key`) are
 //!   held to the same rule and checked sequentially.
+//! - **Caps.** A project's tree holds at most
+//!   [`MAX_TREE_ENTITIES`](crate::config::MAX_TREE_ENTITIES) lines,
+//!   endpoints and targets together: [`ConfigStore::apply`] refuses a
+//!   create beyond it and [`ConfigStore::import_tree`] a larger tree
+//!   (`LimitReached`, nothing written), decided by
+//!   [`rules::tree_has_room`] in the write's atomic step. Reads that would
+//!   grow with a tenant's history are paged instead
+//!   ([`KeyStore::keys_page`], [`MembershipStore::members_page`],
+//!   [`AuditLog::events`], [`AuditLog::events_for_user_page`]).
 //! - **Versions.** [`Target::version`](crate::config::Target::version) and
 //!   [`Project::version`](crate::config::Project::version) are
 //!   compare-and-swap counters kept by the store: see
