@@ -349,7 +349,14 @@ struct ExportEnvelope {
 
 const EXPORT_FORMAT: &str = "echorelay.config";
 const MAX_IMPORT_BYTES: usize = 16 << 20;
-const MAX_IMPORT_ENTITIES: usize = 10_000;
+/// The most lines, endpoints and targets (together) one project's tree
+/// holds. Creating one more is refused (`Store(LimitReached)`, decided by
+/// the store with [`crate::ports::rules::tree_has_room`]), and an import
+/// may carry at most as many, so every export imports again, and reading
+/// a whole tree ([`ConfigService::lines`], [`ConfigService::export`]) is
+/// bounded work.
+pub const MAX_TREE_ENTITIES: usize = 10_000;
+const MAX_IMPORT_ENTITIES: usize = MAX_TREE_ENTITIES;
 const EXPORT_VERSION: u32 = 1;
 
 /// Outbound auth as given by a caller (plaintext secrets).
@@ -630,9 +637,25 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             .await
     }
 
-    /// The project's members and their roles.
-    pub async fn members(&self, grant: &Grant<Members>) -> Result<Vec<(UserId, Role)>> {
-        Ok(self.store.members_of(grant.project_id()).await?)
+    /// One page of the project's members and their roles: user ids after
+    /// `after`, ascending, at most `limit` (1 to
+    /// [`MAX_LIST_PAGE`](crate::ports::MAX_LIST_PAGE)). A page shorter than
+    /// `limit` is the last.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a `limit` outside 1 to 500 (never
+    /// clamped).
+    pub async fn members_page(
+        &self,
+        grant: &Grant<Members>,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<(UserId, Role)>> {
+        let limit = crate::ports::list_limit(limit)?;
+        Ok(self
+            .store
+            .members_page(grant.project_id(), after, limit)
+            .await?)
     }
 
     /// Sets (or removes, with `None`) a member's role.
@@ -1033,7 +1056,9 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
         self.view(&t)
     }
 
-    /// Reads the project's lines with endpoints and masked targets.
+    /// Reads the project's lines with endpoints and masked targets: the
+    /// whole tree in one answer, which is bounded, since a tree holds at
+    /// most [`MAX_TREE_ENTITIES`] lines, endpoints and targets.
     pub async fn lines(&self, grant: &Grant<ConfigRead>) -> Result<Vec<LineView>> {
         let tree = self.store.tree(grant.project_id()).await?;
         let mut out = Vec::with_capacity(tree.lines.len());
@@ -1060,6 +1085,8 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
     }
 
     /// Exports the project's tree as JSON: ciphertext only, never plaintext.
+    /// Bounded like [`ConfigService::lines`]; the export holds at most
+    /// [`MAX_TREE_ENTITIES`] entities, so it imports again.
     pub async fn export(&self, grant: &Grant<ConfigRead>) -> Result<String> {
         let tree = self.store.tree(grant.project_id()).await?;
         export_json(tree)

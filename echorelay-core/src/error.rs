@@ -9,7 +9,7 @@
 //! | [`Error::InvalidKey`], [`Error::InvalidInput`], [`Error::Policy`], [`Error::Config`], [`Error::Password`] | caller's input | yes: the message names what was wrong |
 //! | [`Error::Vault`] | configuration or tampered data | yes, for operators |
 //! | [`Error::Audit`] | a tampered audit log | yes, for operators: raise an alarm |
-//! | [`Error::Store`] | backend or a concurrent change | `NotFound` / `AlreadyExists` / `Conflict` yes; `Backend` is transient |
+//! | [`Error::Store`] | backend, a concurrent change or a cap | `NotFound` / `AlreadyExists` / `Conflict` / `LimitReached` yes; `Backend` is transient |
 //! | [`Error::ReauthenticationRequired`] | the session is not recently verified | yes: ask for the password or a code, then retry |
 //! | [`Error::Queue`] | caller's input, a lease no longer held, or the queue backend | yes: `StaleLease` means another consumer may have the job; `Unavailable` is transient |
 //! | [`Error::Unavailable`] | the backend, during authentication | yes: retry later (HTTP 503); it is never a success |
@@ -128,6 +128,15 @@ pub enum StoreError {
     #[error("conflict: {reason}")]
     Conflict {
         /// What did not hold.
+        reason: &'static str,
+    },
+    /// A cap on what one record may hold was reached (a project's tree
+    /// holds at most [`MAX_TREE_ENTITIES`](crate::config::MAX_TREE_ENTITIES)
+    /// lines, endpoints and targets): the change was refused and nothing
+    /// written. Not transient: remove something first.
+    #[error("limit reached: {reason}")]
+    LimitReached {
+        /// Which cap, and its value.
         reason: &'static str,
     },
     /// A stored record could not be read back: a value this code does not

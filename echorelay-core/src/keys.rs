@@ -868,9 +868,25 @@ impl<K: KeyStore, V: SecretVault, C: ConfigStore> KeyService<K, V, C> {
         }
     }
 
-    /// Lists the project's keys.
-    pub async fn list(&self, grant: &Grant<Keys>) -> Result<Vec<KeyView>> {
-        let keys = self.keys.keys_of_project(grant.project_id()).await?;
+    /// One page of the project's keys: ids after `after`, ascending by
+    /// id, at most `limit` (1 to [`MAX_LIST_PAGE`](crate::ports::MAX_LIST_PAGE)).
+    /// A page shorter than `limit` is the last; the next page starts after
+    /// the last id of a full one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a `limit` outside 1 to 500 (never
+    /// clamped).
+    pub async fn list_page(
+        &self,
+        grant: &Grant<Keys>,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyView>> {
+        let limit = crate::ports::list_limit(limit)?;
+        let keys = self
+            .keys
+            .keys_page(grant.project_id(), after, limit)
+            .await?;
         Ok(keys.iter().map(KeyView::from).collect())
     }
 

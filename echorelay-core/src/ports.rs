@@ -58,6 +58,15 @@
 //!   (`activate_totp`, `replace_totp_seed`, `replace_pending_reveal`,
 //!   `replace_password_hash`, versions, the device cap, `revoke_key`) are
 //!   held to the same rule and checked sequentially.
+//! - **Caps.** A project's tree holds at most
+//!   [`MAX_TREE_ENTITIES`](crate::config::MAX_TREE_ENTITIES) lines,
+//!   endpoints and targets together: [`ConfigStore::apply`] refuses a
+//!   create beyond it and [`ConfigStore::import_tree`] a larger tree
+//!   (`LimitReached`, nothing written), decided by
+//!   [`rules::tree_has_room`] in the write's atomic step. Reads that would
+//!   grow with a tenant's history are paged instead
+//!   ([`KeyStore::keys_page`], [`MembershipStore::members_page`],
+//!   [`AuditLog::events`], [`AuditLog::events_for_user_page`]).
 //! - **Versions.** [`Target::version`](crate::config::Target::version) and
 //!   [`Project::version`](crate::config::Project::version) are
 //!   compare-and-swap counters kept by the store: see
@@ -74,7 +83,7 @@ use crate::account::{
     AccountRecord, AttemptScope, BackupCodeRecord, ChallengeRecord, DeviceRecord, SessionRecord,
     TotpRecord,
 };
-use crate::audit::{AuditDraft, AuditEvent, ChainHead, SealedHead};
+use crate::audit::{AuditDraft, AuditEvent, ChainHead, SealedHead, UserEventCursor};
 use crate::config::{ConfigChange, Project, ProjectTree, Slug, Target};
 use crate::error::StoreError;
 use crate::ids::{DeviceId, KeyId, ProjectId, SessionId, TargetId, UserId};
@@ -83,6 +92,25 @@ use crate::vault::Ciphertext;
 
 /// Result of a port call.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// The largest page the listing service methods take
+/// ([`KeyService::list_page`](crate::keys::KeyService::list_page),
+/// [`ConfigService::members_page`](crate::config::ConfigService::members_page)).
+pub const MAX_LIST_PAGE: usize = 500;
+
+/// A listing's `limit`: 1 to [`MAX_LIST_PAGE`], never clamped.
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`] outside that range.
+pub(crate) fn list_limit(limit: usize) -> crate::Result<usize> {
+    if (1..=MAX_LIST_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(crate::Error::InvalidInput(
+            "a page's limit must be 1 to 500",
+        ))
+    }
+}
 
 /// Stores API key records (hashes, never plaintext).
 #[async_trait]
@@ -107,8 +135,18 @@ pub trait KeyStore: Send + Sync {
     async fn key_status_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyStatus>> {
         Ok(self.key_by_hash(hash).await?.map(|r| r.status()))
     }
-    /// All keys of a project, oldest first.
+    /// All keys of a project, oldest first. For the revocation cascade,
+    /// which must see every key a revoked one made; listings page with
+    /// [`KeyStore::keys_page`].
     async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>>;
+    /// The project's keys: one page, ids after `after`, ascending by id, at
+    /// most `limit` (the listing: `GET …/keys`).
+    async fn keys_page(
+        &self,
+        project: ProjectId,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>>;
     /// Keys that are current (no successor, not revoked) with
     /// `rotate_at <= now`, plus keys whose pending reveal ended
     /// (`until <= now`): one page, ids after `after`, ascending by id, at
@@ -196,6 +234,12 @@ pub trait ConfigStore: Send + Sync {
     /// `NotFound` on a missing one; a child whose line is missing is
     /// `NotFound`. Deleting a line deletes its endpoints and targets.
     ///
+    /// Tree cap: creating a line, endpoint or target in a project that
+    /// already holds [`MAX_TREE_ENTITIES`](crate::config::MAX_TREE_ENTITIES)
+    /// of them together is `LimitReached` and no change, decided by
+    /// [`rules::tree_has_room`] from the count read in the same atomic step
+    /// as the insert (Postgres: under the project's row lock).
+    ///
     /// Versions (compare-and-swap): a created target is stored with
     /// `version = 0`. `PutTarget(Update, t)` is applied only if the stored
     /// target's version is still `t.version`, and stores it with
@@ -226,7 +270,10 @@ pub trait ConfigStore: Send + Sync {
     ///   exists without one); `None` is `Conflict`. Version 0.
     ///
     /// `AlreadyExists` if the slug is held by another project id, or an id
-    /// in the tree belongs to another project's entity.
+    /// in the tree belongs to another project's entity. `LimitReached` if
+    /// the tree holds more than
+    /// [`MAX_TREE_ENTITIES`](crate::config::MAX_TREE_ENTITIES) lines,
+    /// endpoints and targets ([`rules::tree_has_room`]).
     async fn import_tree(&self, import: TreeImport, audit: AuditDraft) -> StoreResult<()>;
 }
 
@@ -262,8 +309,14 @@ pub trait MembershipStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Projects the user belongs to, with roles, by project id.
     async fn memberships_of(&self, user: UserId) -> StoreResult<Vec<(ProjectId, Role)>>;
-    /// The project's members, with roles, by user id.
-    async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>>;
+    /// The project's members, with roles: one page, user ids after
+    /// `after`, ascending, at most `limit`.
+    async fn members_page(
+        &self,
+        project: ProjectId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(UserId, Role)>>;
 }
 
 /// Appends events that record no stored mutation (billing events recorded
@@ -304,10 +357,17 @@ pub trait AuditLog: Send + Sync {
     /// kept beside the chain and replaced in the same atomic step as each
     /// append; `None` for a chain never appended to with keys.
     async fn sealed_head(&self, chain: Option<ProjectId>) -> StoreResult<Option<SealedHead>>;
-    /// Every event whose actor or subject is the user (for the GDPR
-    /// Article 15 export), ordered by time, then chain (the global chain
-    /// first, then projects by id), then `seq`.
-    async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>>;
+    /// Events whose actor or subject is the user (for the GDPR Article 15
+    /// export), ordered by time, then chain (the global chain first, then
+    /// projects by id), then `seq`: one page, the events after the cursor
+    /// `after` in that order (exclusive; `None`: from the first), at most
+    /// `limit`. A page shorter than `limit` is the last one.
+    async fn events_for_user_page(
+        &self,
+        user: UserId,
+        after: Option<UserEventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEvent>>;
 }
 
 /// Stores accounts and their credentials: password hash, TOTP factor,
@@ -555,6 +615,33 @@ pub mod rules {
         Ok(())
     }
 
+    /// The tree cap of [`super::ConfigStore::apply`] and
+    /// [`super::ConfigStore::import_tree`]: a project holding `current`
+    /// lines, endpoints and targets together may take `adding` more only
+    /// while the sum stays at most
+    /// [`MAX_TREE_ENTITIES`](crate::config::MAX_TREE_ENTITIES); otherwise
+    /// `LimitReached`. A create asks with `adding = 1` and the project's
+    /// count read under its lock; an import, which replaces the tree,
+    /// with `current = 0` and the size of the new tree. So every tree a
+    /// store holds exports into a document that imports again.
+    ///
+    /// ```
+    /// use echorelay_core::config::MAX_TREE_ENTITIES;
+    /// use echorelay_core::ports::rules::tree_has_room;
+    /// assert!(tree_has_room(MAX_TREE_ENTITIES - 1, 1).is_ok());
+    /// assert!(tree_has_room(MAX_TREE_ENTITIES, 1).is_err());
+    /// assert!(tree_has_room(0, MAX_TREE_ENTITIES).is_ok());
+    /// assert!(tree_has_room(0, MAX_TREE_ENTITIES + 1).is_err());
+    /// ```
+    pub fn tree_has_room(current: usize, adding: usize) -> StoreResult<()> {
+        match current.checked_add(adding) {
+            Some(total) if total <= crate::config::MAX_TREE_ENTITIES => Ok(()),
+            _ => Err(StoreError::LimitReached {
+                reason: "a project holds at most 10000 lines, endpoints and targets together",
+            }),
+        }
+    }
+
     /// [`super::ConfigStore::import_tree`]'s preconditions, given the
     /// stored project's version (`None`: no such project).
     pub fn import(
@@ -589,6 +676,7 @@ forward!(KeyStore {
     async fn key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>>;
     async fn key_status_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyStatus>>;
     async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>>;
+    async fn keys_page(&self, project: ProjectId, after: Option<KeyId>, limit: usize) -> StoreResult<Vec<KeyRecord>>;
     async fn keys_needing_attention(&self, now: DateTime<Utc>, after: Option<KeyId>, limit: usize) -> StoreResult<Vec<KeyRecord>>;
     async fn keys_with_pending_reveal(&self, after: Option<KeyId>, limit: usize) -> StoreResult<Vec<KeyRecord>>;
     async fn replace_pending_reveal(&self, id: KeyId, expected: &Ciphertext, new: Ciphertext, audit: AuditDraft) -> StoreResult<bool>;
@@ -613,7 +701,7 @@ forward!(MembershipStore {
     async fn role_of(&self, user: UserId, project: ProjectId) -> StoreResult<Option<Role>>;
     async fn set_role(&self, project: ProjectId, user: UserId, role: Option<Role>, audit: AuditDraft) -> StoreResult<()>;
     async fn memberships_of(&self, user: UserId) -> StoreResult<Vec<(ProjectId, Role)>>;
-    async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>>;
+    async fn members_page(&self, project: ProjectId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<(UserId, Role)>>;
 });
 
 forward!(AuditSink {
@@ -625,7 +713,7 @@ forward!(AuditLog {
     async fn events(&self, chain: Option<ProjectId>, after: u64, limit: usize) -> StoreResult<Vec<AuditEvent>>;
     async fn head(&self, chain: Option<ProjectId>) -> StoreResult<Option<ChainHead>>;
     async fn sealed_head(&self, chain: Option<ProjectId>) -> StoreResult<Option<SealedHead>>;
-    async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>>;
+    async fn events_for_user_page(&self, user: UserId, after: Option<UserEventCursor>, limit: usize) -> StoreResult<Vec<AuditEvent>>;
 });
 
 forward!(AccountStore {

@@ -9,13 +9,15 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use echorelay::core::account::export::{PersonalData, personal_data};
 use echorelay::core::account::service::{AccessList, NewSession};
+use echorelay::core::audit::UserEventCursor;
 use echorelay::core::ids::{DeviceId, SessionId};
 use echorelay::prelude::{
     ExposeSecret, LoginComplete, PasswordStep, SecondFactor, SecretString, StepUp,
@@ -628,22 +630,54 @@ pub async fn regenerate_backup_codes(
     }))
 }
 
-/// `GET /v1/me/export`: the caller's GDPR Article 15 export (the format
-/// `echorelay.personal-data.v1`, `docs/FORMATS.md` §3): account,
+/// `GET /v1/me/export` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// The document after this cursor: the `next_after` of the one
+    /// before (docs/FORMATS.md §3.4). Absent: the first document.
+    #[serde(default)]
+    pub after: Option<UserEventCursor>,
+}
+
+/// `GET /v1/me/export?after=`: the caller's GDPR Article 15 export (the
+/// format `echorelay.personal-data.v2`, `docs/FORMATS.md` §3.4): account,
 /// memberships, sessions, devices and the audit events about them; no
-/// credential of any kind.
+/// credential of any kind. The events are paged: at most 1000 per
+/// document, and `next_after` names the next document's cursor until the
+/// last one (each document repeats the account, memberships and access
+/// list as they are then).
 #[utoipa::path(
     get,
     path = "/v1/me/export",
     tag = "me",
-    responses((status = 200, description = "The GDPR Article 15 export (format echorelay.personal-data.v1)", body = PersonalData), crate::openapi::AuthErrors),
+    params(ExportQuery),
+    responses((status = 200, description = "One document of the GDPR Article 15 export (format echorelay.personal-data.v2): at most 1000 audit events, next_after until the last", body = PersonalData), crate::openapi::AuthErrors, crate::openapi::QueryErrors),
     security(("session" = []))
 )]
-pub async fn export(State(state): State<AppState>, me: SessionAuth) -> Result<Response, ApiError> {
+pub async fn export(
+    State(state): State<AppState>,
+    me: SessionAuth,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            "after is a cursor as next_after gives it (<at>.<chain>.<seq>)",
+        )
+    })?;
     let relay = &state.relay;
     let user = me.session.user;
     let access = relay.accounts().access_list(user).await?;
-    let data = personal_data(relay.store().as_ref(), access, user, relay.clock().now()).await?;
+    let data = personal_data(
+        relay.store().as_ref(),
+        access,
+        user,
+        relay.clock().now(),
+        q.after,
+    )
+    .await?;
     let mut response = Json(data).into_response();
     response.headers_mut().insert(
         header::CONTENT_DISPOSITION,

@@ -125,6 +125,9 @@ impl From<Error> for ApiError {
             Error::Store(StoreError::Conflict { reason }) => {
                 Self::new(S::CONFLICT, "conflict", reason)
             }
+            Error::Store(StoreError::LimitReached { reason }) => {
+                Self::new(S::CONFLICT, "limit_reached", reason)
+            }
             Error::Store(StoreError::Backend { .. }) => {
                 tracing::error!(error = %e, "backend failed");
                 Self::unavailable()
@@ -180,6 +183,11 @@ mod tests {
                 StoreError::Conflict { reason: "r" }.into(),
                 StatusCode::CONFLICT,
                 "conflict",
+            ),
+            (
+                StoreError::LimitReached { reason: "r" }.into(),
+                StatusCode::CONFLICT,
+                "limit_reached",
             ),
             (
                 StoreError::backend(std::io::Error::other("down")).into(),

@@ -42,19 +42,19 @@
 //!
 //! | method and path | surface | answer |
 //! |---|---|---|
-//! | `GET /v1/projects/{slug}/lines` | config read | lines, endpoints, targets; secrets masked |
-//! | `POST /v1/projects/{slug}/lines` | config write | 201, the line |
+//! | `GET /v1/projects/{slug}/lines` | config read | lines, endpoints, targets; secrets masked; one answer, bounded by the tree cap (at most 10000 lines, endpoints and targets together) |
+//! | `POST /v1/projects/{slug}/lines` | config write | 201, the line; 409 `limit_reached` at the tree cap |
 //! | `PATCH`, `DELETE /v1/projects/{slug}/lines/{line_id}` | config write | the renamed line; 204 |
-//! | `POST /v1/projects/{slug}/lines/{line_id}/endpoints` | config write | 201, the endpoint |
+//! | `POST /v1/projects/{slug}/lines/{line_id}/endpoints` | config write | 201, the endpoint; 409 `limit_reached` at the tree cap |
 //! | `DELETE /v1/projects/{slug}/endpoints/{endpoint_id}` | config write | 204 |
-//! | `POST /v1/projects/{slug}/lines/{line_id}/targets` | config write | 201, the masked target and its signing secret once |
+//! | `POST /v1/projects/{slug}/lines/{line_id}/targets` | config write | 201, the masked target and its signing secret once; 409 `limit_reached` at the tree cap |
 //! | `GET /v1/projects/{slug}/targets/{target_id}` | config read | the target, masked |
 //! | `PATCH`, `DELETE /v1/projects/{slug}/targets/{target_id}` | config write | the masked target; 204 |
 //! | `POST /v1/projects/{slug}/billing` | billing | 201, the sealed audit event |
-//! | `GET /v1/projects/{slug}/members` | members | members and roles |
+//! | `GET /v1/projects/{slug}/members?after=&limit=` | members | `{members, next_after}`: a page of members and roles by user id (`after` a user id, exclusive; `limit` 1–500, default 100; 400 `invalid_query` otherwise); `next_after` is the last id of a full page, else `null` |
 //! | `PUT`, `DELETE /v1/projects/{slug}/members/{user_id}` | members, stepped up | 204 |
-//! | `GET /v1/projects/{slug}/audit?after=&limit=&verify=` | audit read | a page of events; with `verify=true` the chain's status |
-//! | `GET /v1/projects/{slug}/keys` | keys | the keys' listings (hints, never a key) |
+//! | `GET /v1/projects/{slug}/audit?after=&limit=&verify=` | audit read | a page of events (`limit` 1–500); with `verify=true` that page verified (`chain`: the range checked, linked to the event `after`, and whether it reached the chain's head); paging through with `verify=true` verifies the whole chain |
+//! | `GET /v1/projects/{slug}/keys?after=&limit=` | keys | `{keys, next_after}`: a page of the keys' listings (hints, never a key) by id (`after` a key id, exclusive; `limit` 1–500, default 100; 400 `invalid_query` otherwise) |
 //! | `POST /v1/projects/{slug}/keys` | keys | 201, the new key's plaintext once |
 //! | `POST /v1/projects/{slug}/keys/{key_id}/rotate` | keys | 201, the successor's plaintext once |
 //! | `DELETE /v1/projects/{slug}/keys/{key_id}` | keys | 204 |
@@ -70,7 +70,7 @@
 //! | `DELETE /v1/me/sessions/{id}` | session | 204 |
 //! | `DELETE /v1/me/devices`, `/v1/me/devices/{id}` | session, stepped up | how many were revoked |
 //! | `POST /v1/me/backup-codes` | session, stepped up | ten new backup codes, once |
-//! | `GET /v1/me/export` | session | the GDPR Article 15 export (JSON attachment) |
+//! | `GET /v1/me/export?after=` | session | the GDPR Article 15 export (JSON attachment, `echorelay.personal-data.v2`): at most 1000 audit events per document, `next_after` (a cursor, docs/FORMATS.md §3.4) until the last |
 //! | `GET /.well-known/security.txt` | public | RFC 9116 text |
 //! | `GET /licenses` | public | every direct dependency's license text and copyright notice (HTML) |
 //! | `POST /mcp` | API key, verified per request and per tool call | MCP (JSON-RPC, streamable HTTP, stateless): `list_projects`, `read_config`, `list_keys`, `recent_audit_events`; secrets masked ([`mcp`]) |

@@ -5,8 +5,8 @@
 //! |---|---|---|
 //! | `list_projects` | config read | the key's project (a key belongs to exactly one): slug and name |
 //! | `read_config` `{project}` | config read | lines, endpoints and targets; secrets masked |
-//! | `list_keys` `{project}` | keys | the keys' listings (hints, never a key) |
-//! | `recent_audit_events` `{project, limit?}` | audit read | the newest `limit` events (default 50, at most 500), oldest first |
+//! | `list_keys` `{project, after?, limit?}` | keys | a page of the keys' listings (hints, never a key), by id: after the key id `after`, `limit` of them (default 100, 1 to 500, else an invalid-params error), with `next_after` as over HTTP |
+//! | `recent_audit_events` `{project, limit?, verify?}` | audit read | the newest `limit` events (default 50, at most 500), oldest first; with `verify: true` those events verified as `GET …/audit?verify=true` verifies a page (`chain`) |
 //!
 //! Authentication is per HTTP request, never per MCP session (S3):
 //!
@@ -26,7 +26,8 @@
 //! Tool failures are JSON-RPC errors with a fixed message and the REST
 //! API's stable code in `data.error`: `unauthenticated` (-32001),
 //! `forbidden` (-32003: the same for an unknown project, another
-//! project's, and a role without the surface), `unavailable` (-32004) and
+//! project's, and a role without the surface), `invalid_query` (-32602:
+//! `list_keys` arguments out of range), `unavailable` (-32004) and
 //! `internal` (-32603). No message carries the key, a secret or any other
 //! value from the request.
 //!
@@ -49,7 +50,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use echorelay::EchoRelay;
 use echorelay::core::audit::AuditEvent;
-use echorelay::core::ports::AuditLog as _;
+use echorelay::core::ids::KeyId;
+use echorelay::core::ports::{AuditLog as _, MAX_LIST_PAGE};
 use echorelay::prelude::{
     AuditRead, Caller, ConfigRead, ExposeSecret, Grant, Keys, ProjectId, SecretString, SurfaceKind,
 };
@@ -67,11 +69,13 @@ use crate::AppState;
 use crate::auth::bearer;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
-use crate::routes::{KeysAnswer, LinesAnswer};
+use crate::routes::{ChainAnswer, KeysAnswer, LinesAnswer};
 
 /// Where the MCP endpoint is served.
 pub const PATH: &str = "/mcp";
 
+/// Keys `list_keys` returns without a `limit`.
+const DEFAULT_KEYS: u32 = 100;
 /// Events `recent_audit_events` returns without a `limit`.
 const DEFAULT_EVENTS: u32 = 50;
 /// The most events `recent_audit_events` returns.
@@ -190,6 +194,24 @@ struct ProjectArgs {
     project: String,
 }
 
+/// The arguments of `list_keys`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(deny_unknown_fields)]
+struct KeysArgs {
+    /// The project's slug (as in `/v1/projects/{slug}`).
+    project: String,
+    /// The page after this key id (`key_` and 32 hex digits; the
+    /// `next_after` of the page before). Absent: from the first.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^key_[0-9a-fA-F]{32}$"))]
+    after: Option<String>,
+    /// Page size: default 100, 1 to 500.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 500))]
+    limit: Option<u32>,
+}
+
 /// The arguments of `recent_audit_events`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
@@ -201,6 +223,10 @@ struct AuditArgs {
     #[serde(default)]
     #[schemars(range(min = 1, max = 500))]
     limit: Option<u32>,
+    /// Also verify those events, their link to the event before them and,
+    /// at the chain's head, the sealed head (`chain` in the answer).
+    #[serde(default)]
+    verify: Option<bool>,
 }
 
 /// The answer of `list_projects`.
@@ -223,6 +249,9 @@ struct RecentEvents {
     events: Vec<AuditEvent>,
     /// The chain's newest sequence number when read (0: no events).
     head: u64,
+    /// With `verify: true`: what verifying these events found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain: Option<ChainAnswer>,
 }
 
 #[tool_router]
@@ -266,23 +295,47 @@ impl ReadApi {
         answer(&LinesAnswer { lines })
     }
 
-    /// The project's API keys as listed: hints, never a key (owner keys, where the project lets keys manage keys).
+    /// A page of the project's API keys as listed, by id: hints, never a key (owner keys, where the project lets keys manage keys). `after`: the `next_after` of the page before; `limit`: 1 to 500 (default 100).
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
     async fn list_keys(
         &self,
-        Parameters(ProjectArgs { project }): Parameters<ProjectArgs>,
+        Parameters(KeysArgs {
+            project,
+            after,
+            limit,
+        }): Parameters<KeysArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let grant = self.grant::<Keys>(&ctx.extensions, &project).await?;
-        let keys = self.relay.keys().list(&grant).await.map_err(tool_error)?;
-        answer(&KeysAnswer { keys })
+        let after = after
+            .map(|a| a.parse::<KeyId>())
+            .transpose()
+            .map_err(|_| invalid_params())?;
+        let limit = usize::try_from(limit.unwrap_or(DEFAULT_KEYS))
+            .ok()
+            .filter(|l| (1..=MAX_LIST_PAGE).contains(l))
+            .ok_or_else(invalid_params)?;
+        let keys = self
+            .relay
+            .keys()
+            .list_page(&grant, after, limit)
+            .await
+            .map_err(tool_error)?;
+        let next_after = (keys.len() == limit)
+            .then(|| keys.last().map(|k| k.id))
+            .flatten();
+        answer(&KeysAnswer { keys, next_after })
     }
 
-    /// The newest events of the project's audit log, oldest first: `limit` of them (default 50, at most 500; owner keys).
+    /// The newest events of the project's audit log, oldest first: `limit` of them (default 50, at most 500; owner keys). With `verify: true`, those events are verified too (`chain`), as `GET …/audit?verify=true` verifies a page.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
     async fn recent_audit_events(
         &self,
-        Parameters(AuditArgs { project, limit }): Parameters<AuditArgs>,
+        Parameters(AuditArgs {
+            project,
+            limit,
+            verify,
+        }): Parameters<AuditArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let grant = self.grant::<AuditRead>(&ctx.extensions, &project).await?;
@@ -298,13 +351,36 @@ impl ReadApi {
             .map_or(0, |h| h.seq);
         let after = head.saturating_sub(u64::from(limit));
         let page = usize::try_from(limit).unwrap_or(usize::MAX);
-        let events = self
-            .relay
-            .audit()
-            .events(&grant, after, page)
-            .await
-            .map_err(tool_error)?;
-        answer(&RecentEvents { events, head })
+        let audit = self.relay.audit();
+        let (events, chain) = if verify == Some(true) {
+            match audit.verify_page(&grant, after, page).await {
+                Ok(verified) => (verified.events, Some(ChainAnswer::from(verified.status))),
+                Err(echorelay::Error::Audit(b)) => (
+                    audit
+                        .events(&grant, after, page)
+                        .await
+                        .map_err(tool_error)?,
+                    Some(ChainAnswer::Broken {
+                        seq: b.seq,
+                        problem: b.problem.to_string(),
+                    }),
+                ),
+                Err(e) => return Err(tool_error(e)),
+            }
+        } else {
+            (
+                audit
+                    .events(&grant, after, page)
+                    .await
+                    .map_err(tool_error)?,
+                None,
+            )
+        };
+        answer(&RecentEvents {
+            events,
+            head,
+            chain,
+        })
     }
 }
 
@@ -411,6 +487,16 @@ fn unavailable() -> ErrorData {
         -32004,
         "unavailable",
         "the service is unavailable, retry later",
+    )
+}
+
+/// Tool arguments out of what the tool's schema states (a malformed key
+/// id, a limit outside 1 to 500): never clamped.
+fn invalid_params() -> ErrorData {
+    error(
+        ErrorCode::INVALID_PARAMS.0,
+        "invalid_query",
+        "after is a key id (key_ and 32 hex digits), limit 1 to 500",
     )
 }
 

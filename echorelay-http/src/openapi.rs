@@ -53,6 +53,24 @@ pub enum BodyErrors {
     Invalid(ErrorBody),
 }
 
+/// A query string that is not as documented.
+#[derive(IntoResponses)]
+pub enum QueryErrors {
+    /// A parameter that does not parse, is unknown, or is out of range
+    /// (`invalid_query`; nothing is clamped).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+}
+
+/// The project's tree is full.
+#[derive(IntoResponses)]
+pub enum TreeFull {
+    /// The project already holds 10000 lines, endpoints and targets
+    /// together (`limit_reached`): delete some first.
+    #[response(status = 409)]
+    LimitReached(ErrorBody),
+}
+
 /// The record does not exist (or is not in this project).
 #[derive(IntoResponses)]
 pub enum NotFound {
@@ -89,7 +107,8 @@ pub enum Conflict {
         echorelay::core::ids::TargetId,
         echorelay::core::ids::UserId,
         echorelay::core::ids::SessionId,
-        echorelay::core::ids::DeviceId
+        echorelay::core::ids::DeviceId,
+        echorelay::core::audit::UserEventCursor
     )),
     tags(
         (name = "config", description = "Lines, endpoints and targets (secrets masked on every read)"),

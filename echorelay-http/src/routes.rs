@@ -12,10 +12,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Duration;
 use echorelay::core::StoreError;
-use echorelay::core::audit::{self, Actor, BillingEvent, BillingKind, ChainHead, Currency};
+use echorelay::core::audit::{
+    self, Actor, BillingEvent, BillingKind, ChainHead, Currency, PageStatus,
+};
 use echorelay::core::config::{Endpoint, Line, LineView, Slug, TargetView};
 use echorelay::core::ids::{EndpointId, KeyId, LineId, TargetId};
 use echorelay::core::keys::{KeyView, PolicyError};
+use echorelay::core::ports::MAX_LIST_PAGE;
 use echorelay::prelude::{
     AuditEvent, AuditRead, AuthInput, Billing, ConfigRead, ConfigWrite, Environment, ExposeSecret,
     Grant, Keys, Members, MintRequest, MintedKey, NewTarget, Role, RotateOptions, SecretString,
@@ -31,13 +34,15 @@ use crate::error::ApiError;
 use crate::json::JsonBody;
 
 /// `GET /v1/projects/{slug}/lines`: the project's lines with their
-/// endpoints and targets, every secret masked.
+/// endpoints and targets, every secret masked. One answer, not paged: it
+/// is bounded, since a project holds at most 10000 lines, endpoints and
+/// targets together (creating one more is 409 `limit_reached`).
 #[utoipa::path(
     get,
     path = "/v1/projects/{slug}/lines",
     tag = "config",
     params(("slug" = Slug, Path, description = "The project's slug")),
-    responses((status = 200, description = "Lines, endpoints and targets; secrets masked", body = LinesAnswer), crate::openapi::AuthErrors),
+    responses((status = 200, description = "Lines, endpoints and targets, secrets masked: the whole tree (at most 10000 entities)", body = LinesAnswer), crate::openapi::AuthErrors),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn lines(
@@ -55,28 +60,73 @@ pub struct LinesAnswer {
     pub lines: Vec<LineView>,
 }
 
-/// `GET /v1/projects/{slug}/keys`: the project's keys (hints only).
+/// The query of the listings paged by id ([`list_keys`], [`members`]):
+/// `after` (exclusive) and `limit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct KeysQuery {
+    /// The page after this key id (exclusive): the `next_after` of the
+    /// page before. Absent: from the first.
+    #[serde(default)]
+    pub after: Option<KeyId>,
+    /// Page size, 1 to 500 (default 100).
+    #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: usize,
+}
+
+/// A listing's `limit` as the document states it: 1 to 500, else 400
+/// `invalid_query` (nothing is clamped silently).
+fn list_limit(limit: usize) -> Result<usize, ApiError> {
+    if (1..=MAX_LIST_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request("invalid_query", "limit is 1 to 500"))
+    }
+}
+
+/// The `next_after` of a page of `limit`: its last id when the page is
+/// full (there may be more), else `None` (this was the last page).
+fn next_after<T, I: Copy>(page: &[T], limit: usize, id: impl Fn(&T) -> I) -> Option<I> {
+    (page.len() == limit).then(|| page.last().map(id)).flatten()
+}
+
+/// `GET /v1/projects/{slug}/keys?after=&limit=`: the project's keys
+/// (hints only), paged by id.
 #[utoipa::path(
     get,
     path = "/v1/projects/{slug}/keys",
     tag = "keys",
-    params(("slug" = Slug, Path, description = "The project's slug")),
-    responses((status = 200, description = "The keys (hints, never a key)", body = KeysAnswer), crate::openapi::AuthErrors),
+    params(("slug" = Slug, Path, description = "The project's slug"), KeysQuery),
+    responses((status = 200, description = "A page of keys (hints, never a key), by id", body = KeysAnswer), crate::openapi::AuthErrors, crate::openapi::QueryErrors),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn list_keys(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Keys>,
+    query: Result<Query<KeysQuery>, QueryRejection>,
 ) -> Result<Json<KeysAnswer>, ApiError> {
-    let keys = state.relay.keys().list(&grant).await?;
-    Ok(Json(KeysAnswer { keys }))
+    let Query(q) = query.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            "after is a key id (key_ and 32 hex digits), limit a number",
+        )
+    })?;
+    let limit = list_limit(q.limit)?;
+    let keys = state.relay.keys().list_page(&grant, q.after, limit).await?;
+    let next_after = next_after(&keys, limit, |k| k.id);
+    Ok(Json(KeysAnswer { keys, next_after }))
 }
 
 /// The answer of [`list_keys`].
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeysAnswer {
-    /// Every key of the project, newest last.
+    /// A page of the project's keys, ascending by id.
     pub keys: Vec<KeyView>,
+    /// The `after` of the next page: the last id when this page is full;
+    /// `null` when this was the last page.
+    pub next_after: Option<KeyId>,
 }
 
 /// The body of [`mint_key`].
@@ -332,14 +382,16 @@ pub struct NameBody {
     pub name: String,
 }
 
-/// `POST /v1/projects/{slug}/lines`: a new line (201).
+/// `POST /v1/projects/{slug}/lines`: a new line (201; 409
+/// `limit_reached` when the project already holds 10000 lines, endpoints
+/// and targets).
 #[utoipa::path(
     post,
     path = "/v1/projects/{slug}/lines",
     tag = "config",
     params(("slug" = Slug, Path, description = "The project's slug")),
     request_body = NameBody,
-    responses((status = 201, description = "The new line", body = Line), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    responses((status = 201, description = "The new line", body = Line), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::TreeFull),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn create_line(
@@ -401,14 +453,15 @@ pub async fn delete_line(
 }
 
 /// `POST /v1/projects/{slug}/lines/{line_id}/endpoints`: a new inbound
-/// endpoint (201).
+/// endpoint (201; 409 `limit_reached` at the tree cap, as for
+/// [`create_line`]).
 #[utoipa::path(
     post,
     path = "/v1/projects/{slug}/lines/{line_id}/endpoints",
     tag = "config",
     params(("slug" = Slug, Path, description = "The project's slug"), ("line_id" = LineId, Path, description = "The line's id")),
     request_body = NameBody,
-    responses((status = 201, description = "The new endpoint", body = Endpoint), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    responses((status = 201, description = "The new endpoint", body = Endpoint), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::TreeFull),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn create_endpoint(
@@ -522,14 +575,15 @@ pub struct CreatedTargetAnswer {
     pub signing_secret: String,
 }
 
-/// `POST /v1/projects/{slug}/lines/{line_id}/targets`: a new target (201).
+/// `POST /v1/projects/{slug}/lines/{line_id}/targets`: a new target (201;
+/// 409 `limit_reached` at the tree cap, as for [`create_line`]).
 #[utoipa::path(
     post,
     path = "/v1/projects/{slug}/lines/{line_id}/targets",
     tag = "config",
     params(("slug" = Slug, Path, description = "The project's slug"), ("line_id" = LineId, Path, description = "The line's id")),
     request_body = TargetBody,
-    responses((status = 201, description = "The masked target and its signing secret, once", body = CreatedTargetAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound),
+    responses((status = 201, description = "The masked target and its signing secret, once", body = CreatedTargetAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::TreeFull),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn create_target(
@@ -790,26 +844,67 @@ pub struct Member {
     pub role: Role,
 }
 
-/// `GET /v1/projects/{slug}/members` (owners).
+/// `GET /v1/projects/{slug}/members` query: `after` (exclusive) and
+/// `limit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct MembersQuery {
+    /// The page after this user id (exclusive): the `next_after` of the
+    /// page before. Absent: from the first.
+    #[serde(default)]
+    pub after: Option<UserId>,
+    /// Page size, 1 to 500 (default 100).
+    #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: usize,
+}
+
+/// The answer of [`members`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MembersAnswer {
+    /// A page of the project's members, ascending by user id.
+    pub members: Vec<Member>,
+    /// The `after` of the next page: the last user id when this page is
+    /// full; `null` when this was the last page.
+    pub next_after: Option<UserId>,
+}
+
+/// `GET /v1/projects/{slug}/members?after=&limit=` (owners): members and
+/// roles, paged by user id.
 #[utoipa::path(
     get,
     path = "/v1/projects/{slug}/members",
     tag = "project",
-    params(("slug" = Slug, Path, description = "The project's slug")),
-    responses((status = 200, description = "Members and roles", body = Vec<Member>), crate::openapi::AuthErrors),
+    params(("slug" = Slug, Path, description = "The project's slug"), MembersQuery),
+    responses((status = 200, description = "A page of members and roles, by user id", body = MembersAnswer), crate::openapi::AuthErrors, crate::openapi::QueryErrors),
     security(("session" = []))
 )]
 pub async fn members(
     State(state): State<AppState>,
     Authorized(grant): Authorized<Members>,
-) -> Result<Json<Vec<Member>>, ApiError> {
-    let members = state.relay.config().members(&grant).await?;
-    Ok(Json(
-        members
+    query: Result<Query<MembersQuery>, QueryRejection>,
+) -> Result<Json<MembersAnswer>, ApiError> {
+    let Query(q) = query.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            "after is a user id (usr_ and 32 hex digits), limit a number",
+        )
+    })?;
+    let limit = list_limit(q.limit)?;
+    let page = state
+        .relay
+        .config()
+        .members_page(&grant, q.after, limit)
+        .await?;
+    let next_after = next_after(&page, limit, |(user, _)| *user);
+    Ok(Json(MembersAnswer {
+        members: page
             .into_iter()
             .map(|(user, role)| Member { user, role })
             .collect(),
-    ))
+        next_after,
+    }))
 }
 
 /// `PUT /v1/projects/{slug}/members/{user_id}`.
@@ -946,7 +1041,10 @@ pub struct AuditQuery {
     #[serde(default = "default_limit")]
     #[param(minimum = 1, maximum = 500)]
     pub limit: usize,
-    /// Also verify the whole chain (walks every event: O(length)).
+    /// Also verify this page: each event (seq, link, hash, tag), its link
+    /// to the event `after`, and the sealed head when the page reaches the
+    /// chain's head. Bounded work (the page and one event more); paging
+    /// through the whole log with `verify=true` verifies the whole chain.
     #[serde(default)]
     pub verify: bool,
 }
@@ -958,24 +1056,50 @@ fn default_limit() -> usize {
 /// The largest audit page over HTTP.
 const MAX_AUDIT_PAGE: usize = 500;
 
-/// The chain's verification status.
+/// What `verify=true` found on this page.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ChainAnswer {
-    /// Every event links to its predecessor and matches its hash.
+    /// Every event with `after < seq <= through` was checked: its seq, its
+    /// link to the one before (the first one's to the event `after`,
+    /// whose own hash and tag were checked too), its hash and its tag.
     Verified {
-        /// How many events.
+        /// The page's `after`.
+        after: u64,
+        /// The last seq verified (`after` when the page is empty).
+        through: u64,
+        /// How many events of the page were verified.
         events: u64,
-        /// The newest link.
+        /// Whether the page reached the chain's head (nothing after
+        /// `through` when read), where the sealed head was checked too.
+        reached_head: bool,
+        /// The chain's head, when the page reached it.
         head: Option<ChainHead>,
+        /// Whether tags and the sealed head were checked under the
+        /// deployment's audit key (else the hashes only).
+        keyed: bool,
     },
-    /// The chain is broken at `seq`.
+    /// The chain is broken at `seq` (at this page, its predecessor, or
+    /// a cut-off end this page reached).
     Broken {
         /// The first broken link.
         seq: u64,
         /// What is wrong there.
         problem: String,
     },
+}
+
+impl From<PageStatus> for ChainAnswer {
+    fn from(s: PageStatus) -> Self {
+        ChainAnswer::Verified {
+            after: s.after,
+            through: s.through,
+            events: s.events,
+            reached_head: s.reached_head,
+            head: s.head,
+            keyed: s.keyed,
+        }
+    }
 }
 
 /// A page of the audit log.
@@ -985,19 +1109,22 @@ pub struct AuditPage {
     pub events: Vec<AuditEvent>,
     /// The `after` of the next page (`None`: this was the last).
     pub next_after: Option<u64>,
-    /// With `verify=true`: the whole chain's status.
+    /// With `verify=true`: what verifying this page found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainAnswer>,
 }
 
 /// `GET /v1/projects/{slug}/audit?after=&limit=&verify=`: the project's
-/// audit log, paged (owners).
+/// audit log, paged (owners). With `verify=true` the page is verified
+/// (bounded work: the page, its predecessor and the sealed head); walking
+/// every page with it verifies the whole chain, and the operator's
+/// `echorelay-server audit verify` does the whole chain in one run.
 #[utoipa::path(
     get,
     path = "/v1/projects/{slug}/audit",
     tag = "project",
     params(("slug" = Slug, Path, description = "The project's slug"), AuditQuery),
-    responses((status = 200, description = "A page of events", body = AuditPage), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
+    responses((status = 200, description = "A page of events; with verify=true, what verifying it found", body = AuditPage), crate::openapi::AuthErrors, crate::openapi::BodyErrors),
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn audit_log(
@@ -1019,25 +1146,23 @@ pub async fn audit_log(
         ));
     }
     let limit = q.limit;
-    let events = state.relay.audit().events(&grant, q.after, limit).await?;
-    let next_after = (events.len() == limit)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
-    let chain = if q.verify {
-        Some(match state.relay.audit().verify(&grant, None).await {
-            Ok(status) => ChainAnswer::Verified {
-                events: status.events,
-                head: status.head,
-            },
-            Err(echorelay::Error::Audit(b)) => ChainAnswer::Broken {
-                seq: b.seq,
-                problem: b.problem.to_string(),
-            },
+    let audit = state.relay.audit();
+    let (events, chain) = if q.verify {
+        match audit.verify_page(&grant, q.after, limit).await {
+            Ok(page) => (page.events, Some(ChainAnswer::from(page.status))),
+            Err(echorelay::Error::Audit(b)) => (
+                audit.events(&grant, q.after, limit).await?,
+                Some(ChainAnswer::Broken {
+                    seq: b.seq,
+                    problem: b.problem.to_string(),
+                }),
+            ),
             Err(e) => return Err(e.into()),
-        })
+        }
     } else {
-        None
+        (audit.events(&grant, q.after, limit).await?, None)
     };
+    let next_after = next_after(&events, limit, |e| e.seq);
     Ok(Json(AuditPage {
         events,
         next_after,

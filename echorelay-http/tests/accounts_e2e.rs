@@ -640,7 +640,41 @@ async fn owners_manage_members_by_session_and_the_export_holds_no_credential(w: 
         .await;
     assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
     let members = owner.get("/v1/projects/acme/members").await.json();
-    assert_eq!(members.as_array().unwrap().len(), 2);
+    assert_eq!(members["members"].as_array().unwrap().len(), 2);
+    assert_eq!(members["next_after"], serde_json::Value::Null);
+    // Paged by user id: one at a time, then the rest after `next_after`.
+    let mut ids = [lee.to_string(), max.to_string()];
+    ids.sort();
+    let first = owner.get("/v1/projects/acme/members?limit=1").await.json();
+    assert_eq!(first["members"].as_array().unwrap().len(), 1);
+    assert_eq!(first["members"][0]["user"], ids[0]);
+    assert_eq!(first["next_after"], ids[0]);
+    let rest = owner
+        .get(&format!(
+            "/v1/projects/acme/members?limit=1&after={}",
+            ids[0]
+        ))
+        .await
+        .json();
+    assert_eq!(rest["members"][0]["user"], ids[1]);
+    assert_eq!(rest["next_after"], ids[1], "a full page names the next");
+    let empty = owner
+        .get(&format!("/v1/projects/acme/members?after={}", ids[1]))
+        .await
+        .json();
+    assert!(empty["members"].as_array().unwrap().is_empty());
+    assert_eq!(empty["next_after"], serde_json::Value::Null);
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "limit=x",
+        "after=key_00000000000000000000000000000000",
+        "page=2",
+    ] {
+        let a = owner.get(&format!("/v1/projects/acme/members?{bad}")).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(a.json()["error"], "invalid_query", "{bad}");
+    }
     // Now a member, but an editor: still no members surface.
     assert_eq!(
         other.get("/v1/projects/acme/members").await.status,
@@ -671,7 +705,8 @@ async fn owners_manage_members_by_session_and_the_export_holds_no_credential(w: 
             .starts_with("attachment")
     );
     let data = export.json();
-    assert_eq!(data["format"], "echorelay.personal-data.v1");
+    assert_eq!(data["format"], "echorelay.personal-data.v2");
+    assert!(data.get("next_after").is_none(), "one document holds all");
     assert_eq!(data["account"]["email"], "lee@example.com");
     assert_eq!(data["account"]["totp_active"], true);
     assert_eq!(data["memberships"][0]["slug"], "acme");
@@ -688,6 +723,29 @@ async fn owners_manage_members_by_session_and_the_export_holds_no_credential(w: 
         assert!(!text.contains(secret), "{secret} in the export");
     }
     assert!(!text.contains("max@example.com"), "nobody else's data");
+    // The events after a cursor (docs/FORMATS.md §3.4): the first event's
+    // position gives the rest.
+    let first = &events[0];
+    let at = chrono::DateTime::parse_from_rfc3339(first["at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_micros();
+    let chain = first["project"].as_str().unwrap_or("global");
+    let cursor = format!("{at}.{chain}.{}", first["seq"]);
+    let rest = owner.get(&format!("/v1/me/export?after={cursor}")).await;
+    assert_eq!(rest.status, StatusCode::OK, "{}", rest.text());
+    let rest = rest.json();
+    assert_eq!(rest["account"]["email"], "lee@example.com");
+    assert_eq!(rest["audit_events"].as_array().unwrap()[..], events[1..]);
+    for bad in [
+        "after=1.global",
+        "after=01.global.1",
+        "after=1.global.0",
+        "before=1",
+    ] {
+        let a = owner.get(&format!("/v1/me/export?{bad}")).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(a.json()["error"], "invalid_query", "{bad}");
+    }
     // API keys cannot export anyone.
     let mut c = server.connect().await;
     assert_eq!(

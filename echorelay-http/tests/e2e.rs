@@ -840,8 +840,33 @@ async fn the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once(w: Wo
         .json();
     let total = 2 + rest["events"].as_array().unwrap().len() as u64;
     assert_eq!(rest["next_after"], serde_json::Value::Null);
-    assert_eq!(rest["chain"]["status"], "verified");
-    assert_eq!(rest["chain"]["events"].as_u64().unwrap(), total);
+    // The page was verified, linked to the event `after`, up to the head.
+    let chain = &rest["chain"];
+    assert_eq!(chain["status"], "verified", "{chain}");
+    assert_eq!(chain["after"], after);
+    assert_eq!(chain["through"], total);
+    assert_eq!(chain["events"], total - 2);
+    assert_eq!(chain["reached_head"], true);
+    assert_eq!(chain["head"]["seq"], total);
+    assert_eq!(chain["keyed"], true);
+    // A page short of the head says so.
+    let first = c
+        .get(
+            "/v1/projects/acme/audit?limit=2&verify=true",
+            Some(&owner_key),
+        )
+        .await
+        .json();
+    assert_eq!(first["chain"]["status"], "verified");
+    assert_eq!(
+        (
+            first["chain"]["after"].as_u64(),
+            first["chain"]["through"].as_u64()
+        ),
+        (Some(0), Some(2))
+    );
+    assert_eq!(first["chain"]["reached_head"], false);
+    assert_eq!(first["chain"]["head"], serde_json::Value::Null);
     let bad = c
         .get("/v1/projects/acme/audit?limit=lots", Some(&owner_key))
         .await;
@@ -891,8 +916,136 @@ async fn the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once(w: Wo
     );
 }
 
+/// Keys are listed a page at a time, by id: `next_after` names the next
+/// page while a page is full; bad paging parameters are 400
+/// `invalid_query`, never clamped. And a project whose tree is full
+/// refuses a new line, endpoint or target with 409 `limit_reached`.
+async fn keys_are_paged_and_a_full_tree_refuses_more(w: World) {
+    use echorelay::core::audit::{AuditDraft, ConfigEntity, ConfigOp};
+    use echorelay::core::config::{Line, MAX_TREE_ENTITIES, ProjectTree};
+    use echorelay::core::ids::LineId;
+    use echorelay::core::ports::{ConfigStore, TreeImport};
+    w.project("acme").await;
+    let (owner_key, owner_id) = w.key("acme", Role::Owner).await;
+    let mut ids = vec![owner_id.to_string()];
+    for _ in 0..4 {
+        ids.push(w.key("acme", Role::Viewer).await.1.to_string());
+    }
+    ids.sort();
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let mut walked: Vec<String> = Vec::new();
+    let mut path = "/v1/projects/acme/keys?limit=2".to_owned();
+    loop {
+        let page = c.get(&path, Some(&owner_key)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let page = page.json();
+        let keys = page["keys"].as_array().unwrap();
+        assert!(keys.len() <= 2);
+        walked.extend(keys.iter().map(|k| k["id"].as_str().unwrap().to_owned()));
+        match page["next_after"].as_str() {
+            Some(next) => {
+                assert_eq!(keys.len(), 2, "a short page names no next");
+                assert_eq!(keys[1]["id"], next);
+                path = format!("/v1/projects/acme/keys?limit=2&after={next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(walked, ids);
+    let all = c
+        .get("/v1/projects/acme/keys", Some(&owner_key))
+        .await
+        .json();
+    assert_eq!(
+        all["keys"].as_array().unwrap().len(),
+        5,
+        "default limit 100"
+    );
+    assert_eq!(all["next_after"], serde_json::Value::Null);
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "limit=-1",
+        "after=key_zz",
+        "after=usr_00000000000000000000000000000000",
+        "offset=2",
+    ] {
+        let a = c
+            .get(&format!("/v1/projects/acme/keys?{bad}"), Some(&owner_key))
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {}", a.text());
+        assert_eq!(a.json()["error"], "invalid_query", "{bad}");
+    }
+
+    // Fill the tree to its cap behind the API (one import), then ask for
+    // one more of each.
+    let store = w.relay.store();
+    let project = store
+        .project_by_slug(&echorelay::core::config::Slug::parse("acme").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let tree = store.tree(project.id).await.unwrap();
+    let line = tree.lines[0].id;
+    let mut lines = tree.lines.clone();
+    let room = MAX_TREE_ENTITIES - tree.endpoints.len() - tree.targets.len() - lines.len();
+    lines.extend((0..room).map(|i| Line {
+        id: LineId::random(),
+        project: project.id,
+        name: format!("filler {i}"),
+        created_at: project.created_at,
+    }));
+    let full = TreeImport {
+        tree: ProjectTree { lines, ..tree },
+        expect_version: Some(project.version),
+        owner_if_new: None,
+    };
+    let draft = AuditDraft {
+        project: Some(project.id),
+        at: w.clock.now(),
+        actor: echorelay::core::audit::Actor::System,
+        ip: None,
+        subject: None,
+        kind: echorelay::core::audit::EventKind::Config {
+            entity: ConfigEntity::Project,
+            op: ConfigOp::Import,
+            id: project.id.to_string(),
+        },
+    };
+    store.import_tree(full, draft).await.unwrap();
+    let creates = [
+        "/v1/projects/acme/lines".to_owned(),
+        format!("/v1/projects/acme/lines/{line}/endpoints"),
+    ];
+    for path in &creates {
+        let a = c
+            .post_json(path, &owner_key, json!({"name": "one more"}))
+            .await;
+        assert_eq!(a.status, StatusCode::CONFLICT, "{path}: {}", a.text());
+        assert_eq!(a.json()["error"], "limit_reached");
+    }
+    let a = c
+        .post_json(
+            &format!("/v1/projects/acme/lines/{line}/targets"),
+            &owner_key,
+            json!({"name": "t", "url": "https://example.com/x", "auth": {"type": "none"}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text());
+    assert_eq!(a.json()["error"], "limit_reached");
+    // The whole tree is still one answer.
+    let lines = c.get("/v1/projects/acme/lines", Some(&owner_key)).await;
+    assert_eq!(lines.status, StatusCode::OK);
+    assert_eq!(
+        lines.json()["lines"].as_array().unwrap().len(),
+        MAX_TREE_ENTITIES - 1
+    );
+}
+
 on_every_store!(
     every_credential_failure_is_one_401,
+    keys_are_paged_and_a_full_tree_refuses_more,
     roles_decide_each_surface_and_other_projects_look_unknown,
     a_revoked_key_fails_on_the_next_request_of_the_same_connection,
     reads_are_masked_and_keys_are_shown_once,
@@ -905,3 +1058,89 @@ on_every_store!(
     every_project_route_is_decided_by_role_and_membership,
     the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once,
 );
+
+/// `?verify=true` verifies the page asked for, bounded: an event edited
+/// in the database (a superuser, the append-only triggers off) is found by
+/// the page that holds it and by the page after it (its predecessor),
+/// never by pages that do not reach it; walking every page with it finds
+/// it. Postgres only: the in-memory store cannot be edited behind
+/// echorelay's back.
+#[tokio::test]
+async fn verify_finds_an_edit_in_the_page_that_holds_it_or_follows_it() {
+    let Some((w, store)) = World::postgres_with_store().await else {
+        return;
+    };
+    w.project("acme").await;
+    let (owner_key, _) = w.key("acme", Role::Owner).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let intact = c
+        .get(
+            "/v1/projects/acme/audit?limit=500&verify=true",
+            Some(&owner_key),
+        )
+        .await
+        .json();
+    let events = intact["events"].as_array().unwrap().len() as u64;
+    assert!(events >= 5, "{events} events");
+    assert_eq!(intact["chain"]["status"], "verified");
+    assert_eq!(intact["chain"]["reached_head"], true);
+
+    // Seq 3's source address, edited in place.
+    let chain = intact["events"][0]["project"].as_str().unwrap().to_owned();
+    let chain: echorelay::core::ids::ProjectId = chain.parse().unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let edited =
+        sqlx::query("UPDATE audit_events SET ip = '198.51.100.66' WHERE chain = $1 AND seq = 3")
+            .bind(chain.as_bytes().as_slice())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(edited.rows_affected(), 1);
+    tx.commit().await.unwrap();
+
+    let page = |after: u64, limit: u64| {
+        format!("/v1/projects/acme/audit?after={after}&limit={limit}&verify=true")
+    };
+    // A page before the edit does not reach it.
+    let before = verdict(&mut c, &page(0, 2), &owner_key).await;
+    assert_eq!(before["status"], "verified", "{before}");
+    assert_eq!(before["through"], 2);
+    // The page holding it, and the page after it, find it.
+    for (after, limit) in [(2, 2), (0, 500), (3, 2)] {
+        let found = verdict(&mut c, &page(after, limit), &owner_key).await;
+        assert_eq!(found["status"], "broken", "after={after}: {found}");
+        assert_eq!(found["seq"], 3, "after={after}: {found}");
+        assert_eq!(found["problem"], "event content does not match its hash");
+    }
+    // Pages past it verify on their own.
+    let later = verdict(&mut c, &page(4, 500), &owner_key).await;
+    assert_eq!(later["status"], "verified", "{later}");
+    assert_eq!(later["reached_head"], true);
+    // Walking every page with verify=true finds it.
+    let mut after = 0;
+    let mut broken = None;
+    loop {
+        let a = c.get(&page(after, 2), Some(&owner_key)).await.json();
+        if a["chain"]["status"] == "broken" {
+            broken = Some(a["chain"]["seq"].clone());
+            break;
+        }
+        match a["next_after"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!(broken, Some(json!(3)));
+}
+
+/// The `chain` of the audit page at `path`.
+async fn verdict(c: &mut Client, path: &str, key: &str) -> serde_json::Value {
+    let a = c.get(path, Some(key)).await;
+    assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text());
+    a.json()["chain"].clone()
+}

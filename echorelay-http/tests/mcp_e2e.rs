@@ -173,6 +173,66 @@ async fn roles_decide_the_tools_and_other_projects_look_unknown(w: World) {
     assert_eq!(seqs(&page).len(), log.len().min(50), "50 by default");
 }
 
+/// `list_keys` pages by id like `GET …/keys` (`after`, `limit`,
+/// `next_after`; out of range is an invalid-params error, not clamped),
+/// and `recent_audit_events` with `verify: true` verifies the events it
+/// returns, up to the chain's head.
+async fn list_keys_pages_and_recent_events_verify(w: World) {
+    w.project("acme").await;
+    let (owner, owner_id) = w.key("acme", Role::Owner).await;
+    let (_, viewer_id) = w.key("acme", Role::Viewer).await;
+    let mut ids = [owner_id.to_string(), viewer_id.to_string()];
+    ids.sort();
+    let server = w.serve(HttpConfig::local()).await;
+    let o = connect(&server, Some(&owner)).await.unwrap();
+    let first = call(&o, "list_keys", json!({"project": "acme", "limit": 1}))
+        .await
+        .unwrap();
+    let first = first.structured_content.unwrap();
+    assert_eq!(first["keys"][0]["id"], ids[0]);
+    assert_eq!(first["next_after"], ids[0]);
+    let rest = call(
+        &o,
+        "list_keys",
+        json!({"project": "acme", "after": ids[0], "limit": 5}),
+    )
+    .await
+    .unwrap()
+    .structured_content
+    .unwrap();
+    assert_eq!(rest["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["keys"][0]["id"], ids[1]);
+    assert_eq!(rest["next_after"], Value::Null);
+    for bad in [
+        json!({"project": "acme", "limit": 0}),
+        json!({"project": "acme", "limit": 501}),
+        json!({"project": "acme", "after": "key_zz"}),
+    ] {
+        let e = mcp_error(call(&o, "list_keys", bad.clone()).await);
+        assert_eq!(e.code.0, -32602, "{bad}: {e:?}");
+    }
+
+    let log = w.audit("acme").await;
+    let verified = call(
+        &o,
+        "recent_audit_events",
+        json!({"project": "acme", "limit": 3, "verify": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seqs(&verified).len(), 3);
+    let chain = &verified.structured_content.as_ref().unwrap()["chain"];
+    let head = log.last().unwrap().seq;
+    assert_eq!(chain["status"], "verified", "{chain}");
+    assert_eq!(chain["after"], head - 3);
+    assert_eq!(chain["through"], head);
+    assert_eq!(chain["reached_head"], true);
+    let plain = call(&o, "recent_audit_events", json!({"project": "acme"}))
+        .await
+        .unwrap();
+    assert!(plain.structured_content.unwrap().get("chain").is_none());
+}
+
 async fn a_revoked_key_fails_on_the_next_call_of_the_same_session(w: World) {
     w.project("acme").await;
     let (key, id) = w.key("acme", Role::Viewer).await;
@@ -233,8 +293,50 @@ async fn connecting_without_a_good_key_fails(w: World) {
 }
 
 on_every_store!(
+    list_keys_pages_and_recent_events_verify,
     a_viewer_key_lists_the_tools_and_reads_its_project_masked,
     roles_decide_the_tools_and_other_projects_look_unknown,
     a_revoked_key_fails_on_the_next_call_of_the_same_session,
     connecting_without_a_good_key_fails,
 );
+
+/// `recent_audit_events` with `verify: true` finds an event edited in the
+/// database (a superuser, triggers off) among the events it returns.
+/// Postgres only: the in-memory store cannot be edited behind echorelay's
+/// back.
+#[tokio::test]
+async fn recent_events_verify_finds_an_edit_among_them() {
+    let Some((w, store)) = World::postgres_with_store().await else {
+        return;
+    };
+    w.project("acme").await;
+    let (owner, _) = w.key("acme", Role::Owner).await;
+    let log = w.audit("acme").await;
+    let edited = &log[log.len() - 2];
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET ip = '198.51.100.66' WHERE chain = $1 AND seq = $2")
+        .bind(edited.project.unwrap().as_bytes().as_slice())
+        .bind(edited.seq as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let server = w.serve(HttpConfig::local()).await;
+    let o = connect(&server, Some(&owner)).await.unwrap();
+    let answer = call(
+        &o,
+        "recent_audit_events",
+        json!({"project": "acme", "limit": 3, "verify": true}),
+    )
+    .await
+    .unwrap()
+    .structured_content
+    .unwrap();
+    assert_eq!(answer["chain"]["status"], "broken", "{answer}");
+    assert_eq!(answer["chain"]["seq"], edited.seq);
+    assert_eq!(answer["events"].as_array().unwrap().len(), 3);
+}

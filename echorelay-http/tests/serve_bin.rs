@@ -373,7 +373,12 @@ impl DueKey {
 
     /// The successors the key has.
     async fn successors(&self) -> usize {
-        let keys = self.relay.keys().list(&self.grant).await.unwrap();
+        let keys = self
+            .relay
+            .keys()
+            .list_page(&self.grant, None, 500)
+            .await
+            .unwrap();
         keys.iter()
             .filter(|k| k.predecessor == Some(self.id))
             .count()

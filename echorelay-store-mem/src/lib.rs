@@ -28,7 +28,8 @@ use echorelay_core::account::{
     TotpRecord,
 };
 use echorelay_core::audit::{
-    Actor, AuditDraft, AuditEvent, AuditKeys, ChainHead, SealedHead, seal, seal_keyed,
+    Actor, AuditDraft, AuditEvent, AuditKeys, ChainHead, SealedHead, UserEventCursor, seal,
+    seal_keyed,
 };
 use echorelay_core::config::{
     ConfigChange, Endpoint, Line, Project, ProjectTree, Slug, Target, Write,
@@ -364,6 +365,21 @@ impl KeyStore for MemStore {
         Ok(v)
     }
 
+    async fn keys_page(
+        &self,
+        project: ProjectId,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        let s = self.read()?;
+        Ok(page(
+            s.keys.values().filter(|k| k.project == project),
+            |k| k.id,
+            after,
+            limit,
+        ))
+    }
+
     async fn keys_needing_attention(
         &self,
         now: DateTime<Utc>,
@@ -555,6 +571,21 @@ fn check_put<K: Ord, V>(
     }
 }
 
+/// The tree cap ([`rules::tree_has_room`]) for a write `w` in `project`:
+/// a create adds one entity to what the project holds now.
+fn tree_room(s: &State, project: ProjectId, w: Write) -> StoreResult<()> {
+    if w != Write::Create {
+        return Ok(());
+    }
+    let held = s.lines.values().filter(|l| l.project == project).count()
+        + s.endpoints
+            .values()
+            .filter(|e| e.project == project)
+            .count()
+        + s.targets.values().filter(|t| t.project == project).count();
+    rules::tree_has_room(held, 1)
+}
+
 fn line_in(s: &State, project: ProjectId, line: LineId) -> StoreResult<()> {
     match s.lines.get(&line) {
         Some(l) if l.project == project => Ok(()),
@@ -610,6 +641,7 @@ impl ConfigStore for MemStore {
                     return Err(not_found("project"));
                 }
                 check_put(&s.lines, &line.id, w, |l| l.project == line.project, "line")?;
+                tree_room(&s, line.project, w)?;
                 let p = line.project;
                 s.lines.insert(line.id, line);
                 p
@@ -630,6 +662,7 @@ impl ConfigStore for MemStore {
                     |e| e.project == ep.project,
                     "endpoint",
                 )?;
+                tree_room(&s, ep.project, w)?;
                 let p = ep.project;
                 s.endpoints.insert(ep.id, ep);
                 p
@@ -644,6 +677,7 @@ impl ConfigStore for MemStore {
             ConfigChange::PutTarget(w, t) => {
                 line_in(&s, t.project, t.line)?;
                 check_put(&s.targets, &t.id, w, |x| x.project == t.project, "target")?;
+                tree_room(&s, t.project, w)?;
                 let version = match (w, s.targets.get(&t.id)) {
                     (Write::Update, Some(cur)) if cur.version != t.version => {
                         return Err(StoreError::Conflict {
@@ -734,6 +768,11 @@ impl ConfigStore for MemStore {
             s.projects.get(&pid).map(|p| p.version),
             expect_version,
             owner_if_new,
+        )?;
+        // The import replaces the whole tree.
+        rules::tree_has_room(
+            0,
+            tree.lines.len() + tree.endpoints.len() + tree.targets.len(),
         )?;
         if let Some(holder) = s.slugs.get(&tree.project.slug)
             && *holder != pid
@@ -834,16 +873,20 @@ impl MembershipStore for MemStore {
         Ok(v)
     }
 
-    async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>> {
+    async fn members_page(
+        &self,
+        project: ProjectId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(UserId, Role)>> {
         let s = self.read()?;
-        let mut v: Vec<(UserId, Role)> = s
+        let members: Vec<(UserId, Role)> = s
             .members
             .iter()
             .filter(|((p, _), _)| *p == project)
             .map(|((_, u), r)| (*u, *r))
             .collect();
-        v.sort();
-        Ok(v)
+        Ok(page(members.iter(), |(u, _)| *u, after, limit))
     }
 }
 
@@ -915,17 +958,23 @@ impl AuditLog for MemStore {
         Ok(self.read()?.audit_heads.get(&chain).copied())
     }
 
-    async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>> {
+    async fn events_for_user_page(
+        &self,
+        user: UserId,
+        after: Option<UserEventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEvent>> {
         let s = self.read()?;
-        let mut v: Vec<AuditEvent> = s
+        // Time, then chain (`None`, the global chain, first), then seq.
+        let mut v: Vec<&AuditEvent> = s
             .audit
             .values()
             .flatten()
             .filter(|e| e.actor == Actor::User(user) || e.subject == Some(user))
-            .cloned()
+            .filter(|e| after.is_none_or(|c| c.is_before(e)))
             .collect();
         v.sort_by_key(|e| (e.at, e.project, e.seq));
-        Ok(v)
+        Ok(v.into_iter().take(limit).cloned().collect())
     }
 }
 

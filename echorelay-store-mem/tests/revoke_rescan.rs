@@ -59,6 +59,14 @@ impl KeyStore for MintedAfterTheScan {
         }
         Ok(scan)
     }
+    async fn keys_page(
+        &self,
+        project: ProjectId,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        self.store.keys_page(project, after, limit).await
+    }
     async fn keys_needing_attention(
         &self,
         now: DateTime<Utc>,

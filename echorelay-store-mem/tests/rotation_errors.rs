@@ -100,6 +100,14 @@ impl KeyStore for RotatedMeanwhile {
     async fn keys_of_project(&self, project: ProjectId) -> StoreResult<Vec<KeyRecord>> {
         self.store.keys_of_project(project).await
     }
+    async fn keys_page(
+        &self,
+        project: ProjectId,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        self.store.keys_page(project, after, limit).await
+    }
     async fn keys_needing_attention(
         &self,
         now: DateTime<Utc>,

@@ -13,7 +13,8 @@
 
 use async_trait::async_trait;
 use echorelay_core::audit::{
-    Actor, AuditDraft, AuditEvent, AuditTag, ChainHead, Hash32, SealedHead, seal, seal_keyed,
+    Actor, AuditDraft, AuditEvent, AuditTag, ChainHead, Hash32, SealedHead, UserEventCursor, seal,
+    seal_keyed,
 };
 use echorelay_core::ids::{ProjectId, UserId};
 use echorelay_core::ports::{AuditLog, AuditSink, StoreResult};
@@ -221,17 +222,41 @@ impl AuditLog for PgStore {
         }))
     }
 
-    async fn events_for_user(&self, user: UserId) -> StoreResult<Vec<AuditEvent>> {
+    async fn events_for_user_page(
+        &self,
+        user: UserId,
+        after: Option<UserEventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEvent>> {
         // The global chain's key is empty, so it sorts before every
-        // project id (bytea order): time, then chain, then seq.
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE actor_user = $1 OR subject = $1 \
+        // project id (bytea order): time, then chain, then seq. Each arm
+        // is an index range scan in that order (audit_events_by_actor_in_order,
+        // audit_events_by_subject_in_order) from the cursor, at most
+        // `limit` rows; UNION drops an event that is both.
+        let from = if after.is_some() {
+            "AND (at, chain, seq) > ($3, $4, $5)"
+        } else {
+            ""
+        };
+        let query = format!(
+            "WITH mine AS ( \
+               (SELECT at, chain, seq FROM audit_events WHERE actor_user = $1 {from} \
+                ORDER BY at, chain, seq LIMIT $2) \
+               UNION \
+               (SELECT at, chain, seq FROM audit_events WHERE subject = $1 {from} \
+                ORDER BY at, chain, seq LIMIT $2)), \
+             page AS (SELECT chain, seq FROM mine ORDER BY at, chain, seq LIMIT $2) \
+             SELECT {EVENT_COLUMNS} FROM audit_events JOIN page USING (chain, seq) \
              ORDER BY at, chain, seq"
-        ))
-        .bind(idb(&user))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        );
+        let mut q = sqlx::query(&query).bind(idb(&user)).bind(limit_of(limit));
+        if let Some(c) = after {
+            q = q
+                .bind(c.at())
+                .bind(chain_key(c.chain()))
+                .bind(crate::row::i64_of(c.seq())?);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(backend)?;
         rows.iter().map(event_of).collect()
     }
 }

@@ -93,6 +93,22 @@ async fn lock_project(conn: &mut PgConnection, id: ProjectId) -> StoreResult<Pro
     project_of(&row)
 }
 
+/// The tree cap ([`rules::tree_has_room`]) for a create in `project`,
+/// whose row the caller has locked: the count cannot change before the
+/// insert commits.
+async fn tree_has_room(conn: &mut PgConnection, project: ProjectId) -> StoreResult<()> {
+    let held: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM lines WHERE project = $1) \
+              + (SELECT count(*) FROM endpoints WHERE project = $1) \
+              + (SELECT count(*) FROM targets WHERE project = $1)",
+    )
+    .bind(idb(&project))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    rules::tree_has_room(usize::try_from(held).unwrap_or(usize::MAX), 1)
+}
+
 async fn line_in(conn: &mut PgConnection, project: ProjectId, line: &[u8]) -> StoreResult<()> {
     let found: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM lines WHERE id = $1 AND project = $2")
@@ -163,7 +179,10 @@ async fn apply_in(conn: &mut PgConnection, change: ConfigChange) -> StoreResult<
         ConfigChange::PutLine(w, line) => {
             lock_project(conn, line.project).await?;
             match w {
-                Write::Create => insert_line(conn, &line).await?,
+                Write::Create => {
+                    tree_has_room(conn, line.project).await?;
+                    insert_line(conn, &line).await?
+                }
                 Write::Update => {
                     let r = sqlx::query(
                         "UPDATE lines SET name = $3, created_at = $4 WHERE id = $1 AND project = $2",
@@ -200,7 +219,10 @@ async fn apply_in(conn: &mut PgConnection, change: ConfigChange) -> StoreResult<
             lock_project(conn, ep.project).await?;
             line_in(conn, ep.project, idb(&ep.line)).await?;
             match w {
-                Write::Create => insert_endpoint(conn, &ep).await?,
+                Write::Create => {
+                    tree_has_room(conn, ep.project).await?;
+                    insert_endpoint(conn, &ep).await?
+                }
                 Write::Update => {
                     let r = sqlx::query(
                         "UPDATE endpoints SET line = $3, name = $4, created_at = $5 \
@@ -238,7 +260,10 @@ async fn apply_in(conn: &mut PgConnection, change: ConfigChange) -> StoreResult<
             lock_project(conn, t.project).await?;
             line_in(conn, t.project, idb(&t.line)).await?;
             match w {
-                Write::Create => insert_target(conn, &t, 0).await?,
+                Write::Create => {
+                    tree_has_room(conn, t.project).await?;
+                    insert_target(conn, &t, 0).await?
+                }
                 Write::Update => {
                     let r = sqlx::query(
                         "UPDATE targets SET line = $3, name = $4, url = $5, auth = $6, \
@@ -462,6 +487,11 @@ impl ConfigStore for PgStore {
             current.as_ref().map(|p| p.version),
             expect_version,
             owner_if_new,
+        )?;
+        // The import replaces the whole tree.
+        rules::tree_has_room(
+            0,
+            tree.lines.len() + tree.endpoints.len() + tree.targets.len(),
         )?;
         let holder: Option<Vec<u8>> = sqlx::query_scalar("SELECT id FROM projects WHERE slug = $1")
             .bind(tree.project.slug.as_str())
@@ -714,11 +744,22 @@ impl MembershipStore for PgStore {
             .collect()
     }
 
-    async fn members_of(&self, project: ProjectId) -> StoreResult<Vec<(UserId, Role)>> {
+    async fn members_page(
+        &self,
+        project: ProjectId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(UserId, Role)>> {
+        // The primary key (project, user_id) serves the page; the empty
+        // bytea sorts before every id.
         let rows = sqlx::query(
-            "SELECT user_id, role FROM memberships WHERE project = $1 ORDER BY user_id",
+            "SELECT user_id, role FROM memberships \
+             WHERE project = $1 AND user_id > coalesce($2::bytea, '\\x'::bytea) \
+             ORDER BY user_id LIMIT $3",
         )
         .bind(idb(&project))
+        .bind(opt_idb(&after))
+        .bind(limit_of(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;

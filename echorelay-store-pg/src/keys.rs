@@ -236,6 +236,28 @@ impl KeyStore for PgStore {
         rows.iter().map(key_of).collect()
     }
 
+    async fn keys_page(
+        &self,
+        project: ProjectId,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        // The empty bytea sorts before every id: `after = None` is the
+        // same index range scan (api_keys_by_project_and_id) from the start.
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys \
+             WHERE project = $1 AND id > coalesce($2::bytea, '\\x'::bytea) \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(idb(&project))
+        .bind(opt_idb(&after))
+        .bind(limit_of(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(key_of).collect()
+    }
+
     async fn keys_needing_attention(
         &self,
         now: DateTime<Utc>,

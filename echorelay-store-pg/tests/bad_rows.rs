@@ -251,7 +251,7 @@ async fn a_hand_edited_key_role_is_corrupt_and_never_verifies() {
         );
     }
     // Listing the project's keys fails rather than skip or guess.
-    let (table, row, _) = corrupt_via_service(h.keys.list(&grant).await);
+    let (table, row, _) = corrupt_via_service(h.keys.list_page(&grant, None, 500).await);
     assert_eq!((table, row.as_str()), ("api_keys", id_hex.as_str()));
     // A mutation that reads the row writes nothing.
     let head = h.store.head(Some(p.id)).await.unwrap();

@@ -93,7 +93,7 @@ async fn killed_connections_leave_mutation_and_audit_event_together() {
     let check = Harness::with_vault(base.clone(), h.vault.clone());
     let keys: BTreeSet<_> = check
         .keys
-        .list(&grant)
+        .list_page(&grant, None, 500)
         .await
         .unwrap()
         .into_iter()

@@ -149,10 +149,8 @@ impl<B: Backend> Harness<B> {
 
     /// The account actions audited about `user`, in log order.
     async fn actions_of(&self, user: UserId) -> Vec<AccountAction> {
-        self.store
-            .events_for_user(user)
+        crate::all_events_for_user(&self.store, user)
             .await
-            .unwrap()
             .into_iter()
             .filter_map(|e| match e.kind {
                 EventKind::Account { action, .. } => Some(action),
@@ -167,10 +165,8 @@ impl<B: Backend> Harness<B> {
     }
 
     async fn failures_of(&self, user: UserId) -> Vec<LoginFailure> {
-        self.store
-            .events_for_user(user)
+        crate::all_events_for_user(&self.store, user)
             .await
-            .unwrap()
             .into_iter()
             .filter_map(|e| match e.kind {
                 EventKind::Account {

@@ -20,7 +20,7 @@ pub trait UserEvents {
 
 impl<T: AuditLog> UserEvents for T {
     async fn events_for_user_of(&self, user: UserId) -> usize {
-        self.events_for_user(user).await.unwrap().len()
+        crate::all_events_for_user(self, user).await.len()
     }
 }
 
@@ -203,7 +203,7 @@ pub async fn user_export_finds_actor_and_subject_events<B: Backend>(h: Harness<B
         kind: EventKind::Membership { user, role: None },
     };
     h.store.append(global).await.unwrap();
-    let mine = h.store.events_for_user(user).await.unwrap();
+    let mine = crate::all_events_for_user(&h.store, user).await;
     // project create + line create (actor), membership in q (subject), global event.
     assert_eq!(mine.len(), 4, "audit: export found {mine:?}");
     assert!(mine.windows(2).all(|w| w[0].at <= w[1].at));
@@ -293,4 +293,54 @@ pub async fn long_chains_verify_across_pages<B: Backend>(h: Harness<B>) {
     // The creation event plus the 1000 appended.
     assert_eq!(status.events, 1001);
     assert_eq!(status.head.map(|x| x.seq), Some(1001));
+}
+
+/// [`AuditService::verify_page`](echorelay_core::audit::AuditService::verify_page)
+/// over a backend: each page is the page `events` returns, verified with
+/// its predecessor; pages walked one after the other cover the chain, and
+/// the last says it reached the head (the store's head); a page past the
+/// end verifies nothing; limits outside 1..=1000 are refused.
+pub async fn pages_verify_one_after_the_other<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::surface::AuditRead;
+    use echorelay_core::audit::{AuditService, MAX_PAGE};
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    for i in 0..12 {
+        h.config.create_line(&w, &format!("l{i}")).await.unwrap();
+    }
+    let g = h.grant::<AuditRead>(&owner, &p).await;
+    let svc = AuditService::new(h.store.clone());
+    let head = h.store.head(Some(p.id)).await.unwrap().unwrap();
+    assert_eq!(head.seq, 13);
+    let mut after = 0;
+    let mut walked = Vec::new();
+    loop {
+        let page = svc.verify_page(&g, after, 5).await.unwrap();
+        assert_eq!(page.events, svc.events(&g, after, 5).await.unwrap());
+        let s = page.status;
+        assert_eq!((s.after, s.events), (after, page.events.len() as u64));
+        assert_eq!(s.through, page.events.last().map_or(after, |e| e.seq));
+        assert!(!s.keyed);
+        walked.extend(page.events);
+        if s.reached_head {
+            assert_eq!(s.head, Some(head), "audit: the last page's head");
+            break;
+        }
+        assert_eq!(s.head, None);
+        after = s.through;
+    }
+    assert_eq!(walked, all(&h, Some(p.id)).await);
+    // After the head: an empty page, linked to the head.
+    let tail = svc.verify_page(&g, 13, 5).await.unwrap();
+    assert!(tail.events.is_empty() && tail.status.reached_head);
+    assert_eq!(tail.status.head, Some(head));
+    // Past the end: nothing to verify.
+    let past = svc.verify_page(&g, 40, 5).await.unwrap();
+    assert_eq!((past.status.through, past.status.events), (40, 0));
+    for bad in [0, MAX_PAGE + 1] {
+        assert!(matches!(
+            svc.verify_page(&g, 0, bad).await,
+            Err(Error::InvalidInput(_))
+        ));
+    }
 }

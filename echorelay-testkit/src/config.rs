@@ -464,7 +464,7 @@ pub async fn refused_changes_write_nothing<B: Backend>(h: Harness<B>) {
     let line = h.config.create_line(&w, "orders").await.unwrap();
     let before = h.store.tree(p.id).await.unwrap();
     let head = h.store.head(Some(p.id)).await.unwrap();
-    let members = h.store.members_of(p.id).await.unwrap();
+    let members = crate::all_members(&h.store, p.id).await;
     let me = match owner.principal {
         echorelay_core::access::Principal::User(u) => u,
         _ => unreachable!(),
@@ -535,7 +535,7 @@ pub async fn refused_changes_write_nothing<B: Backend>(h: Harness<B>) {
         head,
         "config: a refused change was audited"
     );
-    assert_eq!(h.store.members_of(p.id).await.unwrap(), members);
+    assert_eq!(crate::all_members(&h.store, p.id).await, members);
 }
 
 /// Names (lines, endpoints, targets) are 1 to 200 characters without
@@ -799,4 +799,131 @@ pub async fn imports_refuse_moved_secrets_and_oversized_documents<B: Backend>(h:
     );
     assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
     h.config.import(&w, &padded).await.unwrap();
+}
+
+/// The tree cap ([`MAX_TREE_ENTITIES`], decided by the store with
+/// `ports::rules::tree_has_room`): a project filled to exactly the cap
+/// (cheaply, with one `import_tree`) refuses another line, endpoint or
+/// target with `Store(LimitReached)` and writes nothing (no entity, no
+/// audit event, no version move); updates still work; one below the cap a
+/// create succeeds; an import over the cap is refused; and the full tree
+/// exports into a document that imports again.
+///
+/// [`MAX_TREE_ENTITIES`]: echorelay_core::config::MAX_TREE_ENTITIES
+pub async fn the_tree_cap_holds_at_its_boundary<B: Backend>(h: Harness<B>) {
+    use echorelay_core::audit::AuditDraft;
+    use echorelay_core::config::{Line, MAX_TREE_ENTITIES};
+    use echorelay_core::ids::LineId;
+    use echorelay_core::ports::TreeImport;
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let r = h.grant::<ConfigRead>(&owner, &p).await;
+    let import_draft = || AuditDraft {
+        project: Some(p.id),
+        at: h.clock_now(),
+        actor: owner.actor(),
+        ip: None,
+        subject: None,
+        kind: EventKind::Config {
+            entity: ConfigEntity::Project,
+            op: ConfigOp::Import,
+            id: p.id.to_string(),
+        },
+    };
+    let lines = |n: usize| -> Vec<Line> {
+        (0..n)
+            .map(|i| Line {
+                id: LineId::random(),
+                project: p.id,
+                name: format!("line {i}"),
+                created_at: h.clock_now(),
+            })
+            .collect()
+    };
+    // One more than the cap: refused, nothing written.
+    let stored = h.store.project(p.id).await.unwrap().unwrap();
+    let over = TreeImport {
+        tree: echorelay_core::config::ProjectTree {
+            project: stored.clone(),
+            lines: lines(MAX_TREE_ENTITIES + 1),
+            endpoints: Vec::new(),
+            targets: Vec::new(),
+        },
+        expect_version: Some(stored.version),
+        owner_if_new: None,
+    };
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    assert!(
+        matches!(
+            h.store.import_tree(over, import_draft()).await,
+            Err(StoreError::LimitReached { .. })
+        ),
+        "config: an import over the tree cap was not refused"
+    );
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+    assert!(h.store.tree(p.id).await.unwrap().lines.is_empty());
+    // Exactly the cap: taken.
+    let full = TreeImport {
+        tree: echorelay_core::config::ProjectTree {
+            project: stored.clone(),
+            lines: lines(MAX_TREE_ENTITIES),
+            endpoints: Vec::new(),
+            targets: Vec::new(),
+        },
+        expect_version: Some(stored.version),
+        owner_if_new: None,
+    };
+    h.store.import_tree(full, import_draft()).await.unwrap();
+    let before = h.store.tree(p.id).await.unwrap();
+    assert_eq!(before.lines.len(), MAX_TREE_ENTITIES);
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    let some_line = before.lines[0].id;
+    let full_refusal = |r: Result<(), Error>, what: &str| {
+        assert!(
+            matches!(r, Err(Error::Store(StoreError::LimitReached { .. }))),
+            "config: a {what} beyond the tree cap was not refused: {r:?}"
+        );
+    };
+    full_refusal(
+        h.config.create_line(&w, "one too many").await.map(|_| ()),
+        "line",
+    );
+    full_refusal(
+        h.config
+            .create_endpoint(&w, some_line, "one too many")
+            .await
+            .map(|_| ()),
+        "endpoint",
+    );
+    full_refusal(
+        h.config
+            .create_target(&w, some_line, bearer_target())
+            .await
+            .map(|_| ()),
+        "target",
+    );
+    let after = h.store.tree(p.id).await.unwrap();
+    assert_eq!(after, before, "config: a refused create changed the tree");
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        head,
+        "config: a refused create wrote an audit event"
+    );
+    // Not a create: a rename at the cap works.
+    h.config
+        .rename_line(&w, some_line, "renamed")
+        .await
+        .unwrap();
+    // One below the cap: one create succeeds, the next is refused.
+    h.config.delete_line(&w, before.lines[1].id).await.unwrap();
+    h.config
+        .create_endpoint(&w, some_line, "the last one")
+        .await
+        .unwrap();
+    full_refusal(h.config.create_line(&w, "again").await.map(|_| ()), "line");
+    // The full tree exports, and the export imports again.
+    let json = h.config.export(&r).await.unwrap();
+    h.config.import(&w, &json).await.unwrap();
+    let back = h.store.tree(p.id).await.unwrap();
+    assert_eq!(back.lines.len() + back.endpoints.len(), MAX_TREE_ENTITIES);
 }

@@ -371,9 +371,9 @@ pub async fn audit_seq_is_gap_free_and_paged_by_seq<B: Backend>(h: Harness<B>) {
 
 /// The user export is ordered by time, then chain (the global chain first,
 /// then projects by id), then `seq`; never by insertion order
-/// ([`AuditLog::events_for_user`]).
+/// ([`AuditLog::events_for_user_page`]).
 ///
-/// [`AuditLog::events_for_user`]: echorelay_core::ports::AuditLog::events_for_user
+/// [`AuditLog::events_for_user_page`]: echorelay_core::ports::AuditLog::events_for_user_page
 pub async fn user_export_is_ordered_by_time_then_chain_then_seq<B: Backend>(h: Harness<B>) {
     let user = UserId::random();
     let (p, _) = h.project().await;
@@ -412,7 +412,7 @@ pub async fn user_export_is_ordered_by_time_then_chain_then_seq<B: Backend>(h: H
     let expected: Vec<_> = [0, 3, 5, 2, 4, 1].iter().map(|&i| appended[i]).collect();
     let got: Vec<_> = h
         .store
-        .events_for_user(user)
+        .events_for_user_page(user, None, 100)
         .await
         .unwrap()
         .iter()
@@ -420,8 +420,274 @@ pub async fn user_export_is_ordered_by_time_then_chain_then_seq<B: Backend>(h: H
         .collect();
     assert_eq!(
         got, expected,
-        "contracts: events_for_user is not ordered by (at, chain with global first then project id, seq)"
+        "contracts: events_for_user_page is not ordered by (at, chain with global first then project id, seq)"
     );
+}
+
+/// The user export pages by cursor ([`AuditLog::events_for_user_page`]):
+/// each page holds the events after the cursor (exclusive) in the export's
+/// order, at most `limit`, across chains and across events with equal
+/// times; walking pages of any size from `None` yields every event once,
+/// in order; a cursor between events (no event at it) starts after it.
+///
+/// [`AuditLog::events_for_user_page`]: echorelay_core::ports::AuditLog::events_for_user_page
+pub async fn user_export_pages_by_cursor_across_chains_and_equal_times<B: Backend>(h: Harness<B>) {
+    use echorelay_core::audit::UserEventCursor;
+    let user = UserId::random();
+    let (p, _) = h.project().await;
+    let (q, _) = h.project().await;
+    let t0 = h.clock_now();
+    let t1 = t0 + Duration::seconds(1);
+    let other = Actor::User(UserId::random());
+    // Equal times in three chains, several events per chain and time, and
+    // someone else's events in between.
+    for at in [t1, t0, t1, t0] {
+        for chain in [Some(q.id), None, Some(p.id)] {
+            h.store
+                .append(draft(chain, at, other, Some(user)))
+                .await
+                .unwrap();
+            h.store
+                .append(draft(chain, at, other, Some(UserId::random())))
+                .await
+                .unwrap();
+            h.store
+                .append(draft(chain, at, Actor::User(user), None))
+                .await
+                .unwrap();
+        }
+    }
+    let all = h.store.events_for_user_page(user, None, 100).await.unwrap();
+    assert_eq!(all.len(), 24, "contracts: the user's events");
+    let key = |e: &AuditEvent| (e.at, e.project, e.seq);
+    assert!(
+        all.windows(2).all(|w| key(&w[0]) < key(&w[1])),
+        "contracts: events_for_user_page is not in (at, chain, seq) order"
+    );
+    let cursor = |e: &AuditEvent| UserEventCursor::of(e).unwrap();
+    for size in [1, 2, 5, 7, 24, 25] {
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let page = h
+                .store
+                .events_for_user_page(user, after, size)
+                .await
+                .unwrap();
+            assert!(
+                page.len() <= size,
+                "contracts: a page longer than its limit"
+            );
+            let full = page.len() == size;
+            after = page.last().map(cursor);
+            walked.extend(page);
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(
+            walked.iter().map(link).collect::<Vec<_>>(),
+            all.iter().map(link).collect::<Vec<_>>(),
+            "contracts: walking the user's events in pages of {size}"
+        );
+    }
+    for (i, e) in all.iter().enumerate() {
+        let rest = h
+            .store
+            .events_for_user_page(user, Some(cursor(e)), 3)
+            .await
+            .unwrap();
+        let want: Vec<_> = all[i + 1..].iter().take(3).map(link).collect();
+        assert_eq!(
+            rest.iter().map(link).collect::<Vec<_>>(),
+            want,
+            "contracts: the page after event {i} (the cursor is exclusive)"
+        );
+    }
+    // A cursor at no event: the global chain at t0 with a seq between two
+    // of the user's events there, and a time before everything.
+    let global_t0: Vec<&AuditEvent> = all
+        .iter()
+        .filter(|e| e.project.is_none() && e.at == t0)
+        .collect();
+    let between = UserEventCursor::new(t0, None, global_t0[0].seq + 1).unwrap();
+    assert_ne!(global_t0[1].seq, global_t0[0].seq + 1);
+    let first = h
+        .store
+        .events_for_user_page(user, Some(between), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(link).collect::<Vec<_>>(),
+        vec![link(global_t0[1])],
+        "contracts: a cursor between events"
+    );
+    let before = UserEventCursor::new(t0 - Duration::seconds(1), Some(p.id), 1).unwrap();
+    assert_eq!(
+        h.store
+            .events_for_user_page(user, Some(before), 100)
+            .await
+            .unwrap()
+            .len(),
+        24
+    );
+    assert!(
+        h.store
+            .events_for_user_page(user, Some(cursor(&all[23])), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "contracts: the page after the last event"
+    );
+    assert!(
+        h.store
+            .events_for_user_page(user, None, 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "contracts: a page of limit 0"
+    );
+}
+
+/// The listings page by id ([`KeyStore::keys_page`],
+/// [`MembershipStore::members_page`]): one project's records only,
+/// ascending by id, `after` exclusive, at most `limit`, a short page last.
+///
+/// [`KeyStore::keys_page`]: echorelay_core::ports::KeyStore::keys_page
+/// [`MembershipStore::members_page`]: echorelay_core::ports::MembershipStore::members_page
+pub async fn keys_and_members_page_by_id<B: Backend>(h: Harness<B>) {
+    use echorelay_core::access::surface::Members;
+    let (p, owner) = h.project().await;
+    let (other, other_owner) = h.project().await;
+    let keys = h.grant::<Keys>(&owner, &p).await;
+    let foreign = h.grant::<Keys>(&other_owner, &other).await;
+    let req = || MintRequest {
+        environment: Environment::Test,
+        role: Role::Viewer,
+        label: "paged".into(),
+    };
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(h.keys.mint(&keys, req()).await.unwrap().view.id);
+        h.keys.mint(&foreign, req()).await.unwrap();
+    }
+    ids.sort();
+    let members = h.grant::<Members>(&owner, &p).await;
+    let mut users = vec![owner_id(&owner)];
+    for _ in 0..6 {
+        let u = UserId::random();
+        h.config
+            .set_member(&members, u, Some(Role::Viewer))
+            .await
+            .unwrap();
+        users.push(u);
+    }
+    let other_members = h.grant::<Members>(&other_owner, &other).await;
+    h.config
+        .set_member(&other_members, UserId::random(), Some(Role::Editor))
+        .await
+        .unwrap();
+    users.sort();
+
+    for size in [1, 2, 3, 7, 8] {
+        let mut walked = Vec::new();
+        loop {
+            let page = h
+                .store
+                .keys_page(p.id, walked.last().copied(), size)
+                .await
+                .unwrap();
+            assert!(
+                page.len() <= size,
+                "contracts: keys_page longer than its limit"
+            );
+            assert!(
+                page.iter().all(|k| k.project == p.id),
+                "contracts: keys_page crossed projects"
+            );
+            let full = page.len() == size;
+            walked.extend(page.iter().map(|k| k.id));
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(walked, ids, "contracts: keys_page in pages of {size}");
+
+        let mut walked: Vec<UserId> = Vec::new();
+        loop {
+            let page = h
+                .store
+                .members_page(p.id, walked.last().copied(), size)
+                .await
+                .unwrap();
+            assert!(
+                page.len() <= size,
+                "contracts: members_page longer than its limit"
+            );
+            let full = page.len() == size;
+            walked.extend(page.iter().map(|(u, _)| *u));
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(walked, users, "contracts: members_page in pages of {size}");
+    }
+    // `after` is exclusive and need not be a listed id.
+    let after_third = h.store.keys_page(p.id, Some(ids[2]), 100).await.unwrap();
+    assert_eq!(
+        after_third.iter().map(|k| k.id).collect::<Vec<_>>(),
+        ids[3..].to_vec()
+    );
+    let before_all = KeyId::from_bytes([0; 16]);
+    assert_eq!(
+        h.store
+            .keys_page(p.id, Some(before_all), 100)
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    let last = *ids.last().unwrap();
+    assert!(
+        h.store
+            .keys_page(p.id, Some(last), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let roles = h.store.members_page(p.id, None, 100).await.unwrap();
+    assert_eq!(
+        roles.iter().filter(|(_, r)| *r == Role::Owner).count(),
+        1,
+        "contracts: members_page roles"
+    );
+    // The service refuses limits outside 1..=500, never clamps them.
+    for bad in [0, 501] {
+        assert!(matches!(
+            h.keys.list_page(&keys, None, bad).await,
+            Err(echorelay_core::Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            h.config.members_page(&members, None, bad).await,
+            Err(echorelay_core::Error::InvalidInput(_))
+        ));
+    }
+    assert_eq!(h.keys.list_page(&keys, None, 500).await.unwrap().len(), 7);
+    assert_eq!(
+        h.config
+            .members_page(&members, Some(users[0]), 500)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+}
+
+fn owner_id(c: &echorelay_core::access::Caller) -> UserId {
+    match c.principal {
+        echorelay_core::access::Principal::User(u) => u,
+        _ => panic!("contracts: the project's owner is a user"),
+    }
 }
 
 /// Adapters compare emails byte for byte: the port does not fold case, and
@@ -1266,7 +1532,7 @@ pub async fn a_new_project_from_an_import_has_an_owner<B: Backend>(h: Harness<B>
         h.store.head(Some(id)).await.unwrap().is_none(),
         "contracts: an ownerless import was audited"
     );
-    assert!(h.store.members_of(id).await.unwrap().is_empty());
+    assert!(crate::all_members(&h.store, id).await.is_empty());
 
     let owner = UserId::random();
     let owned = TreeImport {
@@ -1283,7 +1549,7 @@ pub async fn a_new_project_from_an_import_has_an_owner<B: Backend>(h: Harness<B>
         .expect("contracts: the imported project");
     assert_eq!(stored.version, 0, "contracts: a new project's version");
     assert_eq!(
-        h.store.members_of(id).await.unwrap(),
+        crate::all_members(&h.store, id).await,
         vec![(owner, Role::Owner)],
         "contracts: the members of a project made by an import"
     );
@@ -1304,7 +1570,7 @@ pub async fn a_new_project_from_an_import_has_an_owner<B: Backend>(h: Harness<B>
         .unwrap();
     let r = h.grant::<ConfigRead>(&src_owner, &src).await;
     let json = h.config.export(&r).await.unwrap();
-    let src_members = h.store.members_of(src.id).await.unwrap();
+    let src_members = crate::all_members(&h.store, src.id).await;
     let src_tree = h.store.tree(src.id).await.unwrap();
     let new_id = ProjectId::random();
     let new_slug = format!("r-{}", &UserId::random().to_string()[4..16]);
@@ -1327,14 +1593,14 @@ pub async fn a_new_project_from_an_import_has_an_owner<B: Backend>(h: Harness<B>
         .expect("contracts: the restored project");
     assert_eq!(stored.slug.as_str(), new_slug);
     assert_eq!(
-        h.store.members_of(new_id).await.unwrap(),
+        crate::all_members(&h.store, new_id).await,
         vec![(restorer, Role::Owner)],
         "contracts: the members of a project recreated by dangerous_restore"
     );
     let t = h.store.tree(new_id).await.unwrap();
     assert_eq!((t.lines.len(), t.endpoints.len()), (1, 1));
     assert_eq!(
-        h.store.members_of(src.id).await.unwrap(),
+        crate::all_members(&h.store, src.id).await,
         src_members,
         "contracts: a restore under another id changed the source's members"
     );
@@ -1406,9 +1672,10 @@ pub async fn personal_data_holds_the_accounts_own_events_only<B: Backend>(h: Har
         sessions: vec![],
         devices: vec![],
     };
-    let data = personal_data(&h.store, access, dana, h.clock_now())
+    let data = personal_data(&h.store, access.clone(), dana, h.clock_now(), None)
         .await
         .unwrap();
+    assert!(data.next_after.is_none(), "contracts: one page holds all");
     assert_eq!(data.account.id, dana);
     let about_dana = |e: &echorelay_core::account::export::ExportedEvent| {
         e.actor == Some(echorelay_core::audit::Actor::User(dana)) || e.subject == Some(dana)
@@ -1454,4 +1721,40 @@ pub async fn personal_data_holds_the_accounts_own_events_only<B: Backend>(h: Har
     ];
     expected.sort();
     assert_eq!(roles, expected);
+
+    // More events than one document holds: the export pages them, each
+    // document with the account, the next with the rest, none twice.
+    use echorelay_core::account::export::EXPORT_PAGE;
+    for _ in 0..EXPORT_PAGE {
+        h.store
+            .append(draft(None, h.clock_now(), Actor::User(dana), None))
+            .await
+            .unwrap();
+    }
+    let total = EXPORT_PAGE + data.audit_events.len();
+    let first = personal_data(&h.store, access.clone(), dana, h.clock_now(), None)
+        .await
+        .unwrap();
+    assert_eq!(first.audit_events.len(), EXPORT_PAGE);
+    let after = first
+        .next_after
+        .expect("contracts: a full export page names the next");
+    let second = personal_data(&h.store, access, dana, h.clock_now(), Some(after))
+        .await
+        .unwrap();
+    assert_eq!(second.account.id, dana);
+    assert!(
+        second.next_after.is_none(),
+        "contracts: the last page names none"
+    );
+    let mut ids: Vec<_> = first
+        .audit_events
+        .iter()
+        .chain(&second.audit_events)
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids.len(), total);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "contracts: an event in two export pages");
 }

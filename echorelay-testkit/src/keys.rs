@@ -55,7 +55,7 @@ pub async fn mint_then_verify_stores_only_the_hash<B: Backend>(h: Harness<B>) {
     assert!(rec.pending_reveal.is_none());
     assert_eq!(rec.rotate_at, rec.created_at + Duration::days(83));
     // Listing shows the hint, never the key.
-    let listed = h.keys.list(&grant).await.unwrap();
+    let listed = h.keys.list_page(&grant, None, 500).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].hint.starts_with("er_live_…"));
     assert!(!format!("{listed:?}").contains(&key[8..]));
@@ -292,7 +292,7 @@ pub async fn unrevealed_successor_is_destroyed_after_grace<B: Backend>(h: Harnes
     // A late scheduler: the overlap is still a full 7 days from the rotation.
     h.clock.advance(Duration::days(95));
     assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 1);
-    let keys = h.keys.list(&grant).await.unwrap();
+    let keys = h.keys.list_page(&grant, None, 500).await.unwrap();
     let old = keys.iter().find(|k| k.superseded.is_some()).unwrap();
     let succ = keys.iter().find(|k| k.reveal_pending).unwrap();
     let sup = old.superseded.unwrap();
@@ -337,7 +337,7 @@ pub async fn concurrent_rotate_due_makes_one_successor<B: Backend>(h: Harness<B>
         rotated, 1,
         "keys: concurrent passes rotated {rotated} times"
     );
-    let keys = h.keys.list(&grant).await.unwrap();
+    let keys = h.keys.list_page(&grant, None, 500).await.unwrap();
     assert_eq!(keys.len(), 2);
     assert_eq!(
         keys.iter()
@@ -366,7 +366,7 @@ pub async fn keys_of_another_project_are_invisible<B: Backend>(h: Harness<B>) {
     let ga = h.grant::<Keys>(&owner_a, &a).await;
     let gb = h.grant::<Keys>(&owner_b, &b).await;
     let k = h.keys.mint(&ga, req(Environment::Live)).await.unwrap();
-    assert!(h.keys.list(&gb).await.unwrap().is_empty());
+    assert!(h.keys.list_page(&gb, None, 500).await.unwrap().is_empty());
     let nf = |r: Result<(), Error>| matches!(r, Err(Error::Store(StoreError::NotFound { .. })));
     assert!(nf(h.keys.revoke(&gb, k.view.id).await));
     assert!(nf(h
@@ -523,7 +523,7 @@ pub async fn concurrent_reveals_reveal_once<B: Backend>(h: Harness<B>) {
     assert_eq!(h.keys.rotate_due().await.unwrap().rotated, 1);
     let succ = h
         .keys
-        .list(&grant)
+        .list_page(&grant, None, 500)
         .await
         .unwrap()
         .into_iter()
@@ -683,7 +683,7 @@ pub async fn revoking_a_key_revokes_what_it_minted<B: Backend>(h: Harness<B>) {
         );
     }
     // A's, B's and C's uncollected successors are revoked too.
-    let listed = h.keys.list(&g).await.unwrap();
+    let listed = h.keys.list_page(&g, None, 500).await.unwrap();
     let a_succ = listed
         .iter()
         .find(|k| k.predecessor == Some(a.view.id))
@@ -1321,7 +1321,7 @@ pub async fn minting_and_rotating_need_a_step_up<B: Backend>(h: Harness<B>) {
         Err(Error::ReauthenticationRequired)
     ));
     assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
-    assert_eq!(h.keys.list(&fresh).await.unwrap().len(), 1);
+    assert_eq!(h.keys.list_page(&fresh, None, 500).await.unwrap().len(), 1);
     h.keys
         .rotate(&fresh, k.view.id, RotateOptions::default())
         .await

@@ -255,6 +255,7 @@ macro_rules! conformance_tests {
             config::secrets_and_usernames_are_checked_at_their_boundaries,
             config::lines_read_back_with_their_own_endpoints_and_targets,
             config::imports_refuse_moved_secrets_and_oversized_documents,
+            config::the_tree_cap_holds_at_its_boundary,
             rewrap::rewrap_covers_every_sealed_value,
             rewrap::rewrap_reports_what_does_not_open_and_resumes,
             rewrap::rewrap_never_overwrites_a_concurrent_change,
@@ -268,6 +269,7 @@ macro_rules! conformance_tests {
             audit::user_export_finds_actor_and_subject_events,
             audit::audit_log_is_read_under_a_grant_and_verifies,
             audit::long_chains_verify_across_pages,
+            audit::pages_verify_one_after_the_other,
             accounts::login_flow_enrolls_then_requires_totp,
             accounts::totp_skew_and_replay,
             accounts::same_code_on_two_challenges_wins_once,
@@ -299,6 +301,8 @@ macro_rules! conformance_tests {
             contracts::touch_on_a_missing_record_creates_nothing,
             contracts::audit_seq_is_gap_free_and_paged_by_seq,
             contracts::user_export_is_ordered_by_time_then_chain_then_seq,
+            contracts::user_export_pages_by_cursor_across_chains_and_equal_times,
+            contracts::keys_and_members_page_by_id,
             contracts::personal_data_holds_the_accounts_own_events_only,
             contracts::emails_are_compared_as_bytes,
             contracts::device_eviction_orders_by_creation_then_id,
@@ -328,6 +332,54 @@ macro_rules! conformance_tests {
     (@fresh optional $fresh:expr) => {
         $fresh.await
     };
+}
+
+/// Every event of `user`'s export, read page by page through
+/// [`AuditLog::events_for_user_page`] (pages of 100).
+pub async fn all_events_for_user<L: AuditLog + ?Sized>(
+    log: &L,
+    user: UserId,
+) -> Vec<echorelay_core::audit::AuditEvent> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = log
+            .events_for_user_page(user, after, 100)
+            .await
+            .expect("the user's audit events could not be read");
+        let full = page.len() == 100;
+        if let Some(last) = page.last() {
+            after = Some(
+                echorelay_core::audit::UserEventCursor::of(last)
+                    .expect("a stored event has a cursor"),
+            );
+        }
+        all.extend(page);
+        if !full {
+            return all;
+        }
+    }
+}
+
+/// Every member of `project`, read page by page through
+/// [`MembershipStore::members_page`] (pages of 100).
+pub async fn all_members<M: MembershipStore + ?Sized>(
+    store: &M,
+    project: echorelay_core::ids::ProjectId,
+) -> Vec<(UserId, echorelay_core::access::Role)> {
+    let mut all: Vec<(UserId, echorelay_core::access::Role)> = Vec::new();
+    loop {
+        let after = all.last().map(|(u, _)| *u);
+        let page = store
+            .members_page(project, after, 100)
+            .await
+            .expect("the project's members could not be read");
+        let full = page.len() == 100;
+        all.extend(page);
+        if !full {
+            return all;
+        }
+    }
 }
 
 /// Runs `calls` truly concurrently: each is spawned on its own task, and

@@ -125,7 +125,7 @@ pub async fn rewrap_covers_every_sealed_value<B: Backend>(h: Harness<B>) {
     let g = new.grant::<Keys>(&owner, &p).await;
     let succ = new
         .keys
-        .list(&g)
+        .list_page(&g, None, 500)
         .await
         .unwrap()
         .into_iter()

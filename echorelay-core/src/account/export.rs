@@ -1,13 +1,22 @@
 //! The GDPR Article 15 export: everything echorelay keeps about one
-//! account, as one JSON document, without a single credential.
+//! account, as JSON documents, without a single credential.
 //!
-//! The format (`"format": "echorelay.personal-data.v1"`) is documented in
-//! `docs/FORMATS.md` §3: the account (id, email, creation time, whether
+//! The format (`"format": "echorelay.personal-data.v2"`) is documented in
+//! `docs/FORMATS.md` §3.4: the account (id, email, creation time, whether
 //! TOTP is active), its memberships (project id, slug, role), its live
 //! sessions and trusted devices (as [`super::service::AccessList`] lists
-//! them), and every audit event whose actor or subject it is. Password
+//! them), and the audit events whose actor or subject it is. Password
 //! hashes, TOTP seeds, backup-code hashes and token hashes are never part
 //! of it.
+//!
+//! The audit events are paged: one document carries at most
+//! [`EXPORT_PAGE`] of them, in the order of
+//! [`AuditLog::events_for_user_page`], and `next_after` (a
+//! [`UserEventCursor`]) names where the next document's start; the last
+//! document has none. Every document carries the account, memberships and
+//! access list as they are when it is made (small: sessions and devices
+//! are capped per account), so each stands alone. (v1 was one document
+//! with every event and no `next_after`.)
 //!
 //! Nor is anyone else's data: in an event the account did not do itself
 //! (an owner changed its membership, a key acted on it), the actor and
@@ -22,7 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::access::Role;
-use crate::audit::{Actor, AuditEvent, EventKind, Hash32};
+use crate::audit::{Actor, AuditEvent, EventKind, Hash32, UserEventCursor};
 use crate::ids::{EventId, ProjectId, UserId};
 use crate::ports::{AccountStore, AuditLog, ConfigStore, MembershipStore};
 use crate::{Result, StoreError};
@@ -30,7 +39,10 @@ use crate::{Result, StoreError};
 use super::service::AccessList;
 
 /// The format name written into every export.
-pub const FORMAT: &str = "echorelay.personal-data.v1";
+pub const FORMAT: &str = "echorelay.personal-data.v2";
+
+/// Most audit events one export document carries.
+pub const EXPORT_PAGE: usize = 1000;
 
 /// One account's personal data.
 #[derive(Debug, Clone, Serialize)]
@@ -48,9 +60,15 @@ pub struct PersonalData {
     /// Live sessions and trusted devices.
     #[serde(flatten)]
     pub access: AccessList,
-    /// Every audit event whose actor or subject is the account, ordered by
-    /// time, then chain, then sequence; other people redacted.
+    /// Audit events whose actor or subject is the account, ordered by
+    /// time, then chain, then sequence; other people redacted. At most
+    /// [`EXPORT_PAGE`]: the ones after the request's cursor.
     pub audit_events: Vec<ExportedEvent>,
+    /// Where the next document's events start (`GET
+    /// /v1/me/export?after=…`); absent on the document with the last
+    /// events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<UserEventCursor>,
 }
 
 /// An audit event as the export shows it: the stored event, with what
@@ -130,10 +148,13 @@ pub struct MembershipData {
     pub role: Role,
 }
 
-/// Assembles `user`'s export from `store` and its `access` list (from
-/// [`super::service::AccountService::access_list`]). Only for the account
-/// itself (the caller authenticated as `user`) or an operator answering
-/// its request.
+/// Assembles one document of `user`'s export from `store` and its
+/// `access` list (from
+/// [`super::service::AccountService::access_list`]): the audit events
+/// after `after` (`None`: from the first), at most [`EXPORT_PAGE`], and
+/// the cursor of the next document when this one is full. Only for the
+/// account itself (the caller authenticated as `user`) or an operator
+/// answering its request.
 ///
 /// # Errors
 /// `Store(NotFound)` for an unknown account; store errors.
@@ -142,6 +163,7 @@ pub async fn personal_data<S>(
     access: AccessList,
     user: UserId,
     now: DateTime<Utc>,
+    after: Option<UserEventCursor>,
 ) -> Result<PersonalData>
 where
     S: AccountStore + MembershipStore + AuditLog + ConfigStore + ?Sized,
@@ -160,11 +182,20 @@ where
             role,
         });
     }
+    let page = store.events_for_user_page(user, after, EXPORT_PAGE).await?;
+    // A full page: the next one starts after its last event (of the
+    // store's page, before the filter below).
+    let next_after = match page.last() {
+        Some(last) if page.len() == EXPORT_PAGE => {
+            Some(UserEventCursor::of(last).map_err(|_| {
+                crate::Error::InvalidInput("an audit event's position has no cursor")
+            })?)
+        }
+        _ => None,
+    };
     // Only events about this account, whatever the store returned: an
     // export must never carry another person's data.
-    let audit_events = store
-        .events_for_user(user)
-        .await?
+    let audit_events = page
         .into_iter()
         .filter(|e| e.actor == Actor::User(user) || e.subject == Some(user))
         .map(|e| ExportedEvent::redacted(e, user))
@@ -181,6 +212,7 @@ where
         memberships,
         access,
         audit_events,
+        next_after,
     })
 }
 

@@ -35,13 +35,20 @@ impl World {
     /// On a Postgres schema of its own (`DATABASE_URL`); `None` when the
     /// Postgres tests are skipped (no database and services not required).
     pub async fn postgres() -> Option<Self> {
+        Some(Self::postgres_with_store().await?.0)
+    }
+
+    /// [`World::postgres`], with the store (its pool works in the test's
+    /// own schema: for edits behind echorelay's back).
+    pub async fn postgres_with_store() -> Option<(Self, echorelay::pg::PgStore)> {
         let db = echorelay::pg::test_database().await?;
         let store = db.fresh_store().await.unwrap();
-        Some(Self::on(
+        let world = Self::on(
             EchoRelay::builder()
-                .store(store)
+                .store(store.clone())
                 .keyring(Keyring::new(SecretKey::generate())),
-        ))
+        );
+        Some((world, store))
     }
 
     fn on(builder: EchoRelayBuilder) -> Self {
