@@ -384,6 +384,17 @@ impl DueKey {
             .count()
     }
 
+    /// How many keys of the project are a successor of another.
+    async fn rotated_keys(&self) -> usize {
+        let keys = self
+            .relay
+            .keys()
+            .list_page(&self.grant, None, 500)
+            .await
+            .unwrap();
+        keys.iter().filter(|k| k.predecessor.is_some()).count()
+    }
+
     async fn drop_schema(mut self) {
         sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
             .execute(&mut self.admin)
@@ -480,8 +491,17 @@ async fn maintain_rotates_a_due_key_once_and_prints_the_report() {
         .into_iter()
         .map(|c| rotated_by(&c.wait_with_output().unwrap()))
         .sum();
-    assert_eq!(rotated, 1, "three passes at once rotated {rotated} times");
-    assert_eq!(due.successors().await, 1);
+    // The key got one successor whoever won. A pass that started more
+    // than a second late (a loaded machine) may also find that successor
+    // due under the one-second policy and rotate it: another key. So every
+    // rotation the reports count is one key with a predecessor, and the
+    // due key has exactly one.
+    assert_eq!(due.successors().await, 1, "three passes at once");
+    assert_eq!(
+        rotated,
+        due.rotated_keys().await,
+        "the reports counted {rotated} rotations"
+    );
     // Later passes never rotate it again (its successor, under the same
     // one-second policy, may be due by then: that is another key).
     let again = maintain().wait_with_output().unwrap();

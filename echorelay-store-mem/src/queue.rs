@@ -269,10 +269,11 @@ impl State {
             if let Some(key) = job.dedup.clone()
                 && let Some(l) = self.lanes.get_mut(lane)
             {
-                if l.dedup.contains_key(&key) {
-                    job.dedup = None;
-                } else {
-                    l.dedup.insert(key, id);
+                match l.dedup.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(_) => job.dedup = None,
+                    std::collections::hash_map::Entry::Vacant(free) => {
+                        free.insert(id);
+                    }
                 }
             }
         }
