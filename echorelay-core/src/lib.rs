@@ -33,6 +33,7 @@ pub mod ids;
 pub mod keys;
 pub mod ports;
 pub mod queue;
+pub mod redact;
 pub mod rewrap;
 pub mod vault;
 

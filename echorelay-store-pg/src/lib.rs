@@ -179,44 +179,9 @@ pub(crate) fn unverified_remote(host: &str, ssl: PgSslMode) -> bool {
     !loopback
 }
 
-/// `url` with its password replaced by `***`: the one in the user info
-/// (`postgres://user:PASSWORD@host/db`) and any `password=` query
-/// parameter (libpq's form). Meant for logs and `Debug`; the result is not
-/// for connecting.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match base.find("://") {
-        Some(i) => {
-            let (scheme, rest) = base.split_at(i + 3);
-            let end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(end);
-            match authority.rsplit_once('@') {
-                Some((user_info, host)) => {
-                    let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
-                    let hidden = if user_info.contains(':') { ":***" } else { "" };
-                    format!("{scheme}{user}{hidden}@{host}{path}")
-                }
-                None => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    if let Some(q) = query {
-        out.push('?');
-        let params: Vec<String> = q
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        out.push_str(&params.join("&"));
-    }
-    out
-}
+/// `url` with its password replaced by `***` (for logs and `Debug`): core's
+/// [`echorelay_core::redact::redact_url`], shared with the Redis crate.
+pub use echorelay_core::redact::redact_url;
 
 impl PgOptions {
     /// Options for `url` (`postgres://user@host:port/db?sslmode=…`): a pool
