@@ -115,6 +115,17 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_cookie_value_is_no_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-er_session=; b=2"),
+        );
+        assert_eq!(get(&h, SESSION), None);
+        assert_eq!(get(&h, "a"), Some("1"));
+    }
+
+    #[test]
     fn set_cookie_has_every_attribute() {
         let v = set(SESSION, "ers_x", None, true).unwrap();
         assert_eq!(
