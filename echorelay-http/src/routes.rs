@@ -1169,3 +1169,27 @@ pub async fn audit_log(
         chain,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_seconds_are_taken_exactly_within_their_bounds() {
+        assert!(matches!(seconds(None), Ok(None)));
+        assert_eq!(
+            seconds(Some(60)).ok().flatten(),
+            Some(Duration::seconds(60))
+        );
+        assert_eq!(seconds(Some(0)).ok().flatten(), Some(Duration::zero()));
+        // Just under 3650 days, as the document states, and not one more.
+        assert_eq!(MAX_ROTATION_SECONDS, 315_359_999);
+        assert_eq!(
+            seconds(Some(315_359_999)).ok().flatten(),
+            Some(Duration::seconds(315_359_999))
+        );
+        assert!(seconds(Some(315_360_000)).is_err());
+        assert!(seconds(Some(-1)).is_err());
+        assert!(seconds(Some(i64::MAX)).is_err());
+    }
+}
