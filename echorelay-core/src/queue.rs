@@ -86,6 +86,18 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
 /// The most jobs one enqueue, reserve or ack-many call takes.
 pub const MAX_BATCH: usize = 1000;
 
+/// A batch of `n` jobs or tokens for one port call: 1 to [`MAX_BATCH`],
+/// else [`QueueError::InvalidArgument`]. Core checks it before a call;
+/// backends check it again on their own entry (the port can be called
+/// directly), through this one rule.
+pub fn check_batch(n: usize) -> Result<(), QueueError> {
+    if (1..=MAX_BATCH).contains(&n) {
+        Ok(())
+    } else {
+        Err(QueueError::InvalidArgument("batch size"))
+    }
+}
+
 /// The longest lease: 12 hours.
 pub const MAX_LEASE: Duration = Duration::from_secs(12 * 3600);
 

@@ -52,8 +52,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use echorelay_core::queue::{
-    DeadJob, ErrorClass, JobId, LeaseNonce, LeaseToken, MAX_ATTEMPTS, MAX_BATCH, NackOutcome,
-    NewJob, Queue, QueueError, QueueName, QueueStats, ReservedJob, Retry,
+    DeadJob, ErrorClass, JobId, LeaseNonce, LeaseToken, MAX_ATTEMPTS, NackOutcome, NewJob, Queue,
+    QueueError, QueueName, QueueStats, ReservedJob, Retry, check_batch,
 };
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -157,14 +157,6 @@ fn i32_of(n: u32, what: &'static str) -> Result<i32, QueueError> {
         .ok()
         .filter(|n| (1..=MAX_ATTEMPTS as i32).contains(n))
         .ok_or(QueueError::InvalidArgument(what))
-}
-
-fn check_batch(n: usize) -> Result<(), QueueError> {
-    if (1..=MAX_BATCH).contains(&n) {
-        Ok(())
-    } else {
-        Err(QueueError::InvalidArgument("batch size"))
-    }
 }
 
 fn limit_of(limit: usize) -> i64 {

@@ -127,7 +127,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use echorelay_core::queue::{
     DeadJob, ErrorClass, JobId, LeaseNonce, LeaseToken, MAX_BATCH, NackOutcome, NewJob, Queue,
-    QueueError, QueueName, QueueStats, ReservedJob, Retry,
+    QueueError, QueueName, QueueStats, ReservedJob, Retry, check_batch,
 };
 use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -405,9 +405,7 @@ impl Queue for RedisQueue {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        if jobs.len() > MAX_BATCH {
-            return Err(QueueError::InvalidArgument("batch size"));
-        }
+        check_batch(jobs.len())?;
         let keys = &self.inner.keys;
         let mut inv = scripts::ENQUEUE.prepare_invoke();
         inv.key(keys.of(queue, "ready"))
@@ -445,9 +443,7 @@ impl Queue for RedisQueue {
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<ReservedJob>, QueueError> {
-        if n == 0 || n > MAX_BATCH {
-            return Err(QueueError::InvalidArgument("batch size"));
-        }
+        check_batch(n)?;
         let keys = &self.inner.keys;
         let mut inv = scripts::RESERVE.prepare_invoke();
         inv.key(keys.of(queue, "ready"))
@@ -513,9 +509,7 @@ impl Queue for RedisQueue {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
-        if tokens.len() > MAX_BATCH {
-            return Err(QueueError::InvalidArgument("batch size"));
-        }
+        check_batch(tokens.len())?;
         let keys = &self.inner.keys;
         let mut inv = scripts::ACK.prepare_invoke();
         inv.arg(&keys.queue).arg(micros(now)?);
