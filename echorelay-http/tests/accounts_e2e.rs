@@ -847,14 +847,21 @@ async fn a_departed_members_keys_are_revoked(w: World) {
     assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
 
     let pats_owner_key = mint(&mut member, "owner").await;
+    let pats_editor_key = mint(&mut member, "editor").await;
     let pats_viewer_key = mint(&mut member, "viewer").await;
     let olis_key = mint(&mut owner, "owner").await;
     let mut c = server.connect().await;
-    for k in [&pats_owner_key, &pats_viewer_key, &olis_key] {
+    for k in [
+        &pats_owner_key,
+        &pats_editor_key,
+        &pats_viewer_key,
+        &olis_key,
+    ] {
         assert_eq!(works(&mut c, k.clone()).await, StatusCode::OK);
     }
 
-    // Demoted to editor: the owner key goes, the viewer key stays.
+    // Demoted to editor: the owner key goes; the editor key (exactly the
+    // new role) and the viewer key stay.
     let put = owner
         .call(Method::PUT, &path, Some(json!({"role": "editor"})), true)
         .await;
@@ -863,21 +870,21 @@ async fn a_departed_members_keys_are_revoked(w: World) {
         works(&mut c, pats_owner_key.clone()).await,
         StatusCode::UNAUTHORIZED
     );
+    assert_eq!(works(&mut c, pats_editor_key.clone()).await, StatusCode::OK);
     assert_eq!(works(&mut c, pats_viewer_key.clone()).await, StatusCode::OK);
 
     // Removed: every key they minted goes; the owner's own key stays.
     let revoked_before = revocations_by(&w, oli).await;
     let removed = owner.call(Method::DELETE, &path, None, true).await;
     assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.text());
-    assert_eq!(
-        works(&mut c, pats_viewer_key).await,
-        StatusCode::UNAUTHORIZED
-    );
+    for k in [pats_editor_key, pats_viewer_key] {
+        assert_eq!(works(&mut c, k).await, StatusCode::UNAUTHORIZED);
+    }
     assert_eq!(works(&mut c, olis_key).await, StatusCode::OK);
     assert_eq!(
         revocations_by(&w, oli).await,
-        revoked_before + 1,
-        "one audited revocation, by the owner who removed them"
+        revoked_before + 2,
+        "two audited revocations, by the owner who removed them"
     );
     // Again: no such membership (and nothing left to revoke).
     let again = owner.call(Method::DELETE, &path, None, true).await;

@@ -871,6 +871,31 @@ async fn the_audit_log_pages_and_verifies_and_a_successor_is_revealed_once(w: Wo
         .get("/v1/projects/acme/audit?limit=lots", Some(&owner_key))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // `after` spans exactly the sequence numbers: i64::MAX is a (past the
+    // end, empty) page, one more is refused, not clamped.
+    let last = c
+        .get(
+            "/v1/projects/acme/audit?after=9223372036854775807&limit=1",
+            Some(&owner_key),
+        )
+        .await;
+    assert_eq!(last.status, StatusCode::OK, "{}", last.text());
+    assert_eq!(last.json()["events"], json!([]));
+    for past in ["9223372036854775808", "18446744073709551615"] {
+        let over = c
+            .get(
+                &format!("/v1/projects/acme/audit?after={past}&limit=1"),
+                Some(&owner_key),
+            )
+            .await;
+        assert_eq!(
+            over.status,
+            StatusCode::BAD_REQUEST,
+            "{past}: {}",
+            over.text()
+        );
+        assert_eq!(over.json()["error"], "invalid_query", "{past}");
+    }
 
     // An auto-rotated successor, revealed by an owner key, once.
     w.clock.advance(Duration::days(84));
