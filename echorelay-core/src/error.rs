@@ -84,6 +84,10 @@ pub enum Error {
     /// the queue backend.
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
+    /// A backup operation failed: the target (its configuration, access,
+    /// availability), a path, or a backup that does not verify.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 impl Error {

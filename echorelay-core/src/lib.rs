@@ -18,6 +18,7 @@
 //! | accounts: bcrypt, TOTP, backup codes, devices, sessions, login | [`account`] | S6–S9 |
 //! | SECRET_KEY rotation: rewrap every sealed value, key usage | [`rewrap`] | S4 |
 //! | job queue: the port, its contract, `QueueService`, backoff, lease tokens | [`queue`] | S13, S15 |
+//! | backups: the target port | [`backup`] | S12, S15 |
 //!
 //! Errors are grouped by category under one top-level [`Error`].
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@
 pub mod access;
 pub mod account;
 pub mod audit;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod error;
