@@ -6,6 +6,11 @@
 //! core decides what goes in a backup and encrypts every object before it
 //! reaches the target.
 
+#[cfg(feature = "backup")]
+pub mod crypt;
+pub mod manifest;
+#[cfg(feature = "backup")]
+pub mod service;
 pub mod target;
 
 pub use target::{

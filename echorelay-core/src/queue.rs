@@ -269,10 +269,12 @@ impl fmt::Debug for DedupKey {
 pub struct LeaseNonce([u8; 16]);
 
 impl LeaseNonce {
-    /// A fresh nonce from the OS CSPRNG.
+    /// A fresh nonce from the thread's CSPRNG (`rand::thread_rng`:
+    /// ChaCha12, seeded and reseeded from the OS; unpredictable, with no
+    /// system call per reservation).
     pub fn random() -> Self {
         let mut b = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut b);
+        rand::thread_rng().fill_bytes(&mut b);
         Self(b)
     }
 

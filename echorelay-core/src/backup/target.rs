@@ -57,6 +57,50 @@ pub enum BackupError {
     /// server error, full disk). The operation may be retried.
     #[error("backup target unavailable: {0}")]
     Unavailable(String),
+    /// `ECHORELAY_BACKUP_RECIPIENTS` is missing or malformed.
+    #[error("backup recipients: {0}")]
+    Recipients(String),
+    /// The identity file is missing or malformed.
+    #[error("backup identity: {0}")]
+    Identity(String),
+    /// Encryption could not run; nothing was uploaded in plaintext.
+    #[error("backup encryption failed: {0}")]
+    Encryption(String),
+    /// None of the identities decrypts this object: the backup was made
+    /// for other recipients.
+    #[error("{0} is not encrypted to any of the given identities")]
+    WrongIdentity(ObjectPath),
+    /// An object or manifest does not verify: truncated, altered, swapped,
+    /// or a manifest that does not authenticate.
+    #[error("{path} does not verify: {problem}")]
+    Corrupt {
+        /// The object.
+        path: ObjectPath,
+        /// What is wrong (no content of the object).
+        problem: String,
+    },
+    /// The backup was made by a newer echorelay (its format version is
+    /// unknown here): restore it with that version or newer.
+    #[error(
+        "backup format {found} is newer than this echorelay reads ({supported}); use a newer echorelay"
+    )]
+    UnsupportedFormat {
+        /// The format the manifest names.
+        found: String,
+        /// The format this build reads.
+        supported: &'static str,
+    },
+    /// No backup with that id (or no complete one: its manifest is
+    /// missing).
+    #[error("no complete backup {0}")]
+    NoSuchBackup(String),
+    /// Restore refused: the destination is not empty (pass `--force`).
+    #[error("the restore destination is not empty: {0}")]
+    NotEmpty(String),
+    /// A store or tool used by the backup failed (the source of the
+    /// data, `pg_dump`/`pg_restore`).
+    #[error("backup source failed: {0}")]
+    Source(String),
 }
 
 /// Where an object lives in a target: `/`-separated segments of ASCII
@@ -111,7 +155,8 @@ impl ObjectPath {
     /// is under `a`, `ab` is not).
     pub fn is_under(&self, prefix: &ObjectPath) -> bool {
         self.0 == prefix.0
-            || (self.0.starts_with(&prefix.0) && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&prefix.0)
+                && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
     }
 }
 
@@ -209,10 +254,16 @@ mod tests {
 
     #[test]
     fn paths_parse_only_in_their_alphabet() {
-        for ok in ["a", "backups/2026-12-05T03-00-00Z/manifest.age", "a.b_c-d/e"] {
+        for ok in [
+            "a",
+            "backups/2026-12-05T03-00-00Z/manifest.age",
+            "a.b_c-d/e",
+        ] {
             assert_eq!(ObjectPath::new(ok).unwrap().as_str(), ok);
         }
-        for bad in ["", "/a", "a/", "a//b", "a/../b", ".", "..", "a b", "a\\b", "é", "a/./b"] {
+        for bad in [
+            "", "/a", "a/", "a//b", "a/../b", ".", "..", "a b", "a\\b", "é", "a/./b",
+        ] {
             assert!(ObjectPath::new(bad).is_err(), "{bad:?}");
         }
         assert!(ObjectPath::new(&"a".repeat(MAX_PATH_LEN)).is_ok());

@@ -227,10 +227,12 @@ fn check_lease(lease: Duration) -> Result<(), QueueError> {
     }
 }
 
-/// `n` fresh job ids from one read of the OS CSPRNG.
+/// `n` fresh job ids from the thread's CSPRNG (`rand::thread_rng`:
+/// ChaCha12 seeded and periodically reseeded from the OS; no system call
+/// per job, which measured a third of the in-memory cycle).
 fn job_ids(n: usize) -> Vec<JobId> {
     let mut bytes = vec![0u8; n * 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     bytes
         .chunks_exact(16)
         .map(|c| {
