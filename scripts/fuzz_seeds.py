@@ -11,6 +11,7 @@ Output, relative to the repository root:
     fuzz/corpus/ciphertext_decode/seed-*  well-formed and malformed ciphertexts
     fuzz/corpus/forwarded_for/seed-*      X-Forwarded-For lists, read and refused
     fuzz/corpus/lease_token/seed-*        queue lease tokens and near-misses
+    fuzz/corpus/backup_manifest/seed-*    backup manifest envelopes (MAC under the fuzz key) and near-misses
     fuzz/key_parse.dict                   libFuzzer dictionaries
     fuzz/ciphertext_decode.dict
     fuzz/forwarded_for.dict
@@ -55,6 +56,8 @@ base64url decoder) and the malformed seeds must fail for the expected reason.
 import argparse
 import base64
 import hashlib
+import hmac
+import json
 import ipaddress
 import pathlib
 import random
@@ -606,6 +609,91 @@ def self_check(key_valid, key_invalid, ct_valid, ct_invalid, xff_ok=(), xff_bad=
     assert len(names) == len(set(names)), "duplicate seed names"
 
 
+# --- backup manifests ------------------------------------------------------
+#
+# backup/manifest.rs: the plaintext of manifest.age is the envelope
+#   {"format":"echorelay.backup-envelope.v1","manifest":<manifest JSON text>,
+#    "mac":{"key_id":<8 hex>,"tag":<64 hex>}}
+# tag = HMAC-SHA256(K, b"echorelay.backup.manifest.v1\0" + manifest text),
+# K = HKDF-SHA256(ikm = SECRET_KEY, no salt, info
+# b"echorelay.backup.manifest.key.v1"), key_id = the vault key id. The fuzz
+# target's keyring is SecretKey::from_bytes([0x42; 32]).
+
+MANIFEST_SECRET = b"\x42" * 32
+
+
+def hkdf_sha256(ikm: bytes, info: bytes, length=32) -> bytes:
+    prk = hmac.new(b"\x00" * 32, ikm, hashlib.sha256).digest()
+    out, t, i = b"", b"", 1
+    while len(out) < length:
+        t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
+        out += t
+        i += 1
+    return out[:length]
+
+
+def manifest_envelope(manifest_text: str, secret=MANIFEST_SECRET, fmt="echorelay.backup-envelope.v1") -> bytes:
+    key = hkdf_sha256(secret, b"echorelay.backup.manifest.key.v1")
+    key_id = hashlib.sha256(b"echorelay.vault.key-id.v1" + secret).digest()[:4].hex()
+    tag = hmac.new(key, b"echorelay.backup.manifest.v1\0" + manifest_text.encode(), hashlib.sha256).hexdigest()
+    env = {"format": fmt, "manifest": manifest_text, "mac": {"key_id": key_id, "tag": tag}}
+    return json.dumps(env, separators=(",", ":")).encode()
+
+
+def manifest_text(id_="20261205T030000Z-deadbeef", objects=None, fmt="echorelay.backup.v1", heads=None) -> str:
+    if objects is None:
+        objects = [{"name": "snapshot", "path": f"backups/{id_}/snapshot.age", "size": 1234,
+                    "sha256": "ab" * 32, "plaintext_size": 1000}]
+    m = {"format": fmt, "id": id_, "created_at": "2026-12-05T03:00:00Z", "echorelay_version": "0.1.0",
+         "store": "postgres", "schema_version": 5, "recipients": ["cd" * 32], "objects": objects,
+         "audit_heads": heads if heads is not None else [{"chain": None, "seq": 7, "hash": "ef" * 32},
+                                                          {"chain": "prj_00000000000000000000000000000000", "seq": 1, "hash": "01" * 32}]}
+    return json.dumps(m, separators=(",", ":"))
+
+
+def manifest_seeds():
+    two = [{"name": "snapshot", "path": "backups/20261205T030000Z-deadbeef/snapshot.age", "size": 10,
+            "sha256": "00" * 32, "plaintext_size": 1},
+           {"name": "pg_dump", "path": "backups/20261205T030000Z-deadbeef/pg_dump.age", "size": 2 ** 40,
+            "sha256": "ff" * 32, "plaintext_size": 2 ** 40 - 200}]
+    accepted = [
+        ("valid-one-object", manifest_envelope(manifest_text()), "ok"),
+        ("valid-two-objects", manifest_envelope(manifest_text(objects=two)), "ok"),
+        ("valid-no-heads", manifest_envelope(manifest_text(heads=[])), "ok"),
+    ]
+    good = manifest_text()
+    refused = [
+        ("empty", b"", "Corrupt"),
+        ("not-json", b"manifest", "Corrupt"),
+        ("envelope-v2", manifest_envelope(good, fmt="echorelay.backup-envelope.v2"), "UnsupportedFormat"),
+        ("manifest-v9", manifest_envelope(manifest_text(fmt="echorelay.backup.v9")), "UnsupportedFormat"),
+        ("wrong-key", manifest_envelope(good, secret=b"\x43" * 32), "Corrupt"),
+        ("edited-after-mac", manifest_envelope(good).replace(b"1234", b"1235"), "Corrupt"),
+        ("bad-id", manifest_envelope(manifest_text(id_="2026-12-05")), "Corrupt"),
+        ("object-elsewhere", manifest_envelope(manifest_text(objects=[dict(two[0], path="backups/other/x.age")])), "Corrupt"),
+        ("object-is-manifest", manifest_envelope(manifest_text(objects=[dict(two[0], path="backups/20261205T030000Z-deadbeef/manifest.age")])), "Corrupt"),
+        ("no-objects", manifest_envelope(manifest_text(objects=[])), "Corrupt"),
+        ("duplicate-object", manifest_envelope(manifest_text(objects=[two[0], two[0]])), "Corrupt"),
+        ("upper-hex-hash", manifest_envelope(manifest_text(objects=[dict(two[0], sha256="AB" * 32)])), "Corrupt"),
+    ]
+    return accepted, refused
+
+
+MANIFEST_DICT = """\
+# libFuzzer dictionary for fuzz_targets/backup_manifest.rs (written by
+# scripts/fuzz_seeds.py). The valid envelopes in corpus/backup_manifest/
+# carry a MAC under the fuzz keyring: they reach the accept path.
+env_format="echorelay.backup-envelope.v1"
+manifest_format="echorelay.backup.v1"
+field_manifest="\\"manifest\\":"
+field_mac="\\"mac\\":"
+field_key_id="\\"key_id\\":"
+field_tag="\\"tag\\":"
+dir="backups/"
+suffix=".age"
+"""
+
+
 # --- output ----------------------------------------------------------------
 
 
@@ -615,6 +703,7 @@ def planned_files():
     cv, ci = ciphertext_seeds(rng)
     xv, xi = xff_seeds()
     lv, li = lease_seeds()
+    mv, mi = manifest_seeds()
     self_check(kv, ki, cv, ci, xv, xi, lv + li)
     files = {}
     for target, seeds in (
@@ -622,6 +711,7 @@ def planned_files():
         ("ciphertext_decode", cv + ci),
         ("forwarded_for", xv + xi),
         ("lease_token", lv + li),
+        ("backup_manifest", mv + mi),
     ):
         for name, data, _ in seeds:
             files[FUZZ / "corpus" / target / f"seed-{name}"] = data
@@ -629,11 +719,13 @@ def planned_files():
     files[FUZZ / "ciphertext_decode.dict"] = cipher_dict().encode()
     files[FUZZ / "forwarded_for.dict"] = XFF_DICT.encode()
     files[FUZZ / "lease_token.dict"] = LEASE_DICT.encode()
+    files[FUZZ / "backup_manifest.dict"] = MANIFEST_DICT.encode()
     counts = {
         "key_parse": (len(kv), len(ki)),
         "ciphertext_decode": (len(cv), len(ci)),
         "forwarded_for": (len(xv), len(xi)),
         "lease_token": (len(lv), len(li)),
+        "backup_manifest": (len(mv), len(mi)),
     }
     return files, counts
 
@@ -658,7 +750,7 @@ def main():
         p.write_bytes(data)
     for target, (ok, bad) in counts.items():
         print(f"fuzz/corpus/{target}: {ok} accepted + {bad} rejected seeds")
-    print("fuzz/key_parse.dict, fuzz/ciphertext_decode.dict, fuzz/forwarded_for.dict, fuzz/lease_token.dict")
+    print("fuzz/key_parse.dict, fuzz/ciphertext_decode.dict, fuzz/forwarded_for.dict, fuzz/lease_token.dict, fuzz/backup_manifest.dict")
 
 
 if __name__ == "__main__":
