@@ -218,6 +218,9 @@ pub struct EchoRelay {
     audit: AuditService<SharedStore>,
     rewrap: Rewrap<SharedStore, SharedVault>,
     queue: QueueService<SharedQueue>,
+    /// The vault's keyring, for the backup manifests' MAC.
+    #[cfg_attr(not(feature = "backup"), allow(dead_code))]
+    keyring: Arc<Keyring>,
     store_type: &'static str,
     queue_type: &'static str,
 }
@@ -329,6 +332,34 @@ impl EchoRelay {
     /// The clock every service asks.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    #[cfg(feature = "backup")]
+    /// Backups of this relay's store to `target` (feature `backup`):
+    /// manifests authenticated under this relay's `SECRET_KEY` keyring,
+    /// time from its clock. The sources (a `pg_dump`, …) are the
+    /// caller's; see [`echorelay_core::backup`].
+    pub fn backups(
+        &self,
+        target: Arc<dyn echorelay_core::backup::BackupTarget>,
+    ) -> echorelay_core::backup::service::BackupService {
+        let store = if self.store_type.ends_with("PgStore") {
+            echorelay_core::backup::service::StoreInfo {
+                kind: "postgres".into(),
+                schema_version: schema_version_pg(),
+            }
+        } else {
+            echorelay_core::backup::service::StoreInfo {
+                kind: "memory".into(),
+                schema_version: 0,
+            }
+        };
+        echorelay_core::backup::service::BackupService::new(
+            target,
+            self.keyring.clone(),
+            self.clock.clone(),
+            store,
+        )
     }
 
     /// The Rust type of the store given to the builder (for logs), e.g.
@@ -635,6 +666,7 @@ impl EchoRelayBuilder {
             Some(keys) => Some(keys),
             None => give_audit_keys(&mut store, &keyring),
         };
+        let keyring_for_backups = Arc::new(keyring.clone());
         let vault: SharedVault = Arc::new(AesGcmVault::new(keyring));
         let clock = self.clock;
         let queue = QueueService::with_config(self.queue, clock.clone(), self.queue_config)
@@ -656,6 +688,7 @@ impl EchoRelayBuilder {
             store,
             vault,
             clock,
+            keyring: keyring_for_backups,
             store_type: self.store_type,
             queue_type: self.queue_type,
         })
@@ -733,4 +766,18 @@ fn parse_keyring(
     }
     // Each key parses on its own; what is left is a duplicate.
     Keyring::parse(current, &previous).map_err(vault(SECRET_KEY_PREVIOUS))
+}
+
+#[cfg(all(feature = "backup", feature = "pg"))]
+fn schema_version_pg() -> i64 {
+    echorelay_store_pg::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(all(feature = "backup", not(feature = "pg")))]
+fn schema_version_pg() -> i64 {
+    0
 }

@@ -66,6 +66,8 @@ pub mod roles;
 mod row;
 mod sessions;
 mod testing;
+#[cfg(feature = "backup")]
+pub mod backup;
 
 pub use cache::KeyCacheConfig;
 #[cfg(feature = "racy")]

@@ -382,7 +382,10 @@ impl Read for ChannelReader {
 /// Plaintext of an object as it decrypts: chunks in order. The last item
 /// is an error if the object does not match what the manifest says, is
 /// truncated, or fails authentication; a consumer must treat everything
-/// it received as unverified until the stream ends with `None`.
+/// it received as unverified until the stream ends with `None`. The final
+/// chunk is released only after the object's size and SHA-256 matched the
+/// manifest and age authenticated its end, so a consumer never sees the
+/// whole of an object that does not verify.
 pub type PlaintextChunks = mpsc::Receiver<Result<Bytes, BackupError>>;
 
 /// Streams the object at `path`, checks its size and SHA-256 against
@@ -486,8 +489,20 @@ pub async fn open_object(
     let (tx, rx) = mpsc::channel::<Result<Bytes, BackupError>>(4);
     tokio::spawn(async move {
         let mut pt_rx = pt_rx;
+        // The newest chunk is held back until the next one arrives or the
+        // whole object has checked out: a consumer never receives the end
+        // of an object that does not match its manifest (a restore tool
+        // cannot finish, and commit, on a swapped object).
+        let mut held: Option<Bytes> = None;
         while let Some(item) = pt_rx.recv().await {
-            if tx.send(item).await.is_err() {
+            let out = match item {
+                Ok(b) => match held.replace(b) {
+                    Some(prev) => Ok(prev),
+                    None => continue,
+                },
+                Err(e) => Err(e),
+            };
+            if tx.send(out).await.is_err() {
                 return;
             }
         }
@@ -499,10 +514,19 @@ pub async fn open_object(
             .unwrap_or_else(|_| Err(BackupError::Unavailable("decrypt task failed".into())));
         // A hash mismatch explains a decryption failure better than the
         // other way round: report the download's error first.
-        if let Err(e) = dl {
-            let _ = tx.send(Err(e)).await;
-        } else if let Err(e) = dec {
-            let _ = tx.send(Err(e)).await;
+        let outcome = match (dl, dec) {
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(_)) => Ok(()),
+        };
+        match outcome {
+            Ok(()) => {
+                if let Some(last) = held {
+                    let _ = tx.send(Ok(last)).await;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+            }
         }
     });
     Ok(rx)
