@@ -38,7 +38,7 @@ psql -d postgres -qtAX -c "SELECT 1 FROM pg_database WHERE datname = '$db'" | gr
     || createdb "$db"
 
 server_version="$(q 'SHOW server_version')"
-pgbench_version="$("$pgbench_bin" --version | awk '{print $NF}')"
+pgbench_version="$("$pgbench_bin" --version | awk '{print $3}')"
 sync_commit="$(q 'SHOW synchronous_commit')"
 
 for backlog in $backlogs; do
@@ -117,7 +117,7 @@ print(json.dumps({
     "jobs": counts[rates.index(min(rates, key=lambda r: abs(r - med)))],
     "backlog": backlog,
     "jobs_per_s": rates,
-    "median": med,
+    "median": round(med, 1),
     "jobs_per_run": counts,
     "seconds_per_run": duration,
     "server": f"PostgreSQL {server}",

@@ -13,15 +13,24 @@ VALUES (uuid_send(gen_random_uuid()), 'bench', 'ready', now(), 0, 5,
 
 -- reserve: the earliest due job, FOR UPDATE SKIP LOCKED, leased with a
 -- fresh nonce until now + 60 s (queue.rs RESERVE_SQL without the
--- dead-letter branch).
-UPDATE queue_jobs
-SET attempts = attempts + 1, lease_nonce = uuid_send(gen_random_uuid()),
-    run_at = now() + interval '60 seconds'
-WHERE id = (SELECT id FROM queue_jobs
-            WHERE queue = 'bench' AND state = 'ready' AND run_at <= now()
-            ORDER BY run_at LIMIT 1
-            FOR UPDATE SKIP LOCKED)
-RETURNING id AS r_id, lease_nonce AS r_nonce, payload, attempts, max_attempts, enqueued_at, run_at
+-- dead-letter branch). Wrapped so that it always returns one row: a
+-- reserve can find nothing (with 8 clients, the due rows in its snapshot
+-- may all be locked by other reservers), and \gset aborts the client on
+-- zero rows. Then r_id is NULL, the DELETE matches nothing, and the job
+-- this transaction enqueued stays for a later cycle (pg_ceiling.sh counts
+-- completed cycles from the table, not from pgbench's transactions).
+WITH r AS (
+    UPDATE queue_jobs
+    SET attempts = attempts + 1, lease_nonce = uuid_send(gen_random_uuid()),
+        run_at = now() + interval '60 seconds'
+    WHERE id = (SELECT id FROM queue_jobs
+                WHERE queue = 'bench' AND state = 'ready' AND run_at <= now()
+                ORDER BY run_at LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+    RETURNING id, lease_nonce, payload, attempts, max_attempts, enqueued_at, run_at
+)
+SELECT (SELECT id FROM r) AS r_id, (SELECT lease_nonce FROM r) AS r_nonce,
+       (SELECT length(payload) FROM r) AS r_bytes
 \gset
 
 -- ack: DELETE under queue.rs's HELD condition (id, state, nonce, lease
