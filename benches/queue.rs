@@ -21,7 +21,8 @@
 //!
 //! Without `DATABASE_URL` / `REDIS_URL` the Postgres / Redis groups are
 //! skipped with one printed line. `ECHORELAY_BENCH_QUEUE` picks groups by
-//! substring (`mem`, `pg`, `redis`, `backlog`), comma-separated.
+//! name, comma-separated, a trailing `*` matching any suffix
+//! (`queue_mem`, `queue_pg`, `queue_pg_backlog_*`, `queue_redis*`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -48,7 +49,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn wanted(group: &str) -> bool {
     match std::env::var("ECHORELAY_BENCH_QUEUE") {
-        Ok(v) if !v.is_empty() => v.split(',').any(|w| group.contains(w.trim())),
+        Ok(v) if !v.is_empty() => v.split(',').map(str::trim).any(|w| match w.strip_suffix('*') {
+            Some(prefix) => group.starts_with(prefix),
+            None => group == w,
+        }),
         _ => true,
     }
 }

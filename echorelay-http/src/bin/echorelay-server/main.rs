@@ -5,6 +5,9 @@
 //! vault key.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[cfg(feature = "backup")]
+mod backup;
+
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -65,6 +68,13 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Encrypted backups (ECHORELAY_BACKUP_URL, ECHORELAY_BACKUP_RECIPIENTS;
+    /// see RUNBOOK.md).
+    #[cfg(feature = "backup")]
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
     /// Create an account that owns a new project: enrolls TOTP in the
     /// terminal (QR code), prints its backup codes and a first owner API
     /// key, once. The password is asked for on the terminal, without echo,
@@ -95,7 +105,19 @@ enum Command {
 enum AuditCommand {
     /// Verify every chain (the global one and each project's); names the
     /// first broken link and exits non-zero on one.
-    Verify,
+    Verify {
+        /// Also compare the live chains with the heads recorded by the
+        /// newest backup whose manifest verifies (ECHORELAY_BACKUP_URL):
+        /// names a chain rewritten or truncated since, even with every
+        /// hash recomputed.
+        #[cfg(feature = "backup")]
+        #[arg(long, requires = "identity")]
+        against_backup: bool,
+        /// The age identity file that decrypts the backups.
+        #[cfg(feature = "backup")]
+        #[arg(long, short = 'i')]
+        identity: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -189,9 +211,29 @@ async fn main() -> ExitCode {
         Command::Migrate { grant_to } => migrate(grant_to.as_deref()).await,
         Command::Keygen => keygen(),
         Command::Rewrap { page } => rewrap(page).await,
+        #[cfg(not(feature = "backup"))]
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Verify {},
         } => audit_verify().await,
+        #[cfg(feature = "backup")]
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    against_backup,
+                    identity,
+                },
+        } => match audit_verify().await {
+            Ok(code) if against_backup && code == ExitCode::SUCCESS => match identity {
+                Some(path) => match EchoRelay::from_env().await {
+                    Ok(relay) => backup::audit_against_backup(&relay, &path).await,
+                    Err(e) => Err(e.into()),
+                },
+                None => Err("--against-backup needs --identity".into()),
+            },
+            other => other,
+        },
+        #[cfg(feature = "backup")]
+        Command::Backup { command } => backup::run(command).await,
         Command::CreateOwner {
             email,
             project,
