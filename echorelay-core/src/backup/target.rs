@@ -111,7 +111,8 @@ impl ObjectPath {
     /// is under `a`, `ab` is not).
     pub fn is_under(&self, prefix: &ObjectPath) -> bool {
         self.0 == prefix.0
-            || (self.0.starts_with(&prefix.0) && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&prefix.0)
+                && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
     }
 }
 
@@ -209,10 +210,16 @@ mod tests {
 
     #[test]
     fn paths_parse_only_in_their_alphabet() {
-        for ok in ["a", "backups/2026-12-05T03-00-00Z/manifest.age", "a.b_c-d/e"] {
+        for ok in [
+            "a",
+            "backups/2026-12-05T03-00-00Z/manifest.age",
+            "a.b_c-d/e",
+        ] {
             assert_eq!(ObjectPath::new(ok).unwrap().as_str(), ok);
         }
-        for bad in ["", "/a", "a/", "a//b", "a/../b", ".", "..", "a b", "a\\b", "é", "a/./b"] {
+        for bad in [
+            "", "/a", "a/", "a//b", "a/../b", ".", "..", "a b", "a\\b", "é", "a/./b",
+        ] {
             assert!(ObjectPath::new(bad).is_err(), "{bad:?}");
         }
         assert!(ObjectPath::new(&"a".repeat(MAX_PATH_LEN)).is_ok());
