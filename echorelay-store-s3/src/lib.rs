@@ -106,10 +106,12 @@
 //!   safe as its disk: put it on another machine or mount for a backup
 //!   worth the name.
 //! - **moto** (the CI's server) keeps everything in memory: for tests only.
-//!   It honours `If-None-Match: *`, but checks for the key and then writes
-//!   without a lock, so racing creates are safe there only as far as its
-//!   threads happen not to interleave (the suite's race check passed on
-//!   moto 5.2.6 in our runs; that is not a guarantee).
+//!   It honours `If-None-Match: *` (a second create is refused with 412),
+//!   but looks the key up and then writes without a lock, so two racing
+//!   creates can both win there: seen once in about 120 strict runs of the
+//!   suite's race check (5 rounds of 8 racers each) on moto 5.2.6. CI
+//!   therefore runs that check in its `ServerIsRacy` form against moto
+//!   (`ECHORELAY_S3_RACY_CREATE=1`, see [`TestS3::server_is_racy`]).
 //!
 //! Requests that fail on the network or with a server error are retried by
 //! object_store with exponential backoff (by default up to 10 times
@@ -126,7 +128,10 @@
 //! is missing); already exists → [`BackupError::AlreadyExists`];
 //! unauthenticated or permission denied → [`BackupError::Access`];
 //! unsupported operations and bad options → [`BackupError::Config`];
-//! everything else → [`BackupError::Unavailable`]. Messages name the
+//! everything else → [`BackupError::Unavailable`]. object_store reports a
+//! failed listing as a generic error whatever the HTTP status, so a
+//! listing of a missing bucket is `Unavailable` (its message carries the
+//! server's `NoSuchBucket`), while a create or upload there is `Access`. Messages name the
 //! operation, the object and the target ([`BackupTarget::describe`]);
 //! every URL in them loses its user info and query, S3's signature
 //! details (`AWSAccessKeyId`, `StringToSign`, …) are replaced by `***`, and
@@ -609,7 +614,7 @@ impl BackupTarget for S3Target {
     }
 
     fn buffer_bound(&self) -> usize {
-        self.part_size * (self.parts_in_flight + 1)
+        self.part_size.saturating_mul(self.parts_in_flight + 1)
     }
 
     fn describe(&self) -> String {

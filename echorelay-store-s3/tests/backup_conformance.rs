@@ -4,8 +4,8 @@
 //! variable is unset and `ECHORELAY_REQUIRE_SERVICES` is not 1).
 //!
 //! moto, the CI's server, honours `If-None-Match: *` but checks and writes
-//! without a lock, so two racing creates sometimes both win there (about
-//! one run in twenty of the race check's 5 rounds of 8, measured with moto
+//! without a lock, so two racing creates can both win there (seen once in
+//! about 120 strict runs of the race check's 5 rounds of 8 racers, moto
 //! 5.2.6). CI says so with `ECHORELAY_S3_RACY_CREATE=1`, and the race check
 //! runs with `CreateRaces::ServerIsRacy`: weaker assertions, and a printed
 //! count of the rounds with more than one winner. Against Amazon S3 or
