@@ -326,3 +326,31 @@ async fn an_unreachable_endpoint_is_unavailable_and_says_no_secret() {
         }
     }
 }
+
+/// The suite's sizes come from the bound (a whole number of parts); these
+/// are one part's edges: `part_size − 1`, `part_size`, `part_size + 1`.
+async fn round_trip_at_one_part(t: &S3Target) {
+    use echorelay_testkit::backup::{assert_same_bytes, chunks, random_bytes};
+    let part = t.part_size();
+    for n in [part - 1, part, part + 1] {
+        let p = path(&format!("part-edges/{n}"));
+        let data = random_bytes(n);
+        let mut w = t.upload(&p).await.unwrap();
+        for c in chunks(&data, t.buffer_bound()) {
+            w.write(c).await.unwrap();
+        }
+        assert_eq!(w.finish().await.unwrap(), n as u64);
+        let got = echorelay_core::backup::read_all(t, &p, n).await.unwrap();
+        assert_same_bytes(&got, &data, &format!("an object of {n} bytes"));
+        t.delete(&p).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_round_trip_at_one_parts_edges() {
+    let fs = echorelay_store_s3::fresh_fs_target().unwrap();
+    round_trip_at_one_part(&fs).await;
+    if let Some(s3) = test_s3().await {
+        round_trip_at_one_part(&s3.fresh_target().unwrap()).await;
+    }
+}
