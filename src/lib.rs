@@ -25,9 +25,10 @@
 //! | in memory | [`MemStore`] and [`MemQueue`] ([`mem`]); the default of [`EchoRelay::from_env`] and [`EchoRelay::builder`] | always |
 //! | PostgreSQL | `PgStore` (`echorelay::pg`), the store and the queue; `DATABASE_URL` in [`EchoRelay::from_env`] | `pg` |
 //! | Redis (the job queue only) | `RedisQueue` (`echorelay::redis`); `REDIS_URL` in [`EchoRelay::from_env`] (it wins over `DATABASE_URL` for the queue) | `redis` |
+//! | backup targets in memory | [`MemBackupTarget`] ([`mem`]) | always |
+//! | backup targets on S3-compatible buckets and local directories | `S3Target` (`echorelay::s3`), from `s3://bucket/prefix` or `file:///dir` | `s3` |
 //!
-//! An S3 backend is planned, to be offered through cargo feature `s3`; it
-//! does not exist yet. The HTTP layer is its own crate, `echorelay-http`.
+//! The HTTP layer is its own crate, `echorelay-http`.
 //!
 //! The domain itself is [`core`] (services, rules and the port traits);
 //! its services can also be wired by hand, each port on its own backend
@@ -51,16 +52,22 @@ pub use echorelay_store_pg as pg;
 /// [`redis::RedisOptions`].
 #[cfg(feature = "redis")]
 pub use echorelay_store_redis as redis;
+/// Backup targets on S3-compatible buckets and local directories
+/// (`echorelay-store-s3`): [`s3::S3Target`], [`s3::S3Options`].
+#[cfg(feature = "s3")]
+pub use echorelay_store_s3 as s3;
 /// The `secrecy` crate the API uses for passwords, codes and tokens
 /// (`SecretString`), so embedders need not depend on it themselves.
 pub use secrecy;
 
 pub use echorelay_core::{Error, Result};
-pub use echorelay_store_mem::{MemQueue, MemStore};
+pub use echorelay_store_mem::{MemBackupTarget, MemQueue, MemStore};
 #[cfg(feature = "pg")]
 pub use echorelay_store_pg::PgStore;
 #[cfg(feature = "redis")]
 pub use echorelay_store_redis::RedisQueue;
+#[cfg(feature = "s3")]
+pub use echorelay_store_s3::S3Target;
 pub use handle::{
     EchoRelay, EchoRelayBuilder, SetupError, SharedQueue, SharedStore, SharedVault, Store,
 };
@@ -78,7 +85,9 @@ pub use handle::{
 /// [`ExposeSecret`](secrecy::ExposeSecret), and the queue's names
 /// ([`MemQueue`], [`SharedQueue`], `QueueName`, `EnqueueOptions`,
 /// `NackPolicy`, `ErrorClass`, `DedupKey`, `LeaseToken`, `ReservedJob`,
-/// `QueueStats`, `QueueError`, …).
+/// `QueueStats`, `QueueError`, …), and the backup targets
+/// ([`MemBackupTarget`], `S3Target` and `S3Options` with feature `s3`; the
+/// port's other names are in `echorelay::core::backup`).
 ///
 /// The port traits are imported anonymously (`as _`): their methods work
 /// on [`EchoRelay::store`] without their names entering your scope.
@@ -91,7 +100,9 @@ pub mod prelude {
     pub use crate::pg::{PgOptions, PgStore};
     #[cfg(feature = "redis")]
     pub use crate::redis::{RedisOptions, RedisQueue};
-    pub use crate::{Error, MemQueue, MemStore, Result};
+    #[cfg(feature = "s3")]
+    pub use crate::s3::{S3Options, S3Target};
+    pub use crate::{Error, MemBackupTarget, MemQueue, MemStore, Result};
 
     pub use echorelay_core::access::surface::{
         AuditRead, Billing, ConfigRead, ConfigWrite, Delivery, Keys, Members, SurfaceKind,
@@ -118,6 +129,7 @@ pub mod prelude {
     pub use echorelay_core::vault::{Keyring, SecretKey};
     pub use secrecy::{ExposeSecret, SecretString};
 
+    pub use echorelay_core::backup::BackupTarget as _;
     pub use echorelay_core::ports::{
         AccountStore as _, AuditLog as _, AuditSink as _, ConfigStore as _, KeyStore as _,
         MembershipStore as _, SessionStore as _,

@@ -5,7 +5,8 @@
 //! each mutation and its audit event are written in one atomic step (S11),
 //! and conditional writes (rotation, reveal) are decided under that lock.
 //! Clones share the same state: hand one to each service. The job queue is
-//! [`MemQueue`], with a lock of its own.
+//! [`MemQueue`], with a lock of its own, and the backup target
+//! [`MemBackupTarget`], with another.
 //!
 //! ```
 //! use echorelay_store_mem::MemStore;
@@ -45,8 +46,10 @@ use echorelay_core::ports::{
 };
 use echorelay_core::vault::Ciphertext;
 
+mod backup;
 mod queue;
 
+pub use backup::{DEFAULT_MEM_PART_SIZE, MemBackupTarget};
 pub use queue::{MemQueue, QueueConditional};
 
 #[derive(Debug, Default)]

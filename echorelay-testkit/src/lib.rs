@@ -39,6 +39,15 @@
 //! echorelay_testkit::queue_tests!(async { echorelay_store_mem::MemQueue::new() });
 //! ```
 //!
+//! Backup targets run the backup target suite, [`backup`], through
+//! [`backup_target_tests!`] (same two forms; a
+//! [`backup::BackupHarness`], and every object the check left is deleted
+//! afterwards):
+//!
+//! ```text
+//! echorelay_testkit::backup_target_tests!(async { echorelay_store_mem::MemBackupTarget::new() });
+//! ```
+//!
 //! A failing check panics with a message naming the suite and the check:
 //! this crate is test code, where a panic is the failure report.
 #![forbid(unsafe_code)]
@@ -62,6 +71,7 @@ use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey};
 pub mod access;
 pub mod accounts;
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod contracts;
 pub mod keys;
