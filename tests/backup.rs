@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use echorelay::core::backup::crypt::{Identities, Recipients, SealedWriter};
 use echorelay::core::backup::manifest::{self, HeadEntry};
-use echorelay::core::backup::service::{BackupService, BackupSource, Retention, audit_heads, compare_heads};
+use echorelay::core::backup::service::{
+    BackupService, BackupSource, Retention, audit_heads, compare_heads,
+};
 use echorelay::core::backup::{BackupError, BackupTarget, ObjectPath, read_all};
 use echorelay::prelude::*;
 use rand::{Rng, RngCore, SeedableRng};
@@ -41,7 +43,10 @@ impl BackupSource for Bytesource {
 fn keypair() -> (Recipients, Arc<Identities>) {
     let id = age::x25519::Identity::generate();
     let r = Recipients::parse(&id.to_public().to_string()).unwrap();
-    let text = format!("# test identity\n{}\n", secrecy::ExposeSecret::expose_secret(&id.to_string()));
+    let text = format!(
+        "# test identity\n{}\n",
+        secrecy::ExposeSecret::expose_secret(&id.to_string())
+    );
     (r, Arc::new(Identities::parse(&text).unwrap()))
 }
 
@@ -89,9 +94,21 @@ async fn a_backup_round_trips_and_holds_no_plaintext() {
     // A marker that must never appear in what the target stores.
     let mut data = random_bytes(&mut rng, 700_000);
     data[1000..1032].copy_from_slice(b"PLAINTEXT-MARKER-PLAINTEXT-MARKR");
-    let src = Bytesource { name: "snapshot", data: data.clone(), fail_after: None };
-    let heads = vec![HeadEntry { chain: None, seq: 3, hash: "ab".repeat(32) }];
-    let m = w.backups.run(&w.recipients, &[&src], heads.clone()).await.unwrap();
+    let src = Bytesource {
+        name: "snapshot",
+        data: data.clone(),
+        fail_after: None,
+    };
+    let heads = vec![HeadEntry {
+        chain: None,
+        seq: 3,
+        hash: "ab".repeat(32),
+    }];
+    let m = w
+        .backups
+        .run(&w.recipients, &[&src], heads.clone())
+        .await
+        .unwrap();
     assert_eq!(m.audit_heads, heads);
     assert_eq!(m.store, "memory");
     assert_eq!(m.recipients, w.recipients.fingerprints());
@@ -102,36 +119,68 @@ async fn a_backup_round_trips_and_holds_no_plaintext() {
     assert_eq!(listed[0].id, m.id);
     assert_eq!(w.backups.manifest(&m.id, &w.identities).await.unwrap(), m);
     assert_eq!(plaintext(&w, &m, "snapshot").await.unwrap(), data);
-    let report = w.backups.verify(&m.id, w.identities.clone(), &|_| {}).await.unwrap();
+    let report = w
+        .backups
+        .verify(&m.id, w.identities.clone(), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(report.plaintext_bytes, data.len() as u64);
 
     for o in w.target.list(None).await.unwrap() {
-        let stored = read_all(w.target.as_ref(), &o.path, 10 << 20).await.unwrap();
-        assert!(stored.starts_with(b"age-encryption.org/v1\n"), "{} is an age file", o.path);
+        let stored = read_all(w.target.as_ref(), &o.path, 10 << 20)
+            .await
+            .unwrap();
+        assert!(
+            stored.starts_with(b"age-encryption.org/v1\n"),
+            "{} is an age file",
+            o.path
+        );
         assert!(
             !stored.windows(16).any(|x| x == b"PLAINTEXT-MARKER"),
             "{} holds plaintext",
             o.path
         );
-        assert!(!stored.windows(8).any(|x| x == b"snapshot"), "the manifest is encrypted too");
+        assert!(
+            !stored.windows(8).any(|x| x == b"snapshot"),
+            "the manifest is encrypted too"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_failed_backup_leaves_nothing_listed_or_stored() {
     let w = world().await;
-    let good = Bytesource { name: "a", data: vec![7; 300_000], fail_after: None };
-    let bad = Bytesource { name: "b", data: vec![9; 300_000], fail_after: Some(1) };
-    let err = w.backups.run(&w.recipients, &[&good, &bad], vec![]).await.unwrap_err();
+    let good = Bytesource {
+        name: "a",
+        data: vec![7; 300_000],
+        fail_after: None,
+    };
+    let bad = Bytesource {
+        name: "b",
+        data: vec![9; 300_000],
+        fail_after: Some(1),
+    };
+    let err = w
+        .backups
+        .run(&w.recipients, &[&good, &bad], vec![])
+        .await
+        .unwrap_err();
     assert!(matches!(err, BackupError::Source(_)), "{err:?}");
     assert!(w.backups.list().await.unwrap().is_empty());
-    assert!(w.target.list(None).await.unwrap().is_empty(), "objects of a failed run are deleted");
+    assert!(
+        w.target.list(None).await.unwrap().is_empty(),
+        "objects of a failed run are deleted"
+    );
 }
 
 #[tokio::test]
 async fn the_wrong_identity_and_bad_keys_are_typed_errors() {
     let w = world().await;
-    let src = Bytesource { name: "snapshot", data: vec![1; 1000], fail_after: None };
+    let src = Bytesource {
+        name: "snapshot",
+        data: vec![1; 1000],
+        fail_after: None,
+    };
     let m = w.backups.run(&w.recipients, &[&src], vec![]).await.unwrap();
     let (_, other) = keypair();
     assert!(matches!(
@@ -142,8 +191,17 @@ async fn the_wrong_identity_and_bad_keys_are_typed_errors() {
         w.backups.verify(&m.id, other, &|_| {}).await,
         Err(BackupError::WrongIdentity(_))
     ));
-    for bad in ["", "  ,", "age1notakey", "AGE-SECRET-KEY-1ABC", "ssh-ed25519 AAAA"] {
-        assert!(matches!(Recipients::parse(bad), Err(BackupError::Recipients(_))), "{bad:?}");
+    for bad in [
+        "",
+        "  ,",
+        "age1notakey",
+        "AGE-SECRET-KEY-1ABC",
+        "ssh-ed25519 AAAA",
+    ] {
+        assert!(
+            matches!(Recipients::parse(bad), Err(BackupError::Recipients(_))),
+            "{bad:?}"
+        );
     }
     for bad in ["", "# only a comment\n", "age1qqqq", "not a key"] {
         let e = Identities::parse(bad).unwrap_err();
@@ -151,7 +209,9 @@ async fn the_wrong_identity_and_bad_keys_are_typed_errors() {
         assert!(!e.to_string().contains("qqqq") && !e.to_string().contains("not a key"));
     }
     assert!(matches!(
-        w.backups.manifest("20261205T030000Z-00000000", &w.identities).await,
+        w.backups
+            .manifest("20261205T030000Z-00000000", &w.identities)
+            .await,
         Err(BackupError::NoSuchBackup(_))
     ));
     assert!(matches!(
@@ -174,9 +234,25 @@ async fn corrupted_objects_never_verify_and_never_release_their_end() {
     let w = world().await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let data = random_bytes(&mut rng, 200_000);
-    let src = Bytesource { name: "snapshot", data: data.clone(), fail_after: None };
+    let src = Bytesource {
+        name: "snapshot",
+        data: data.clone(),
+        fail_after: None,
+    };
     let m = w.backups.run(&w.recipients, &[&src], vec![]).await.unwrap();
-    let m2 = w.backups.run(&w.recipients, &[&Bytesource { name: "snapshot", data: random_bytes(&mut rng, 200_000), fail_after: None }], vec![]).await.unwrap();
+    let m2 = w
+        .backups
+        .run(
+            &w.recipients,
+            &[&Bytesource {
+                name: "snapshot",
+                data: random_bytes(&mut rng, 200_000),
+                fail_after: None,
+            }],
+            vec![],
+        )
+        .await
+        .unwrap();
     let path = ObjectPath::new(&m.objects[0].path).unwrap();
     let original = read_all(w.target.as_ref(), &path, 1 << 20).await.unwrap();
 
@@ -193,27 +269,47 @@ async fn corrupted_objects_never_verify_and_never_release_their_end() {
             // Truncated anywhere.
             1 => bytes.truncate(rng.gen_range(0..bytes.len())),
             // Bytes appended.
-            2 => bytes.extend(random_bytes(&mut rng, rng.gen_range(1..100))),
+            2 => {
+                let n = rng.gen_range(1..100);
+                bytes.extend(random_bytes(&mut rng, n));
+            }
             // Swapped for the other backup's object (a valid age file to
             // the same recipients).
             _ => {
-                bytes = read_all(w.target.as_ref(), &ObjectPath::new(&m2.objects[0].path).unwrap(), 1 << 20)
-                    .await
-                    .unwrap();
+                bytes = read_all(
+                    w.target.as_ref(),
+                    &ObjectPath::new(&m2.objects[0].path).unwrap(),
+                    1 << 20,
+                )
+                .await
+                .unwrap();
             }
         }
         overwrite(w.target.as_ref(), &path, bytes).await;
         let got = plaintext(&w, &m, "snapshot").await;
-        assert!(matches!(got, Err(BackupError::Corrupt { .. })), "trial {trial} kind {kind}: {got:?}");
+        assert!(
+            matches!(got, Err(BackupError::Corrupt { .. })),
+            "trial {trial} kind {kind}: {got:?}"
+        );
         let verified = w.backups.verify(&m.id, w.identities.clone(), &|_| {}).await;
-        assert!(matches!(verified, Err(BackupError::Corrupt { .. })), "trial {trial}");
+        assert!(
+            matches!(verified, Err(BackupError::Corrupt { .. })),
+            "trial {trial}"
+        );
         // Never the whole plaintext: a restore tool cannot finish on it.
-        let mut rx = w.backups.open(&m, "snapshot", w.identities.clone()).await.unwrap();
+        let mut rx = w
+            .backups
+            .open(&m, "snapshot", w.identities.clone())
+            .await
+            .unwrap();
         let mut released = 0usize;
         while let Some(Ok(c)) = rx.recv().await {
             released += c.len();
         }
-        assert!(released < data.len(), "trial {trial}: all {released} bytes released");
+        assert!(
+            released < data.len(),
+            "trial {trial}: all {released} bytes released"
+        );
     }
     overwrite(w.target.as_ref(), &path, original).await;
     assert_eq!(plaintext(&w, &m, "snapshot").await.unwrap(), data);
@@ -222,7 +318,11 @@ async fn corrupted_objects_never_verify_and_never_release_their_end() {
 #[tokio::test]
 async fn manifests_that_lie_move_or_come_from_elsewhere_are_refused() {
     let w = world().await;
-    let src = Bytesource { name: "snapshot", data: vec![5; 50_000], fail_after: None };
+    let src = Bytesource {
+        name: "snapshot",
+        data: vec![5; 50_000],
+        fail_after: None,
+    };
     let m1 = w.backups.run(&w.recipients, &[&src], vec![]).await.unwrap();
     let m2 = w.backups.run(&w.recipients, &[&src], vec![]).await.unwrap();
     let p1 = ObjectPath::new(&format!("backups/{}/manifest.age", m1.id)).unwrap();
@@ -232,23 +332,43 @@ async fn manifests_that_lie_move_or_come_from_elsewhere_are_refused() {
     let b2 = read_all(w.target.as_ref(), &p2, 1 << 20).await.unwrap();
     let b1 = read_all(w.target.as_ref(), &p1, 1 << 20).await.unwrap();
     overwrite(w.target.as_ref(), &p1, b2).await;
-    assert!(matches!(w.backups.manifest(&m1.id, &w.identities).await, Err(BackupError::Corrupt { .. })));
+    assert!(matches!(
+        w.backups.manifest(&m1.id, &w.identities).await,
+        Err(BackupError::Corrupt { .. })
+    ));
     overwrite(w.target.as_ref(), &p1, b1).await;
 
     // A manifest written by someone with the public key but not SECRET_KEY.
-    let other = EchoRelay::builder().build().unwrap().backups(w.target.clone());
+    let other = EchoRelay::builder()
+        .build()
+        .unwrap()
+        .backups(w.target.clone());
     let forged = other.run(&w.recipients, &[&src], vec![]).await.unwrap();
-    assert!(matches!(w.backups.manifest(&forged.id, &w.identities).await, Err(BackupError::Corrupt { .. })));
-    assert!(matches!(w.backups.verify(&forged.id, w.identities.clone(), &|_| {}).await, Err(BackupError::Corrupt { .. })));
+    assert!(matches!(
+        w.backups.manifest(&forged.id, &w.identities).await,
+        Err(BackupError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        w.backups
+            .verify(&forged.id, w.identities.clone(), &|_| {})
+            .await,
+        Err(BackupError::Corrupt { .. })
+    ));
 
     // A manifest whose hash lies (sealed under the right key: only the
     // hash check can catch it).
     let mut lying = m1.clone();
     lying.objects[0].sha256 = "00".repeat(32);
-    assert!(matches!(plaintext(&w, &lying, "snapshot").await, Err(BackupError::Corrupt { .. })));
+    assert!(matches!(
+        plaintext(&w, &lying, "snapshot").await,
+        Err(BackupError::Corrupt { .. })
+    ));
     let mut lying = m1.clone();
     lying.objects[0].plaintext_size -= 1;
-    assert!(matches!(plaintext(&w, &lying, "snapshot").await, Err(BackupError::Corrupt { .. })));
+    assert!(matches!(
+        plaintext(&w, &lying, "snapshot").await,
+        Err(BackupError::Corrupt { .. })
+    ));
 
     // A backup from a newer format: refused by name.
     let newer = br#"{"format":"echorelay.backup-envelope.v2","manifest":"{}","mac":{"key_id":"00000000","tag":"00"}}"#;
@@ -263,7 +383,11 @@ async fn manifests_that_lie_move_or_come_from_elsewhere_are_refused() {
 #[tokio::test]
 async fn the_manifest_is_created_once_and_a_half_written_backup_is_not_listed() {
     let w = world().await;
-    let src = Bytesource { name: "snapshot", data: vec![5; 10], fail_after: None };
+    let src = Bytesource {
+        name: "snapshot",
+        data: vec![5; 10],
+        fail_after: None,
+    };
     let m = w.backups.run(&w.recipients, &[&src], vec![]).await.unwrap();
     let p = ObjectPath::new(&format!("backups/{}/manifest.age", m.id)).unwrap();
     assert!(matches!(
@@ -272,11 +396,22 @@ async fn the_manifest_is_created_once_and_a_half_written_backup_is_not_listed() 
     ));
     // Objects without a manifest (a run that died): not a backup.
     let dead = ObjectPath::new("backups/20000101T000000Z-00000000/snapshot.age").unwrap();
-    w.target.create(&dead, Bytes::from_static(b"partial")).await.unwrap();
+    w.target
+        .create(&dead, Bytes::from_static(b"partial"))
+        .await
+        .unwrap();
     assert_eq!(w.backups.list().await.unwrap().len(), 1);
     // Pruning removes it (it is older than the newest complete backup)
     // and keeps the newest.
-    let gone = w.backups.prune(Retention { daily: 0, weekly: 0, monthly: 0 }).await.unwrap();
+    let gone = w
+        .backups
+        .prune(Retention {
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+        })
+        .await
+        .unwrap();
     assert_eq!(gone, vec!["20000101T000000Z-00000000".to_owned()]);
     assert_eq!(w.backups.list().await.unwrap().len(), 1);
 }
@@ -285,13 +420,31 @@ async fn the_manifest_is_created_once_and_a_half_written_backup_is_not_listed() 
 async fn audit_heads_find_a_rewritten_or_truncated_chain() {
     let w = world().await;
     let owner = UserId::random();
-    w.relay.config().create_project(owner, None, "acme", "Acme").await.unwrap();
+    w.relay
+        .config()
+        .create_project(owner, None, "acme", "Acme")
+        .await
+        .unwrap();
     let heads = audit_heads(w.relay.store().as_ref()).await.unwrap();
     assert!(!heads.is_empty());
-    assert!(compare_heads(w.relay.store().as_ref(), &heads).await.unwrap().is_empty());
+    assert!(
+        compare_heads(w.relay.store().as_ref(), &heads)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Appends since are fine.
-    w.relay.config().create_project(owner, None, "beta", "Beta").await.unwrap();
-    assert!(compare_heads(w.relay.store().as_ref(), &heads).await.unwrap().is_empty());
+    w.relay
+        .config()
+        .create_project(owner, None, "beta", "Beta")
+        .await
+        .unwrap();
+    assert!(
+        compare_heads(w.relay.store().as_ref(), &heads)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A head whose hash differs: rewritten; a seq beyond the chain: truncated.
     let mut lie = heads.clone();
     lie[0].hash = "00".repeat(32);

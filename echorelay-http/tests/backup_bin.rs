@@ -31,7 +31,9 @@ struct Run {
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(BIN);
-    c.env_remove("DATABASE_URL").env_remove("SECRET_KEY").args(args);
+    c.env_remove("DATABASE_URL")
+        .env_remove("SECRET_KEY")
+        .args(args);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -67,7 +69,9 @@ async fn counts(url: &str) -> Vec<(String, i64)> {
 fn age_available() -> bool {
     let found = Command::new("age").arg("--version").output().is_ok();
     if !found && std::env::var("ECHORELAY_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-        panic!("ECHORELAY_REQUIRE_SERVICES=1 but the age tool is not installed (apt-get install age)");
+        panic!(
+            "ECHORELAY_REQUIRE_SERVICES=1 but the age tool is not installed (apt-get install age)"
+        );
     }
     found
 }
@@ -130,9 +134,17 @@ async fn backup_run_verify_restore_and_against_backup_on_postgres() {
         .unwrap();
     let owner = UserId::random();
     let ip = Some("203.0.113.10".parse().unwrap());
-    let project = relay.config().create_project(owner, ip, "ops", "Ops").await.unwrap();
+    let project = relay
+        .config()
+        .create_project(owner, ip, "ops", "Ops")
+        .await
+        .unwrap();
     let caller = Caller::user(owner, ip);
-    let write = relay.voter().authorize::<ConfigWrite>(&caller, "ops").await.unwrap();
+    let write = relay
+        .voter()
+        .authorize::<ConfigWrite>(&caller, "ops")
+        .await
+        .unwrap();
     let line = relay.config().create_line(&write, "orders").await.unwrap();
     let target = relay
         .config()
@@ -171,10 +183,19 @@ async fn backup_run_verify_restore_and_against_backup_on_postgres() {
     assert!(first.ok, "{}{}", first.out, first.err);
     let first_id = first.out.trim().to_owned();
     let listed = go(&["backup", "list"], &src);
-    assert!(listed.ok && listed.out.contains(&first_id), "{}{}", listed.out, listed.err);
+    assert!(
+        listed.ok && listed.out.contains(&first_id),
+        "{}{}",
+        listed.out,
+        listed.err
+    );
     let verified = go(&["backup", "verify", "-i", id_path, &first_id], &src);
     assert!(verified.ok, "{}{}", verified.out, verified.err);
-    assert!(verified.out.contains("verified 1 objects"), "{}", verified.out);
+    assert!(
+        verified.out.contains("verified 1 objects"),
+        "{}",
+        verified.out
+    );
     // No key material in anything printed.
     for text in [&first.out, &first.err, &verified.out, &verified.err] {
         assert!(!text.contains(KEY) && !text.contains("AGE-SECRET-KEY"));
@@ -188,8 +209,15 @@ async fn backup_run_verify_restore_and_against_backup_on_postgres() {
             .arg(&object)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.stdout.starts_with(b"PGDMP"), "a pg_dump custom-format archive");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.starts_with(b"PGDMP"),
+            "a pg_dump custom-format archive"
+        );
         let manifest = Command::new("age")
             .args(["--decrypt", "-i", id_path])
             .arg(target_dir.join(format!("backups/{first_id}/manifest.age")))
@@ -211,9 +239,19 @@ async fn backup_run_verify_restore_and_against_backup_on_postgres() {
     assert!(restored.ok, "{}{}", restored.out, restored.err);
     assert_eq!(counts(&dst).await, counts(&src).await);
     let again = go(&["backup", "restore", "-i", id_path, &second_id], &dst);
-    assert!(!again.ok && again.err.contains("not empty"), "{}{}", again.out, again.err);
+    assert!(
+        !again.ok && again.err.contains("not empty"),
+        "{}{}",
+        again.out,
+        again.err
+    );
     let up = go(&["migrate"], &dst);
-    assert!(up.ok && up.out.contains("up to date"), "{}{}", up.out, up.err);
+    assert!(
+        up.ok && up.out.contains("up to date"),
+        "{}{}",
+        up.out,
+        up.err
+    );
     let restored_relay = EchoRelay::builder()
         .store(PgStore::connect_with(PgOptions::new(&dst)).await.unwrap())
         .keyring(Keyring::parse(KEY, &[]).unwrap())
@@ -238,15 +276,30 @@ async fn backup_run_verify_restore_and_against_backup_on_postgres() {
         panic!("a bearer target")
     };
     assert_eq!(token.expose_secret(), TOKEN);
-    let against = go(&["audit", "verify", "--against-backup", "-i", id_path], &dst);
+    let against = go(
+        &["audit", "verify", "--against-backup", "-i", id_path],
+        &dst,
+    );
     assert!(against.ok, "{}{}", against.out, against.err);
-    assert!(against.out.contains("chain heads it recorded are in the live chains"), "{}", against.out);
+    assert!(
+        against
+            .out
+            .contains("chain heads it recorded are in the live chains"),
+        "{}",
+        against.out
+    );
 
     // A rollback: the first (older) backup restored over it. The newest
     // backup's heads are past the live chains: named, and the command fails.
-    let rolled = go(&["backup", "restore", "--force", "-i", id_path, &first_id], &dst);
+    let rolled = go(
+        &["backup", "restore", "--force", "-i", id_path, &first_id],
+        &dst,
+    );
     assert!(rolled.ok, "{}{}", rolled.out, rolled.err);
-    let against = go(&["audit", "verify", "--against-backup", "-i", id_path], &dst);
+    let against = go(
+        &["audit", "verify", "--against-backup", "-i", id_path],
+        &dst,
+    );
     assert!(!against.ok, "{}{}", against.out, against.err);
     assert!(
         against.out.contains(&format!("{}: truncated", project.id)),

@@ -108,7 +108,10 @@ fn bar(total: u64, what: &str) -> ProgressBar {
 
 /// Runs one backup of `relay` now (the store's own source: `pg_dump` on
 /// Postgres). Used by `backup run` and the schedule in `serve`.
-pub async fn run_once(relay: &EchoRelay, backups: &BackupService) -> Result<String, Box<dyn std::error::Error>> {
+pub async fn run_once(
+    relay: &EchoRelay,
+    backups: &BackupService,
+) -> Result<String, Box<dyn std::error::Error>> {
     let recipients = recipients_from_env()?;
     let Some(url) = env("DATABASE_URL") else {
         return Err("the in-memory store has nothing to back up from another process: set DATABASE_URL (embedders back up a MemStore through the library)".into());
@@ -119,8 +122,28 @@ pub async fn run_once(relay: &EchoRelay, backups: &BackupService) -> Result<Stri
     Ok(m.id)
 }
 
+/// The relay for `command`: from the environment, except that `restore`
+/// must not open the destination database as a store (it is empty, or
+/// about to be replaced): it gets an in-memory relay with the same
+/// `SECRET_KEY` keyring, which is all a restore needs of it.
+async fn relay_for(command: &BackupCommand) -> Result<EchoRelay, Box<dyn std::error::Error>> {
+    if matches!(command, BackupCommand::Restore { .. }) {
+        if env("SECRET_KEY").is_none() {
+            return Err("restore needs SECRET_KEY (and SECRET_KEY_PREVIOUS) as at the time of the backup: the manifest is authenticated under it and the restored secrets are sealed under it".into());
+        }
+        let relay = EchoRelayBuilder::from_env_vars(|name| match name {
+            "DATABASE_URL" | "REDIS_URL" => None,
+            _ => std::env::var(name).ok(),
+        })
+        .await?
+        .build()?;
+        return Ok(relay);
+    }
+    Ok(EchoRelay::from_env().await?)
+}
+
 pub async fn run(command: BackupCommand) -> Outcome {
-    let relay = EchoRelay::from_env().await?;
+    let relay = relay_for(&command).await?;
     let backups = relay.backups(target_from_env()?);
     match command {
         BackupCommand::Run => {
@@ -246,7 +269,10 @@ pub async fn audit_against_backup(relay: &EchoRelay, identity: &Path) -> Outcome
         let m = match backups.manifest(&b.id, &ids).await {
             Ok(m) => m,
             Err(e) => {
-                println!("backup {}: skipped, its manifest does not verify: {e}", b.id);
+                println!(
+                    "backup {}: skipped, its manifest does not verify: {e}",
+                    b.id
+                );
                 continue;
             }
         };
