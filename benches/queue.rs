@@ -49,10 +49,13 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn wanted(group: &str) -> bool {
     match std::env::var("ECHORELAY_BENCH_QUEUE") {
-        Ok(v) if !v.is_empty() => v.split(',').map(str::trim).any(|w| match w.strip_suffix('*') {
-            Some(prefix) => group.starts_with(prefix),
-            None => group == w,
-        }),
+        Ok(v) if !v.is_empty() => v
+            .split(',')
+            .map(str::trim)
+            .any(|w| match w.strip_suffix('*') {
+                Some(prefix) => group.starts_with(prefix),
+                None => group == w,
+            }),
         _ => true,
     }
 }

@@ -13,9 +13,9 @@
 use std::process::Stdio;
 
 use async_trait::async_trait;
+use echorelay_core::backup::BackupError;
 use echorelay_core::backup::crypt::{PlaintextChunks, SealedWriter};
 use echorelay_core::backup::service::BackupSource;
-use echorelay_core::backup::BackupError;
 use echorelay_core::redact::redact_url;
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,9 +35,11 @@ impl Conn {
         let mut u = url::Url::parse(url).map_err(|_| {
             BackupError::Source(format!("DATABASE_URL does not parse: {}", redact_url(url)))
         })?;
-        let password = u
-            .password()
-            .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+        let password = u.password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
         if password.is_some() {
             let _ = u.set_password(None);
         }
@@ -97,13 +99,22 @@ impl BackupSource for PgDumpSource {
         let conn = Conn::parse(&self.url)?;
         let mut child = conn
             .command("pg_dump")
-            .args(["--format=custom", "--no-owner", "--no-privileges", "--dbname"])
+            .args([
+                "--format=custom",
+                "--no-owner",
+                "--no-privileges",
+                "--dbname",
+            ])
             .arg(&conn.url)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| BackupError::Source(format!("pg_dump could not start ({e}): install the PostgreSQL client")))?;
+            .map_err(|e| {
+                BackupError::Source(format!(
+                    "pg_dump could not start ({e}): install the PostgreSQL client"
+                ))
+            })?;
         let mut stdout = child
             .stdout
             .take()
@@ -125,7 +136,9 @@ impl BackupSource for PgDumpSource {
             .map_err(|e| BackupError::Source(format!("pg_dump: {e}")))?;
         if !status.success() {
             let why = stderr_of(&mut child).await;
-            return Err(BackupError::Source(format!("pg_dump failed ({status}): {why}")));
+            return Err(BackupError::Source(format!(
+                "pg_dump failed ({status}): {why}"
+            )));
         }
         Ok(())
     }
@@ -169,7 +182,12 @@ pub async fn restore_dump(
     }
     let conn = Conn::parse(url)?;
     let mut cmd = conn.command("pg_restore");
-    cmd.args(["--single-transaction", "--exit-on-error", "--no-owner", "--no-privileges"]);
+    cmd.args([
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-owner",
+        "--no-privileges",
+    ]);
     if force {
         cmd.args(["--clean", "--if-exists"]);
     }
@@ -180,7 +198,11 @@ pub async fn restore_dump(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| BackupError::Source(format!("pg_restore could not start ({e}): install the PostgreSQL client")))?;
+        .map_err(|e| {
+            BackupError::Source(format!(
+                "pg_restore could not start ({e}): install the PostgreSQL client"
+            ))
+        })?;
     let mut stdin = child
         .stdin
         .take()
@@ -195,7 +217,9 @@ pub async fn restore_dump(
                     drop(stdin);
                     let _ = child.wait().await;
                     let why = stderr_of(&mut child).await;
-                    return Err(BackupError::Source(format!("pg_restore stopped ({e}): {why}")));
+                    return Err(BackupError::Source(format!(
+                        "pg_restore stopped ({e}): {why}"
+                    )));
                 }
             }
             Err(e) => {
@@ -213,7 +237,9 @@ pub async fn restore_dump(
         .map_err(|e| BackupError::Source(format!("pg_restore: {e}")))?;
     if !status.success() {
         let why = stderr_of(&mut child).await;
-        return Err(BackupError::Source(format!("pg_restore failed ({status}): {why}")));
+        return Err(BackupError::Source(format!(
+            "pg_restore failed ({status}): {why}"
+        )));
     }
     Ok(fed)
 }

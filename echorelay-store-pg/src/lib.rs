@@ -56,6 +56,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 
 mod accounts;
 mod audit;
+#[cfg(feature = "backup")]
+pub mod backup;
 pub mod cache;
 mod config;
 mod keys;
@@ -66,8 +68,6 @@ pub mod roles;
 mod row;
 mod sessions;
 mod testing;
-#[cfg(feature = "backup")]
-pub mod backup;
 
 pub use cache::KeyCacheConfig;
 #[cfg(feature = "racy")]

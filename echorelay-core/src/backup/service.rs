@@ -520,7 +520,11 @@ impl fmt::Display for HeadMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = |c: &Option<String>| c.clone().unwrap_or_else(|| "global".into());
         match self {
-            Self::Truncated { chain, recorded, live } => write!(
+            Self::Truncated {
+                chain,
+                recorded,
+                live,
+            } => write!(
                 f,
                 "{}: truncated: the backup recorded seq {recorded}, the live chain ends at {}",
                 name(chain),
@@ -538,7 +542,10 @@ impl fmt::Display for HeadMismatch {
 /// Compares the live chains with the heads a backup recorded: each
 /// recorded head must still be in its chain, same sequence number, same
 /// hash. Appends since the backup are fine. Returns every mismatch.
-pub async fn compare_heads<S>(store: &S, heads: &[HeadEntry]) -> Result<Vec<HeadMismatch>, crate::Error>
+pub async fn compare_heads<S>(
+    store: &S,
+    heads: &[HeadEntry],
+) -> Result<Vec<HeadMismatch>, crate::Error>
 where
     S: crate::ports::AuditLog + ?Sized,
 {
@@ -549,7 +556,11 @@ where
             Some(text) => match text.parse::<crate::ids::ProjectId>() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    out.push(HeadMismatch::Truncated { chain: h.chain.clone(), recorded: h.seq, live: None });
+                    out.push(HeadMismatch::Truncated {
+                        chain: h.chain.clone(),
+                        recorded: h.seq,
+                        live: None,
+                    });
                     continue;
                 }
             },
@@ -558,12 +569,19 @@ where
         match at.first() {
             Some(e) if e.seq == h.seq => {
                 if hex::encode(e.hash.0) != h.hash {
-                    out.push(HeadMismatch::Rewritten { chain: h.chain.clone(), seq: h.seq });
+                    out.push(HeadMismatch::Rewritten {
+                        chain: h.chain.clone(),
+                        seq: h.seq,
+                    });
                 }
             }
             _ => {
                 let live = store.head(chain).await?.map(|x| x.seq);
-                out.push(HeadMismatch::Truncated { chain: h.chain.clone(), recorded: h.seq, live });
+                out.push(HeadMismatch::Truncated {
+                    chain: h.chain.clone(),
+                    recorded: h.seq,
+                    live,
+                });
             }
         }
     }
