@@ -359,6 +359,10 @@ impl S3Target {
                             o.part_size
                         )));
                     }
+                    // reqwest here has no TLS provider of its own: make
+                    // ring (sqlx's, the process's only one) the process
+                    // default unless the embedder installed one already.
+                    let _ = rustls::crypto::ring::default_provider().install_default();
                     let mut b = AmazonS3Builder::from_env()
                         .with_bucket_name(&bucket)
                         // Conditional create (`PutMode::Create`) as

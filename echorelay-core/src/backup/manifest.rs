@@ -353,6 +353,76 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_bounded_exactly() {
+        let ring = Keyring::parse(&hex_key(), &[]).unwrap();
+        // 64 objects is the most; 65 is refused.
+        let mut m = manifest();
+        let one = m.objects[0].clone();
+        m.objects = (0..MAX_OBJECTS)
+            .map(|i| ObjectEntry {
+                name: format!("o{i}"),
+                path: format!("backups/{}/o{i}.age", m.id),
+                ..one.clone()
+            })
+            .collect();
+        assert_eq!(open(&seal(&m, &ring).unwrap(), &ring, &path()).unwrap(), m);
+        m.objects.push(ObjectEntry {
+            name: "extra".into(),
+            path: format!("backups/{}/extra.age", m.id),
+            ..one
+        });
+        assert!(matches!(
+            open(&seal(&m, &ring).unwrap(), &ring, &path()),
+            Err(BackupError::Corrupt { .. })
+        ));
+
+        // A big manifest (30,000 audit heads, ~3 MB) opens; an envelope of
+        // exactly MAX_MANIFEST_BYTES opens (JSON allows trailing blanks);
+        // one byte more is refused before it is parsed.
+        let mut m = manifest();
+        m.audit_heads = (0..30_000)
+            .map(|i| HeadEntry {
+                chain: Some(format!("prj_{i:032x}")),
+                seq: i,
+                hash: "2".repeat(64),
+            })
+            .collect();
+        let sealed = seal(&m, &ring).unwrap();
+        assert!(sealed.len() > 2_000_000);
+        assert_eq!(open(&sealed, &ring, &path()).unwrap(), m);
+        let mut padded = seal(&manifest(), &ring).unwrap();
+        padded.resize(MAX_MANIFEST_BYTES, b' ');
+        assert!(open(&padded, &ring, &path()).is_ok());
+        padded.push(b' ');
+        let Err(BackupError::Corrupt { problem, .. }) = open(&padded, &ring, &path()) else {
+            panic!("an envelope over the limit opened")
+        };
+        assert!(problem.contains("larger"), "{problem}");
+    }
+
+    #[test]
+    fn only_a_later_version_number_is_newer() {
+        let ring = Keyring::parse(&hex_key(), &[]).unwrap();
+        for (format, newer) in [
+            ("echorelay.backup.v2", true),
+            ("echorelay.backup.v10", true),
+            ("echorelay.backup.v01", false),
+            ("echorelay.backup.v0", false),
+            ("echorelay.backup.vx", false),
+        ] {
+            let mut m = manifest();
+            m.format = format.into();
+            let got = open(&seal(&m, &ring).unwrap(), &ring, &path());
+            assert_eq!(
+                matches!(got, Err(BackupError::UnsupportedFormat { .. })),
+                newer,
+                "{format}: {got:?}"
+            );
+            assert!(got.is_err());
+        }
+    }
+
+    #[test]
     fn ids_have_one_shape() {
         let m = manifest();
         assert!(is_backup_id(&m.id), "{}", m.id);
