@@ -26,6 +26,11 @@ type Mcp = RunningService<RoleClient, ()>;
 /// Opens an MCP session on `server` that sends `key` as the bearer of
 /// every request (rmcp's `auth_header` takes the token without `Bearer `).
 async fn connect(server: &Server, key: Option<&str>) -> Result<Mcp, ClientInitializeError> {
+    // rmcp's client is reqwest 0.13, which (with the workspace's features
+    // unified: echorelay-store-s3 builds it without a bundled rustls
+    // provider) needs the process default installed first, as any
+    // embedder's reqwest client does (echorelay-store-s3 docs).
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let mut config =
         StreamableHttpClientTransportConfig::with_uri(format!("http://{}/mcp", server.addr));
     if let Some(key) = key {

@@ -30,6 +30,19 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## TLS: one crypto stack, ring
+//!
+//! The process keeps one rustls provider, `ring` (what sqlx and
+//! echorelay-http use): object_store is built on `aws-base` with reqwest's
+//! `rustls-no-provider` and ring for request signing, never aws-lc-rs (a
+//! rustls with two providers cannot pick a default, and sqlx's TLS
+//! connections then panic). [`S3Target::open`] installs ring as the
+//! process default when none is installed. **Side effect for embedders:**
+//! cargo unifies reqwest 0.13's features, so a reqwest 0.13 client that
+//! your own code builds *before* the first `S3Target::open` panics unless
+//! you install a provider first, e.g. at the start of `main`:
+//! `rustls::crypto::ring::default_provider().install_default()`.
+//!
 //! ## S3 options
 //!
 //! An `s3://` target starts from object_store's
