@@ -171,9 +171,12 @@ pub fn decrypt_small(
         .by_ref()
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| corrupt(path, &format!("does not decrypt: {}", io_kind(&e))))?;
+        .map_err(|e| BackupError::corrupt(path, &format!("does not decrypt: {}", io_kind(&e))))?;
     if read > limit {
-        return Err(corrupt(path, &format!("is larger than {limit} bytes")));
+        return Err(BackupError::corrupt(
+            path,
+            &format!("is larger than {limit} bytes"),
+        ));
     }
     Ok(out)
 }
@@ -181,20 +184,13 @@ pub fn decrypt_small(
 fn decrypt_error(path: &ObjectPath, e: &age::DecryptError) -> BackupError {
     match e {
         age::DecryptError::NoMatchingKeys => BackupError::WrongIdentity(path.clone()),
-        _ => corrupt(path, "is not a valid age file or fails authentication"),
+        _ => BackupError::corrupt(path, "is not a valid age file or fails authentication"),
     }
 }
 
 fn io_kind(e: &io::Error) -> String {
     // age reports a failed chunk as InvalidData; no content is echoed.
     format!("{:?}", e.kind())
-}
-
-fn corrupt(path: &ObjectPath, problem: &str) -> BackupError {
-    BackupError::Corrupt {
-        path: path.clone(),
-        problem: problem.to_owned(),
-    }
 }
 
 /// A `Write` into a buffer shared with the async side, which drains it
@@ -410,7 +406,10 @@ pub async fn open_object(
                 Ok(Some(chunk)) => {
                     size += chunk.len() as u64;
                     if size > expected.size {
-                        return Err(corrupt(&dl_path, "is longer than its manifest says"));
+                        return Err(BackupError::corrupt(
+                            &dl_path,
+                            "is longer than its manifest says",
+                        ));
                     }
                     hash.update(&chunk);
                     // Waits for the decryptor: memory stays at a few
@@ -426,14 +425,17 @@ pub async fn open_object(
         }
         drop(ct_tx);
         if size != expected.size {
-            return Err(corrupt(&dl_path, "is shorter than its manifest says"));
+            return Err(BackupError::corrupt(
+                &dl_path,
+                "is shorter than its manifest says",
+            ));
         }
         let digest: [u8; 32] = hash.finalize().into();
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             &digest[..],
             &expected.sha256[..],
         )) {
-            return Err(corrupt(
+            return Err(BackupError::corrupt(
                 &dl_path,
                 "does not match its SHA-256 in the manifest",
             ));
@@ -456,15 +458,15 @@ pub async fn open_object(
         let mut total = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = r
-                .read(&mut buf)
-                .map_err(|_| corrupt(&dec_path, "fails authentication or is truncated"))?;
+            let n = r.read(&mut buf).map_err(|_| {
+                BackupError::corrupt(&dec_path, "fails authentication or is truncated")
+            })?;
             if n == 0 {
                 break;
             }
             total += n as u64;
             if total > expected.plaintext_size {
-                return Err(corrupt(
+                return Err(BackupError::corrupt(
                     &dec_path,
                     "decrypts to more than its manifest says",
                 ));
@@ -477,7 +479,7 @@ pub async fn open_object(
             }
         }
         if total != expected.plaintext_size {
-            return Err(corrupt(
+            return Err(BackupError::corrupt(
                 &dec_path,
                 "decrypts to fewer bytes than its manifest says",
             ));

@@ -144,13 +144,6 @@ pub fn seal(manifest: &Manifest, keyring: &Keyring) -> Result<Vec<u8>, BackupErr
     serde_json::to_vec(&env).map_err(|e| BackupError::Encryption(format!("manifest: {e}")))
 }
 
-fn corrupt(path: &ObjectPath, problem: &str) -> BackupError {
-    BackupError::Corrupt {
-        path: path.clone(),
-        problem: problem.to_owned(),
-    }
-}
-
 /// Whether `found` names a later version of the format family `family`
 /// (`echorelay.backup.v` + a number above 1).
 fn is_newer(found: &str, family: &str) -> bool {
@@ -166,10 +159,13 @@ fn is_newer(found: &str, family: &str) -> bool {
 /// the keyring, then the manifest's own format and shape.
 pub fn open(bytes: &[u8], keyring: &Keyring, path: &ObjectPath) -> Result<Manifest, BackupError> {
     if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(corrupt(path, "is larger than a manifest may be"));
+        return Err(BackupError::corrupt(
+            path,
+            "is larger than a manifest may be",
+        ));
     }
-    let probe: FormatProbe =
-        serde_json::from_slice(bytes).map_err(|_| corrupt(path, "is not a manifest envelope"))?;
+    let probe: FormatProbe = serde_json::from_slice(bytes)
+        .map_err(|_| BackupError::corrupt(path, "is not a manifest envelope"))?;
     if probe.format != ENVELOPE_FORMAT {
         if is_newer(&probe.format, "echorelay.backup-envelope.v") {
             return Err(BackupError::UnsupportedFormat {
@@ -177,26 +173,26 @@ pub fn open(bytes: &[u8], keyring: &Keyring, path: &ObjectPath) -> Result<Manife
                 supported: ENVELOPE_FORMAT,
             });
         }
-        return Err(corrupt(path, "is not a manifest envelope"));
+        return Err(BackupError::corrupt(path, "is not a manifest envelope"));
     }
-    let env: Envelope =
-        serde_json::from_slice(bytes).map_err(|_| corrupt(path, "is not a manifest envelope"))?;
+    let env: Envelope = serde_json::from_slice(bytes)
+        .map_err(|_| BackupError::corrupt(path, "is not a manifest envelope"))?;
     let tag = hex::decode(&env.mac.tag)
         .ok()
         .filter(|t| t.len() == 32)
-        .ok_or_else(|| corrupt(path, "has a malformed MAC"))?;
+        .ok_or_else(|| BackupError::corrupt(path, "has a malformed MAC"))?;
     let authentic = keys(keyring)
         .iter()
         .filter(|(id, _)| id.to_string() == env.mac.key_id)
         .any(|(_, key)| bool::from(mac(key, env.manifest.as_bytes()).ct_eq(&tag[..])));
     if !authentic {
-        return Err(corrupt(
+        return Err(BackupError::corrupt(
             path,
             "does not authenticate under this SECRET_KEY keyring (forged, edited, or made under a key not in SECRET_KEY/SECRET_KEY_PREVIOUS)",
         ));
     }
     let probe: FormatProbe = serde_json::from_str(&env.manifest)
-        .map_err(|_| corrupt(path, "holds no valid manifest"))?;
+        .map_err(|_| BackupError::corrupt(path, "holds no valid manifest"))?;
     if probe.format != FORMAT {
         if is_newer(&probe.format, "echorelay.backup.v") {
             return Err(BackupError::UnsupportedFormat {
@@ -204,10 +200,10 @@ pub fn open(bytes: &[u8], keyring: &Keyring, path: &ObjectPath) -> Result<Manife
                 supported: FORMAT,
             });
         }
-        return Err(corrupt(path, "holds no valid manifest"));
+        return Err(BackupError::corrupt(path, "holds no valid manifest"));
     }
     let m: Manifest = serde_json::from_str(&env.manifest)
-        .map_err(|_| corrupt(path, "holds no valid manifest"))?;
+        .map_err(|_| BackupError::corrupt(path, "holds no valid manifest"))?;
     check_shape(&m, path)?;
     Ok(m)
 }
@@ -215,10 +211,10 @@ pub fn open(bytes: &[u8], keyring: &Keyring, path: &ObjectPath) -> Result<Manife
 /// The rules a manifest's fields follow beyond their types.
 fn check_shape(m: &Manifest, path: &ObjectPath) -> Result<(), BackupError> {
     if !is_backup_id(&m.id) {
-        return Err(corrupt(path, "has a malformed backup id"));
+        return Err(BackupError::corrupt(path, "has a malformed backup id"));
     }
     if m.objects.is_empty() || m.objects.len() > MAX_OBJECTS {
-        return Err(corrupt(path, "names no object or too many"));
+        return Err(BackupError::corrupt(path, "names no object or too many"));
     }
     let dir = format!("backups/{}/", m.id);
     for (i, o) in m.objects.iter().enumerate() {
@@ -233,7 +229,7 @@ fn check_shape(m: &Manifest, path: &ObjectPath) -> Result<(), BackupError> {
             .iter()
             .any(|p| p.path == o.path || p.name == o.name);
         if !(ok_path && ok_hash && unique && !o.name.is_empty()) {
-            return Err(corrupt(path, "names an object wrongly"));
+            return Err(BackupError::corrupt(path, "names an object wrongly"));
         }
     }
     Ok(())
@@ -252,6 +248,17 @@ pub fn is_backup_id(id: &str) -> bool {
         && b[17..]
             .iter()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// When the backup `id` started (its first 16 characters), if `id` is a
+/// backup id: the inverse of [`backup_id`].
+pub fn started_at(id: &str) -> Option<DateTime<Utc>> {
+    if !is_backup_id(id) {
+        return None;
+    }
+    chrono::NaiveDateTime::parse_from_str(id.get(..15)?, "%Y%m%dT%H%M%S")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// A backup id for a backup started at `at`, with `suffix` (random).
@@ -427,6 +434,8 @@ mod tests {
         let m = manifest();
         assert!(is_backup_id(&m.id), "{}", m.id);
         assert_eq!(m.id, "20261205T030000Z-deadbeef");
+        assert_eq!(started_at(&m.id), Some(m.created_at));
+        assert_eq!(started_at("20261205T030000Z"), None);
         for bad in [
             "",
             "20261205T030000Z-DEADBEEF",

@@ -287,10 +287,10 @@ impl BackupService {
         }
         let got: [u8; 32] = h.finalize().into();
         if n != size || got != *sha256 {
-            return Err(BackupError::Corrupt {
-                path: path.clone(),
-                problem: "read back differs from what was uploaded".into(),
-            });
+            return Err(BackupError::corrupt(
+                path,
+                "read back differs from what was uploaded",
+            ));
         }
         Ok(())
     }
@@ -318,13 +318,9 @@ impl BackupService {
             .into_iter()
             .filter(|(_, (_, complete))| *complete)
             .filter_map(|(id, (size, _))| {
-                let started =
-                    DateTime::parse_from_str(&format!("{}+0000", &id[..15]), "%Y%m%dT%H%M%S%z")
-                        .ok()?
-                        .with_timezone(&Utc);
                 Some(BackupListing {
+                    started_at: manifest::started_at(&id)?,
                     id,
-                    started_at: started,
                     size,
                 })
             })
@@ -354,10 +350,10 @@ impl BackupService {
         let plain = crypt::decrypt_small(identities, &ct, manifest::MAX_MANIFEST_BYTES, &path)?;
         let m = manifest::open(&plain, &self.keyring, &path)?;
         if m.id != id {
-            return Err(BackupError::Corrupt {
-                path,
-                problem: "names another backup (a manifest moved or swapped)".into(),
-            });
+            return Err(BackupError::corrupt(
+                &path,
+                "names another backup (a manifest moved or swapped)",
+            ));
         }
         Ok(m)
     }
@@ -381,10 +377,8 @@ impl BackupService {
             })?;
         let path = ObjectPath::new(&entry.path)?;
         let mut sha = [0u8; 32];
-        hex::decode_to_slice(&entry.sha256, &mut sha).map_err(|_| BackupError::Corrupt {
-            path: path.clone(),
-            problem: "malformed hash in the manifest".into(),
-        })?;
+        hex::decode_to_slice(&entry.sha256, &mut sha)
+            .map_err(|_| BackupError::corrupt(&path, "malformed hash in the manifest"))?;
         crypt::open_object(
             self.target.clone(),
             path,
@@ -608,9 +602,7 @@ mod tests {
     fn listing(id: &str) -> BackupListing {
         BackupListing {
             id: id.to_owned(),
-            started_at: DateTime::parse_from_str(&format!("{}+0000", &id[..15]), "%Y%m%dT%H%M%S%z")
-                .unwrap()
-                .with_timezone(&Utc),
+            started_at: manifest::started_at(id).unwrap(),
             size: 1,
         }
     }

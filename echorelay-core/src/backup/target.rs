@@ -103,6 +103,16 @@ pub enum BackupError {
     Source(String),
 }
 
+impl BackupError {
+    /// [`BackupError::Corrupt`] for `path`.
+    pub fn corrupt(path: &ObjectPath, problem: &str) -> Self {
+        Self::Corrupt {
+            path: path.clone(),
+            problem: problem.to_owned(),
+        }
+    }
+}
+
 /// Where an object lives in a target: `/`-separated segments of ASCII
 /// letters, digits, `.`, `_` and `-`; no empty, `.` or `..` segment, no
 /// leading or trailing `/`; at most 512 bytes. Paths are relative to the
