@@ -61,6 +61,29 @@ fn give_audit_keys(store: &mut SharedStore, keyring: &Keyring) -> Option<Arc<Aud
     None
 }
 
+#[cfg(feature = "backup")]
+/// The backup schedule's lock for `store`: a Postgres advisory lock on a
+/// `PgStore`'s database, else the in-process lock.
+fn slot_lock_of(store: &SharedStore) -> echorelay_core::backup::schedule::SharedSlotLock {
+    #[cfg(feature = "pg")]
+    {
+        let any: &dyn std::any::Any = &**store;
+        let pg = any
+            .downcast_ref::<echorelay_store_pg::PgStore>()
+            .or_else(|| {
+                any.downcast_ref::<Arc<echorelay_store_pg::PgStore>>()
+                    .map(|a| &**a)
+            });
+        if let Some(pg) = pg {
+            return Arc::new(echorelay_store_pg::backup::PgSlotLock::new(
+                pg.pool().clone(),
+            ));
+        }
+    }
+    let _ = store;
+    Arc::new(echorelay_core::backup::schedule::LocalSlotLock)
+}
+
 /// Implemented for every type that implements all seven ports (and is
 /// `Send + Sync + 'static`): [`MemStore`], `PgStore` (feature `pg`), an
 /// `Arc` of either, and `Arc<dyn Store>` itself.
@@ -221,6 +244,8 @@ pub struct EchoRelay {
     /// The vault's keyring, for the backup manifests' MAC.
     #[cfg_attr(not(feature = "backup"), allow(dead_code))]
     keyring: Arc<Keyring>,
+    #[cfg(feature = "backup")]
+    slot_lock: echorelay_core::backup::schedule::SharedSlotLock,
     store_type: &'static str,
     queue_type: &'static str,
 }
@@ -360,6 +385,15 @@ impl EchoRelay {
             self.clock.clone(),
             store,
         )
+    }
+
+    #[cfg(feature = "backup")]
+    /// The lock the backup schedule takes so that one process backs up per
+    /// slot (feature `backup`): on a `PgStore`, a Postgres advisory lock
+    /// shared by every process on the database; otherwise the in-process
+    /// [`LocalSlotLock`](echorelay_core::backup::schedule::LocalSlotLock).
+    pub fn backup_lock(&self) -> &echorelay_core::backup::schedule::SharedSlotLock {
+        &self.slot_lock
     }
 
     /// The Rust type of the store given to the builder (for logs), e.g.
@@ -667,6 +701,8 @@ impl EchoRelayBuilder {
             None => give_audit_keys(&mut store, &keyring),
         };
         let keyring_for_backups = Arc::new(keyring.clone());
+        #[cfg(feature = "backup")]
+        let slot_lock = slot_lock_of(&store);
         let vault: SharedVault = Arc::new(AesGcmVault::new(keyring));
         let clock = self.clock;
         let queue = QueueService::with_config(self.queue, clock.clone(), self.queue_config)
@@ -689,6 +725,8 @@ impl EchoRelayBuilder {
             vault,
             clock,
             keyring: keyring_for_backups,
+            #[cfg(feature = "backup")]
+            slot_lock,
             store_type: self.store_type,
             queue_type: self.queue_type,
         })

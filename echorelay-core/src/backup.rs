@@ -10,6 +10,8 @@
 pub mod crypt;
 pub mod manifest;
 #[cfg(feature = "backup")]
+pub mod schedule;
+#[cfg(feature = "backup")]
 pub mod service;
 pub mod target;
 

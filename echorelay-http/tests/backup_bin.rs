@@ -5,9 +5,14 @@
 //! database (a non-empty one is refused), where every table holds what the
 //! source held, the API key verifies and the target's secret opens; and
 //! `audit verify --against-backup` passes there, and names the chains a
-//! restore of an older backup lost (a rollback).
+//! restore of an older backup lost (a rollback). And `serve`'s backup
+//! schedule, watched from outside: one backup per slot however many
+//! servers run, the retention flags, the retry flag, and a refusal to
+//! start when it could not back up.
 #![cfg(feature = "backup")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod server_process;
 
 use std::path::Path;
 use std::process::Command;
@@ -17,54 +22,11 @@ use echorelay::core::keys::{Environment, MintRequest};
 use echorelay::pg::{PgOptions, PgStore};
 use echorelay::prelude::*;
 use secrecy::ExposeSecret;
+use server_process::{counts, run};
 use sqlx::Connection;
 
-const BIN: &str = env!("CARGO_BIN_EXE_echorelay-server");
 const KEY: &str = "6a4e66c27687161095467ef0a963538822927a9e557405703abffe6271b315f6";
 const TOKEN: &str = "outbound-bearer-token-Zq7x";
-
-struct Run {
-    ok: bool,
-    out: String,
-    err: String,
-}
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(BIN);
-    c.env_remove("DATABASE_URL")
-        .env_remove("SECRET_KEY")
-        .args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    Run {
-        ok: o.status.success(),
-        out: String::from_utf8_lossy(&o.stdout).into_owned(),
-        err: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-/// Counts of every table in `public`.
-async fn counts(url: &str) -> Vec<(String, i64)> {
-    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables \
-         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    for t in tables {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM public.\"{t}\""))
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        out.push((t, n));
-    }
-    out
-}
 
 fn age_available() -> bool {
     let found = Command::new("age").arg("--version").output().is_ok();
@@ -315,4 +277,326 @@ async fn backup_run_verify_restore_and_against_backup_on_postgres() {
             .await;
     }
     let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+/// A database of its own (migrated), a directory target, an age key pair,
+/// and the environment `serve` and `backup` need to back it up.
+struct Scratch {
+    admin: sqlx::PgConnection,
+    name: String,
+    url: String,
+    dir: std::path::PathBuf,
+    target: std::path::PathBuf,
+    recipient: String,
+}
+
+impl Scratch {
+    async fn new(tag: &str) -> Option<Self> {
+        let db = echorelay::pg::test_database().await?;
+        let suffix = &UserId::random().to_string()[4..14];
+        let name = format!("er_{tag}_{suffix}");
+        let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = db.url().split('?').next().unwrap();
+        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        let dir = std::env::temp_dir().join(format!("er-{tag}-{suffix}"));
+        let target = dir.join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let identity = age::x25519::Identity::generate();
+        let s = Scratch {
+            admin,
+            name,
+            url,
+            dir,
+            target,
+            recipient: identity.to_public().to_string(),
+        };
+        let m = run(&["migrate"], &s.env_refs(&s.env()));
+        assert!(m.ok, "{}{}", m.out, m.err);
+        Some(s)
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".into(), self.url.clone()),
+            ("SECRET_KEY".into(), KEY.into()),
+            (
+                "ECHORELAY_BACKUP_URL".into(),
+                format!("file://{}", self.target.display()),
+            ),
+            ("ECHORELAY_BACKUP_RECIPIENTS".into(), self.recipient.clone()),
+        ]
+    }
+
+    fn env_refs<'a>(&self, env: &'a [(String, String)]) -> Vec<(&'a str, &'a str)> {
+        env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+    }
+
+    /// `echorelay-server ARGS` on this database and target.
+    fn run(&self, args: &[&str]) -> server_process::Run {
+        let env = self.env();
+        run(args, &self.env_refs(&env))
+    }
+
+    /// `serve ARGS` on this database and target.
+    fn serve(&self, args: &[&str]) -> server_process::Running {
+        let env = self.env();
+        server_process::serve(args, &self.env_refs(&env), None)
+    }
+
+    /// The ids of the complete backups in the target (a manifest
+    /// exists), sorted: read off the directory, not through echorelay.
+    fn complete(&self) -> Vec<String> {
+        let Ok(dirs) = std::fs::read_dir(self.target.join("backups")) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = dirs
+            .map(|d| d.unwrap().path())
+            .filter(|p| p.join("manifest.age").is_file())
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn remove(mut self) {
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut self.admin)
+        .await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `HH:MM:SS` of now (UTC) shifted by `secs`.
+fn time_of_day(secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(secs))
+        .format("%H:%M:%S")
+        .to_string()
+}
+
+/// Polls `done` every 100 ms for up to 60 s; on a timeout, shows what
+/// `servers` logged.
+async fn until(what: &str, servers: &[&server_process::Running], mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let logs: Vec<String> = servers
+                .iter()
+                .map(|r| r.log.lock().unwrap().clone())
+                .collect();
+            panic!("timed out waiting for {what}:\n{}", logs.join("\n---\n"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+const MADE: &str = "backup: made the slot's backup";
+const COVERED: &str = "backup: the slot is covered";
+const BUSY: &str = "backup: another process holds the backup lock";
+
+/// Three servers started at once on one database, with no backup yet
+/// (the last slot, a minute ago, was missed): exactly one backs up and
+/// the others find the slot covered or the lock held. Then two servers
+/// whose `--backup-at` is a few seconds ahead: at start the slot is
+/// covered; when it comes, exactly one more backup is made.
+#[tokio::test]
+async fn serve_backs_up_once_per_slot_however_many_servers_run() {
+    let Some(s) = Scratch::new("sched").await else {
+        return;
+    };
+    let missed = time_of_day(-60);
+    let servers: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| s.serve(&["--backup-at", &missed])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all: Vec<&server_process::Running> = servers.iter().collect();
+    until("each server's first pass", &all, || {
+        servers
+            .iter()
+            .all(|r| r.logged(MADE) || r.logged(COVERED) || r.logged(BUSY))
+    })
+    .await;
+    until("the backup", &all, || s.complete().len() == 1).await;
+    let made: usize = servers.iter().map(|r| r.count(MADE)).sum();
+    assert_eq!(made, 1, "one server backs up the missed slot");
+    assert_eq!(s.complete().len(), 1);
+    let first = s.complete();
+    drop(servers);
+
+    // The next slot comes while two servers run.
+    let soon = time_of_day(4);
+    let servers: Vec<_> = (0..2).map(|_| s.serve(&["--backup-at", &soon])).collect();
+    let all: Vec<&server_process::Running> = servers.iter().collect();
+    until("the covered first pass", &all, || {
+        servers.iter().all(|r| r.logged(COVERED))
+    })
+    .await;
+    until("the slot's backup", &all, || {
+        servers.iter().any(|r| r.logged(MADE))
+    })
+    .await;
+    until("both servers' pass at the slot", &all, || {
+        servers
+            .iter()
+            .all(|r| r.count(COVERED) + r.count(MADE) + r.count(BUSY) >= 2)
+    })
+    .await;
+    let made: usize = servers.iter().map(|r| r.count(MADE)).sum();
+    assert_eq!(made, 1, "one backup for the slot");
+    // Default retention keeps the newest backup of each day: the slot's
+    // backup replaced the morning's.
+    let now = s.complete();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, first);
+    let listed = s.run(&["backup", "list"]);
+    assert!(
+        listed.ok && listed.out.contains(&now[0]),
+        "{}{}",
+        listed.out,
+        listed.err
+    );
+    drop(servers);
+    s.remove().await;
+}
+
+/// `--backup-keep-daily/weekly/monthly` decide what the scheduled pass
+/// prunes: backups dated over 40 past days (copies of a real one under
+/// older ids) are cut to what those flags keep, which differs from what
+/// the defaults keep.
+#[tokio::test]
+async fn serve_prunes_by_its_retention_flags() {
+    use echorelay::core::backup::service::{BackupListing, Retention};
+    let Some(s) = Scratch::new("keep").await else {
+        return;
+    };
+    let made = s.run(&["backup", "run"]);
+    assert!(made.ok, "{}{}", made.out, made.err);
+    let real = s.target.join("backups").join(made.out.trim());
+    let today = chrono::Utc::now();
+    for day in 1..=40 {
+        let at = today - chrono::Duration::days(day);
+        let id = format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), day);
+        let copy = s.target.join("backups").join(&id);
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["pg_dump.age", "manifest.age"] {
+            std::fs::copy(real.join(f), copy.join(f)).unwrap();
+        }
+    }
+    let before = s.complete();
+    assert_eq!(before.len(), 41);
+    let listing: Vec<BackupListing> = before
+        .iter()
+        .map(|id| BackupListing {
+            id: id.clone(),
+            started_at: echorelay::core::backup::manifest::started_at(id).unwrap(),
+            size: 0,
+        })
+        .collect();
+    let flags = Retention {
+        daily: 2,
+        weekly: 3,
+        monthly: 2,
+    };
+    let mut expected: Vec<String> = flags.keep(&listing).into_iter().map(String::from).collect();
+    expected.sort();
+    let mut by_default: Vec<String> = Retention::default()
+        .keep(&listing)
+        .into_iter()
+        .map(String::from)
+        .collect();
+    by_default.sort();
+    assert_ne!(expected, by_default, "the flags must make a difference");
+
+    // The real backup covers the slot (a minute ago): the pass prunes only.
+    let server = s.serve(&[
+        "--backup-at",
+        &time_of_day(-60),
+        "--backup-keep-daily",
+        "2",
+        "--backup-keep-weekly",
+        "3",
+        "--backup-keep-monthly",
+        "2",
+    ]);
+    until("the pass", &[&server], || server.logged(COVERED)).await;
+    assert_eq!(s.complete(), expected);
+    assert!(
+        server.logged(&format!("pruned={}", 41 - expected.len())),
+        "{}",
+        server.log.lock().unwrap()
+    );
+    drop(server);
+    s.remove().await;
+}
+
+/// A scheduled backup that fails (the target's `backups` is a file, not
+/// a directory) is tried again after `--backup-retry-secs`, and succeeds
+/// once the target is usable; the server keeps serving meanwhile.
+#[tokio::test]
+async fn serve_retries_a_failed_backup_after_its_retry_interval() {
+    let Some(s) = Scratch::new("retry").await else {
+        return;
+    };
+    let blocker = s.target.join("backups");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let mut server = s.serve(&["--backup-at", &time_of_day(-60), "--backup-retry-secs", "1"]);
+    until("the failure", &[&server], || {
+        server.logged("backup: the scheduled backup failed")
+    })
+    .await;
+    assert!(s.complete().is_empty());
+    std::fs::remove_file(&blocker).unwrap();
+    until("the retried backup", &[&server], || {
+        s.complete().len() == 1 && server.logged(MADE)
+    })
+    .await;
+    assert!(server.alive());
+    drop(server);
+    s.remove().await;
+}
+
+/// With ECHORELAY_BACKUP_URL set, `serve` refuses to start when it could
+/// not back up: no recipients, malformed ones, or the in-memory store
+/// (no other process can back it up).
+#[tokio::test]
+async fn serve_refuses_to_start_with_backups_it_cannot_make() {
+    let dir = std::env::temp_dir().join(format!(
+        "er-refuse-{}",
+        &UserId::random().to_string()[4..14]
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = format!("file://{}", dir.display());
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[("ECHORELAY_BACKUP_URL", &target)], "recipients"),
+        (
+            &[
+                ("ECHORELAY_BACKUP_URL", &target),
+                ("ECHORELAY_BACKUP_RECIPIENTS", "age1notakey"),
+            ],
+            "recipients",
+        ),
+        (
+            &[
+                ("ECHORELAY_BACKUP_URL", &target),
+                ("ECHORELAY_BACKUP_RECIPIENTS", &recipient),
+            ],
+            "need DATABASE_URL",
+        ),
+    ];
+    for (env, says) in cases {
+        let r = run(&["serve", "--listen", "127.0.0.1:0"], env);
+        assert!(!r.ok, "{}{}", r.out, r.err);
+        assert!(r.err.contains(says), "{says}: {}", r.err);
+        assert!(!r.out.contains("listening"), "{}", r.out);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

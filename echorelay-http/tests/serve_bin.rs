@@ -11,88 +11,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod probe;
+mod server_process;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use axum::http::{StatusCode, header};
 use echorelay::prelude::*;
 use probe::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_echorelay-server");
-
-/// A running `serve`, killed when dropped; what it logged so far.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn logged(&self, what: &str) -> bool {
-        self.log.lock().unwrap().contains(what)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-/// `serve --listen 127.0.0.1:0 ARGS` (through `wrap`, a shell prefix, if
-/// any), once it says where it listens.
-fn serve(args: &[&str], env: &[(&str, &str)], wrap: Option<&str>) -> Running {
-    let mut c = match wrap {
-        None => Command::new(BIN),
-        Some(script) => {
-            let mut c = Command::new("sh");
-            c.args(["-c", &format!("{script}; exec \"$0\" \"$@\""), BIN]);
-            c
-        }
-    };
-    c.env_remove("DATABASE_URL")
-        .env_remove("SECRET_KEY")
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let Some(Ok(line)) = stdout.next() else {
-            let _ = child.wait();
-            panic!("serve did not start: {}", log.lock().unwrap());
-        };
-        if let Some(rest) = line.strip_prefix("echorelay-server: listening on ") {
-            let (_, rest) = rest.split_once("://").unwrap();
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining stdout, so a later line never meets a closed pipe.
-    std::thread::spawn(move || for _ in stdout {});
-    Running { child, addr, log }
-}
+use server_process::*;
 
 /// The certificate and key, as files the binary reads.
 struct CertFiles {

@@ -15,6 +15,7 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use echorelay_core::backup::BackupError;
 use echorelay_core::backup::crypt::{PlaintextChunks, SealedWriter};
+use echorelay_core::backup::schedule::{SlotGuard, SlotLock};
 use echorelay_core::backup::service::BackupSource;
 use echorelay_core::redact::redact_url;
 use sqlx::Connection;
@@ -242,4 +243,65 @@ pub async fn restore_dump(
         )));
     }
     Ok(fed)
+}
+
+/// The backup schedule's [`SlotLock`] on Postgres: a session-level
+/// advisory lock (`pg_try_advisory_lock`) keyed by
+/// `hashtextextended('echorelay.slot:' || name, 0)`, held on a connection
+/// of its own (opened with the pool's options, outside the pool) for as
+/// long as the guard lives. Every process on the database shares it; a
+/// process that dies mid-backup frees it when its connection drops.
+#[derive(Debug, Clone)]
+pub struct PgSlotLock {
+    pool: sqlx::PgPool,
+}
+
+impl PgSlotLock {
+    /// The lock on the database of `pool`.
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+struct PgSlotGuard {
+    conn: Option<sqlx::PgConnection>,
+    name: String,
+}
+
+const SLOT_KEY: &str = "hashtextextended('echorelay.slot:' || $1::text, 0)";
+
+#[async_trait]
+impl SlotGuard for PgSlotGuard {
+    async fn release(mut self: Box<Self>) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = sqlx::query(&format!("SELECT pg_advisory_unlock({SLOT_KEY})"))
+                .bind(&self.name)
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+        }
+    }
+}
+
+#[async_trait]
+impl SlotLock for PgSlotLock {
+    async fn try_acquire(&self, name: &str) -> Result<Option<Box<dyn SlotGuard>>, BackupError> {
+        let options = self.pool.connect_options();
+        let mut conn = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| BackupError::Source(format!("the backup lock's connection: {e}")))?;
+        let got: bool = sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({SLOT_KEY})"))
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| BackupError::Source(format!("taking the backup lock: {e}")))?;
+        if !got {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgSlotGuard {
+            conn: Some(conn),
+            name: name.to_owned(),
+        })))
+    }
 }

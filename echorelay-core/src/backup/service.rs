@@ -179,6 +179,11 @@ impl BackupService {
         }
     }
 
+    /// The clock's now.
+    pub(super) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// The target.
     pub fn target(&self) -> &Arc<dyn BackupTarget> {
         &self.target
@@ -582,19 +587,6 @@ where
     Ok(out)
 }
 
-/// The backup slot due at or before `now`: today's `at` (UTC) if it has
-/// passed, else yesterday's. A runner that finds no complete backup at or
-/// after the slot runs one (so a slot missed while every process was down
-/// runs at the next start).
-pub fn slot_at_or_before(now: DateTime<Utc>, at: chrono::NaiveTime) -> DateTime<Utc> {
-    let today = now.date_naive().and_time(at).and_utc();
-    if today <= now {
-        today
-    } else {
-        today - chrono::Duration::days(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,23 +654,5 @@ mod tests {
         }
         .keep(&all);
         assert_eq!(none, vec!["20261109T150000Z-00000000"]);
-    }
-
-    #[test]
-    fn the_slot_is_todays_once_it_has_passed() {
-        let at = chrono::NaiveTime::from_hms_opt(3, 0, 0).unwrap();
-        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        assert_eq!(
-            slot_at_or_before(t("2026-12-05T03:00:00Z"), at),
-            t("2026-12-05T03:00:00Z")
-        );
-        assert_eq!(
-            slot_at_or_before(t("2026-12-05T02:59:59Z"), at),
-            t("2026-12-04T03:00:00Z")
-        );
-        assert_eq!(
-            slot_at_or_before(t("2026-12-05T23:00:00Z"), at),
-            t("2026-12-05T03:00:00Z")
-        );
     }
 }

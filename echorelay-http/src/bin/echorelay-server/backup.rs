@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use chrono::NaiveTime;
 use clap::Subcommand;
 use echorelay::core::backup::crypt::{Identities, Recipients};
+use echorelay::core::backup::schedule::{PassOutcome, Schedule};
 use echorelay::core::backup::service::{self, BackupService, Retention};
 use echorelay::core::backup::{BackupError, BackupTarget};
 use echorelay::prelude::*;
@@ -106,30 +108,144 @@ fn bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// The Postgres URL backups are made from: the in-memory store's data
+/// lives in one process, so no other process can back it up.
+fn dump_url() -> Result<String, BackupError> {
+    env("DATABASE_URL").ok_or_else(|| {
+        BackupError::Config("backups from echorelay-server need DATABASE_URL (Postgres): an in-memory store is backed up by its embedder through the library".into())
+    })
+}
+
 /// Runs one backup of `relay` now (the store's own source: `pg_dump` on
-/// Postgres). Used by `backup run` and the schedule in `serve`.
+/// Postgres). Used by `backup run`.
 pub async fn run_once(
     relay: &EchoRelay,
     backups: &BackupService,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let recipients = recipients_from_env()?;
-    let Some(url) = env("DATABASE_URL") else {
-        return Err("the in-memory store has nothing to back up from another process: set DATABASE_URL (embedders back up a MemStore through the library)".into());
-    };
+    let dump = echorelay::pg::backup::PgDumpSource::new(dump_url()?);
     let heads = service::audit_heads(relay.store().as_ref()).await?;
-    let dump = echorelay::pg::backup::PgDumpSource::new(url);
     let m = backups.run(&recipients, &[&dump], heads).await?;
     Ok(m.id)
 }
 
-/// The relay for `command`: from the environment, except that `restore`
-/// must not open the destination database as a store (it is empty, or
-/// about to be replaced): it gets an in-memory relay with the same
-/// `SECRET_KEY` keyring, which is all a restore needs of it.
+fn parse_time(s: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(s, "%H:%M:%S")
+        .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M"))
+        .map_err(|_| format!("{s:?} is not a time of day, HH:MM or HH:MM:SS (UTC)"))
+}
+
+/// `serve`'s backup schedule (when ECHORELAY_BACKUP_URL is set).
+#[derive(clap::Args, Debug)]
+pub struct ScheduleArgs {
+    /// With ECHORELAY_BACKUP_URL set, back up daily at this time, UTC
+    /// (HH:MM or HH:MM:SS), and once at start if no backup covers the
+    /// last slot (a missed one). However many servers run on one
+    /// database, one backs up per slot (a Postgres advisory lock).
+    #[arg(long, default_value = "03:00", value_parser = parse_time)]
+    backup_at: NaiveTime,
+    /// After each scheduled backup, keep the newest backup of each of
+    /// the last N days (and delete what no rule keeps).
+    #[arg(long, default_value_t = Retention::default().daily)]
+    backup_keep_daily: usize,
+    /// … of each of the last N ISO weeks.
+    #[arg(long, default_value_t = Retention::default().weekly)]
+    backup_keep_weekly: usize,
+    /// … of each of the last N months.
+    #[arg(long, default_value_t = Retention::default().monthly)]
+    backup_keep_monthly: usize,
+    /// Seconds before trying again when a scheduled backup failed (or
+    /// another server held the lock) and no backup covers the slot yet.
+    #[arg(long, default_value_t = Schedule::default().retry.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    backup_retry_secs: u64,
+}
+
+impl ScheduleArgs {
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            at: self.backup_at,
+            retention: Retention {
+                daily: self.backup_keep_daily,
+                weekly: self.backup_keep_weekly,
+                monthly: self.backup_keep_monthly,
+            },
+            retry: std::time::Duration::from_secs(self.backup_retry_secs),
+        }
+    }
+}
+
+/// Checks the backup configuration at `serve`'s start and returns the
+/// schedule's task, or `None` when ECHORELAY_BACKUP_URL is not set. A
+/// configuration that cannot back up (no recipients, a bad URL, the
+/// in-memory store) stops the server from starting: it never runs
+/// without the backups it was told to make.
+pub fn scheduler(
+    relay: &EchoRelay,
+    args: &ScheduleArgs,
+) -> Result<Option<impl std::future::Future<Output = ()> + Send + 'static>, BackupError> {
+    if env("ECHORELAY_BACKUP_URL").is_none() {
+        return Ok(None);
+    }
+    let backups = relay.backups(target_from_env()?);
+    let recipients = recipients_from_env()?;
+    let dump = echorelay::pg::backup::PgDumpSource::new(dump_url()?);
+    let schedule = args.schedule();
+    let relay = relay.clone();
+    tracing::info!(at = %schedule.at, target = %backups.target().describe(), "backup: scheduled daily (UTC)");
+    Ok(Some(async move {
+        loop {
+            let outcome = match service::audit_heads(relay.store().as_ref()).await {
+                Ok(heads) => {
+                    backups
+                        .scheduled_pass(
+                            relay.backup_lock().as_ref(),
+                            &schedule,
+                            &recipients,
+                            &[&dump],
+                            heads,
+                        )
+                        .await
+                }
+                Err(e) => Err(BackupError::Source(format!("reading the audit heads: {e}"))),
+            };
+            match &outcome {
+                Ok(PassOutcome::Ran {
+                    slot,
+                    manifest,
+                    pruned,
+                }) => tracing::info!(
+                    backup = %manifest.id, slot = %slot, pruned = pruned.len(),
+                    "backup: made the slot's backup"
+                ),
+                Ok(PassOutcome::Covered { slot, by, pruned }) => tracing::info!(
+                    backup = %by, slot = %slot, pruned = pruned.len(),
+                    "backup: the slot is covered"
+                ),
+                Ok(PassOutcome::Busy) => {
+                    tracing::info!("backup: another process holds the backup lock")
+                }
+                Err(e) => tracing::error!(error = %e, "backup: the scheduled backup failed"),
+            }
+            let wait = schedule.wait_after(relay.clock().now(), &outcome);
+            tokio::time::sleep(wait).await;
+        }
+    }))
+}
+
+/// The relay for `command`: from the environment for `run` (it reads the
+/// audit heads from the store). The others must not open the database as
+/// a store (during an incident it is empty, behind, or about to be
+/// replaced): they get an in-memory relay with the same `SECRET_KEY`
+/// keyring, which is all they need of it.
 async fn relay_for(command: &BackupCommand) -> Result<EchoRelay, Box<dyn std::error::Error>> {
-    if matches!(command, BackupCommand::Restore { .. }) {
-        if env("SECRET_KEY").is_none() {
-            return Err("restore needs SECRET_KEY (and SECRET_KEY_PREVIOUS) as at the time of the backup: the manifest is authenticated under it and the restored secrets are sealed under it".into());
+    if !matches!(command, BackupCommand::Run) {
+        let authenticates = matches!(
+            command,
+            BackupCommand::Verify { .. } | BackupCommand::Restore { .. }
+        );
+        if authenticates && env("SECRET_KEY").is_none() {
+            return Err("verify and restore need SECRET_KEY (and SECRET_KEY_PREVIOUS) as at the time of the backup: the manifest is authenticated under it and the restored secrets are sealed under it".into());
         }
         let relay = EchoRelayBuilder::from_env_vars(|name| match name {
             "DATABASE_URL" | "REDIS_URL" => None,
@@ -259,36 +375,44 @@ async fn verify(
     Ok(report.manifest)
 }
 
-/// `audit verify --against-backup`: every chain head recorded by the
-/// newest backup that verifies must still be in the live chain.
-pub async fn audit_against_backup(relay: &EchoRelay, identity: &Path) -> Outcome {
+/// `audit verify --against-backup [--backup-id ID]`: every chain head
+/// recorded by backup `ID` (default: the newest backup that verifies)
+/// must still be in the live chain.
+pub async fn audit_against_backup(relay: &EchoRelay, identity: &Path, id: Option<&str>) -> Outcome {
     let backups = relay.backups(target_from_env()?);
     let ids = identities(identity)?;
-    let listed = backups.list().await?;
-    for b in listed.iter().rev() {
-        let m = match backups.manifest(&b.id, &ids).await {
-            Ok(m) => m,
-            Err(e) => {
-                println!(
-                    "backup {}: skipped, its manifest does not verify: {e}",
-                    b.id
-                );
-                continue;
+    let m = match id {
+        Some(id) => backups.manifest(id, &ids).await?,
+        None => {
+            let mut found = None;
+            for b in backups.list().await?.iter().rev() {
+                match backups.manifest(&b.id, &ids).await {
+                    Ok(m) => {
+                        found = Some(m);
+                        break;
+                    }
+                    Err(e) => println!(
+                        "backup {}: skipped, its manifest does not verify: {e}",
+                        b.id
+                    ),
+                }
             }
-        };
-        let mismatches = service::compare_heads(relay.store().as_ref(), &m.audit_heads).await?;
-        if mismatches.is_empty() {
-            println!(
-                "against backup {}: all {} chain heads it recorded are in the live chains",
-                m.id,
-                m.audit_heads.len()
-            );
-            return Ok(ExitCode::SUCCESS);
+            found.ok_or_else(|| {
+                BackupError::NoSuchBackup("no backup with a manifest that verifies".into())
+            })?
         }
-        for x in &mismatches {
-            println!("against backup {}: {x}", m.id);
-        }
-        return Ok(ExitCode::FAILURE);
+    };
+    let mismatches = service::compare_heads(relay.store().as_ref(), &m.audit_heads).await?;
+    if mismatches.is_empty() {
+        println!(
+            "against backup {}: all {} chain heads it recorded are in the live chains",
+            m.id,
+            m.audit_heads.len()
+        );
+        return Ok(ExitCode::SUCCESS);
     }
-    Err(BackupError::NoSuchBackup("no backup with a manifest that verifies".into()).into())
+    for x in &mismatches {
+        println!("against backup {}: {x}", m.id);
+    }
+    Ok(ExitCode::FAILURE)
 }

@@ -107,12 +107,17 @@ enum AuditCommand {
     /// first broken link and exits non-zero on one.
     Verify {
         /// Also compare the live chains with the heads recorded by the
-        /// newest backup whose manifest verifies (ECHORELAY_BACKUP_URL):
-        /// names a chain rewritten or truncated since, even with every
-        /// hash recomputed.
+        /// newest backup whose manifest verifies (ECHORELAY_BACKUP_URL),
+        /// or by the backup given to --backup-id: names a chain rewritten
+        /// or truncated since, even with every hash recomputed.
         #[cfg(feature = "backup")]
         #[arg(long, requires = "identity")]
         against_backup: bool,
+        /// With --against-backup: this backup (after restoring an older
+        /// one, the newest recorded heads the restore rolled back).
+        #[cfg(feature = "backup")]
+        #[arg(long, requires = "against_backup", value_name = "ID")]
+        backup_id: Option<String>,
         /// The age identity file that decrypts the backups.
         #[cfg(feature = "backup")]
         #[arg(long, short = 'i')]
@@ -183,6 +188,9 @@ struct Serve {
     /// many processes on one database.
     #[arg(long, default_value_t = 300)]
     maintenance_interval_secs: u64,
+    #[cfg(feature = "backup")]
+    #[command(flatten)]
+    backups: backup::ScheduleArgs,
 }
 
 impl Serve {
@@ -221,11 +229,14 @@ async fn main() -> ExitCode {
                 AuditCommand::Verify {
                     against_backup,
                     identity,
+                    backup_id,
                 },
         } => match audit_verify().await {
             Ok(code) if against_backup && code == ExitCode::SUCCESS => match identity {
                 Some(path) => match EchoRelay::from_env().await {
-                    Ok(relay) => backup::audit_against_backup(&relay, &path).await,
+                    Ok(relay) => {
+                        backup::audit_against_backup(&relay, &path, backup_id.as_deref()).await
+                    }
                     Err(e) => Err(e.into()),
                 },
                 None => Err("--against-backup needs --identity".into()),
@@ -300,6 +311,8 @@ async fn serve(s: Serve) -> Outcome {
         }
         demo(&relay).await?;
     }
+    #[cfg(feature = "backup")]
+    let backups = backup::scheduler(&relay, &s.backups)?;
     let app = router(relay.clone(), config)?;
     let listener = tokio::net::TcpListener::bind(s.listen).await?;
     println!(
@@ -316,6 +329,10 @@ async fn serve(s: Serve) -> Outcome {
     if s.maintenance_interval_secs > 0 {
         let every = Duration::from_secs(s.maintenance_interval_secs);
         tokio::spawn(maintenance_schedule(relay.clone(), every));
+    }
+    #[cfg(feature = "backup")]
+    if let Some(task) = backups {
+        tokio::spawn(task);
     }
     let options = ServeOptions {
         tls,

@@ -1,0 +1,136 @@
+//! `echorelay-server` as a process, for the tests that watch it from
+//! outside: `serve` (running, its log collected) and one-shot commands.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_echorelay-server");
+
+/// A running `serve`, killed when dropped; what it logged so far.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    pub fn logged(&self, what: &str) -> bool {
+        self.log.lock().unwrap().contains(what)
+    }
+
+    /// How many lines of the log contain `what`.
+    pub fn count(&self, what: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// `serve --listen 127.0.0.1:0 ARGS` (through `wrap`, a shell prefix, if
+/// any), once it says where it listens. `DATABASE_URL` and `SECRET_KEY`
+/// come from `env` only.
+pub fn serve(args: &[&str], env: &[(&str, &str)], wrap: Option<&str>) -> Running {
+    let mut c = match wrap {
+        None => Command::new(BIN),
+        Some(script) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("{script}; exec \"$0\" \"$@\""), BIN]);
+            c
+        }
+    };
+    c.env_remove("DATABASE_URL")
+        .env_remove("SECRET_KEY")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let Some(Ok(line)) = stdout.next() else {
+            let _ = child.wait();
+            panic!("serve did not start: {}", log.lock().unwrap());
+        };
+        if let Some(rest) = line.strip_prefix("echorelay-server: listening on ") {
+            let (_, rest) = rest.split_once("://").unwrap();
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stdout, so a later line never meets a closed pipe.
+    std::thread::spawn(move || for _ in stdout {});
+    Running { child, addr, log }
+}
+
+/// What a one-shot command did.
+pub struct Run {
+    pub ok: bool,
+    pub out: String,
+    pub err: String,
+}
+
+/// `echorelay-server ARGS` to completion, with `env` (and no
+/// `DATABASE_URL` or `SECRET_KEY` unless `env` sets them).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(BIN);
+    c.env_remove("DATABASE_URL")
+        .env_remove("SECRET_KEY")
+        .args(args)
+        .envs(env.iter().copied());
+    let o = c.output().unwrap();
+    Run {
+        ok: o.status.success(),
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[cfg(feature = "pg")]
+/// Counts of every table in `public`.
+pub async fn counts(url: &str) -> Vec<(String, i64)> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for t in tables {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM public.\"{t}\""))
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        out.push((t, n));
+    }
+    out
+}
