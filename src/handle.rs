@@ -81,7 +81,7 @@ fn slot_lock_of(store: &SharedStore) -> echorelay_core::backup::schedule::Shared
         }
     }
     let _ = store;
-    Arc::new(echorelay_core::backup::schedule::LocalSlotLock)
+    Arc::new(echorelay_core::backup::schedule::LocalSlotLock::new())
 }
 
 /// Implemented for every type that implements all seven ports (and is
@@ -390,8 +390,9 @@ impl EchoRelay {
     #[cfg(feature = "backup")]
     /// The lock the backup schedule takes so that one process backs up per
     /// slot (feature `backup`): on a `PgStore`, a Postgres advisory lock
-    /// shared by every process on the database; otherwise the in-process
-    /// [`LocalSlotLock`](echorelay_core::backup::schedule::LocalSlotLock).
+    /// shared by every process on the database; otherwise a
+    /// [`LocalSlotLock`](echorelay_core::backup::schedule::LocalSlotLock)
+    /// shared by this handle's clones.
     pub fn backup_lock(&self) -> &echorelay_core::backup::schedule::SharedSlotLock {
         &self.slot_lock
     }

@@ -455,3 +455,192 @@ async fn audit_heads_find_a_rewritten_or_truncated_chain() {
     let found = compare_heads(w.relay.store().as_ref(), &cut).await.unwrap();
     assert!(found[0].to_string().contains("truncated"), "{}", found[0]);
 }
+
+mod schedule {
+    use super::*;
+    use echorelay::core::backup::schedule::{
+        LocalSlotLock, PassOutcome, Schedule, SlotGuard, SlotLock,
+    };
+    use echorelay::core::clock::ManualClock;
+
+    /// A relay on a manual clock at `at`, its backups on a memory target.
+    fn at(now: &str) -> (World, ManualClock) {
+        let clock = ManualClock::new(
+            chrono::DateTime::parse_from_rfc3339(now)
+                .unwrap()
+                .with_timezone(&chrono::Utc),
+        );
+        let relay = EchoRelay::builder()
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let target = Arc::new(MemBackupTarget::with_part_size(64 * 1024));
+        let backups = relay.backups(target.clone());
+        let (recipients, identities) = keypair();
+        let w = World {
+            relay,
+            target,
+            backups,
+            recipients,
+            identities,
+        };
+        (w, clock)
+    }
+
+    fn source() -> Bytesource {
+        Bytesource {
+            name: "snapshot",
+            data: b"the data".to_vec(),
+            fail_after: None,
+        }
+    }
+
+    /// A lock that is always held by someone else.
+    #[derive(Debug)]
+    struct Taken;
+
+    #[async_trait]
+    impl SlotLock for Taken {
+        async fn try_acquire(&self, _: &str) -> Result<Option<Box<dyn SlotGuard>>, BackupError> {
+            Ok(None)
+        }
+    }
+
+    async fn pass(w: &World, lock: &dyn SlotLock, s: &Schedule) -> PassOutcome {
+        w.backups
+            .scheduled_pass(lock, s, &w.recipients, &[&source()], vec![])
+            .await
+            .unwrap()
+    }
+
+    /// The first pass finds the last slot (yesterday 03:00, at 02:00)
+    /// uncovered and backs up; a second finds it covered; at 03:00 the new
+    /// slot is uncovered again, and one backup covers it.
+    #[tokio::test]
+    async fn a_slot_is_backed_up_once_and_a_missed_one_at_start() {
+        let (w, clock) = at("2026-12-05T02:00:00Z");
+        let s = Schedule::default();
+        let lock = LocalSlotLock::new();
+        let PassOutcome::Ran { slot, manifest, .. } = pass(&w, &lock, &s).await else {
+            panic!("the missed slot runs at start")
+        };
+        assert_eq!(slot.to_rfc3339(), "2026-12-04T03:00:00+00:00");
+        let covered = pass(&w, &lock, &s).await;
+        assert!(
+            matches!(&covered, PassOutcome::Covered { by, .. } if *by == manifest.id),
+            "{covered:?}"
+        );
+        // One second before the slot: still covered; at the slot: runs.
+        clock.advance(chrono::Duration::seconds(3599));
+        assert!(matches!(
+            pass(&w, &lock, &s).await,
+            PassOutcome::Covered { .. }
+        ));
+        clock.advance(chrono::Duration::seconds(1));
+        let ran = pass(&w, &lock, &s).await;
+        let PassOutcome::Ran {
+            slot,
+            manifest: newer,
+            pruned,
+        } = &ran
+        else {
+            panic!("{ran:?}")
+        };
+        assert_eq!(slot.to_rfc3339(), "2026-12-05T03:00:00+00:00");
+        // Both backups started on Dec 5: the daily rule keeps the newer.
+        assert_eq!(pruned, &vec![manifest.id.clone()]);
+        assert!(matches!(
+            pass(&w, &lock, &s).await,
+            PassOutcome::Covered { by, .. } if by == newer.id
+        ));
+        let listed = w.backups.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, newer.id);
+    }
+
+    /// With the lock held elsewhere the pass does nothing, not even prune;
+    /// while one pass holds the in-process lock, another is Busy.
+    #[tokio::test]
+    async fn a_held_lock_makes_the_pass_busy() {
+        let (w, _clock) = at("2026-12-05T04:00:00Z");
+        let s = Schedule::default();
+        let lock = LocalSlotLock::new();
+        assert_eq!(pass(&w, &Taken, &s).await, PassOutcome::Busy);
+        assert!(w.backups.list().await.unwrap().is_empty());
+        assert!(w.target.list(None).await.unwrap().is_empty());
+        let guard = lock
+            .try_acquire(echorelay::core::backup::schedule::LOCK_NAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pass(&w, &lock, &s).await, PassOutcome::Busy);
+        guard.release().await;
+        assert!(matches!(pass(&w, &lock, &s).await, PassOutcome::Ran { .. }));
+    }
+
+    /// Each pass prunes by the schedule's retention, covered or not: ten
+    /// daily backups cut to the three newest days.
+    #[tokio::test]
+    async fn each_pass_prunes_by_its_retention() {
+        let (w, clock) = at("2026-11-20T03:00:00Z");
+        let lock = LocalSlotLock::new();
+        let s = Schedule {
+            retention: Retention {
+                daily: 3,
+                weekly: 0,
+                monthly: 0,
+            },
+            ..Schedule::default()
+        };
+        let keep_all = Schedule {
+            retention: Retention {
+                daily: 100,
+                weekly: 0,
+                monthly: 0,
+            },
+            ..Schedule::default()
+        };
+        for _ in 0..10 {
+            assert!(matches!(
+                pass(&w, &lock, &keep_all).await,
+                PassOutcome::Ran { .. }
+            ));
+            clock.advance(chrono::Duration::days(1));
+        }
+        assert_eq!(w.backups.list().await.unwrap().len(), 10);
+        // Nov 30 03:00: uncovered; it backs up, then keeps 3 days.
+        let PassOutcome::Ran { pruned, .. } = pass(&w, &lock, &s).await else {
+            panic!("the slot runs")
+        };
+        assert_eq!(pruned.len(), 8);
+        let left: Vec<String> = w
+            .backups
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id[..8].to_owned())
+            .collect();
+        assert_eq!(left, ["20261128", "20261129", "20261130"]);
+    }
+
+    /// A failed backup leaves the slot uncovered: the next pass runs it.
+    #[tokio::test]
+    async fn a_failed_pass_leaves_the_slot_to_the_next() {
+        let (w, _clock) = at("2026-12-05T04:00:00Z");
+        let s = Schedule::default();
+        let lock = LocalSlotLock::new();
+        let failing = Bytesource {
+            name: "snapshot",
+            data: vec![7; 300_000],
+            fail_after: Some(1),
+        };
+        let err = w
+            .backups
+            .scheduled_pass(&lock, &s, &w.recipients, &[&failing], vec![])
+            .await;
+        assert!(matches!(err, Err(BackupError::Source(_))), "{err:?}");
+        assert!(w.backups.list().await.unwrap().is_empty());
+        assert!(matches!(pass(&w, &lock, &s).await, PassOutcome::Ran { .. }));
+    }
+}

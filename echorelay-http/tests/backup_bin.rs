@@ -600,3 +600,80 @@ async fn serve_refuses_to_start_with_backups_it_cannot_make() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `backup restore` streams the dump once, checked as it goes, and never
+/// commits one that does not check out: a dump swapped for another
+/// backup's (a valid age file for the same key, a valid pg_dump: only its
+/// hash tells) and one with a flipped byte are both refused, and the
+/// empty destination database stays empty.
+#[tokio::test]
+async fn restore_never_commits_a_dump_that_does_not_verify() {
+    let Some(mut s) = Scratch::new("swap").await else {
+        return;
+    };
+    let dir = s.dir.clone();
+    let identity = age::x25519::Identity::generate();
+    s.recipient = identity.to_public().to_string();
+    let id_file = dir.join("identity.txt");
+    std::fs::write(
+        &id_file,
+        format!("{}\n", identity.to_string().expose_secret()),
+    )
+    .unwrap();
+    let id_path = id_file.to_str().unwrap();
+    let older = s.run(&["backup", "run"]);
+    assert!(older.ok, "{}{}", older.out, older.err);
+    // More rows, a newer backup.
+    let mut c = sqlx::PgConnection::connect(&s.url).await.unwrap();
+    sqlx::query("CREATE TABLE extra AS SELECT g FROM generate_series(1, 50000) g")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    let newer = s.run(&["backup", "run"]);
+    assert!(newer.ok, "{}{}", newer.out, newer.err);
+    let dump = |id: &str| s.target.join("backups").join(id.trim()).join("pg_dump.age");
+    let original = std::fs::read(dump(&newer.out)).unwrap();
+
+    let dst_name = format!("{}_dst", s.name);
+    sqlx::query(&format!("CREATE DATABASE {dst_name}"))
+        .execute(&mut s.admin)
+        .await
+        .unwrap();
+    let dst = format!("{}_dst", s.url);
+    let relations = || async { echorelay::pg::backup::user_relations(&dst).await.unwrap() };
+    let mut swapped = std::fs::read(dump(&older.out)).unwrap();
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    for (what, bytes) in [("swapped", &mut swapped), ("flipped", &mut flipped)] {
+        std::fs::write(dump(&newer.out), &bytes).unwrap();
+        let env = s.env();
+        let mut env = s.env_refs(&env);
+        env.retain(|(k, _)| *k != "DATABASE_URL");
+        env.push(("DATABASE_URL", &dst));
+        let r = run(
+            &["backup", "restore", "-i", id_path, newer.out.trim()],
+            &env,
+        );
+        assert!(!r.ok, "{what}: {}{}", r.out, r.err);
+        assert!(r.err.contains("does not verify"), "{what}: {}", r.err);
+        assert_eq!(relations().await, 0, "{what}: nothing committed");
+    }
+    // The real dump restores.
+    std::fs::write(dump(&newer.out), &original).unwrap();
+    let env = s.env();
+    let mut env = s.env_refs(&env);
+    env.retain(|(k, _)| *k != "DATABASE_URL");
+    env.push(("DATABASE_URL", &dst));
+    let r = run(
+        &["backup", "restore", "-i", id_path, newer.out.trim()],
+        &env,
+    );
+    assert!(r.ok, "{}{}", r.out, r.err);
+    assert!(relations().await > 0);
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {dst_name} WITH (FORCE)"))
+        .execute(&mut s.admin)
+        .await;
+    s.remove().await;
+}

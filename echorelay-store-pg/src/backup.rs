@@ -61,14 +61,21 @@ impl Conn {
 }
 
 /// `pg_dump --format=custom` of the database at a URL, as a backup source.
+///
+/// The archive is compressed by pg_dump (zlib) at level 1 by default: on
+/// the 2-core benchmark machine level 1 took a third of the CPU time of
+/// pg_dump's default (level 6) for a dump 2.6 % larger (1 GB of random
+/// bytea, BENCHMARKS.md, issue 18); age does not compress.
 pub struct PgDumpSource {
     url: String,
+    compress: u8,
 }
 
 impl std::fmt::Debug for PgDumpSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgDumpSource")
             .field("url", &redact_url(&self.url))
+            .field("compress", &self.compress)
             .finish()
     }
 }
@@ -76,7 +83,16 @@ impl std::fmt::Debug for PgDumpSource {
 impl PgDumpSource {
     /// The source for the database at `url` (a `postgres://` URL).
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into() }
+        Self {
+            url: url.into(),
+            compress: 1,
+        }
+    }
+
+    /// pg_dump's zlib level, 0 (none) to 9 (clamped); default 1.
+    pub fn compress(mut self, level: u8) -> Self {
+        self.compress = level.min(9);
+        self
     }
 }
 
@@ -100,12 +116,9 @@ impl BackupSource for PgDumpSource {
         let conn = Conn::parse(&self.url)?;
         let mut child = conn
             .command("pg_dump")
-            .args([
-                "--format=custom",
-                "--no-owner",
-                "--no-privileges",
-                "--dbname",
-            ])
+            .args(["--format=custom", "--no-owner", "--no-privileges"])
+            .arg(format!("--compress={}", self.compress))
+            .arg("--dbname")
             .arg(&conn.url)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,24 +43,32 @@ pub trait SlotGuard: Send {
     async fn release(self: Box<Self>);
 }
 
-/// A [`SlotLock`] for the processes that share one address space: the
-/// in-memory store's lock (its data lives in one process, so its backups
-/// are made by that process alone). Every `LocalSlotLock` of a process
-/// shares one table of held names.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalSlotLock;
-
-fn held() -> &'static Mutex<HashSet<String>> {
-    static HELD: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    HELD.get_or_init(|| Mutex::new(HashSet::new()))
+/// A [`SlotLock`] inside one process: the in-memory store's lock (its
+/// data lives in one process, so its backups are made there alone).
+/// Clones share the lock; separately made `LocalSlotLock`s do not (two
+/// relays in one test process never block each other). `EchoRelay` makes
+/// one per handle and its clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct LocalSlotLock {
+    held: Arc<Mutex<HashSet<String>>>,
 }
 
-struct LocalGuard(String);
+impl LocalSlotLock {
+    /// A lock no one holds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+struct LocalGuard {
+    held: Arc<Mutex<HashSet<String>>>,
+    name: String,
+}
 
 impl Drop for LocalGuard {
     fn drop(&mut self) {
-        let mut held = held().lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(&self.0);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.name);
     }
 }
 
@@ -72,11 +80,14 @@ impl SlotGuard for LocalGuard {
 #[async_trait]
 impl SlotLock for LocalSlotLock {
     async fn try_acquire(&self, name: &str) -> Result<Option<Box<dyn SlotGuard>>, BackupError> {
-        let mut held = held().lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if !held.insert(name.to_owned()) {
             return Ok(None);
         }
-        Ok(Some(Box::new(LocalGuard(name.to_owned()))))
+        Ok(Some(Box::new(LocalGuard {
+            held: self.held.clone(),
+            name: name.to_owned(),
+        })))
     }
 }
 
@@ -283,10 +294,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_local_lock_has_one_holder_until_released() {
-        let lock = LocalSlotLock;
+        let lock = LocalSlotLock::new();
         let name = "test.a_local_lock_has_one_holder";
         let first = lock.try_acquire(name).await.unwrap().unwrap();
-        assert!(LocalSlotLock.try_acquire(name).await.unwrap().is_none());
+        assert!(lock.clone().try_acquire(name).await.unwrap().is_none());
+        // Another lock is another lock.
+        assert!(
+            LocalSlotLock::new()
+                .try_acquire(name)
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert!(lock.try_acquire("test.another").await.unwrap().is_some());
         first.release().await;
         let again = lock.try_acquire(name).await.unwrap();

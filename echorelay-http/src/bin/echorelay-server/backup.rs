@@ -41,9 +41,11 @@ pub enum BackupCommand {
         #[arg(long, short = 'i')]
         identity: PathBuf,
     },
-    /// Restore a backup into DATABASE_URL: verify it whole first, then
-    /// `pg_restore` in one transaction (all or nothing). Refuses a
-    /// database that holds any table unless --force.
+    /// Restore a backup into DATABASE_URL: its manifest authenticated
+    /// first, then its dump streamed once into `pg_restore` in one
+    /// transaction, checked as it streams (the last chunk is released
+    /// only once the whole object matches its hash): all or nothing.
+    /// Refuses a database that holds any table unless --force.
     Restore {
         /// The backup's id.
         id: String,
@@ -299,7 +301,11 @@ pub async fn run(command: BackupCommand) -> Outcome {
                 ))
                 .into());
             }
-            let m = verify(&backups, &id, ids.clone()).await?;
+            // The manifest is authenticated here; the dump is checked as it
+            // streams (size, SHA-256, age authentication), its last chunk
+            // held back until all of it checked out, so pg_restore's one
+            // transaction cannot commit a corrupt or truncated dump.
+            let m = backups.manifest(&id, &ids).await?;
             let dump = m
                 .objects
                 .iter()
