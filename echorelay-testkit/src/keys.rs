@@ -485,6 +485,44 @@ pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
     assert!(conflict(
         h.store.revoke_key(b.view.id, h.clock_now(), draft()).await
     ));
+    // Each refusal says why: a superseded key is no longer current; a
+    // successor of another project is refused as such, and the current key
+    // it named stays current.
+    let reason = |r: Result<(), StoreError>| match r {
+        Err(StoreError::Conflict { reason }) => reason,
+        other => panic!("keys: expected a conflict, got {other:?}"),
+    };
+    assert_eq!(
+        reason(
+            h.store
+                .rotate_key(a.view.id, sup, succ.clone(), draft())
+                .await
+        ),
+        "key is no longer current"
+    );
+    let c = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    let (q, _) = h.project().await;
+    let foreign = KeyRecord {
+        project: q.id,
+        ..succ.clone()
+    };
+    assert_eq!(
+        reason(
+            h.store
+                .rotate_key(c.view.id, sup, foreign, draft())
+                .await
+        ),
+        "successor belongs to another project"
+    );
+    assert!(
+        h.store
+            .key_by_id(c.view.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_current()
+    );
     assert!(
         h.store
             .take_pending_reveal(a.view.id, None, draft())
