@@ -644,3 +644,66 @@ mod schedule {
         assert!(matches!(pass(&w, &lock, &s).await, PassOutcome::Ran { .. }));
     }
 }
+
+/// On Postgres the handle's backup lock is the database's advisory lock:
+/// a second handle on the same database (another pool and schema, as
+/// another process would have) cannot take it until the first releases
+/// it, nor can the first take it twice.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn the_postgres_backup_lock_is_shared_by_every_handle_on_the_database() {
+    use echorelay::core::backup::schedule::LOCK_NAME;
+    let Some(db) = echorelay::pg::test_database().await else {
+        return;
+    };
+    let relay = |store| {
+        EchoRelay::builder()
+            .store(store)
+            .keyring(Keyring::new(SecretKey::generate()))
+            .build()
+            .unwrap()
+    };
+    let a = relay(db.fresh_store().await.unwrap());
+    let b = relay(db.fresh_store().await.unwrap());
+    let held = a
+        .backup_lock()
+        .try_acquire(LOCK_NAME)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        b.backup_lock()
+            .try_acquire(LOCK_NAME)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        a.backup_lock()
+            .try_acquire(LOCK_NAME)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        b.backup_lock()
+            .try_acquire("another duty")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    held.release().await;
+    let again = b.backup_lock().try_acquire(LOCK_NAME).await.unwrap();
+    assert!(again.is_some());
+    // Dropped without release: freed when its connection closes.
+    drop(again);
+    let mut freed = None;
+    for _ in 0..50 {
+        freed = a.backup_lock().try_acquire(LOCK_NAME).await.unwrap();
+        if freed.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(freed.is_some(), "a dropped guard frees the lock");
+}

@@ -59,18 +59,11 @@ async fn backup_run_verify_restore_and_against_backup_on_postgres() {
 
     let dir = std::env::temp_dir().join(format!("er-backup-{suffix}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let identity = age::x25519::Identity::generate();
-    let id_file = dir.join("identity.txt");
-    std::fs::write(
-        &id_file,
-        format!("# test\n{}\n", identity.to_string().expose_secret()),
-    )
-    .unwrap();
+    let (id_path, recipient) = server_process::age_identity(&dir, "identity.txt");
+    let id_path = id_path.as_str();
     let target_dir = dir.join("target");
     std::fs::create_dir_all(&target_dir).unwrap();
     let target_url = format!("file://{}", target_dir.display());
-    let recipient = identity.to_public().to_string();
-    let id_path = id_file.to_str().unwrap();
     let env = |url: &str| -> Vec<(String, String)> {
         vec![
             ("DATABASE_URL".into(), url.into()),
@@ -288,6 +281,8 @@ struct Scratch {
     dir: std::path::PathBuf,
     target: std::path::PathBuf,
     recipient: String,
+    /// The identity file of `recipient`.
+    id_path: String,
 }
 
 impl Scratch {
@@ -305,14 +300,15 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("er-{tag}-{suffix}"));
         let target = dir.join("target");
         std::fs::create_dir_all(&target).unwrap();
-        let identity = age::x25519::Identity::generate();
+        let (id_path, recipient) = server_process::age_identity(&dir, "identity.txt");
         let s = Scratch {
             admin,
             name,
             url,
             dir,
             target,
-            recipient: identity.to_public().to_string(),
+            recipient,
+            id_path,
         };
         let m = run(&["migrate"], &s.env_refs(&s.env()));
         assert!(m.ok, "{}{}", m.out, m.err);
@@ -611,16 +607,8 @@ async fn restore_never_commits_a_dump_that_does_not_verify() {
     let Some(mut s) = Scratch::new("swap").await else {
         return;
     };
-    let dir = s.dir.clone();
-    let identity = age::x25519::Identity::generate();
-    s.recipient = identity.to_public().to_string();
-    let id_file = dir.join("identity.txt");
-    std::fs::write(
-        &id_file,
-        format!("{}\n", identity.to_string().expose_secret()),
-    )
-    .unwrap();
-    let id_path = id_file.to_str().unwrap();
+    let id_path = s.id_path.clone();
+    let id_path = id_path.as_str();
     let older = s.run(&["backup", "run"]);
     assert!(older.ok, "{}{}", older.out, older.err);
     // More rows, a newer backup.

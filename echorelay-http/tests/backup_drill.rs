@@ -80,23 +80,14 @@ async fn restore_drill_follows_the_runbook() {
     // server gets the recipient), the target, SECRET_KEY.
     let dir = std::env::temp_dir().join(format!("er-drill-{suffix}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let identity = age::x25519::Identity::generate();
-    let id_file = dir.join("backup-identity.txt");
-    std::fs::write(
-        &id_file,
-        format!("# drill\n{}\n", identity.to_string().expose_secret()),
-    )
-    .unwrap();
-    let id_path = id_file.to_str().unwrap();
+    let (id_path, recipient) = server_process::age_identity(&dir, "backup-identity.txt");
+    let id_path = id_path.as_str();
     let backup_url = format!("{}/drill-{suffix}", s3.url().trim_end_matches('/'));
     let env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), url.clone()),
         ("SECRET_KEY".into(), KEY.into()),
         ("ECHORELAY_BACKUP_URL".into(), backup_url.clone()),
-        (
-            "ECHORELAY_BACKUP_RECIPIENTS".into(),
-            identity.to_public().to_string(),
-        ),
+        ("ECHORELAY_BACKUP_RECIPIENTS".into(), recipient.clone()),
     ];
     // Every command must succeed; all they print is kept for the check
     // that no secret is in it.

@@ -500,6 +500,11 @@ pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
         ),
         "key is no longer current"
     );
+    assert_eq!(
+        h.store.head(Some(p.id)).await.unwrap(),
+        head,
+        "keys: a refused port call wrote an audit event"
+    );
     let c = h.keys.mint(&grant, req(Environment::Live)).await.unwrap();
     let head = h.store.head(Some(p.id)).await.unwrap();
     let (q, _) = h.project().await;
@@ -508,11 +513,7 @@ pub async fn port_refusals_write_no_audit_event<B: Backend>(h: Harness<B>) {
         ..succ.clone()
     };
     assert_eq!(
-        reason(
-            h.store
-                .rotate_key(c.view.id, sup, foreign, draft())
-                .await
-        ),
+        reason(h.store.rotate_key(c.view.id, sup, foreign, draft()).await),
         "successor belongs to another project"
     );
     assert!(

@@ -134,3 +134,21 @@ pub async fn counts(url: &str) -> Vec<(String, i64)> {
     }
     out
 }
+
+#[cfg(feature = "backup")]
+/// A new age X25519 key pair: the identity written to `dir/NAME`, its
+/// path and the recipient (`age1…`) returned.
+pub fn age_identity(dir: &std::path::Path, name: &str) -> (String, String) {
+    use secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!("# test\n{}\n", identity.to_string().expose_secret()),
+    )
+    .unwrap();
+    (
+        path.to_str().unwrap().to_owned(),
+        identity.to_public().to_string(),
+    )
+}
