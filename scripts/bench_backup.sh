@@ -39,8 +39,8 @@ s3="s3://echorelay-bench"
 echo "bench_backup: building (release)" >&2
 cargo build --release --quiet -p echorelay-http --features backup --bin echorelay-server
 cargo build --release --quiet -p echorelay-store-s3 --example transfer
-bin="$root/target/release/echorelay-server"
-transfer="$root/target/release/examples/transfer"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/echorelay-server"
+transfer="${CARGO_TARGET_DIR:-$root/target}/release/examples/transfer"
 
 # The source: ROWS rows of 1 KiB from gen_random_bytes, made once.
 if ! psql "$src" -qtAX -c "SELECT count(*) FROM blob" 2>/dev/null | grep -qx "$rows"; then

@@ -20,7 +20,7 @@ Preferred-Languages: en, de
 Canonical: https://relay.example.com/.well-known/security.txt
 Policy: https://example.com/security-policy
 TXT
-env -u DATABASE_URL target/debug/echorelay-server serve --listen 127.0.0.1:0 --security-txt "$dir/security.txt" >"$dir/log" 2>/dev/null &
+env -u DATABASE_URL "${CARGO_TARGET_DIR:-target}/debug/echorelay-server" serve --listen 127.0.0.1:0 --security-txt "$dir/security.txt" >"$dir/log" 2>/dev/null &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do grep -q 'listening on' "$dir/log" && break; sleep 0.1; done

@@ -337,6 +337,13 @@ impl Scratch {
         run(args, &self.env_refs(&env))
     }
 
+    /// `backup run`, which must succeed: the new backup's id.
+    fn backup(&self) -> String {
+        let r = self.run(&["backup", "run"]);
+        assert!(r.ok, "{}{}", r.out, r.err);
+        r.out.trim().to_owned()
+    }
+
     /// `serve ARGS` on this database and target.
     fn serve(&self, args: &[&str]) -> server_process::Running {
         let env = self.env();
@@ -399,7 +406,7 @@ const BUSY: &str = "backup: another process holds the backup lock";
 /// Three servers started at once on one database, with no backup yet
 /// (the last slot, a minute ago, was missed): exactly one backs up and
 /// the others find the slot covered or the lock held. Then two servers
-/// whose `--backup-at` is a few seconds ahead: at start the slot is
+/// whose `--backup-at` is seconds ahead: at start the slot is
 /// covered; when it comes, exactly one more backup is made.
 #[tokio::test]
 async fn serve_backs_up_once_per_slot_however_many_servers_run() {
@@ -428,7 +435,8 @@ async fn serve_backs_up_once_per_slot_however_many_servers_run() {
     drop(servers);
 
     // The next slot comes while two servers run.
-    let soon = time_of_day(4);
+    // Eight seconds: time for both to start and find the slot covered first.
+    let soon = time_of_day(8);
     let servers: Vec<_> = (0..2).map(|_| s.serve(&["--backup-at", &soon])).collect();
     let all: Vec<&server_process::Running> = servers.iter().collect();
     until("the covered first pass", &all, || {
@@ -473,9 +481,7 @@ async fn serve_prunes_by_its_retention_flags() {
     let Some(s) = Scratch::new("keep").await else {
         return;
     };
-    let made = s.run(&["backup", "run"]);
-    assert!(made.ok, "{}{}", made.out, made.err);
-    let real = s.target.join("backups").join(made.out.trim());
+    let real = s.target.join("backups").join(s.backup());
     let today = chrono::Utc::now();
     for day in 1..=40 {
         let at = today - chrono::Duration::days(day);
@@ -609,8 +615,7 @@ async fn restore_never_commits_a_dump_that_does_not_verify() {
     };
     let id_path = s.id_path.clone();
     let id_path = id_path.as_str();
-    let older = s.run(&["backup", "run"]);
-    assert!(older.ok, "{}{}", older.out, older.err);
+    let older = s.backup();
     // More rows, a newer backup.
     let mut c = sqlx::PgConnection::connect(&s.url).await.unwrap();
     sqlx::query("CREATE TABLE extra AS SELECT g FROM generate_series(1, 50000) g")
@@ -618,10 +623,9 @@ async fn restore_never_commits_a_dump_that_does_not_verify() {
         .await
         .unwrap();
     drop(c);
-    let newer = s.run(&["backup", "run"]);
-    assert!(newer.ok, "{}{}", newer.out, newer.err);
-    let dump = |id: &str| s.target.join("backups").join(id.trim()).join("pg_dump.age");
-    let original = std::fs::read(dump(&newer.out)).unwrap();
+    let newer = s.backup();
+    let dump = |id: &str| s.target.join("backups").join(id).join("pg_dump.age");
+    let original = std::fs::read(dump(&newer)).unwrap();
 
     let dst_name = format!("{}_dst", s.name);
     sqlx::query(&format!("CREATE DATABASE {dst_name}"))
@@ -630,34 +634,28 @@ async fn restore_never_commits_a_dump_that_does_not_verify() {
         .unwrap();
     let dst = format!("{}_dst", s.url);
     let relations = || async { echorelay::pg::backup::user_relations(&dst).await.unwrap() };
-    let mut swapped = std::fs::read(dump(&older.out)).unwrap();
-    let mut flipped = original.clone();
-    let mid = flipped.len() / 2;
-    flipped[mid] ^= 0x01;
-    for (what, bytes) in [("swapped", &mut swapped), ("flipped", &mut flipped)] {
-        std::fs::write(dump(&newer.out), &bytes).unwrap();
+    // `backup restore` of the newer backup into the destination.
+    let restore = || {
         let env = s.env();
         let mut env = s.env_refs(&env);
         env.retain(|(k, _)| *k != "DATABASE_URL");
         env.push(("DATABASE_URL", &dst));
-        let r = run(
-            &["backup", "restore", "-i", id_path, newer.out.trim()],
-            &env,
-        );
+        run(&["backup", "restore", "-i", id_path, newer.as_str()], &env)
+    };
+    let mut swapped = std::fs::read(dump(&older)).unwrap();
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    for (what, bytes) in [("swapped", &mut swapped), ("flipped", &mut flipped)] {
+        std::fs::write(dump(&newer), &bytes).unwrap();
+        let r = restore();
         assert!(!r.ok, "{what}: {}{}", r.out, r.err);
         assert!(r.err.contains("does not verify"), "{what}: {}", r.err);
         assert_eq!(relations().await, 0, "{what}: nothing committed");
     }
     // The real dump restores.
-    std::fs::write(dump(&newer.out), &original).unwrap();
-    let env = s.env();
-    let mut env = s.env_refs(&env);
-    env.retain(|(k, _)| *k != "DATABASE_URL");
-    env.push(("DATABASE_URL", &dst));
-    let r = run(
-        &["backup", "restore", "-i", id_path, newer.out.trim()],
-        &env,
-    );
+    std::fs::write(dump(&newer), &original).unwrap();
+    let r = restore();
     assert!(r.ok, "{}{}", r.out, r.err);
     assert!(relations().await > 0);
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {dst_name} WITH (FORCE)"))
