@@ -182,3 +182,28 @@ proptest! {
         prop_assert_eq!(QueueName::new(&s).is_ok(), expected);
     }
 }
+
+#[test]
+fn the_limits_are_what_they_say() {
+    assert_eq!(DEFAULT_MAX_PAYLOAD, 262_144);
+    assert_eq!(MAX_LEASE, std::time::Duration::from_secs(43_200));
+    assert!(check_batch(0).is_err());
+    assert!(check_batch(1).is_ok());
+    assert!(check_batch(MAX_BATCH).is_ok());
+    assert!(matches!(
+        check_batch(MAX_BATCH + 1),
+        Err(QueueError::InvalidArgument("batch size"))
+    ));
+}
+
+#[test]
+fn names_and_classes_debug_as_their_text() {
+    assert_eq!(
+        format!("{:?}", QueueName::new("deliveries").unwrap()),
+        "\"deliveries\""
+    );
+    assert_eq!(
+        format!("{:?}", ErrorClass::new("timeout").unwrap()),
+        "\"timeout\""
+    );
+}
