@@ -30,6 +30,7 @@ use echorelay_core::config::ConfigService;
 use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
+    SnapshotStore,
 };
 use echorelay_core::queue::{Queue, QueueConfig, QueueError, QueueService};
 use echorelay_core::rewrap::Rewrap;
@@ -95,6 +96,7 @@ pub trait Store:
     + AuditSink
     + AccountStore
     + SessionStore
+    + SnapshotStore
     + Send
     + Sync
     + std::any::Any
@@ -109,6 +111,7 @@ impl<T> Store for T where
         + AuditSink
         + AccountStore
         + SessionStore
+        + SnapshotStore
         + Send
         + Sync
         + 'static
@@ -368,16 +371,13 @@ impl EchoRelay {
         &self,
         target: Arc<dyn echorelay_core::backup::BackupTarget>,
     ) -> echorelay_core::backup::service::BackupService {
-        let store = if self.store_type.ends_with("PgStore") {
-            echorelay_core::backup::service::StoreInfo {
-                kind: "postgres".into(),
-                schema_version: schema_version_pg(),
-            }
-        } else {
-            echorelay_core::backup::service::StoreInfo {
-                kind: "memory".into(),
-                schema_version: 0,
-            }
+        let store = echorelay_core::backup::service::StoreInfo {
+            kind: self.store_kind().into(),
+            schema_version: if self.store_kind() == "postgres" {
+                schema_version_pg()
+            } else {
+                0
+            },
         };
         echorelay_core::backup::service::BackupService::new(
             target,
@@ -385,6 +385,107 @@ impl EchoRelay {
             self.clock.clone(),
             store,
         )
+    }
+
+    #[cfg(feature = "backup")]
+    fn store_kind(&self) -> &'static str {
+        if self.store_type.ends_with("PgStore") {
+            "postgres"
+        } else {
+            "memory"
+        }
+    }
+
+    #[cfg(feature = "backup")]
+    /// A logical snapshot of this relay's store as a backup source
+    /// (feature `backup`; [`echorelay_core::backup::snapshot`]): accounts
+    /// with their sealed factors, every project's tree, members and key
+    /// records, every audit chain. Works on every backend.
+    pub fn snapshot_source(
+        &self,
+    ) -> echorelay_core::backup::snapshot::SnapshotSource<'_, dyn Store> {
+        echorelay_core::backup::snapshot::SnapshotSource::new(
+            self.store.as_ref(),
+            self.store_kind(),
+            self.clock.now(),
+        )
+    }
+
+    #[cfg(feature = "backup")]
+    /// Makes one backup of this relay (feature `backup`): every audit
+    /// chain's head read first, then the [snapshot](Self::snapshot_source)
+    /// and `extra` sources (a `pg_dump`, …), encrypted to `recipients`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use echorelay::core::backup::crypt::{Identities, Recipients};
+    /// use echorelay::prelude::*;
+    ///
+    /// let keyring = Keyring::new(SecretKey::generate());
+    /// let relay = EchoRelay::builder().keyring(keyring.clone()).build()?;
+    /// let backups = relay.backups(Arc::new(MemBackupTarget::new()));
+    /// let identity = age::x25519::Identity::generate();
+    /// let recipients = Recipients::parse(&identity.to_public().to_string())?;
+    /// let manifest = relay.back_up(&backups, &recipients, &[]).await?;
+    ///
+    /// // Into a new, empty store with the same SECRET_KEY keyring:
+    /// let secret = identity.to_string();
+    /// let identities = Arc::new(Identities::parse(secrecy::ExposeSecret::expose_secret(&secret))?);
+    /// let restored = EchoRelay::builder().keyring(keyring).build()?;
+    /// restored.restore_snapshot(&backups, &manifest.id, identities).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`BackupError`](echorelay_core::backup::BackupError): the store
+    /// could not be read, encryption or the target failed.
+    pub async fn back_up(
+        &self,
+        backups: &echorelay_core::backup::service::BackupService,
+        recipients: &echorelay_core::backup::crypt::Recipients,
+        extra: &[&dyn echorelay_core::backup::service::BackupSource],
+    ) -> Result<echorelay_core::backup::manifest::Manifest, echorelay_core::backup::BackupError>
+    {
+        let heads = echorelay_core::backup::service::audit_heads(self.store.as_ref())
+            .await
+            .map_err(|e| {
+                echorelay_core::backup::BackupError::Source(format!("reading the audit heads: {e}"))
+            })?;
+        let snapshot = self.snapshot_source();
+        let mut sources: Vec<&dyn echorelay_core::backup::service::BackupSource> = vec![&snapshot];
+        sources.extend_from_slice(extra);
+        backups.run(recipients, &sources, heads).await
+    }
+
+    #[cfg(feature = "backup")]
+    /// Restores the snapshot of backup `id` into this relay's store, which
+    /// must be empty (feature `backup`): the snapshot is downloaded,
+    /// checked and parsed first
+    /// ([`BackupService::read_snapshot`](echorelay_core::backup::service::BackupService::read_snapshot)),
+    /// then written in one atomic step. This relay needs the keyring the
+    /// backup was made under (sealed values stay sealed). Sessions are not
+    /// restored: everyone signs in again. Returns what was restored.
+    ///
+    /// # Errors
+    /// As `read_snapshot`; [`BackupError::NotEmpty`](echorelay_core::backup::BackupError::NotEmpty)
+    /// for a store that holds anything; `Source` when the store failed
+    /// (nothing written).
+    pub async fn restore_snapshot(
+        &self,
+        backups: &echorelay_core::backup::service::BackupService,
+        id: &str,
+        identities: Arc<echorelay_core::backup::crypt::Identities>,
+    ) -> Result<echorelay_core::backup::snapshot::Counts, echorelay_core::backup::BackupError> {
+        use echorelay_core::backup::BackupError;
+        use echorelay_core::error::StoreError;
+        let data = backups.read_snapshot(id, identities).await?;
+        let counts = echorelay_core::backup::snapshot::Counts::of(&data);
+        match self.store.restore_snapshot(data).await {
+            Ok(()) => Ok(counts),
+            Err(StoreError::Conflict { reason }) => Err(BackupError::NotEmpty(reason.into())),
+            Err(e) => Err(BackupError::Source(format!("writing the snapshot: {e}"))),
+        }
     }
 
     #[cfg(feature = "backup")]

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod schedule;
 #[cfg(feature = "backup")]
 pub mod service;
+pub mod snapshot;
 pub mod target;
 
 pub use target::{

@@ -392,6 +392,13 @@ pub trait AccountStore: Send + Sync {
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>>;
     /// The account with this id.
     async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>>;
+    /// Every account, paged by id (see "Ids and order"): for logical
+    /// snapshots ([`crate::backup::snapshot`]).
+    async fn accounts_page(
+        &self,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<AccountRecord>>;
     /// Compare-and-swap: replaces the password hash only if the stored one
     /// is still `expected`, and with `bump_epoch` also increments the
     /// credential epoch, in one step. Returns whether it changed.
@@ -563,6 +570,57 @@ pub trait SessionStore: Send + Sync {
     }
 }
 
+/// Everything a logical snapshot holds ([`crate::backup::snapshot`],
+/// docs/FORMATS.md §5.6), as [`SnapshotStore::restore_snapshot`] writes
+/// it: checked by core before it reaches a store (every audit chain
+/// verifies, every reference resolves, no id repeats). Sessions, login
+/// challenges, throttle counters, the key caches and queued jobs are not
+/// part of it: after a restore from a snapshot everyone signs in again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotData {
+    /// Accounts, with their password hashes and credential epochs.
+    pub accounts: Vec<AccountRecord>,
+    /// TOTP factors (seeds sealed).
+    pub totp: Vec<TotpRecord>,
+    /// Each account's unused backup codes (salted hashes).
+    pub backup_codes: Vec<(UserId, Vec<BackupCodeRecord>)>,
+    /// Trusted devices (token hashes).
+    pub devices: Vec<DeviceRecord>,
+    /// Every project with its lines, endpoints and targets (secrets
+    /// sealed), versions as stored.
+    pub projects: Vec<ProjectTree>,
+    /// Memberships: project, user, role.
+    pub members: Vec<(ProjectId, UserId, Role)>,
+    /// API key records (hashes, sealed pending reveals).
+    pub keys: Vec<KeyRecord>,
+    /// Every audit event of every chain, each chain in `seq` order.
+    pub events: Vec<AuditEvent>,
+    /// The sealed head of each chain that has one.
+    pub sealed_heads: Vec<(Option<ProjectId>, SealedHead)>,
+}
+
+impl SnapshotData {
+    /// Whether it holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+            && self.projects.is_empty()
+            && self.keys.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// Restores a logical snapshot ([`crate::backup::snapshot`]) into a store.
+/// Reading one goes through the other ports.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Writes `data` verbatim (ids, hashes, versions, chain positions and
+    /// tags as given) in one atomic step, or nothing. Only into an empty
+    /// store: `Conflict` if it holds any account, project, key or audit
+    /// event (decided in the same atomic step). Core has checked `data`
+    /// ([`crate::backup::snapshot::parse`]); the store writes it.
+    async fn restore_snapshot(&self, data: SnapshotData) -> StoreResult<()>;
+}
+
 /// The decisions of the conditional port methods, written once for every
 /// adapter: an adapter reads the current state under its lock (or in its
 /// transaction), asks these, and writes only on `Ok`. So the rule is the
@@ -720,6 +778,7 @@ forward!(AccountStore {
     async fn create_account(&self, account: AccountRecord) -> StoreResult<()>;
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>>;
     async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>>;
+    async fn accounts_page(&self, after: Option<UserId>, limit: usize) -> StoreResult<Vec<AccountRecord>>;
     async fn replace_password_hash(&self, user: UserId, expected: &PasswordHash, new: PasswordHash, bump_epoch: bool) -> StoreResult<bool>;
     async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>>;
     async fn put_pending_totp(&self, totp: TotpRecord) -> StoreResult<()>;
@@ -755,4 +814,8 @@ forward!(SessionStore {
     async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>>;
     async fn purge_expired(&self, now: DateTime<Utc>, idle_cutoff: DateTime<Utc>) -> StoreResult<usize>;
     async fn warm_up(&self, callers: usize) -> StoreResult<()>;
+});
+
+forward!(SnapshotStore {
+    async fn restore_snapshot(&self, data: SnapshotData) -> StoreResult<()>;
 });

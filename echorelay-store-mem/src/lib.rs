@@ -42,7 +42,7 @@ use echorelay_core::ids::{
 use echorelay_core::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
-    StoreResult, TreeImport, rules,
+    SnapshotData, SnapshotStore, StoreResult, TreeImport, rules,
 };
 use echorelay_core::vault::Ciphertext;
 
@@ -982,6 +982,62 @@ impl AuditLog for MemStore {
 }
 
 #[async_trait]
+impl SnapshotStore for MemStore {
+    async fn restore_snapshot(&self, data: SnapshotData) -> StoreResult<()> {
+        let mut s = self.write()?;
+        if !(s.accounts.is_empty()
+            && s.projects.is_empty()
+            && s.keys.is_empty()
+            && s.audit.values().all(Vec::is_empty))
+        {
+            return Err(StoreError::Conflict {
+                reason: "a snapshot is restored only into an empty store",
+            });
+        }
+        // Everything else a snapshot does not hold (sessions, challenges,
+        // attempts) goes too: it belonged to no account now.
+        let keys = s.audit_keys.take();
+        *s = State {
+            audit_keys: keys,
+            ..State::default()
+        };
+        for a in data.accounts {
+            s.emails.insert(a.email.clone(), a.id);
+            s.accounts.insert(a.id, a);
+        }
+        for t in data.totp {
+            s.totp.insert(t.user, t);
+        }
+        s.backup_codes.extend(data.backup_codes);
+        for d in data.devices {
+            s.device_tokens.insert(d.token_hash, d.id);
+            s.devices.insert(d.id, d);
+        }
+        for tree in data.projects {
+            s.slugs.insert(tree.project.slug.clone(), tree.project.id);
+            s.projects.insert(tree.project.id, tree.project);
+            s.lines.extend(tree.lines.into_iter().map(|l| (l.id, l)));
+            s.endpoints
+                .extend(tree.endpoints.into_iter().map(|e| (e.id, e)));
+            s.targets
+                .extend(tree.targets.into_iter().map(|t| (t.id, t)));
+        }
+        for (project, user, role) in data.members {
+            s.members.insert((project, user), role);
+        }
+        for k in data.keys {
+            s.key_hashes.insert(k.hash, k.id);
+            s.keys.insert(k.id, k);
+        }
+        for e in data.events {
+            s.audit.entry(e.project).or_default().push(e);
+        }
+        s.audit_heads.extend(data.sealed_heads);
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl AccountStore for MemStore {
     async fn create_account(&self, account: AccountRecord) -> StoreResult<()> {
         let mut s = self.write()?;
@@ -1003,6 +1059,15 @@ impl AccountStore for MemStore {
 
     async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>> {
         Ok(self.read()?.accounts.get(&id).cloned())
+    }
+
+    async fn accounts_page(
+        &self,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<AccountRecord>> {
+        let s = self.read()?;
+        Ok(page(s.accounts.values(), |a| a.id, after, limit))
     }
 
     async fn replace_password_hash(

@@ -25,7 +25,7 @@ use crate::{PgStore, backend, db_err, limit_of};
 
 const ACCOUNT_COLUMNS: &str = "id, email, password_hash, epoch, created_at";
 const TOTP_COLUMNS: &str = "user_id, seed, active, last_step, created_at";
-const DEVICE_COLUMNS: &str =
+pub(crate) const DEVICE_COLUMNS: &str =
     "id, user_id, token_hash, created_at, expires_at, last_used_at, ip_family, epoch";
 
 fn account_of(row: &PgRow) -> StoreResult<AccountRecord> {
@@ -107,7 +107,7 @@ async fn lock_devices(conn: &mut PgConnection, user: UserId) -> StoreResult<()> 
 
 /// Replaces the account's backup codes, in the caller's transaction (which
 /// holds the account row lock, so concurrent replacements queue).
-async fn put_backup_codes(
+pub(crate) async fn put_backup_codes(
     conn: &mut PgConnection,
     user: UserId,
     codes: &[BackupCodeRecord],
@@ -177,6 +177,23 @@ impl AccountStore for PgStore {
         .await
         .map_err(backend)?;
         row.as_ref().map(account_of).transpose()
+    }
+
+    async fn accounts_page(
+        &self,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<AccountRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts \
+             WHERE id > coalesce($1::bytea, '\\x'::bytea) ORDER BY id LIMIT $2"
+        ))
+        .bind(opt_idb(&after))
+        .bind(limit_of(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(account_of).collect()
     }
 
     async fn replace_password_hash(

@@ -22,7 +22,7 @@ use sqlx::postgres::PgRow;
 use crate::row::{Reader, i64_of, idb, json_of, opt_idb};
 use crate::{PgStore, backend, db_err, limit_of};
 
-const PROJECT_COLUMNS: &str =
+pub(crate) const PROJECT_COLUMNS: &str =
     "id, slug, name, key_policy, created_at, version, api_keys_manage_keys";
 const LINE_COLUMNS: &str = "id, project, name, created_at";
 const ENDPOINT_COLUMNS: &str = "id, project, line, name, created_at";
@@ -122,7 +122,7 @@ async fn line_in(conn: &mut PgConnection, project: ProjectId, line: &[u8]) -> St
         .ok_or(StoreError::NotFound { kind: "line" })
 }
 
-async fn insert_line(conn: &mut PgConnection, l: &Line) -> StoreResult<()> {
+pub(crate) async fn insert_line(conn: &mut PgConnection, l: &Line) -> StoreResult<()> {
     sqlx::query(&format!(
         "INSERT INTO lines ({LINE_COLUMNS}) VALUES ($1, $2, $3, $4)"
     ))
@@ -136,7 +136,7 @@ async fn insert_line(conn: &mut PgConnection, l: &Line) -> StoreResult<()> {
     Ok(())
 }
 
-async fn insert_endpoint(conn: &mut PgConnection, e: &Endpoint) -> StoreResult<()> {
+pub(crate) async fn insert_endpoint(conn: &mut PgConnection, e: &Endpoint) -> StoreResult<()> {
     sqlx::query(&format!(
         "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
     ))
@@ -151,7 +151,11 @@ async fn insert_endpoint(conn: &mut PgConnection, e: &Endpoint) -> StoreResult<(
     Ok(())
 }
 
-async fn insert_target(conn: &mut PgConnection, t: &Target, version: u64) -> StoreResult<()> {
+pub(crate) async fn insert_target(
+    conn: &mut PgConnection,
+    t: &Target,
+    version: u64,
+) -> StoreResult<()> {
     sqlx::query(&format!(
         "INSERT INTO targets ({TARGET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     ))

@@ -100,7 +100,7 @@ pub(crate) fn status_of(row: &PgRow) -> StoreResult<KeyStatus> {
     })
 }
 
-async fn insert_in(conn: &mut PgConnection, k: &KeyRecord) -> StoreResult<()> {
+pub(crate) async fn insert_in(conn: &mut PgConnection, k: &KeyRecord) -> StoreResult<()> {
     let s = k.superseded;
     sqlx::query(&format!(
         "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES \

@@ -67,6 +67,7 @@ mod racy;
 pub mod roles;
 mod row;
 mod sessions;
+mod snapshot;
 mod testing;
 
 pub use cache::KeyCacheConfig;

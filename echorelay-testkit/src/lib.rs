@@ -65,6 +65,7 @@ use echorelay_core::ids::UserId;
 use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
+    SnapshotStore,
 };
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey};
 
@@ -77,6 +78,7 @@ pub mod contracts;
 pub mod keys;
 pub mod queue;
 pub mod rewrap;
+pub mod snapshot;
 
 /// Everything a full backend implements.
 pub trait Backend:
@@ -87,6 +89,7 @@ pub trait Backend:
     + AuditSink
     + AccountStore
     + SessionStore
+    + SnapshotStore
     + Clone
     + Send
     + Sync
@@ -101,6 +104,7 @@ impl<T> Backend for T where
         + AuditSink
         + AccountStore
         + SessionStore
+        + SnapshotStore
         + Clone
         + Send
         + Sync
@@ -324,6 +328,24 @@ macro_rules! conformance_tests {
             contracts::config_writes_are_compare_and_swap,
             contracts::a_new_project_from_an_import_has_an_owner,
         );
+        $crate::conformance_tests!(@pairs $mode $fresh;
+            snapshot::a_snapshot_restores_every_record,
+            snapshot::a_snapshot_restores_only_into_an_empty_store,
+        );
+    };
+    (@pairs $mode:ident $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some(backend) = $crate::conformance_tests!(@fresh $mode $fresh) else {
+                    return;
+                };
+                let Some(second) = $crate::conformance_tests!(@fresh $mode $fresh) else {
+                    return;
+                };
+                $crate::$suite::$check($crate::Harness::new(backend), second).await;
+            }
+        )*
     };
     (@each $mode:ident $fresh:expr; $($suite:ident :: $check:ident),* $(,)?) => {
         $(

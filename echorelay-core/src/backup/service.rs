@@ -423,6 +423,67 @@ impl BackupService {
         })
     }
 
+    /// Downloads, checks and parses the logical snapshot of backup `id`
+    /// ([`super::snapshot`]): the manifest authenticated, the object's
+    /// size, SHA-256 and age authentication checked, then
+    /// [`snapshot::parse`](super::snapshot::parse) with the manifest's
+    /// audit heads as anchors. Nothing is written anywhere; restore the
+    /// result with [`SnapshotStore::restore_snapshot`](crate::ports::SnapshotStore::restore_snapshot).
+    /// Holds the snapshot's plaintext in memory (the size of what the
+    /// store it restores into will hold).
+    ///
+    /// # Errors
+    /// As [`BackupService::verify`]; a backup without a snapshot is
+    /// `NoSuchBackup`; a snapshot that does not parse or check is
+    /// `Corrupt` (`UnsupportedFormat` when a newer echorelay wrote it).
+    pub async fn read_snapshot(
+        &self,
+        id: &str,
+        identities: Arc<Identities>,
+    ) -> Result<crate::ports::SnapshotData, BackupError> {
+        use super::snapshot::{self, SnapshotError};
+        let m = self.manifest(id, &identities).await?;
+        let entry = m
+            .objects
+            .iter()
+            .find(|o| o.name == snapshot::OBJECT_NAME)
+            .ok_or_else(|| BackupError::NoSuchBackup(format!("{id} holds no snapshot")))?;
+        let path = ObjectPath::new(&entry.path)?;
+        let mut anchors = Vec::with_capacity(m.audit_heads.len());
+        for h in &m.audit_heads {
+            let chain = match &h.chain {
+                None => None,
+                Some(text) => Some(text.parse::<crate::ids::ProjectId>().map_err(|_| {
+                    BackupError::corrupt(&path, "the manifest names a malformed chain")
+                })?),
+            };
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&h.hash, &mut hash).map_err(|_| {
+                BackupError::corrupt(&path, "the manifest holds a malformed head hash")
+            })?;
+            anchors.push((
+                chain,
+                crate::audit::ChainHead {
+                    seq: h.seq,
+                    hash: crate::audit::Hash32(hash),
+                },
+            ));
+        }
+        let cap = usize::try_from(entry.plaintext_size).unwrap_or(usize::MAX);
+        let mut plain = Vec::with_capacity(cap.min(64 * 1024 * 1024));
+        let mut chunks = self.open(&m, snapshot::OBJECT_NAME, identities).await?;
+        while let Some(item) = chunks.recv().await {
+            plain.extend_from_slice(&item?);
+        }
+        snapshot::parse(&plain, &anchors).map_err(|e| match e {
+            SnapshotError::UnsupportedFormat(found) => BackupError::UnsupportedFormat {
+                found,
+                supported: snapshot::FORMAT,
+            },
+            other => BackupError::corrupt(&path, &other.to_string()),
+        })
+    }
+
     /// Deletes what retention does not keep: complete backups outside
     /// `retention` (only while a newer complete backup exists — every
     /// complete backup was read back before its manifest was written),

@@ -16,7 +16,7 @@ use chrono::NaiveTime;
 use clap::Subcommand;
 use echorelay::core::backup::crypt::{Identities, Recipients};
 use echorelay::core::backup::schedule::{PassOutcome, Schedule};
-use echorelay::core::backup::service::{self, BackupService, Retention};
+use echorelay::core::backup::service::{self, BackupService, BackupSource, Retention};
 use echorelay::core::backup::{BackupError, BackupTarget};
 use echorelay::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,9 +26,11 @@ use crate::Outcome;
 /// `backup` subcommands.
 #[derive(Subcommand)]
 pub enum BackupCommand {
-    /// Make one backup now: `pg_dump` of DATABASE_URL, encrypted to
-    /// ECHORELAY_BACKUP_RECIPIENTS, to ECHORELAY_BACKUP_URL, with every
-    /// audit chain's head in its manifest. Prints the backup's id.
+    /// Make one backup now: a logical snapshot of the store (accounts,
+    /// projects, members, keys, audit chains) and a `pg_dump` of
+    /// DATABASE_URL, encrypted to ECHORELAY_BACKUP_RECIPIENTS, to
+    /// ECHORELAY_BACKUP_URL, with every audit chain's head in its
+    /// manifest. Prints the backup's id.
     Run,
     /// List the complete backups (those with a manifest), oldest first.
     List,
@@ -118,16 +120,16 @@ fn dump_url() -> Result<String, BackupError> {
     })
 }
 
-/// Runs one backup of `relay` now (the store's own source: `pg_dump` on
-/// Postgres). Used by `backup run`.
+/// Runs one backup of `relay` now: its snapshot and a `pg_dump`. Used by
+/// `backup run` (Postgres only: another process's in-memory store is out
+/// of reach; `serve` backs its own up).
 pub async fn run_once(
     relay: &EchoRelay,
     backups: &BackupService,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let recipients = recipients_from_env()?;
     let dump = echorelay::pg::backup::PgDumpSource::new(dump_url()?);
-    let heads = service::audit_heads(relay.store().as_ref()).await?;
-    let m = backups.run(&recipients, &[&dump], heads).await?;
+    let m = relay.back_up(backups, &recipients, &[&dump]).await?;
     Ok(m.id)
 }
 
@@ -161,9 +163,53 @@ pub struct ScheduleArgs {
     #[arg(long, default_value_t = Schedule::default().retry.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     backup_retry_secs: u64,
+    /// In memory only: before serving, restore the snapshot of this
+    /// backup (an id, or `newest`) from ECHORELAY_BACKUP_URL into the
+    /// empty store; SECRET_KEY must be the keyring it was made under.
+    /// Sessions are not restored: everyone signs in again.
+    #[arg(long, value_name = "ID", requires = "restore_identity")]
+    restore_backup: Option<String>,
+    /// The age identity file for --restore-backup.
+    #[arg(long, value_name = "FILE", requires = "restore_backup")]
+    restore_identity: Option<PathBuf>,
+}
+
+/// `serve --restore-backup`: fills the in-memory store from a backup's
+/// snapshot before anything is served.
+pub async fn restore_at_start(
+    relay: &EchoRelay,
+    args: &ScheduleArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (Some(id), Some(identity)) = (&args.restore_backup, &args.restore_identity) else {
+        return Ok(());
+    };
+    if !relay.store_type().ends_with("MemStore") {
+        return Err("--restore-backup is for the in-memory store; restore a Postgres database with `echorelay-server backup restore` (RUNBOOK.md)".into());
+    }
+    let backups = relay.backups(target_from_env()?);
+    let ids = identities(identity)?;
+    let id = if id == "newest" {
+        backups
+            .newest()
+            .await?
+            .ok_or_else(|| BackupError::NoSuchBackup("(none yet)".into()))?
+    } else {
+        id.clone()
+    };
+    let counts = relay.restore_snapshot(&backups, &id, ids).await?;
+    println!(
+        "echorelay-server: restored backup {id}: {} accounts, {} projects, {} members, {} keys, {} audit events",
+        counts.accounts, counts.projects, counts.members, counts.keys, counts.events
+    );
+    Ok(())
 }
 
 impl ScheduleArgs {
+    /// Whether `serve` restores a backup at start.
+    pub fn restores(&self) -> bool {
+        self.restore_backup.is_some()
+    }
+
     fn schedule(&self) -> Schedule {
         Schedule {
             at: self.backup_at,
@@ -179,9 +225,10 @@ impl ScheduleArgs {
 
 /// Checks the backup configuration at `serve`'s start and returns the
 /// schedule's task, or `None` when ECHORELAY_BACKUP_URL is not set. A
-/// configuration that cannot back up (no recipients, a bad URL, the
-/// in-memory store) stops the server from starting: it never runs
-/// without the backups it was told to make.
+/// configuration that cannot back up (no recipients, a bad URL) stops the
+/// server from starting: it never runs without the backups it was told
+/// to make. Each backup holds the store's snapshot, and on Postgres a
+/// `pg_dump` beside it.
 pub fn scheduler(
     relay: &EchoRelay,
     args: &ScheduleArgs,
@@ -191,12 +238,17 @@ pub fn scheduler(
     }
     let backups = relay.backups(target_from_env()?);
     let recipients = recipients_from_env()?;
-    let dump = echorelay::pg::backup::PgDumpSource::new(dump_url()?);
+    let dump = env("DATABASE_URL").map(echorelay::pg::backup::PgDumpSource::new);
     let schedule = args.schedule();
     let relay = relay.clone();
     tracing::info!(at = %schedule.at, target = %backups.target().describe(), "backup: scheduled daily (UTC)");
     Ok(Some(async move {
         loop {
+            let snapshot = relay.snapshot_source();
+            let mut sources: Vec<&dyn BackupSource> = vec![&snapshot];
+            if let Some(dump) = &dump {
+                sources.push(dump);
+            }
             let outcome = match service::audit_heads(relay.store().as_ref()).await {
                 Ok(heads) => {
                     backups
@@ -204,7 +256,7 @@ pub fn scheduler(
                             relay.backup_lock().as_ref(),
                             &schedule,
                             &recipients,
-                            &[&dump],
+                            &sources,
                             heads,
                         )
                         .await

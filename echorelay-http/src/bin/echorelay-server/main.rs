@@ -305,6 +305,16 @@ async fn serve(s: Serve) -> Outcome {
             None => None,
         },
     };
+    #[cfg(feature = "backup")]
+    if s.backups.restores() {
+        if s.demo {
+            return Err(
+                "--demo and --restore-backup do not go together: the restore needs an empty store"
+                    .into(),
+            );
+        }
+        backup::restore_at_start(&relay, &s.backups).await?;
+    }
     if s.demo {
         if !relay.store_type().ends_with("MemStore") {
             return Err("--demo is for the in-memory store only".into());
