@@ -14,6 +14,8 @@ pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<String>>,
+    /// What it printed on stdout before it said where it listens.
+    pub banner: Vec<String>,
 }
 
 impl Drop for Running {
@@ -74,6 +76,7 @@ pub fn serve(args: &[&str], env: &[(&str, &str)], wrap: Option<&str>) -> Running
         }
     });
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
     let addr = loop {
         let Some(Ok(line)) = stdout.next() else {
             let _ = child.wait();
@@ -83,10 +86,16 @@ pub fn serve(args: &[&str], env: &[(&str, &str)], wrap: Option<&str>) -> Running
             let (_, rest) = rest.split_once("://").unwrap();
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
+        banner.push(line);
     };
     // Keep draining stdout, so a later line never meets a closed pipe.
     std::thread::spawn(move || for _ in stdout {});
-    Running { child, addr, log }
+    Running {
+        child,
+        addr,
+        log,
+        banner,
+    }
 }
 
 /// What a one-shot command did.
