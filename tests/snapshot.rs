@@ -18,7 +18,7 @@ use echorelay::core::account::totp::{TotpSeed, code_for_step, step_at};
 use echorelay::core::audit::ChainHead;
 use echorelay::core::backup::crypt::{Identities, Recipients};
 use echorelay::core::backup::service::compare_heads;
-use echorelay::core::backup::snapshot::{self, Counts, SnapshotError};
+use echorelay::core::backup::snapshot::{self, SnapshotError};
 use echorelay::core::backup::{BackupError, BackupTarget};
 use echorelay::core::clock::ManualClock;
 use echorelay::core::config::{AuthInput, NewTarget};
