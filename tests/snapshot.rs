@@ -668,3 +668,85 @@ async fn fuzz_seeds_reach_the_accept_path_and_the_refusals() {
     }
     assert_eq!((valid, refused), (2, 4));
 }
+
+/// `data` in a canonical order (backends list projects in their own
+/// order): what two backends holding the same records both give.
+fn canonical(mut data: SnapshotData) -> SnapshotData {
+    data.accounts.sort_by_key(|a| a.id);
+    data.totp.sort_by_key(|t| t.user);
+    data.backup_codes.sort_by_key(|(u, _)| *u);
+    data.devices.sort_by_key(|d| d.id);
+    data.projects.sort_by_key(|t| t.project.id);
+    for t in &mut data.projects {
+        t.lines.sort_by_key(|l| l.id);
+        t.endpoints.sort_by_key(|e| e.id);
+        t.targets.sort_by_key(|x| x.id);
+    }
+    data.members.sort();
+    data.keys.sort_by_key(|k| k.id);
+    data.events.sort_by_key(|e| (e.project, e.seq));
+    data.sealed_heads.sort_by_key(|(c, _)| *c);
+    data
+}
+
+/// A snapshot is backend-neutral: one taken from Postgres restores into
+/// the in-memory store, which then holds the same records, and its keys,
+/// secrets and TOTP logins work there.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn a_postgres_snapshot_restores_into_memory() {
+    let Some(db) = echorelay::pg::test_database().await else {
+        return;
+    };
+    let keyring = Keyring::new(SecretKey::generate());
+    let clock = ManualClock::at_unix(1_767_225_600);
+    let pg = EchoRelay::builder()
+        .store(db.fresh_store().await.unwrap())
+        .keyring(keyring.clone())
+        .clock(Arc::new(clock.clone()))
+        .account_policy(echorelay_testkit::test_account_policy())
+        .build()
+        .unwrap();
+    let filled = fill(&pg, &clock).await;
+    let (recipients, identities) = keypair();
+    let backups = pg.backups(Arc::new(MemBackupTarget::new()));
+    let m = pg.back_up(&backups, &recipients, &[]).await.unwrap();
+    assert_eq!(m.store, "postgres");
+
+    let mem = relay(&keyring, &clock);
+    let mem_backups = mem.backups(backups.target().clone());
+    mem.restore_snapshot(&mem_backups, &m.id, identities)
+        .await
+        .unwrap();
+    let read = |r: &EchoRelay| {
+        let store = r.store().clone();
+        let at = clock.now();
+        async move {
+            let mut bytes = Vec::new();
+            snapshot::export(store.as_ref(), "any", at, &mut bytes)
+                .await
+                .unwrap();
+            canonical(snapshot::parse(&bytes, &[]).unwrap())
+        }
+    };
+    assert_eq!(read(&pg).await, read(&mem).await);
+    for key in &filled.keys {
+        mem.keys().verify(key).await.unwrap();
+    }
+    for (project, target, signing) in &filled.targets {
+        let grant = mem
+            .voter()
+            .dangerous_delivery_grant(*project)
+            .await
+            .unwrap();
+        let secrets = mem
+            .config()
+            .delivery_secrets(&grant, *target)
+            .await
+            .unwrap();
+        assert_eq!(secrets.signing_secret.expose_secret(), signing);
+    }
+    for p in &filled.people {
+        totp_login(&mem, &clock, p).await;
+    }
+}

@@ -3,11 +3,11 @@
 //!
 //! ## The table
 //!
-//! | role | config read | config write | keys | billing | members | audit read |
-//! |---|---|---|---|---|---|---|
-//! | viewer | allow | deny | deny | deny | deny | deny |
-//! | editor | allow | allow | deny | deny | deny | deny |
-//! | owner | allow | allow | allow | allow | allow | allow |
+//! | role | config read | config write | keys | billing | members | audit read | ingest |
+//! |---|---|---|---|---|---|---|---|
+//! | viewer | allow | deny | deny | deny | deny | deny | deny |
+//! | editor | allow | allow | deny | deny | deny | deny | allow |
+//! | owner | allow | allow | allow | allow | allow | allow | allow |
 //!
 //! A caller that is not a member of the project named by the slug is denied
 //! for every surface, and so is an API key presented for a project other than
@@ -118,11 +118,15 @@ pub enum Surface {
     /// Opening a target's secrets to deliver to it (the relay's worker,
     /// never a user or an API key).
     Delivery,
+    /// Publishing messages to the project's inbound endpoints
+    /// (`POST /v1/in/{endpoint}`): editors and owners, and their API
+    /// keys; a viewer's read-only key cannot inject messages.
+    Ingest,
 }
 
 impl Surface {
     /// Every surface.
-    pub const ALL: [Surface; 7] = [
+    pub const ALL: [Surface; 8] = [
         Surface::ConfigRead,
         Surface::ConfigWrite,
         Surface::Keys,
@@ -130,6 +134,7 @@ impl Surface {
         Surface::Members,
         Surface::AuditRead,
         Surface::Delivery,
+        Surface::Ingest,
     ];
 }
 
@@ -139,7 +144,10 @@ pub const fn role_allows(role: Role, surface: Surface) -> bool {
     matches!(
         (role, surface),
         (_, Surface::ConfigRead)
-            | (Role::Editor | Role::Owner, Surface::ConfigWrite)
+            | (
+                Role::Editor | Role::Owner,
+                Surface::ConfigWrite | Surface::Ingest
+            )
             | (
                 Role::Owner,
                 Surface::Keys | Surface::Billing | Surface::Members | Surface::AuditRead
@@ -205,6 +213,10 @@ pub mod surface {
     marker!(
         /// [`Surface::Delivery`].
         Delivery
+    );
+    marker!(
+        /// [`Surface::Ingest`].
+        Ingest
     );
 }
 

@@ -1050,6 +1050,21 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
         })
     }
 
+    /// The stored version of a target the worker delivers to, opening
+    /// nothing and auditing nothing: a worker compares it with the
+    /// version of the [`DeliverySecrets`] it cached, and calls
+    /// [`ConfigService::delivery_secrets`] only when it moved.
+    ///
+    /// # Errors
+    /// `Store(NotFound)` for a target not in the granted project.
+    pub async fn delivery_version(
+        &self,
+        grant: &Grant<crate::access::surface::Delivery>,
+        id: TargetId,
+    ) -> Result<u64> {
+        Ok(self.stored_target(grant.project_id(), id).await?.version)
+    }
+
     /// Reads one target, masked.
     pub async fn target(&self, grant: &Grant<ConfigRead>, id: TargetId) -> Result<TargetView> {
         let t = self.stored_target(grant.project_id(), id).await?;

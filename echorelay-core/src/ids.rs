@@ -164,6 +164,11 @@ define_id!(
     /// A queued job.
     JobId, "job_", "job"
 );
+define_id!(
+    /// A message accepted at an inbound endpoint (its Standard Webhooks
+    /// `webhook-id`).
+    MessageId, "msg_", "message"
+);
 
 #[cfg(test)]
 mod tests {

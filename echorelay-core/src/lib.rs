@@ -30,13 +30,16 @@ pub mod audit;
 pub mod backup;
 pub mod clock;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod ports;
 pub mod queue;
 pub mod redact;
+pub mod relay;
 pub mod rewrap;
 pub mod vault;
+pub mod webhook;
 
 pub use error::{Error, Result, StoreError};

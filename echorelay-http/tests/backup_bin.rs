@@ -147,7 +147,7 @@ async fn backup_run_verify_restore_and_against_backup_on_postgres() {
     let verified = go(&["backup", "verify", "-i", id_path, &first_id], &src);
     assert!(verified.ok, "{}{}", verified.out, verified.err);
     assert!(
-        verified.out.contains("verified 1 objects"),
+        verified.out.contains("verified 2 objects"),
         "{}",
         verified.out
     );

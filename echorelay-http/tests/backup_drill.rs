@@ -347,7 +347,7 @@ async fn restore_drill_follows_the_runbook() {
     assert!(go(&["backup", "list"]).contains(&id));
     let verified = go(&["backup", "verify", "-i", id_path, &id]);
     assert!(
-        verified.contains(&format!("{id}: verified 1 objects"))
+        verified.contains(&format!("{id}: verified 2 objects"))
             && verified.contains(&format!("{} audit chain heads", heads.len())),
         "{verified}"
     );

@@ -12,23 +12,26 @@ use crate::{Backend, Harness};
 /// The documented table (ARCHITECTURE.md, `access` module docs), written out
 /// independently of the code: surfaces in the order of [`Surface::ALL`]
 /// (config read, config write, keys, billing, members, audit read,
-/// delivery).
-pub const DOCUMENTED_TABLE: [(Role, [bool; 7]); 3] = [
+/// delivery, ingest).
+pub const DOCUMENTED_TABLE: [(Role, [bool; 8]); 3] = [
     (
         Role::Viewer,
-        [true, false, false, false, false, false, false],
+        [true, false, false, false, false, false, false, false],
     ),
     (
         Role::Editor,
-        [true, true, false, false, false, false, false],
+        [true, true, false, false, false, false, false, true],
     ),
-    (Role::Owner, [true, true, true, true, true, true, false]),
+    (
+        Role::Owner,
+        [true, true, true, true, true, true, false, true],
+    ),
 ];
 
 /// What API-key callers may do beyond their role's column, written out
 /// independently: the keys surface only when the project allows it,
 /// members and delivery never.
-pub const API_KEY_COLUMNS: [(Surface, Option<bool>); 7] = [
+pub const API_KEY_COLUMNS: [(Surface, Option<bool>); 8] = [
     (Surface::ConfigRead, None),
     (Surface::ConfigWrite, None),
     (Surface::Keys, Some(true)),
@@ -36,6 +39,7 @@ pub const API_KEY_COLUMNS: [(Surface, Option<bool>); 7] = [
     (Surface::Members, Some(false)),
     (Surface::AuditRead, None),
     (Surface::Delivery, Some(false)),
+    (Surface::Ingest, None),
 ];
 
 fn documented(role: Role, surface: Surface) -> bool {
@@ -77,6 +81,7 @@ async fn authorize_any<B: Backend>(v: &Voter<B>, c: &Caller, slug: &str, s: Surf
         Surface::Billing => typed::<B, surface::Billing>(v, c, slug).await,
         Surface::Members => typed::<B, surface::Members>(v, c, slug).await,
         Surface::AuditRead => typed::<B, surface::AuditRead>(v, c, slug).await,
+        Surface::Ingest => typed::<B, surface::Ingest>(v, c, slug).await,
         Surface::Delivery => typed::<B, surface::Delivery>(v, c, slug).await,
         other => panic!("access: no typed check for {other:?}"),
     }
@@ -107,6 +112,7 @@ async fn authorize_id_any<B: Backend>(
         Surface::Billing => by_id!(surface::Billing),
         Surface::Members => by_id!(surface::Members),
         Surface::AuditRead => by_id!(surface::AuditRead),
+        Surface::Ingest => by_id!(surface::Ingest),
         Surface::Delivery => by_id!(surface::Delivery),
         other => panic!("access: no typed check for {other:?}"),
     }
