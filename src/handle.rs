@@ -33,6 +33,7 @@ use echorelay_core::ports::{
     SnapshotStore,
 };
 use echorelay_core::queue::{Queue, QueueConfig, QueueError, QueueService};
+use echorelay_core::relay::{DeliveryService, RelayConfig, RelayService, Transport};
 use echorelay_core::rewrap::Rewrap;
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey, VaultError};
 use echorelay_store_mem::{MemQueue, MemStore};
@@ -244,6 +245,7 @@ pub struct EchoRelay {
     audit: AuditService<SharedStore>,
     rewrap: Rewrap<SharedStore, SharedVault>,
     queue: QueueService<SharedQueue>,
+    relay: RelayService<SharedStore, SharedVault, SharedQueue>,
     /// The vault's keyring, for the backup manifests' MAC.
     #[cfg_attr(not(feature = "backup"), allow(dead_code))]
     keyring: Arc<Keyring>,
@@ -342,6 +344,39 @@ impl EchoRelay {
     /// backend. Job payloads carry references, never secrets (S13).
     pub fn queue(&self) -> &QueueService<SharedQueue> {
         &self.queue
+    }
+
+    /// The relay's inbound side: [`RelayService::accept`] turns a message
+    /// POSTed to an endpoint into one delivery job per target of its line
+    /// (on [`DELIVERY_QUEUE`](echorelay_core::relay::DELIVERY_QUEUE) of
+    /// this handle's queue backend).
+    pub fn relay(&self) -> &RelayService<SharedStore, SharedVault, SharedQueue> {
+        &self.relay
+    }
+
+    /// A delivery worker over this handle's store, vault and queue that
+    /// sends through `transport` (`echorelay_http::delivery::HttpTransport`
+    /// with its SSRF guard, or a test double): see
+    /// [`DeliveryService`]. Each worker keeps its own cache of opened
+    /// target secrets; make one per worker, not one per batch.
+    pub fn delivery<T: Transport>(
+        &self,
+        transport: T,
+    ) -> DeliveryService<SharedStore, SharedVault, SharedQueue, T> {
+        let queue = QueueService::with_config(
+            self.queue.queue().clone(),
+            self.clock.clone(),
+            self.relay.config().queue_config(*self.queue.config()),
+        )
+        .unwrap_or_else(|_| self.queue.clone());
+        DeliveryService::new(
+            self.config.clone(),
+            self.voter.clone(),
+            queue,
+            transport,
+            *self.relay.config(),
+            self.clock.clone(),
+        )
     }
 
     /// The store behind every service, for what no service covers (the
@@ -541,6 +576,7 @@ pub struct EchoRelayBuilder {
     queue: SharedQueue,
     queue_type: &'static str,
     queue_config: QueueConfig,
+    relay_config: RelayConfig,
 }
 
 impl Default for EchoRelayBuilder {
@@ -556,6 +592,7 @@ impl Default for EchoRelayBuilder {
             queue: Arc::new(MemQueue::new()),
             queue_type: std::any::type_name::<MemQueue>(),
             queue_config: QueueConfig::default(),
+            relay_config: RelayConfig::default(),
         }
     }
 }
@@ -770,6 +807,15 @@ impl EchoRelayBuilder {
         self
     }
 
+    /// The relay's settings (body limit, attempts, lease, request
+    /// timeout, what a 4xx means). Default: [`RelayConfig::default`]. Its
+    /// jobs go through a queue service whose payload limit holds the
+    /// largest body ([`RelayConfig::queue_config`]).
+    pub fn relay_config(mut self, config: RelayConfig) -> Self {
+        self.relay_config = config;
+        self
+    }
+
     /// The queue's settings (payload limit, backoff, default attempts,
     /// poll). Default: [`QueueConfig::default`].
     pub fn queue_config(mut self, config: QueueConfig) -> Self {
@@ -807,8 +853,22 @@ impl EchoRelayBuilder {
         let slot_lock = slot_lock_of(&store);
         let vault: SharedVault = Arc::new(AesGcmVault::new(keyring));
         let clock = self.clock;
+        let relay_queue = QueueService::with_config(
+            self.queue.clone(),
+            clock.clone(),
+            self.relay_config.queue_config(self.queue_config),
+        )
+        .map_err(SetupError::Queue)?;
         let queue = QueueService::with_config(self.queue, clock.clone(), self.queue_config)
             .map_err(SetupError::Queue)?;
+        let relay = RelayService::new(
+            KeyService::new(store.clone(), vault.clone(), clock.clone()),
+            echorelay_core::access::Voter::new(store.clone()),
+            store.clone(),
+            relay_queue,
+            self.relay_config,
+            clock.clone(),
+        );
         let accounts =
             AccountService::new(store.clone(), vault.clone(), clock.clone(), self.policy)
                 .map_err(SetupError::Policy)?;
@@ -823,6 +883,7 @@ impl EchoRelayBuilder {
             },
             rewrap: Rewrap::new(store.clone(), vault.clone(), clock.clone()),
             queue,
+            relay,
             store,
             vault,
             clock,

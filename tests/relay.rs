@@ -1,0 +1,533 @@
+//! The relay through the one handle, in memory, with a scripted transport
+//! (the HTTP client and its SSRF guard are tested in echorelay-http):
+//! accept → queue → sign → deliver → ack, retries with the backoff,
+//! dead letters, `Retry-After`, and every refusal at the door (issue 19).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use echorelay::core::access::Caller;
+use echorelay::core::access::surface::{ConfigWrite, Keys};
+use echorelay::core::audit::{ConfigEntity, ConfigOp, EventKind};
+use echorelay::core::clock::ManualClock;
+use echorelay::core::config::{AuthInput, NewTarget, TargetPatch};
+use echorelay::core::egress::EgressPolicy;
+use echorelay::core::ids::{EndpointId, TargetId};
+use echorelay::core::keys::{Environment, MintRequest};
+use echorelay::core::queue::QueueName;
+use echorelay::core::relay::{
+    AttemptOutcome, DELIVERY_QUEUE, OutboundRequest, OutboundResponse, RelayConfig, RelayError,
+    Transport, TransportError,
+};
+use echorelay::core::webhook::{SigningSecret, Verifier};
+use echorelay::prelude::*;
+use secrecy::{ExposeSecret, SecretString};
+
+/// What the scripted transport saw: URL, headers, authorization, body.
+#[derive(Debug, Clone)]
+struct Seen {
+    url: String,
+    headers: Vec<(String, String)>,
+    authorization: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Answers from a script, then 200; records every request.
+#[derive(Default)]
+struct Scripted {
+    script: Mutex<VecDeque<Result<OutboundResponse, TransportError>>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl Scripted {
+    fn answering(script: Vec<Result<OutboundResponse, TransportError>>) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(script.into()),
+            seen: Mutex::default(),
+        })
+    }
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn status(code: u16) -> Result<OutboundResponse, TransportError> {
+    Ok(OutboundResponse {
+        status: code,
+        retry_after: None,
+        excerpt: Vec::new(),
+    })
+}
+
+#[async_trait]
+impl Transport for Scripted {
+    async fn post(&self, r: OutboundRequest) -> Result<OutboundResponse, TransportError> {
+        // What a real client would refuse before connecting.
+        EgressPolicy::default().check_url(&r.url)?;
+        self.seen.lock().unwrap().push(Seen {
+            url: r.url.clone(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.clone()))
+                .collect(),
+            authorization: r
+                .authorization
+                .as_ref()
+                .map(|a| a.expose_secret().to_owned()),
+            body: r.body.clone(),
+        });
+        self.script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| status(200))
+    }
+}
+
+struct World {
+    relay: EchoRelay,
+    clock: ManualClock,
+    key: String,
+    viewer_key: String,
+    endpoint: EndpointId,
+    targets: Vec<(TargetId, String)>,
+    project: ProjectId,
+}
+
+/// A project with one line, an endpoint and `n` bearer targets; an
+/// editor key and a viewer key.
+async fn world(n: usize, urls: &[&str]) -> World {
+    let clock = ManualClock::at_unix(1_767_225_600);
+    let relay = EchoRelay::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let owner = UserId::random();
+    let p = relay
+        .config()
+        .create_project(owner, None, "relay", "Relay")
+        .await
+        .unwrap();
+    let caller = Caller::dangerous_user_stepped_up(owner, None);
+    let w = relay
+        .voter()
+        .authorize::<ConfigWrite>(&caller, "relay")
+        .await
+        .unwrap();
+    let line = relay.config().create_line(&w, "orders").await.unwrap();
+    let endpoint = relay
+        .config()
+        .create_endpoint(&w, line.id, "in")
+        .await
+        .unwrap()
+        .id;
+    let mut targets = Vec::new();
+    for i in 0..n {
+        let created = relay
+            .config()
+            .create_target(
+                &w,
+                line.id,
+                NewTarget {
+                    name: format!("t{i}"),
+                    url: urls.get(i).map_or_else(
+                        || format!("https://hooks{i}.example.com/in"),
+                        |u| (*u).to_owned(),
+                    ),
+                    auth: AuthInput::Bearer(SecretString::from(format!("token-{i}"))),
+                    signing_secret: None,
+                },
+            )
+            .await
+            .unwrap();
+        targets.push((
+            created.view.id,
+            created.signing_secret.expose_secret().to_owned(),
+        ));
+    }
+    let k = relay
+        .voter()
+        .authorize::<Keys>(&caller, "relay")
+        .await
+        .unwrap();
+    let mint = |role| MintRequest {
+        environment: Environment::Live,
+        role,
+        label: String::new(),
+    };
+    let key = relay.keys().mint(&k, mint(Role::Editor)).await.unwrap();
+    let viewer = relay.keys().mint(&k, mint(Role::Viewer)).await.unwrap();
+    World {
+        relay,
+        clock,
+        key: key.plaintext.expose_secret().to_owned(),
+        viewer_key: viewer.plaintext.expose_secret().to_owned(),
+        endpoint,
+        targets,
+        project: p.id,
+    }
+}
+
+fn header<'a>(s: &'a Seen, name: &str) -> &'a str {
+    s.headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} header"))
+}
+
+#[tokio::test]
+async fn a_message_reaches_every_target_signed_with_its_own_secret() {
+    let w = world(3, &[]).await;
+    let body = br#"{"b": 2, "a": 1}"#.to_vec();
+    let accepted = w
+        .relay
+        .relay()
+        .accept(
+            &w.key,
+            w.endpoint,
+            Some("application/json"),
+            body.clone(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted.deliveries, 3);
+    let transport = Scripted::answering(vec![]);
+    let worker = w.relay.delivery(transport.clone());
+    let attempts = worker.run_once(10).await.unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.outcome == AttemptOutcome::Delivered)
+    );
+    let seen = transport.seen();
+    for (target, secret) in &w.targets {
+        let i = w.targets.iter().position(|(t, _)| t == target).unwrap();
+        let s = seen
+            .iter()
+            .find(|s| s.url == format!("https://hooks{i}.example.com/in"))
+            .unwrap();
+        // Byte for byte, key order kept.
+        assert_eq!(s.body, body);
+        assert_eq!(header(s, "content-type"), "application/json");
+        assert_eq!(header(s, "webhook-id"), accepted.message.to_string());
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some(format!("Bearer token-{i}").as_str())
+        );
+        let verifier = Verifier::new([SigningSecret::parse(secret).unwrap()]).unwrap();
+        verifier
+            .verify(
+                header(s, "webhook-id"),
+                header(s, "webhook-timestamp"),
+                header(s, "webhook-signature"),
+                &s.body,
+                w.clock.now(),
+            )
+            .expect("the signature verifies with the target's secret");
+        // And not with another target's.
+        let other = &w.targets[(i + 1) % 3].1;
+        assert!(
+            Verifier::new([SigningSecret::parse(other).unwrap()])
+                .unwrap()
+                .verify(
+                    header(s, "webhook-id"),
+                    header(s, "webhook-timestamp"),
+                    header(s, "webhook-signature"),
+                    &s.body,
+                    w.clock.now(),
+                )
+                .is_err()
+        );
+    }
+    // Nothing is left to deliver.
+    assert!(worker.run_once(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn failures_retry_with_the_backoff_and_then_deliver_once() {
+    let w = world(1, &[]).await;
+    let accepted = w
+        .relay
+        .relay()
+        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .await
+        .unwrap();
+    let transport = Scripted::answering(vec![status(500), Err(TransportError::Timeout)]);
+    let worker = w.relay.delivery(transport.clone());
+    let first = worker.run_once(10).await.unwrap();
+    assert_eq!(first[0].class.as_deref(), Some("http_500"));
+    let AttemptOutcome::Retrying(at) = first[0].outcome else {
+        panic!("{first:?}");
+    };
+    assert!(at > w.clock.now());
+    // Not due before its retry time.
+    assert!(worker.run_once(10).await.unwrap().is_empty());
+    w.clock.set(at);
+    let second = worker.run_once(10).await.unwrap();
+    assert_eq!(second[0].class.as_deref(), Some("timeout"));
+    let AttemptOutcome::Retrying(at) = second[0].outcome else {
+        panic!("{second:?}");
+    };
+    w.clock.set(at);
+    let third = worker.run_once(10).await.unwrap();
+    assert_eq!(third[0].outcome, AttemptOutcome::Delivered);
+    assert_eq!(third[0].attempt, 3);
+    let seen = transport.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter()
+            .all(|s| header(s, "webhook-id") == accepted.message.to_string())
+    );
+    assert!(worker.run_once(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_final_answers_dead_letter() {
+    let w = world(1, &[]).await;
+    w.relay
+        .relay()
+        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .await
+        .unwrap();
+    let transport = Scripted::answering(vec![
+        Ok(OutboundResponse {
+            status: 429,
+            retry_after: Some(Duration::from_secs(120)),
+            excerpt: Vec::new(),
+        }),
+        status(404),
+    ]);
+    let worker = w.relay.delivery(transport);
+    let first = worker.run_once(10).await.unwrap();
+    assert_eq!(
+        first[0].outcome,
+        AttemptOutcome::Retrying(w.clock.now() + chrono::Duration::seconds(120))
+    );
+    w.clock.advance(chrono::Duration::seconds(120));
+    let second = worker.run_once(10).await.unwrap();
+    assert_eq!(second[0].outcome, AttemptOutcome::Dead);
+    assert_eq!(second[0].class.as_deref(), Some("http_404"));
+    let q = QueueName::new(DELIVERY_QUEUE).unwrap();
+    assert_eq!(w.relay.queue().stats(&q).await.unwrap().dead, 1);
+}
+
+#[tokio::test]
+async fn a_target_that_always_fails_ends_in_the_dead_letters_and_redrive_delivers_it() {
+    let w = world(1, &[]).await;
+    let relay_cfg = RelayConfig::default();
+    w.relay
+        .relay()
+        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .await
+        .unwrap();
+    let failing: Vec<_> = (0..relay_cfg.max_attempts).map(|_| status(503)).collect();
+    let transport = Scripted::answering(failing);
+    let worker = w.relay.delivery(transport.clone());
+    let mut last = None;
+    for _ in 0..relay_cfg.max_attempts {
+        let a = worker.run_once(10).await.unwrap();
+        assert_eq!(a.len(), 1);
+        if let AttemptOutcome::Retrying(at) = a[0].outcome {
+            w.clock.set(at);
+        }
+        last = Some(a[0].clone());
+    }
+    assert_eq!(last.unwrap().outcome, AttemptOutcome::Dead);
+    let q = QueueName::new(DELIVERY_QUEUE).unwrap();
+    let dead = w.relay.queue().dead_jobs(&q, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    w.relay.queue().redrive(&q, dead[0].id).await.unwrap();
+    let again = worker.run_once(10).await.unwrap();
+    assert_eq!(again[0].outcome, AttemptOutcome::Delivered);
+    assert_eq!(
+        transport.seen().len(),
+        usize::try_from(relay_cfg.max_attempts).unwrap() + 1
+    );
+}
+
+#[tokio::test]
+async fn internal_targets_are_refused_and_dead_lettered_with_their_class() {
+    let w = world(
+        2,
+        &["https://127.0.0.1/in", "https://169.254.169.254/latest"],
+    )
+    .await;
+    w.relay
+        .relay()
+        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .await
+        .unwrap();
+    let transport = Scripted::answering(vec![]);
+    let worker = w.relay.delivery(transport.clone());
+    let attempts = worker.run_once(10).await.unwrap();
+    let mut classes: Vec<_> = attempts.iter().map(|a| a.class.clone().unwrap()).collect();
+    classes.sort();
+    assert_eq!(classes, ["ssrf_loopback", "ssrf_metadata"]);
+    assert!(attempts.iter().all(|a| a.outcome == AttemptOutcome::Dead));
+    assert!(transport.seen().is_empty());
+}
+
+#[tokio::test]
+async fn secrets_are_opened_once_per_target_version() {
+    let w = world(1, &[]).await;
+    let opened = |relay: &EchoRelay| {
+        let relay = relay.clone();
+        let project = w.project;
+        async move {
+            relay
+                .store()
+                .events(Some(project), 0, 1000)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::Config {
+                            entity: ConfigEntity::Target,
+                            op: ConfigOp::SecretsOpened,
+                            ..
+                        }
+                    )
+                })
+                .count()
+        }
+    };
+    let transport = Scripted::answering(vec![]);
+    let worker = w.relay.delivery(transport.clone());
+    for _ in 0..3 {
+        w.relay
+            .relay()
+            .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+            .await
+            .unwrap();
+        worker.run_once(10).await.unwrap();
+    }
+    assert_eq!(
+        opened(&w.relay).await,
+        1,
+        "one audited open for three deliveries"
+    );
+    // A change of the target (a new token) moves its version: opened again,
+    // and the next delivery carries the new token.
+    let owner_caller = {
+        let members = w
+            .relay
+            .store()
+            .members_page(w.project, None, 10)
+            .await
+            .unwrap();
+        Caller::dangerous_user_stepped_up(members[0].0, None)
+    };
+    let cw = w
+        .relay
+        .voter()
+        .authorize::<ConfigWrite>(&owner_caller, "relay")
+        .await
+        .unwrap();
+    w.relay
+        .config()
+        .update_target(
+            &cw,
+            w.targets[0].0,
+            TargetPatch {
+                name: None,
+                url: None,
+                auth: Some(AuthInput::Bearer(SecretString::from("token-new"))),
+                signing_secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    w.relay
+        .relay()
+        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .await
+        .unwrap();
+    worker.run_once(10).await.unwrap();
+    assert_eq!(opened(&w.relay).await, 2);
+    assert_eq!(
+        transport.seen().last().unwrap().authorization.as_deref(),
+        Some("Bearer token-new")
+    );
+}
+
+#[tokio::test]
+async fn the_door_refuses_what_it_must_and_enqueues_nothing() {
+    let w = world(1, &[]).await;
+    let relay = w.relay.relay();
+    let body = || b"x".to_vec();
+    assert!(matches!(
+        relay
+            .accept("er_live_nope", w.endpoint, None, body(), None)
+            .await,
+        Err(RelayError::Unauthenticated)
+    ));
+    assert!(matches!(
+        relay
+            .accept(&w.viewer_key, w.endpoint, None, body(), None)
+            .await,
+        Err(RelayError::Denied)
+    ));
+    assert!(matches!(
+        relay
+            .accept(&w.key, EndpointId::random(), None, body(), None)
+            .await,
+        Err(RelayError::UnknownEndpoint)
+    ));
+    // Another project's endpoint looks exactly like an unknown one.
+    let other = world(1, &[]).await;
+    assert!(matches!(
+        relay
+            .accept(&w.key, other.endpoint, None, body(), None)
+            .await,
+        Err(RelayError::UnknownEndpoint)
+    ));
+    let limit = relay.config().max_body;
+    assert!(matches!(
+        relay
+            .accept(&w.key, w.endpoint, None, vec![0; limit + 1], None)
+            .await,
+        Err(RelayError::BodyTooLarge { .. })
+    ));
+    assert!(matches!(
+        relay
+            .accept(&w.key, w.endpoint, Some("text/plain\r\nx: y"), body(), None)
+            .await,
+        Err(RelayError::BadContentType)
+    ));
+    let q = QueueName::new(DELIVERY_QUEUE).unwrap();
+    assert_eq!(w.relay.queue().stats(&q).await.unwrap().waiting, 0);
+    // The largest body is accepted, and a revoked key fails on its next
+    // request.
+    relay
+        .accept(&w.key, w.endpoint, None, vec![7; limit], None)
+        .await
+        .unwrap();
+    let owner = w
+        .relay
+        .store()
+        .members_page(w.project, None, 10)
+        .await
+        .unwrap()[0]
+        .0;
+    let k = w
+        .relay
+        .voter()
+        .authorize::<Keys>(&Caller::dangerous_user_stepped_up(owner, None), "relay")
+        .await
+        .unwrap();
+    let id = w.relay.keys().verify(&w.key).await.unwrap().key_id();
+    w.relay.keys().revoke(&k, id).await.unwrap();
+    assert!(matches!(
+        relay.accept(&w.key, w.endpoint, None, body(), None).await,
+        Err(RelayError::Unauthenticated)
+    ));
+}
