@@ -84,8 +84,10 @@ pub mod account;
 pub mod auth;
 pub mod client;
 pub mod cookies;
+pub mod delivery;
 pub mod error;
 pub mod headers;
+pub mod inbound;
 pub mod json;
 pub mod mcp;
 pub mod openapi;
@@ -246,6 +248,14 @@ fn build(
             auth::preauthenticated(key),
         )),
     };
+    // The inbound door takes bodies up to the relay's limit (one more
+    // byte, so an over-limit body is told from a limit-sized one).
+    let inbound_routes =
+        OpenApiRouter::new()
+            .routes(routes!(inbound::accept))
+            .layer(DefaultBodyLimit::max(
+                state.relay.relay().config().max_body.saturating_add(1),
+            ));
     let (app, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(account::login))
         .routes(routes!(account::second_factor))
@@ -254,6 +264,7 @@ fn build(
         .routes(routes!(security_txt_page))
         .routes(routes!(openapi_json))
         .routes(routes!(licenses_page))
+        .merge(inbound_routes)
         .merge(authenticated)
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();

@@ -113,6 +113,7 @@ pub enum Conflict {
     tags(
         (name = "config", description = "Lines, endpoints and targets (secrets masked on every read)"),
         (name = "keys", description = "API keys"),
+        (name = "relay", description = "The inbound door: messages POSTed to an endpoint, relayed to every target of its line"),
         (name = "project", description = "Members, billing events and the audit log"),
         (name = "auth", description = "Login and sessions"),
         (name = "me", description = "The signed-in account"),

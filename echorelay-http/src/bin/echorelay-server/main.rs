@@ -7,6 +7,7 @@
 
 #[cfg(feature = "backup")]
 mod backup;
+mod work;
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -38,6 +39,10 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (and run the scheduled maintenance).
     Serve(Serve),
+    /// Run the relay's delivery workers (the queue of DATABASE_URL or
+    /// REDIS_URL, which the servers' inbound door writes to) until Ctrl-C
+    /// or SIGTERM. With the in-memory store use `serve --work` instead.
+    Work(work::WorkArgs),
     /// Run the scheduled maintenance once and print its report (for cron,
     /// when `serve --maintenance-interval-secs 0`): auto-rotate every key
     /// whose rotation is due, destroy expired unrevealed successors, purge
@@ -191,6 +196,12 @@ struct Serve {
     #[cfg(feature = "backup")]
     #[command(flatten)]
     backups: backup::ScheduleArgs,
+    /// Also run the relay's delivery workers in this process (needed with
+    /// the in-memory store, whose queue no other process can reach).
+    #[arg(long)]
+    work: bool,
+    #[command(flatten)]
+    workers: work::WorkArgs,
 }
 
 impl Serve {
@@ -216,6 +227,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(s) => serve(s).await,
         Command::Maintain => maintain().await,
+        Command::Work(args) => work_command(args).await,
         Command::Migrate { grant_to } => migrate(grant_to.as_deref()).await,
         Command::Keygen => keygen(),
         Command::Rewrap { page } => rewrap(page).await,
@@ -344,14 +356,61 @@ async fn serve(s: Serve) -> Outcome {
     if let Some(task) = backups {
         tokio::spawn(task);
     }
+    let (stop_workers, workers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let workers = match s.work {
+        true => {
+            let transport = s.workers.transport()?;
+            Some(tokio::spawn(work::run(
+                relay.clone(),
+                s.workers.clone(),
+                transport,
+                async {
+                    let _ = workers_stopped.await;
+                },
+            )))
+        }
+        false => None,
+    };
     let options = ServeOptions {
         tls,
         limits: s.limits(),
     };
-    echorelay_http::server::serve(listener, app, options, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    echorelay_http::server::serve(listener, app, options, shutdown_signal()).await?;
+    let _ = stop_workers.send(());
+    if let Some(w) = workers {
+        let _ = w.await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn work_command(args: work::WorkArgs) -> Outcome {
+    let relay = EchoRelay::from_env().await?;
+    if relay.queue_type().ends_with("MemQueue") {
+        return Err("`work` needs the queue the servers write to (DATABASE_URL or REDIS_URL); with the in-memory store run `serve --work`".into());
+    }
+    let transport = args.transport()?;
+    work::run(relay, args, transport, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 
