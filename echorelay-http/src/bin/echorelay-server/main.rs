@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (and run the scheduled maintenance).
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Run the relay's delivery workers (the queue of DATABASE_URL or
     /// REDIS_URL, which the servers' inbound door writes to) until Ctrl-C
     /// or SIGTERM. With the in-memory store use `serve --work` instead.
@@ -225,7 +225,7 @@ async fn main() -> ExitCode {
         .with_max_level(tracing::Level::INFO)
         .init();
     let result = match cli.command {
-        Command::Serve(s) => serve(s).await,
+        Command::Serve(s) => serve(*s).await,
         Command::Maintain => maintain().await,
         Command::Work(args) => work_command(args).await,
         Command::Migrate { grant_to } => migrate(grant_to.as_deref()).await,
