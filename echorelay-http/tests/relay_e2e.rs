@@ -191,6 +191,51 @@ fn verifies(h: &Hit, secret: &str) -> bool {
         .is_ok()
 }
 
+/// Whether the `standardwebhooks` package (PyPI; the Standard Webhooks
+/// reference library, not our verifier) accepts `h` under `secret`.
+/// `None` when the package is not installed and services are not
+/// required (CI installs it: `.ci/run`).
+fn python_verifies(h: &Hit, secret: &str) -> Option<bool> {
+    use std::io::Write;
+    const SCRIPT: &str = "import sys
+from standardwebhooks.webhooks import Webhook
+secret, wid, ts, sig = sys.argv[1:5]
+body = sys.stdin.buffer.read()
+try:
+    Webhook(secret).verify(body, {'webhook-id': wid, 'webhook-timestamp': ts, 'webhook-signature': sig})
+except Exception as e:
+    print(type(e).__name__, e)
+    sys.exit(3)
+";
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            !std::env::var("ECHORELAY_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
+            "ECHORELAY_REQUIRE_SERVICES=1 but the Python package standardwebhooks is not installed"
+        );
+        eprintln!("relay_e2e: standardwebhooks (PyPI) not installed; its check skipped");
+        return None;
+    }
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            SCRIPT,
+            secret,
+            header(h, "webhook-id"),
+            header(h, "webhook-timestamp"),
+            header(h, "webhook-signature"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&h.body).unwrap();
+    Some(child.wait().unwrap().success())
+}
+
 #[tokio::test]
 async fn a_webhook_is_delivered_signed_to_every_target_and_retried_until_it_lands() {
     let (raddr, seen) = receiver().await;
@@ -235,6 +280,13 @@ async fn a_webhook_is_delivered_signed_to_every_target_and_retried_until_it_land
                 &secrets[0]
             };
             assert!(!verifies(&h, other), "{path}: not with another target's");
+            if let Some(ok) = python_verifies(&h, secret) {
+                assert!(
+                    ok,
+                    "{path}: the standardwebhooks package refuses our signature"
+                );
+                assert_eq!(python_verifies(&h, other), Some(false));
+            }
         }
     }
     // The third attempt succeeded: nothing more arrives.
@@ -243,7 +295,9 @@ async fn a_webhook_is_delivered_signed_to_every_target_and_retried_until_it_land
     assert!(srv.logged("relay: delivered"));
     assert!(srv.logged("http_500"));
 
-    // The door: a bad key, an unknown endpoint, a body over 256 KiB.
+    // The door: a bad key, an unknown endpoint, a body over 256 KiB (on a
+    // new connection: the old one sat idle past the server's limit).
+    let mut c = Server { addr: srv.addr }.connect().await;
     assert_eq!(
         inbound(&mut c, "er_test_nope", &endpoint, b"{}")
             .await
@@ -267,7 +321,9 @@ async fn a_webhook_is_delivered_signed_to_every_target_and_retried_until_it_land
         StatusCode::PAYLOAD_TOO_LARGE
     );
     // A key revoked between two requests on one keep-alive connection:
-    // the second is refused.
+    // the second is refused. (A new connection for the setup: the server
+    // closes one after refusing an oversized body unread.)
+    let mut c = Server { addr: srv.addr }.connect().await;
     let minted = c
         .post_json(
             "/v1/projects/demo/keys",
@@ -372,5 +428,192 @@ async fn without_the_egress_flags_internal_and_plain_targets_are_refused() {
         })
         .await;
         assert!(seen.hits("/ok").is_empty(), "{flags:?}");
+    }
+}
+
+/// A `work` process, killed when dropped; what it logged.
+#[cfg(feature = "pg")]
+struct WorkProcess {
+    child: std::process::Child,
+    log: Arc<Mutex<String>>,
+}
+
+#[cfg(feature = "pg")]
+impl Drop for WorkProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "pg")]
+fn work_process(env: &[(&str, &str)], flags: &[&str]) -> WorkProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(server_process::BIN)
+        .env_remove("DATABASE_URL")
+        .env_remove("SECRET_KEY")
+        .env_remove("REDIS_URL")
+        .arg("work")
+        .args(flags)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    WorkProcess { child, log }
+}
+
+#[cfg(feature = "pg")]
+const KEY: &str = "6a4e66c27687161095467ef0a963538822927a9e557405703abffe6271b315f6";
+
+/// The store and the queue shared by separate processes: `serve` takes
+/// the webhook, a separate `work` process delivers it, with the queue in
+/// Postgres (DATABASE_URL alone) and in Redis (REDIS_URL beside it, a
+/// Redis database of its own); the receiver checks the signature with
+/// core's verifier and the `standardwebhooks` package.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn serve_and_a_separate_worker_share_the_queue_on_postgres_and_on_redis() {
+    use echorelay::core::access::Caller;
+    use echorelay::core::access::surface::{Keys, Members};
+    use echorelay::core::keys::{Environment, MintRequest};
+    use echorelay::prelude::*;
+    use sqlx::Connection;
+
+    let Some(db) = echorelay::pg::test_database().await else {
+        return;
+    };
+    let redis = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
+    let required = std::env::var("ECHORELAY_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    assert!(
+        redis.is_some() || !required,
+        "ECHORELAY_REQUIRE_SERVICES=1 but REDIS_URL is not set"
+    );
+    let mut queues: Vec<Option<String>> = vec![None];
+    // The binary uses the Redis queue only with the feature `redis`.
+    #[cfg(feature = "redis")]
+    if let Some(base) = &redis {
+        // A database of its own, emptied first: no other test's jobs.
+        let url = format!("{}/7", base.trim_end_matches('/'));
+        let flushed = std::process::Command::new("redis-cli")
+            .args(["-u", &url, "FLUSHDB"])
+            .output()
+            .unwrap();
+        assert!(flushed.status.success());
+        queues.push(Some(url));
+    }
+    for redis_url in queues {
+        let suffix = &UserId::random().to_string()[4..14];
+        let name = format!("er_relay_{suffix}");
+        let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = db.url().split('?').next().unwrap();
+        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        let mut env = vec![("DATABASE_URL", url.as_str()), ("SECRET_KEY", KEY)];
+        if let Some(r) = &redis_url {
+            env.push(("REDIS_URL", r.as_str()));
+        }
+        let m = server_process::run(&["migrate"], &env);
+        assert!(m.ok, "{}{}", m.out, m.err);
+
+        // The project and an owner key, through the library.
+        let relay = EchoRelayBuilder::from_env_vars(|n| match n {
+            "DATABASE_URL" => Some(url.clone()),
+            "SECRET_KEY" => Some(KEY.to_owned()),
+            _ => None,
+        })
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
+        let owner = UserId::random();
+        relay
+            .config()
+            .create_project(owner, None, "demo", "Demo")
+            .await
+            .unwrap();
+        let caller = Caller::dangerous_user_stepped_up(owner, None);
+        let members = relay
+            .voter()
+            .authorize::<Members>(&caller, "demo")
+            .await
+            .unwrap();
+        relay
+            .config()
+            .set_api_keys_manage_keys(&members, true)
+            .await
+            .unwrap();
+        let k = relay
+            .voter()
+            .authorize::<Keys>(&caller, "demo")
+            .await
+            .unwrap();
+        let key = relay
+            .keys()
+            .mint(
+                &k,
+                MintRequest {
+                    environment: Environment::Test,
+                    role: Role::Owner,
+                    label: "e2e".into(),
+                },
+            )
+            .await
+            .unwrap()
+            .plaintext
+            .expose_secret()
+            .to_owned();
+        drop(relay);
+
+        let (raddr, seen) = receiver().await;
+        let srv = server_process::serve(&[], &env, None);
+        let worker = work_process(&env, &["--allow-http", "--allow-net", "127.0.0.1/32"]);
+        let mut c = Server { addr: srv.addr }.connect().await;
+        let (endpoint, secrets) = configure(
+            &mut c,
+            &key,
+            &[("ok", format!("http://127.0.0.1:{}/ok", raddr.port()))],
+        )
+        .await;
+        let a = inbound(&mut c, &key, &endpoint, br#"{"n": 1}"#).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+        let start = std::time::Instant::now();
+        while seen.hits("/ok").is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no delivery ({redis_url:?}); worker log:\n{}",
+                worker.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let h = &seen.hits("/ok")[0];
+        assert_eq!(&h.body[..], br#"{"n": 1}"#);
+        assert_eq!(
+            header(h, "webhook-id"),
+            a.json()["message_id"].as_str().unwrap()
+        );
+        assert!(verifies(h, &secrets[0]));
+        if let Some(ok) = python_verifies(h, &secrets[0]) {
+            assert!(ok);
+        }
+        assert!(worker.log.lock().unwrap().contains("relay: delivered"));
+        drop(worker);
+        drop(srv);
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
     }
 }

@@ -17,7 +17,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_echorelay-server");
 
 fn server() -> Command {
     let mut c = Command::new(BIN);
-    c.env_remove("DATABASE_URL").env_remove("SECRET_KEY");
+    c.env_remove("DATABASE_URL")
+        .env_remove("SECRET_KEY")
+        .env_remove("REDIS_URL");
     c
 }
 

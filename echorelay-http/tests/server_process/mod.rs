@@ -46,8 +46,8 @@ impl Running {
 }
 
 /// `serve --listen 127.0.0.1:0 ARGS` (through `wrap`, a shell prefix, if
-/// any), once it says where it listens. `DATABASE_URL` and `SECRET_KEY`
-/// come from `env` only.
+/// any), once it says where it listens. `DATABASE_URL`, `SECRET_KEY` and
+/// `REDIS_URL` come from `env` only.
 pub fn serve(args: &[&str], env: &[(&str, &str)], wrap: Option<&str>) -> Running {
     let mut c = match wrap {
         None => Command::new(BIN),
@@ -59,6 +59,7 @@ pub fn serve(args: &[&str], env: &[(&str, &str)], wrap: Option<&str>) -> Running
     };
     c.env_remove("DATABASE_URL")
         .env_remove("SECRET_KEY")
+        .env_remove("REDIS_URL")
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
@@ -111,6 +112,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(BIN);
     c.env_remove("DATABASE_URL")
         .env_remove("SECRET_KEY")
+        .env_remove("REDIS_URL")
         .args(args)
         .envs(env.iter().copied());
     let o = c.output().unwrap();
