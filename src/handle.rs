@@ -29,8 +29,8 @@ use echorelay_core::clock::{Clock, SystemClock};
 use echorelay_core::config::ConfigService;
 use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
-    AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
-    SnapshotStore,
+    AccountStore, AuditLog, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
+    SessionStore, SnapshotStore,
 };
 use echorelay_core::queue::{Queue, QueueConfig, QueueError, QueueService};
 use echorelay_core::relay::{DeliveryService, RelayConfig, RelayService, Transport};
@@ -98,6 +98,7 @@ pub trait Store:
     + AccountStore
     + SessionStore
     + SnapshotStore
+    + IdempotencyStore
     + Send
     + Sync
     + std::any::Any
@@ -113,6 +114,7 @@ impl<T> Store for T where
         + AccountStore
         + SessionStore
         + SnapshotStore
+        + IdempotencyStore
         + Send
         + Sync
         + 'static

@@ -191,6 +191,7 @@ async fn a_message_reaches_every_target_signed_with_its_own_secret() {
             &w.key,
             w.endpoint,
             Some("application/json"),
+            None,
             body.clone(),
             None,
         )
@@ -256,7 +257,7 @@ async fn failures_retry_with_the_backoff_and_then_deliver_once() {
     let accepted = w
         .relay
         .relay()
-        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
         .await
         .unwrap();
     let transport = Scripted::answering(vec![status(500), Err(TransportError::Timeout)]);
@@ -293,7 +294,7 @@ async fn retry_after_is_honoured_and_final_answers_dead_letter() {
     let w = world(1, &[]).await;
     w.relay
         .relay()
-        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
         .await
         .unwrap();
     let transport = Scripted::answering(vec![
@@ -324,7 +325,7 @@ async fn a_target_that_always_fails_ends_in_the_dead_letters_and_redrive_deliver
     let relay_cfg = RelayConfig::default();
     w.relay
         .relay()
-        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
         .await
         .unwrap();
     let failing: Vec<_> = (0..relay_cfg.max_attempts).map(|_| status(503)).collect();
@@ -361,7 +362,7 @@ async fn internal_targets_are_refused_and_dead_lettered_with_their_class() {
     .await;
     w.relay
         .relay()
-        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
         .await
         .unwrap();
     let transport = Scripted::answering(vec![]);
@@ -405,7 +406,7 @@ async fn secrets_are_opened_once_per_target_version() {
     for _ in 0..3 {
         w.relay
             .relay()
-            .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+            .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
             .await
             .unwrap();
         worker.run_once(10).await.unwrap();
@@ -448,7 +449,7 @@ async fn secrets_are_opened_once_per_target_version() {
         .unwrap();
     w.relay
         .relay()
-        .accept(&w.key, w.endpoint, None, b"x".to_vec(), None)
+        .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
         .await
         .unwrap();
     worker.run_once(10).await.unwrap();
@@ -466,19 +467,19 @@ async fn the_door_refuses_what_it_must_and_enqueues_nothing() {
     let body = || b"x".to_vec();
     assert!(matches!(
         relay
-            .accept("er_live_nope", w.endpoint, None, body(), None)
+            .accept("er_live_nope", w.endpoint, None, None, body(), None)
             .await,
         Err(RelayError::Unauthenticated)
     ));
     assert!(matches!(
         relay
-            .accept(&w.viewer_key, w.endpoint, None, body(), None)
+            .accept(&w.viewer_key, w.endpoint, None, None, body(), None)
             .await,
         Err(RelayError::Denied)
     ));
     assert!(matches!(
         relay
-            .accept(&w.key, EndpointId::random(), None, body(), None)
+            .accept(&w.key, EndpointId::random(), None, None, body(), None)
             .await,
         Err(RelayError::UnknownEndpoint)
     ));
@@ -486,20 +487,27 @@ async fn the_door_refuses_what_it_must_and_enqueues_nothing() {
     let other = world(1, &[]).await;
     assert!(matches!(
         relay
-            .accept(&w.key, other.endpoint, None, body(), None)
+            .accept(&w.key, other.endpoint, None, None, body(), None)
             .await,
         Err(RelayError::UnknownEndpoint)
     ));
     let limit = relay.config().max_body;
     assert!(matches!(
         relay
-            .accept(&w.key, w.endpoint, None, vec![0; limit + 1], None)
+            .accept(&w.key, w.endpoint, None, None, vec![0; limit + 1], None)
             .await,
         Err(RelayError::BodyTooLarge { .. })
     ));
     assert!(matches!(
         relay
-            .accept(&w.key, w.endpoint, Some("text/plain\r\nx: y"), body(), None)
+            .accept(
+                &w.key,
+                w.endpoint,
+                Some("text/plain\r\nx: y"),
+                None,
+                body(),
+                None
+            )
             .await,
         Err(RelayError::BadContentType)
     ));
@@ -508,7 +516,7 @@ async fn the_door_refuses_what_it_must_and_enqueues_nothing() {
     // The largest body is accepted, and a revoked key fails on its next
     // request.
     relay
-        .accept(&w.key, w.endpoint, None, vec![7; limit], None)
+        .accept(&w.key, w.endpoint, None, None, vec![7; limit], None)
         .await
         .unwrap();
     let owner = w
@@ -527,7 +535,9 @@ async fn the_door_refuses_what_it_must_and_enqueues_nothing() {
     let id = w.relay.keys().verify(&w.key).await.unwrap().key_id();
     w.relay.keys().revoke(&k, id).await.unwrap();
     assert!(matches!(
-        relay.accept(&w.key, w.endpoint, None, body(), None).await,
+        relay
+            .accept(&w.key, w.endpoint, None, None, body(), None)
+            .await,
         Err(RelayError::Unauthenticated)
     ));
 }
@@ -708,4 +718,107 @@ fn the_delivery_rule_maps_every_answer() {
     ] {
         ErrorClass::new(class).unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_post_answer_the_first_message_and_enqueue_nothing() {
+    let w = world(2, &[]).await;
+    let relay = w.relay.relay();
+    let q = QueueName::new(DELIVERY_QUEUE).unwrap();
+    let first = relay
+        .accept(
+            &w.key,
+            w.endpoint,
+            None,
+            Some("order-42"),
+            b"x".to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    assert_eq!(first.deliveries, 2);
+    let again = relay
+        .accept(
+            &w.key,
+            w.endpoint,
+            None,
+            Some("order-42"),
+            b"x".to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.message, again.deliveries, again.replayed),
+        (first.message, 0, true)
+    );
+    assert_eq!(w.relay.queue().stats(&q).await.unwrap().waiting, 2);
+    // Another key is another message; after 24 h the key is free again.
+    let other = relay
+        .accept(
+            &w.key,
+            w.endpoint,
+            None,
+            Some("order-43"),
+            b"x".to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_ne!(other.message, first.message);
+    w.clock.advance(chrono::Duration::hours(24));
+    let later = relay
+        .accept(
+            &w.key,
+            w.endpoint,
+            None,
+            Some("order-42"),
+            b"x".to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!later.replayed);
+    assert_ne!(later.message, first.message);
+    // Malformed keys are refused before anything is claimed or enqueued.
+    let long = "k".repeat(256);
+    for bad in ["", "with space", "tab\t", "é", long.as_str()] {
+        assert!(
+            matches!(
+                relay
+                    .accept(&w.key, w.endpoint, None, Some(bad), b"x".to_vec(), None)
+                    .await,
+                Err(RelayError::BadIdempotencyKey)
+            ),
+            "{bad:?}"
+        );
+    }
+    // An unauthenticated or refused request claims nothing: the key is
+    // still free for the real sender.
+    assert!(
+        relay
+            .accept(
+                "er_live_nope",
+                w.endpoint,
+                None,
+                Some("order-99"),
+                b"x".to_vec(),
+                None
+            )
+            .await
+            .is_err()
+    );
+    let real = relay
+        .accept(
+            &w.key,
+            w.endpoint,
+            None,
+            Some("order-99"),
+            b"x".to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!real.replayed);
 }

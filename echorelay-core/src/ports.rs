@@ -86,7 +86,7 @@ use crate::account::{
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, SealedHead, UserEventCursor};
 use crate::config::{ConfigChange, Project, ProjectTree, Slug, Target};
 use crate::error::StoreError;
-use crate::ids::{DeviceId, KeyId, ProjectId, SessionId, TargetId, UserId};
+use crate::ids::{DeviceId, KeyId, MessageId, ProjectId, SessionId, TargetId, UserId};
 use crate::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use crate::vault::Ciphertext;
 
@@ -570,6 +570,39 @@ pub trait SessionStore: Send + Sync {
     }
 }
 
+/// Remembers the `Idempotency-Key`s of inbound messages
+/// ([`crate::relay::RelayService::accept`]): per project, the first
+/// message id sent under a key, for a limited time (24 h by default).
+/// Short-lived, like sessions: not in a snapshot.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// In one atomic step: if `key` is held in `project` by a claim that
+    /// has not expired at `now` (its `expires_at` is after `now`), returns
+    /// that claim's message; otherwise records `key` → `message` until
+    /// `expires_at` (replacing an expired claim) and returns `None`. Of
+    /// any number of concurrent claims of one key, exactly one gets
+    /// `None`, and the others its message.
+    async fn claim_idempotency_key(
+        &self,
+        project: ProjectId,
+        key: &str,
+        message: MessageId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<Option<MessageId>>;
+    /// Removes the claim of `key` if it is still `message`'s (the message
+    /// could not be enqueued, so a retry must not be told it was).
+    async fn release_idempotency_key(
+        &self,
+        project: ProjectId,
+        key: &str,
+        message: MessageId,
+    ) -> StoreResult<()>;
+    /// Deletes claims that expired at or before `now`; returns how many.
+    /// Housekeeping: an expired claim is already ignored by a claim.
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<usize>;
+}
+
 /// Everything a logical snapshot holds ([`crate::backup::snapshot`],
 /// docs/FORMATS.md §5.6), as [`SnapshotStore::restore_snapshot`] writes
 /// it: checked by core before it reaches a store (every audit chain
@@ -818,4 +851,10 @@ forward!(SessionStore {
 
 forward!(SnapshotStore {
     async fn restore_snapshot(&self, data: SnapshotData) -> StoreResult<()>;
+});
+
+forward!(IdempotencyStore {
+    async fn claim_idempotency_key(&self, project: ProjectId, key: &str, message: MessageId, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> StoreResult<Option<MessageId>>;
+    async fn release_idempotency_key(&self, project: ProjectId, key: &str, message: MessageId) -> StoreResult<()>;
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<usize>;
 });

@@ -45,7 +45,9 @@ use crate::config::{AuthInput, ConfigService, DeliverySecrets};
 use crate::egress::EgressError;
 use crate::ids::{EndpointId, MessageId, ProjectId, TargetId};
 use crate::keys::KeyService;
-use crate::ports::{AccountStore, AuditSink, ConfigStore, KeyStore, MembershipStore};
+use crate::ports::{
+    AccountStore, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
+};
 use crate::queue::{
     EnqueueOptions, ErrorClass, MAX_BATCH, NackOutcome, NackPolicy, Queue, QueueConfig, QueueError,
     QueueName, QueueService, ReservedJob,
@@ -83,6 +85,8 @@ pub struct RelayConfig {
     /// Bytes of a target's answer kept for the delivery record. Default
     /// 512.
     pub excerpt: usize,
+    /// How long an `Idempotency-Key` is remembered. Default 24 h.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for RelayConfig {
@@ -94,6 +98,7 @@ impl Default for RelayConfig {
             request_timeout: Duration::from_secs(15),
             final_4xx: true,
             excerpt: 512,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -140,6 +145,10 @@ pub enum RelayError {
     /// A content type that is not printable ASCII or is too long.
     #[error("malformed content type")]
     BadContentType,
+    /// An `Idempotency-Key` that is not 1 to 255 visible ASCII
+    /// characters.
+    #[error("malformed idempotency key: 1 to 255 visible ASCII characters")]
+    BadIdempotencyKey,
     /// A job payload that is not a delivery job of this format.
     #[error("malformed delivery job: {0}")]
     MalformedJob(&'static str),
@@ -271,8 +280,19 @@ fn content_type_ok(c: &str) -> bool {
 pub struct Accepted {
     /// The message's id.
     pub message: MessageId,
-    /// One delivery job per target of the line (0 when it has none).
+    /// Delivery jobs enqueued: one per target of the line (0 when it has
+    /// none, and for a replay).
     pub deliveries: usize,
+    /// The `Idempotency-Key` was used before in this project: `message` is
+    /// the first message sent under it, and nothing was enqueued now.
+    pub replayed: bool,
+}
+
+/// The longest `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+fn idempotency_key_ok(k: &str) -> bool {
+    (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len()) && k.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
 /// Accepts inbound messages; see the module docs.
@@ -300,7 +320,13 @@ impl<S: Clone, V: Clone, Q: Queue + Clone> Clone for RelayService<S, V, Q> {
 
 impl<S, V, Q> RelayService<S, V, Q>
 where
-    S: KeyStore + ConfigStore + MembershipStore + AuditSink + AccountStore + Clone,
+    S: KeyStore
+        + ConfigStore
+        + MembershipStore
+        + AuditSink
+        + AccountStore
+        + IdempotencyStore
+        + Clone,
     V: SecretVault,
     Q: Queue,
 {
@@ -331,19 +357,24 @@ where
     }
 
     /// Accepts `body` at `endpoint` for the holder of `presented_key`:
-    /// see the module docs.
+    /// see the module docs. With an `idempotency_key`, the first message
+    /// accepted under that key in the project (within
+    /// [`RelayConfig::idempotency_ttl`]) is the answer to every later one,
+    /// which enqueues nothing ([`Accepted::replayed`]).
     ///
     /// # Errors
     /// [`RelayError::Unauthenticated`], [`RelayError::Denied`],
     /// [`RelayError::UnknownEndpoint`] (also for another project's
     /// endpoint), [`RelayError::BodyTooLarge`],
-    /// [`RelayError::BadContentType`], [`RelayError::TooManyTargets`],
-    /// or the queue's or store's error; nothing is enqueued then.
+    /// [`RelayError::BadContentType`], [`RelayError::BadIdempotencyKey`],
+    /// [`RelayError::TooManyTargets`], or the queue's or store's error;
+    /// nothing is enqueued then (and the idempotency key is free again).
     pub async fn accept(
         &self,
         presented_key: &str,
         endpoint: EndpointId,
         content_type: Option<&str>,
+        idempotency_key: Option<&str>,
         body: Vec<u8>,
         ip: Option<IpAddr>,
     ) -> Result<Accepted, RelayError> {
@@ -361,6 +392,9 @@ where
         }
         if content_type.is_some_and(|c| !content_type_ok(c)) {
             return Err(RelayError::BadContentType);
+        }
+        if idempotency_key.is_some_and(|k| !idempotency_key_ok(k)) {
+            return Err(RelayError::BadIdempotencyKey);
         }
         let tree = self
             .store
@@ -383,6 +417,24 @@ where
         }
         let message = MessageId::random();
         let received_at = self.clock.now();
+        if let Some(k) = idempotency_key {
+            let until = chrono::Duration::from_std(self.config.idempotency_ttl)
+                .ok()
+                .and_then(|ttl| received_at.checked_add_signed(ttl))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let held = self
+                .store
+                .claim_idempotency_key(grant.project_id(), k, message, received_at, until)
+                .await
+                .map_err(crate::Error::from)?;
+            if let Some(first) = held {
+                return Ok(Accepted {
+                    message: first,
+                    deliveries: 0,
+                    replayed: true,
+                });
+            }
+        }
         let jobs = targets
             .iter()
             .map(|&target| {
@@ -402,12 +454,44 @@ where
             })
             .collect();
         let queue = delivery_queue()?;
-        let ids = self.queue.enqueue_many(&queue, jobs).await?;
+        let ids = match self.queue.enqueue_many(&queue, jobs).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                if let Some(k) = idempotency_key {
+                    // Best effort: a retry must not be told it was sent.
+                    let _ = self
+                        .store
+                        .release_idempotency_key(grant.project_id(), k, message)
+                        .await;
+                }
+                return Err(e.into());
+            }
+        };
         tracing::debug!(message = %message, deliveries = ids.len(), "relay: message accepted");
         Ok(Accepted {
             message,
             deliveries: ids.len(),
+            replayed: false,
         })
+    }
+}
+
+impl<S, V, Q> RelayService<S, V, Q>
+where
+    S: IdempotencyStore,
+    Q: Queue,
+{
+    /// Deletes the `Idempotency-Key` claims that expired by now (the
+    /// scheduled maintenance runs it); returns how many.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn purge_idempotency_keys(&self) -> Result<usize, RelayError> {
+        Ok(self
+            .store
+            .purge_idempotency_keys(self.clock.now())
+            .await
+            .map_err(crate::Error::from)?)
     }
 }
 

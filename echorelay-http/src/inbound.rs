@@ -26,15 +26,21 @@ pub struct InboundAccepted {
     /// The message's id: the `webhook-id` every target receives.
     #[schema(value_type = String, pattern = "^msg_[0-9a-f]{32}$")]
     pub message_id: String,
-    /// Delivery jobs enqueued: one per target of the endpoint's line.
+    /// Delivery jobs enqueued: one per target of the endpoint's line (0
+    /// for a replay).
     pub deliveries: usize,
+    /// The `Idempotency-Key` was used before in this project (within
+    /// 24 h): `message_id` is the first message's, nothing new was
+    /// enqueued.
+    pub replayed: bool,
 }
 
 /// Refusals of the inbound door.
 #[derive(IntoResponses)]
 pub enum InboundErrors {
     /// A header that is not usable (a content type that is not printable
-    /// ASCII or longer than 255 bytes).
+    /// ASCII or longer than 255 bytes; an `Idempotency-Key` that is not 1
+    /// to 255 visible ASCII characters).
     #[response(status = 400)]
     BadRequest(ErrorBody),
     /// Missing, malformed, unknown, revoked or expired key.
@@ -71,6 +77,10 @@ impl From<RelayError> for ApiError {
             RelayError::BadContentType => {
                 ApiError::bad_request("invalid_header", "malformed content type")
             }
+            RelayError::BadIdempotencyKey => ApiError::bad_request(
+                "invalid_header",
+                "malformed Idempotency-Key: 1 to 255 visible ASCII characters",
+            ),
             RelayError::TooManyTargets { targets } => ApiError::new(
                 StatusCode::CONFLICT,
                 "limit_reached",
@@ -100,7 +110,10 @@ fn too_large(limit: usize) -> ApiError {
     post,
     path = "/v1/in/{endpoint_id}",
     tag = "relay",
-    params(("endpoint_id" = EndpointId, Path, description = "The endpoint's id")),
+    params(
+        ("endpoint_id" = EndpointId, Path, description = "The endpoint's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe: within 24 h, a POST with a key already used in the project answers with the first message's id and enqueues nothing (1 to 255 visible ASCII characters)")
+    ),
     request_body(content = String, content_type = "*/*", description = "Any body (at most 256 KiB by default), relayed byte for byte as received"),
     responses((status = 202, description = "Accepted: enqueued for every target", body = InboundAccepted), InboundErrors),
     security(("api_key" = []))
@@ -132,14 +145,29 @@ pub async fn accept(
                 .map_err(|_| ApiError::from(RelayError::BadContentType))?,
         ),
     };
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::from(RelayError::BadIdempotencyKey))?,
+        ),
+    };
     let accepted = relay
-        .accept(key, endpoint, content_type, body.to_vec(), Some(ip))
+        .accept(
+            key,
+            endpoint,
+            content_type,
+            idempotency_key,
+            body.to_vec(),
+            Some(ip),
+        )
         .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(InboundAccepted {
             message_id: accepted.message.to_string(),
             deliveries: accepted.deliveries,
+            replayed: accepted.replayed,
         }),
     )
         .into_response())

@@ -295,6 +295,44 @@ async fn a_webhook_is_delivered_signed_to_every_target_and_retried_until_it_land
     assert!(srv.logged("relay: delivered"));
     assert!(srv.logged("http_500"));
 
+    // A retried POST with its Idempotency-Key: the first message's id,
+    // nothing new enqueued, delivered once.
+    let mut c = Server { addr: srv.addr }.connect().await;
+    let mut posts = Vec::new();
+    for _ in 0..2 {
+        posts.push(
+            c.send(
+                Method::POST,
+                &format!("/v1/in/{endpoint}"),
+                Some(&key),
+                &[("idempotency-key", "order-42")],
+                Some(("application/json", br#"{"once": true}"#.to_vec())),
+            )
+            .await,
+        );
+    }
+    assert!(posts.iter().all(|p| p.status == StatusCode::ACCEPTED));
+    let (first, again) = (posts[0].json(), posts[1].json());
+    assert_eq!(first["message_id"], again["message_id"]);
+    assert_eq!(
+        (first["replayed"].clone(), first["deliveries"].clone()),
+        (json!(false), json!(2))
+    );
+    assert_eq!(
+        (again["replayed"].clone(), again["deliveries"].clone()),
+        (json!(true), json!(0))
+    );
+    until("the idempotent message", &srv, || {
+        seen.hits("/ok").len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(seen.hits("/ok").len(), 2, "delivered once");
+    assert_eq!(
+        header(&seen.hits("/ok")[1], "webhook-id"),
+        first["message_id"].as_str().unwrap()
+    );
+
     // The door: a bad key, an unknown endpoint, a body over 256 KiB (on a
     // new connection: the old one sat idle past the server's limit).
     let mut c = Server { addr: srv.addr }.connect().await;

@@ -37,12 +37,12 @@ use echorelay_core::config::{
 };
 use echorelay_core::error::StoreError;
 use echorelay_core::ids::{
-    DeviceId, EndpointId, KeyId, LineId, ProjectId, SessionId, TargetId, UserId,
+    DeviceId, EndpointId, KeyId, LineId, MessageId, ProjectId, SessionId, TargetId, UserId,
 };
 use echorelay_core::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use echorelay_core::ports::{
-    AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
-    SnapshotData, SnapshotStore, StoreResult, TreeImport, rules,
+    AccountStore, AuditLog, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
+    SessionStore, SnapshotData, SnapshotStore, StoreResult, TreeImport, rules,
 };
 use echorelay_core::vault::Ciphertext;
 
@@ -76,6 +76,9 @@ struct State {
     sessions: HashMap<SessionId, SessionRecord>,
     session_tokens: HashMap<[u8; 32], SessionId>,
     challenges: HashMap<[u8; 32], ChallengeRecord>,
+    /// Idempotency keys of inbound messages: (project, key) → the first
+    /// message and when the claim expires.
+    idempotency: HashMap<(ProjectId, String), (MessageId, DateTime<Utc>)>,
 }
 
 impl State {
@@ -214,11 +217,13 @@ pub enum Conditional {
     SetRole,
     /// `AuditSink::append` (the chain head).
     AuditAppend,
+    /// `IdempotencyStore::claim_idempotency_key`.
+    ClaimIdempotencyKey,
 }
 
 impl Conditional {
     /// Every conditional method.
-    pub const ALL: [Conditional; 10] = [
+    pub const ALL: [Conditional; 11] = [
         Conditional::AdvanceTotpStep,
         Conditional::ReserveAttempt,
         Conditional::ConsumeBackupCode,
@@ -229,6 +234,7 @@ impl Conditional {
         Conditional::ReplaceSession,
         Conditional::SetRole,
         Conditional::AuditAppend,
+        Conditional::ClaimIdempotencyKey,
     ];
 }
 
@@ -978,6 +984,58 @@ impl AuditLog for MemStore {
             .collect();
         v.sort_by_key(|e| (e.at, e.project, e.seq));
         Ok(v.into_iter().take(limit).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemStore {
+    async fn claim_idempotency_key(
+        &self,
+        project: ProjectId,
+        key: &str,
+        message: MessageId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<Option<MessageId>> {
+        let slot = (project, key.to_owned());
+        let probe = slot.clone();
+        self.conditional(
+            Conditional::ClaimIdempotencyKey,
+            move |s| {
+                Ok(s.idempotency
+                    .get(&probe)
+                    .filter(|(_, until)| *until > now)
+                    .map(|(m, _)| *m))
+            },
+            move |s, held| {
+                if held.is_none() {
+                    s.idempotency.insert(slot, (message, expires_at));
+                }
+                held
+            },
+        )
+        .await
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        project: ProjectId,
+        key: &str,
+        message: MessageId,
+    ) -> StoreResult<()> {
+        let mut s = self.write()?;
+        let slot = (project, key.to_owned());
+        if s.idempotency.get(&slot).is_some_and(|(m, _)| *m == message) {
+            s.idempotency.remove(&slot);
+        }
+        Ok(())
+    }
+
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        let mut s = self.write()?;
+        let before = s.idempotency.len();
+        s.idempotency.retain(|_, (_, until)| *until > now);
+        Ok(before - s.idempotency.len())
     }
 }
 

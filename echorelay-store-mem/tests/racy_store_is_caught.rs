@@ -12,7 +12,7 @@ use echorelay_testkit::Harness;
 /// The check of the suite that must catch each racy method.
 async fn check(method: Conditional) {
     let h = Harness::new(MemStore::racy(method));
-    use echorelay_testkit::{access, accounts, audit, keys};
+    use echorelay_testkit::{access, accounts, audit, idempotency, keys};
     match method {
         Conditional::AdvanceTotpStep => accounts::same_code_on_two_challenges_wins_once(h).await,
         Conditional::ReserveAttempt => accounts::parallel_guesses_respect_the_limit(h).await,
@@ -28,6 +28,9 @@ async fn check(method: Conditional) {
         Conditional::ReplaceSession => accounts::concurrent_renewals_leave_one_session(h).await,
         Conditional::SetRole => access::owners_demoting_each_other_keep_one(h).await,
         Conditional::AuditAppend => audit::concurrent_appends_keep_one_chain(h).await,
+        Conditional::ClaimIdempotencyKey => {
+            idempotency::racing_claims_of_one_key_have_one_winner(h).await
+        }
         other => panic!("no race check names {other:?}"),
     }
 }
@@ -86,4 +89,5 @@ caught!(
     racy_replace_session_is_caught => ReplaceSession,
     racy_set_role_is_caught => SetRole,
     racy_audit_append_is_caught => AuditAppend,
+    racy_claim_idempotency_key_is_caught => ClaimIdempotencyKey,
 );

@@ -60,6 +60,7 @@ mod audit;
 pub mod backup;
 pub mod cache;
 mod config;
+mod idempotency;
 mod keys;
 pub mod queue;
 #[cfg(feature = "racy")]

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use echorelay_core::error::StoreError;
 use echorelay_core::ids::{
-    DeviceId, EndpointId, EventId, KeyId, LineId, ProjectId, SessionId, TargetId, UserId,
+    DeviceId, EndpointId, EventId, KeyId, LineId, MessageId, ProjectId, SessionId, TargetId, UserId,
 };
 use echorelay_core::ports::StoreResult;
 use echorelay_core::vault::Ciphertext;
@@ -35,7 +35,7 @@ macro_rules! id16 {
     )*};
 }
 id16!(
-    ProjectId, LineId, EndpointId, TargetId, KeyId, UserId, SessionId, DeviceId, EventId
+    ProjectId, LineId, EndpointId, TargetId, KeyId, UserId, SessionId, DeviceId, EventId, MessageId
 );
 
 /// The id's column value.

@@ -64,8 +64,8 @@ use echorelay_core::config::{ConfigService, Project};
 use echorelay_core::ids::UserId;
 use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
-    AccountStore, AuditLog, AuditSink, ConfigStore, KeyStore, MembershipStore, SessionStore,
-    SnapshotStore,
+    AccountStore, AuditLog, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
+    SessionStore, SnapshotStore,
 };
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey};
 
@@ -75,6 +75,7 @@ pub mod audit;
 pub mod backup;
 pub mod config;
 pub mod contracts;
+pub mod idempotency;
 pub mod keys;
 pub mod queue;
 pub mod rewrap;
@@ -90,6 +91,7 @@ pub trait Backend:
     + AccountStore
     + SessionStore
     + SnapshotStore
+    + IdempotencyStore
     + Clone
     + Send
     + Sync
@@ -105,6 +107,7 @@ impl<T> Backend for T where
         + AccountStore
         + SessionStore
         + SnapshotStore
+        + IdempotencyStore
         + Clone
         + Send
         + Sync
@@ -327,6 +330,8 @@ macro_rules! conformance_tests {
             contracts::multi_record_changes_are_all_or_nothing,
             contracts::config_writes_are_compare_and_swap,
             contracts::a_new_project_from_an_import_has_an_owner,
+            idempotency::idempotency_keys_are_claimed_once_per_project_until_they_expire,
+            idempotency::racing_claims_of_one_key_have_one_winner,
         );
         $crate::conformance_tests!(@pairs $mode $fresh;
             snapshot::a_snapshot_restores_every_record,

@@ -419,6 +419,7 @@ async fn work_command(args: work::WorkArgs) -> Outcome {
 struct Maintenance {
     rotation: Result<RotationReport, Error>,
     purged: Result<usize, Error>,
+    idempotency: Result<usize, echorelay::core::relay::RelayError>,
 }
 
 impl Maintenance {
@@ -430,11 +431,14 @@ impl Maintenance {
         Self {
             rotation: relay.keys().rotate_due().await,
             purged: relay.accounts().purge_expired().await,
+            idempotency: relay.relay().purge_idempotency_keys().await,
         }
     }
 
     fn ok(&self) -> bool {
-        matches!(&self.rotation, Ok(r) if r.errors == 0) && self.purged.is_ok()
+        matches!(&self.rotation, Ok(r) if r.errors == 0)
+            && self.purged.is_ok()
+            && self.idempotency.is_ok()
     }
 
     fn log(&self) {
@@ -454,6 +458,10 @@ impl Maintenance {
                 "maintenance: expired sessions and challenges purged"
             ),
             Err(e) => tracing::error!(error = %e, "maintenance: purge failed"),
+        }
+        match &self.idempotency {
+            Ok(n) => tracing::info!(purged = n, "maintenance: expired idempotency keys purged"),
+            Err(e) => tracing::error!(error = %e, "maintenance: idempotency key purge failed"),
         }
     }
 }
@@ -483,6 +491,10 @@ async fn maintain() -> Outcome {
     match &pass.purged {
         Ok(n) => println!("purge: {n} expired sessions and challenges removed"),
         Err(e) => println!("purge: failed: {e}"),
+    }
+    match &pass.idempotency {
+        Ok(n) => println!("idempotency keys: {n} expired removed"),
+        Err(e) => println!("idempotency keys: failed: {e}"),
     }
     Ok(if pass.ok() {
         ExitCode::SUCCESS
