@@ -377,8 +377,26 @@ pub(crate) async fn notify_in(
 
 /// Keeps the listener up and the lease renewed; pings the listener to
 /// detect a deaf connection.
+/// A task that is aborted when this handle is dropped (a plain
+/// `JoinHandle` detaches instead): the supervisor's listener task must end
+/// with the supervisor, which [`KeyCache`]'s `Drop` aborts, or its LISTEN
+/// connection would outlive the store.
+struct OwnedTask(tokio::task::JoinHandle<()>);
+
+impl OwnedTask {
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for OwnedTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn supervise(cache: std::sync::Weak<KeyCache>) {
-    let mut listener_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut listener_task: Option<OwnedTask> = None;
     let mut ping: u64 = 0;
     loop {
         let Some(c) = cache.upgrade() else { return };
@@ -387,9 +405,8 @@ async fn supervise(cache: std::sync::Weak<KeyCache>) {
             && listener_task.as_ref().is_some_and(|t| !t.is_finished())
             && c.heard_ping.load(Ordering::SeqCst) >= ping;
         if !healthy {
-            if let Some(t) = listener_task.take() {
-                t.abort();
-            }
+            // Dropping the handle aborts the old listener.
+            drop(listener_task.take());
             if c.connected.swap(false, Ordering::SeqCst) || ping > 0 {
                 c.flushes.fetch_add(1, Ordering::Relaxed);
             }
@@ -400,7 +417,7 @@ async fn supervise(cache: std::sync::Weak<KeyCache>) {
                     c.heard_ping.store(0, Ordering::SeqCst);
                     ping = 0;
                     c.connected.store(true, Ordering::SeqCst);
-                    listener_task = Some(tokio::spawn(listen(Arc::downgrade(&c), l)));
+                    listener_task = Some(OwnedTask(tokio::spawn(listen(Arc::downgrade(&c), l))));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "key cache: listener connect failed; cache bypassed");
