@@ -20,6 +20,11 @@ use crate::account::ClientIp;
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 
+/// The inbound body: any bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct AnyBody(#[allow(dead_code)] Vec<u8>);
+
 /// `202` to an inbound POST.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InboundAccepted {
@@ -112,9 +117,9 @@ fn too_large(limit: usize) -> ApiError {
     tag = "relay",
     params(
         ("endpoint_id" = EndpointId, Path, description = "The endpoint's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe: within 24 h, a POST with a key already used in the project answers with the first message's id and enqueues nothing (1 to 255 visible ASCII characters)")
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe: within 24 h, a POST with a key already used in the project answers with the first message's id and enqueues nothing (1 to 255 visible ASCII characters)", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]{1,255}$")
     ),
-    request_body(content = String, content_type = "*/*", description = "Any body (at most 256 KiB by default), relayed byte for byte as received"),
+    request_body(content = AnyBody, content_type = "application/octet-stream", description = "Any body, of any content type (documented here as bytes; sent with its own `Content-Type`, which is relayed), at most 256 KiB by default, relayed byte for byte as received: no body is invalid"),
     responses((status = 202, description = "Accepted: enqueued for every target", body = InboundAccepted), InboundErrors),
     security(("api_key" = []))
 )]

@@ -269,6 +269,7 @@ fn build(
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     openapi::close_variants(&mut doc);
+    openapi::optional_inbound_body(&mut doc);
     let doc: Arc<str> = Arc::from(doc.to_pretty_json().map_err(StartError::OpenApi)?);
     Ok(app
         .merge(mcp::router(state.clone()))

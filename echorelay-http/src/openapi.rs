@@ -213,6 +213,21 @@ pub(crate) fn nonzero_amount() -> utoipa::openapi::schema::Schema {
 /// structs but not for enum variants.
 const CLOSED_ENUMS: [&str; 2] = ["AuthBody", "BillingBody"];
 
+/// The inbound door takes an empty body too (a webhook may carry none):
+/// utoipa marks every non-`Option` body required, so the document is
+/// corrected here.
+pub(crate) fn optional_inbound_body(doc: &mut utoipa::openapi::OpenApi) {
+    if let Some(utoipa::openapi::RefOr::T(body)) = doc
+        .paths
+        .paths
+        .get_mut("/v1/in/{endpoint_id}")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+    {
+        body.required = Some(utoipa::openapi::Required::False);
+    }
+}
+
 /// States `additionalProperties: false` on every variant of the
 /// [`CLOSED_ENUMS`] (run on the finished document: the components come
 /// from the routes).

@@ -655,3 +655,58 @@ async fn serve_and_a_separate_worker_share_the_queue_on_postgres_and_on_redis() 
             .await;
     }
 }
+
+/// SIGTERM while a delivery is in flight: the server stops taking
+/// requests, the worker finishes the delivery it holds (and records it),
+/// and the process exits cleanly.
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_lets_the_delivery_in_flight_finish() {
+    let (raddr, seen) = receiver().await;
+    let (mut srv, key) = server(&["--allow-http", "--allow-net", "127.0.0.1/32"]);
+    let mut c = Server { addr: srv.addr }.connect().await;
+    let (endpoint, _) = configure(
+        &mut c,
+        &key,
+        &[("slow", format!("http://127.0.0.1:{}/slow", raddr.port()))],
+    )
+    .await;
+    assert_eq!(
+        inbound(&mut c, &key, &endpoint, b"{}").await.status,
+        StatusCode::ACCEPTED
+    );
+    // The receiver holds the request for 600 ms: signal in the middle.
+    until("the delivery to start", &srv, || {
+        seen.in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let pid = srv.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(seen.hits("/slow").len(), 1);
+    let log = srv.log.lock().unwrap().clone();
+    let stopping = log
+        .find("relay: stopping")
+        .expect("the workers were told to stop");
+    let delivered = log
+        .find("relay: delivered")
+        .expect("the delivery was recorded");
+    assert!(stopping < delivered, "{log}");
+}

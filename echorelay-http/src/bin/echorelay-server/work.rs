@@ -56,14 +56,15 @@ pub async fn run(
     let mut loops = Vec::new();
     for _ in 0..args.concurrency {
         let worker = worker.clone();
-        let mut rx = rx.clone();
+        let rx = rx.clone();
         loops.push(tokio::spawn(async move {
+            // The stop is looked at between deliveries, never during one:
+            // a delivery in flight finishes and is recorded. A loop waits
+            // at most a second for a job, so it notices the stop within a
+            // second of its last delivery.
             while !*rx.borrow() {
-                tokio::select! {
-                    _ = rx.changed() => break,
-                    done = one(&worker) => if !done {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    },
+                if !one(&worker).await {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }));
