@@ -121,9 +121,14 @@ async fn relay(target: std::net::SocketAddr) -> Relay {
     let app = router(relay.clone(), HttpConfig::local()).unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    // Keep-alive connections without a request cap: the load measures
+    // the relay, not reconnections.
     let options = ServeOptions {
         tls: None,
-        limits: ServerLimits::default(),
+        limits: ServerLimits {
+            max_requests_per_connection: None,
+            ..ServerLimits::default()
+        },
     };
     tokio::spawn(async move {
         echorelay_http::server::serve(l, app, options, std::future::pending())
