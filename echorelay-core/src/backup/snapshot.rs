@@ -9,7 +9,7 @@
 //! [`parse`] reads one back into a [`SnapshotData`] and checks it (the
 //! format version, the count, every id unique, every reference resolved,
 //! every audit chain linked and reaching the heads a manifest recorded)
-//! before anything is written; [`SnapshotStore::restore_snapshot`] then
+//! before anything is written; [`SnapshotStore::restore_snapshot`](crate::ports::SnapshotStore::restore_snapshot) then
 //! writes it in one atomic step into an empty store.
 //!
 //! Sealed values (target secrets, TOTP seeds, pending reveals) stay
