@@ -122,6 +122,47 @@ async fn line_in(conn: &mut PgConnection, project: ProjectId, line: &[u8]) -> St
         .ok_or(StoreError::NotFound { kind: "line" })
 }
 
+/// Inserts a project row with `version` (a new project: 0; a restored
+/// one: as the snapshot has it).
+pub(crate) async fn insert_project(
+    conn: &mut PgConnection,
+    p: &Project,
+    version: u64,
+) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "INSERT INTO projects ({PROJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(idb(&p.id))
+    .bind(p.slug.as_str())
+    .bind(&p.name)
+    .bind(json_of(&p.key_policy)?)
+    .bind(p.created_at)
+    .bind(i64_of(version)?)
+    .bind(p.api_keys_manage_keys)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err("project"))?;
+    Ok(())
+}
+
+/// Inserts a tree's lines, endpoints and targets (targets with their own
+/// versions), in that order.
+pub(crate) async fn insert_tree_entities(
+    conn: &mut PgConnection,
+    tree: &ProjectTree,
+) -> StoreResult<()> {
+    for l in &tree.lines {
+        insert_line(conn, l).await?;
+    }
+    for e in &tree.endpoints {
+        insert_endpoint(conn, e).await?;
+    }
+    for t in &tree.targets {
+        insert_target(conn, t, t.version).await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn insert_line(conn: &mut PgConnection, l: &Line) -> StoreResult<()> {
     sqlx::query(&format!(
         "INSERT INTO lines ({LINE_COLUMNS}) VALUES ($1, $2, $3, $4)"
@@ -357,18 +398,7 @@ impl ConfigStore for PgStore {
         audit: AuditDraft,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query(&format!(
-            "INSERT INTO projects ({PROJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, 0, $6)"
-        ))
-        .bind(idb(&project.id))
-        .bind(project.slug.as_str())
-        .bind(&project.name)
-        .bind(json_of(&project.key_policy)?)
-        .bind(project.created_at)
-        .bind(project.api_keys_manage_keys)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("project"))?;
+        insert_project(&mut tx, &project, 0).await?;
         sqlx::query("INSERT INTO memberships (project, user_id, role) VALUES ($1, $2, 'owner')")
             .bind(idb(&project.id))
             .bind(idb(&owner))
@@ -576,18 +606,7 @@ impl ConfigStore for PgStore {
                 }
             }
             None => {
-                sqlx::query(&format!(
-                    "INSERT INTO projects ({PROJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, 0, $6)"
-                ))
-                .bind(idb(&pid))
-                .bind(p.slug.as_str())
-                .bind(&p.name)
-                .bind(json_of(&p.key_policy)?)
-                .bind(p.created_at)
-                .bind(p.api_keys_manage_keys)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("project"))?;
+                insert_project(&mut tx, p, 0).await?;
                 if let Some(owner) = owner_if_new {
                     sqlx::query(
                         "INSERT INTO memberships (project, user_id, role) VALUES ($1, $2, 'owner')",
@@ -600,15 +619,7 @@ impl ConfigStore for PgStore {
                 }
             }
         }
-        for l in &tree.lines {
-            insert_line(&mut tx, l).await?;
-        }
-        for e in &tree.endpoints {
-            insert_endpoint(&mut tx, e).await?;
-        }
-        for t in &tree.targets {
-            insert_target(&mut tx, t, t.version).await?;
-        }
+        insert_tree_entities(&mut tx, &tree).await?;
         self.append_in(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(())

@@ -20,7 +20,7 @@ use sqlx::PgConnection;
 
 use crate::accounts::{DEVICE_COLUMNS, put_backup_codes};
 use crate::audit::chain_key;
-use crate::config::{PROJECT_COLUMNS, insert_endpoint, insert_line, insert_target};
+use crate::config::{insert_project, insert_tree_entities};
 use crate::keys::insert_in;
 use crate::row::{enum_text, i64_of, idb, json_of, opt_idb};
 use crate::{PgStore, backend, db_err};
@@ -124,29 +124,8 @@ impl SnapshotStore for PgStore {
             .map_err(db_err("device"))?;
         }
         for tree in &data.projects {
-            let p = &tree.project;
-            sqlx::query(&format!(
-                "INSERT INTO projects ({PROJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            ))
-            .bind(idb(&p.id))
-            .bind(p.slug.as_str())
-            .bind(&p.name)
-            .bind(json_of(&p.key_policy)?)
-            .bind(p.created_at)
-            .bind(i64_of(p.version)?)
-            .bind(p.api_keys_manage_keys)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("project"))?;
-            for l in &tree.lines {
-                insert_line(&mut tx, l).await?;
-            }
-            for e in &tree.endpoints {
-                insert_endpoint(&mut tx, e).await?;
-            }
-            for t in &tree.targets {
-                insert_target(&mut tx, t, t.version).await?;
-            }
+            insert_project(&mut tx, &tree.project, tree.project.version).await?;
+            insert_tree_entities(&mut tx, tree).await?;
         }
         for (project, user, role) in &data.members {
             sqlx::query("INSERT INTO memberships (project, user_id, role) VALUES ($1, $2, $3)")
