@@ -27,12 +27,13 @@ use echorelay_core::account::{AccountPolicy, AccountService};
 use echorelay_core::audit::{AuditKeys, AuditService};
 use echorelay_core::clock::{Clock, SystemClock};
 use echorelay_core::config::ConfigService;
+use echorelay_core::deliveries::OperationsService;
 use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
-    AccountStore, AuditLog, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
-    SessionStore, SnapshotStore,
+    AccountStore, AuditLog, AuditSink, ConfigStore, DeliveryLog, IdempotencyStore, KeyStore,
+    MembershipStore, SessionStore, SnapshotStore,
 };
-use echorelay_core::queue::{Queue, QueueConfig, QueueError, QueueService};
+use echorelay_core::queue::{Queue, QueueConfig, QueueError, QueueName, QueueService};
 use echorelay_core::relay::{DeliveryService, RelayConfig, RelayService, Transport};
 use echorelay_core::rewrap::Rewrap;
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey, VaultError};
@@ -99,6 +100,7 @@ pub trait Store:
     + SessionStore
     + SnapshotStore
     + IdempotencyStore
+    + DeliveryLog
     + Send
     + Sync
     + std::any::Any
@@ -115,6 +117,7 @@ impl<T> Store for T where
         + SessionStore
         + SnapshotStore
         + IdempotencyStore
+        + DeliveryLog
         + Send
         + Sync
         + 'static
@@ -248,6 +251,7 @@ pub struct EchoRelay {
     rewrap: Rewrap<SharedStore, SharedVault>,
     queue: QueueService<SharedQueue>,
     relay: RelayService<SharedStore, SharedVault, SharedQueue>,
+    operations: OperationsService<SharedStore, SharedQueue>,
     /// The vault's keyring, for the backup manifests' MAC.
     #[cfg_attr(not(feature = "backup"), allow(dead_code))]
     keyring: Arc<Keyring>,
@@ -356,6 +360,14 @@ impl EchoRelay {
         &self.relay
     }
 
+    /// The relay's operations: a project's messages, their deliveries and
+    /// attempts, dead letters per target and their redrive, under a grant
+    /// (reads: [`ConfigRead`](echorelay_core::access::surface::ConfigRead);
+    /// redrive: [`Ingest`](echorelay_core::access::surface::Ingest)).
+    pub fn operations(&self) -> &OperationsService<SharedStore, SharedQueue> {
+        &self.operations
+    }
+
     /// A delivery worker over this handle's store, vault and queue that
     /// sends through `transport` (`echorelay_http::delivery::HttpTransport`
     /// with its SSRF guard, or a test double): see
@@ -373,6 +385,7 @@ impl EchoRelay {
         .unwrap_or_else(|_| self.queue.clone());
         DeliveryService::new(
             self.config.clone(),
+            self.store.clone(),
             self.voter.clone(),
             queue,
             transport,
@@ -863,6 +876,12 @@ impl EchoRelayBuilder {
         .map_err(SetupError::Queue)?;
         let queue = QueueService::with_config(self.queue, clock.clone(), self.queue_config)
             .map_err(SetupError::Queue)?;
+        let operations = OperationsService::new(
+            store.clone(),
+            relay_queue.clone(),
+            QueueName::new(echorelay_core::relay::DELIVERY_QUEUE).map_err(SetupError::Queue)?,
+            clock.clone(),
+        );
         let relay = RelayService::new(
             KeyService::new(store.clone(), vault.clone(), clock.clone()),
             echorelay_core::access::Voter::new(store.clone()),
@@ -886,6 +905,7 @@ impl EchoRelayBuilder {
             rewrap: Rewrap::new(store.clone(), vault.clone(), clock.clone()),
             queue,
             relay,
+            operations,
             store,
             vault,
             clock,

@@ -116,7 +116,9 @@ pub mod prelude {
     };
     pub use echorelay_core::audit::{AuditEvent, EventKind};
     pub use echorelay_core::clock::{Clock, SystemClock};
-    pub use echorelay_core::config::{AuthInput, AuthView, NewTarget, TargetPatch};
+    pub use echorelay_core::config::{
+        AuthInput, AuthView, NewTarget, RotatedSigningSecret, SigningRotation, TargetPatch,
+    };
     pub use echorelay_core::ids::{ProjectId, UserId};
     pub use echorelay_core::keys::{
         Environment, KeyPhase, MintRequest, MintedKey, PlaintextKey, RotateOptions, VerifiedKey,

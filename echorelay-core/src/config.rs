@@ -287,6 +287,12 @@ pub struct Target {
     pub auth: StoredAuth,
     /// Sealed Standard Webhooks signing secret (`whsec_…`).
     pub signing_secret: Ciphertext,
+    /// Signing secrets a rotation retired and that still sign until their
+    /// end ([`ConfigService::rotate_signing_secret`]); at most
+    /// [`MAX_RETIRED_SIGNING_SECRETS`], latest end first. Absent from the
+    /// serialized form when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_signing_secrets: Vec<RetiredSecret>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last updated.
@@ -295,6 +301,19 @@ pub struct Target {
     /// more on every update ([`ConfigStore::apply`]).
     #[serde(default)]
     pub version: u64,
+}
+
+/// A signing secret retired by a rotation, as stored: sealed under the
+/// field [`fields::retired_signing_secret`]`(until)`, so its end is bound
+/// into the ciphertext's associated data — a database writer who moves
+/// `until` later, or moves the ciphertext into the current slot, gets a
+/// secret that no longer opens (S4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredSecret {
+    /// The sealed `whsec_…` secret.
+    pub secret: Ciphertext,
+    /// It signs until this time (whole seconds), then never again.
+    pub until: DateTime<Utc>,
 }
 
 /// Create or update.
@@ -413,8 +432,21 @@ pub struct TargetView {
     pub auth: AuthView,
     /// Signing secret, masked.
     pub signing_secret: Masked,
+    /// Retired signing secrets that still sign, latest end first (empty
+    /// when there are none).
+    pub retired_signing_secrets: Vec<RetiredView>,
     /// Updated.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A retired signing secret as read: masked, with the end of its grace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetiredView {
+    /// The secret, masked.
+    pub signing_secret: Masked,
+    /// It signs until this time.
+    pub until: DateTime<Utc>,
 }
 
 /// A line with its endpoints and targets, as read.
@@ -451,8 +483,48 @@ pub struct TargetPatch {
     pub url: Option<String>,
     /// New auth.
     pub auth: Option<AuthInput>,
-    /// New signing secret.
+    /// New signing secret. Setting it here replaces the current one at
+    /// once and ends every retired one (the answer to a leaked secret);
+    /// [`ConfigService::rotate_signing_secret`] keeps the old one signing
+    /// through a grace.
     pub signing_secret: Option<SecretString>,
+}
+
+/// Default grace of a rotated signing secret: 24 hours, as Svix.
+pub const DEFAULT_SIGNING_GRACE: chrono::Duration = chrono::Duration::hours(24);
+/// Longest grace a rotation may give the secret it retires: 7 days.
+pub const MAX_SIGNING_GRACE: chrono::Duration = chrono::Duration::days(7);
+/// Most retired signing secrets a target keeps (as Svix); a rotation past
+/// it drops the one whose grace ends first.
+pub const MAX_RETIRED_SIGNING_SECRETS: usize = 10;
+
+/// A signing-secret rotation ([`ConfigService::rotate_signing_secret`]).
+#[derive(Debug, Clone)]
+pub struct SigningRotation {
+    /// How long the current secret keeps signing beside the new one
+    /// (0 to [`MAX_SIGNING_GRACE`]; 0 ends it at once).
+    pub grace: chrono::Duration,
+    /// The new secret; generated (`whsec_` + 32 random bytes) when `None`.
+    pub signing_secret: Option<SecretString>,
+}
+
+impl Default for SigningRotation {
+    fn default() -> Self {
+        Self {
+            grace: DEFAULT_SIGNING_GRACE,
+            signing_secret: None,
+        }
+    }
+}
+
+/// A rotated signing secret: the target as read and the new secret, shown
+/// once.
+#[derive(Debug)]
+pub struct RotatedSigningSecret {
+    /// The masked view, the retired secrets listed with their ends.
+    pub view: TargetView,
+    /// The new secret's plaintext (to give to the receiver).
+    pub signing_secret: SecretString,
 }
 
 /// A created target: its view and the signing secret, shown once.
@@ -479,6 +551,25 @@ pub struct DeliverySecrets {
     pub auth: AuthInput,
     /// The Standard Webhooks signing secret (`whsec_…`).
     pub signing_secret: SecretString,
+    /// Retired signing secrets whose grace had not ended when these were
+    /// opened, with their ends: a signer uses those still before their end
+    /// at the time it signs ([`DeliverySecrets::signing_secrets_at`]).
+    pub retired_signing_secrets: Vec<(SecretString, DateTime<Utc>)>,
+}
+
+impl DeliverySecrets {
+    /// Every secret that signs at `now`: the current one first, then each
+    /// retired one whose end is after `now`.
+    pub fn signing_secrets_at(&self, now: DateTime<Utc>) -> Vec<&SecretString> {
+        std::iter::once(&self.signing_secret)
+            .chain(
+                self.retired_signing_secrets
+                    .iter()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(s, _)| s),
+            )
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for DeliverySecrets {
@@ -499,6 +590,12 @@ pub mod fields {
     pub const BASIC_PASSWORD: &str = "target.auth.basic_password";
     /// A signing secret.
     pub const SIGNING_SECRET: &str = "target.signing_secret";
+
+    /// A retired signing secret that signs until `until`: the end, in Unix
+    /// seconds, is part of the field (`target.signing_secret.retired.<secs>`).
+    pub fn retired_signing_secret(until: chrono::DateTime<chrono::Utc>) -> String {
+        format!("{SIGNING_SECRET}.retired.{}", until.timestamp())
+    }
 }
 
 /// Creates a signing secret in the Standard Webhooks form.
@@ -849,7 +946,7 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
     /// Masks a stored target for reading. Decrypts each secret only to mask
     /// it; fails if a ciphertext does not belong to this target (S4).
     pub fn view(&self, t: &Target) -> Result<TargetView> {
-        let mask = |field, ct| self.open(t, field, ct).map(|s| Masked::of(&s));
+        let mask = |field: &str, ct| self.open(t, field, ct).map(|s| Masked::of(&s));
         let auth = match &t.auth {
             StoredAuth::None => AuthView::None,
             StoredAuth::Bearer { token } => AuthView::Bearer {
@@ -868,6 +965,16 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             url: t.url.clone(),
             auth,
             signing_secret: mask(fields::SIGNING_SECRET, &t.signing_secret)?,
+            retired_signing_secrets: t
+                .retired_signing_secrets
+                .iter()
+                .map(|r| {
+                    Ok(RetiredView {
+                        signing_secret: mask(&fields::retired_signing_secret(r.until), &r.secret)?,
+                        until: r.until,
+                    })
+                })
+                .collect::<Result<_>>()?,
             updated_at: t.updated_at,
         })
     }
@@ -890,6 +997,16 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             self.open(t, fields::SIGNING_SECRET, &t.signing_secret)?
                 .expose_secret(),
         )?;
+        if t.retired_signing_secrets.len() > MAX_RETIRED_SIGNING_SECRETS {
+            return Err(ConfigError::Tree("more than 10 retired signing secrets").into());
+        }
+        for r in &t.retired_signing_secrets {
+            check_secret(
+                "retired signing secret",
+                self.open(t, &fields::retired_signing_secret(r.until), &r.secret)?
+                    .expose_secret(),
+            )?;
+        }
         Ok(())
     }
 
@@ -920,6 +1037,7 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             url: input.url,
             auth: self.seal_auth(project, id, &input.auth)?,
             signing_secret: self.seal(project, id, fields::SIGNING_SECRET, &signing)?,
+            retired_signing_secrets: Vec::new(),
             created_at: now,
             updated_at: now,
             version: 0,
@@ -973,6 +1091,7 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
         if let Some(s) = &patch.signing_secret {
             check_secret("signing secret", s.expose_secret())?;
             t.signing_secret = self.seal(t.project, t.id, fields::SIGNING_SECRET, s)?;
+            t.retired_signing_secrets.clear();
         }
         let now = self.clock.now();
         t.updated_at = now;
@@ -988,6 +1107,79 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             .apply(ConfigChange::PutTarget(Write::Update, t), audit)
             .await?;
         Ok(view)
+    }
+
+    /// Rotates a target's signing secret: the new one (given, or
+    /// generated) becomes current, and the current one keeps signing
+    /// beside it until `now + grace` — deliveries carry one signature per
+    /// active secret, so a receiver can switch when it likes. Retired
+    /// secrets whose grace has ended are dropped; past
+    /// [`MAX_RETIRED_SIGNING_SECRETS`] the one ending first goes. A grace
+    /// of 0 retires nothing. It hands out a credential, so a signed-in
+    /// user must have stepped up. Compare-and-swap on the target's
+    /// version, as [`ConfigService::update_target`]; audited as an update.
+    ///
+    /// # Errors
+    /// [`Error::ReauthenticationRequired`] for a user who has not stepped
+    /// up; [`Error::InvalidInput`] for a grace below 0 or above
+    /// [`MAX_SIGNING_GRACE`]; `Config(Secret)` for a given secret that
+    /// fails the checks; `Store(NotFound)`, `Store(Conflict)`.
+    pub async fn rotate_signing_secret(
+        &self,
+        grant: &Grant<ConfigWrite>,
+        id: TargetId,
+        rotation: SigningRotation,
+    ) -> Result<RotatedSigningSecret> {
+        grant.require_step_up()?;
+        if rotation.grace < chrono::Duration::zero() || rotation.grace > MAX_SIGNING_GRACE {
+            return Err(Error::InvalidInput("grace must be between 0 and 7 days"));
+        }
+        let next = match rotation.signing_secret {
+            Some(s) => {
+                check_secret("signing secret", s.expose_secret())?;
+                s
+            }
+            None => generate_signing_secret(),
+        };
+        let mut t = self.stored_target(grant.project_id(), id).await?;
+        let now = self.clock.now();
+        t.retired_signing_secrets.retain(|r| r.until > now);
+        if rotation.grace > chrono::Duration::zero() {
+            // Whole seconds: the end is bound into the field by its Unix
+            // seconds, so it must be exactly what is stored.
+            let until = DateTime::from_timestamp((now + rotation.grace).timestamp(), 0)
+                .ok_or(Error::InvalidInput("grace ends out of range"))?;
+            let current = self.open(&t, fields::SIGNING_SECRET, &t.signing_secret)?;
+            let secret = self.seal(
+                t.project,
+                t.id,
+                &fields::retired_signing_secret(until),
+                &current,
+            )?;
+            t.retired_signing_secrets
+                .push(RetiredSecret { secret, until });
+        }
+        t.retired_signing_secrets
+            .sort_by(|a, b| b.until.cmp(&a.until));
+        t.retired_signing_secrets
+            .truncate(MAX_RETIRED_SIGNING_SECRETS);
+        t.signing_secret = self.seal(t.project, t.id, fields::SIGNING_SECRET, &next)?;
+        t.updated_at = now;
+        let view = self.view(&t)?;
+        let audit = self.draft(
+            grant,
+            ConfigEntity::Target,
+            ConfigOp::Update,
+            id.to_string(),
+            now,
+        );
+        self.store
+            .apply(ConfigChange::PutTarget(Write::Update, t), audit)
+            .await?;
+        Ok(RotatedSigningSecret {
+            view,
+            signing_secret: next,
+        })
     }
 
     /// Deletes a target.
@@ -1033,12 +1225,22 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             },
         };
         let signing_secret = self.open(&t, fields::SIGNING_SECRET, &t.signing_secret)?;
+        let now = self.clock.now();
+        let retired_signing_secrets = t
+            .retired_signing_secrets
+            .iter()
+            .filter(|r| r.until > now)
+            .map(|r| {
+                self.open(&t, &fields::retired_signing_secret(r.until), &r.secret)
+                    .map(|s| (s, r.until))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let audit = self.draft(
             grant,
             ConfigEntity::Target,
             ConfigOp::SecretsOpened,
             id.to_string(),
-            self.clock.now(),
+            now,
         );
         self.store.append(audit).await?;
         Ok(DeliverySecrets {
@@ -1047,6 +1249,7 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             url: t.url,
             auth,
             signing_secret,
+            retired_signing_secrets,
         })
     }
 

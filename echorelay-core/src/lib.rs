@@ -30,6 +30,7 @@ pub mod audit;
 pub mod backup;
 pub mod clock;
 pub mod config;
+pub mod deliveries;
 pub mod egress;
 pub mod error;
 pub mod ids;

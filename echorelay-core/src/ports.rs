@@ -85,6 +85,9 @@ use crate::account::{
 };
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, SealedHead, UserEventCursor};
 use crate::config::{ConfigChange, Project, ProjectTree, Slug, Target};
+use crate::deliveries::{
+    AttemptRecord, DeliveryCounts, DeliveryRecord, MessageCursor, MessageRecord,
+};
 use crate::error::StoreError;
 use crate::ids::{DeviceId, KeyId, MessageId, ProjectId, SessionId, TargetId, UserId};
 use crate::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
@@ -603,6 +606,94 @@ pub trait IdempotencyStore: Send + Sync {
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<usize>;
 }
 
+/// The delivery log ([`crate::deliveries`]): messages (never their
+/// bodies), one delivery per message and target, and every attempt. Read
+/// per project only. Like the queue it is operational history, not
+/// configuration: not in a snapshot; old entries are purged
+/// ([`DeliveryLog::purge_delivery_log`]).
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    /// Records a message and its deliveries (all `pending`, no attempt),
+    /// all or nothing. `AlreadyExists` if the message id is taken.
+    async fn record_message(
+        &self,
+        message: MessageRecord,
+        deliveries: Vec<DeliveryRecord>,
+    ) -> StoreResult<()>;
+    /// Removes a message and its deliveries and attempts (its jobs could
+    /// not be enqueued). Removing nothing is not an error.
+    async fn delete_message(&self, project: ProjectId, id: MessageId) -> StoreResult<()>;
+    /// Records an attempt and, in the same atomic step, updates its
+    /// delivery: one more attempt, the attempt's job, status and class,
+    /// `next_attempt_at`, and — unless the result is
+    /// [`AttemptResult::LeaseLost`](crate::deliveries::AttemptResult::LeaseLost)
+    /// — the state its result gives, at the attempt's time. `NotFound`
+    /// (nothing written) if the delivery is not in the log.
+    async fn record_attempt(&self, attempt: AttemptRecord) -> StoreResult<()>;
+    /// Atomically: if the delivery is `dead` and still has exactly
+    /// `attempts` attempts recorded, makes it `pending` at `at` and
+    /// returns `true`; otherwise changes nothing and returns `false`.
+    async fn mark_redriven(
+        &self,
+        project: ProjectId,
+        message: MessageId,
+        target: TargetId,
+        attempts: u32,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// One message of `project`.
+    async fn message(
+        &self,
+        project: ProjectId,
+        id: MessageId,
+    ) -> StoreResult<Option<MessageRecord>>;
+    /// Up to `limit` messages of `project`, newest first (by
+    /// `received_at`, then id, both descending), strictly after `cursor`
+    /// in that order.
+    async fn messages_page(
+        &self,
+        project: ProjectId,
+        cursor: Option<MessageCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>>;
+    /// A message's deliveries, by target id.
+    async fn deliveries_of(
+        &self,
+        project: ProjectId,
+        message: MessageId,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
+    /// One delivery.
+    async fn delivery(
+        &self,
+        project: ProjectId,
+        message: MessageId,
+        target: TargetId,
+    ) -> StoreResult<Option<DeliveryRecord>>;
+    /// The newest `limit` attempts of a message, returned oldest first
+    /// (by time, then target id, then attempt number).
+    async fn attempts_of(
+        &self,
+        project: ProjectId,
+        message: MessageId,
+        limit: usize,
+    ) -> StoreResult<Vec<AttemptRecord>>;
+    /// Up to `limit` deliveries of `target` in the state `dead`, by
+    /// message id, after `after` (exclusive).
+    async fn dead_deliveries_page(
+        &self,
+        project: ProjectId,
+        target: TargetId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
+    /// `project`'s deliveries counted by state.
+    async fn delivery_counts(&self, project: ProjectId) -> StoreResult<DeliveryCounts>;
+    /// Deletes the messages received before `before`, with their
+    /// deliveries and attempts, whatever their state; returns how many
+    /// messages.
+    async fn purge_delivery_log(&self, before: DateTime<Utc>) -> StoreResult<usize>;
+}
+
 /// Everything a logical snapshot holds ([`crate::backup::snapshot`],
 /// docs/FORMATS.md §5.6), as [`SnapshotStore::restore_snapshot`] writes
 /// it: checked by core before it reaches a store (every audit chain
@@ -851,6 +942,21 @@ forward!(SessionStore {
 
 forward!(SnapshotStore {
     async fn restore_snapshot(&self, data: SnapshotData) -> StoreResult<()>;
+});
+
+forward!(DeliveryLog {
+    async fn record_message(&self, message: MessageRecord, deliveries: Vec<DeliveryRecord>) -> StoreResult<()>;
+    async fn delete_message(&self, project: ProjectId, id: MessageId) -> StoreResult<()>;
+    async fn record_attempt(&self, attempt: AttemptRecord) -> StoreResult<()>;
+    async fn mark_redriven(&self, project: ProjectId, message: MessageId, target: TargetId, attempts: u32, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn message(&self, project: ProjectId, id: MessageId) -> StoreResult<Option<MessageRecord>>;
+    async fn messages_page(&self, project: ProjectId, cursor: Option<MessageCursor>, limit: usize) -> StoreResult<Vec<MessageRecord>>;
+    async fn deliveries_of(&self, project: ProjectId, message: MessageId) -> StoreResult<Vec<DeliveryRecord>>;
+    async fn delivery(&self, project: ProjectId, message: MessageId, target: TargetId) -> StoreResult<Option<DeliveryRecord>>;
+    async fn attempts_of(&self, project: ProjectId, message: MessageId, limit: usize) -> StoreResult<Vec<AttemptRecord>>;
+    async fn dead_deliveries_page(&self, project: ProjectId, target: TargetId, after: Option<MessageId>, limit: usize) -> StoreResult<Vec<DeliveryRecord>>;
+    async fn delivery_counts(&self, project: ProjectId) -> StoreResult<DeliveryCounts>;
+    async fn purge_delivery_log(&self, before: DateTime<Utc>) -> StoreResult<usize>;
 });
 
 forward!(IdempotencyStore {

@@ -42,11 +42,14 @@ use serde::{Deserialize, Serialize};
 use crate::access::{Caller, Voter, surface};
 use crate::clock::Clock;
 use crate::config::{AuthInput, ConfigService, DeliverySecrets};
+use crate::deliveries::{
+    AttemptRecord, AttemptResult, DeliveryRecord, DeliveryState, MessageRecord, excerpt_of,
+};
 use crate::egress::EgressError;
 use crate::ids::{EndpointId, MessageId, ProjectId, TargetId};
 use crate::keys::KeyService;
 use crate::ports::{
-    AccountStore, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
+    AccountStore, AuditSink, ConfigStore, DeliveryLog, IdempotencyStore, KeyStore, MembershipStore,
 };
 use crate::queue::{
     EnqueueOptions, ErrorClass, MAX_BATCH, NackOutcome, NackPolicy, Queue, QueueConfig, QueueError,
@@ -326,6 +329,7 @@ where
         + AuditSink
         + AccountStore
         + IdempotencyStore
+        + DeliveryLog
         + Clone,
     V: SecretVault,
     Q: Queue,
@@ -454,17 +458,54 @@ where
             })
             .collect();
         let queue = delivery_queue()?;
-        let ids = match self.queue.enqueue_many(&queue, jobs).await {
+        let project = grant.project_id();
+        // The log first (docs of `crate::deliveries`): a message the jobs
+        // of which could not be enqueued is removed from it again.
+        let record = MessageRecord {
+            id: message,
+            project,
+            endpoint,
+            received_at,
+            content_type: content_type.map(str::to_owned),
+            size: body.len() as u64,
+        };
+        let deliveries = targets
+            .iter()
+            .map(|&target| DeliveryRecord {
+                message,
+                project,
+                target,
+                state: DeliveryState::Pending,
+                attempts: 0,
+                job: None,
+                updated_at: received_at,
+                next_attempt_at: None,
+                last_status: None,
+                last_class: None,
+            })
+            .collect();
+        let logged = self.store.record_message(record, deliveries).await;
+        let enqueued = match logged {
+            Ok(()) => self
+                .queue
+                .enqueue_many(&queue, jobs)
+                .await
+                .map_err(RelayError::from),
+            Err(e) => Err(crate::Error::from(e).into()),
+        };
+        let ids = match enqueued {
             Ok(ids) => ids,
             Err(e) => {
+                // Best effort: a retry must not be told it was sent, and
+                // the log must not list what was never enqueued.
                 if let Some(k) = idempotency_key {
-                    // Best effort: a retry must not be told it was sent.
                     let _ = self
                         .store
-                        .release_idempotency_key(grant.project_id(), k, message)
+                        .release_idempotency_key(project, k, message)
                         .await;
                 }
-                return Err(e.into());
+                let _ = self.store.delete_message(project, message).await;
+                return Err(e);
             }
         };
         tracing::debug!(message = %message, deliveries = ids.len(), "relay: message accepted");
@@ -672,9 +713,32 @@ pub enum AttemptOutcome {
     LeaseLost,
 }
 
+/// How an attempt ended, before the job is settled.
+struct Settle {
+    decision: Decision,
+    class: Option<String>,
+    status: Option<u16>,
+    latency: Duration,
+    excerpt: Option<String>,
+}
+
+impl Settle {
+    /// Refused before any request was sent.
+    fn refused(decision: Decision, class: &str) -> Self {
+        Self {
+            decision,
+            class: Some(class.to_owned()),
+            status: None,
+            latency: Duration::ZERO,
+            excerpt: None,
+        }
+    }
+}
+
 /// Delivers jobs; see the module docs.
 pub struct DeliveryService<S, V, Q: Queue, T> {
     config: ConfigService<S, V>,
+    log: S,
     voter: Voter<S>,
     queue: QueueService<Q>,
     transport: T,
@@ -685,14 +749,16 @@ pub struct DeliveryService<S, V, Q: Queue, T> {
 
 impl<S, V, Q, T> DeliveryService<S, V, Q, T>
 where
-    S: ConfigStore + MembershipStore + AuditSink + Clone,
+    S: ConfigStore + MembershipStore + AuditSink + DeliveryLog + Clone,
     V: SecretVault,
     Q: Queue,
     T: Transport,
 {
-    /// A worker delivering jobs of `queue` through `transport`.
+    /// A worker delivering jobs of `queue` through `transport`, recording
+    /// each attempt in `log`'s delivery log.
     pub fn new(
         config: ConfigService<S, V>,
+        log: S,
         voter: Voter<S>,
         queue: QueueService<Q>,
         transport: T,
@@ -701,6 +767,7 @@ where
     ) -> Self {
         Self {
             config,
+            log,
             voter,
             queue,
             transport,
@@ -737,25 +804,18 @@ where
         Ok(futures_util::future::join_all(jobs.into_iter().map(|j| self.deliver(j))).await)
     }
 
-    /// Delivers one reserved job and acks, nacks or dead-letters it.
+    /// Delivers one reserved job and acks, nacks or dead-letters it, then
+    /// records the attempt in the delivery log (best effort: a log that
+    /// cannot be written does not change what was done with the job).
     pub async fn deliver(&self, job: ReservedJob) -> Attempt {
         let decoded = match DeliveryJob::decode(&job.payload) {
             Ok(d) => d,
             Err(_) => {
                 return self
-                    .finish(
-                        &job,
-                        None,
-                        None,
-                        Decision::Dead,
-                        Some("malformed_job".into()),
-                        None,
-                        Duration::ZERO,
-                    )
+                    .finish(&job, None, Settle::refused(Decision::Dead, "malformed_job"))
                     .await;
             }
         };
-        let (m, t) = (Some(decoded.message), Some(decoded.target));
         let secrets = match self.secrets_for(decoded.project, decoded.target).await {
             Ok(s) => s,
             Err(class) => {
@@ -765,15 +825,7 @@ where
                     Decision::Retry(NackPolicy::Backoff)
                 };
                 return self
-                    .finish(
-                        &job,
-                        m,
-                        t,
-                        decision,
-                        Some(class.into()),
-                        None,
-                        Duration::ZERO,
-                    )
+                    .finish(&job, Some(&decoded), Settle::refused(decision, class))
                     .await;
             }
         };
@@ -781,15 +833,7 @@ where
             Ok(r) => r,
             Err(class) => {
                 return self
-                    .finish(
-                        &job,
-                        m,
-                        t,
-                        Decision::Dead,
-                        Some(class.into()),
-                        None,
-                        Duration::ZERO,
-                    )
+                    .finish(&job, Some(&decoded), Settle::refused(Decision::Dead, class))
                     .await;
             }
         };
@@ -797,27 +841,30 @@ where
         let result = self.transport.post(request).await;
         let latency = started.elapsed();
         let (decision, class) = decide(&result, self.relay.final_4xx);
-        let status = result.as_ref().ok().map(|r| r.status);
-        self.finish(&job, m, t, decision, class, status, latency)
-            .await
+        let (status, excerpt) = match &result {
+            Ok(r) => (Some(r.status), excerpt_of(&r.excerpt)),
+            Err(_) => (None, None),
+        };
+        self.finish(
+            &job,
+            Some(&decoded),
+            Settle {
+                decision,
+                class,
+                status,
+                latency,
+                excerpt,
+            },
+        )
+        .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
-        &self,
-        job: &ReservedJob,
-        message: Option<MessageId>,
-        target: Option<TargetId>,
-        decision: Decision,
-        class: Option<String>,
-        status: Option<u16>,
-        latency: Duration,
-    ) -> Attempt {
+    async fn finish(&self, job: &ReservedJob, decoded: Option<&DeliveryJob>, s: Settle) -> Attempt {
         // Every class the relay makes is valid (`relay::tests` checks
         // them); the fallback is never taken.
-        let error_class = ErrorClass::new(class.as_deref().unwrap_or("error"))
+        let error_class = ErrorClass::new(s.class.as_deref().unwrap_or("error"))
             .unwrap_or_else(|_| ErrorClass::lease_expired());
-        let done = match decision {
+        let done = match s.decision {
             Decision::Ack => self
                 .queue
                 .ack(&job.token)
@@ -841,15 +888,40 @@ where
                 AttemptOutcome::LeaseLost
             }
         };
-        tracing::debug!(job = %job.id(), ?outcome, class = class.as_deref().unwrap_or(""), "relay: delivery attempt");
+        tracing::debug!(job = %job.id(), ?outcome, class = s.class.as_deref().unwrap_or(""), "relay: delivery attempt");
+        if let Some(d) = decoded {
+            let (result, next_attempt_at) = match outcome {
+                AttemptOutcome::Delivered => (AttemptResult::Delivered, None),
+                AttemptOutcome::Retrying(at) => (AttemptResult::Retrying, Some(at)),
+                AttemptOutcome::Dead => (AttemptResult::Dead, None),
+                AttemptOutcome::LeaseLost => (AttemptResult::LeaseLost, None),
+            };
+            let record = AttemptRecord {
+                message: d.message,
+                project: d.project,
+                target: d.target,
+                job: job.id(),
+                attempt: job.attempt,
+                at: self.clock.now(),
+                status: s.status,
+                class: s.class.clone(),
+                latency_ms: u32::try_from(s.latency.as_millis()).unwrap_or(u32::MAX),
+                result,
+                next_attempt_at,
+                excerpt: s.excerpt,
+            };
+            if let Err(e) = self.log.record_attempt(record).await {
+                tracing::warn!(job = %job.id(), error = %e, "relay: could not record a delivery attempt");
+            }
+        }
         Attempt {
-            message,
-            target,
+            message: decoded.map(|d| d.message),
+            target: decoded.map(|d| d.target),
             attempt: job.attempt,
-            status,
-            class,
+            status: s.status,
+            class: s.class,
             outcome,
-            latency,
+            latency: s.latency,
         }
     }
 
@@ -912,12 +984,20 @@ where
         job: &DeliveryJob,
         secrets: &DeliverySecrets,
     ) -> Result<OutboundRequest, &'static str> {
-        let secret = SigningSecret::parse(secrets.signing_secret.expose_secret())
+        let now = self.clock.now();
+        // The current secret and every retired one still in its grace:
+        // one signature each, so a receiver holding either verifies.
+        let active = secrets
+            .signing_secrets_at(now)
+            .into_iter()
+            .map(|s| SigningSecret::parse(s.expose_secret()))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|_| "signing_secret")?;
         let id = job.message.to_string();
-        let timestamp = self.clock.now().timestamp();
-        let signature = webhook::signature_header(&[&secret], &id, timestamp, &job.body)
-            .map_err(|_| "signing")?;
+        let timestamp = now.timestamp();
+        let refs: Vec<&SigningSecret> = active.iter().collect();
+        let signature =
+            webhook::signature_header(&refs, &id, timestamp, &job.body).map_err(|_| "signing")?;
         let authorization = match &secrets.auth {
             AuthInput::None => None,
             AuthInput::Bearer(token) => Some(SecretString::from(format!(

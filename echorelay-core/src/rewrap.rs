@@ -34,6 +34,7 @@
 //! 4. drop SECRET_KEY_PREVIOUS                  (deploy)
 //! ```
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -360,7 +361,7 @@ where
                 let ctx = SecretContext {
                     project: &p,
                     record: &r,
-                    field,
+                    field: &field,
                 };
                 *ct = self.vault.rewrap(ct, &ctx)?;
             }
@@ -482,24 +483,43 @@ fn tally(page: &mut RewrapPage, rec: SealedRecord, outcome: Result<Outcome>) -> 
 }
 
 /// A target's sealed values with the field name each is bound to.
-pub(crate) fn sealed_fields(t: &Target) -> impl Iterator<Item = (&'static str, &Ciphertext)> {
+pub(crate) fn sealed_fields(t: &Target) -> impl Iterator<Item = (Cow<'static, str>, &Ciphertext)> {
     let auth = match &t.auth {
         StoredAuth::None => None,
-        StoredAuth::Bearer { token } => Some((fields::BEARER_TOKEN, token)),
-        StoredAuth::Basic { password, .. } => Some((fields::BASIC_PASSWORD, password)),
+        StoredAuth::Bearer { token } => Some((Cow::Borrowed(fields::BEARER_TOKEN), token)),
+        StoredAuth::Basic { password, .. } => {
+            Some((Cow::Borrowed(fields::BASIC_PASSWORD), password))
+        }
     };
     auth.into_iter()
-        .chain(std::iter::once((fields::SIGNING_SECRET, &t.signing_secret)))
+        .chain(std::iter::once((
+            Cow::Borrowed(fields::SIGNING_SECRET),
+            &t.signing_secret,
+        )))
+        .chain(t.retired_signing_secrets.iter().map(|r| {
+            (
+                Cow::Owned(fields::retired_signing_secret(r.until)),
+                &r.secret,
+            )
+        }))
 }
 
-fn sealed_fields_mut(t: &mut Target) -> Vec<(&'static str, &mut Ciphertext)> {
-    let mut out = Vec::with_capacity(2);
+fn sealed_fields_mut(t: &mut Target) -> Vec<(Cow<'static, str>, &mut Ciphertext)> {
+    let mut out = Vec::with_capacity(2 + t.retired_signing_secrets.len());
     match &mut t.auth {
         StoredAuth::None => {}
-        StoredAuth::Bearer { token } => out.push((fields::BEARER_TOKEN, token)),
-        StoredAuth::Basic { password, .. } => out.push((fields::BASIC_PASSWORD, password)),
+        StoredAuth::Bearer { token } => out.push((Cow::Borrowed(fields::BEARER_TOKEN), token)),
+        StoredAuth::Basic { password, .. } => {
+            out.push((Cow::Borrowed(fields::BASIC_PASSWORD), password))
+        }
     }
-    out.push((fields::SIGNING_SECRET, &mut t.signing_secret));
+    out.push((Cow::Borrowed(fields::SIGNING_SECRET), &mut t.signing_secret));
+    for r in &mut t.retired_signing_secrets {
+        out.push((
+            Cow::Owned(fields::retired_signing_secret(r.until)),
+            &mut r.secret,
+        ));
+    }
     out
 }
 

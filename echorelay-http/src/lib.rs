@@ -49,7 +49,14 @@
 //! | `DELETE /v1/projects/{slug}/endpoints/{endpoint_id}` | config write | 204 |
 //! | `POST /v1/projects/{slug}/lines/{line_id}/targets` | config write | 201, the masked target and its signing secret once; 409 `limit_reached` at the tree cap |
 //! | `GET /v1/projects/{slug}/targets/{target_id}` | config read | the target, masked |
-//! | `PATCH`, `DELETE /v1/projects/{slug}/targets/{target_id}` | config write | the masked target; 204 |
+//! | `PATCH`, `DELETE /v1/projects/{slug}/targets/{target_id}` | config write | the masked target (a new `signing_secret` here replaces the current one and ends every retired one at once); 204 |
+//! | `POST /v1/projects/{slug}/targets/{target_id}/signing-secret/rotate` | config write, stepped up | the masked target and the new signing secret once; the old one signs beside it for `grace_secs` (default 86400, at most 604800) |
+//! | `GET /v1/projects/{slug}/messages?before=&limit=` | config read | `{messages, next_before}`: the project's messages, newest first (never their bodies) |
+//! | `GET /v1/projects/{slug}/messages/{message_id}` | config read | the message, each delivery's state and every attempt (status, latency, error class, an excerpt of the answer) |
+//! | `GET /v1/projects/{slug}/targets/{target_id}/dead-letters?after=&limit=` | config read | `{dead_letters, next_after}` |
+//! | `POST /v1/projects/{slug}/targets/{target_id}/dead-letters/{message_id}/redrive` | ingest (editors, owners) | 202; 409 if it is not a dead letter |
+//! | `POST /v1/projects/{slug}/targets/{target_id}/dead-letters/redrive` | ingest (editors, owners) | `{redriven, more}`: up to 1000 at a time |
+//! | `GET /v1/projects/{slug}/deliveries/stats` | config read | the project's deliveries by state |
 //! | `POST /v1/projects/{slug}/billing` | billing | 201, the sealed audit event |
 //! | `GET /v1/projects/{slug}/members?after=&limit=` | members | `{members, next_after}`: a page of members and roles by user id (`after` a user id, exclusive; `limit` 1–500, default 100; 400 `invalid_query` otherwise); `next_after` is the last id of a full page, else `null` |
 //! | `PUT`, `DELETE /v1/projects/{slug}/members/{user_id}` | members, stepped up | 204 |
@@ -73,7 +80,7 @@
 //! | `GET /v1/me/export?after=` | session | the GDPR Article 15 export (JSON attachment, `echorelay.personal-data.v2`): at most 1000 audit events per document, `next_after` (a cursor, docs/FORMATS.md §3.4) until the last |
 //! | `GET /.well-known/security.txt` | public | RFC 9116 text |
 //! | `GET /licenses` | public | every direct dependency's license text and copyright notice (HTML) |
-//! | `POST /mcp` | API key, verified per request and per tool call | MCP (JSON-RPC, streamable HTTP, stateless): `list_projects`, `read_config`, `list_keys`, `recent_audit_events`; secrets masked ([`mcp`]) |
+//! | `POST /mcp` | API key, verified per request and per tool call | MCP (JSON-RPC, streamable HTTP, stateless): `list_projects`, `read_config`, `list_keys`, `list_messages`, `read_message`, `recent_audit_events`; secrets masked ([`mcp`]) |
 //!
 //! Project routes take an API key or a session cookie; a
 //! cookie-authenticated write needs `X-CSRF-Token` ([`cookies`]).
@@ -91,6 +98,7 @@ pub mod inbound;
 pub mod json;
 pub mod mcp;
 pub mod openapi;
+pub mod operations;
 pub mod routes;
 pub mod security_txt;
 pub mod server;
@@ -220,6 +228,13 @@ fn build(
             routes::update_target,
             routes::delete_target
         ))
+        .routes(routes!(routes::rotate_signing_secret))
+        .routes(routes!(operations::messages))
+        .routes(routes!(operations::message))
+        .routes(routes!(operations::dead_letters))
+        .routes(routes!(operations::redrive))
+        .routes(routes!(operations::redrive_all))
+        .routes(routes!(operations::stats))
         .routes(routes!(routes::list_keys, routes::mint_key))
         .routes(routes!(routes::revoke_key))
         .routes(routes!(routes::rotate_key))

@@ -1,4 +1,4 @@
-//! The MCP read API: four read-only tools over the Model Context Protocol
+//! The MCP read API: six read-only tools over the Model Context Protocol
 //! (rmcp, streamable HTTP) at [`PATH`], for an API key.
 //!
 //! | tool | surface | answer |
@@ -6,6 +6,8 @@
 //! | `list_projects` | config read | the key's project (a key belongs to exactly one): slug and name |
 //! | `read_config` `{project}` | config read | lines, endpoints and targets; secrets masked |
 //! | `list_keys` `{project, after?, limit?}` | keys | a page of the keys' listings (hints, never a key), by id: after the key id `after`, `limit` of them (default 100, 1 to 500, else an invalid-params error), with `next_after` as over HTTP |
+//! | `list_messages` `{project, before?, limit?}` | config read | a page of the project's messages, newest first (never their bodies), with `next_before` as over HTTP |
+//! | `read_message` `{project, message}` | config read | the message, where each delivery stands and its attempts (status, latency, error class, an excerpt of the answer; never a credential) |
 //! | `recent_audit_events` `{project, limit?, verify?}` | audit read | the newest `limit` events (default 50, at most 500), oldest first; with `verify: true` those events verified as `GET …/audit?verify=true` verifies a page (`chain`) |
 //!
 //! Authentication is per HTTP request, never per MCP session (S3):
@@ -26,8 +28,9 @@
 //! Tool failures are JSON-RPC errors with a fixed message and the REST
 //! API's stable code in `data.error`: `unauthenticated` (-32001),
 //! `forbidden` (-32003: the same for an unknown project, another
-//! project's, and a role without the surface), `invalid_query` (-32602:
-//! `list_keys` arguments out of range), `unavailable` (-32004) and
+//! project's, and a role without the surface), `not_found` (-32002: a
+//! message that is not the project's), `invalid_query` (-32602:
+//! arguments out of range), `unavailable` (-32004) and
 //! `internal` (-32603). No message carries the key, a secret or any other
 //! value from the request.
 //!
@@ -212,6 +215,43 @@ struct KeysArgs {
     limit: Option<u32>,
 }
 
+/// The arguments of `list_messages`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(deny_unknown_fields)]
+struct MessagesArgs {
+    /// The project's slug (as in `/v1/projects/{slug}`).
+    project: String,
+    /// The page after this message (`msg_` and 32 hex digits; the
+    /// `next_before` of the page before), newest first. Absent: the newest.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^msg_[0-9a-fA-F]{32}$"))]
+    before: Option<String>,
+    /// Page size: default 100, 1 to 500.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 500))]
+    limit: Option<u32>,
+}
+
+/// The arguments of `read_message`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(deny_unknown_fields)]
+struct MessageArgs {
+    /// The project's slug (as in `/v1/projects/{slug}`).
+    project: String,
+    /// The message's id (`msg_` and 32 hex digits).
+    #[schemars(regex(pattern = r"^msg_[0-9a-fA-F]{32}$"))]
+    message: String,
+}
+
+/// The answer of `list_messages`.
+#[derive(Debug, Serialize)]
+struct MessagesPage {
+    messages: Vec<echorelay::core::deliveries::MessageRecord>,
+    next_before: Option<echorelay::core::ids::MessageId>,
+}
+
 /// The arguments of `recent_audit_events`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
@@ -325,6 +365,61 @@ impl ReadApi {
             .then(|| keys.last().map(|k| k.id))
             .flatten();
         answer(&KeysAnswer { keys, next_after })
+    }
+
+    /// A page of the project's messages, newest first (never their bodies). `before`: the `next_before` of the page before; `limit`: 1 to 500 (default 100).
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn list_messages(
+        &self,
+        Parameters(MessagesArgs {
+            project,
+            before,
+            limit,
+        }): Parameters<MessagesArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let grant = self.grant::<ConfigRead>(&ctx.extensions, &project).await?;
+        let before = before
+            .map(|b| b.parse::<echorelay::core::ids::MessageId>())
+            .transpose()
+            .map_err(|_| invalid_params())?;
+        let limit = usize::try_from(limit.unwrap_or(DEFAULT_KEYS))
+            .ok()
+            .filter(|l| (1..=echorelay::core::deliveries::MAX_LOG_PAGE).contains(l))
+            .ok_or_else(invalid_params)?;
+        let messages = self
+            .relay
+            .operations()
+            .messages(&grant, before, limit)
+            .await
+            .map_err(tool_error)?;
+        let next_before = (messages.len() == limit)
+            .then(|| messages.last().map(|m| m.id))
+            .flatten();
+        answer(&MessagesPage {
+            messages,
+            next_before,
+        })
+    }
+
+    /// One of the project's messages: where each of its deliveries stands and its attempts (status, latency, error class, an excerpt of the answer; never a credential).
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn read_message(
+        &self,
+        Parameters(MessageArgs { project, message }): Parameters<MessageArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let grant = self.grant::<ConfigRead>(&ctx.extensions, &project).await?;
+        let id = message
+            .parse::<echorelay::core::ids::MessageId>()
+            .map_err(|_| invalid_params())?;
+        let detail = self
+            .relay
+            .operations()
+            .message(&grant, id)
+            .await
+            .map_err(tool_error)?;
+        answer(&detail)
     }
 
     /// The newest events of the project's audit log, oldest first: `limit` of them (default 50, at most 500; owner keys). With `verify: true`, those events are verified too (`chain`), as `GET …/audit?verify=true` verifies a page.
@@ -453,6 +548,9 @@ fn tool_error(e: echorelay::Error) -> ErrorData {
         StatusCode::UNAUTHORIZED => unauthenticated(),
         StatusCode::FORBIDDEN => forbidden(),
         StatusCode::SERVICE_UNAVAILABLE => unavailable(),
+        // A message that is not the project's (or none): as over HTTP.
+        StatusCode::NOT_FOUND => error(-32002, "not_found", "not found"),
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => invalid_params(),
         _ => {
             tracing::error!(code = api.code(), "an MCP read failed");
             internal()
@@ -496,7 +594,7 @@ fn invalid_params() -> ErrorData {
     error(
         ErrorCode::INVALID_PARAMS.0,
         "invalid_query",
-        "after is a key id (key_ and 32 hex digits), limit 1 to 500",
+        "an id is malformed, or a limit is not 1 to 500",
     )
 }
 

@@ -114,11 +114,12 @@ pub enum Conflict {
         (name = "config", description = "Lines, endpoints and targets (secrets masked on every read)"),
         (name = "keys", description = "API keys"),
         (name = "relay", description = "The inbound door: messages POSTed to an endpoint, relayed to every target of its line"),
+        (name = "operations", description = "What the relay did: messages, deliveries and attempts, dead letters and their redrive"),
         (name = "project", description = "Members, billing events and the audit log"),
         (name = "auth", description = "Login and sessions"),
         (name = "me", description = "The signed-in account"),
         (name = "meta", description = "The API's own documents"),
-        (name = "mcp", description = "The MCP read API (list_projects, read_config, list_keys, recent_audit_events)")
+        (name = "mcp", description = "The MCP read API (list_projects, read_config, list_keys, list_messages, read_message, recent_audit_events)")
     )
 )]
 pub struct ApiDoc;

@@ -15,7 +15,9 @@ use echorelay::core::StoreError;
 use echorelay::core::audit::{
     self, Actor, BillingEvent, BillingKind, ChainHead, Currency, PageStatus,
 };
-use echorelay::core::config::{Endpoint, Line, LineView, Slug, TargetView};
+use echorelay::core::config::{
+    DEFAULT_SIGNING_GRACE, Endpoint, Line, LineView, SigningRotation, Slug, TargetView,
+};
 use echorelay::core::ids::{EndpointId, KeyId, LineId, TargetId};
 use echorelay::core::keys::{KeyView, PolicyError};
 use echorelay::core::ports::MAX_LIST_PAGE;
@@ -344,7 +346,7 @@ pub async fn collect_successor(
 }
 
 /// Parses a path id of type `T` (400 `invalid_id` otherwise).
-fn path_id<T: FromStr>(text: &str, kind: &'static str) -> Result<T, ApiError> {
+pub(crate) fn path_id<T: FromStr>(text: &str, kind: &'static str) -> Result<T, ApiError> {
     T::from_str(text).map_err(|_| ApiError::bad_request("invalid_id", format!("not a {kind} id")))
 }
 
@@ -690,6 +692,72 @@ pub async fn update_target(
             .update_target(&grant, id, patch)
             .await?,
     ))
+}
+
+/// `POST /v1/projects/{slug}/targets/{target_id}/signing-secret/rotate`:
+/// both fields may be left out (`{}`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSigningSecretBody {
+    /// How long the current secret keeps signing beside the new one, in
+    /// seconds (0 to 604800, 7 days; default 86400, 24 hours). 0 ends it
+    /// at once.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 604800)]
+    pub grace_secs: Option<u32>,
+    /// The new signing secret (as for a new target); generated
+    /// (`whsec_…`) when left out.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 4096, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+    pub signing_secret: Option<SecretString>,
+}
+
+/// A rotated signing secret: the target, masked (the retired secrets
+/// listed with the end of their grace), and the new secret once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedSigningSecretAnswer {
+    /// The target as read (secrets masked).
+    pub target: TargetView,
+    /// The new signing secret. Shown once.
+    pub signing_secret: String,
+}
+
+/// `POST /v1/projects/{slug}/targets/{target_id}/signing-secret/rotate`:
+/// the new secret signs from now on; the one it replaces keeps signing
+/// beside it through the grace (every delivery carries a signature per
+/// active secret). At most 10 retired secrets are kept. A session must
+/// have stepped up.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{slug}/targets/{target_id}/signing-secret/rotate",
+    tag = "config",
+    params(("slug" = Slug, Path, description = "The project's slug"), ("target_id" = TargetId, Path, description = "The target's id")),
+    request_body = RotateSigningSecretBody,
+    responses((status = 200, description = "The masked target and its new signing secret, once", body = RotatedSigningSecretAnswer), crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::NotFound, crate::openapi::Conflict),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn rotate_signing_secret(
+    State(state): State<AppState>,
+    Authorized(grant): Authorized<ConfigWrite>,
+    Path((_, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RotateSigningSecretBody>,
+) -> Result<Json<RotatedSigningSecretAnswer>, ApiError> {
+    let id: TargetId = path_id(&id, "target")?;
+    let rotation = SigningRotation {
+        grace: body
+            .grace_secs
+            .map_or(DEFAULT_SIGNING_GRACE, |s| Duration::seconds(i64::from(s))),
+        signing_secret: body.signing_secret,
+    };
+    let rotated = state
+        .relay
+        .config()
+        .rotate_signing_secret(&grant, id, rotation)
+        .await?;
+    Ok(Json(RotatedSigningSecretAnswer {
+        target: rotated.view,
+        signing_secret: rotated.signing_secret.expose_secret().to_owned(),
+    }))
 }
 
 /// `DELETE /v1/projects/{slug}/targets/{target_id}` (204).

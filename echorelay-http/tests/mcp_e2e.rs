@@ -90,8 +90,10 @@ async fn a_viewer_key_lists_the_tools_and_reads_its_project_masked(w: World) {
         names,
         [
             "list_keys",
+            "list_messages",
             "list_projects",
             "read_config",
+            "read_message",
             "recent_audit_events"
         ]
     );
@@ -297,12 +299,134 @@ async fn connecting_without_a_good_key_fails(w: World) {
     );
 }
 
+/// A message sent with an editor key is listed and read by a viewer key
+/// over MCP, newest first and paged, with its delivery to the line's
+/// target; another project's key and an unknown message see nothing.
+async fn messages_are_listed_and_read_without_bodies(w: World) {
+    w.project("acme").await;
+    w.project("umbrella").await;
+    let owner = Caller::dangerous_user_stepped_up(w.owner, Some(w.ip));
+    let write = w
+        .relay
+        .voter()
+        .authorize::<ConfigWrite>(&owner, "acme")
+        .await
+        .unwrap();
+    let read = w
+        .relay
+        .voter()
+        .authorize::<ConfigRead>(&owner, "acme")
+        .await
+        .unwrap();
+    let line = w.relay.config().lines(&read).await.unwrap()[0].line.id;
+    let endpoint = w
+        .relay
+        .config()
+        .create_endpoint(&write, line, "in")
+        .await
+        .unwrap()
+        .id;
+    let (editor, _) = w.key("acme", Role::Editor).await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let body = format!("{{\"order\": {i}, \"secret-ish\": \"body-{i}-zz\"}}");
+        let a = w
+            .relay
+            .relay()
+            .accept(
+                &editor,
+                endpoint,
+                Some("application/json"),
+                None,
+                body.into_bytes(),
+                None,
+            )
+            .await
+            .unwrap();
+        sent.push(a.message.to_string());
+        w.clock.advance(chrono::Duration::seconds(1));
+    }
+    let (viewer, _) = w.key("acme", Role::Viewer).await;
+    let (stranger, _) = w.key("umbrella", Role::Owner).await;
+    let server = w.serve(HttpConfig::local()).await;
+    let v = connect(&server, Some(&viewer)).await.unwrap();
+    let page = call(&v, "list_messages", json!({"project": "acme", "limit": 2}))
+        .await
+        .unwrap();
+    let page = page.structured_content.expect("structured");
+    let ids: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [sent[2].as_str(), sent[1].as_str()], "newest first");
+    let rest = call(
+        &v,
+        "list_messages",
+        json!({"project": "acme", "before": page["next_before"]}),
+    )
+    .await
+    .unwrap();
+    let rest = rest.structured_content.unwrap();
+    assert_eq!(rest["messages"][0]["id"], sent[0].as_str());
+    assert_eq!(rest["next_before"], Value::Null);
+    let one = call(
+        &v,
+        "read_message",
+        json!({"project": "acme", "message": sent[0]}),
+    )
+    .await
+    .unwrap();
+    let all = everything(&one);
+    let one = one.structured_content.unwrap();
+    assert_eq!(one["message"]["size"], 39);
+    assert_eq!(one["deliveries"][0]["state"], "pending");
+    assert_eq!(one["attempts"], json!([]));
+    assert!(!all.contains("body-0-zz"), "no body in the log: {all}");
+    assert!(!all.contains(TARGET_TOKEN));
+    // Unknown, or another project's: not found; a bad id: invalid.
+    let unknown = mcp_error(
+        call(
+            &v,
+            "read_message",
+            json!({"project": "acme", "message": echorelay::core::ids::MessageId::random().to_string()}),
+        )
+        .await,
+    );
+    assert_eq!(unknown.data.unwrap()["error"], "not_found");
+    let s = connect(&server, Some(&stranger)).await.unwrap();
+    let theirs = mcp_error(
+        call(
+            &s,
+            "read_message",
+            json!({"project": "umbrella", "message": sent[0]}),
+        )
+        .await,
+    );
+    assert_eq!(theirs.data.unwrap()["error"], "not_found");
+    let listed = call(&s, "list_messages", json!({"project": "umbrella"}))
+        .await
+        .unwrap();
+    assert_eq!(listed.structured_content.unwrap()["messages"], json!([]));
+    let bad = mcp_error(
+        call(
+            &v,
+            "read_message",
+            json!({"project": "acme", "message": "msg_1"}),
+        )
+        .await,
+    );
+    assert_eq!(bad.data.unwrap()["error"], "invalid_query");
+}
+
 on_every_store!(
     list_keys_pages_and_recent_events_verify,
     a_viewer_key_lists_the_tools_and_reads_its_project_masked,
     roles_decide_the_tools_and_other_projects_look_unknown,
     a_revoked_key_fails_on_the_next_call_of_the_same_session,
     connecting_without_a_good_key_fails,
+    messages_are_listed_and_read_without_bodies,
 );
 
 /// `recent_audit_events` with `verify: true` finds an event edited in the

@@ -711,3 +711,92 @@ async fn sigterm_lets_the_delivery_in_flight_finish() {
         .expect("the delivery was recorded");
     assert!(stopping < delivered, "{log}");
 }
+
+/// A target's signing secret rotated over REST: through the grace every
+/// delivery carries one signature per active secret, so a receiver
+/// holding the old secret and one holding the new both verify (ours and
+/// the `standardwebhooks` package); a secret set by PATCH ends the old
+/// ones at once; a grace past 7 days is refused.
+#[tokio::test]
+async fn a_rotated_signing_secret_signs_beside_the_new_one_through_its_grace() {
+    let (raddr, seen) = receiver().await;
+    let (srv, key) = server(&["--allow-http", "--allow-net", "127.0.0.1/32"]);
+    let mut c = Server { addr: srv.addr }.connect().await;
+    let (endpoint, secrets) = configure(
+        &mut c,
+        &key,
+        &[("ok", format!("http://127.0.0.1:{}/ok", raddr.port()))],
+    )
+    .await;
+    let old = secrets[0].clone();
+    let lines = c.get("/v1/projects/demo/lines", Some(&key)).await;
+    let target = lines.json()["lines"][0]["targets"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = format!("/v1/projects/demo/targets/{target}/signing-secret/rotate");
+
+    let too_long = c
+        .post_json(&rotate, &key, json!({"grace_secs": 604_801}))
+        .await;
+    assert!(
+        too_long.status.is_client_error(),
+        "grace past 7 days: {} {}",
+        too_long.status,
+        too_long.text()
+    );
+    let before = chrono::Utc::now().timestamp();
+    let r = c.post_json(&rotate, &key, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let new = r.json()["signing_secret"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("whsec_") && new != old);
+    let retired = r.json()["target"]["retired_signing_secrets"].clone();
+    assert_eq!(retired.as_array().unwrap().len(), 1, "{retired}");
+    let ends = chrono::DateTime::parse_from_rfc3339(retired[0]["until"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert!(
+        (before + 86_400..=before + 86_402).contains(&ends),
+        "{ends}"
+    );
+    assert!(!r.text().contains(&old[6..]), "the old secret is not shown");
+
+    let a = inbound(&mut c, &key, &endpoint, br#"{"n": 1}"#).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    until("the delivery", &srv, || seen.hits("/ok").len() == 1).await;
+    let hit = seen.hits("/ok").remove(0);
+    assert_eq!(header(&hit, "webhook-signature").split(' ').count(), 2);
+    for secret in [&old, &new] {
+        assert!(
+            verifies(&hit, secret),
+            "during the grace, under each secret"
+        );
+        if let Some(ok) = python_verifies(&hit, secret) {
+            assert!(ok, "standardwebhooks refuses a signature of the grace");
+        }
+    }
+
+    // Set by PATCH: the old secrets end now.
+    let set = echorelay::core::config::generate_signing_secret();
+    let p = c
+        .send(
+            Method::PATCH,
+            &format!("/v1/projects/demo/targets/{target}"),
+            Some(&key),
+            &[],
+            Some((
+                "application/json",
+                serde_json::to_vec(&json!({"signing_secret": set.expose_secret()})).unwrap(),
+            )),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text());
+    assert_eq!(p.json()["retired_signing_secrets"], json!([]));
+    let a = inbound(&mut c, &key, &endpoint, br#"{"n": 2}"#).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    until("the second delivery", &srv, || seen.hits("/ok").len() == 2).await;
+    let hit = seen.hits("/ok").remove(1);
+    assert_eq!(header(&hit, "webhook-signature").split(' ').count(), 1);
+    assert!(verifies(&hit, set.expose_secret()));
+    assert!(!verifies(&hit, &old) && !verifies(&hit, &new));
+}

@@ -47,6 +47,7 @@ use echorelay_core::ports::{
 use echorelay_core::vault::Ciphertext;
 
 mod backup;
+mod log;
 mod queue;
 
 pub use backup::{DEFAULT_MEM_PART_SIZE, MemBackupTarget};
@@ -79,6 +80,8 @@ struct State {
     /// Idempotency keys of inbound messages: (project, key) → the first
     /// message and when the claim expires.
     idempotency: HashMap<(ProjectId, String), (MessageId, DateTime<Utc>)>,
+    /// The delivery log.
+    log: log::LogState,
 }
 
 impl State {
@@ -219,11 +222,15 @@ pub enum Conditional {
     AuditAppend,
     /// `IdempotencyStore::claim_idempotency_key`.
     ClaimIdempotencyKey,
+    /// `DeliveryLog::record_attempt` (the attempt count).
+    RecordAttempt,
+    /// `DeliveryLog::mark_redriven`.
+    MarkRedriven,
 }
 
 impl Conditional {
     /// Every conditional method.
-    pub const ALL: [Conditional; 11] = [
+    pub const ALL: [Conditional; 13] = [
         Conditional::AdvanceTotpStep,
         Conditional::ReserveAttempt,
         Conditional::ConsumeBackupCode,
@@ -235,6 +242,8 @@ impl Conditional {
         Conditional::SetRole,
         Conditional::AuditAppend,
         Conditional::ClaimIdempotencyKey,
+        Conditional::RecordAttempt,
+        Conditional::MarkRedriven,
     ];
 }
 

@@ -12,7 +12,7 @@ use echorelay_testkit::Harness;
 /// The check of the suite that must catch each racy method.
 async fn check(method: Conditional) {
     let h = Harness::new(MemStore::racy(method));
-    use echorelay_testkit::{access, accounts, audit, idempotency, keys};
+    use echorelay_testkit::{access, accounts, audit, deliveries, idempotency, keys};
     match method {
         Conditional::AdvanceTotpStep => accounts::same_code_on_two_challenges_wins_once(h).await,
         Conditional::ReserveAttempt => accounts::parallel_guesses_respect_the_limit(h).await,
@@ -31,6 +31,8 @@ async fn check(method: Conditional) {
         Conditional::ClaimIdempotencyKey => {
             idempotency::racing_claims_of_one_key_have_one_winner(h).await
         }
+        Conditional::RecordAttempt => deliveries::racing_attempts_are_all_counted(h).await,
+        Conditional::MarkRedriven => deliveries::a_redrive_mark_wins_once(h).await,
         other => panic!("no race check names {other:?}"),
     }
 }
@@ -90,4 +92,6 @@ caught!(
     racy_set_role_is_caught => SetRole,
     racy_audit_append_is_caught => AuditAppend,
     racy_claim_idempotency_key_is_caught => ClaimIdempotencyKey,
+    racy_record_attempt_is_caught => RecordAttempt,
+    racy_mark_redriven_is_caught => MarkRedriven,
 );

@@ -26,8 +26,8 @@ pub(crate) const PROJECT_COLUMNS: &str =
     "id, slug, name, key_policy, created_at, version, api_keys_manage_keys";
 const LINE_COLUMNS: &str = "id, project, name, created_at";
 const ENDPOINT_COLUMNS: &str = "id, project, line, name, created_at";
-const TARGET_COLUMNS: &str =
-    "id, project, line, name, url, auth, signing_secret, created_at, updated_at, version";
+const TARGET_COLUMNS: &str = "id, project, line, name, url, auth, signing_secret, \
+     retired_signing_secrets, created_at, updated_at, version";
 
 fn project_of(row: &PgRow) -> StoreResult<Project> {
     let r = Reader::new(row, "projects", "id");
@@ -73,6 +73,7 @@ fn target_of(row: &PgRow) -> StoreResult<Target> {
         url: r.text("url")?,
         auth: r.json("auth")?,
         signing_secret: r.ciphertext("signing_secret")?,
+        retired_signing_secrets: r.json("retired_signing_secrets")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
         version: r.u64("version")?,
@@ -198,7 +199,8 @@ pub(crate) async fn insert_target(
     version: u64,
 ) -> StoreResult<()> {
     sqlx::query(&format!(
-        "INSERT INTO targets ({TARGET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO targets ({TARGET_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(idb(&t.id))
     .bind(idb(&t.project))
@@ -207,6 +209,7 @@ pub(crate) async fn insert_target(
     .bind(&t.url)
     .bind(json_of(&t.auth)?)
     .bind(t.signing_secret.to_bytes())
+    .bind(json_of(&t.retired_signing_secrets)?)
     .bind(t.created_at)
     .bind(t.updated_at)
     .bind(i64_of(version)?)
@@ -313,7 +316,7 @@ async fn apply_in(conn: &mut PgConnection, change: ConfigChange) -> StoreResult<
                     let r = sqlx::query(
                         "UPDATE targets SET line = $3, name = $4, url = $5, auth = $6, \
                              signing_secret = $7, created_at = $8, updated_at = $9, \
-                             version = version + 1 \
+                             retired_signing_secrets = $11, version = version + 1 \
                          WHERE id = $1 AND project = $2 AND version = $10",
                     )
                     .bind(idb(&t.id))
@@ -326,6 +329,7 @@ async fn apply_in(conn: &mut PgConnection, change: ConfigChange) -> StoreResult<
                     .bind(t.created_at)
                     .bind(t.updated_at)
                     .bind(i64_of(t.version)?)
+                    .bind(json_of(&t.retired_signing_secrets)?)
                     .execute(&mut *conn)
                     .await
                     .map_err(backend)?;

@@ -62,6 +62,7 @@ pub mod cache;
 mod config;
 mod idempotency;
 mod keys;
+mod log;
 pub mod queue;
 #[cfg(feature = "racy")]
 mod racy;

@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 use echorelay_core::error::StoreError;
 use echorelay_core::ids::{
-    DeviceId, EndpointId, EventId, KeyId, LineId, MessageId, ProjectId, SessionId, TargetId, UserId,
+    DeviceId, EndpointId, EventId, JobId, KeyId, LineId, MessageId, ProjectId, SessionId, TargetId,
+    UserId,
 };
 use echorelay_core::ports::StoreResult;
 use echorelay_core::vault::Ciphertext;
@@ -35,7 +36,8 @@ macro_rules! id16 {
     )*};
 }
 id16!(
-    ProjectId, LineId, EndpointId, TargetId, KeyId, UserId, SessionId, DeviceId, EventId, MessageId
+    ProjectId, LineId, EndpointId, TargetId, KeyId, UserId, SessionId, DeviceId, EventId,
+    MessageId, JobId
 );
 
 /// The id's column value.
@@ -134,7 +136,7 @@ impl<'r> Reader<'r> {
         }
     }
 
-    fn get<T>(&self, column: &str) -> StoreResult<T>
+    pub(crate) fn get<T>(&self, column: &str) -> StoreResult<T>
     where
         T: for<'a> sqlx::Decode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
     {

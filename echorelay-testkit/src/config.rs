@@ -927,3 +927,228 @@ pub async fn the_tree_cap_holds_at_its_boundary<B: Backend>(h: Harness<B>) {
     let back = h.store.tree(p.id).await.unwrap();
     assert_eq!(back.lines.len() + back.endpoints.len(), MAX_TREE_ENTITIES);
 }
+
+/// Rotating a target's signing secret (issue 19): the new one is current,
+/// the old one keeps signing until the end of its grace and not a second
+/// longer, at most ten are kept, the stored form round-trips, a grace
+/// outside 0–7 days and a user who has not stepped up are refused with
+/// nothing written, a moved end does not open (its end is bound into the
+/// ciphertext), and setting a secret by PATCH ends every retired one.
+pub async fn rotated_signing_secrets_sign_through_their_grace<B: Backend>(h: Harness<B>) {
+    use chrono::{DateTime, Duration};
+    use echorelay_core::access::Caller;
+    use echorelay_core::audit::Actor;
+    use echorelay_core::config::{
+        DEFAULT_SIGNING_GRACE, MAX_RETIRED_SIGNING_SECRETS, MAX_SIGNING_GRACE, SigningRotation,
+    };
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let line = h.config.create_line(&w, "orders").await.unwrap();
+    let created = h
+        .config
+        .create_target(&w, line.id, bearer_target())
+        .await
+        .unwrap();
+    let id = created.view.id;
+    let first = created.signing_secret.expose_secret().to_owned();
+    // Whole seconds, so the grace's end is exactly representable.
+    h.clock
+        .set(DateTime::from_timestamp(h.clock_now().timestamp(), 0).unwrap());
+    let t0 = h.clock_now();
+    let rotated = h
+        .config
+        .rotate_signing_secret(&w, id, SigningRotation::default())
+        .await
+        .unwrap();
+    let second = rotated.signing_secret.expose_secret().to_owned();
+    assert!(second.starts_with("whsec_") && second != first);
+    let end = t0 + DEFAULT_SIGNING_GRACE;
+    assert_eq!(rotated.view.retired_signing_secrets.len(), 1);
+    assert_eq!(rotated.view.retired_signing_secrets[0].until, end);
+    assert!(
+        !format!("{:?}", rotated.view).contains(&first[6..]),
+        "config: a retired secret shows in the view"
+    );
+    // The stored form round-trips: read back, it is what was written.
+    let stored = h.store.target(p.id, id).await.unwrap().unwrap();
+    assert_eq!(stored.retired_signing_secrets.len(), 1);
+    assert_eq!(stored.retired_signing_secrets[0].until, end);
+    let r = h.grant::<ConfigRead>(&owner, &p).await;
+    assert_eq!(h.config.target(&r, id).await.unwrap(), rotated.view);
+
+    let g = h.voter.dangerous_delivery_grant(p.id).await.unwrap();
+    let secrets = h.config.delivery_secrets(&g, id).await.unwrap();
+    assert_eq!(secrets.signing_secret.expose_secret(), second);
+    let texts = |at| -> Vec<String> {
+        secrets
+            .signing_secrets_at(at)
+            .into_iter()
+            .map(|s| s.expose_secret().to_owned())
+            .collect()
+    };
+    assert_eq!(texts(t0), vec![second.clone(), first.clone()]);
+    assert_eq!(
+        texts(end - Duration::seconds(1)),
+        vec![second.clone(), first.clone()]
+    );
+    assert_eq!(texts(end), vec![second.clone()], "config: signs at its end");
+
+    // Refused, nothing written: a grace out of range, a user who has not
+    // stepped up.
+    let head = h.store.head(Some(p.id)).await.unwrap();
+    for grace in [
+        Duration::seconds(-1),
+        MAX_SIGNING_GRACE + Duration::seconds(1),
+    ] {
+        let r = h
+            .config
+            .rotate_signing_secret(
+                &w,
+                id,
+                SigningRotation {
+                    grace,
+                    signing_secret: None,
+                },
+            )
+            .await;
+        assert!(
+            matches!(r, Err(Error::InvalidInput(_))),
+            "config: grace {grace}: {r:?}"
+        );
+    }
+    let Actor::User(user) = owner.actor() else {
+        panic!("the project's owner is a user")
+    };
+    let stale = h.grant::<ConfigWrite>(&Caller::user(user, None), &p).await;
+    assert!(matches!(
+        h.config
+            .rotate_signing_secret(&stale, id, SigningRotation::default())
+            .await,
+        Err(Error::ReauthenticationRequired)
+    ));
+    assert_eq!(h.store.head(Some(p.id)).await.unwrap(), head);
+    assert_eq!(h.store.target(p.id, id).await.unwrap().unwrap(), stored);
+
+    // A grace of 0 retires nothing; a given secret becomes current.
+    let third = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let r0 = h
+        .config
+        .rotate_signing_secret(
+            &w,
+            id,
+            SigningRotation {
+                grace: Duration::zero(),
+                signing_secret: Some(SecretString::from(third)),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r0.signing_secret.expose_secret(), third);
+    assert_eq!(r0.view.retired_signing_secrets.len(), 1, "only the first");
+    // The longest grace is accepted; an ended grace is dropped at the next
+    // rotation.
+    h.clock.set(end);
+    let r7 = h
+        .config
+        .rotate_signing_secret(
+            &w,
+            id,
+            SigningRotation {
+                grace: MAX_SIGNING_GRACE,
+                signing_secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    let ends: Vec<_> = r7
+        .view
+        .retired_signing_secrets
+        .iter()
+        .map(|r| r.until)
+        .collect();
+    assert_eq!(ends, vec![end + MAX_SIGNING_GRACE]);
+    // At most ten, the latest ends kept.
+    for i in 1..=MAX_RETIRED_SIGNING_SECRETS {
+        h.clock.advance(Duration::seconds(1));
+        let r = h
+            .config
+            .rotate_signing_secret(
+                &w,
+                id,
+                SigningRotation {
+                    grace: Duration::hours(1),
+                    signing_secret: None,
+                },
+            )
+            .await
+            .unwrap();
+        let n = r.view.retired_signing_secrets.len();
+        assert_eq!(n, (i + 1).min(MAX_RETIRED_SIGNING_SECRETS));
+    }
+    let kept = h.store.target(p.id, id).await.unwrap().unwrap();
+    assert_eq!(
+        kept.retired_signing_secrets[0].until,
+        end + MAX_SIGNING_GRACE
+    );
+    assert!(
+        kept.retired_signing_secrets
+            .windows(2)
+            .all(|w| w[0].until > w[1].until),
+        "config: retired secrets not latest end first"
+    );
+    let oldest_kept = h.clock_now() - Duration::seconds(8) + Duration::hours(1);
+    assert_eq!(kept.retired_signing_secrets[9].until, oldest_kept);
+    let opened = h.config.delivery_secrets(&g, id).await.unwrap();
+    assert_eq!(opened.retired_signing_secrets.len(), 10);
+    assert_eq!(opened.signing_secrets_at(h.clock_now()).len(), 11);
+
+    // A database writer who moves an end later gets a secret that does not
+    // open: reads and deliveries fail rather than sign with it.
+    let mut moved = kept.clone();
+    moved.retired_signing_secrets[9].until += Duration::days(30);
+    moved
+        .retired_signing_secrets
+        .sort_by(|a, b| b.until.cmp(&a.until));
+    let audit = echorelay_core::audit::AuditDraft {
+        project: Some(p.id),
+        at: h.clock_now(),
+        actor: Actor::System,
+        ip: None,
+        subject: None,
+        kind: EventKind::Config {
+            entity: ConfigEntity::Target,
+            op: ConfigOp::Update,
+            id: id.to_string(),
+        },
+    };
+    h.store
+        .apply(ConfigChange::PutTarget(Write::Update, moved), audit)
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.config.target(&r, id).await,
+        Err(Error::Vault(VaultError::Decrypt))
+    ));
+    assert!(matches!(
+        h.config.delivery_secrets(&g, id).await,
+        Err(Error::Vault(VaultError::Decrypt))
+    ));
+
+    // Setting a secret by PATCH replaces it at once and ends every retired
+    // one (the answer to a leak).
+    let patched = h
+        .config
+        .update_target(
+            &w,
+            id,
+            TargetPatch {
+                signing_secret: Some(SecretString::from(third)),
+                ..TargetPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(patched.retired_signing_secrets.is_empty());
+    let after = h.config.delivery_secrets(&g, id).await.unwrap();
+    assert_eq!(after.signing_secrets_at(h.clock_now()).len(), 1);
+}

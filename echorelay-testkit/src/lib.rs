@@ -75,6 +75,7 @@ pub mod audit;
 pub mod backup;
 pub mod config;
 pub mod contracts;
+pub mod deliveries;
 pub mod idempotency;
 pub mod keys;
 pub mod queue;
@@ -92,6 +93,7 @@ pub trait Backend:
     + SessionStore
     + SnapshotStore
     + IdempotencyStore
+    + echorelay_core::ports::DeliveryLog
     + Clone
     + Send
     + Sync
@@ -108,6 +110,7 @@ impl<T> Backend for T where
         + SessionStore
         + SnapshotStore
         + IdempotencyStore
+        + echorelay_core::ports::DeliveryLog
         + Clone
         + Send
         + Sync
@@ -273,6 +276,7 @@ macro_rules! conformance_tests {
             config::lines_read_back_with_their_own_endpoints_and_targets,
             config::imports_refuse_moved_secrets_and_oversized_documents,
             config::the_tree_cap_holds_at_its_boundary,
+            config::rotated_signing_secrets_sign_through_their_grace,
             rewrap::rewrap_covers_every_sealed_value,
             rewrap::rewrap_reports_what_does_not_open_and_resumes,
             rewrap::rewrap_never_overwrites_a_concurrent_change,
@@ -332,6 +336,10 @@ macro_rules! conformance_tests {
             contracts::a_new_project_from_an_import_has_an_owner,
             idempotency::idempotency_keys_are_claimed_once_per_project_until_they_expire,
             idempotency::racing_claims_of_one_key_have_one_winner,
+            deliveries::the_log_round_trips_and_attempts_move_the_state,
+            deliveries::messages_page_newest_first_and_dead_letters_per_target,
+            deliveries::a_redrive_mark_wins_once,
+            deliveries::racing_attempts_are_all_counted,
         );
         $crate::conformance_tests!(@pairs $mode $fresh;
             snapshot::a_snapshot_restores_every_record,

@@ -11,12 +11,12 @@ use echorelay_core::access::surface::{ConfigRead, ConfigWrite, Keys};
 use echorelay_core::access::{Caller, Role};
 use echorelay_core::audit::EventKind;
 use echorelay_core::clock::Clock;
-use echorelay_core::config::{AuthInput, ConfigChange, NewTarget, Project, Write};
+use echorelay_core::config::{AuthInput, ConfigChange, NewTarget, Project, SigningRotation, Write};
 use echorelay_core::error::StoreError;
 use echorelay_core::keys::{Environment, MintRequest};
 use echorelay_core::rewrap::{Rewrap, RewrapCursor, SealedKind};
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey, SecretVault};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{Backend, Harness};
 
@@ -93,6 +93,21 @@ pub async fn rewrap_covers_every_sealed_value<B: Backend>(h: Harness<B>) {
     let minted = old.keys.mint(&g, req).await.unwrap();
     old.clock.advance(Duration::days(84));
     assert_eq!(old.keys.rotate_due().await.unwrap().rotated, 1);
+    // And a retired signing secret (a rotation's grace): sealed too.
+    let r = old.grant::<ConfigRead>(&owner, &p).await;
+    let a = old.config.lines(&r).await.unwrap()[0].targets[0].id;
+    let w = old.grant::<ConfigWrite>(&owner, &p).await;
+    let dg = old.voter.dangerous_delivery_grant(p.id).await.unwrap();
+    let retired = old
+        .config
+        .delivery_secrets(&dg, a)
+        .await
+        .unwrap()
+        .signing_secret;
+    old.config
+        .rotate_signing_secret(&w, a, SigningRotation::default())
+        .await
+        .unwrap();
 
     // Deploy the new key with the old one as previous; rewrap in pages of 1.
     let both = redeploy(&old, vault(&new_key, Some(&old_key)));
@@ -111,8 +126,8 @@ pub async fn rewrap_covers_every_sealed_value<B: Backend>(h: Harness<B>) {
     assert_eq!(again.current, 4);
     let usage = rewrap(&both).key_usage(1).await.unwrap();
     assert!(!usage.in_use(old_key.id()), "rewrap: old key still in use");
-    // Four target secrets (two each), one seed, one reveal.
-    assert_eq!(usage.by_key.get(&new_key.id()), Some(&6));
+    // Five target secrets (two each, one retired), one seed, one reveal.
+    assert_eq!(usage.by_key.get(&new_key.id()), Some(&7));
     let rewraps = h
         .count_events(p.id, |e| matches!(e.kind, EventKind::Rewrap { .. }))
         .await;
@@ -140,6 +155,16 @@ pub async fn rewrap_covers_every_sealed_value<B: Backend>(h: Harness<B>) {
     let r = new.grant::<ConfigRead>(&owner, &p).await;
     let lines = new.config.lines(&r).await.unwrap();
     assert_eq!(lines[0].targets.len(), 2);
+    // The retired secret opens under the new key alone and still signs.
+    let g = new.voter.dangerous_delivery_grant(p.id).await.unwrap();
+    let opened = new.config.delivery_secrets(&g, a).await.unwrap();
+    let active = opened.signing_secrets_at(new.clock_now());
+    assert_eq!(
+        active.len(),
+        2,
+        "rewrap: the retired secret no longer signs"
+    );
+    assert_eq!(active[1].expose_secret(), retired.expose_secret());
 }
 
 /// A record that does not open is named in the report, left as it is, and

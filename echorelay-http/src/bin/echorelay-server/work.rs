@@ -84,6 +84,7 @@ where
     S: echorelay::core::ports::ConfigStore
         + echorelay::core::ports::MembershipStore
         + echorelay::core::ports::AuditSink
+        + echorelay::core::ports::DeliveryLog
         + Clone,
     V: echorelay::core::vault::SecretVault,
     Q: echorelay::core::queue::Queue,
