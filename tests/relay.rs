@@ -822,3 +822,182 @@ async fn an_idempotency_key_makes_a_retried_post_answer_the_first_message_and_en
         .unwrap();
     assert!(!real.replayed);
 }
+
+/// The delivery log as a project reads it (`EchoRelay::operations`):
+/// every attempt with its status, class, latency and a capped excerpt;
+/// each delivery's state; dead letters per target; redrive under the
+/// ingest surface only (a viewer reads but may not redrive), once; no
+/// body and no credential in what is read.
+#[tokio::test]
+async fn operations_read_the_log_and_redrive_dead_letters_under_the_voter() {
+    use echorelay::core::access::surface::{ConfigRead, Ingest};
+    use echorelay::core::deliveries::{AttemptResult, DeliveryState, MAX_EXCERPT};
+    let w = world(2, &[]).await;
+    let caller = Caller::api_key(w.relay.keys().verify(&w.key).await.unwrap(), None);
+    let viewer = Caller::api_key(w.relay.keys().verify(&w.viewer_key).await.unwrap(), None);
+    let read = w
+        .relay
+        .voter()
+        .authorize::<ConfigRead>(&viewer, "relay")
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.relay.voter().authorize::<Ingest>(&viewer, "relay").await,
+        Err(Error::Denied(_))
+    ));
+    let ingest = w
+        .relay
+        .voter()
+        .authorize::<Ingest>(&caller, "relay")
+        .await
+        .unwrap();
+    let accepted = w
+        .relay
+        .relay()
+        .accept(&w.key, w.endpoint, Some("text/plain"), None, b"hello".to_vec(), None)
+        .await
+        .unwrap();
+    let ops = w.relay.operations();
+    let detail = ops.message(&read, accepted.message).await.unwrap();
+    assert_eq!(detail.message.size, 5);
+    assert_eq!(detail.message.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(detail.deliveries.len(), 2);
+    assert!(detail.deliveries.iter().all(|d| d.state == DeliveryState::Pending));
+
+    // Target 0 refuses with a long body, target 1 takes it.
+    let (t0, t1) = (w.targets[0].0, w.targets[1].0);
+    let long = vec![b'e'; 3 * MAX_EXCERPT];
+    let transport = Arc::new(ByTarget {
+        answers: Mutex::new(vec![(
+            "https://hooks0.example.com/in".to_owned(),
+            OutboundResponse {
+                status: 400,
+                retry_after: None,
+                excerpt: long,
+            },
+        )]),
+    });
+    let worker = w.relay.delivery(transport);
+    let attempts = worker.run_once(10).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    let detail = ops.message(&read, accepted.message).await.unwrap();
+    let state = |t| {
+        detail
+            .deliveries
+            .iter()
+            .find(|d| d.target == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(state(t0).state, DeliveryState::Dead);
+    assert_eq!(state(t0).last_class.as_deref(), Some("http_400"));
+    assert_eq!(state(t1).state, DeliveryState::Delivered);
+    let refused = detail.attempts.iter().find(|a| a.target == t0).unwrap();
+    assert_eq!(refused.result, AttemptResult::Dead);
+    assert_eq!(refused.status, Some(400));
+    assert_eq!(refused.excerpt.as_ref().map(String::len), Some(MAX_EXCERPT));
+    let text = format!("{detail:?}");
+    assert!(!text.contains("token-0") && !text.contains("hello"), "{text}");
+    assert_eq!(
+        ops.counts(&read).await.unwrap(),
+        echorelay::core::deliveries::DeliveryCounts {
+            delivered: 1,
+            dead: 1,
+            ..Default::default()
+        }
+    );
+    let dead = ops.dead_letters(&read, t0, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(ops.dead_letters(&read, t1, None, 10).await.unwrap().is_empty());
+    assert!(matches!(
+        ops.dead_letters(&read, t0, None, 0).await,
+        Err(Error::InvalidInput(_))
+    ));
+
+    // Redrive: once; not for a delivery that is not dead; not for another
+    // project's.
+    assert!(matches!(
+        ops.redrive(&ingest, t1, accepted.message).await,
+        Err(Error::Store(echorelay::core::StoreError::Conflict { .. }))
+    ));
+    ops.redrive(&ingest, t0, accepted.message).await.unwrap();
+    assert!(matches!(
+        ops.redrive(&ingest, t0, accepted.message).await,
+        Err(Error::Store(echorelay::core::StoreError::Conflict { .. }))
+    ));
+    let d = ops.message(&read, accepted.message).await.unwrap();
+    assert_eq!(
+        d.deliveries.iter().find(|d| d.target == t0).unwrap().state,
+        DeliveryState::Pending
+    );
+    let again = worker.run_once(10).await.unwrap();
+    assert_eq!(again[0].outcome, AttemptOutcome::Delivered);
+    let d = ops.message(&read, accepted.message).await.unwrap();
+    let d0 = d.deliveries.iter().find(|d| d.target == t0).unwrap();
+    assert_eq!((d0.state, d0.attempts), (DeliveryState::Delivered, 2));
+
+    assert_eq!(
+        ops.messages(&read, None, 10).await.unwrap().len(),
+        1,
+        "one message"
+    );
+}
+
+/// Answers per URL from a list (then 200).
+struct ByTarget {
+    answers: Mutex<Vec<(String, OutboundResponse)>>,
+}
+
+#[async_trait]
+impl Transport for ByTarget {
+    async fn post(&self, r: OutboundRequest) -> Result<OutboundResponse, TransportError> {
+        let mut answers = self.answers.lock().unwrap();
+        match answers.iter().position(|(u, _)| *u == r.url) {
+            Some(i) => Ok(answers.remove(i).1),
+            None => status(200),
+        }
+    }
+}
+
+/// Redrive all of a target's dead letters, more than one page; a dead
+/// job redriven behind the log's back still lets the log be redriven
+/// once (the queue refuses the second).
+#[tokio::test]
+async fn redrive_all_takes_every_dead_letter_of_a_target() {
+    use echorelay::core::access::surface::{ConfigRead, Ingest};
+    let w = world(1, &[]).await;
+    let caller = Caller::api_key(w.relay.keys().verify(&w.key).await.unwrap(), None);
+    let ingest = w
+        .relay
+        .voter()
+        .authorize::<Ingest>(&caller, "relay")
+        .await
+        .unwrap();
+    let read = w
+        .relay
+        .voter()
+        .authorize::<ConfigRead>(&caller, "relay")
+        .await
+        .unwrap();
+    for _ in 0..7 {
+        w.relay
+            .relay()
+            .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    let worker = w
+        .relay
+        .delivery(Scripted::answering((0..7).map(|_| status(410)).collect()));
+    assert_eq!(worker.run_once(10).await.unwrap().len(), 7);
+    let t = w.targets[0].0;
+    assert_eq!(w.relay.operations().dead_letters(&read, t, None, 500).await.unwrap().len(), 7);
+    let all = w.relay.operations().redrive_all(&ingest, t).await.unwrap();
+    assert_eq!((all.redriven, all.more), (7, false));
+    assert!(w.relay.operations().dead_letters(&read, t, None, 500).await.unwrap().is_empty());
+    let delivered = worker.run_once(10).await.unwrap();
+    assert_eq!(delivered.len(), 7);
+    assert!(delivered.iter().all(|a| a.outcome == AttemptOutcome::Delivered));
+    let counts = w.relay.operations().counts(&read).await.unwrap();
+    assert_eq!((counts.delivered, counts.dead), (7, 0));
+}

@@ -46,6 +46,9 @@ use crate::queue::{Queue, QueueError, QueueName, QueueService};
 /// bytes of UTF-8 (a longer one is cut at a character boundary).
 pub const MAX_EXCERPT: usize = 1024;
 
+/// How long the log keeps a message by default: 30 days.
+pub const DEFAULT_LOG_RETENTION: chrono::Duration = chrono::Duration::days(30);
+
 /// The most records one page of the log returns.
 pub const MAX_LOG_PAGE: usize = 500;
 
@@ -457,6 +460,27 @@ impl<S: DeliveryLog, Q: Queue> OperationsService<S, Q> {
             .await?;
         tracing::info!(message = %d.message, target = %d.target, "relay: dead letter redriven");
         Ok(())
+    }
+
+    /// Deletes every message received more than `keep` ago, with its
+    /// deliveries and attempts, whatever their state (the scheduled
+    /// maintenance runs it with the operator's retention, default
+    /// [`DEFAULT_LOG_RETENTION`]); returns how many messages. An operator
+    /// action: no grant. A job still queued for a purged message is
+    /// delivered all the same; its attempts are then not logged.
+    ///
+    /// # Errors
+    /// The store's error; [`Error::InvalidInput`] for a negative `keep`.
+    pub async fn purge_log(&self, keep: chrono::Duration) -> Result<usize> {
+        if keep < chrono::Duration::zero() {
+            return Err(Error::InvalidInput("a retention cannot be negative"));
+        }
+        let before = self
+            .clock
+            .now()
+            .checked_sub_signed(keep)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        Ok(self.store.purge_delivery_log(before).await?)
     }
 
     /// Redrives up to [`MAX_REDRIVE_ALL`] dead letters of one target.

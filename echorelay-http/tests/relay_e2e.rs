@@ -40,10 +40,13 @@ struct Seen {
     per_path: Mutex<HashMap<String, usize>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// `/refuse` answers 422 while this is set.
+    refusing: std::sync::atomic::AtomicBool,
 }
 
 /// A receiver on 127.0.0.1: `/flaky` answers 500 twice, then 200; `/slow`
-/// takes 1.5 s; anything else 200.
+/// takes 1.5 s; `/refuse` answers 422 (with a body) while `refusing` is
+/// set; anything else 200.
 async fn receiver() -> (SocketAddr, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
@@ -70,9 +73,11 @@ async fn receiver() -> (SocketAddr, Arc<Seen>) {
                 });
                 s.in_flight.fetch_sub(1, Ordering::SeqCst);
                 if path == "/flaky" && n <= 2 {
-                    StatusCode::INTERNAL_SERVER_ERROR
+                    (StatusCode::INTERNAL_SERVER_ERROR, "")
+                } else if path == "/refuse" && s.refusing.load(Ordering::SeqCst) {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "unknown order")
                 } else {
-                    StatusCode::OK
+                    (StatusCode::OK, "")
                 }
             }
         },
@@ -799,4 +804,119 @@ async fn a_rotated_signing_secret_signs_beside_the_new_one_through_its_grace() {
     assert_eq!(header(&hit, "webhook-signature").split(' ').count(), 1);
     assert!(verifies(&hit, set.expose_secret()));
     assert!(!verifies(&hit, &old) && !verifies(&hit, &new));
+}
+
+/// A target that refuses (422) dead-letters the message at once; the
+/// operations routes list it (the attempt's status, class and excerpt,
+/// never the target's token), redrive it once it accepts (202, then
+/// delivered, a second redrive 409), and count by state. The maintenance
+/// pass keeps the log by `--delivery-log-days`: 30 by default, and with 0
+/// a server purges each message at its next pass.
+#[tokio::test]
+async fn a_dead_letter_is_listed_and_redriven_over_rest_and_the_log_is_kept_by_its_flag() {
+    let (raddr, seen) = receiver().await;
+    seen.refusing.store(true, Ordering::SeqCst);
+    let (srv, key) = server(&[
+        "--allow-http",
+        "--allow-net",
+        "127.0.0.1/32",
+        "--maintenance-interval-secs",
+        "1",
+    ]);
+    let mut c = Server { addr: srv.addr }.connect().await;
+    let (endpoint, _) = configure(
+        &mut c,
+        &key,
+        &[("refuse", format!("http://127.0.0.1:{}/refuse", raddr.port()))],
+    )
+    .await;
+    let lines = c.get("/v1/projects/demo/lines", Some(&key)).await;
+    let target = lines.json()["lines"][0]["targets"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = inbound(&mut c, &key, &endpoint, br#"{"order": 7}"#).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let message = a.json()["message_id"].as_str().unwrap().to_owned();
+    let dead_path = format!("/v1/projects/demo/targets/{target}/dead-letters");
+    let mut dead = json!(null);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        dead = c.get(&dead_path, Some(&key)).await.json();
+        if dead["dead_letters"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead["dead_letters"][0]["message"], message.as_str(), "{dead}");
+    assert_eq!(dead["dead_letters"][0]["last_status"], 422);
+    assert_eq!(dead["dead_letters"][0]["last_class"], "http_422");
+    let detail_path = format!("/v1/projects/demo/messages/{message}");
+    let detail = c.get(&detail_path, Some(&key)).await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.text());
+    let d = detail.json();
+    assert_eq!(d["message"]["size"], 12);
+    assert_eq!(d["attempts"][0]["status"], 422);
+    assert_eq!(d["attempts"][0]["result"], "dead");
+    assert_eq!(d["attempts"][0]["excerpt"], "unknown order");
+    assert!(!detail.text().contains("tok-refuse"), "the target's token");
+    let stats = c.get("/v1/projects/demo/deliveries/stats", Some(&key)).await;
+    assert_eq!(stats.json()["dead"], 1);
+
+    // The target accepts again: redrive.
+    seen.refusing.store(false, Ordering::SeqCst);
+    let redrive = format!("{dead_path}/{message}/redrive");
+    let r = c.post_json(&redrive, &key, json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    until("the redriven delivery", &srv, || seen.hits("/refuse").len() == 2).await;
+    let start = std::time::Instant::now();
+    loop {
+        let d = c.get(&detail_path, Some(&key)).await.json();
+        if d["deliveries"][0]["state"] == "delivered" {
+            assert_eq!(d["deliveries"][0]["attempts"], 2);
+            assert_eq!(d["attempts"][1]["status"], 200);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = c.post_json(&redrive, &key, json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    let all = c.post_json(&format!("{dead_path}/redrive"), &key, json!({})).await;
+    assert_eq!(all.json(), json!({"redriven": 0, "more": false}));
+    // Passes run every second here; 30 days keep the message.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let listed = c.get("/v1/projects/demo/messages", Some(&key)).await.json();
+    assert_eq!(listed["messages"][0]["id"], message.as_str(), "{listed}");
+    drop(srv);
+
+    // With 0 days, the next pass purges it.
+    let (srv, key) = server(&[
+        "--allow-http",
+        "--allow-net",
+        "127.0.0.1/32",
+        "--maintenance-interval-secs",
+        "1",
+        "--delivery-log-days",
+        "0",
+    ]);
+    let mut c = Server { addr: srv.addr }.connect().await;
+    let (endpoint, _) = configure(
+        &mut c,
+        &key,
+        &[("ok", format!("http://127.0.0.1:{}/ok", raddr.port()))],
+    )
+    .await;
+    let a = inbound(&mut c, &key, &endpoint, b"{}").await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let start = std::time::Instant::now();
+    loop {
+        let listed = c.get("/v1/projects/demo/messages", Some(&key)).await.json();
+        if listed["messages"] == json!([]) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(srv.logged("old messages purged from the delivery log"));
 }

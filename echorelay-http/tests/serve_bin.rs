@@ -438,3 +438,72 @@ async fn maintain_rotates_a_due_key_once_and_prints_the_report() {
     assert_eq!(due.successors().await, 1);
     due.drop_schema().await;
 }
+
+/// `maintain --delivery-log-days N` deletes the delivery log's messages
+/// older than N days (their deliveries with them) and says so; the
+/// default keeps 30 days.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn maintain_purges_the_delivery_log_by_its_days_flag() {
+    use echorelay::core::deliveries::{DeliveryRecord, DeliveryState, MessageRecord};
+    use echorelay::core::ids::{EndpointId, MessageId, ProjectId, TargetId};
+    use echorelay::core::ports::DeliveryLog;
+    let Some(due) = DueKey::new().await else {
+        return;
+    };
+    let project = ProjectId::random();
+    let now = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for age in [chrono::Duration::days(40), chrono::Duration::days(2), chrono::Duration::hours(1)] {
+        let m = MessageRecord {
+            id: MessageId::random(),
+            project,
+            endpoint: EndpointId::random(),
+            received_at: now - age,
+            content_type: None,
+            size: 1,
+        };
+        let d = DeliveryRecord {
+            message: m.id,
+            project,
+            target: TargetId::random(),
+            state: DeliveryState::Dead,
+            attempts: 0,
+            job: None,
+            updated_at: m.received_at,
+            next_attempt_at: None,
+            last_status: None,
+            last_class: None,
+        };
+        ids.push(m.id);
+        due.relay.store().record_message(m, vec![d]).await.unwrap();
+    }
+    let maintain = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("maintain")
+            .args(extra)
+            .envs(due.env())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let left = || async {
+        let mut n = Vec::new();
+        for id in &ids {
+            n.push(due.relay.store().message(project, *id).await.unwrap().is_some());
+        }
+        n
+    };
+    let text = maintain(&[]);
+    assert!(text.contains("delivery log: 1 messages older than 30 days removed"), "{text}");
+    assert_eq!(left().await, [false, true, true]);
+    let text = maintain(&["--delivery-log-days", "1"]);
+    assert!(text.contains("delivery log: 1 messages older than 1 days removed"), "{text}");
+    assert_eq!(left().await, [false, false, true]);
+    let text = maintain(&["--delivery-log-days", "0"]);
+    assert!(text.contains("delivery log: 1 messages older than 0 days removed"), "{text}");
+    assert_eq!(left().await, [false, false, false]);
+    due.drop_schema().await;
+}

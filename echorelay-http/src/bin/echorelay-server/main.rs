@@ -48,7 +48,13 @@ enum Command {
     /// whose rotation is due, destroy expired unrevealed successors, purge
     /// expired sessions and login challenges. Safe to run from many
     /// processes at once. Exits non-zero if any part failed.
-    Maintain,
+    Maintain {
+        /// Days the relay's delivery log keeps a message (its deliveries
+        /// and attempts with it); older ones are deleted. 0: every
+        /// message received before this pass.
+        #[arg(long, default_value_t = 30)]
+        delivery_log_days: u32,
+    },
     /// Apply pending Postgres migrations (DATABASE_URL, as the role that
     /// owns the tables), then exit.
     Migrate {
@@ -193,6 +199,11 @@ struct Serve {
     /// many processes on one database.
     #[arg(long, default_value_t = 300)]
     maintenance_interval_secs: u64,
+    /// Days the relay's delivery log keeps a message (its deliveries and
+    /// attempts with it); the maintenance pass deletes older ones. 0:
+    /// every message received before the pass.
+    #[arg(long, default_value_t = 30)]
+    delivery_log_days: u32,
     #[cfg(feature = "backup")]
     #[command(flatten)]
     backups: backup::ScheduleArgs,
@@ -226,7 +237,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(s) => serve(*s).await,
-        Command::Maintain => maintain().await,
+        Command::Maintain { delivery_log_days } => maintain(delivery_log_days).await,
         Command::Work(args) => work_command(args).await,
         Command::Migrate { grant_to } => migrate(grant_to.as_deref()).await,
         Command::Keygen => keygen(),
@@ -350,7 +361,11 @@ async fn serve(s: Serve) -> Outcome {
     );
     if s.maintenance_interval_secs > 0 {
         let every = Duration::from_secs(s.maintenance_interval_secs);
-        tokio::spawn(maintenance_schedule(relay.clone(), every));
+        tokio::spawn(maintenance_schedule(
+            relay.clone(),
+            every,
+            s.delivery_log_days,
+        ));
     }
     #[cfg(feature = "backup")]
     if let Some(task) = backups {
@@ -420,6 +435,7 @@ struct Maintenance {
     rotation: Result<RotationReport, Error>,
     purged: Result<usize, Error>,
     idempotency: Result<usize, echorelay::core::relay::RelayError>,
+    delivery_log: Result<usize, Error>,
 }
 
 impl Maintenance {
@@ -427,11 +443,15 @@ impl Maintenance {
     /// rotated only while it is still current; a purge deletes what has
     /// expired), so passes from many processes on one database at once
     /// make one successor per key and purge each row once.
-    async fn run(relay: &EchoRelay) -> Self {
+    async fn run(relay: &EchoRelay, log_days: u32) -> Self {
         Self {
             rotation: relay.keys().rotate_due().await,
             purged: relay.accounts().purge_expired().await,
             idempotency: relay.relay().purge_idempotency_keys().await,
+            delivery_log: relay
+                .operations()
+                .purge_log(chrono::Duration::days(i64::from(log_days)))
+                .await,
         }
     }
 
@@ -439,6 +459,7 @@ impl Maintenance {
         matches!(&self.rotation, Ok(r) if r.errors == 0)
             && self.purged.is_ok()
             && self.idempotency.is_ok()
+            && self.delivery_log.is_ok()
     }
 
     fn log(&self) {
@@ -463,24 +484,28 @@ impl Maintenance {
             Ok(n) => tracing::info!(purged = n, "maintenance: expired idempotency keys purged"),
             Err(e) => tracing::error!(error = %e, "maintenance: idempotency key purge failed"),
         }
+        match &self.delivery_log {
+            Ok(n) => tracing::info!(purged = n, "maintenance: old messages purged from the delivery log"),
+            Err(e) => tracing::error!(error = %e, "maintenance: delivery log purge failed"),
+        }
     }
 }
 
 /// Maintenance every `every`, the first pass at once (a restart catches
 /// up), for as long as the server runs. A pass that takes longer than
 /// `every` delays the next rather than overlapping it.
-async fn maintenance_schedule(relay: EchoRelay, every: Duration) {
+async fn maintenance_schedule(relay: EchoRelay, every: Duration, log_days: u32) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        Maintenance::run(&relay).await.log();
+        Maintenance::run(&relay, log_days).await.log();
     }
 }
 
-async fn maintain() -> Outcome {
+async fn maintain(delivery_log_days: u32) -> Outcome {
     let relay = EchoRelay::from_env().await?;
-    let pass = Maintenance::run(&relay).await;
+    let pass = Maintenance::run(&relay, delivery_log_days).await;
     match &pass.rotation {
         Ok(r) => println!(
             "rotation: {} rotated, {} lost races, {} reveals expired, {} errors",
@@ -495,6 +520,10 @@ async fn maintain() -> Outcome {
     match &pass.idempotency {
         Ok(n) => println!("idempotency keys: {n} expired removed"),
         Err(e) => println!("idempotency keys: failed: {e}"),
+    }
+    match &pass.delivery_log {
+        Ok(n) => println!("delivery log: {n} messages older than {delivery_log_days} days removed"),
+        Err(e) => println!("delivery log: failed: {e}"),
     }
     Ok(if pass.ok() {
         ExitCode::SUCCESS
