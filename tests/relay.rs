@@ -854,7 +854,14 @@ async fn operations_read_the_log_and_redrive_dead_letters_under_the_voter() {
     let accepted = w
         .relay
         .relay()
-        .accept(&w.key, w.endpoint, Some("text/plain"), None, b"hello".to_vec(), None)
+        .accept(
+            &w.key,
+            w.endpoint,
+            Some("text/plain"),
+            None,
+            b"hello".to_vec(),
+            None,
+        )
         .await
         .unwrap();
     let ops = w.relay.operations();
@@ -862,7 +869,12 @@ async fn operations_read_the_log_and_redrive_dead_letters_under_the_voter() {
     assert_eq!(detail.message.size, 5);
     assert_eq!(detail.message.content_type.as_deref(), Some("text/plain"));
     assert_eq!(detail.deliveries.len(), 2);
-    assert!(detail.deliveries.iter().all(|d| d.state == DeliveryState::Pending));
+    assert!(
+        detail
+            .deliveries
+            .iter()
+            .all(|d| d.state == DeliveryState::Pending)
+    );
 
     // Target 0 refuses with a long body, target 1 takes it.
     let (t0, t1) = (w.targets[0].0, w.targets[1].0);
@@ -897,7 +909,10 @@ async fn operations_read_the_log_and_redrive_dead_letters_under_the_voter() {
     assert_eq!(refused.status, Some(400));
     assert_eq!(refused.excerpt.as_ref().map(String::len), Some(MAX_EXCERPT));
     let text = format!("{detail:?}");
-    assert!(!text.contains("token-0") && !text.contains("hello"), "{text}");
+    assert!(
+        !text.contains("token-0") && !text.contains("hello"),
+        "{text}"
+    );
     assert_eq!(
         ops.counts(&read).await.unwrap(),
         echorelay::core::deliveries::DeliveryCounts {
@@ -908,7 +923,12 @@ async fn operations_read_the_log_and_redrive_dead_letters_under_the_voter() {
     );
     let dead = ops.dead_letters(&read, t0, None, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert!(ops.dead_letters(&read, t1, None, 10).await.unwrap().is_empty());
+    assert!(
+        ops.dead_letters(&read, t1, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
         ops.dead_letters(&read, t0, None, 0).await,
         Err(Error::InvalidInput(_))
@@ -991,13 +1011,32 @@ async fn redrive_all_takes_every_dead_letter_of_a_target() {
         .delivery(Scripted::answering((0..7).map(|_| status(410)).collect()));
     assert_eq!(worker.run_once(10).await.unwrap().len(), 7);
     let t = w.targets[0].0;
-    assert_eq!(w.relay.operations().dead_letters(&read, t, None, 500).await.unwrap().len(), 7);
+    assert_eq!(
+        w.relay
+            .operations()
+            .dead_letters(&read, t, None, 500)
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
     let all = w.relay.operations().redrive_all(&ingest, t).await.unwrap();
     assert_eq!((all.redriven, all.more), (7, false));
-    assert!(w.relay.operations().dead_letters(&read, t, None, 500).await.unwrap().is_empty());
+    assert!(
+        w.relay
+            .operations()
+            .dead_letters(&read, t, None, 500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let delivered = worker.run_once(10).await.unwrap();
     assert_eq!(delivered.len(), 7);
-    assert!(delivered.iter().all(|a| a.outcome == AttemptOutcome::Delivered));
+    assert!(
+        delivered
+            .iter()
+            .all(|a| a.outcome == AttemptOutcome::Delivered)
+    );
     let counts = w.relay.operations().counts(&read).await.unwrap();
     assert_eq!((counts.delivered, counts.dead), (7, 0));
 }

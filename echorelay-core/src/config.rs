@@ -1160,7 +1160,7 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
                 .push(RetiredSecret { secret, until });
         }
         t.retired_signing_secrets
-            .sort_by(|a, b| b.until.cmp(&a.until));
+            .sort_by_key(|r| std::cmp::Reverse(r.until));
         t.retired_signing_secrets
             .truncate(MAX_RETIRED_SIGNING_SECRETS);
         t.signing_secret = self.seal(t.project, t.id, fields::SIGNING_SECRET, &next)?;

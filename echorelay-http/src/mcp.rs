@@ -719,7 +719,18 @@ mod tests {
             unauthenticated()
         );
         assert_eq!(tool_error(echorelay::Error::Unavailable), unavailable());
-        assert_eq!(tool_error(echorelay::Error::InvalidInput("x")), internal());
+        assert_eq!(
+            tool_error(echorelay::Error::InvalidInput("x")),
+            invalid_params()
+        );
+        let missing = tool_error(echorelay::core::StoreError::NotFound { kind: "message" }.into());
+        assert_eq!(
+            missing.data,
+            Some(serde_json::json!({ "error": "not_found" }))
+        );
+        assert_eq!(missing.code, ErrorCode(-32002));
+        let vault = tool_error(echorelay::core::vault::VaultError::Decrypt.into());
+        assert_eq!(vault, internal());
     }
 }
 
@@ -733,7 +744,7 @@ mod tests {
     tag = "mcp",
     request_body(content = JsonRpcMessage, description = "A JSON-RPC 2.0 request or notification", content_type = "application/json"),
     responses(
-        (status = 200, description = "A JSON-RPC 2.0 answer (tool failures are JSON-RPC errors: -32001 unauthenticated, -32003 forbidden, -32004 unavailable)", body = serde_json::Value),
+        (status = 200, description = "A JSON-RPC 2.0 answer (tool failures are JSON-RPC errors: -32001 unauthenticated, -32002 not found, -32003 forbidden, -32004 unavailable, -32602 invalid arguments)", body = serde_json::Value),
         (status = 202, description = "A notification was accepted"),
         (status = 400, description = "Not a JSON-RPC request"),
         (status = 405, description = "Not POST (the endpoint is stateless: no GET stream, no DELETE)"),

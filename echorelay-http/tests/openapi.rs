@@ -35,6 +35,7 @@ async fn the_document_matches_the_routes(w: World) {
                 .replace("{target_id}", "tgt_00000000000000000000000000000000")
                 .replace("{endpoint_id}", "end_00000000000000000000000000000000")
                 .replace("{user_id}", "usr_00000000000000000000000000000000")
+                .replace("{message_id}", "msg_00000000000000000000000000000000")
                 .replace("{id}", "x");
             assert!(!concrete.contains('{'), "{concrete}");
             let a = c.send(m.clone(), &concrete, None, &[], None).await;

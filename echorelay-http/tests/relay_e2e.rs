@@ -827,7 +827,10 @@ async fn a_dead_letter_is_listed_and_redriven_over_rest_and_the_log_is_kept_by_i
     let (endpoint, _) = configure(
         &mut c,
         &key,
-        &[("refuse", format!("http://127.0.0.1:{}/refuse", raddr.port()))],
+        &[(
+            "refuse",
+            format!("http://127.0.0.1:{}/refuse", raddr.port()),
+        )],
     )
     .await;
     let lines = c.get("/v1/projects/demo/lines", Some(&key)).await;
@@ -843,12 +846,19 @@ async fn a_dead_letter_is_listed_and_redriven_over_rest_and_the_log_is_kept_by_i
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         dead = c.get(&dead_path, Some(&key)).await.json();
-        if dead["dead_letters"].as_array().is_some_and(|d| !d.is_empty()) {
+        if dead["dead_letters"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(dead["dead_letters"][0]["message"], message.as_str(), "{dead}");
+    assert_eq!(
+        dead["dead_letters"][0]["message"],
+        message.as_str(),
+        "{dead}"
+    );
     assert_eq!(dead["dead_letters"][0]["last_status"], 422);
     assert_eq!(dead["dead_letters"][0]["last_class"], "http_422");
     let detail_path = format!("/v1/projects/demo/messages/{message}");
@@ -860,7 +870,9 @@ async fn a_dead_letter_is_listed_and_redriven_over_rest_and_the_log_is_kept_by_i
     assert_eq!(d["attempts"][0]["result"], "dead");
     assert_eq!(d["attempts"][0]["excerpt"], "unknown order");
     assert!(!detail.text().contains("tok-refuse"), "the target's token");
-    let stats = c.get("/v1/projects/demo/deliveries/stats", Some(&key)).await;
+    let stats = c
+        .get("/v1/projects/demo/deliveries/stats", Some(&key))
+        .await;
     assert_eq!(stats.json()["dead"], 1);
 
     // The target accepts again: redrive.
@@ -868,7 +880,10 @@ async fn a_dead_letter_is_listed_and_redriven_over_rest_and_the_log_is_kept_by_i
     let redrive = format!("{dead_path}/{message}/redrive");
     let r = c.post_json(&redrive, &key, json!({})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
-    until("the redriven delivery", &srv, || seen.hits("/refuse").len() == 2).await;
+    until("the redriven delivery", &srv, || {
+        seen.hits("/refuse").len() == 2
+    })
+    .await;
     let start = std::time::Instant::now();
     loop {
         let d = c.get(&detail_path, Some(&key)).await.json();
@@ -882,7 +897,9 @@ async fn a_dead_letter_is_listed_and_redriven_over_rest_and_the_log_is_kept_by_i
     }
     let again = c.post_json(&redrive, &key, json!({})).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
-    let all = c.post_json(&format!("{dead_path}/redrive"), &key, json!({})).await;
+    let all = c
+        .post_json(&format!("{dead_path}/redrive"), &key, json!({}))
+        .await;
     assert_eq!(all.json(), json!({"redriven": 0, "more": false}));
     // Passes run every second here; 30 days keep the message.
     tokio::time::sleep(Duration::from_millis(2500)).await;

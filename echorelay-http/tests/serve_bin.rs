@@ -454,7 +454,11 @@ async fn maintain_purges_the_delivery_log_by_its_days_flag() {
     let project = ProjectId::random();
     let now = chrono::Utc::now();
     let mut ids = Vec::new();
-    for age in [chrono::Duration::days(40), chrono::Duration::days(2), chrono::Duration::hours(1)] {
+    for age in [
+        chrono::Duration::days(40),
+        chrono::Duration::days(2),
+        chrono::Duration::hours(1),
+    ] {
         let m = MessageRecord {
             id: MessageId::random(),
             project,
@@ -486,24 +490,44 @@ async fn maintain_purges_the_delivery_log_by_its_days_flag() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         text
     };
     let left = || async {
         let mut n = Vec::new();
         for id in &ids {
-            n.push(due.relay.store().message(project, *id).await.unwrap().is_some());
+            n.push(
+                due.relay
+                    .store()
+                    .message(project, *id)
+                    .await
+                    .unwrap()
+                    .is_some(),
+            );
         }
         n
     };
     let text = maintain(&[]);
-    assert!(text.contains("delivery log: 1 messages older than 30 days removed"), "{text}");
+    assert!(
+        text.contains("delivery log: 1 messages older than 30 days removed"),
+        "{text}"
+    );
     assert_eq!(left().await, [false, true, true]);
     let text = maintain(&["--delivery-log-days", "1"]);
-    assert!(text.contains("delivery log: 1 messages older than 1 days removed"), "{text}");
+    assert!(
+        text.contains("delivery log: 1 messages older than 1 days removed"),
+        "{text}"
+    );
     assert_eq!(left().await, [false, false, true]);
     let text = maintain(&["--delivery-log-days", "0"]);
-    assert!(text.contains("delivery log: 1 messages older than 0 days removed"), "{text}");
+    assert!(
+        text.contains("delivery log: 1 messages older than 0 days removed"),
+        "{text}"
+    );
     assert_eq!(left().await, [false, false, false]);
     due.drop_schema().await;
 }

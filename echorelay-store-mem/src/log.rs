@@ -219,7 +219,7 @@ impl DeliveryLog for MemStore {
             .get(&(project, message))
             .cloned()
             .unwrap_or_default();
-        v.sort_by(|a, b| (a.at, a.target, a.attempt).cmp(&(b.at, b.target, b.attempt)));
+        v.sort_by_key(|a| (a.at, a.target, a.attempt));
         let skip = v.len().saturating_sub(limit);
         Ok(v.split_off(skip))
     }

@@ -555,3 +555,51 @@ async fn a_retried_revoke_waits_for_the_caches_like_the_first() {
         "the retried revoke returned after {waited:?}, before the cache's lease ended"
     );
 }
+
+/// Issue 16 (12): serving needs both a connected listener and a valid
+/// local lease. A cache whose lease renewal is stalled (its instance row
+/// held by another transaction's lock, so the renewing `UPDATE` waits)
+/// stops serving when its local lease ends, although its listener stays
+/// connected the whole time; once the renewal goes through it serves
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_lease_renewal_stops_serving_though_the_listener_stays_connected() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let b = second(&db, &a, true).await;
+    until_serving(&b.store).await;
+    let cache = b.store.key_cache().unwrap();
+    let listener = || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(cache.listener_application_name())
+                .fetch_one(a.store.pool())
+                .await
+                .unwrap();
+        n
+    };
+    let mut stall = a.store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM key_cache_instances FOR UPDATE")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    // The local lease is 2 s less a 200 ms margin, renewed every 500 ms:
+    // 2.6 s after the last renewal could have begun it has ended.
+    tokio::time::sleep(StdDuration::from_millis(2_600)).await;
+    assert_eq!(listener().await, 1, "the listener is still connected");
+    let serving = cache.is_serving();
+    let flushes = cache.stats().flushes;
+    stall.rollback().await.unwrap();
+    assert!(
+        !serving,
+        "a cache served past its lease because its listener was up"
+    );
+    until_serving(&b.store).await;
+    assert_eq!(
+        cache.stats().flushes,
+        flushes,
+        "not a reconnect: the same listener"
+    );
+}

@@ -1108,7 +1108,7 @@ pub async fn rotated_signing_secrets_sign_through_their_grace<B: Backend>(h: Har
     moved.retired_signing_secrets[9].until += Duration::days(30);
     moved
         .retired_signing_secrets
-        .sort_by(|a, b| b.until.cmp(&a.until));
+        .sort_by_key(|r| std::cmp::Reverse(r.until));
     let audit = echorelay_core::audit::AuditDraft {
         project: Some(p.id),
         at: h.clock_now(),

@@ -227,7 +227,7 @@ pub async fn messages_page_newest_first_and_dead_letters_per_target<B: Backend>(
             .await
             .unwrap();
     }
-    ms.sort_by(|a, b| (b.received_at, b.id).cmp(&(a.received_at, a.id)));
+    ms.sort_by_key(|m| std::cmp::Reverse((m.received_at, m.id)));
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {

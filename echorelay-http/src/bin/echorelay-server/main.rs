@@ -46,7 +46,8 @@ enum Command {
     /// Run the scheduled maintenance once and print its report (for cron,
     /// when `serve --maintenance-interval-secs 0`): auto-rotate every key
     /// whose rotation is due, destroy expired unrevealed successors, purge
-    /// expired sessions and login challenges. Safe to run from many
+    /// expired sessions, login challenges and idempotency keys, delete the
+    /// delivery log's old messages. Safe to run from many
     /// processes at once. Exits non-zero if any part failed.
     Maintain {
         /// Days the relay's delivery log keeps a message (its deliveries
@@ -485,7 +486,10 @@ impl Maintenance {
             Err(e) => tracing::error!(error = %e, "maintenance: idempotency key purge failed"),
         }
         match &self.delivery_log {
-            Ok(n) => tracing::info!(purged = n, "maintenance: old messages purged from the delivery log"),
+            Ok(n) => tracing::info!(
+                purged = n,
+                "maintenance: old messages purged from the delivery log"
+            ),
             Err(e) => tracing::error!(error = %e, "maintenance: delivery log purge failed"),
         }
     }
