@@ -1101,6 +1101,21 @@ pub async fn rotated_signing_secrets_sign_through_their_grace<B: Backend>(h: Har
     let opened = h.config.delivery_secrets(&g, id).await.unwrap();
     assert_eq!(opened.retired_signing_secrets.len(), 10);
     assert_eq!(opened.signing_secrets_at(h.clock_now()).len(), 11);
+    // An export carries them and imports again with ten; with an eleventh
+    // (a copy, which opens) it is refused.
+    let export = h.config.export(&r).await.unwrap();
+    let tree = h.config.validate_import(&export).unwrap();
+    assert_eq!(tree.targets[0].retired_signing_secrets.len(), 10);
+    let mut doc: serde_json::Value = serde_json::from_str(&export).unwrap();
+    let retired = doc["tree"]["targets"][0]["retired_signing_secrets"]
+        .as_array_mut()
+        .unwrap();
+    let copy = retired[9].clone();
+    retired.push(copy);
+    assert!(matches!(
+        h.config.validate_import(&doc.to_string()),
+        Err(Error::Config(ConfigError::Tree(_)))
+    ));
 
     // A database writer who moves an end later gets a secret that does not
     // open: reads and deliveries fail rather than sign with it.
