@@ -1042,16 +1042,8 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             updated_at: now,
             version: 0,
         };
-        let view = self.view(&target)?;
-        let audit = self.draft(
-            grant,
-            ConfigEntity::Target,
-            ConfigOp::Create,
-            id.to_string(),
-            now,
-        );
-        self.store
-            .apply(ConfigChange::PutTarget(Write::Create, target), audit)
+        let view = self
+            .put_target(grant, Write::Create, ConfigOp::Create, target, now)
             .await?;
         Ok(CreatedTarget {
             view,
@@ -1095,16 +1087,24 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
         }
         let now = self.clock.now();
         t.updated_at = now;
+        self.put_target(grant, Write::Update, ConfigOp::Update, t, now)
+            .await
+    }
+
+    /// Masks `t` (which proves every ciphertext opens under its own
+    /// context), then writes it with its audit event; the masked view.
+    async fn put_target(
+        &self,
+        grant: &Grant<ConfigWrite>,
+        write: Write,
+        op: ConfigOp,
+        t: Target,
+        now: DateTime<Utc>,
+    ) -> Result<TargetView> {
         let view = self.view(&t)?;
-        let audit = self.draft(
-            grant,
-            ConfigEntity::Target,
-            ConfigOp::Update,
-            id.to_string(),
-            now,
-        );
+        let audit = self.draft(grant, ConfigEntity::Target, op, t.id.to_string(), now);
         self.store
-            .apply(ConfigChange::PutTarget(Write::Update, t), audit)
+            .apply(ConfigChange::PutTarget(write, t), audit)
             .await?;
         Ok(view)
     }
@@ -1165,16 +1165,8 @@ impl<S: ConfigStore + MembershipStore + AuditSink, V: SecretVault> ConfigService
             .truncate(MAX_RETIRED_SIGNING_SECRETS);
         t.signing_secret = self.seal(t.project, t.id, fields::SIGNING_SECRET, &next)?;
         t.updated_at = now;
-        let view = self.view(&t)?;
-        let audit = self.draft(
-            grant,
-            ConfigEntity::Target,
-            ConfigOp::Update,
-            id.to_string(),
-            now,
-        );
-        self.store
-            .apply(ConfigChange::PutTarget(Write::Update, t), audit)
+        let view = self
+            .put_target(grant, Write::Update, ConfigOp::Update, t, now)
             .await?;
         Ok(RotatedSigningSecret {
             view,

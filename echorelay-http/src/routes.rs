@@ -702,9 +702,9 @@ pub struct RotateSigningSecretBody {
     /// How long the current secret keeps signing beside the new one, in
     /// seconds (0 to 604800, 7 days; default 86400, 24 hours). 0 ends it
     /// at once.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::integer::optional")]
     #[schema(minimum = 0, maximum = 604800)]
-    pub grace_secs: Option<u32>,
+    pub grace_secs: Option<i64>,
     /// The new signing secret (as for a new target); generated
     /// (`whsec_…`) when left out.
     #[serde(default)]
@@ -744,9 +744,15 @@ pub async fn rotate_signing_secret(
 ) -> Result<Json<RotatedSigningSecretAnswer>, ApiError> {
     let id: TargetId = path_id(&id, "target")?;
     let rotation = SigningRotation {
-        grace: body
-            .grace_secs
-            .map_or(DEFAULT_SIGNING_GRACE, |s| Duration::seconds(i64::from(s))),
+        grace: match body.grace_secs {
+            None => DEFAULT_SIGNING_GRACE,
+            Some(s) => (0..=604_800)
+                .contains(&s)
+                .then(|| Duration::seconds(s))
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_field", "grace_secs is 0 to 604800")
+                })?,
+        },
         signing_secret: body.signing_secret,
     };
     let rotated = state
