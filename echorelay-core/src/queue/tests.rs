@@ -207,3 +207,25 @@ fn names_and_classes_debug_as_their_text() {
         "\"timeout\""
     );
 }
+
+#[test]
+fn enqueue_options_build_what_they_name() {
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let key = DedupKey::new("order-42").unwrap();
+    let o = EnqueueOptions::new()
+        .run_at(at)
+        .max_attempts(3)
+        .dedup_key(key.clone());
+    assert_eq!(
+        o,
+        EnqueueOptions {
+            run_at: RunAt::At(at),
+            max_attempts: Some(3),
+            dedup_key: Some(key),
+        }
+    );
+    let d = std::time::Duration::from_secs(90);
+    assert_eq!(EnqueueOptions::new().delay(d).run_at, RunAt::After(d));
+    assert_eq!(EnqueueOptions::new(), EnqueueOptions::default());
+    assert_eq!(EnqueueOptions::new().run_at, RunAt::Now);
+}
