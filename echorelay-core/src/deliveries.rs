@@ -525,3 +525,59 @@ impl<S: DeliveryLog, Q: Queue> OperationsService<S, Q> {
         Ok(RedriveAll { redriven, more })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_round_trip_and_unknown_ones_are_refused() {
+        for s in [
+            DeliveryState::Pending,
+            DeliveryState::Retrying,
+            DeliveryState::Delivered,
+            DeliveryState::Dead,
+        ] {
+            assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
+            let json = serde_json::to_value(s).unwrap();
+            assert_eq!(json, s.as_str(), "the stored name is the JSON name");
+        }
+        for r in [
+            AttemptResult::Delivered,
+            AttemptResult::Retrying,
+            AttemptResult::Dead,
+            AttemptResult::LeaseLost,
+        ] {
+            assert_eq!(AttemptResult::parse(r.as_str()), Some(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for bad in ["", "Pending", "dead ", "lost"] {
+            assert_eq!(DeliveryState::parse(bad), None);
+            assert_eq!(AttemptResult::parse(bad), None);
+        }
+        assert_eq!(AttemptResult::LeaseLost.state(), None);
+        assert_eq!(AttemptResult::Dead.state(), Some(DeliveryState::Dead));
+        assert_eq!(
+            AttemptResult::Retrying.state(),
+            Some(DeliveryState::Retrying)
+        );
+        assert_eq!(
+            AttemptResult::Delivered.state(),
+            Some(DeliveryState::Delivered)
+        );
+    }
+
+    #[test]
+    fn excerpts_are_capped_at_a_character_boundary() {
+        assert_eq!(excerpt_of(b""), None);
+        assert_eq!(excerpt_of(b"busy").as_deref(), Some("busy"));
+        let long = vec![b'a'; MAX_EXCERPT + 5];
+        assert_eq!(excerpt_of(&long).map(|e| e.len()), Some(MAX_EXCERPT));
+        // A two-byte character across the limit is left out whole.
+        let mut cut = vec![b'a'; MAX_EXCERPT - 1];
+        cut.extend_from_slice("é".as_bytes());
+        assert_eq!(excerpt_of(&cut), Some("a".repeat(MAX_EXCERPT - 1)));
+        // Invalid UTF-8 is replaced, never refused.
+        assert_eq!(excerpt_of(&[0xff, b'x']).as_deref(), Some("\u{fffd}x"));
+    }
+}
