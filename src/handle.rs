@@ -31,7 +31,7 @@ use echorelay_core::deliveries::OperationsService;
 use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, DeliveryLog, IdempotencyStore, KeyStore,
-    MembershipStore, SessionStore, SnapshotStore,
+    MembershipStore, SessionStore, SnapshotStore, ThrottleStore,
 };
 use echorelay_core::queue::{Queue, QueueConfig, QueueError, QueueName, QueueService};
 use echorelay_core::relay::{DeliveryService, RelayConfig, RelayService, Transport};
@@ -98,6 +98,7 @@ pub trait Store:
     + AuditSink
     + AccountStore
     + SessionStore
+    + ThrottleStore
     + SnapshotStore
     + IdempotencyStore
     + DeliveryLog
@@ -115,6 +116,7 @@ impl<T> Store for T where
         + AuditSink
         + AccountStore
         + SessionStore
+        + ThrottleStore
         + SnapshotStore
         + IdempotencyStore
         + DeliveryLog
@@ -194,6 +196,10 @@ pub enum SetupError {
     #[cfg(feature = "redis")]
     #[error("the Redis queue at REDIS_URL did not start: {0}")]
     Redis(#[source] QueueError),
+    /// The Redis session store at `REDIS_URL` did not start.
+    #[cfg(feature = "redis")]
+    #[error("the Redis session store at REDIS_URL did not start: {0}")]
+    RedisSessions(#[source] echorelay_store_redis::sessions::ConnectError),
     /// A variable has a value this crate does not understand.
     #[error("{var} is invalid: {reason}")]
     InvalidVar {
@@ -258,6 +264,8 @@ pub struct EchoRelay {
     #[cfg(feature = "backup")]
     slot_lock: echorelay_core::backup::schedule::SharedSlotLock,
     store_type: &'static str,
+    sessions_type: &'static str,
+    throttles_type: &'static str,
     queue_type: &'static str,
 }
 
@@ -265,6 +273,8 @@ impl fmt::Debug for EchoRelay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EchoRelay")
             .field("store", &self.store_type)
+            .field("sessions", &self.sessions_type)
+            .field("throttles", &self.throttles_type)
             .field("queue", &self.queue_type)
             .field("vault", &self.vault)
             .field("clock", &self.clock)
@@ -554,6 +564,19 @@ impl EchoRelay {
         self.store_type
     }
 
+    /// The Rust type of the backend holding sessions and login challenges
+    /// (for logs): the store's unless placed elsewhere, e.g.
+    /// `echorelay_store_redis::sessions::RedisSessions` with `REDIS_URL`.
+    pub fn sessions_type(&self) -> &'static str {
+        self.sessions_type
+    }
+
+    /// The Rust type of the backend holding the throttles' attempt
+    /// counters (for logs), as [`EchoRelay::sessions_type`].
+    pub fn throttles_type(&self) -> &'static str {
+        self.throttles_type
+    }
+
     /// The Rust type of the queue backend (for logs), e.g.
     /// `echorelay_store_mem::queue::MemQueue`.
     pub fn queue_type(&self) -> &'static str {
@@ -592,6 +615,11 @@ pub struct EchoRelayBuilder {
     queue_type: &'static str,
     queue_config: QueueConfig,
     relay_config: RelayConfig,
+    sessions: Option<(Arc<dyn SessionStore>, &'static str)>,
+    throttles: Option<(Arc<dyn ThrottleStore>, &'static str)>,
+    /// From `REDIS_URL`: given the account policy's TTLs at `build`.
+    #[cfg(feature = "redis")]
+    redis_sessions: Option<echorelay_store_redis::RedisSessions>,
 }
 
 impl Default for EchoRelayBuilder {
@@ -608,6 +636,10 @@ impl Default for EchoRelayBuilder {
             queue_type: std::any::type_name::<MemQueue>(),
             queue_config: QueueConfig::default(),
             relay_config: RelayConfig::default(),
+            sessions: None,
+            throttles: None,
+            #[cfg(feature = "redis")]
+            redis_sessions: None,
         }
     }
 }
@@ -617,6 +649,8 @@ impl fmt::Debug for EchoRelayBuilder {
         f.debug_struct("EchoRelayBuilder")
             .field("store", &self.store_type)
             .field("queue", &self.queue_type)
+            .field("sessions", &self.sessions.as_ref().map(|s| s.1))
+            .field("throttles", &self.throttles.as_ref().map(|t| t.1))
             .field("queue_config", &self.queue_config)
             .field("keyring", &self.keyring)
             .field("clock", &self.clock)
@@ -742,11 +776,22 @@ impl EchoRelayBuilder {
             None => builder,
             #[cfg(feature = "redis")]
             Some(url) => {
-                let queue = echorelay_store_redis::RedisQueue::connect(url.expose_secret().trim())
+                let url = url.expose_secret().trim();
+                let queue = echorelay_store_redis::RedisQueue::connect(url)
                     .await
                     .map_err(SetupError::Redis)?;
-                tracing::info!(prefix = queue.prefix(), "echorelay: Redis queue connected");
-                builder.queue(queue)
+                // Sessions, challenges and throttle counters too (S9,
+                // S15); their TTLs follow the account policy at `build`.
+                let sessions = echorelay_store_redis::RedisSessions::connect(url)
+                    .await
+                    .map_err(SetupError::RedisSessions)?;
+                tracing::info!(
+                    prefix = queue.prefix(),
+                    "echorelay: Redis connected: job queue, sessions, challenges, throttles"
+                );
+                let mut builder = builder.queue(queue);
+                builder.redis_sessions = Some(sessions);
+                builder
             }
             #[cfg(not(feature = "redis"))]
             Some(_) => {
@@ -814,6 +859,34 @@ impl EchoRelayBuilder {
         self
     }
 
+    /// Where sessions and login challenges live ([`SessionStore`]).
+    /// Default: the [`store`](EchoRelayBuilder::store). Every other port
+    /// stays there (see [`echorelay_core::ports::Composed`]).
+    ///
+    /// A TTL store keeps records for durations it is told: give a
+    /// `RedisSessions` the TTLs of the same account policy
+    /// (`SessionTtl::from_policy`), or it may end sessions early (never
+    /// late). [`EchoRelayBuilder::from_env`] does that for `REDIS_URL`.
+    pub fn sessions<S: SessionStore + 'static>(mut self, sessions: S) -> Self {
+        self.sessions = Some((Arc::new(sessions), std::any::type_name::<S>()));
+        #[cfg(feature = "redis")]
+        {
+            self.redis_sessions = None;
+        }
+        self
+    }
+
+    /// Where the throttles' attempt counters live ([`ThrottleStore`]).
+    /// Default: the [`store`](EchoRelayBuilder::store).
+    pub fn throttles<T: ThrottleStore + 'static>(mut self, throttles: T) -> Self {
+        self.throttles = Some((Arc::new(throttles), std::any::type_name::<T>()));
+        #[cfg(feature = "redis")]
+        {
+            self.redis_sessions = None;
+        }
+        self
+    }
+
     /// The job queue's backend. Default: a new [`MemQueue`] (jobs live as
     /// long as the process).
     pub fn queue<Q: Queue + 'static>(mut self, queue: Q) -> Self {
@@ -866,6 +939,29 @@ impl EchoRelayBuilder {
         let keyring_for_backups = Arc::new(keyring.clone());
         #[cfg(feature = "backup")]
         let slot_lock = slot_lock_of(&store);
+        let (mut sessions, mut throttles) = (self.sessions, self.throttles);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = self.redis_sessions {
+            let redis =
+                redis.with_ttl(echorelay_store_redis::SessionTtl::from_policy(&self.policy));
+            let name = std::any::type_name::<echorelay_store_redis::RedisSessions>();
+            sessions = Some((Arc::new(redis.clone()), name));
+            throttles = Some((Arc::new(redis), name));
+        }
+        let sessions_type = sessions.as_ref().map_or(self.store_type, |s| s.1);
+        let throttles_type = throttles.as_ref().map_or(self.store_type, |t| t.1);
+        if sessions.is_some() || throttles.is_some() {
+            let durable = store.clone();
+            let s: Arc<dyn SessionStore> = match sessions {
+                Some((s, _)) => s,
+                None => durable.clone(),
+            };
+            let t: Arc<dyn ThrottleStore> = match throttles {
+                Some((t, _)) => t,
+                None => durable.clone(),
+            };
+            store = Arc::new(echorelay_core::ports::Composed::new(durable, s, t));
+        }
         let vault: SharedVault = Arc::new(AesGcmVault::new(keyring));
         let clock = self.clock;
         let relay_queue = QueueService::with_config(
@@ -913,6 +1009,8 @@ impl EchoRelayBuilder {
             #[cfg(feature = "backup")]
             slot_lock,
             store_type: self.store_type,
+            sessions_type,
+            throttles_type,
             queue_type: self.queue_type,
         })
     }

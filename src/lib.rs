@@ -65,7 +65,7 @@ pub use echorelay_store_mem::{MemBackupTarget, MemQueue, MemStore};
 #[cfg(feature = "pg")]
 pub use echorelay_store_pg::PgStore;
 #[cfg(feature = "redis")]
-pub use echorelay_store_redis::RedisQueue;
+pub use echorelay_store_redis::{RedisQueue, RedisSessions};
 #[cfg(feature = "s3")]
 pub use echorelay_store_s3::S3Target;
 pub use handle::{

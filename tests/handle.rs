@@ -646,6 +646,136 @@ async fn redis_url_puts_the_queue_on_redis() {
     assert_eq!((stats.waiting, stats.in_flight, stats.dead), (0, 0, 0));
 }
 
+/// With `REDIS_URL` alone, Redis holds what it can: the queue, sessions,
+/// login challenges and throttle counters; the durable ports stay in
+/// memory. A login's challenge is found in Redis by a store of its own.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_url_alone_puts_sessions_and_throttles_on_redis() {
+    use echorelay::core::account::service::PasswordStep;
+    use echorelay::core::account::token::{Token, TokenKind};
+    use echorelay::core::ports::SessionStore;
+    let Some(redis) = echorelay::redis::test_redis().await else {
+        return;
+    };
+    let relay = EchoRelayBuilder::from_env_vars(vars(&[("REDIS_URL", redis.url())]))
+        .await
+        .unwrap()
+        .account_policy(cheap_policy())
+        .build()
+        .unwrap();
+    let redis_sessions = "echorelay_store_redis::sessions::RedisSessions";
+    assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
+    assert_eq!(relay.sessions_type(), redis_sessions);
+    assert_eq!(relay.throttles_type(), redis_sessions);
+    let email = format!("{}@example.com", &UserId::random().to_string()[4..16]);
+    let pw = || secrecy::SecretString::from("correct horse battery staple");
+    let ip = "192.0.2.7".parse().unwrap();
+    relay
+        .accounts()
+        .register(&email, pw(), Some(ip))
+        .await
+        .unwrap();
+    let PasswordStep::EnrollmentRequired(ch) = relay
+        .accounts()
+        .login_password(&email, pw(), ip, None)
+        .await
+        .unwrap()
+    else {
+        panic!("expected enrollment")
+    };
+    let hash = Token::hash_presented(TokenKind::Challenge, ch.token.expose_secret()).unwrap();
+    let direct = echorelay::redis::RedisSessions::connect(redis.url())
+        .await
+        .unwrap();
+    let found = direct
+        .challenge(&hash)
+        .await
+        .unwrap()
+        .expect("the challenge is in Redis");
+    assert!(
+        direct
+            .take_challenge(&found.token_hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// `DATABASE_URL` and `REDIS_URL` together: the durable ports on
+/// Postgres, sessions, challenges and throttles on Redis. A login leaves
+/// no challenge row in Postgres; its challenge is in Redis; the account
+/// is in Postgres.
+#[cfg(all(feature = "redis", feature = "pg"))]
+#[tokio::test]
+async fn postgres_and_redis_split_the_ports() {
+    use echorelay::core::account::service::PasswordStep;
+    use echorelay::core::account::token::{Token, TokenKind};
+    use echorelay::core::ports::{AccountStore, SessionStore};
+    let (Some(db), Some(redis)) = (
+        echorelay::pg::test_database().await,
+        echorelay::redis::test_redis().await,
+    ) else {
+        return;
+    };
+    let store = db.fresh_store().await.unwrap();
+    let (schema,) = sqlx_schema(&store).await;
+    let url = on_schema(db.url(), &schema);
+    let relay = EchoRelayBuilder::from_env_vars(vars(&[
+        ("DATABASE_URL", &url),
+        ("REDIS_URL", redis.url()),
+        ("SECRET_KEY", KEY_A),
+    ]))
+    .await
+    .unwrap()
+    .account_policy(cheap_policy())
+    .build()
+    .unwrap();
+    assert_eq!(relay.store_type(), "echorelay_store_pg::PgStore");
+    assert_eq!(
+        relay.sessions_type(),
+        "echorelay_store_redis::sessions::RedisSessions"
+    );
+    assert_eq!(relay.queue_type(), "echorelay_store_redis::RedisQueue");
+    let email = format!("{}@example.com", &UserId::random().to_string()[4..16]);
+    let pw = || secrecy::SecretString::from("correct horse battery staple");
+    let ip = "192.0.2.8".parse().unwrap();
+    let user = relay
+        .accounts()
+        .register(&email, pw(), Some(ip))
+        .await
+        .unwrap();
+    assert!(
+        store.account(user).await.unwrap().is_some(),
+        "the account is in Postgres"
+    );
+    let PasswordStep::EnrollmentRequired(ch) = relay
+        .accounts()
+        .login_password(&email, pw(), ip, None)
+        .await
+        .unwrap()
+    else {
+        panic!("expected enrollment")
+    };
+    let hash = Token::hash_presented(TokenKind::Challenge, ch.token.expose_secret()).unwrap();
+    assert!(
+        store.challenge(&hash).await.unwrap().is_none(),
+        "no challenge in Postgres"
+    );
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM challenges")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    let direct = echorelay::redis::RedisSessions::connect(redis.url())
+        .await
+        .unwrap();
+    assert!(
+        direct.take_challenge(&hash).await.unwrap().is_some(),
+        "the challenge is in Redis"
+    );
+}
+
 /// An unreachable `REDIS_URL` is a setup error that does not show the
 /// URL's password.
 #[cfg(feature = "redis")]

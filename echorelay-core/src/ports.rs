@@ -452,29 +452,6 @@ pub trait AccountStore: Send + Sync {
     /// In one step: removes the factor and the backup codes, revokes every
     /// trusted device and increments the credential epoch (a 2FA reset).
     async fn reset_second_factor(&self, user: UserId) -> StoreResult<()>;
-    /// Atomically: if fewer than `max` attempts are recorded for `scope`
-    /// strictly after `since`, records one at `at` and returns `true`;
-    /// otherwise `false`. Of racing callers, no more than `max` minus the
-    /// recorded count get `true`. Every checked attempt reserves first and
-    /// counts until [`AccountStore::clear_attempts`], so concurrent guesses
-    /// cannot pass the limit together. Older attempts may be dropped.
-    /// Counters survive across processes: they are state in the store.
-    async fn reserve_attempt(
-        &self,
-        scope: &AttemptScope,
-        at: DateTime<Utc>,
-        since: DateTime<Utc>,
-        max: u32,
-    ) -> StoreResult<bool>;
-    /// Recorded attempts of `scope` strictly after `since` (one at exactly
-    /// `since` is outside), in any order.
-    async fn attempts_since(
-        &self,
-        scope: &AttemptScope,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<DateTime<Utc>>>;
-    /// Forgets the recorded attempts of `scope` (after a success).
-    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()>;
     /// The account's unused backup codes.
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>>;
     /// Replaces the whole set of backup codes.
@@ -509,6 +486,38 @@ pub trait AccountStore: Send + Sync {
     /// nothing. Returns how many were removed (0 for a device of another
     /// account, which is left alone).
     async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize>;
+}
+
+/// Counts attempts at a throttled step (password logins, second-factor
+/// codes, step-up re-checks) per [`AttemptScope`]: short-lived counters, so
+/// a deployment may keep them apart from the accounts (Redis beside
+/// Postgres), shared by every process. The limits themselves are the
+/// service's ([`crate::account::AccountPolicy`]); a store only counts.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync {
+    /// Atomically: if fewer than `max` attempts are recorded for `scope`
+    /// strictly after `since`, records one at `at` and returns `true`;
+    /// otherwise `false`. Of racing callers, no more than `max` minus the
+    /// recorded count get `true`. Every checked attempt reserves first and
+    /// counts until [`ThrottleStore::clear_attempts`], so concurrent guesses
+    /// cannot pass the limit together. Older attempts may be dropped.
+    /// Counters survive across processes: they are state in the store.
+    async fn reserve_attempt(
+        &self,
+        scope: &AttemptScope,
+        at: DateTime<Utc>,
+        since: DateTime<Utc>,
+        max: u32,
+    ) -> StoreResult<bool>;
+    /// Recorded attempts of `scope` strictly after `since` (one at exactly
+    /// `since` is outside), in any order.
+    async fn attempts_since(
+        &self,
+        scope: &AttemptScope,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>>;
+    /// Forgets the recorded attempts of `scope` (after a success).
+    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()>;
 }
 
 /// Stores sessions and pending login challenges (token hashes only).
@@ -843,7 +852,72 @@ pub mod rules {
     }
 }
 
+/// Every port over up to three backends: sessions and login challenges in
+/// `S`, throttle counters in `T`, everything else (the durable state:
+/// keys, projects, members, accounts, credentials, the audit log, the
+/// delivery log, idempotency keys, snapshots) in `D`.
+///
+/// The expected deployment keeps `D` in Postgres and `S` and `T` in Redis
+/// (S9, S15): what is hot and short-lived beside what must last. Each
+/// method goes to exactly one part, so every contract above holds as long
+/// as each part keeps its own. `warm_up` warms `D` and `S` (the race
+/// checks race conditional writes of both).
+///
+/// ```
+/// use echorelay_core::ports::{AccountStore, Composed, SessionStore, ThrottleStore};
+/// // Sessions and throttles in `hot`, the rest in `durable`.
+/// fn split<D: AccountStore + SessionStore, H: SessionStore + ThrottleStore + Clone>(
+///     durable: D,
+///     hot: H,
+/// ) -> impl AccountStore + SessionStore + ThrottleStore {
+///     Composed::new(durable, hot.clone(), hot)
+/// }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Composed<D, S = D, T = S> {
+    durable: D,
+    sessions: S,
+    throttles: T,
+}
+
+impl<D, S, T> Composed<D, S, T> {
+    /// `durable` for everything but sessions (`sessions`) and throttle
+    /// counters (`throttles`).
+    pub fn new(durable: D, sessions: S, throttles: T) -> Self {
+        Self {
+            durable,
+            sessions,
+            throttles,
+        }
+    }
+
+    /// The backend of the durable ports.
+    pub fn durable(&self) -> &D {
+        &self.durable
+    }
+
+    /// The backend of [`SessionStore`].
+    pub fn sessions(&self) -> &S {
+        &self.sessions
+    }
+
+    /// The backend of [`ThrottleStore`].
+    pub fn throttles(&self) -> &T {
+        &self.throttles
+    }
+}
+
 macro_rules! forward {
+    ($tr:ident => $field:ident : $p:ident { $(async fn $m:ident(&self $(, $a:ident : $t:ty)*) -> $r:ty;)* }) => {
+        forward!($tr { $(async fn $m(&self $(, $a: $t)*) -> $r;)* });
+        #[async_trait]
+        impl<D: Send + Sync, S: Send + Sync, T: Send + Sync> $tr for Composed<D, S, T>
+        where
+            $p: $tr,
+        {
+            $(async fn $m(&self $(, $a: $t)*) -> $r { self.$field.$m($($a),*).await })*
+        }
+    };
     ($tr:ident { $(async fn $m:ident(&self $(, $a:ident : $t:ty)*) -> $r:ty;)* }) => {
         #[async_trait]
         impl<T: $tr + ?Sized> $tr for Arc<T> {
@@ -852,7 +926,7 @@ macro_rules! forward {
     };
 }
 
-forward!(KeyStore {
+forward!(KeyStore => durable: D {
     async fn insert_key(&self, key: KeyRecord, audit: AuditDraft) -> StoreResult<()>;
     async fn key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>>;
     async fn key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>>;
@@ -867,7 +941,7 @@ forward!(KeyStore {
     async fn take_pending_reveal(&self, id: KeyId, collector: Option<KeyId>, audit: AuditDraft) -> StoreResult<Option<PendingReveal>>;
 });
 
-forward!(ConfigStore {
+forward!(ConfigStore => durable: D {
     async fn create_project(&self, project: Project, owner: UserId, audit: AuditDraft) -> StoreResult<()>;
     async fn project_by_slug(&self, slug: &Slug) -> StoreResult<Option<Project>>;
     async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>>;
@@ -879,26 +953,26 @@ forward!(ConfigStore {
     async fn import_tree(&self, import: TreeImport, audit: AuditDraft) -> StoreResult<()>;
 });
 
-forward!(MembershipStore {
+forward!(MembershipStore => durable: D {
     async fn role_of(&self, user: UserId, project: ProjectId) -> StoreResult<Option<Role>>;
     async fn set_role(&self, project: ProjectId, user: UserId, role: Option<Role>, audit: AuditDraft) -> StoreResult<()>;
     async fn memberships_of(&self, user: UserId) -> StoreResult<Vec<(ProjectId, Role)>>;
     async fn members_page(&self, project: ProjectId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<(UserId, Role)>>;
 });
 
-forward!(AuditSink {
+forward!(AuditSink => durable: D {
     async fn append(&self, audit: AuditDraft) -> StoreResult<AuditEvent>;
     async fn reseal_head(&self, chain: Option<ProjectId>, head: ChainHead) -> StoreResult<bool>;
 });
 
-forward!(AuditLog {
+forward!(AuditLog => durable: D {
     async fn events(&self, chain: Option<ProjectId>, after: u64, limit: usize) -> StoreResult<Vec<AuditEvent>>;
     async fn head(&self, chain: Option<ProjectId>) -> StoreResult<Option<ChainHead>>;
     async fn sealed_head(&self, chain: Option<ProjectId>) -> StoreResult<Option<SealedHead>>;
     async fn events_for_user_page(&self, user: UserId, after: Option<UserEventCursor>, limit: usize) -> StoreResult<Vec<AuditEvent>>;
 });
 
-forward!(AccountStore {
+forward!(AccountStore => durable: D {
     async fn create_account(&self, account: AccountRecord) -> StoreResult<()>;
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>>;
     async fn account(&self, id: UserId) -> StoreResult<Option<AccountRecord>>;
@@ -911,9 +985,6 @@ forward!(AccountStore {
     async fn totp_page(&self, after: Option<UserId>, limit: usize) -> StoreResult<Vec<TotpRecord>>;
     async fn replace_totp_seed(&self, user: UserId, expected: &Ciphertext, new: Ciphertext) -> StoreResult<bool>;
     async fn reset_second_factor(&self, user: UserId) -> StoreResult<()>;
-    async fn reserve_attempt(&self, scope: &AttemptScope, at: DateTime<Utc>, since: DateTime<Utc>, max: u32) -> StoreResult<bool>;
-    async fn attempts_since(&self, scope: &AttemptScope, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
-    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()>;
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>>;
     async fn replace_backup_codes(&self, user: UserId, codes: Vec<BackupCodeRecord>) -> StoreResult<()>;
     async fn consume_backup_code(&self, user: UserId, code: &BackupCodeRecord) -> StoreResult<bool>;
@@ -922,6 +993,12 @@ forward!(AccountStore {
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
     async fn touch_device(&self, id: DeviceId, at: DateTime<Utc>) -> StoreResult<bool>;
     async fn revoke_devices(&self, user: UserId, which: Option<DeviceId>) -> StoreResult<usize>;
+});
+
+forward!(ThrottleStore => throttles: T {
+    async fn reserve_attempt(&self, scope: &AttemptScope, at: DateTime<Utc>, since: DateTime<Utc>, max: u32) -> StoreResult<bool>;
+    async fn attempts_since(&self, scope: &AttemptScope, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
+    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()>;
 });
 
 forward!(SessionStore {
@@ -940,11 +1017,68 @@ forward!(SessionStore {
     async fn warm_up(&self, callers: usize) -> StoreResult<()>;
 });
 
-forward!(SnapshotStore {
+#[async_trait]
+impl<D, S, T> SessionStore for Composed<D, S, T>
+where
+    D: SessionStore,
+    S: SessionStore,
+    T: Send + Sync,
+{
+    async fn insert_session(&self, session: SessionRecord) -> StoreResult<()> {
+        self.sessions.insert_session(session).await
+    }
+    async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
+        self.sessions.session_by_token(token_hash).await
+    }
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.sessions.touch_session(id, at).await
+    }
+    async fn mark_verified(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.sessions.mark_verified(id, at).await
+    }
+    async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()> {
+        self.sessions.replace_session(old, new).await
+    }
+    async fn delete_session(&self, id: SessionId) -> StoreResult<bool> {
+        self.sessions.delete_session(id).await
+    }
+    async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>> {
+        self.sessions.sessions_of(user).await
+    }
+    async fn delete_sessions_of(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+    ) -> StoreResult<usize> {
+        self.sessions.delete_sessions_of(user, keep).await
+    }
+    async fn insert_challenge(&self, challenge: ChallengeRecord) -> StoreResult<()> {
+        self.sessions.insert_challenge(challenge).await
+    }
+    async fn challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>> {
+        self.sessions.challenge(token_hash).await
+    }
+    async fn take_challenge(&self, token_hash: &[u8; 32]) -> StoreResult<Option<ChallengeRecord>> {
+        self.sessions.take_challenge(token_hash).await
+    }
+    async fn purge_expired(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        self.sessions.purge_expired(now, idle_cutoff).await
+    }
+    async fn warm_up(&self, callers: usize) -> StoreResult<()> {
+        self.durable.warm_up(callers).await?;
+        self.sessions.warm_up(callers).await
+    }
+}
+
+forward!(SnapshotStore => durable: D {
     async fn restore_snapshot(&self, data: SnapshotData) -> StoreResult<()>;
 });
 
-forward!(DeliveryLog {
+forward!(DeliveryLog => durable: D {
     async fn record_message(&self, message: MessageRecord, deliveries: Vec<DeliveryRecord>) -> StoreResult<()>;
     async fn delete_message(&self, project: ProjectId, id: MessageId) -> StoreResult<()>;
     async fn record_attempt(&self, attempt: AttemptRecord) -> StoreResult<()>;
@@ -959,7 +1093,7 @@ forward!(DeliveryLog {
     async fn purge_delivery_log(&self, before: DateTime<Utc>) -> StoreResult<usize>;
 });
 
-forward!(IdempotencyStore {
+forward!(IdempotencyStore => durable: D {
     async fn claim_idempotency_key(&self, project: ProjectId, key: &str, message: MessageId, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> StoreResult<Option<MessageId>>;
     async fn release_idempotency_key(&self, project: ProjectId, key: &str, message: MessageId) -> StoreResult<()>;
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<usize>;

@@ -42,7 +42,7 @@ use echorelay_core::ids::{
 use echorelay_core::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
-    SessionStore, SnapshotData, SnapshotStore, StoreResult, TreeImport, rules,
+    SessionStore, SnapshotData, SnapshotStore, StoreResult, ThrottleStore, TreeImport, rules,
 };
 use echorelay_core::vault::Ciphertext;
 
@@ -202,7 +202,7 @@ impl MemStore {
 pub enum Conditional {
     /// `AccountStore::advance_totp_step`.
     AdvanceTotpStep,
-    /// `AccountStore::reserve_attempt`.
+    /// `ThrottleStore::reserve_attempt`.
     ReserveAttempt,
     /// `AccountStore::consume_backup_code`.
     ConsumeBackupCode,
@@ -1255,49 +1255,6 @@ impl AccountStore for MemStore {
         Ok(())
     }
 
-    async fn reserve_attempt(
-        &self,
-        scope: &AttemptScope,
-        at: DateTime<Utc>,
-        since: DateTime<Utc>,
-        max: u32,
-    ) -> StoreResult<bool> {
-        let check = |s: &State| {
-            let recent = s
-                .attempts
-                .get(scope)
-                .map_or(0, |v| v.iter().filter(|t| **t > since).count());
-            Ok(recent < max as usize)
-        };
-        let apply = |s: &mut State, ok: bool| {
-            let attempts = s.attempts.entry(*scope).or_default();
-            attempts.retain(|t| *t > since);
-            if ok {
-                attempts.push(at);
-            }
-            ok
-        };
-        self.conditional(Conditional::ReserveAttempt, check, apply)
-            .await
-    }
-
-    async fn attempts_since(
-        &self,
-        scope: &AttemptScope,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<DateTime<Utc>>> {
-        let s = self.read()?;
-        Ok(s.attempts
-            .get(scope)
-            .map(|v| v.iter().filter(|t| **t > since).copied().collect())
-            .unwrap_or_default())
-    }
-
-    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()> {
-        self.write()?.attempts.remove(scope);
-        Ok(())
-    }
-
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>> {
         Ok(self
             .read()?
@@ -1408,6 +1365,52 @@ impl AccountStore for MemStore {
             s.remove_device(*id);
         }
         Ok(ids.len())
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for MemStore {
+    async fn reserve_attempt(
+        &self,
+        scope: &AttemptScope,
+        at: DateTime<Utc>,
+        since: DateTime<Utc>,
+        max: u32,
+    ) -> StoreResult<bool> {
+        let check = |s: &State| {
+            let recent = s
+                .attempts
+                .get(scope)
+                .map_or(0, |v| v.iter().filter(|t| **t > since).count());
+            Ok(recent < max as usize)
+        };
+        let apply = |s: &mut State, ok: bool| {
+            let attempts = s.attempts.entry(*scope).or_default();
+            attempts.retain(|t| *t > since);
+            if ok {
+                attempts.push(at);
+            }
+            ok
+        };
+        self.conditional(Conditional::ReserveAttempt, check, apply)
+            .await
+    }
+
+    async fn attempts_since(
+        &self,
+        scope: &AttemptScope,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>> {
+        let s = self.read()?;
+        Ok(s.attempts
+            .get(scope)
+            .map(|v| v.iter().filter(|t| **t > since).copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()> {
+        self.write()?.attempts.remove(scope);
+        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use echorelay_core::account::{
 };
 use echorelay_core::error::StoreError;
 use echorelay_core::ids::{DeviceId, UserId};
-use echorelay_core::ports::{AccountStore, StoreResult};
+use echorelay_core::ports::{AccountStore, StoreResult, ThrottleStore};
 use echorelay_core::vault::Ciphertext;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
@@ -397,68 +397,6 @@ impl AccountStore for PgStore {
         Ok(())
     }
 
-    async fn reserve_attempt(
-        &self,
-        scope: &AttemptScope,
-        at: DateTime<Utc>,
-        since: DateTime<Utc>,
-        max: u32,
-    ) -> StoreResult<bool> {
-        let key = scope.key();
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('echorelay.attempts:' || $1::text, 0))",
-        )
-        .bind(&key)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query("DELETE FROM attempts WHERE scope = $1 AND at <= $2")
-            .bind(&key)
-            .bind(since)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let inserted = sqlx::query(
-            "INSERT INTO attempts (scope, at) SELECT $1, $2 \
-             WHERE (SELECT count(*) FROM attempts WHERE scope = $1 AND at > $3) < $4",
-        )
-        .bind(&key)
-        .bind(at)
-        .bind(since)
-        .bind(i64::from(max))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(inserted.rows_affected() > 0)
-    }
-
-    async fn attempts_since(
-        &self,
-        scope: &AttemptScope,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<DateTime<Utc>>> {
-        let rows = sqlx::query("SELECT scope, at FROM attempts WHERE scope = $1 AND at > $2")
-            .bind(scope.key())
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|row| Reader::new(row, "attempts", "scope").time("at"))
-            .collect()
-    }
-
-    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()> {
-        sqlx::query("DELETE FROM attempts WHERE scope = $1")
-            .bind(scope.key())
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
     async fn backup_codes(&self, user: UserId) -> StoreResult<Vec<BackupCodeRecord>> {
         let rows = sqlx::query(
             "SELECT user_id, idx::text AS idx, salt, hash FROM backup_codes \
@@ -590,6 +528,71 @@ impl AccountStore for PgStore {
         .await
         .map_err(backend)?;
         Ok(count_of(done.rows_affected()))
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for PgStore {
+    async fn reserve_attempt(
+        &self,
+        scope: &AttemptScope,
+        at: DateTime<Utc>,
+        since: DateTime<Utc>,
+        max: u32,
+    ) -> StoreResult<bool> {
+        let key = scope.key();
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('echorelay.attempts:' || $1::text, 0))",
+        )
+        .bind(&key)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query("DELETE FROM attempts WHERE scope = $1 AND at <= $2")
+            .bind(&key)
+            .bind(since)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let inserted = sqlx::query(
+            "INSERT INTO attempts (scope, at) SELECT $1, $2 \
+             WHERE (SELECT count(*) FROM attempts WHERE scope = $1 AND at > $3) < $4",
+        )
+        .bind(&key)
+        .bind(at)
+        .bind(since)
+        .bind(i64::from(max))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(inserted.rows_affected() > 0)
+    }
+
+    async fn attempts_since(
+        &self,
+        scope: &AttemptScope,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>> {
+        let rows = sqlx::query("SELECT scope, at FROM attempts WHERE scope = $1 AND at > $2")
+            .bind(scope.key())
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| Reader::new(row, "attempts", "scope").time("at"))
+            .collect()
+    }
+
+    async fn clear_attempts(&self, scope: &AttemptScope) -> StoreResult<()> {
+        sqlx::query("DELETE FROM attempts WHERE scope = $1")
+            .bind(scope.key())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }
 

@@ -116,6 +116,8 @@
 
 mod reply;
 mod scripts;
+mod session_scripts;
+pub mod sessions;
 mod testing;
 mod wake;
 
@@ -133,6 +135,7 @@ use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use redis;
+pub use sessions::{RedisSessions, SessionTtl};
 pub use testing::{TestRedis, test_redis};
 
 use reply::{
@@ -213,6 +216,36 @@ fn valid_prefix(prefix: &str) -> bool {
         && prefix
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+/// Why [`open`] failed.
+pub(crate) enum Open {
+    /// The prefix is not a valid hash tag.
+    Prefix,
+    /// The URL does not parse.
+    Url,
+    /// The server could not be reached.
+    Redis(redis::RedisError),
+}
+
+/// A client and its reconnecting connection for `options` (after checking
+/// the prefix): shared by the queue and the session store.
+pub(crate) async fn open(
+    options: &RedisOptions,
+) -> Result<(redis::Client, ConnectionManager), Open> {
+    if !valid_prefix(&options.prefix) {
+        return Err(Open::Prefix);
+    }
+    let client = redis::Client::open(options.url.as_str()).map_err(|_| Open::Url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(options.response_timeout))
+        .set_connection_timeout(Some(options.connection_timeout))
+        .set_number_of_retries(4)
+        .set_max_delay(Duration::from_secs(2));
+    let conn = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(Open::Redis)?;
+    Ok((client, conn))
 }
 
 /// The names of one prefix's keys.
@@ -300,19 +333,11 @@ impl RedisQueue {
     /// `InvalidArgument` for a URL that does not parse or a malformed
     /// prefix; `Unavailable` when the server cannot be reached.
     pub async fn connect_with(options: RedisOptions) -> Result<Self, QueueError> {
-        if !valid_prefix(&options.prefix) {
-            return Err(QueueError::InvalidArgument("redis key prefix"));
-        }
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|_| QueueError::InvalidArgument("redis url"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.connection_timeout))
-            .set_number_of_retries(4)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(backend)?;
+        let (client, conn) = open(&options).await.map_err(|e| match e {
+            Open::Prefix => QueueError::InvalidArgument("redis key prefix"),
+            Open::Url => QueueError::InvalidArgument("redis url"),
+            Open::Redis(e) => backend(e),
+        })?;
         let keys = Keys::new(&options.prefix);
         let wake = wake::Wakeups::new(client, keys.channel.clone(), options.connection_timeout);
         Ok(Self {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use echorelay_core::queue::QueueError;
 use rand::RngCore;
 
-use crate::{RedisOptions, RedisQueue, redact_url};
+use crate::{RedisOptions, RedisQueue, RedisSessions, SessionTtl, redact_url};
 
 /// A Redis server the tests may use.
 #[derive(Clone)]
@@ -99,6 +99,47 @@ impl TestRedis {
         &self,
         f: impl FnOnce(RedisOptions) -> RedisOptions,
     ) -> Result<RedisQueue, QueueError> {
+        let (prefix, guard) = self.new_prefix();
+        let mut queue =
+            RedisQueue::connect_with(f(RedisOptions::new(&self.url)).prefix(&prefix)).await?;
+        queue._cleanup = Some(guard);
+        Ok(queue)
+    }
+
+    /// A session store on a new random prefix with the TTLs of the
+    /// testkit's policy, cleaned up like [`TestRedis::fresh_queue`]'s.
+    ///
+    /// # Panics
+    /// When the store cannot connect (a test failure).
+    pub async fn fresh_sessions(&self) -> RedisSessions {
+        let (prefix, guard) = self.new_prefix();
+        let mut s = RedisSessions::connect_with(
+            RedisOptions::new(&self.url).prefix(&prefix),
+            SessionTtl::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connecting the session store: {e}"));
+        s._cleanup = Some(guard);
+        s
+    }
+
+    /// Another session store on the same prefix as `sessions`, with a
+    /// connection of its own: a second process.
+    ///
+    /// # Panics
+    /// When the store cannot connect (a test failure).
+    pub async fn another_sessions(&self, sessions: &RedisSessions) -> RedisSessions {
+        let mut other = RedisSessions::connect_with(
+            RedisOptions::new(&self.url).prefix(sessions.prefix()),
+            sessions.ttl(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connecting the session store: {e}"));
+        other._cleanup = sessions._cleanup.clone();
+        other
+    }
+
+    fn new_prefix(&self) -> (String, Arc<PrefixGuard>) {
         let mut b = [0u8; 8];
         rand::rngs::OsRng.fill_bytes(&mut b);
         let prefix = format!("er-test-{}", hex::encode(b));
@@ -106,10 +147,7 @@ impl TestRedis {
             url: self.url.clone(),
             prefix: prefix.clone(),
         });
-        let mut queue =
-            RedisQueue::connect_with(f(RedisOptions::new(&self.url)).prefix(&prefix)).await?;
-        queue._cleanup = Some(guard);
-        Ok(queue)
+        (prefix, guard)
     }
 
     /// Another queue on the same prefix as `queue`, with a connection of

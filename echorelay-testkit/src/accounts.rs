@@ -587,6 +587,108 @@ pub async fn take_challenge_gives_one_caller_the_challenge_under_races<B: Backen
     }
 }
 
+/// [`ThrottleStore::reserve_attempt`](echorelay_core::ports::ThrottleStore::reserve_attempt)
+/// raced directly: in each of [`PORT_ROUNDS`] rounds, on a fresh scope
+/// holding `round` attempts already, [`PORT_RACERS`] callers reserve
+/// against a limit of `round + 2`; exactly two win, and the scope then
+/// holds the limit.
+pub async fn reserve_attempt_respects_the_limit_under_races<B: Backend>(h: Harness<B>) {
+    for round in 0..PORT_ROUNDS {
+        let scope = AttemptScope::SecondFactor(UserId::random());
+        let now = h.clock.now();
+        let since = now - Duration::minutes(15);
+        let prior = u32::try_from(round).unwrap();
+        for i in 0..prior {
+            let at = now - Duration::seconds(i64::from(i) + 1);
+            assert!(
+                h.store
+                    .reserve_attempt(&scope, at, since, prior)
+                    .await
+                    .unwrap()
+            );
+        }
+        let max = prior + 2;
+        let calls: Vec<_> = (0..PORT_RACERS)
+            .map(|_| {
+                let (store, scope) = (h.store.clone(), scope);
+                async move {
+                    store
+                        .reserve_attempt(&scope, now, since, max)
+                        .await
+                        .unwrap()
+                }
+            })
+            .collect();
+        let wins = wins_of(h.race(calls).await);
+        assert_eq!(
+            wins, 2,
+            "accounts: round {round}: {wins} racing reservations passed a limit with room for 2"
+        );
+        assert_eq!(
+            h.store.attempts_since(&scope, since).await.unwrap().len(),
+            max as usize,
+            "accounts: round {round}: racing reservations recorded past the limit"
+        );
+    }
+}
+
+/// [`SessionStore::replace_session`](echorelay_core::ports::SessionStore::replace_session)
+/// raced directly: in each of [`PORT_ROUNDS`] rounds [`PORT_RACERS`]
+/// callers replace the same session, each by a new one of its own;
+/// exactly one succeeds (the others get `NotFound`), and the account is
+/// left with the old session gone and one new one.
+pub async fn replace_session_wins_once_under_races<B: Backend>(h: Harness<B>) {
+    let email = format!("{}@example.com", &UserId::random().to_string()[4..14]);
+    let user = h
+        .accounts
+        .register(&email, pw(PASSWORD), Some(v4()))
+        .await
+        .unwrap();
+    let now = h.clock.now();
+    let fresh = || SessionRecord {
+        id: SessionId::random(),
+        token_hash: Token::generate(TokenKind::Session).hash(),
+        user,
+        created_at: now,
+        last_seen_at: now,
+        verified_at: now,
+        expires_at: now + Duration::hours(1),
+        ip_family: IpFamily::V4,
+        epoch: 0,
+    };
+    for round in 0..PORT_ROUNDS {
+        let old = fresh();
+        h.store.insert_session(old.clone()).await.unwrap();
+        let calls: Vec<_> = (0..PORT_RACERS)
+            .map(|_| {
+                let (store, new) = (h.store.clone(), fresh());
+                async move { store.replace_session(old.id, new).await.is_ok() }
+            })
+            .collect();
+        let wins = wins_of(h.race(calls).await);
+        assert_eq!(
+            wins, 1,
+            "accounts: round {round}: one session was replaced {wins} times by racing callers"
+        );
+        let left = h.store.sessions_of(user).await.unwrap();
+        assert_eq!(
+            left.len(),
+            1,
+            "accounts: round {round}: racing replacements left {} sessions",
+            left.len()
+        );
+        assert_ne!(left[0].id, old.id);
+        assert!(
+            h.store
+                .session_by_token(&old.token_hash)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(h.store.delete_session(left[0].id).await.unwrap());
+    }
+}
+
 /// [`AccountStore::consume_backup_code`](echorelay_core::ports::AccountStore::consume_backup_code)
 /// raced directly: in each of [`PORT_ROUNDS`] rounds [`PORT_RACERS`]
 /// callers consume the same, not yet used code; exactly one succeeds, and

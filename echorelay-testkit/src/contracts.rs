@@ -899,11 +899,11 @@ pub async fn backup_codes_match_on_index_and_hash<B: Backend>(h: Harness<B>) {
 }
 
 /// Attempt windows are half-open, `(since, …]`: an attempt at exactly
-/// `since` is outside ([`AccountStore::reserve_attempt`],
-/// [`AccountStore::attempts_since`], "Time boundaries").
+/// `since` is outside ([`ThrottleStore::reserve_attempt`],
+/// [`ThrottleStore::attempts_since`], "Time boundaries").
 ///
-/// [`AccountStore::reserve_attempt`]: echorelay_core::ports::AccountStore::reserve_attempt
-/// [`AccountStore::attempts_since`]: echorelay_core::ports::AccountStore::attempts_since
+/// [`ThrottleStore::reserve_attempt`]: echorelay_core::ports::ThrottleStore::reserve_attempt
+/// [`ThrottleStore::attempts_since`]: echorelay_core::ports::ThrottleStore::attempts_since
 pub async fn attempt_windows_are_half_open<B: Backend>(h: Harness<B>) {
     let user = account(&h, &random_email()).await;
     let scope = AttemptScope::SecondFactor(user);

@@ -65,7 +65,7 @@ use echorelay_core::ids::UserId;
 use echorelay_core::keys::KeyService;
 use echorelay_core::ports::{
     AccountStore, AuditLog, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
-    SessionStore, SnapshotStore,
+    SessionStore, SnapshotStore, ThrottleStore,
 };
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey};
 
@@ -91,6 +91,7 @@ pub trait Backend:
     + AuditSink
     + AccountStore
     + SessionStore
+    + ThrottleStore
     + SnapshotStore
     + IdempotencyStore
     + echorelay_core::ports::DeliveryLog
@@ -108,6 +109,7 @@ impl<T> Backend for T where
         + AuditSink
         + AccountStore
         + SessionStore
+        + ThrottleStore
         + SnapshotStore
         + IdempotencyStore
         + echorelay_core::ports::DeliveryLog
@@ -303,6 +305,8 @@ macro_rules! conformance_tests {
             accounts::advance_totp_step_wins_once_under_races,
             accounts::take_challenge_gives_one_caller_the_challenge_under_races,
             accounts::consume_backup_code_succeeds_once_under_races,
+            accounts::reserve_attempt_respects_the_limit_under_races,
+            accounts::replace_session_wins_once_under_races,
             accounts::trusted_devices_are_capped_fixed_and_skip_only_totp,
             accounts::devices_are_revoked_by_request_password_change_and_reset,
             accounts::sessions_expire_and_are_pinned_to_the_ip_family,

@@ -68,7 +68,7 @@ impl IpFamily {
     }
 }
 
-/// What an attempt throttle counts ([`crate::ports::AccountStore::reserve_attempt`]).
+/// What an attempt throttle counts ([`crate::ports::ThrottleStore::reserve_attempt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum AttemptScope {

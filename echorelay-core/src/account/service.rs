@@ -41,7 +41,7 @@ use crate::audit::{Actor, AuditDraft, EventKind};
 use crate::clock::Clock;
 use crate::error::{Error, Result, StoreError};
 use crate::ids::{DeviceId, SessionId, UserId};
-use crate::ports::{AccountStore, AuditSink, SessionStore};
+use crate::ports::{AccountStore, AuditSink, SessionStore, ThrottleStore};
 use crate::vault::{SecretContext, SecretVault};
 
 pub(crate) const SEED_PROJECT: &str = "accounts";
@@ -251,13 +251,16 @@ pub fn normalize_email(input: &str) -> Result<String> {
 /// Its three ports may live in different backends (the expected deployment
 /// keeps accounts and the audit log in Postgres and sessions in Redis):
 /// `A` stores accounts and credentials, `S` sessions and login challenges,
-/// `L` the audit log. With one backend for all three, `S` and `L` default
-/// to `A` and [`AccountService::new`] takes it once.
+/// `L` the audit log, `T` the throttles' attempt counters. With one
+/// backend for all four, `S`, `L` and `T` default to `A` and
+/// [`AccountService::new`] takes it once. (A [`Composed`](crate::ports::Composed)
+/// store is the other way to split them: one value, every port.)
 #[derive(Debug, Clone)]
-pub struct AccountService<A, V, S = A, L = A> {
+pub struct AccountService<A, V, S = A, L = A, T = A> {
     accounts: A,
     sessions: S,
     audit: L,
+    throttles: T,
     vault: V,
     clock: Arc<dyn Clock>,
     policy: AccountPolicy,
@@ -265,7 +268,7 @@ pub struct AccountService<A, V, S = A, L = A> {
 
 impl<A, V> AccountService<A, V>
 where
-    A: AccountStore + SessionStore + AuditSink + Clone,
+    A: AccountStore + SessionStore + ThrottleStore + AuditSink + Clone,
     V: SecretVault,
 {
     /// A service whose accounts, sessions and audit log all live in
@@ -274,20 +277,29 @@ where
     /// # Errors
     /// As [`AccountService::from_parts`].
     pub fn new(store: A, vault: V, clock: Arc<dyn Clock>, policy: AccountPolicy) -> Result<Self> {
-        Self::from_parts(store.clone(), store.clone(), store, vault, clock, policy)
+        Self::from_parts(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store,
+            vault,
+            clock,
+            policy,
+        )
     }
 }
 
-impl<A, V, S, L> AccountService<A, V, S, L>
+impl<A, V, S, L, T> AccountService<A, V, S, L, T>
 where
     A: AccountStore,
     S: SessionStore,
     L: AuditSink,
+    T: ThrottleStore,
     V: SecretVault,
 {
     /// A service over separate ports: accounts and credentials in
-    /// `accounts`, sessions and challenges in `sessions`, account events in
-    /// `audit`.
+    /// `accounts`, sessions and challenges in `sessions`, attempt counters
+    /// in `throttles`, account events in `audit`.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for invalid TOTP parameters, a device or
@@ -296,6 +308,7 @@ where
     pub fn from_parts(
         accounts: A,
         sessions: S,
+        throttles: T,
         audit: L,
         vault: V,
         clock: Arc<dyn Clock>,
@@ -336,6 +349,7 @@ where
             accounts,
             sessions,
             audit,
+            throttles,
             vault,
             clock,
             policy,
@@ -409,7 +423,7 @@ where
         let now = self.now();
         let since = now - self.policy.failure_window;
         Ok(self
-            .accounts
+            .throttles
             .reserve_attempt(scope, now, since, max)
             .await?)
     }
@@ -447,7 +461,7 @@ where
     async fn reserve_backoff(&self, scope: &AttemptScope) -> Result<bool> {
         let now = self.now();
         let since = now - self.policy.failure_window;
-        let recorded = self.accounts.attempts_since(scope, since).await?;
+        let recorded = self.throttles.attempts_since(scope, since).await?;
         if let Some(last) = recorded.iter().max()
             && now < *last + self.backoff_after(recorded.len())
         {
@@ -458,7 +472,7 @@ where
             .saturating_add(1)
             .min(self.policy.max_password_failures);
         Ok(self
-            .accounts
+            .throttles
             .reserve_attempt(scope, now, since, max)
             .await?)
     }
@@ -593,7 +607,7 @@ where
             Some(d) => AttemptScope::DevicePassword(d.id),
             None => AttemptScope::Password(user),
         };
-        self.accounts.clear_attempts(&used).await?;
+        self.throttles.clear_attempts(&used).await?;
         if password::needs_rehash(&account.password_hash, self.policy.password) {
             // Compare-and-swap: a password change that landed meanwhile wins.
             match password::hash_password_async(
@@ -740,7 +754,7 @@ where
     pub async fn second_factor_locked_until(&self, user: UserId) -> Result<Option<DateTime<Utc>>> {
         let since = self.now() - self.policy.failure_window;
         let mut attempts = self
-            .accounts
+            .throttles
             .attempts_since(&AttemptScope::SecondFactor(user), since)
             .await?;
         let max = self.policy.max_second_factor_failures as usize;
@@ -808,7 +822,7 @@ where
                 true
             }
         };
-        self.accounts
+        self.throttles
             .clear_attempts(&AttemptScope::SecondFactor(user))
             .await?;
         if used_backup {
@@ -1033,7 +1047,7 @@ where
             }
             Err(e) => return Err(e.into()),
         }
-        self.accounts
+        self.throttles
             .clear_attempts(&AttemptScope::SecondFactor(user))
             .await?;
         self.audit(
@@ -1276,7 +1290,7 @@ where
         {
             return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
         }
-        self.accounts.clear_attempts(&scope).await?;
+        self.throttles.clear_attempts(&scope).await?;
         self.policy
             .password
             .check_new_password(new.expose_secret(), &[&account.email, self.policy.issuer])?;
@@ -1490,7 +1504,7 @@ where
                 {
                     return Err(self.fail(Some(user), ip, LoginFailure::BadPassword).await);
                 }
-                self.accounts.clear_attempts(&scope).await?;
+                self.throttles.clear_attempts(&scope).await?;
             }
             StepUp::Totp(code) => {
                 self.reserve_attempt(user, ip).await?;
@@ -1501,7 +1515,7 @@ where
                 if !self.accounts.advance_totp_step(user, step).await? {
                     return Err(self.fail(Some(user), ip, LoginFailure::ReplayedCode).await);
                 }
-                self.accounts
+                self.throttles
                     .clear_attempts(&AttemptScope::SecondFactor(user))
                     .await?;
             }
