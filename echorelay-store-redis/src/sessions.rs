@@ -717,3 +717,108 @@ impl ThrottleStore for RedisSessions {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn session_fields() -> Vec<(&'static str, String)> {
+        let id = "00".repeat(16);
+        vec![
+            ("i", id.clone()),
+            ("t", "ab".repeat(32)),
+            ("u", id),
+            ("c", "1767225600000000".into()),
+            ("l", "1767225600000001".into()),
+            ("v", "1767225600000002".into()),
+            ("x", "1767229200000000".into()),
+            ("f", "v6".into()),
+            ("e", "3".into()),
+        ]
+    }
+
+    fn as_array(f: &[(&str, String)]) -> Value {
+        Value::Array(f.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect())
+    }
+
+    #[test]
+    fn a_stored_session_reads_back_from_either_protocol() {
+        let f = session_fields();
+        let s = session_of(as_array(&f)).unwrap().unwrap();
+        assert_eq!(s.ip_family, IpFamily::V6);
+        assert_eq!(s.epoch, 3);
+        assert_eq!(s.token_hash, [0xab; 32]);
+        assert_eq!(s.last_seen_at.timestamp_micros(), 1_767_225_600_000_001);
+        let map = Value::Map(f.iter().map(|(k, v)| (bulk(k), bulk(v))).collect());
+        assert_eq!(session_of(map).unwrap().unwrap(), s);
+        assert_eq!(session_of(Value::Array(vec![])).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_records_are_corrupt_never_a_session() {
+        let bad = |field: &str, value: &str| {
+            let mut f = session_fields();
+            match f.iter_mut().find(|(k, _)| *k == field) {
+                Some(slot) => slot.1 = value.to_owned(),
+                None => f.push((
+                    Box::leak(field.to_owned().into_boxed_str()),
+                    value.to_owned(),
+                )),
+            }
+            session_of(as_array(&f))
+        };
+        for (field, value) in [
+            ("i", "zz"),
+            ("i", &"AB".repeat(16)),
+            ("t", "ab"),
+            ("u", ""),
+            ("c", "soon"),
+            ("x", "99999999999999999999"),
+            ("f", "v5"),
+            ("e", "-1"),
+        ] {
+            assert!(
+                matches!(bad(field, value), Err(StoreError::Corrupt { .. })),
+                "{field}={value}"
+            );
+        }
+        let mut missing = session_fields();
+        missing.retain(|(k, _)| *k != "v");
+        assert!(session_of(as_array(&missing)).is_err());
+        let odd = Value::Array(vec![bulk("i")]);
+        assert!(session_of(odd).is_err());
+        assert!(session_of(Value::Int(1)).is_err());
+        assert!(session_of(Value::Array(vec![Value::Nil, Value::Nil])).is_err());
+    }
+
+    #[test]
+    fn challenges_read_back_and_unknown_kinds_are_corrupt() {
+        let f = |kind: &str| {
+            as_array(&[
+                ("u", "01".repeat(16)),
+                ("k", kind.to_owned()),
+                ("x", "1767225900000000".into()),
+                ("f", "v4".into()),
+                ("e", "0".into()),
+            ])
+        };
+        let c = challenge_of(f("enrollment"), &[7; 32]).unwrap().unwrap();
+        assert_eq!(c.kind, ChallengeKind::Enrollment);
+        assert_eq!(c.token_hash, [7; 32]);
+        assert!(challenge_of(f("admin"), &[7; 32]).is_err());
+    }
+
+    #[test]
+    fn ttls_never_fall_below_a_millisecond_and_follow_the_policy() {
+        let ttl = SessionTtl::default();
+        assert_eq!(ttl.idle, chrono::Duration::minutes(30));
+        assert_eq!(ttl.challenge, chrono::Duration::minutes(5));
+        assert_eq!(ms(chrono::Duration::zero()), 1);
+        assert_eq!(ms(chrono::Duration::seconds(-5)), 1);
+        assert_eq!(ms(chrono::Duration::seconds(2)), 2000);
+    }
+}
