@@ -99,7 +99,7 @@ pub mod prelude {
     #[cfg(feature = "pg")]
     pub use crate::pg::{PgOptions, PgStore};
     #[cfg(feature = "redis")]
-    pub use crate::redis::{RedisOptions, RedisQueue};
+    pub use crate::redis::{RedisOptions, RedisQueue, RedisSessions, SessionTtl};
     #[cfg(feature = "s3")]
     pub use crate::s3::{S3Options, S3Target};
     pub use crate::{Error, MemBackupTarget, MemQueue, MemStore, Result};
@@ -134,7 +134,7 @@ pub mod prelude {
     pub use echorelay_core::backup::BackupTarget as _;
     pub use echorelay_core::ports::{
         AccountStore as _, AuditLog as _, AuditSink as _, ConfigStore as _, KeyStore as _,
-        MembershipStore as _, SessionStore as _,
+        MembershipStore as _, SessionStore as _, ThrottleStore as _,
     };
     pub use echorelay_core::queue::Queue as _;
 }

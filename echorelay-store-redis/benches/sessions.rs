@@ -38,7 +38,6 @@ use echorelay_core::ports::Composed;
 use echorelay_store_mem::MemStore;
 use echorelay_store_redis::redis;
 use echorelay_testkit::{Backend, Harness};
-use secrecy::ExposeSecret;
 
 const IP: &str = "198.51.100.4";
 

@@ -350,7 +350,7 @@ async fn serve(s: Serve) -> Outcome {
     let app = router(relay.clone(), config)?;
     let listener = tokio::net::TcpListener::bind(s.listen).await?;
     println!(
-        "echorelay-server: listening on {}://{} ({} store{})",
+        "echorelay-server: listening on {}://{} ({} store{}{})",
         if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?,
         relay.store_type(),
@@ -358,6 +358,14 @@ async fn serve(s: Serve) -> Outcome {
             ": nothing persists"
         } else {
             ""
+        },
+        if relay.sessions_type() == relay.store_type() {
+            String::new()
+        } else {
+            format!(
+                "; sessions, challenges and throttles: {}",
+                relay.sessions_type()
+            )
         }
     );
     if s.maintenance_interval_secs > 0 {
