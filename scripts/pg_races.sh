@@ -23,6 +23,8 @@ checks=(
   parallel_guesses_respect_the_limit
   same_code_on_two_challenges_wins_once
   take_challenge_gives_one_caller_the_challenge_under_races
+  reserve_attempt_respects_the_limit_under_races
+  replace_session_wins_once_under_races
 )
 queue_checks=(
   racing_consumers_get_disjoint_jobs
