@@ -612,8 +612,11 @@ async fn sqlx_schema(store: &echorelay::pg::PgStore) -> (String,) {
         .unwrap()
 }
 
-/// `REDIS_URL` puts the job queue on Redis (feature `redis`); the
-/// queue works through `relay.queue()` and leaves nothing behind.
+/// `REDIS_URL` alone puts on Redis what it can hold (feature `redis`):
+/// the job queue, which works through `relay.queue()` and leaves nothing
+/// behind, and sessions, login challenges and throttle counters (a
+/// login's challenge is found in Redis by a store of its own); the
+/// durable ports stay in memory.
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_url_puts_the_queue_on_redis() {
@@ -644,30 +647,26 @@ async fn redis_url_puts_the_queue_on_redis() {
     queue.ack(&jobs[0].token).await.unwrap();
     let stats = queue.stats(&name).await.unwrap();
     assert_eq!((stats.waiting, stats.in_flight, stats.dead), (0, 0, 0));
-}
 
-/// With `REDIS_URL` alone, Redis holds what it can: the queue, sessions,
-/// login challenges and throttle counters; the durable ports stay in
-/// memory. A login's challenge is found in Redis by a store of its own.
-#[cfg(feature = "redis")]
-#[tokio::test]
-async fn redis_url_alone_puts_sessions_and_throttles_on_redis() {
-    use echorelay::core::account::service::PasswordStep;
-    use echorelay::core::account::token::{Token, TokenKind};
-    use echorelay::core::ports::SessionStore;
-    let Some(redis) = echorelay::redis::test_redis().await else {
-        return;
-    };
-    let relay = EchoRelayBuilder::from_env_vars(vars(&[("REDIS_URL", redis.url())]))
-        .await
-        .unwrap()
-        .account_policy(cheap_policy())
-        .build()
-        .unwrap();
     let redis_sessions = "echorelay_store_redis::sessions::RedisSessions";
-    assert_eq!(relay.store_type(), "echorelay_store_mem::MemStore");
     assert_eq!(relay.sessions_type(), redis_sessions);
     assert_eq!(relay.throttles_type(), redis_sessions);
+    let hash = enrollment_challenge(&relay).await;
+    let direct = echorelay::redis::RedisSessions::connect(redis.url())
+        .await
+        .unwrap();
+    assert!(
+        direct.take_challenge(&hash).await.unwrap().is_some(),
+        "the challenge is in Redis"
+    );
+}
+
+/// Registers a new account on `relay` and signs it in with its password:
+/// the hash of the enrollment challenge it gets.
+#[cfg(feature = "redis")]
+async fn enrollment_challenge(relay: &EchoRelay) -> [u8; 32] {
+    use echorelay::core::account::service::PasswordStep;
+    use echorelay::core::account::token::{Token, TokenKind};
     let email = format!("{}@example.com", &UserId::random().to_string()[4..16]);
     let pw = || secrecy::SecretString::from("correct horse battery staple");
     let ip = "192.0.2.7".parse().unwrap();
@@ -684,22 +683,7 @@ async fn redis_url_alone_puts_sessions_and_throttles_on_redis() {
     else {
         panic!("expected enrollment")
     };
-    let hash = Token::hash_presented(TokenKind::Challenge, ch.token.expose_secret()).unwrap();
-    let direct = echorelay::redis::RedisSessions::connect(redis.url())
-        .await
-        .unwrap();
-    let found = direct
-        .challenge(&hash)
-        .await
-        .unwrap()
-        .expect("the challenge is in Redis");
-    assert!(
-        direct
-            .take_challenge(&found.token_hash)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    Token::hash_presented(TokenKind::Challenge, ch.token.expose_secret()).unwrap()
 }
 
 /// `DATABASE_URL` and `REDIS_URL` together: the durable ports on
@@ -709,9 +693,7 @@ async fn redis_url_alone_puts_sessions_and_throttles_on_redis() {
 #[cfg(all(feature = "redis", feature = "pg"))]
 #[tokio::test]
 async fn postgres_and_redis_split_the_ports() {
-    use echorelay::core::account::service::PasswordStep;
-    use echorelay::core::account::token::{Token, TokenKind};
-    use echorelay::core::ports::{AccountStore, SessionStore};
+    use echorelay::core::ports::SessionStore;
     let (Some(db), Some(redis)) = (
         echorelay::pg::test_database().await,
         echorelay::redis::test_redis().await,
@@ -737,27 +719,12 @@ async fn postgres_and_redis_split_the_ports() {
         "echorelay_store_redis::sessions::RedisSessions"
     );
     assert_eq!(relay.queue_type(), "echorelay_store_redis::RedisQueue");
-    let email = format!("{}@example.com", &UserId::random().to_string()[4..16]);
-    let pw = || secrecy::SecretString::from("correct horse battery staple");
-    let ip = "192.0.2.8".parse().unwrap();
-    let user = relay
-        .accounts()
-        .register(&email, pw(), Some(ip))
+    let hash = enrollment_challenge(&relay).await;
+    let (accounts,): (i64,) = sqlx::query_as("SELECT count(*) FROM accounts")
+        .fetch_one(store.pool())
         .await
         .unwrap();
-    assert!(
-        store.account(user).await.unwrap().is_some(),
-        "the account is in Postgres"
-    );
-    let PasswordStep::EnrollmentRequired(ch) = relay
-        .accounts()
-        .login_password(&email, pw(), ip, None)
-        .await
-        .unwrap()
-    else {
-        panic!("expected enrollment")
-    };
-    let hash = Token::hash_presented(TokenKind::Challenge, ch.token.expose_secret()).unwrap();
+    assert_eq!(accounts, 1, "the account is in Postgres");
     assert!(
         store.challenge(&hash).await.unwrap().is_none(),
         "no challenge in Postgres"

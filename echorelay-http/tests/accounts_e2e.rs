@@ -19,16 +19,6 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple 2026";
 
-/// The value a `Set-Cookie` of the answer gives cookie `name`.
-fn set_cookie(a: &Answer, name: &str) -> Option<String> {
-    a.headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-}
-
 struct Browser {
     client: Client,
     session: Option<String>,

@@ -288,15 +288,8 @@ struct Scratch {
 impl Scratch {
     async fn new(tag: &str) -> Option<Self> {
         let db = echorelay::pg::test_database().await?;
-        let suffix = &UserId::random().to_string()[4..14];
-        let name = format!("er_{tag}_{suffix}");
-        let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = db.url().split('?').next().unwrap();
-        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        let (url, name, admin) = server_process::scratch_database(db.url(), tag).await;
+        let suffix = &name[name.len() - 10..];
         let dir = std::env::temp_dir().join(format!("er-{tag}-{suffix}"));
         let target = dir.join("target");
         std::fs::create_dir_all(&target).unwrap();

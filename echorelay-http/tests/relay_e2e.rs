@@ -532,7 +532,6 @@ async fn serve_and_a_separate_worker_share_the_queue_on_postgres_and_on_redis() 
     use echorelay::core::access::surface::{Keys, Members};
     use echorelay::core::keys::{Environment, MintRequest};
     use echorelay::prelude::*;
-    use sqlx::Connection;
 
     let Some(db) = echorelay::pg::test_database().await else {
         return;
@@ -557,15 +556,7 @@ async fn serve_and_a_separate_worker_share_the_queue_on_postgres_and_on_redis() 
         queues.push(Some(url));
     }
     for redis_url in queues {
-        let suffix = &UserId::random().to_string()[4..14];
-        let name = format!("er_relay_{suffix}");
-        let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = db.url().split('?').next().unwrap();
-        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        let (url, name, mut admin) = server_process::scratch_database(db.url(), "relay").await;
         let mut env = vec![("DATABASE_URL", url.as_str()), ("SECRET_KEY", KEY)];
         if let Some(r) = &redis_url {
             env.push(("REDIS_URL", r.as_str()));

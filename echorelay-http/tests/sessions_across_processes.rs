@@ -16,8 +16,8 @@
 mod common;
 mod server_process;
 
-use axum::http::{Method, StatusCode, header};
-use common::{Answer, Server};
+use axum::http::{Method, StatusCode};
+use common::{Answer, Server, set_cookie};
 use echorelay::core::account::totp::{TotpSeed, code_for_step, step_at};
 use echorelay::prelude::*;
 use serde_json::{Value, json};
@@ -30,15 +30,6 @@ const PASSWORD: &str = "correct horse battery staple 2026";
 struct Cookies {
     session: Option<String>,
     csrf: Option<String>,
-}
-
-fn set_cookie(a: &Answer, name: &str) -> Option<String> {
-    a.headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
 }
 
 impl Cookies {
@@ -95,16 +86,7 @@ fn wrong(seed: &TotpSeed) -> String {
 
 /// Signs `email` in through `at` and enrolls TOTP; returns the seed.
 async fn enroll(at: &Server, b: &mut Cookies, email: &str) -> TotpSeed {
-    let login = b
-        .call(
-            at,
-            Method::POST,
-            "/v1/auth/login",
-            Some(json!({"email": email, "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(login.status, StatusCode::OK, "{}", login.text());
-    let challenge = login.json()["challenge"].as_str().unwrap().to_owned();
+    let challenge = password_step(at, b, email, "enrollment").await;
     let offer = b
         .call(
             at,
@@ -130,7 +112,12 @@ async fn enroll(at: &Server, b: &mut Cookies, email: &str) -> TotpSeed {
 
 /// A second-factor challenge for `email`, through `at`.
 async fn challenge(at: &Server, email: &str) -> String {
-    let mut b = Cookies::default();
+    password_step(at, &mut Cookies::default(), email, "second_factor").await
+}
+
+/// The password step for `email` through `at`: the challenge of the
+/// expected next `step`.
+async fn password_step(at: &Server, b: &mut Cookies, email: &str, step: &str) -> String {
     let login = b
         .call(
             at,
@@ -140,7 +127,7 @@ async fn challenge(at: &Server, email: &str) -> String {
         )
         .await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text());
-    assert_eq!(login.json()["step"], "second_factor", "{}", login.text());
+    assert_eq!(login.json()["step"], step, "{}", login.text());
     login.json()["challenge"].as_str().unwrap().to_owned()
 }
 
@@ -159,7 +146,6 @@ async fn second_factor(at: &Server, email: &str, code: String) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_and_throttles_are_shared_by_every_process() {
-    use sqlx::Connection;
     let Some(db) = echorelay::pg::test_database().await else {
         return;
     };
@@ -167,14 +153,7 @@ async fn sessions_and_throttles_are_shared_by_every_process() {
         return;
     };
     // A database of its own, migrated by the binary.
-    let name = format!("er_sessions_{}", &UserId::random().to_string()[4..14]);
-    let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let base = db.url().split('?').next().unwrap();
-    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+    let (url, name, mut admin) = server_process::scratch_database(db.url(), "sessions").await;
     let env = [
         ("DATABASE_URL", url.as_str()),
         ("SECRET_KEY", KEY),

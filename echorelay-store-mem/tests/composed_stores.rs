@@ -1,30 +1,38 @@
-//! Services over separate stores, without forwarding types: accounts and
-//! the audit log in one backend, sessions in another (the expected
-//! Postgres + Redis deployment), and keys with projects from two handles.
+//! Services over separate stores, without forwarding types: accounts,
+//! sessions, throttle counters and the audit log each in a backend of its
+//! own (the expected Postgres + Redis deployment splits them two ways),
+//! and keys with projects from two handles.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use echorelay_core::account::AttemptScope;
 use echorelay_core::account::service::{PasswordStep, SecondFactor};
 use echorelay_core::account::totp::{TotpSeed, code_for_step, step_at};
 use echorelay_core::account::{AccountPolicy, AccountService};
 use echorelay_core::clock::{Clock, ManualClock};
 use echorelay_core::keys::KeyService;
-use echorelay_core::ports::{AccountStore, AuditLog, SessionStore};
+use echorelay_core::ports::{AccountStore, AuditLog, SessionStore, ThrottleStore};
 use echorelay_core::vault::{AesGcmVault, Keyring, SecretKey};
 use echorelay_store_mem::MemStore;
 use echorelay_testkit::test_account_policy;
 use secrecy::{ExposeSecret, SecretString};
 
 #[tokio::test]
-async fn accounts_sessions_and_audit_in_three_stores() {
-    let (accounts, sessions, audit) = (MemStore::new(), MemStore::new(), MemStore::new());
+async fn accounts_sessions_throttles_and_audit_in_four_stores() {
+    let (accounts, sessions, throttles, audit) = (
+        MemStore::new(),
+        MemStore::new(),
+        MemStore::new(),
+        MemStore::new(),
+    );
     let clock = ManualClock::at_unix(1_767_225_600);
     let vault = Arc::new(AesGcmVault::new(Keyring::new(SecretKey::generate())));
     let svc = AccountService::from_parts(
         accounts.clone(),
         sessions.clone(),
+        throttles.clone(),
         audit.clone(),
         vault,
         Arc::new(clock.clone()) as Arc<dyn Clock>,
@@ -82,12 +90,39 @@ async fn accounts_sessions_and_audit_in_three_stores() {
     )
     .await
     .unwrap();
+    // A wrong password: counted in the throttles' store only.
+    let wrong = SecretString::from("not the password at all");
+    assert!(
+        svc.login_password("split@example.com", wrong, ip, None)
+            .await
+            .is_err()
+    );
+    let scope = AttemptScope::Password(user);
+    let since = clock.now() - chrono::Duration::hours(1);
+    assert_eq!(
+        throttles.attempts_since(&scope, since).await.unwrap().len(),
+        1
+    );
+    for other in [&accounts, &sessions, &audit] {
+        assert!(
+            other
+                .attempts_since(&scope, since)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
     // Each port wrote only to its own store.
     assert!(accounts.account(user).await.unwrap().is_some());
     assert!(sessions.account(user).await.unwrap().is_none());
     assert_eq!(sessions.sessions_of(user).await.unwrap().len(), 2);
     assert!(accounts.sessions_of(user).await.unwrap().is_empty());
-    for (store, has_events) in [(&audit, true), (&accounts, false), (&sessions, false)] {
+    for (store, has_events) in [
+        (&audit, true),
+        (&accounts, false),
+        (&sessions, false),
+        (&throttles, false),
+    ] {
         let events = store.events_for_user_page(user, None, 1000).await.unwrap();
         assert_eq!(!events.is_empty(), has_events);
     }

@@ -5,8 +5,6 @@
 //! each on a fresh queue. If one of these tests fails, the suite has
 //! stopped catching racy queue backends.
 
-use std::sync::Once;
-
 use echorelay_store_mem::{MemQueue, QueueConditional};
 use echorelay_testkit::queue::{self, QueueHarness};
 
@@ -40,25 +38,8 @@ async fn run(op: QueueConditional, check: Check) {
     }
 }
 
-fn quiet_expected_panics() {
-    static QUIET: Once = Once::new();
-    QUIET.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            // The suite failing against the racy queue is the expected
-            // outcome: print nothing for it, keep other panics loud.
-            let in_check = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("tokio-"));
-            if !in_check {
-                default(info);
-            }
-        }));
-    });
-}
-
 async fn assert_caught(op: QueueConditional, check: Check) {
-    quiet_expected_panics();
+    echorelay_testkit::self_test::quiet_expected_panics("racy queue");
     let mut caught = 0;
     let mut first = None;
     for _ in 0..RUNS {

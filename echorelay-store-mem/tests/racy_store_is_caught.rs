@@ -4,8 +4,6 @@
 //! check for that method, on every run. If one of these tests fails, the
 //! suite has stopped catching racy backends.
 
-use std::sync::Once;
-
 use echorelay_store_mem::{Conditional, MemStore};
 use echorelay_testkit::Harness;
 
@@ -38,22 +36,7 @@ async fn check(method: Conditional) {
 }
 
 async fn assert_caught(method: Conditional) {
-    static QUIET: Once = Once::new();
-    QUIET.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            // The suite's failure against the racy store is the expected
-            // outcome: print one line, not a backtrace.
-            let in_check = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("tokio-"));
-            if in_check {
-                eprintln!("(expected) racy store caught: {info}");
-            } else {
-                default(info);
-            }
-        }));
-    });
+    echorelay_testkit::self_test::quiet_expected_panics("racy store");
     let outcome = tokio::spawn(check(method)).await;
     assert!(
         outcome.as_ref().is_err_and(|e| e.is_panic()),

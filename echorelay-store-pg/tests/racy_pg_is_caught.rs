@@ -11,10 +11,8 @@
 //! unless `ECHORELAY_REQUIRE_SERVICES=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Once;
-
 use echorelay_store_pg::{PgStore, Racy, TestDatabase};
-use echorelay_testkit::{Harness, accounts};
+use echorelay_testkit::{Harness, accounts, self_test};
 
 /// Runs per racy method.
 const RUNS: usize = 20;
@@ -33,41 +31,21 @@ async fn check(method: Racy, h: Harness<PgStore>) {
     }
 }
 
-/// Quiet panics inside the checks: the failure against the racy store is
-/// the expected outcome, one line each, no backtrace.
-fn quiet_expected_panics() {
-    static QUIET: Once = Once::new();
-    QUIET.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let in_check = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("tokio-"));
-            if in_check {
-                eprintln!("(expected) racy Postgres store caught: {info}");
-            } else {
-                default(info);
-            }
-        }));
-    });
-}
-
 /// In how many of [`RUNS`] runs, each on a fresh racy store, the check
 /// failed.
 async fn caught(db: &TestDatabase, method: Racy) -> usize {
-    quiet_expected_panics();
-    let mut caught = 0;
-    for _ in 0..RUNS {
-        let store = db
-            .fresh_store_with(|o| o.racy(method))
-            .await
-            .expect("a fresh, migrated schema");
-        let outcome = tokio::spawn(check(method, Harness::new(store))).await;
-        if outcome.is_err_and(|e| e.is_panic()) {
-            caught += 1;
+    self_test::quiet_expected_panics("racy Postgres store");
+    self_test::times_caught(RUNS, || {
+        let db = db.clone();
+        async move {
+            let store = db
+                .fresh_store_with(|o| o.racy(method))
+                .await
+                .expect("a fresh, migrated schema");
+            check(method, Harness::new(store)).await;
         }
-    }
-    caught
+    })
+    .await
 }
 
 async fn assert_caught(method: Racy) {

@@ -9,12 +9,10 @@
 //! `ECHORELAY_REQUIRE_SERVICES=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Once;
-
 use echorelay_core::ports::Composed;
 use echorelay_store_mem::MemStore;
 use echorelay_store_redis::{RedisSessions, TestRedis};
-use echorelay_testkit::{Harness, accounts};
+use echorelay_testkit::{Harness, accounts, self_test};
 
 /// Runs per racy method.
 const RUNS: usize = 20;
@@ -23,60 +21,40 @@ const REQUIRED: usize = 19;
 
 type Racy = Composed<MemStore, RedisSessions, RedisSessions>;
 
+/// The conditional methods `RedisSessions::racy` breaks. Each is caught
+/// by the suite's port-level race check (callers released from a barrier,
+/// in rounds). The service-level checks catch them less reliably (the
+/// service's own reads spread the callers out; measured on 2026-12-05:
+/// renewals 16 of 20 runs, logins on one challenge 19 of 20, parallel
+/// guesses 20 of 20), which is why the port is raced directly.
 #[derive(Debug, Clone, Copy)]
 enum Method {
     ReplaceSession,
-    ReplaceSessionByRenewal,
     TakeChallenge,
-    TakeChallengeByLogin,
     ReserveAttempt,
-    ReserveAttemptByLogin,
 }
 
 async fn check(method: Method, h: Harness<Racy>) {
     match method {
         Method::ReplaceSession => accounts::replace_session_wins_once_under_races(h).await,
-        Method::ReplaceSessionByRenewal => accounts::concurrent_renewals_leave_one_session(h).await,
         Method::TakeChallenge => {
             accounts::take_challenge_gives_one_caller_the_challenge_under_races(h).await
         }
-        Method::TakeChallengeByLogin => accounts::one_challenge_is_used_once_under_races(h).await,
         Method::ReserveAttempt => accounts::reserve_attempt_respects_the_limit_under_races(h).await,
-        Method::ReserveAttemptByLogin => accounts::parallel_guesses_respect_the_limit(h).await,
     }
-}
-
-/// Quiet panics inside the checks: the failure against the racy store is
-/// the expected outcome, one line each, no backtrace.
-fn quiet_expected_panics() {
-    static QUIET: Once = Once::new();
-    QUIET.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let in_check = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("tokio-"));
-            if in_check {
-                eprintln!("(expected) racy Redis store caught: {info}");
-            } else {
-                default(info);
-            }
-        }));
-    });
 }
 
 async fn caught(redis: &TestRedis, method: Method) -> usize {
-    quiet_expected_panics();
-    let mut caught = 0;
-    for _ in 0..RUNS {
-        let racy = redis.fresh_sessions().await.racy();
-        let store = Composed::new(MemStore::new(), racy.clone(), racy);
-        let outcome = tokio::spawn(check(method, Harness::new(store))).await;
-        if outcome.is_err_and(|e| e.is_panic()) {
-            caught += 1;
+    self_test::quiet_expected_panics("racy Redis store");
+    self_test::times_caught(RUNS, || {
+        let redis = redis.clone();
+        async move {
+            let racy = redis.fresh_sessions().await.racy();
+            let store = Composed::new(MemStore::new(), racy.clone(), racy);
+            check(method, Harness::new(store)).await;
         }
-    }
-    caught
+    })
+    .await
 }
 
 async fn assert_caught(method: Method) {

@@ -101,6 +101,12 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// Runs a command by hand, as an operator (or an attacker with Redis
+/// access) would.
+async fn by_hand(conn: &mut redis::aio::MultiplexedConnection, cmd: &str, args: &[&str]) {
+    let _: redis::Value = redis::cmd(cmd).arg(args).query_async(conn).await.unwrap();
+}
+
 fn ip() -> IpAddr {
     "198.51.100.40".parse().unwrap()
 }
@@ -227,56 +233,34 @@ async fn bad_data_in_redis_is_an_error_never_a_session_or_a_free_attempt() {
     let key = format!("{{faults}}:s:{}", hex::encode(session.id.as_bytes()));
 
     // SCRIPT FLUSH: the next call loads its script again.
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    by_hand(&mut conn, "SCRIPT", &["FLUSH"]).await;
     h.accounts.authenticate(&cookie, ip()).await.unwrap();
 
     // A malformed field: Corrupt, and the session is refused.
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("u")
-        .arg("zz")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    by_hand(&mut conn, "HSET", &[key.as_str(), "u", "zz"]).await;
     assert!(matches!(
         store.session_by_token(&session.token_hash).await,
         Err(StoreError::Corrupt { .. })
     ));
     assert!(h.accounts.authenticate(&cookie, ip()).await.is_err());
     // An unknown IP family, or a missing field: the same.
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("u")
-        .arg(hex::encode(a.user.as_bytes()))
-        .arg("f")
-        .arg("v5")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let user_hex = hex::encode(a.user.as_bytes());
+    by_hand(
+        &mut conn,
+        "HSET",
+        &[key.as_str(), "u", &user_hex, "f", "v5"],
+    )
+    .await;
     assert!(matches!(
         store.session_by_token(&session.token_hash).await,
         Err(StoreError::Corrupt { .. })
     ));
-    let _: () = redis::cmd("HDEL")
-        .arg(&key)
-        .arg("f")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    by_hand(&mut conn, "HDEL", &[key.as_str(), "f"]).await;
     assert!(h.accounts.authenticate(&cookie, ip()).await.is_err());
 
     // The session key overwritten with a string: Corrupt from every
     // method that reads it, nothing accepted.
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("x")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    by_hand(&mut conn, "SET", &[key.as_str(), "x"]).await;
     assert!(matches!(
         store.session_by_token(&session.token_hash).await,
         Err(StoreError::Corrupt { .. })
@@ -295,12 +279,7 @@ async fn bad_data_in_redis_is_an_error_never_a_session_or_a_free_attempt() {
     // left as it was (the script failed before writing).
     let scope = AttemptScope::SecondFactor(a.user);
     let tkey = format!("{{faults}}:t:{}", scope.key());
-    let _: () = redis::cmd("SET")
-        .arg(&tkey)
-        .arg("x")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    by_hand(&mut conn, "SET", &[tkey.as_str(), "x"]).await;
     let now = h.clock_now();
     assert!(
         store

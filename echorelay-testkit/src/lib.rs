@@ -520,3 +520,49 @@ impl<B: Backend> Harness<B> {
         self.clock.now()
     }
 }
+
+/// Support for the suite's self-tests (`tests/racy_*_is_caught.rs` of each
+/// backend): the checks run against deliberately broken stores, where a
+/// failing check is the expected outcome.
+pub mod self_test {
+    use std::future::Future;
+    use std::sync::Once;
+
+    /// Makes panics on tokio's worker threads (where the checks run) print
+    /// one line naming `what` instead of a backtrace; other panics stay
+    /// loud. Installed once per process.
+    pub fn quiet_expected_panics(what: &'static str) {
+        static QUIET: Once = Once::new();
+        QUIET.call_once(|| {
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let in_check = std::thread::current()
+                    .name()
+                    .is_some_and(|n| n.starts_with("tokio-"));
+                if in_check {
+                    eprintln!("(expected) {what} caught: {info}");
+                } else {
+                    default(info);
+                }
+            }));
+        });
+    }
+
+    /// Runs `run()` (a check on a fresh broken store) `runs` times, each
+    /// on a task of its own, and returns in how many the check failed
+    /// (panicked).
+    pub async fn times_caught<F, Fut>(runs: usize, mut run: F) -> usize
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut caught = 0;
+        for _ in 0..runs {
+            let check = run();
+            if tokio::spawn(check).await.is_err_and(|e| e.is_panic()) {
+                caught += 1;
+            }
+        }
+        caught
+    }
+}

@@ -271,6 +271,16 @@ impl Client {
     }
 }
 
+/// The value a `Set-Cookie` of the answer gives cookie `name`.
+pub fn set_cookie(a: &Answer, name: &str) -> Option<String> {
+    a.headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
 pub fn assert_security_headers(a: &Answer) {
     assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert_eq!(a.headers[header::X_FRAME_OPTIONS], "DENY");

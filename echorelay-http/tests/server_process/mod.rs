@@ -124,6 +124,24 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 #[cfg(feature = "pg")]
+/// A new, empty database on the test server at `server_url`, named
+/// `er_{tag}_` and 10 random hex digits: its URL, its name, and a
+/// connection to the server's own database (to drop it afterwards).
+pub async fn scratch_database(server_url: &str, tag: &str) -> (String, String, sqlx::PgConnection) {
+    use sqlx::Connection;
+    let suffix = &echorelay::core::ids::UserId::random().to_string()[4..14];
+    let name = format!("er_{tag}_{suffix}");
+    let mut admin = sqlx::PgConnection::connect(server_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = server_url.split('?').next().unwrap();
+    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+    (url, name, admin)
+}
+
+#[cfg(feature = "pg")]
 /// Counts of every table in `public`.
 pub async fn counts(url: &str) -> Vec<(String, i64)> {
     use sqlx::Connection;
