@@ -19,6 +19,7 @@ use echorelay::core::account::export::{PersonalData, personal_data};
 use echorelay::core::account::service::{AccessList, NewSession};
 use echorelay::core::audit::UserEventCursor;
 use echorelay::core::ids::{DeviceId, SessionId};
+use echorelay::core::ports::AccountStore;
 use echorelay::prelude::{
     ExposeSecret, LoginComplete, PasswordStep, SecondFactor, SecretString, StepUp,
 };
@@ -598,6 +599,106 @@ pub async fn revoke_all_devices(
         .revoke_devices(&me.session, None, Some(me.ip))
         .await?;
     Ok(Json(Revoked { revoked }))
+}
+
+/// `POST /v1/me/password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    /// The password in use now.
+    #[schema(value_type = String)]
+    pub current_password: SecretString,
+    /// The new one: at least 12 characters and not easy to guess (the
+    /// password policy; a refusal says which rule failed).
+    #[schema(value_type = String)]
+    pub new_password: SecretString,
+}
+
+/// A changed password: this session goes on under a new token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordChanged {
+    /// The renewed session's CSRF token (the CSRF cookie is set too).
+    pub csrf_token: String,
+    /// The session's absolute end (unchanged).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/me/password`: changes the caller's password after checking
+/// the current one (throttled like a login). Every other session of the
+/// account and every trusted device ends; this session is renewed (new
+/// session and CSRF cookies, the trusted-device cookie cleared). A new
+/// password the policy refuses is 422 `invalid` with the rule it failed;
+/// a wrong current password (or too many attempts) is 403
+/// `current_password`.
+#[utoipa::path(
+    post,
+    path = "/v1/me/password",
+    tag = "me",
+    request_body = PasswordBody,
+    responses(
+        (status = 200, description = "Changed; every other session and trusted device ended, this session renewed", body = PasswordChanged),
+        crate::openapi::AuthErrors,
+        crate::openapi::BodyErrors,
+        (status = 409, description = "The password changed meanwhile", body = crate::openapi::ErrorBody)
+    ),
+    security(("session" = []))
+)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    me: SessionAuth,
+    JsonBody(body): JsonBody<PasswordBody>,
+) -> Result<Response, ApiError> {
+    let accounts = state.relay.accounts();
+    // The policy first: a refused new password is said so even before
+    // the current one is checked (it tells nothing about the account).
+    let email = state
+        .relay
+        .store()
+        .account(me.session.user)
+        .await
+        .map_err(echorelay::Error::from)?
+        .map(|a| a.email)
+        .unwrap_or_default();
+    let policy = accounts.policy();
+    policy
+        .password
+        .check_new_password(body.new_password.expose_secret(), &[&email, policy.issuer])
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                crate::pages::policy_words(&e),
+            )
+        })?;
+    let session = match accounts
+        .change_password(
+            me.token.expose_secret(),
+            body.current_password,
+            body.new_password,
+            me.ip,
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(echorelay::Error::Unauthenticated) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "current_password",
+                "the current password is not right, or there were too many attempts: check it and retry in a few minutes",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let csrf = cookies::csrf_token(session.token.expose_secret());
+    let mut response = Json(PasswordChanged {
+        csrf_token: csrf.clone(),
+        expires_at: session.expires_at,
+    })
+    .into_response();
+    let h = response.headers_mut();
+    set_session_cookies(h, &session, &csrf);
+    h.append(header::SET_COOKIE, cookies::clear(cookies::DEVICE));
+    Ok(response)
 }
 
 /// New backup codes, shown once.

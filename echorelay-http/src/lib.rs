@@ -77,9 +77,11 @@
 //! | `DELETE /v1/me/sessions/{id}` | session | 204 |
 //! | `DELETE /v1/me/devices`, `/v1/me/devices/{id}` | session, stepped up | how many were revoked |
 //! | `POST /v1/me/backup-codes` | session, stepped up | ten new backup codes, once |
+//! | `POST /v1/me/password` | session | `{csrf_token, expires_at}`: the password changed (current one checked, the policy's feedback as 422), every other session and every trusted device ended, this session renewed |
 //! | `GET /v1/me/export?after=` | session | the GDPR Article 15 export (JSON attachment, `echorelay.personal-data.v2`): at most 1000 audit events per document, `next_after` (a cursor, docs/FORMATS.md §3.4) until the last |
 //! | `GET /.well-known/security.txt` | public | RFC 9116 text |
 //! | `GET /licenses` | public | every direct dependency's license text and copyright notice (HTML) |
+//! | `GET /account`, `/account/sign-in`, … | browser | the account pages ([`pages`]): HTML forms, not part of the OpenAPI document |
 //! | `POST /mcp` | API key, verified per request and per tool call | MCP (JSON-RPC, streamable HTTP, stateless): `list_projects`, `read_config`, `list_keys`, `list_messages`, `read_message`, `recent_audit_events`; secrets masked ([`mcp`]) |
 //!
 //! Project routes take an API key or a session cookie; a
@@ -99,6 +101,7 @@ pub mod json;
 pub mod mcp;
 pub mod openapi;
 pub mod operations;
+pub mod pages;
 pub mod routes;
 pub mod security_txt;
 pub mod server;
@@ -252,6 +255,7 @@ fn build(
         .routes(routes!(account::revoke_all_devices))
         .routes(routes!(account::revoke_device))
         .routes(routes!(account::regenerate_backup_codes))
+        .routes(routes!(account::change_password))
         .routes(routes!(account::export));
     let authenticated = match preauthenticated {
         None => authenticated.route_layer(middleware::from_fn_with_state(
@@ -288,6 +292,7 @@ fn build(
     let doc: Arc<str> = Arc::from(doc.to_pretty_json().map_err(StartError::OpenApi)?);
     Ok(app
         .merge(mcp::router(state.clone()))
+        .merge(pages::router())
         .fallback(not_found)
         .layer(axum::Extension(OpenApiDocument(doc)))
         .layer(DefaultBodyLimit::max(json::BODY_LIMIT))
