@@ -275,7 +275,7 @@ async fn submit(c: &Client, css: &str) {
         .await
         .unwrap();
     click(c, css).await;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         let loaded = c
             .execute(
                 "return window.__before_navigation === undefined && document.readyState === 'complete';",
@@ -659,6 +659,14 @@ async fn bad_input_is_answered_in_words_with_the_field_marked() {
     assert!(marked(&c, "password").await.contains("Enter your password"));
     check(&c, axe_js, "sign-in-errors").await;
 
+    // A body over the server's limit: told, not a server error.
+    c.goto(&w.url("/account/sign-in")).await.unwrap();
+    set_value(&c, "#email", &"b".repeat(70 * 1024)).await;
+    fill(&c, "#password", PASSWORD).await;
+    submit(&c, "form[action='/account/sign-in'] button").await;
+    let text = body_text(&c).await;
+    assert!(text.contains("The form could not be read"), "{text}");
+
     // A wrong password and an unknown account read the same.
     sign_in(&c, &w, "bo@example.com", "not the password at all").await;
     let wrong = marked(&c, "password").await;
@@ -796,6 +804,22 @@ async fn bad_input_is_answered_in_words_with_the_field_marked() {
     c.close().await.unwrap();
 }
 
+/// The head of a plain HTTP/1.1 GET of `path`, lowercased.
+async fn raw_head(w: &World, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = w.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    let text = String::from_utf8_lossy(&all).to_lowercase();
+    text.split("\r\n\r\n").next().unwrap().to_owned()
+}
+
 /// The pages' CSP blocks an injected inline script and style (the
 /// browser reports the violations), and a reflected value is text, never
 /// markup.
@@ -826,6 +850,33 @@ async fn the_csp_blocks_an_injected_inline_script() {
         )
         .await
         .unwrap();
+    // The page's own headers (a plain request: the CSP does not even let
+    // the page fetch itself).
+    let head = raw_head(&w, "/account/sign-in").await;
+    for line in [
+        format!(
+            "content-security-policy: {}",
+            echorelay_http::pages::PAGE_CSP
+        ),
+        "referrer-policy: no-referrer".to_owned(),
+        "cache-control: no-store".to_owned(),
+    ] {
+        assert!(head.contains(&line), "{line} in {head}");
+    }
+    assert!(!echorelay_http::pages::PAGE_CSP.contains("unsafe"));
+    let fetched = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               fetch('/account/sign-in').then(() => done('fetched'), () => done('blocked'));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fetched,
+        json!("blocked"),
+        "a script could not even call home"
+    );
     assert_eq!(outcome["ran"], false, "{outcome}");
     assert_eq!(outcome["hidden"], false, "{outcome}");
     let seen: Vec<String> = serde_json::from_value(outcome["seen"].clone()).unwrap();

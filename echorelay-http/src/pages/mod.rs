@@ -403,7 +403,9 @@ async fn sign_in_page(
 }
 
 fn unreadable() -> Errors {
-    Errors::form("The form could not be read: a field is far too long. Shorten it and try again.")
+    Errors::form(
+        "The form could not be read: a field is far too long, or it was not sent by this page. Shorten it and try again.",
+    )
 }
 
 async fn sign_in(
@@ -1041,7 +1043,7 @@ async fn unreadable_signed_in(state: &AppState, headers: &HeaderMap, ip: IpAddr)
         Ok(me) => bad_form_page(
             StatusCode::BAD_REQUEST,
             &me.csrf,
-            "The form could not be read: a field is far too long. Nothing was changed.",
+            "The form could not be read: a field is far too long, or it was not sent by this page. Nothing was changed.",
         ),
         Err(r) => r,
     }
