@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, DurationRound, Utc};
@@ -125,10 +126,13 @@ impl Driver {
 
     /// A new browser (its own profile: its own cookies), light or dark.
     async fn browser(&mut self, dark: bool) -> Client {
+        // One profile per browser in the whole process (the tests run
+        // side by side): two Chromiums on one profile would be one.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let profile = std::env::temp_dir().join(format!(
             "echorelay-chromium-{}-{}",
             std::process::id(),
-            self.profiles.len()
+            NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&profile);
         self.profiles.push(profile.clone());
@@ -253,19 +257,36 @@ async fn body_text(c: &Client) -> String {
         .unwrap()
 }
 
+/// Types `text` into the field `css` (emptied first). A page that is
+/// still settling (a loaded machine: "not interactable") is waited for,
+/// up to 10 s.
 async fn fill(c: &Client, css: &str, text: &str) {
-    let e = c.find(Locator::Css(css)).await.unwrap();
-    e.clear().await.unwrap();
-    e.send_keys(text).await.unwrap();
+    let mut last = None;
+    for _ in 0..100 {
+        let e = c.find(Locator::Css(css)).await.unwrap();
+        match e.clear().await {
+            Ok(()) => return e.send_keys(text).await.unwrap(),
+            Err(why) => last = Some(why),
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    panic!("{css} never took input: {last:?}");
 }
 
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    let mut last = None;
+    for _ in 0..100 {
+        let e = c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match e.click().await {
+            Ok(()) => return,
+            Err(why) => last = Some(why),
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    panic!("{css} never took a click: {last:?}");
 }
 
 /// Clicks `css` (a submit button or a link) and waits until the next
