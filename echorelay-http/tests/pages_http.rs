@@ -172,6 +172,55 @@ async fn hostile_input_never_breaks_a_page(w: World) {
             }
         }
     }
+    // The download of the codes a page showed: a text attachment of
+    // exactly those codes; anything that is not codes is refused.
+    let token = signed_in.trim_start_matches("__Host-er_session=");
+    let csrf = echorelay_http::cookies::csrf_token(token);
+    let extra = [("cookie", signed_in.as_str())];
+    let form = |codes: &str| {
+        let codes = codes.replace(' ', "+");
+        format!("csrf={csrf}&codes={codes}").into_bytes()
+    };
+    let ok = c
+        .send(
+            Method::POST,
+            "/account/backup-codes/download",
+            None,
+            &extra,
+            Some((
+                "application/x-www-form-urlencoded",
+                form("abcd-efgh-1234 wxyz-9876-qrst"),
+            )),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    assert_eq!(
+        ok.headers[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        ok.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"echorelay-backup-codes.txt\""
+    );
+    assert!(
+        ok.text().ends_with("\nabcd-efgh-1234\nwxyz-9876-qrst\n"),
+        "{}",
+        ok.text()
+    );
+    for bad in ["", "%3Cscript%3E", &"a ".repeat(20)] {
+        let a = c
+            .send(
+                Method::POST,
+                "/account/backup-codes/download",
+                None,
+                &extra,
+                Some(("application/x-www-form-urlencoded", form(bad))),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+        check(&a, bad);
+    }
+
     // The stylesheet and the script are served as such, and nothing else
     // is made up under /account.
     let css = c.get("/account/style.css", None).await;
