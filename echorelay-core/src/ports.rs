@@ -532,6 +532,32 @@ pub trait SessionStore: Send + Sync {
     /// refreshes the record's expiry here (see
     /// [`SessionStore::purge_expired`]).
     async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// A request's session lookup: the session whose token hashes to
+    /// `token_hash`, as it was stored before this call, and whether it was
+    /// then touched at `at` ([`SessionStore::touch_session`]). It is
+    /// touched only while live at `at` (`expires_at > at` and
+    /// `last_seen_at + idle > at`, the same boundaries core checks): an
+    /// ended session is never refreshed. Core checks every rule on the
+    /// returned record either way and ends the session if one fails.
+    ///
+    /// The default looks up, then touches (two calls); a backend with
+    /// round trips to save does both in one step (Redis: one script).
+    async fn session_for_request(
+        &self,
+        token_hash: &[u8; 32],
+        at: DateTime<Utc>,
+        idle: chrono::Duration,
+    ) -> StoreResult<Option<(SessionRecord, bool)>> {
+        let Some(s) = self.session_by_token(token_hash).await? else {
+            return Ok(None);
+        };
+        let live = at < s.expires_at
+            && s.last_seen_at
+                .checked_add_signed(idle)
+                .is_some_and(|end| at < end);
+        let touched = live && self.touch_session(s.id, at).await?;
+        Ok(Some((s, touched)))
+    }
     /// Records a step-up: `verified_at = max(verified_at, at)`. Returns
     /// `false`, and creates nothing, if the session is gone.
     async fn mark_verified(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
@@ -1005,6 +1031,7 @@ forward!(SessionStore {
     async fn insert_session(&self, session: SessionRecord) -> StoreResult<()>;
     async fn session_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
     async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn session_for_request(&self, token_hash: &[u8; 32], at: DateTime<Utc>, idle: chrono::Duration) -> StoreResult<Option<(SessionRecord, bool)>>;
     async fn mark_verified(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool>;
     async fn replace_session(&self, old: SessionId, new: SessionRecord) -> StoreResult<()>;
     async fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
@@ -1032,6 +1059,16 @@ where
     }
     async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool> {
         self.sessions.touch_session(id, at).await
+    }
+    async fn session_for_request(
+        &self,
+        token_hash: &[u8; 32],
+        at: DateTime<Utc>,
+        idle: chrono::Duration,
+    ) -> StoreResult<Option<(SessionRecord, bool)>> {
+        self.sessions
+            .session_for_request(token_hash, at, idle)
+            .await
     }
     async fn mark_verified(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool> {
         self.sessions.mark_verified(id, at).await

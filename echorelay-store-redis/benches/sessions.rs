@@ -9,6 +9,8 @@
 //! - `sessions/authenticate_pg_redis`: `Composed::new(PgStore,
 //!   RedisSessions, RedisSessions)` — the deployment's split
 //!   (`DATABASE_URL` + `REDIS_URL`): the epoch is one Postgres read;
+//! - `sessions/pg_account_read`: the one Postgres read of the split
+//!   (`AccountStore::account`, the credential epoch), alone;
 //! - `sessions/authenticate_pg`: everything on `PgStore` (the lookup, the
 //!   epoch, the touch: an `UPDATE` that commits);
 //! - `sessions/authenticate_mem`: everything in memory (the CPU floor);
@@ -34,7 +36,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use echorelay_core::ports::Composed;
+use echorelay_core::ids::UserId;
+use echorelay_core::ports::{AccountStore, Composed};
 use echorelay_store_mem::MemStore;
 use echorelay_store_redis::redis;
 use echorelay_testkit::{Backend, Harness};
@@ -50,7 +53,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// The harness on `store` and the cookie of an enrolled account's session.
-async fn signed_in<B: Backend>(store: B) -> (Harness<B>, String) {
+async fn signed_in<B: Backend>(store: B) -> (Harness<B>, String, UserId) {
     let h = Harness::new(store);
     let e = h.enrolled(IP.parse().unwrap(), false).await;
     let cookie = e.login.session.token.expose_secret().to_owned();
@@ -59,23 +62,23 @@ async fn signed_in<B: Backend>(store: B) -> (Harness<B>, String) {
         .authenticate(&cookie, IP.parse().unwrap())
         .await
         .unwrap();
-    (h, cookie)
+    (h, cookie, e.user)
 }
 
 fn bench_authenticate<B: Backend>(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
     name: &str,
-    setup: Option<(Harness<B>, String)>,
+    setup: Option<&(Harness<B>, String, UserId)>,
 ) {
-    let Some((h, cookie)) = setup else {
+    let Some((h, cookie, _)) = setup else {
         eprintln!("sessions bench: {name} skipped (DATABASE_URL or REDIS_URL unreachable)");
         return;
     };
     let ip: IpAddr = IP.parse().unwrap();
     c.bench_function(name, |b| {
         b.to_async(rt)
-            .iter(|| async { h.accounts.authenticate(&cookie, ip).await.unwrap() })
+            .iter(|| async { h.accounts.authenticate(cookie, ip).await.unwrap() })
     });
 }
 
@@ -83,14 +86,19 @@ fn bench_sessions(c: &mut Criterion) {
     let rt = rt();
 
     let mem = rt.block_on(signed_in(MemStore::new()));
-    bench_authenticate(c, &rt, "sessions/authenticate_mem", Some(mem));
+    bench_authenticate(c, &rt, "sessions/authenticate_mem", Some(&mem));
 
     let mem_redis = rt.block_on(async {
         let redis = echorelay_store_redis::test_redis().await?;
         let s = redis.fresh_sessions().await;
         Some(signed_in(Composed::new(MemStore::new(), s.clone(), s)).await)
     });
-    bench_authenticate(c, &rt, "sessions/authenticate_mem_redis", mem_redis);
+    bench_authenticate(
+        c,
+        &rt,
+        "sessions/authenticate_mem_redis",
+        mem_redis.as_ref(),
+    );
 
     let pg_redis = rt.block_on(async {
         let db = echorelay_store_pg::test_database().await?;
@@ -99,14 +107,22 @@ fn bench_sessions(c: &mut Criterion) {
         let pg = db.fresh_store().await.expect("a fresh, migrated schema");
         Some(signed_in(Composed::new(pg, s.clone(), s)).await)
     });
-    bench_authenticate(c, &rt, "sessions/authenticate_pg_redis", pg_redis);
+    bench_authenticate(c, &rt, "sessions/authenticate_pg_redis", pg_redis.as_ref());
+    if let Some((h, _, user)) = &pg_redis {
+        // What the split spends on Postgres: the account's epoch.
+        let accounts = h.store.durable();
+        c.bench_function("sessions/pg_account_read", |b| {
+            b.to_async(&rt)
+                .iter(|| async { accounts.account(*user).await.unwrap().unwrap() })
+        });
+    }
 
     let pg = rt.block_on(async {
         let db = echorelay_store_pg::test_database().await?;
         let pg = db.fresh_store().await.expect("a fresh, migrated schema");
         Some(signed_in(pg).await)
     });
-    bench_authenticate(c, &rt, "sessions/authenticate_pg", pg);
+    bench_authenticate(c, &rt, "sessions/authenticate_pg", pg.as_ref());
 
     // The client library's own ceiling: GET + EXPIRE in one round trip on
     // the connection manager the store uses.

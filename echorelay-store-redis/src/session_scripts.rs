@@ -85,6 +85,40 @@ return 1
     )
 });
 
+/// A request's lookup: the session a token names and, while it is live at
+/// `at` (`x > at` and `l + idle > at`), the touch of [`TOUCH_SESSION`], in
+/// one step.
+///
+/// ARGV: P, token, at, idle (µs), slack (ms). Returns `{}` when there is
+/// no session, else `{record, touched}`: the `HGETALL` array as it was
+/// before the touch, and 1 or 0.
+pub(crate) static SESSION_FOR_REQUEST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local P = ARGV[1]
+local id = redis.call('GET', P .. 'st:' .. ARGV[2])
+if not id then return {} end
+local k = P .. 's:' .. id
+local rec = redis.call('HGETALL', k)
+if #rec == 0 then return {} end
+local f = redis.call('HMGET', k, 'l', 'x')
+local at, idle = tonumber(ARGV[3]), tonumber(ARGV[4])
+local l, x = tonumber(f[1]), tonumber(f[2])
+if not l or not x or x <= at or l + idle <= at then return { rec, 0 } end
+if at > l then
+  redis.call('HSET', k, 'l', ARGV[3])
+  redis.call('ZADD', P .. 'sl', ARGV[3], id)
+  l = at
+end
+local ttl = math.floor((math.min(x, l + idle) - at) / 1000) + tonumber(ARGV[5])
+if ttl < 1 then ttl = 1 end
+redis.call('PEXPIRE', k, ttl)
+redis.call('PEXPIRE', P .. 'st:' .. ARGV[2], ttl)
+return { rec, 1 }
+"#,
+    )
+});
+
 /// Records a step-up: `verified = max(verified, at)`.
 ///
 /// ARGV: P, id, at. Returns 1, or 0 when the session is gone.

@@ -495,6 +495,30 @@ impl SessionStore for RedisSessions {
         Ok(int(self.run(&inv).await?)? == 1)
     }
 
+    async fn session_for_request(
+        &self,
+        token_hash: &[u8; 32],
+        at: DateTime<Utc>,
+        idle: chrono::Duration,
+    ) -> StoreResult<Option<(SessionRecord, bool)>> {
+        let mut inv = scripts::SESSION_FOR_REQUEST.prepare_invoke();
+        inv.arg(&self.inner.p)
+            .arg(hex::encode(token_hash))
+            .arg(micros(at)?)
+            .arg(idle.num_microseconds().unwrap_or(i64::MAX))
+            .arg(self.inner.ttl.slack.num_milliseconds());
+        let mut reply = match self.run(&inv).await? {
+            Value::Array(items) => items.into_iter(),
+            _ => return Err(corrupt("sessions", "a reply that is not an array")),
+        };
+        let (Some(record), Some(touched)) = (reply.next(), reply.next()) else {
+            return Ok(None);
+        };
+        let session =
+            session_of(record)?.ok_or_else(|| corrupt("sessions", "an empty session record"))?;
+        Ok(Some((session, int(touched)? == 1)))
+    }
+
     async fn mark_verified(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<bool> {
         let mut inv = scripts::MARK_VERIFIED.prepare_invoke();
         inv.arg(&self.inner.p)

@@ -965,6 +965,81 @@ pub async fn attempt_windows_are_half_open<B: Backend>(h: Harness<B>) {
     );
 }
 
+/// A request's lookup returns the session as it was stored and touches it
+/// only while it is live: a session at its idle or absolute end is
+/// returned untouched (never refreshed), a live one is touched at `at`,
+/// and an unknown token is `None`
+/// ([`SessionStore::session_for_request`], "Time boundaries").
+///
+/// [`SessionStore::session_for_request`]: echorelay_core::ports::SessionStore::session_for_request
+pub async fn session_for_request_touches_only_live_sessions<B: Backend>(h: Harness<B>) {
+    let user = account(&h, &random_email()).await;
+    let now = h.clock_now();
+    let idle = Duration::minutes(30);
+    let second = Duration::seconds(1);
+    let created = now - Duration::hours(1);
+    let live = session(user, created, now - idle + second, now + Duration::hours(1));
+    let idle_end = session(user, created, now - idle, now + Duration::hours(1));
+    let absolute_end = session(user, created, now - second, now);
+    for s in [&live, &idle_end, &absolute_end] {
+        h.store.insert_session(s.clone()).await.unwrap();
+    }
+    let (seen, touched) = h
+        .store
+        .session_for_request(&live.token_hash, now, idle)
+        .await
+        .unwrap()
+        .expect("contracts: session_for_request lost a live session");
+    assert_eq!(
+        seen, live,
+        "contracts: session_for_request returns the record as stored"
+    );
+    assert!(
+        touched,
+        "contracts: session_for_request did not touch a live session"
+    );
+    let after = h
+        .store
+        .session_by_token(&live.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.last_seen_at, now);
+    for (s, what) in [
+        (&idle_end, "at its idle end"),
+        (&absolute_end, "at its absolute end"),
+    ] {
+        let (seen, touched) = h
+            .store
+            .session_for_request(&s.token_hash, now, idle)
+            .await
+            .unwrap()
+            .expect("contracts: session_for_request lost an ended session");
+        assert_eq!(&seen, s);
+        assert!(
+            !touched,
+            "contracts: session_for_request touched a session {what}"
+        );
+        let after = h
+            .store
+            .session_by_token(&s.token_hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            after.last_seen_at, s.last_seen_at,
+            "contracts: session_for_request refreshed a session {what}"
+        );
+    }
+    assert!(
+        h.store
+            .session_for_request(&random32(), now, idle)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// Purging removes exactly the records at or past their boundary
 /// (`expires_at <= now`, `last_seen_at <= idle_cutoff`) and keeps those
 /// one second inside it; it returns how many it removed

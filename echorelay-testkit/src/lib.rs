@@ -334,6 +334,7 @@ macro_rules! conformance_tests {
             contracts::backup_codes_match_on_index_and_hash,
             contracts::attempt_windows_are_half_open,
             contracts::purge_boundaries,
+            contracts::session_for_request_touches_only_live_sessions,
             contracts::keys_needing_attention_pages_by_id,
             contracts::multi_record_changes_are_all_or_nothing,
             contracts::config_writes_are_compare_and_swap,

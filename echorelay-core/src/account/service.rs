@@ -1069,12 +1069,15 @@ where
     async fn authenticate_step(&self, cookie: &str, ip: IpAddr) -> Result<AuthenticatedSession> {
         let hash = Token::hash_presented(TokenKind::Session, cookie)
             .map_err(|_| Error::Unauthenticated)?;
-        let s = self
+        let now = self.now();
+        // Looked up and, while live, touched in one step where the store
+        // can (one Redis round trip); every rule is checked below on the
+        // record as it was.
+        let (s, touched) = self
             .sessions
-            .session_by_token(&hash)
+            .session_for_request(&hash, now, self.policy.session_idle)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        let now = self.now();
         let ended = if IpFamily::of(ip) != s.ip_family {
             Some(LoginFailure::IpFamilyChanged)
         } else if now >= s.expires_at || now >= s.last_seen_at + self.policy.session_idle {
@@ -1101,8 +1104,8 @@ where
             .await?;
             return Err(Error::Unauthenticated);
         }
-        if !self.sessions.touch_session(s.id, now).await? {
-            // Ended (logout, renewal) between the lookup and now.
+        if !touched {
+            // Ended (logout, renewal) between the lookup and the touch.
             return Err(Error::Unauthenticated);
         }
         Ok(AuthenticatedSession {
