@@ -107,6 +107,17 @@ impl SessionTtl {
     }
 }
 
+impl SessionTtl {
+    /// The same TTLs with a negative slack taken as none: a TTL is never
+    /// shorter than the contract's deadline.
+    fn clamped(self) -> Self {
+        Self {
+            slack: self.slack.max(chrono::Duration::zero()),
+            ..self
+        }
+    }
+}
+
 impl Default for SessionTtl {
     fn default() -> Self {
         Self::from_policy(&AccountPolicy::default())
@@ -204,10 +215,9 @@ fn kind(k: ChallengeKind) -> &'static str {
 
 /// The fields of an `HGETALL` reply (RESP2 array or RESP3 map).
 fn fields(v: Value, table: &'static str) -> StoreResult<Vec<(String, String)>> {
+    // HGETALL answers bulk strings only; anything else is not a record.
     let text = |v: Value| match v {
         Value::BulkString(b) => String::from_utf8(b).map_err(|_| corrupt(table, "not UTF-8")),
-        Value::SimpleString(s) => Ok(s),
-        Value::Int(i) => Ok(i.to_string()),
         _ => Err(corrupt(table, "a field that is not a string")),
     };
     match v {
@@ -226,7 +236,6 @@ fn fields(v: Value, table: &'static str) -> StoreResult<Vec<(String, String)>> {
             }
             Ok(out)
         }
-        Value::Nil => Ok(Vec::new()),
         _ => Err(corrupt(table, "a record that is not a hash")),
     }
 }
@@ -372,10 +381,7 @@ impl RedisSessions {
                 p: format!("{{{}}}:", options.prefix),
                 prefix: options.prefix.clone(),
                 url: options.redacted_url(),
-                ttl: SessionTtl {
-                    slack: ttl.slack.max(chrono::Duration::zero()),
-                    ..ttl
-                },
+                ttl: ttl.clamped(),
                 racy: false,
             }),
             _cleanup: None,
@@ -404,10 +410,7 @@ impl RedisSessions {
                 p: i.p.clone(),
                 prefix: i.prefix.clone(),
                 url: i.url.clone(),
-                ttl: SessionTtl {
-                    slack: ttl.slack.max(chrono::Duration::zero()),
-                    ..ttl
-                },
+                ttl: ttl.clamped(),
                 racy: i.racy,
             }),
             _cleanup: self._cleanup.clone(),
@@ -844,5 +847,12 @@ mod tests {
         assert_eq!(ms(chrono::Duration::zero()), 1);
         assert_eq!(ms(chrono::Duration::seconds(-5)), 1);
         assert_eq!(ms(chrono::Duration::seconds(2)), 2000);
+        let negative = SessionTtl {
+            slack: chrono::Duration::seconds(-5),
+            ..ttl
+        };
+        assert_eq!(negative.clamped().slack, chrono::Duration::zero());
+        assert_eq!(negative.clamped().idle, ttl.idle);
+        assert_eq!(ttl.clamped(), ttl);
     }
 }
