@@ -14,6 +14,10 @@
 //! - [`headers::outer`]: the client address (from the connection, or a
 //!   trusted proxy's header: [`client::ProxyConfig`]), TLS only, and the
 //!   security headers on every answer.
+//! - [`pages`]: the account pages a person uses in a browser (`/account`:
+//!   sign-in, second factor, enrollment, backup codes, sessions and
+//!   trusted browsers, step-up, password change), server-rendered under a
+//!   strict CSP with a CSRF token in every form.
 //! - [`security_txt`]: `/.well-known/security.txt` (RFC 9116), refused at
 //!   start when expired or more than a year ahead.
 //! - [`server::serve`]: the socket side, plain or TLS ([`tls`]), with
