@@ -1040,6 +1040,32 @@ pub async fn session_for_request_touches_only_live_sessions<B: Backend>(h: Harne
     );
 }
 
+/// Replacing a session that is gone is `NotFound`, and the new session is
+/// not stored ([`SessionStore::replace_session`]).
+///
+/// [`SessionStore::replace_session`]: echorelay_core::ports::SessionStore::replace_session
+pub async fn replacing_a_gone_session_is_not_found<B: Backend>(h: Harness<B>) {
+    let user = account(&h, &random_email()).await;
+    let now = h.clock_now();
+    let gone = session(user, now, now, now + Duration::hours(1));
+    let new = session(user, now, now, now + Duration::hours(1));
+    assert!(
+        matches!(
+            h.store.replace_session(gone.id, new.clone()).await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "contracts: replacing a gone session must be NotFound"
+    );
+    assert!(
+        h.store
+            .session_by_token(&new.token_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(h.store.sessions_of(user).await.unwrap().is_empty());
+}
+
 /// Purging removes exactly the records at or past their boundary
 /// (`expires_at <= now`, `last_seen_at <= idle_cutoff`) and keeps those
 /// one second inside it; it returns how many it removed

@@ -335,6 +335,7 @@ macro_rules! conformance_tests {
             contracts::attempt_windows_are_half_open,
             contracts::purge_boundaries,
             contracts::session_for_request_touches_only_live_sessions,
+            contracts::replacing_a_gone_session_is_not_found,
             contracts::keys_needing_attention_pages_by_id,
             contracts::multi_record_changes_are_all_or_nothing,
             contracts::config_writes_are_compare_and_swap,
