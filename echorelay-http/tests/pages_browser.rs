@@ -85,11 +85,34 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Ends chromedriver and the browsers it started, also those of a
+    /// test that failed before closing them (found by their own profile
+    /// directory on their command line, so nothing else is touched).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let ours = |cmdline: &str| {
+            self.profiles
+                .iter()
+                .any(|p| cmdline.contains(&format!("--user-data-dir={}\0", p.display())))
+        };
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if ours(&String::from_utf8_lossy(&cmdline)) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
         for p in &self.profiles {
-            let _ = std::fs::remove_dir_all(p);
+            // A browser just ended may still be writing its profile.
+            for _ in 0..10 {
+                if std::fs::remove_dir_all(p).is_ok() || !p.exists() {
+                    break;
+                }
+                std::thread::sleep(StdDuration::from_millis(100));
+            }
         }
     }
 }
