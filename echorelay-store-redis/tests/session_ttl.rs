@@ -189,3 +189,37 @@ async fn a_touch_never_revives_and_expired_sessions_leave_the_index() {
     assert!(!s.touch_session(b.id, now()).await.unwrap());
     assert_eq!(s.delete_sessions_of(user, None).await.unwrap(), 0);
 }
+
+/// Purging goes past its 1,000-entry batch: 1,001 expired sessions and
+/// 1,001 expired challenges are all deleted and counted.
+#[tokio::test]
+async fn purge_goes_past_one_batch() {
+    let Some(redis) = echorelay_store_redis::test_redis().await else {
+        return;
+    };
+    let s = redis.fresh_sessions().await;
+    let user = UserId::random();
+    for _ in 0..1001 {
+        s.insert_session(session(user, now(), now() + Duration::minutes(1)))
+            .await
+            .unwrap();
+        s.insert_challenge(ChallengeRecord {
+            token_hash: hash(),
+            user,
+            kind: ChallengeKind::Enrollment,
+            expires_at: now(),
+            ip_family: IpFamily::V4,
+            epoch: 0,
+        })
+        .await
+        .unwrap();
+    }
+    let later = now() + Duration::minutes(1);
+    assert_eq!(
+        s.purge_expired(later, later - Duration::minutes(30))
+            .await
+            .unwrap(),
+        2002
+    );
+    assert!(s.sessions_of(user).await.unwrap().is_empty());
+}
