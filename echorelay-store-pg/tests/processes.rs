@@ -447,6 +447,20 @@ async fn a_read_that_raced_an_invalidation_is_not_cached() {
     );
 }
 
+/// Resumes a stopped server process when dropped, so that a check failing
+/// (a panic) while it is stopped does not leave it stopped: a stopped
+/// backend keeps its connection, and its place in the notification
+/// queue, for good.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
 /// A deaf listener: B's LISTEN connection stays open but its server
 /// process is stopped (SIGSTOP), so nothing is delivered and no error
 /// arrives. B must notice within a round (its own ping does not come
@@ -485,16 +499,26 @@ async fn a_deaf_listener_is_noticed_and_replaced() {
         );
         return;
     }
+    // From here on a failing check must not leave the process stopped.
+    let resume = Resume(pid);
     let flushes = cache.stats().flushes;
     let t = Instant::now();
-    a.keys.revoke(&grant, minted.view.id).await.unwrap();
+    // Bounded: a deafness never noticed would hold the revocation for good
+    // (the deaf cache keeps renewing its lease).
+    let revoked = tokio::time::timeout(
+        StdDuration::from_secs(10),
+        a.keys.revoke(&grant, minted.view.id),
+    )
+    .await;
     let waited = t.elapsed();
+    assert!(
+        revoked.is_ok_and(|r| r.is_ok()),
+        "the revocation did not return within 10 s: B's deafness went unnoticed"
+    );
     let verdict = b.keys.verify(key).await;
     until_serving(&b.store).await;
     let after = b.keys.verify(key).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status();
+    drop(resume);
     let _ = sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .execute(a.store.pool())
