@@ -13,7 +13,7 @@ use echorelay_core::access::Role;
 use echorelay_core::access::surface::Keys;
 use echorelay_core::audit::{EventKind, KeyAction};
 use echorelay_core::keys::{Environment, MintRequest};
-use echorelay_store_pg::{PgStore, TestDatabase, test_database};
+use echorelay_store_pg::{KeyCacheConfig, PgStore, TestDatabase, test_database};
 use echorelay_testkit::Harness;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
@@ -180,6 +180,11 @@ impl Proxy {
     fn up(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+
+    /// Refuses new connections; those already open stay up.
+    fn refuse_new(&self) {
+        self.up.store(false, Ordering::SeqCst);
+    }
 }
 
 async fn proxied(db: &TestDatabase, base: &PgStore, proxy: &Proxy) -> PgStore {
@@ -257,4 +262,67 @@ async fn an_outage_is_unavailable_never_a_success_and_the_pool_recovers() {
         h.keys.verify(&key).await,
         Err(Error::Unauthenticated)
     ));
+}
+
+/// A cache whose listener is lost and cannot come back (new connections
+/// refused; the store's own pool keeps the ones it has) ends its lease in
+/// the database at once: a revocation made elsewhere meanwhile returns
+/// without waiting for that cache's lease (2 s) to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_that_cannot_reconnect_releases_writers_at_once() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let base = db.fresh_store().await.unwrap();
+    let a = Harness::new(base.clone());
+    let upstream: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let url = format!("postgres://root@{}/test", proxy.addr);
+    let b = db
+        .another_process_at(&base, &url, |o| {
+            o.max_connections(2).key_cache(KeyCacheConfig {
+                lease: Duration::from_secs(2),
+                margin: Duration::from_millis(200),
+                ..KeyCacheConfig::default()
+            })
+        })
+        .await
+        .unwrap();
+    let cache = b.key_cache().unwrap();
+    let start = std::time::Instant::now();
+    while !cache.is_serving() {
+        assert!(start.elapsed() < Duration::from_secs(10), "B never served");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B's pool opens both its connections now: they stay when new ones
+    // are refused.
+    echorelay_core::ports::SessionStore::warm_up(&b, 2)
+        .await
+        .unwrap();
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let minted = a.keys.mint(&grant, req()).await.unwrap();
+
+    proxy.refuse_new();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(cache.listener_application_name())
+    .fetch_all(base.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true]);
+    let start = std::time::Instant::now();
+    while cache.is_serving() {
+        assert!(start.elapsed() < Duration::from_secs(5), "B never noticed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let t = std::time::Instant::now();
+    a.keys.revoke(&grant, minted.view.id).await.unwrap();
+    let waited = t.elapsed();
+    proxy.up();
+    assert!(
+        waited < Duration::from_secs(1),
+        "a revocation waited {waited:?} for a cache that could not reconnect (lease 2 s)"
+    );
 }

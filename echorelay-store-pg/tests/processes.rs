@@ -425,16 +425,40 @@ async fn a_read_that_raced_an_invalidation_is_not_cached() {
     let key = minted.plaintext.expose_secret().to_owned();
     let early = {
         let (svc, key) = (b.keys.clone(), key.clone());
-        tokio::spawn(async move { svc.verify(&key).await.is_ok() })
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let accepted = svc.verify(&key).await.is_ok();
+            (accepted, start.elapsed())
+        })
     };
     tokio::time::sleep(StdDuration::from_millis(100)).await;
     a.keys.revoke(&grant, minted.view.id).await.unwrap();
     // Began before the revocation returned: either answer is linearizable.
-    let _ = early.await.unwrap();
+    // But the read must have been held by the pause, or the race was not
+    // run at all.
+    let (_, held) = early.await.unwrap();
+    assert!(
+        held >= StdDuration::from_millis(300),
+        "the read was not held by the fetch pause ({held:?}): no race was run"
+    );
     assert!(
         matches!(b.keys.verify(&key).await, Err(Error::Unauthenticated)),
         "B cached a read that raced the revocation"
     );
+}
+
+/// Resumes a stopped server process when dropped, so that a check failing
+/// (a panic) while it is stopped does not leave it stopped: a stopped
+/// backend keeps its connection, and its place in the notification
+/// queue, for good.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
 }
 
 /// A deaf listener: B's LISTEN connection stays open but its server
@@ -475,16 +499,26 @@ async fn a_deaf_listener_is_noticed_and_replaced() {
         );
         return;
     }
+    // From here on a failing check must not leave the process stopped.
+    let resume = Resume(pid);
     let flushes = cache.stats().flushes;
     let t = Instant::now();
-    a.keys.revoke(&grant, minted.view.id).await.unwrap();
+    // Bounded: a deafness never noticed would hold the revocation for good
+    // (the deaf cache keeps renewing its lease).
+    let revoked = tokio::time::timeout(
+        StdDuration::from_secs(10),
+        a.keys.revoke(&grant, minted.view.id),
+    )
+    .await;
     let waited = t.elapsed();
+    assert!(
+        revoked.is_ok_and(|r| r.is_ok()),
+        "the revocation did not return within 10 s: B's deafness went unnoticed"
+    );
     let verdict = b.keys.verify(key).await;
     until_serving(&b.store).await;
     let after = b.keys.verify(key).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status();
+    drop(resume);
     let _ = sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .execute(a.store.pool())
@@ -602,4 +636,100 @@ async fn a_stalled_lease_renewal_stops_serving_though_the_listener_stays_connect
         flushes,
         "not a reconnect: the same listener"
     );
+}
+
+/// A full cache (capacity 1) keeps no new key: a second key is read from
+/// the database every time. The key it holds is still re-read and kept
+/// once its entry has expired (`ttl`), as replacing an entry does not
+/// grow the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cache_takes_no_new_key_but_refreshes_the_one_it_holds() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let ttl = StdDuration::from_millis(800);
+    let small = KeyCacheConfig {
+        capacity: 1,
+        ttl,
+        ..fast_cache()
+    };
+    let b_store = db
+        .another_process(&a.store, |o| o.key_cache(small))
+        .await
+        .unwrap();
+    let b = Harness::with_vault(b_store, a.vault.clone());
+    b.clock.set(a.clock_now());
+    until_serving(&b.store).await;
+    let (p, owner) = a.project().await;
+    let grant = a.grant::<Keys>(&owner, &p).await;
+    let held = a.keys.mint(&grant, req()).await.unwrap();
+    let held = held.plaintext.expose_secret();
+    let other = a.keys.mint(&grant, req()).await.unwrap();
+    let other = other.plaintext.expose_secret();
+    let cache = b.store.key_cache().unwrap();
+
+    b.keys.verify(held).await.unwrap();
+    let hits = cache.stats().hits;
+    b.keys.verify(held).await.unwrap();
+    assert_eq!(cache.stats().hits, hits + 1, "the first key was not cached");
+    b.keys.verify(other).await.unwrap();
+    b.keys.verify(other).await.unwrap();
+    assert_eq!(
+        cache.stats().hits,
+        hits + 1,
+        "a full cache took a new key (capacity 1)"
+    );
+    tokio::time::sleep(ttl + StdDuration::from_millis(100)).await;
+    let misses = cache.stats().misses;
+    b.keys.verify(held).await.unwrap();
+    assert_eq!(
+        cache.stats().misses,
+        misses + 1,
+        "an expired entry was served"
+    );
+    b.keys.verify(held).await.unwrap();
+    assert_eq!(
+        cache.stats().hits,
+        hits + 2,
+        "the key a full cache holds was not refreshed"
+    );
+}
+
+/// `flushes` counts the times a cache lost (or found deaf) a listener it
+/// had: none for a cache that started and kept serving for a few rounds,
+/// one when its listener connection is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushes_count_lost_listeners_and_nothing_else() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let b = second(&db, &a, true).await;
+    until_serving(&b.store).await;
+    let cache = b.store.key_cache().unwrap();
+    // Rounds are 500 ms (lease 2 s): three of them.
+    tokio::time::sleep(StdDuration::from_millis(1_500)).await;
+    assert_eq!(
+        cache.stats().flushes,
+        0,
+        "a cache that never lost its listener counted a flush"
+    );
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(cache.listener_application_name())
+    .fetch_all(a.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true]);
+    let start = Instant::now();
+    while cache.stats().flushes == 0 {
+        assert!(
+            start.elapsed() < StdDuration::from_secs(10),
+            "a killed listener was not counted"
+        );
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    until_serving(&b.store).await;
 }
