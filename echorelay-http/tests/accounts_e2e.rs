@@ -15,75 +15,9 @@ use echorelay::core::audit::{Actor, KeyAction};
 use echorelay::prelude::*;
 use echorelay_http::client::ProxyConfig;
 use echorelay_http::{HttpConfig, router};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple 2026";
-
-struct Browser {
-    client: Client,
-    session: Option<String>,
-    csrf: Option<String>,
-    device: Option<String>,
-    /// Headers every request of this browser carries (a proxy's).
-    extra: Vec<(&'static str, String)>,
-}
-
-impl Browser {
-    fn new(client: Client) -> Self {
-        Self {
-            client,
-            session: None,
-            csrf: None,
-            device: None,
-            extra: Vec::new(),
-        }
-    }
-
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        csrf: bool,
-    ) -> Answer {
-        let mut cookies = Vec::new();
-        if let Some(s) = &self.session {
-            cookies.push(format!("__Host-er_session={s}"));
-        }
-        if let Some(d) = &self.device {
-            cookies.push(format!("__Host-er_device={d}"));
-        }
-        let cookie = cookies.join("; ");
-        let mut extra: Vec<(&str, &str)> =
-            self.extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        if !cookie.is_empty() {
-            extra.push(("cookie", &cookie));
-        }
-        if csrf && let Some(t) = &self.csrf {
-            extra.push(("x-csrf-token", t));
-        }
-        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
-        let a = self.client.send(method, path, None, &extra, body).await;
-        if let Some(s) = set_cookie(&a, "__Host-er_session") {
-            self.session = Some(s).filter(|s| !s.is_empty());
-        }
-        if let Some(c) = set_cookie(&a, "__Host-er_csrf") {
-            self.csrf = Some(c).filter(|c| !c.is_empty());
-        }
-        if let Some(d) = set_cookie(&a, "__Host-er_device") {
-            self.device = Some(d);
-        }
-        a
-    }
-
-    async fn post(&mut self, path: &str, body: Value) -> Answer {
-        self.call(Method::POST, path, Some(body), true).await
-    }
-
-    async fn get(&mut self, path: &str) -> Answer {
-        self.call(Method::GET, path, None, false).await
-    }
-}
 
 /// The code an authenticator shows at the world's time, `offset` steps on.
 fn code(w: &World, seed: &TotpSeed, offset: u64) -> String {

@@ -6,75 +6,16 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use chrono::Duration;
 use common::*;
 use echorelay::core::account::totp::{TotpSeed, code_for_step, step_at};
 use echorelay::prelude::*;
 use echorelay_http::HttpConfig;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple 2026";
 const NEW_PASSWORD: &str = "velvet otter quarry lantern 1987";
-
-fn set_cookie(a: &Answer, name: &str) -> Option<String> {
-    a.headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-}
-
-/// A cookie jar over one connection.
-struct Jar {
-    client: Client,
-    session: Option<String>,
-    csrf: Option<String>,
-    device: Option<String>,
-}
-
-impl Jar {
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        csrf: bool,
-    ) -> Answer {
-        let mut cookies = Vec::new();
-        if let Some(s) = &self.session {
-            cookies.push(format!("__Host-er_session={s}"));
-        }
-        if let Some(d) = &self.device {
-            cookies.push(format!("__Host-er_device={d}"));
-        }
-        let cookie = cookies.join("; ");
-        let mut extra: Vec<(&str, &str)> = Vec::new();
-        if !cookie.is_empty() {
-            extra.push(("cookie", &cookie));
-        }
-        if csrf && let Some(t) = &self.csrf {
-            extra.push(("x-csrf-token", t));
-        }
-        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
-        let a = self.client.send(method, path, None, &extra, body).await;
-        if let Some(s) = set_cookie(&a, "__Host-er_session") {
-            self.session = Some(s).filter(|s| !s.is_empty());
-        }
-        if let Some(c) = set_cookie(&a, "__Host-er_csrf") {
-            self.csrf = Some(c).filter(|c| !c.is_empty());
-        }
-        if let Some(d) = set_cookie(&a, "__Host-er_device") {
-            self.device = Some(d).filter(|d| !d.is_empty());
-        }
-        a
-    }
-
-    async fn post(&mut self, path: &str, body: Value) -> Answer {
-        self.call(Method::POST, path, Some(body), true).await
-    }
-}
 
 fn code(w: &World, seed: &TotpSeed) -> String {
     w.clock.advance(Duration::seconds(30));
@@ -83,9 +24,15 @@ fn code(w: &World, seed: &TotpSeed) -> String {
     code_for_step(seed, &params, step).unwrap().to_string()
 }
 
-/// Password, then TOTP (trusting the device when asked): the jar holds
+/// Password, then TOTP (trusting the device when asked): the browser holds
 /// the session.
-async fn log_in(w: &World, j: &mut Jar, seed: &TotpSeed, password: &str, trust: bool) -> Answer {
+async fn log_in(
+    w: &World,
+    j: &mut Browser,
+    seed: &TotpSeed,
+    password: &str,
+    trust: bool,
+) -> Answer {
     w.clock.advance(Duration::seconds(5));
     let login = j
         .post(
@@ -106,14 +53,8 @@ async fn log_in(w: &World, j: &mut Jar, seed: &TotpSeed, password: &str, trust: 
 
 async fn changing_the_password_ends_every_other_session_and_device(w: World) {
     let server = w.serve(HttpConfig::local()).await;
-    let jar = |client| Jar {
-        client,
-        session: None,
-        csrf: None,
-        device: None,
-    };
-    let mut a = jar(server.connect().await);
-    let mut b = jar(server.connect().await);
+    let mut a = Browser::new(server.connect().await);
+    let mut b = Browser::new(server.connect().await);
     w.relay
         .accounts()
         .register("gus@example.com", SecretString::from(PASSWORD), Some(w.ip))

@@ -24,8 +24,9 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use axum::Router;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Query, State};
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -36,10 +37,12 @@ use echorelay::core::account::password::MAX_PASSWORD_BYTES;
 use echorelay::core::ids::{DeviceId, SessionId};
 use echorelay::core::ports::{AccountStore, ConfigStore, MembershipStore};
 use echorelay::prelude::{
-    AuthenticatedSession, ExposeSecret, PasswordStep, SecondFactor, SecretString, StepUp,
+    AuthenticatedSession, ExposeSecret, LoginComplete, PasswordStep, SecondFactor, SecretString,
+    StepUp,
 };
 use maud::{Markup, html};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -154,18 +157,28 @@ fn session_cookies(session: &echorelay::prelude::NewSession) -> Vec<HeaderValue>
     .collect()
 }
 
+/// The cookies of a completed sign-in: the session's, the trusted
+/// device's when one was made, and the spent challenge's cleared.
+fn login_cookies(done: &LoginComplete) -> Vec<HeaderValue> {
+    let mut set = session_cookies(&done.session);
+    set.push(cookies::clear(CHALLENGE_COOKIE));
+    if let Some(d) = &done.device {
+        set.extend(cookies::set(
+            cookies::DEVICE,
+            d.token.expose_secret(),
+            Some(d.expires_at),
+            true,
+        ));
+    }
+    set
+}
+
 fn unavailable() -> Response {
     let errors = Errors::none();
     html(
         StatusCode::SERVICE_UNAVAILABLE,
         page(
-            Frame {
-                title: "Try again in a minute",
-                signed_in: None,
-                notice: None,
-                errors: &errors,
-                print: false,
-            },
+            Frame::new("Try again in a minute", &errors),
             html! { p { "The service cannot reach its storage just now. Nothing was changed. Wait a minute, then " a href="/account" { "try again" } "." } },
         ),
     )
@@ -182,13 +195,7 @@ fn failed(e: Error) -> Response {
             html(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 page(
-                    Frame {
-                        title: "Something went wrong",
-                        signed_in: None,
-                        notice: None,
-                        errors: &errors,
-                        print: false,
-                    },
+                    Frame::new("Something went wrong", &errors),
                     html! { p { "The request could not be completed. " a href="/account" { "Go back to your account" } " and try again." } },
                 ),
             )
@@ -272,33 +279,107 @@ async fn me(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Me, Res
     }
 }
 
-/// [`me`] for a form: also its CSRF token.
-async fn me_posting(
-    state: &AppState,
-    headers: &HeaderMap,
-    ip: IpAddr,
-    sent: Option<&str>,
-) -> Result<Me, Response> {
-    let me = me(state, headers, ip).await?;
-    if cross_site(headers) || !same(&me.csrf, sent) {
-        let errors = Errors::form(
-            "This form is out of date: it was opened before a sign-in, a confirmation or a password change, or it did not come from this site. Nothing was changed.",
-        );
-        return Err(html(
-            StatusCode::FORBIDDEN,
-            page(
-                Frame {
-                    title: "Form expired",
-                    signed_in: Some(&me.csrf),
-                    notice: None,
-                    errors: &errors,
-                    print: false,
-                },
-                html! { p { a href="/account" { "Go back to your account" } " and try again." } },
-            ),
-        ));
+impl FromRequestParts<AppState> for Me {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        me(state, &parts.headers, ip).await
     }
-    Ok(me)
+}
+
+/// A form of ours: the CSRF token it carries.
+trait CsrfField {
+    fn csrf(&self) -> Option<&str>;
+}
+
+macro_rules! csrf_field_of {
+    ($($form:ty),* $(,)?) => {$(
+        impl CsrfField for $form {
+            fn csrf(&self) -> Option<&str> {
+                self.csrf.as_deref()
+            }
+        }
+    )*};
+}
+
+csrf_field_of!(
+    SignInForm,
+    SecondFactorForm,
+    CodeForm,
+    IdForm,
+    StepUpForm,
+    CsrfForm,
+    CodesForm,
+    PasswordForm,
+);
+
+/// A signed-in person's form, read and its CSRF token checked; the
+/// rejection is the page to answer with instead (sign in again, the form
+/// could not be read, or it is out of date: nothing was changed).
+struct Posted<T>(Me, T);
+
+impl<T: DeserializeOwned + CsrfField + Send> FromRequest<AppState> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let me = Me::from_request_parts(&mut parts, state).await;
+        let cross = cross_site(&parts.headers);
+        // The body is read before any answer, so that the connection
+        // stays usable (an unread body would end it).
+        let form = Form::<T>::from_request(Request::from_parts(parts, body), state).await;
+        let me = me?;
+        let Ok(Form(form)) = form else {
+            return Err(bad_form_page(
+                StatusCode::BAD_REQUEST,
+                &me.csrf,
+                "The form could not be read: a field is far too long, or it was not sent by this page. Nothing was changed.",
+            ));
+        };
+        if cross || !same(&me.csrf, form.csrf()) {
+            return Err(titled_bad_form_page(
+                "Form expired",
+                StatusCode::FORBIDDEN,
+                &me.csrf,
+                "This form is out of date: it was opened before a sign-in, a confirmation or a password change, or it did not come from this site. Nothing was changed.",
+            ));
+        }
+        Ok(Posted(me, form))
+    }
+}
+
+/// A form sent before sign-in that is not taken: the status and the
+/// errors its page shows again, and the form when it could be read (to
+/// fill in again what is safe to show).
+struct Refused<T> {
+    status: StatusCode,
+    errors: Errors,
+    form: Option<T>,
+}
+
+/// A form sent before sign-in, read and its double-submit token checked.
+fn anonymous_form<T: CsrfField>(
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<T, Refused<T>> {
+    let Ok(Form(form)) = form else {
+        return Err(Refused {
+            status: StatusCode::BAD_REQUEST,
+            errors: unreadable(),
+            form: None,
+        });
+    };
+    if !anonymous_ok(headers, form.csrf()) {
+        return Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            errors: Errors::form(STALE_FORM),
+            form: Some(form),
+        });
+    }
+    Ok(form)
 }
 
 /// A notice named by `?m=` (a fixed list: nothing from the URL is shown).
@@ -331,7 +412,7 @@ fn notice_text(m: Option<&str>) -> Option<&'static str> {
     })
 }
 
-fn query(q: Result<Query<Notice>, axum::extract::rejection::QueryRejection>) -> Notice {
+fn query(q: Result<Query<Notice>, QueryRejection>) -> Notice {
     q.map(|Query(n)| n).unwrap_or_default()
 }
 
@@ -349,13 +430,7 @@ struct SignInForm {
 
 fn sign_in_view(token: &str, email: Option<&str>, notice: Option<&str>, errors: &Errors) -> Markup {
     page(
-        Frame {
-            title: "Sign in",
-            signed_in: None,
-            notice,
-            errors,
-            print: false,
-        },
+        Frame::new("Sign in", errors).notice(notice),
         html! {
             form method="post" action="/account/sign-in" novalidate {
                 (csrf_field(token))
@@ -383,10 +458,7 @@ fn sign_in_answer(
     )
 }
 
-async fn sign_in_page(
-    headers: HeaderMap,
-    q: Result<Query<Notice>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn sign_in_page(headers: HeaderMap, q: Result<Query<Notice>, QueryRejection>) -> Response {
     let q = query(q);
     // A refused code is told as an error of the form it leads back to.
     let errors = match q.m.as_deref() {
@@ -414,20 +486,17 @@ async fn sign_in(
     headers: HeaderMap,
     form: Result<Form<SignInForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return sign_in_answer(StatusCode::BAD_REQUEST, &headers, None, None, &unreadable());
+    let form = match anonymous_form(&headers, form) {
+        Ok(f) => f,
+        Err(r) => {
+            // The email typed is shown again (when it is one a field takes).
+            let email = r.form.and_then(|f| f.email);
+            let shown = email.as_deref().filter(|e| e.chars().count() <= MAX_EMAIL);
+            return sign_in_answer(r.status, &headers, shown, None, &r.errors);
+        }
     };
     let email = form.email.unwrap_or_default();
     let shown = (email.chars().count() <= MAX_EMAIL).then_some(email.as_str());
-    if !anonymous_ok(&headers, form.csrf.as_deref()) {
-        return sign_in_answer(
-            StatusCode::FORBIDDEN,
-            &headers,
-            shown,
-            None,
-            &Errors::form(STALE_FORM),
-        );
-    }
     let mut errors = Errors::none();
     if email.trim().is_empty() {
         errors.add("email", "Enter your email address.");
@@ -525,13 +594,7 @@ fn trust_days(state: &AppState) -> i64 {
 fn second_factor_view(state: &AppState, token: &str, errors: &Errors) -> Markup {
     let days = trust_days(state);
     page(
-        Frame {
-            title: "Confirm it is you",
-            signed_in: None,
-            notice: None,
-            errors,
-            print: false,
-        },
+        Frame::new("Confirm it is you", errors),
         html! {
             form method="post" action="/account/second-factor" novalidate {
                 (csrf_field(token))
@@ -594,17 +657,10 @@ async fn second_factor(
     headers: HeaderMap,
     form: Result<Form<SecondFactorForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return second_factor_answer(&state, StatusCode::BAD_REQUEST, &headers, &unreadable());
+    let form = match anonymous_form(&headers, form) {
+        Ok(f) => f,
+        Err(r) => return second_factor_answer(&state, r.status, &headers, &r.errors),
     };
-    if !anonymous_ok(&headers, form.csrf.as_deref()) {
-        return second_factor_answer(
-            &state,
-            StatusCode::FORBIDDEN,
-            &headers,
-            &Errors::form(STALE_FORM),
-        );
-    }
     let Some(challenge) = cookies::get(&headers, CHALLENGE_COOKIE) else {
         return restart();
     };
@@ -641,19 +697,7 @@ async fn second_factor(
         .login_second_factor(challenge, factor, ip, trust)
         .await
     {
-        Ok(done) => {
-            let mut set = session_cookies(&done.session);
-            set.push(cookies::clear(CHALLENGE_COOKIE));
-            if let Some(d) = &done.device {
-                set.extend(cookies::set(
-                    cookies::DEVICE,
-                    d.token.expose_secret(),
-                    Some(d.expires_at),
-                    true,
-                ));
-            }
-            with_cookies(see_other("/account"), set)
-        }
+        Ok(done) => with_cookies(see_other("/account"), login_cookies(&done)),
         // The challenge is spent whatever the outcome: start again.
         Err(Error::Unauthenticated) => with_cookies(
             see_other("/account/sign-in?m=refused"),
@@ -726,16 +770,7 @@ async fn enroll_page(
     with_cookies(
         html(
             StatusCode::OK,
-            page(
-                Frame {
-                    title: "Set up your authenticator app",
-                    signed_in: None,
-                    notice: None,
-                    errors: &errors,
-                    print: false,
-                },
-                body,
-            ),
+            page(Frame::new("Set up your authenticator app", &errors), body),
         ),
         set,
     )
@@ -756,16 +791,7 @@ fn confirm_again(
     with_cookies(
         html(
             status,
-            page(
-                Frame {
-                    title: "Set up your authenticator app",
-                    signed_in: None,
-                    notice: None,
-                    errors,
-                    print: false,
-                },
-                body,
-            ),
+            page(Frame::new("Set up your authenticator app", errors), body),
         ),
         set,
     )
@@ -777,17 +803,10 @@ async fn enroll(
     headers: HeaderMap,
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return confirm_again(&state, StatusCode::BAD_REQUEST, &headers, &unreadable());
+    let form = match anonymous_form(&headers, form) {
+        Ok(f) => f,
+        Err(r) => return confirm_again(&state, r.status, &headers, &r.errors),
     };
-    if !anonymous_ok(&headers, form.csrf.as_deref()) {
-        return confirm_again(
-            &state,
-            StatusCode::FORBIDDEN,
-            &headers,
-            &Errors::form(STALE_FORM),
-        );
-    }
     let Some(challenge) = cookies::get(&headers, CHALLENGE_COOKIE) else {
         return restart();
     };
@@ -810,16 +829,7 @@ async fn enroll(
     {
         Ok(enrolled) => {
             let done = enrolled.login;
-            let mut set = session_cookies(&done.session);
-            set.push(cookies::clear(CHALLENGE_COOKIE));
-            if let Some(d) = &done.device {
-                set.extend(cookies::set(
-                    cookies::DEVICE,
-                    d.token.expose_secret(),
-                    Some(d.expires_at),
-                    true,
-                ));
-            }
+            let set = login_cookies(&done);
             let csrf = cookies::csrf_token(done.session.token.expose_secret());
             let codes: Vec<String> = enrolled
                 .backup_codes
@@ -849,13 +859,7 @@ fn codes_page(csrf: &str, codes: &[String], title: &str) -> Response {
     html(
         StatusCode::OK,
         page(
-            Frame {
-                title,
-                signed_in: Some(csrf),
-                notice: None,
-                errors: &errors,
-                print: true,
-            },
+            Frame::new(title, &errors).signed_in(csrf).print(),
             view::backup_codes(codes, csrf, Some(("/account", "Continue to your account"))),
         ),
     )
@@ -872,15 +876,10 @@ fn family(f: IpFamily) -> &'static str {
 
 async fn overview(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    q: Result<Query<Notice>, axum::extract::rejection::QueryRejection>,
+    me: Me,
+    q: Result<Query<Notice>, QueryRejection>,
 ) -> Response {
     let q = query(q);
-    let me = match me(&state, &headers, ip).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
     let user = me.session.user;
     let store = state.relay.store();
     let access = match state.relay.accounts().access_list(user).await {
@@ -1000,13 +999,9 @@ async fn overview(
     html(
         StatusCode::OK,
         page(
-            Frame {
-                title: "Your account",
-                signed_in: Some(csrf),
-                notice: notice_text(q.m.as_deref()),
-                errors: &errors,
-                print: false,
-            },
+            Frame::new("Your account", &errors)
+                .signed_in(csrf)
+                .notice(notice_text(q.m.as_deref())),
             body,
         ),
     )
@@ -1021,47 +1016,23 @@ struct IdForm {
 }
 
 fn bad_form_page(status: StatusCode, csrf: &str, message: &str) -> Response {
+    titled_bad_form_page("That did not work", status, csrf, message)
+}
+
+/// A page saying what was wrong with a signed-in person's form, and the
+/// way back.
+fn titled_bad_form_page(title: &str, status: StatusCode, csrf: &str, message: &str) -> Response {
     let errors = Errors::form(message);
     html(
         status,
         page(
-            Frame {
-                title: "That did not work",
-                signed_in: Some(csrf),
-                notice: None,
-                errors: &errors,
-                print: false,
-            },
+            Frame::new(title, &errors).signed_in(csrf),
             html! { p { a href="/account" { "Go back to your account" } " and try again." } },
         ),
     )
 }
 
-/// The CSRF field of a form that could not be parsed: none.
-async fn unreadable_signed_in(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Response {
-    match me(state, headers, ip).await {
-        Ok(me) => bad_form_page(
-            StatusCode::BAD_REQUEST,
-            &me.csrf,
-            "The form could not be read: a field is far too long, or it was not sent by this page. Nothing was changed.",
-        ),
-        Err(r) => r,
-    }
-}
-
-async fn end_session(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<IdForm>, FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return unreadable_signed_in(&state, &headers, ip).await;
-    };
-    let me = match me_posting(&state, &headers, ip, form.csrf.as_deref()).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn end_session(State(state): State<AppState>, Posted(me, form): Posted<IdForm>) -> Response {
     let Some(id) = form.id.as_deref().and_then(|s| SessionId::from_str(s).ok()) else {
         return see_other("/account?m=session-gone");
     };
@@ -1086,17 +1057,8 @@ async fn end_session(
 
 async fn revoke_devices(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<IdForm>, FormRejection>,
+    Posted(me, form): Posted<IdForm>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return unreadable_signed_in(&state, &headers, ip).await;
-    };
-    let me = match me_posting(&state, &headers, ip, form.csrf.as_deref()).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
     let which = match form.id.as_deref() {
         Some("all") => None,
         Some(s) => match DeviceId::from_str(s) {
@@ -1150,13 +1112,9 @@ fn after_step_up(for_: Option<&str>) -> (&'static str, &'static str) {
 fn step_up_view(csrf: &str, for_: Option<&str>, errors: &Errors) -> Markup {
     let (key, why) = after_step_up(for_);
     page(
-        Frame {
-            title: "Confirm it is you",
-            signed_in: Some(csrf),
-            notice: Some(why),
-            errors,
-            print: false,
-        },
+        Frame::new("Confirm it is you", errors)
+            .signed_in(csrf)
+            .notice(Some(why)),
         html! {
             form method="post" action="/account/step-up" novalidate {
                 (csrf_field(csrf))
@@ -1176,35 +1134,15 @@ fn step_up_view(csrf: &str, for_: Option<&str>, errors: &Errors) -> Markup {
     )
 }
 
-async fn step_up_page(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    q: Result<Query<Notice>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn step_up_page(me: Me, q: Result<Query<Notice>, QueryRejection>) -> Response {
     let q = query(q);
-    match me(&state, &headers, ip).await {
-        Ok(me) => html(
-            StatusCode::OK,
-            step_up_view(&me.csrf, q.for_.as_deref(), &Errors::none()),
-        ),
-        Err(r) => r,
-    }
+    html(
+        StatusCode::OK,
+        step_up_view(&me.csrf, q.for_.as_deref(), &Errors::none()),
+    )
 }
 
-async fn step_up(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<StepUpForm>, FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return unreadable_signed_in(&state, &headers, ip).await;
-    };
-    let me = match me_posting(&state, &headers, ip, form.csrf.as_deref()).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn step_up(State(state): State<AppState>, Posted(me, form): Posted<StepUpForm>) -> Response {
     let for_ = form.for_.as_deref();
     let mut errors = Errors::none();
     let by_code = form.code.is_some();
@@ -1273,28 +1211,15 @@ async fn step_up(
 
 // --- backup codes ----------------------------------------------------------------
 
-async fn backup_codes_page(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    q: Result<Query<Notice>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn backup_codes_page(me: Me, q: Result<Query<Notice>, QueryRejection>) -> Response {
     let q = query(q);
-    let me = match me(&state, &headers, ip).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
     let errors = Errors::none();
     html(
         StatusCode::OK,
         page(
-            Frame {
-                title: "Backup codes",
-                signed_in: Some(&me.csrf),
-                notice: notice_text(q.m.as_deref()),
-                errors: &errors,
-                print: false,
-            },
+            Frame::new("Backup codes", &errors)
+                .signed_in(&me.csrf)
+                .notice(notice_text(q.m.as_deref())),
             html! {
                 p { "Backup codes sign you in when you cannot use your authenticator app, each once. They were shown when you set up the app and are never shown again." }
                 p { "Lost them, or used most of them? Make a new set: the old codes stop working at once." }
@@ -1315,17 +1240,8 @@ struct CsrfForm {
 
 async fn new_backup_codes(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    Posted(me, _): Posted<CsrfForm>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return unreadable_signed_in(&state, &headers, ip).await;
-    };
-    let me = match me_posting(&state, &headers, ip, form.csrf.as_deref()).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
     match state
         .relay
         .accounts()
@@ -1355,19 +1271,7 @@ struct CodesForm {
 
 /// The codes a page just showed, sent back as a text file (nothing is
 /// stored or looked up: the server has only their hashes).
-async fn download_codes(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<CodesForm>, FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return unreadable_signed_in(&state, &headers, ip).await;
-    };
-    let me = match me_posting(&state, &headers, ip, form.csrf.as_deref()).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn download_codes(Posted(me, form): Posted<CodesForm>) -> Response {
     let raw = form.codes.unwrap_or_else(|| SecretString::from(""));
     let codes: Vec<&str> = raw.expose_secret().split_whitespace().collect();
     let plausible = !codes.is_empty()
@@ -1419,13 +1323,7 @@ struct PasswordForm {
 
 fn password_view(csrf: &str, email: &str, errors: &Errors) -> Markup {
     page(
-        Frame {
-            title: "Change your password",
-            signed_in: Some(csrf),
-            notice: None,
-            errors,
-            print: false,
-        },
+        Frame::new("Change your password", errors).signed_in(csrf),
         html! {
             p { "Changing it signs you out of every other session and stops trusting every browser." }
             form method="post" action="/account/password" novalidate {
@@ -1448,15 +1346,7 @@ async fn email_of(state: &AppState, me: &Me) -> Result<String, Response> {
     }
 }
 
-async fn password_page(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-) -> Response {
-    let me = match me(&state, &headers, ip).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn password_page(State(state): State<AppState>, me: Me) -> Response {
     let email = match email_of(&state, &me).await {
         Ok(e) => e,
         Err(r) => return r,
@@ -1479,17 +1369,8 @@ pub(crate) fn policy_words(e: &echorelay::core::account::password::PasswordError
 
 async fn change_password(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<PasswordForm>, FormRejection>,
+    Posted(me, form): Posted<PasswordForm>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return unreadable_signed_in(&state, &headers, ip).await;
-    };
-    let me = match me_posting(&state, &headers, ip, form.csrf.as_deref()).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
     let email = match email_of(&state, &me).await {
         Ok(e) => e,
         Err(r) => return r,
@@ -1572,19 +1453,7 @@ async fn change_password(
 
 // --- sign-out ----------------------------------------------------------------------
 
-async fn sign_out(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return unreadable_signed_in(&state, &headers, ip).await;
-    };
-    let me = match me_posting(&state, &headers, ip, form.csrf.as_deref()).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn sign_out(State(state): State<AppState>, Posted(me, _): Posted<CsrfForm>) -> Response {
     if let Err(e) = state.relay.accounts().logout(&me.token, me.ip).await {
         return failed(e);
     }
@@ -1599,17 +1468,8 @@ async fn sign_out(
 
 async fn sign_out_everywhere(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    Posted(me, _): Posted<CsrfForm>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return unreadable_signed_in(&state, &headers, ip).await;
-    };
-    let me = match me_posting(&state, &headers, ip, form.csrf.as_deref()).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
     if let Err(e) = state
         .relay
         .accounts()

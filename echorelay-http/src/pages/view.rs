@@ -124,6 +124,37 @@ pub struct Frame<'a> {
     pub print: bool,
 }
 
+impl<'a> Frame<'a> {
+    /// A page before sign-in, with no notice and no print script.
+    pub fn new(title: &'a str, errors: &'a Errors) -> Self {
+        Self {
+            title,
+            signed_in: None,
+            notice: None,
+            errors,
+            print: false,
+        }
+    }
+
+    /// Signed in, with the session's CSRF token (for the sign-out form).
+    pub fn signed_in(mut self, csrf: &'a str) -> Self {
+        self.signed_in = Some(csrf);
+        self
+    }
+
+    /// With a message about what just happened.
+    pub fn notice(mut self, notice: Option<&'a str>) -> Self {
+        self.notice = notice;
+        self
+    }
+
+    /// Loading the print script.
+    pub fn print(mut self) -> Self {
+        self.print = true;
+        self
+    }
+}
+
 /// A whole page.
 pub fn page(frame: Frame<'_>, body: Markup) -> Markup {
     let title = if frame.errors.is_empty() {

@@ -281,6 +281,74 @@ pub fn set_cookie(a: &Answer, name: &str) -> Option<String> {
         .map(|v| v.split(';').next().unwrap_or_default().to_owned())
 }
 
+/// A browser over one keep-alive connection: it keeps the session, CSRF
+/// and device cookies the server sets and sends them back.
+pub struct Browser {
+    pub client: Client,
+    pub session: Option<String>,
+    pub csrf: Option<String>,
+    pub device: Option<String>,
+    /// Headers every request of this browser carries (a proxy's).
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl Browser {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            session: None,
+            csrf: None,
+            device: None,
+            extra: Vec::new(),
+        }
+    }
+
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        csrf: bool,
+    ) -> Answer {
+        let mut cookies = Vec::new();
+        if let Some(s) = &self.session {
+            cookies.push(format!("__Host-er_session={s}"));
+        }
+        if let Some(d) = &self.device {
+            cookies.push(format!("__Host-er_device={d}"));
+        }
+        let cookie = cookies.join("; ");
+        let mut extra: Vec<(&str, &str)> =
+            self.extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if !cookie.is_empty() {
+            extra.push(("cookie", &cookie));
+        }
+        if csrf && let Some(t) = &self.csrf {
+            extra.push(("x-csrf-token", t));
+        }
+        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
+        let a = self.client.send(method, path, None, &extra, body).await;
+        if let Some(s) = set_cookie(&a, "__Host-er_session") {
+            self.session = Some(s).filter(|s| !s.is_empty());
+        }
+        if let Some(c) = set_cookie(&a, "__Host-er_csrf") {
+            self.csrf = Some(c).filter(|c| !c.is_empty());
+        }
+        if let Some(d) = set_cookie(&a, "__Host-er_device") {
+            self.device = Some(d).filter(|d| !d.is_empty());
+        }
+        a
+    }
+
+    pub async fn post(&mut self, path: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(body), true).await
+    }
+
+    pub async fn get(&mut self, path: &str) -> Answer {
+        self.call(Method::GET, path, None, false).await
+    }
+}
+
 pub fn assert_security_headers(a: &Answer) {
     assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert_eq!(a.headers[header::X_FRAME_OPTIONS], "DENY");
