@@ -74,6 +74,12 @@ fn check(a: &Answer, what: &str) {
 
 /// A signed-in session's cookie value, through core (enrollment).
 async fn session(w: &World) -> String {
+    enrolled(w).await.1
+}
+
+/// hal's account, enrolled through core: the TOTP seed and the session
+/// enrollment signed in.
+async fn enrolled(w: &World) -> (TotpSeed, String) {
     let accounts = w.relay.accounts();
     accounts
         .register(
@@ -113,7 +119,7 @@ async fn session(w: &World) -> String {
         )
         .await
         .unwrap();
-    done.login.session.token.expose_secret().to_owned()
+    (seed, done.login.session.token.expose_secret().to_owned())
 }
 
 async fn hostile_input_never_breaks_a_page(w: World) {
@@ -236,4 +242,253 @@ async fn hostile_input_never_breaks_a_page(w: World) {
     );
 }
 
-on_every_store!(hostile_input_never_breaks_a_page);
+/// The cookies a browser keeps: set by `Set-Cookie`, dropped by an empty
+/// value (the pages clear a cookie with an empty value and `Max-Age=0`).
+#[derive(Default)]
+struct Cookies(Vec<(String, String)>);
+
+impl Cookies {
+    fn take(&mut self, a: &Answer) {
+        for v in a.headers.get_all(header::SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            assert!(v.starts_with("__Host-"), "{v}");
+            assert!(v.contains("; Path=/; Secure"), "{v}");
+            let (name, rest) = v.split_once('=').unwrap();
+            let value = rest.split(';').next().unwrap();
+            self.0.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.0.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn header(&self) -> String {
+        let pairs: Vec<String> = self.0.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        pairs.join("; ")
+    }
+}
+
+/// The value of the page's first hidden `csrf` field.
+fn csrf_of(page: &str) -> String {
+    let field = "name=\"csrf\" value=\"";
+    let at = page.find(field).expect("a CSRF field") + field.len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn post_form(
+    c: &mut Client,
+    jar: &Cookies,
+    path: &str,
+    form: &str,
+    extra: &[(&str, &str)],
+) -> Answer {
+    let cookie = jar.header();
+    let mut headers = vec![("cookie", cookie.as_str())];
+    headers.extend_from_slice(extra);
+    let a = c
+        .send(
+            Method::POST,
+            path,
+            None,
+            &headers,
+            Some((
+                "application/x-www-form-urlencoded",
+                form.as_bytes().to_vec(),
+            )),
+        )
+        .await;
+    check(&a, path);
+    a
+}
+
+fn location(a: &Answer) -> &str {
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text());
+    a.headers[header::LOCATION].to_str().unwrap()
+}
+
+/// Sign-in, second factor and sign-out through the forms, as a browser
+/// without JavaScript sends them: each form's token is checked (missing,
+/// wrong, from another site: refused, nothing done), the challenge rides
+/// in its short cookie, and the session's cookies come and go.
+async fn the_forms_sign_in_and_out_with_their_tokens(w: World) {
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let (seed, _) = enrolled(&w).await;
+    let mut jar = Cookies::default();
+
+    // The sign-in page sets the form cookie; its field carries the token.
+    let page = c.get("/account/sign-in", None).await;
+    check(&page, "sign-in page");
+    jar.take(&page);
+    let form_cookie = jar
+        .get("__Host-er_form")
+        .expect("the form cookie")
+        .to_owned();
+    assert_eq!(form_cookie.len(), 64);
+    let token = csrf_of(&page.text());
+    let password = "password=correct+horse+battery+staple+2026&email=hal%40example.com";
+
+    // Refused without the token, with a wrong one, from another site, and
+    // without the cookie the token belongs to.
+    for (form, extra, without_cookie) in [
+        (password.to_owned(), vec![], false),
+        (format!("csrf={}&{password}", "0".repeat(64)), vec![], false),
+        (
+            format!("csrf={token}&{password}"),
+            vec![("sec-fetch-site", "cross-site")],
+            false,
+        ),
+        (format!("csrf={token}&{password}"), vec![], true),
+    ] {
+        let jar_now = if without_cookie {
+            Cookies::default()
+        } else {
+            Cookies(jar.0.clone())
+        };
+        let a = post_form(&mut c, &jar_now, "/account/sign-in", &form, &extra).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{form} {extra:?}");
+        assert!(a.text().contains("This form has expired"), "{}", a.text());
+        assert!(a.headers.get(header::LOCATION).is_none());
+    }
+    // A page shown again keeps the same token for the same cookie.
+    let again = c
+        .send(
+            Method::GET,
+            "/account/sign-in",
+            None,
+            &[("cookie", jar.header().as_str())],
+            None,
+        )
+        .await;
+    assert!(again.headers.get(header::SET_COOKIE).is_none());
+    assert_eq!(csrf_of(&again.text()), token);
+
+    // With it: on to the second factor, the challenge in its cookie for
+    // at most the challenge's 5 minutes.
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/sign-in",
+        &format!("csrf={token}&{password}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account/second-factor");
+    let challenge = a
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("__Host-er_challenge="))
+        .expect("the challenge cookie");
+    assert!(
+        challenge.contains("HttpOnly; SameSite=Strict; Max-Age="),
+        "{challenge}"
+    );
+    let max_age: i64 = challenge
+        .rsplit("Max-Age=")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&max_age), "{challenge}");
+    jar.take(&a);
+    assert!(jar.get("__Host-er_challenge").unwrap().starts_with("erc_"));
+
+    // The code, then the account: the session's cookies set, the
+    // challenge's cleared.
+    w.clock.advance(chrono::Duration::seconds(30));
+    let params = w.relay.accounts().policy().totp;
+    let code = code_for_step(
+        &seed,
+        &params,
+        step_at(&params, w.clock.now().timestamp() as u64),
+    )
+    .unwrap()
+    .to_string();
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/second-factor",
+        &format!("csrf={token}&code={code}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account");
+    jar.take(&a);
+    assert_eq!(jar.get("__Host-er_challenge"), None);
+    let session = jar.get("__Host-er_session").expect("a session").to_owned();
+    assert!(session.starts_with("ers_"));
+    let csrf = jar.get("__Host-er_csrf").expect("a CSRF cookie").to_owned();
+    assert_eq!(csrf, echorelay_http::cookies::csrf_token(&session));
+    let account = c
+        .send(
+            Method::GET,
+            "/account",
+            None,
+            &[("cookie", jar.header().as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(account.status, StatusCode::OK);
+    assert!(account.text().contains("This session"));
+    assert_eq!(csrf_of(&account.text()), csrf);
+
+    // Signing out takes the session's token, not the form's, nor one from
+    // another site.
+    for (form, extra) in [
+        (format!("csrf={token}"), vec![]),
+        (String::new(), vec![]),
+        (
+            format!("csrf={csrf}"),
+            vec![("sec-fetch-site", "cross-site")],
+        ),
+    ] {
+        let a = post_form(&mut c, &jar, "/account/sign-out", &form, &extra).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{form}");
+        assert!(a.text().contains("This form is out of date"));
+    }
+    let still = c
+        .send(
+            Method::GET,
+            "/account",
+            None,
+            &[("cookie", jar.header().as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(still.status, StatusCode::OK, "still signed in");
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/sign-out",
+        &format!("csrf={csrf}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account/sign-in?m=signed-out");
+    jar.take(&a);
+    assert_eq!(jar.get("__Host-er_session"), None);
+    let gone = c
+        .send(
+            Method::GET,
+            "/account",
+            None,
+            &[("cookie", format!("__Host-er_session={session}").as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(location(&gone), "/account/sign-in?m=ended");
+}
+
+on_every_store!(
+    hostile_input_never_breaks_a_page,
+    the_forms_sign_in_and_out_with_their_tokens
+);
