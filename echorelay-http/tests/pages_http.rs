@@ -488,7 +488,102 @@ async fn the_forms_sign_in_and_out_with_their_tokens(w: World) {
     assert_eq!(location(&gone), "/account/sign-in?m=ended");
 }
 
+/// The sign-in form says what is wrong with each field, at the limits
+/// exactly (254 characters of email, 4,096 bytes of password), shows the
+/// email again only when it is one the field takes, and tells a refused
+/// code (`?m=refused`) as the form's error.
+async fn the_sign_in_form_says_what_is_wrong_at_each_limit(w: World) {
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    enrolled(&w).await;
+    let page = c.get("/account/sign-in", None).await;
+    let mut jar = Cookies::default();
+    jar.take(&page);
+    let token = csrf_of(&page.text());
+    let email_of = |n: usize| format!("{}@example.com", "a".repeat(n - 12));
+    let field_value = |text: &str| {
+        text.find("id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" value=\"")
+            .is_some()
+    };
+    let cases: [(String, String, &str, bool); 7] = [
+        // (email, password, the words, the email shown again)
+        (email_of(254), "wrong".into(), "is not right", true),
+        (
+            email_of(255),
+            "wrong".into(),
+            "has at most 254 characters",
+            false,
+        ),
+        (
+            "hal@example.com".into(),
+            "p".repeat(4096),
+            "is not right",
+            true,
+        ),
+        (
+            "hal@example.com".into(),
+            "p".repeat(4097),
+            "has at most 4096 bytes",
+            true,
+        ),
+        (
+            "   ".into(),
+            "wrong".into(),
+            "Enter your email address.",
+            true,
+        ),
+        (
+            "hal@example.com".into(),
+            String::new(),
+            "Enter your password.",
+            true,
+        ),
+        (
+            String::new(),
+            String::new(),
+            "Enter your email address.",
+            true,
+        ),
+    ];
+    for (email, password, words, shown) in cases {
+        let form = format!(
+            "csrf={token}&email={}&password={password}",
+            email.replace('@', "%40").replace(' ', "+")
+        );
+        let a = post_form(&mut c, &jar, "/account/sign-in", &form, &[]).await;
+        let what = format!(
+            "{} chars of email, {} of password",
+            email.len(),
+            password.len()
+        );
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}");
+        let text = a.text();
+        assert!(text.contains(words), "{what}: {text}");
+        assert!(text.contains("<title>Error: Sign in"), "{what}");
+        assert_eq!(field_value(&text), shown, "{what}: {text}");
+        if shown && !email.trim().is_empty() {
+            assert!(text.contains(&format!("value=\"{email}\"")), "{what}");
+        }
+    }
+    // A stale form shows the email again only when the field takes it.
+    for (email, shown) in [(email_of(254), true), (email_of(255), false)] {
+        let form = format!("csrf=stale&email={}&password=x", email.replace('@', "%40"));
+        let a = post_form(&mut c, &jar, "/account/sign-in", &form, &[]).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+        assert_eq!(field_value(&a.text()), shown, "{}", email.len());
+    }
+    // A refused code sends the person here: the form's error says why.
+    let refused = c.get("/account/sign-in?m=refused", None).await;
+    check(&refused, "?m=refused");
+    assert!(refused.text().contains("That code was not accepted"));
+    assert!(refused.text().contains("<title>Error: Sign in"));
+    let plain = c.get("/account/sign-in?m=restart", None).await;
+    assert!(!plain.text().contains("<title>Error:"));
+    assert!(plain.text().contains("That sign-in attempt has expired"));
+}
+
 on_every_store!(
     hostile_input_never_breaks_a_page,
-    the_forms_sign_in_and_out_with_their_tokens
+    the_forms_sign_in_and_out_with_their_tokens,
+    the_sign_in_form_says_what_is_wrong_at_each_limit
 );

@@ -1509,6 +1509,30 @@ async fn print_script() -> Response {
 mod tests {
     use super::*;
 
+    /// Every notice a redirect of these pages names (`?m=…`) has its
+    /// words, and no two share them; `refused` is told as the sign-in
+    /// form's error instead.
+    #[test]
+    fn every_notice_a_redirect_names_has_its_own_words() {
+        let source = include_str!("mod.rs");
+        let mut seen = std::collections::BTreeMap::new();
+        for (at, _) in source.match_indices("?m=") {
+            let key: String = source[at + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            if key.is_empty() || key == "refused" {
+                continue;
+            }
+            let words = notice_text(Some(&key)).unwrap_or_else(|| panic!("no words for ?m={key}"));
+            seen.insert(key, words);
+        }
+        assert!(seen.len() >= 11, "{seen:?}");
+        let distinct: std::collections::BTreeSet<_> = seen.values().collect();
+        assert_eq!(distinct.len(), seen.len(), "{seen:?}");
+        assert_eq!(notice_text(Some("refused")), None);
+    }
+
     #[test]
     fn notices_come_from_a_fixed_list() {
         assert!(notice_text(Some("ended")).is_some());
