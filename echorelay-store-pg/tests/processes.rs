@@ -733,3 +733,47 @@ async fn flushes_count_lost_listeners_and_nothing_else() {
     }
     until_serving(&b.store).await;
 }
+
+/// A cache whose lease row cannot be renewed (here a trigger refuses the
+/// UPDATE; in life, a failing statement on a pool whose listener still
+/// hears) stops serving from memory once its local lease runs out, even
+/// though its listener is connected and hears its own pings: writers read
+/// the lease in the database to decide whose acknowledgement to wait
+/// for, so serving past it could serve a revocation not yet heard. It
+/// serves again once renewals succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_that_cannot_renew_its_lease_stops_serving_within_it() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = Harness::new(db.fresh_store().await.unwrap());
+    let b = second(&db, &a, true).await;
+    until_serving(&b.store).await;
+    let cache = b.store.key_cache().unwrap();
+    for sql in [
+        "CREATE FUNCTION refuse_lease_renewal() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'renewal refused by the test'; END $$",
+        "CREATE TRIGGER refuse_lease_renewal BEFORE UPDATE ON key_cache_instances \
+         FOR EACH ROW EXECUTE FUNCTION refuse_lease_renewal()",
+    ] {
+        sqlx::query(sql).execute(a.store.pool()).await.unwrap();
+    }
+    // The lease is 2 s less a 200 ms margin: serving ends within it.
+    let start = Instant::now();
+    while cache.is_serving() {
+        assert!(
+            start.elapsed() < StdDuration::from_secs(5),
+            "the cache served on past a lease it could not renew"
+        );
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    // Still not serving a round later (the listener is healthy, so this is
+    // the lease and not a reconnect), and serving again once renewals work.
+    tokio::time::sleep(StdDuration::from_millis(600)).await;
+    assert!(!cache.is_serving(), "serving without a renewed lease");
+    sqlx::query("DROP TRIGGER refuse_lease_renewal ON key_cache_instances")
+        .execute(a.store.pool())
+        .await
+        .unwrap();
+    until_serving(&b.store).await;
+}
