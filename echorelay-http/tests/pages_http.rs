@@ -77,9 +77,11 @@ async fn session(w: &World) -> String {
     enrolled(w).await.1
 }
 
-/// hal's account, enrolled through core: the TOTP seed and the session
-/// enrollment signed in.
-async fn enrolled(w: &World) -> (TotpSeed, String) {
+const PASSWORD: &str = "correct+horse+battery+staple+2026";
+
+/// hal's account, enrolled through core: the TOTP seed, the session
+/// enrollment signed in, and the backup codes.
+async fn enrolled(w: &World) -> (TotpSeed, String, Vec<String>) {
     let accounts = w.relay.accounts();
     accounts
         .register(
@@ -119,7 +121,29 @@ async fn enrolled(w: &World) -> (TotpSeed, String) {
         )
         .await
         .unwrap();
-    (seed, done.login.session.token.expose_secret().to_owned())
+    let codes = done
+        .backup_codes
+        .iter()
+        .map(|c| c.expose_secret().to_owned())
+        .collect();
+    (
+        seed,
+        done.login.session.token.expose_secret().to_owned(),
+        codes,
+    )
+}
+
+/// The TOTP code of the world's time, 30 s on (so no code is replayed).
+fn next_code(w: &World, seed: &TotpSeed) -> String {
+    w.clock.advance(chrono::Duration::seconds(30));
+    let params = w.relay.accounts().policy().totp;
+    code_for_step(
+        seed,
+        &params,
+        step_at(&params, w.clock.now().timestamp() as u64),
+    )
+    .unwrap()
+    .to_string()
 }
 
 async fn hostile_input_never_breaks_a_page(w: World) {
@@ -320,7 +344,7 @@ fn location(a: &Answer) -> &str {
 async fn the_forms_sign_in_and_out_with_their_tokens(w: World) {
     let server = w.serve(HttpConfig::local()).await;
     let mut c = server.connect().await;
-    let (seed, _) = enrolled(&w).await;
+    let (seed, _, _) = enrolled(&w).await;
     let mut jar = Cookies::default();
 
     // The sign-in page sets the form cookie; its field carries the token.
@@ -333,7 +357,7 @@ async fn the_forms_sign_in_and_out_with_their_tokens(w: World) {
         .to_owned();
     assert_eq!(form_cookie.len(), 64);
     let token = csrf_of(&page.text());
-    let password = "password=correct+horse+battery+staple+2026&email=hal%40example.com";
+    let password = format!("password={PASSWORD}&email=hal%40example.com");
 
     // Refused without the token, with a wrong one, from another site, and
     // without the cookie the token belongs to.
@@ -582,8 +606,303 @@ async fn the_sign_in_form_says_what_is_wrong_at_each_limit(w: World) {
     assert!(plain.text().contains("That sign-in attempt has expired"));
 }
 
+/// The signed-in forms do what their buttons say: end another session
+/// (this one stays) or this one (signed out); stop trusting one browser
+/// or every one, after a step-up that leads back where it was asked for;
+/// and the second factor takes a backup code, with its length checked.
+async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let (seed, token, codes) = enrolled(&w).await;
+    let accounts = w.relay.accounts();
+    let ip = "127.0.0.1".parse().unwrap();
+    // Two more sessions, each trusting its browser.
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let code = next_code(&w, &seed);
+        let PasswordStep::SecondFactorRequired(ch) = accounts
+            .login_password(
+                "hal@example.com",
+                SecretString::from(PASSWORD.replace('+', " ")),
+                ip,
+                None,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("a second factor")
+        };
+        let done = accounts
+            .login_second_factor(
+                ch.token.expose_secret(),
+                SecondFactor::Totp(SecretString::from(code)),
+                ip,
+                true,
+            )
+            .await
+            .unwrap();
+        others.push(done);
+    }
+    let mut jar = Cookies::default();
+    jar.0.push(("__Host-er_session".into(), token.clone()));
+    let csrf = echorelay_http::cookies::csrf_token(&token);
+    let page = c
+        .send(
+            Method::GET,
+            "/account",
+            None,
+            &[("cookie", jar.header().as_str())],
+            None,
+        )
+        .await;
+    let text = page.text();
+    assert_eq!(text.matches("Another session").count(), 2, "{text}");
+    assert_eq!(text.matches("This session").count(), 1);
+    assert!(text.contains("<dd>IPv4</dd>"), "{text}");
+    assert_eq!(text.matches("Stop trusting this browser").count(), 2);
+
+    // Ending another session: it ends, this one stays; again: gone.
+    let other = others[0].session.id.to_string();
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/sessions/end",
+        &format!("csrf={csrf}&id={other}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=session-ended");
+    assert!(
+        a.headers.get(header::SET_COOKIE).is_none(),
+        "this session stays"
+    );
+    assert!(
+        accounts
+            .authenticate(others[0].session.token.expose_secret(), ip)
+            .await
+            .is_err()
+    );
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/sessions/end",
+        &format!("csrf={csrf}&id={other}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=session-gone");
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/sessions/end",
+        &format!("csrf={csrf}&id=nonsense"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=session-gone");
+
+    // Revoking a browser past the step-up window asks to confirm first,
+    // for the devices; confirming leads back to the account.
+    w.clock.advance(chrono::Duration::minutes(11));
+    let device = others[0].device.as_ref().unwrap().id.to_string();
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/devices/revoke",
+        &format!("csrf={csrf}&id={device}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account/step-up?for=devices");
+    let step = c
+        .send(
+            Method::GET,
+            "/account/step-up?for=devices",
+            None,
+            &[("cookie", jar.header().as_str())],
+            None,
+        )
+        .await;
+    check(&step, "step-up page");
+    assert!(step.text().contains("Changing which browsers are trusted"));
+    assert!(step.text().contains("name=\"for\" value=\"devices\""));
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/step-up",
+        &format!("csrf={csrf}&for=devices&password={PASSWORD}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=stepped-up");
+    jar.take(&a);
+    let renewed = jar.get("__Host-er_session").unwrap().to_owned();
+    assert_ne!(renewed, token, "a step-up renews the session");
+    let csrf = echorelay_http::cookies::csrf_token(&renewed);
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/devices/revoke",
+        &format!("csrf={csrf}&id={device}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=device-revoked");
+    assert_eq!(
+        accounts
+            .access_list(others[1].session.user)
+            .await
+            .unwrap()
+            .devices
+            .len(),
+        1
+    );
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/devices/revoke",
+        &format!("csrf={csrf}&id={device}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=device-gone");
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/devices/revoke",
+        &format!("csrf={csrf}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=device-gone");
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/devices/revoke",
+        &format!("csrf={csrf}&id=all"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=devices-revoked");
+    assert!(
+        accounts
+            .access_list(others[1].session.user)
+            .await
+            .unwrap()
+            .devices
+            .is_empty()
+    );
+
+    // A step-up asked for the backup codes leads back to them.
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/step-up",
+        &format!("csrf={csrf}&for=backup-codes&password={PASSWORD}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account/backup-codes?m=stepped-up");
+    jar.take(&a);
+    let renewed = jar.get("__Host-er_session").unwrap().to_owned();
+    let csrf = echorelay_http::cookies::csrf_token(&renewed);
+
+    // Ending this session from its own card signs out here.
+    let this = accounts
+        .authenticate(&renewed, ip)
+        .await
+        .unwrap()
+        .session
+        .to_string();
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/sessions/end",
+        &format!("csrf={csrf}&id={this}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account/sign-in?m=signed-out");
+    jar.take(&a);
+    assert_eq!(jar.get("__Host-er_session"), None);
+
+    // The second factor by a backup code, through the forms: the page
+    // offers trust for the policy's days; a code over 32 characters is
+    // told as such (the challenge is kept); the code signs in.
+    let page = c.get("/account/sign-in", None).await;
+    jar.take(&page);
+    let form_token = csrf_of(&page.text());
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/sign-in",
+        &format!("csrf={form_token}&email=hal%40example.com&password={PASSWORD}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account/second-factor");
+    jar.take(&a);
+    let second = c
+        .send(
+            Method::GET,
+            "/account/second-factor",
+            None,
+            &[("cookie", jar.header().as_str())],
+            None,
+        )
+        .await;
+    let days = accounts.policy().device_lifetime.num_days();
+    assert!(
+        second
+            .text()
+            .contains(&format!("Trust this browser for {days} days"))
+    );
+    for (field, n) in [("backup_code", 33), ("code", 33)] {
+        let a = post_form(
+            &mut c,
+            &jar,
+            "/account/second-factor",
+            &format!("csrf={form_token}&{field}={}", "1".repeat(n)),
+            &[],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert!(
+            a.text().contains("A code has at most 32 characters"),
+            "{field}"
+        );
+    }
+    for (form, words) in [
+        ("code=+++", "Enter the 6-digit code"),
+        ("backup_code=", "Enter one of your backup codes."),
+    ] {
+        let a = post_form(
+            &mut c,
+            &jar,
+            "/account/second-factor",
+            &format!("csrf={form_token}&{form}"),
+            &[],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{form}");
+        assert!(a.text().contains(words), "{form}: {}", a.text());
+    }
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/second-factor",
+        &format!("csrf={form_token}&backup_code={}", codes[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account");
+    jar.take(&a);
+    assert!(jar.get("__Host-er_session").is_some());
+}
+
 on_every_store!(
     hostile_input_never_breaks_a_page,
     the_forms_sign_in_and_out_with_their_tokens,
-    the_sign_in_form_says_what_is_wrong_at_each_limit
+    the_sign_in_form_says_what_is_wrong_at_each_limit,
+    the_signed_in_forms_do_what_their_buttons_say
 );
