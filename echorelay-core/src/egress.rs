@@ -1725,4 +1725,45 @@ mod tests {
             }
         }
     }
+
+    /// Every IPv4 class reached through an IPv6 embedding has its own
+    /// error class, `ssrf_embedded_` and the IPv4 class's kind, whatever
+    /// the embedding.
+    #[test]
+    fn embedded_classes_name_their_ipv4_class() {
+        let v4_classes = [
+            C::Unspecified,
+            C::Loopback,
+            C::Private,
+            C::Cgnat,
+            C::LinkLocal,
+            C::Metadata,
+            C::ProtocolAssignment,
+            C::Benchmarking,
+            C::Documentation,
+            C::Multicast,
+            C::Broadcast,
+            C::Reserved,
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for via in [
+            Ipv4Embedding::Compatible,
+            Ipv4Embedding::Nat64,
+            Ipv4Embedding::LocalNat64,
+            Ipv4Embedding::SixToFour,
+            Ipv4Embedding::Teredo,
+        ] {
+            for c in &v4_classes {
+                let kind = c.as_str().strip_prefix("ssrf_").unwrap();
+                let name = emb(via, c.clone()).as_str();
+                assert_eq!(name, format!("ssrf_embedded_{kind}"), "{c:?} via {via:?}");
+                seen.insert(name);
+            }
+        }
+        assert_eq!(seen.len(), v4_classes.len());
+        assert_eq!(
+            emb(Ipv4Embedding::Nat64, C::Teredo).as_str(),
+            "ssrf_embedded"
+        );
+    }
 }

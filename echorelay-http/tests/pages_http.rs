@@ -806,6 +806,23 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
     jar.take(&a);
     let renewed = jar.get("__Host-er_session").unwrap().to_owned();
     let csrf = echorelay_http::cookies::csrf_token(&renewed);
+    // A code of exactly 32 characters is taken as a code (and is wrong);
+    // one of 33 is told as too long.
+    for (n, words) in [
+        (32, "That was not right"),
+        (33, "A code has at most 32 characters"),
+    ] {
+        let a = post_form(
+            &mut c,
+            &jar,
+            "/account/step-up",
+            &format!("csrf={csrf}&for=devices&code={}", "1".repeat(n)),
+            &[],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{n}");
+        assert!(a.text().contains(words), "{n}: {}", a.text());
+    }
 
     // Ending this session from its own card signs out here.
     let this = accounts
