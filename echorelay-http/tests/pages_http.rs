@@ -823,6 +823,35 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{n}");
         assert!(a.text().contains(words), "{n}: {}", a.text());
     }
+    // A password over 4,096 bytes is told as such, never tried.
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/step-up",
+        &format!("csrf={csrf}&for=devices&password={}", "p".repeat(4097)),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        a.text().contains("A password has at most 4096 bytes"),
+        "{}",
+        a.text()
+    );
+    // The app's code confirms as the password does.
+    let code = next_code(&w, &seed);
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/step-up",
+        &format!("csrf={csrf}&for=devices&code={code}"),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=stepped-up");
+    jar.take(&a);
+    let renewed = jar.get("__Host-er_session").unwrap().to_owned();
+    let csrf = echorelay_http::cookies::csrf_token(&renewed);
 
     // Ending this session from its own card signs out here.
     let this = accounts
