@@ -1766,4 +1766,46 @@ mod tests {
             "ssrf_embedded"
         );
     }
+
+    /// Allowing the Teredo prefix opens a Teredo address only when the
+    /// client IPv4 it carries (stored inverted) is public or allowed too:
+    /// each of the four bytes is read back as it was written.
+    #[test]
+    fn an_allowed_teredo_address_still_needs_its_client_public_or_allowed() {
+        let p = EgressPolicy::default().allow("2001::/32".parse().unwrap());
+        for (client, inner) in [
+            (Ipv4Addr::new(169, 254, 169, 254), C::Metadata),
+            (Ipv4Addr::new(127, 0, 0, 1), C::Loopback),
+            (Ipv4Addr::new(10, 1, 2, 3), C::Private),
+        ] {
+            let addr = IpAddr::V6(teredo(client));
+            assert_eq!(
+                p.check_ip(addr),
+                Err(EgressError::Forbidden {
+                    addr,
+                    class: emb(Ipv4Embedding::Teredo, inner),
+                }),
+                "{client}"
+            );
+        }
+        assert_eq!(
+            p.check_ip(IpAddr::V6(teredo(Ipv4Addr::new(8, 8, 4, 4)))),
+            Ok(())
+        );
+        let both = p.allow("169.254.169.254/32".parse().unwrap());
+        assert_eq!(
+            both.check_ip(IpAddr::V6(teredo(Ipv4Addr::new(169, 254, 169, 254)))),
+            Ok(())
+        );
+    }
+
+    /// `::1` opened by the allowlist is opened: it is the loopback, not
+    /// an IPv4-compatible form of 0.0.0.1.
+    #[test]
+    fn an_allowed_ipv6_loopback_is_open() {
+        let p = EgressPolicy::default().allow("::1/128".parse().unwrap());
+        assert_eq!(p.check_ip(ip("::1")), Ok(()));
+        assert!(EgressPolicy::default().check_ip(ip("::1")).is_err());
+        assert!(p.check_ip(ip("::2")).is_err());
+    }
 }

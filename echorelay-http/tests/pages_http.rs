@@ -946,7 +946,128 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
     assert!(jar.get("__Host-er_session").is_some());
 }
 
+/// The password form: the account it is for (for password managers),
+/// each field's error tied to its field, the limits exactly, the new
+/// password typed twice, and a change that works.
+async fn the_password_form_marks_each_field_and_changes_the_password(w: World) {
+    let server = w.serve(HttpConfig::local()).await;
+    let mut c = server.connect().await;
+    let (_, token, _) = enrolled(&w).await;
+    let mut jar = Cookies::default();
+    jar.0.push(("__Host-er_session".into(), token.clone()));
+    let csrf = echorelay_http::cookies::csrf_token(&token);
+    let page = c
+        .send(
+            Method::GET,
+            "/account/password",
+            None,
+            &[("cookie", jar.header().as_str())],
+            None,
+        )
+        .await;
+    check(&page, "password page");
+    assert!(
+        page.text().contains(
+            "<input type=\"hidden\" name=\"username\" autocomplete=\"username\" value=\"hal@example.com\">"
+        ),
+        "{}",
+        page.text()
+    );
+    let new = "velvet+otter+quarry+lantern+1987";
+    let cases = [
+        // (current, new, again, the field marked, the words)
+        (
+            "p".repeat(4097),
+            new.to_owned(),
+            new.to_owned(),
+            "current_password",
+            "A password has at most 4096 bytes.",
+        ),
+        (
+            String::new(),
+            new.to_owned(),
+            new.to_owned(),
+            "current_password",
+            "Enter your current password.",
+        ),
+        (
+            "p".repeat(4096),
+            new.to_owned(),
+            new.to_owned(),
+            "current_password",
+            "Your current password is not right",
+        ),
+        (
+            PASSWORD.to_owned(),
+            new.to_owned(),
+            "velvet+otter+quarry+lantern+1988".to_owned(),
+            "confirm_password",
+            "The two new passwords differ",
+        ),
+        (
+            PASSWORD.to_owned(),
+            "short".to_owned(),
+            "short".to_owned(),
+            "new_password",
+            "The new password must be at least 12 characters long.",
+        ),
+        (
+            PASSWORD.to_owned(),
+            String::new(),
+            String::new(),
+            "new_password",
+            "Enter a new password.",
+        ),
+    ];
+    for (current, new_password, again, field, words) in cases {
+        let form = format!(
+            "csrf={csrf}&current_password={current}&new_password={new_password}&confirm_password={again}"
+        );
+        let a = post_form(&mut c, &jar, "/account/password", &form, &[]).await;
+        let what = format!("{field}: {words}");
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}");
+        let text = a.text();
+        let marked = format!(
+            "<p class=\"error\" id=\"{field}-error\"><span class=\"visually-hidden\">Error: </span>{words}"
+        );
+        assert!(text.contains(&marked), "{what}: {text}");
+        assert!(
+            text.contains(&format!("id=\"{field}\" name=\"{field}\"")),
+            "{what}"
+        );
+        assert_eq!(text.matches("aria-invalid=\"true\"").count(), 1, "{what}");
+    }
+    // Past the back-off the one wrong current password started.
+    w.clock.advance(chrono::Duration::minutes(5));
+    let a = post_form(
+        &mut c,
+        &jar,
+        "/account/password",
+        &format!(
+            "csrf={csrf}&current_password={PASSWORD}&new_password={new}&confirm_password={new}"
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&a), "/account?m=password-changed");
+    jar.take(&a);
+    assert_ne!(jar.get("__Host-er_session").unwrap(), token, "renewed");
+    assert!(
+        w.relay
+            .accounts()
+            .login_password(
+                "hal@example.com",
+                SecretString::from(new.replace('+', " ")),
+                "127.0.0.1".parse().unwrap(),
+                None,
+            )
+            .await
+            .is_ok()
+    );
+}
+
 on_every_store!(
+    the_password_form_marks_each_field_and_changes_the_password,
     hostile_input_never_breaks_a_page,
     the_forms_sign_in_and_out_with_their_tokens,
     the_sign_in_form_says_what_is_wrong_at_each_limit,
