@@ -659,6 +659,17 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
     assert_eq!(text.matches("Another session").count(), 2, "{text}");
     assert_eq!(text.matches("This session").count(), 1);
     assert!(text.contains("<dd>IPv4</dd>"), "{text}");
+    // Times read as dates, to the minute, in UTC.
+    let shown = text
+        .split("<dt>Signed in</dt><dd>")
+        .nth(1)
+        .and_then(|rest| rest.split("</dd>").next())
+        .unwrap();
+    let at = chrono::NaiveDateTime::parse_from_str(shown, "%Y-%m-%d %H:%M UTC").unwrap();
+    assert!(
+        (w.clock.now().naive_utc() - at).num_minutes().abs() <= 2,
+        "{shown}"
+    );
     assert_eq!(text.matches("Stop trusting this browser").count(), 2);
 
     // Ending another session: it ends, this one stays; again: gone.
