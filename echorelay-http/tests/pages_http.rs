@@ -286,6 +286,11 @@ impl Cookies {
         }
     }
 
+    /// A browser holding only this session's cookie.
+    fn signed_in(token: &str) -> Self {
+        Self(vec![("__Host-er_session".into(), token.to_owned())])
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -330,6 +335,24 @@ async fn post_form(
         .await;
     check(&a, path);
     a
+}
+
+/// A form posted with the browser's cookies and nothing else.
+async fn post(c: &mut Client, jar: &Cookies, path: &str, form: &str) -> Answer {
+    post_form(c, jar, path, form, &[]).await
+}
+
+/// A page fetched with the browser's cookies.
+async fn get_page(c: &mut Client, jar: &Cookies, path: &str) -> Answer {
+    let cookie = jar.header();
+    c.send(
+        Method::GET,
+        path,
+        None,
+        &[("cookie", cookie.as_str())],
+        None,
+    )
+    .await
 }
 
 fn location(a: &Answer) -> &str {
@@ -382,26 +405,17 @@ async fn the_forms_sign_in_and_out_with_their_tokens(w: World) {
         assert!(a.headers.get(header::LOCATION).is_none());
     }
     // A page shown again keeps the same token for the same cookie.
-    let again = c
-        .send(
-            Method::GET,
-            "/account/sign-in",
-            None,
-            &[("cookie", jar.header().as_str())],
-            None,
-        )
-        .await;
+    let again = get_page(&mut c, &jar, "/account/sign-in").await;
     assert!(again.headers.get(header::SET_COOKIE).is_none());
     assert_eq!(csrf_of(&again.text()), token);
 
     // With it: on to the second factor, the challenge in its cookie for
     // at most the challenge's 5 minutes.
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/sign-in",
         &format!("csrf={token}&{password}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account/second-factor");
@@ -437,12 +451,11 @@ async fn the_forms_sign_in_and_out_with_their_tokens(w: World) {
     )
     .unwrap()
     .to_string();
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/second-factor",
         &format!("csrf={token}&code={code}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account");
@@ -452,15 +465,7 @@ async fn the_forms_sign_in_and_out_with_their_tokens(w: World) {
     assert!(session.starts_with("ers_"));
     let csrf = jar.get("__Host-er_csrf").expect("a CSRF cookie").to_owned();
     assert_eq!(csrf, echorelay_http::cookies::csrf_token(&session));
-    let account = c
-        .send(
-            Method::GET,
-            "/account",
-            None,
-            &[("cookie", jar.header().as_str())],
-            None,
-        )
-        .await;
+    let account = get_page(&mut c, &jar, "/account").await;
     assert_eq!(account.status, StatusCode::OK);
     assert!(account.text().contains("This session"));
     assert_eq!(csrf_of(&account.text()), csrf);
@@ -479,24 +484,9 @@ async fn the_forms_sign_in_and_out_with_their_tokens(w: World) {
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{form}");
         assert!(a.text().contains("This form is out of date"));
     }
-    let still = c
-        .send(
-            Method::GET,
-            "/account",
-            None,
-            &[("cookie", jar.header().as_str())],
-            None,
-        )
-        .await;
+    let still = get_page(&mut c, &jar, "/account").await;
     assert_eq!(still.status, StatusCode::OK, "still signed in");
-    let a = post_form(
-        &mut c,
-        &jar,
-        "/account/sign-out",
-        &format!("csrf={csrf}"),
-        &[],
-    )
-    .await;
+    let a = post(&mut c, &jar, "/account/sign-out", &format!("csrf={csrf}")).await;
     assert_eq!(location(&a), "/account/sign-in?m=signed-out");
     jar.take(&a);
     assert_eq!(jar.get("__Host-er_session"), None);
@@ -574,7 +564,7 @@ async fn the_sign_in_form_says_what_is_wrong_at_each_limit(w: World) {
             "csrf={token}&email={}&password={password}",
             email.replace('@', "%40").replace(' ', "+")
         );
-        let a = post_form(&mut c, &jar, "/account/sign-in", &form, &[]).await;
+        let a = post(&mut c, &jar, "/account/sign-in", &form).await;
         let what = format!(
             "{} chars of email, {} of password",
             email.len(),
@@ -592,7 +582,7 @@ async fn the_sign_in_form_says_what_is_wrong_at_each_limit(w: World) {
     // A stale form shows the email again only when the field takes it.
     for (email, shown) in [(email_of(254), true), (email_of(255), false)] {
         let form = format!("csrf=stale&email={}&password=x", email.replace('@', "%40"));
-        let a = post_form(&mut c, &jar, "/account/sign-in", &form, &[]).await;
+        let a = post(&mut c, &jar, "/account/sign-in", &form).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN);
         assert_eq!(field_value(&a.text()), shown, "{}", email.len());
     }
@@ -643,18 +633,9 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
             .unwrap();
         others.push(done);
     }
-    let mut jar = Cookies::default();
-    jar.0.push(("__Host-er_session".into(), token.clone()));
+    let mut jar = Cookies::signed_in(&token);
     let csrf = echorelay_http::cookies::csrf_token(&token);
-    let page = c
-        .send(
-            Method::GET,
-            "/account",
-            None,
-            &[("cookie", jar.header().as_str())],
-            None,
-        )
-        .await;
+    let page = get_page(&mut c, &jar, "/account").await;
     let text = page.text();
     assert_eq!(text.matches("Another session").count(), 2, "{text}");
     assert_eq!(text.matches("This session").count(), 1);
@@ -674,12 +655,11 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
 
     // Ending another session: it ends, this one stays; again: gone.
     let other = others[0].session.id.to_string();
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/sessions/end",
         &format!("csrf={csrf}&id={other}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=session-ended");
@@ -693,21 +673,19 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
             .await
             .is_err()
     );
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/sessions/end",
         &format!("csrf={csrf}&id={other}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=session-gone");
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/sessions/end",
         &format!("csrf={csrf}&id=nonsense"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=session-gone");
@@ -716,33 +694,23 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
     // for the devices; confirming leads back to the account.
     w.clock.advance(chrono::Duration::minutes(11));
     let device = others[0].device.as_ref().unwrap().id.to_string();
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/devices/revoke",
         &format!("csrf={csrf}&id={device}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account/step-up?for=devices");
-    let step = c
-        .send(
-            Method::GET,
-            "/account/step-up?for=devices",
-            None,
-            &[("cookie", jar.header().as_str())],
-            None,
-        )
-        .await;
+    let step = get_page(&mut c, &jar, "/account/step-up?for=devices").await;
     check(&step, "step-up page");
     assert!(step.text().contains("Changing which browsers are trusted"));
     assert!(step.text().contains("name=\"for\" value=\"devices\""));
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/step-up",
         &format!("csrf={csrf}&for=devices&password={PASSWORD}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=stepped-up");
@@ -750,12 +718,11 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
     let renewed = jar.get("__Host-er_session").unwrap().to_owned();
     assert_ne!(renewed, token, "a step-up renews the session");
     let csrf = echorelay_http::cookies::csrf_token(&renewed);
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/devices/revoke",
         &format!("csrf={csrf}&id={device}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=device-revoked");
@@ -768,30 +735,27 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
             .len(),
         1
     );
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/devices/revoke",
         &format!("csrf={csrf}&id={device}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=device-gone");
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/devices/revoke",
         &format!("csrf={csrf}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=device-gone");
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/devices/revoke",
         &format!("csrf={csrf}&id=all"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=devices-revoked");
@@ -805,12 +769,11 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
     );
 
     // A step-up asked for the backup codes leads back to them.
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/step-up",
         &format!("csrf={csrf}&for=backup-codes&password={PASSWORD}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account/backup-codes?m=stepped-up");
@@ -823,24 +786,22 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
         (32, "That was not right"),
         (33, "A code has at most 32 characters"),
     ] {
-        let a = post_form(
+        let a = post(
             &mut c,
             &jar,
             "/account/step-up",
             &format!("csrf={csrf}&for=devices&code={}", "1".repeat(n)),
-            &[],
         )
         .await;
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{n}");
         assert!(a.text().contains(words), "{n}: {}", a.text());
     }
     // A password over 4,096 bytes is told as such, never tried.
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/step-up",
         &format!("csrf={csrf}&for=devices&password={}", "p".repeat(4097)),
-        &[],
     )
     .await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -851,12 +812,11 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
     );
     // The app's code confirms as the password does.
     let code = next_code(&w, &seed);
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/step-up",
         &format!("csrf={csrf}&for=devices&code={code}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=stepped-up");
@@ -871,12 +831,11 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
         .unwrap()
         .session
         .to_string();
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/sessions/end",
         &format!("csrf={csrf}&id={this}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account/sign-in?m=signed-out");
@@ -889,25 +848,16 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
     let page = c.get("/account/sign-in", None).await;
     jar.take(&page);
     let form_token = csrf_of(&page.text());
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/sign-in",
         &format!("csrf={form_token}&email=hal%40example.com&password={PASSWORD}"),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account/second-factor");
     jar.take(&a);
-    let second = c
-        .send(
-            Method::GET,
-            "/account/second-factor",
-            None,
-            &[("cookie", jar.header().as_str())],
-            None,
-        )
-        .await;
+    let second = get_page(&mut c, &jar, "/account/second-factor").await;
     let days = accounts.policy().device_lifetime.num_days();
     assert!(
         second
@@ -915,12 +865,11 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
             .contains(&format!("Trust this browser for {days} days"))
     );
     for (field, n) in [("backup_code", 33), ("code", 33)] {
-        let a = post_form(
+        let a = post(
             &mut c,
             &jar,
             "/account/second-factor",
             &format!("csrf={form_token}&{field}={}", "1".repeat(n)),
-            &[],
         )
         .await;
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
@@ -933,23 +882,21 @@ async fn the_signed_in_forms_do_what_their_buttons_say(w: World) {
         ("code=+++", "Enter the 6-digit code"),
         ("backup_code=", "Enter one of your backup codes."),
     ] {
-        let a = post_form(
+        let a = post(
             &mut c,
             &jar,
             "/account/second-factor",
             &format!("csrf={form_token}&{form}"),
-            &[],
         )
         .await;
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{form}");
         assert!(a.text().contains(words), "{form}: {}", a.text());
     }
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/second-factor",
         &format!("csrf={form_token}&backup_code={}", codes[0]),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account");
@@ -964,18 +911,9 @@ async fn the_password_form_marks_each_field_and_changes_the_password(w: World) {
     let server = w.serve(HttpConfig::local()).await;
     let mut c = server.connect().await;
     let (_, token, _) = enrolled(&w).await;
-    let mut jar = Cookies::default();
-    jar.0.push(("__Host-er_session".into(), token.clone()));
+    let mut jar = Cookies::signed_in(&token);
     let csrf = echorelay_http::cookies::csrf_token(&token);
-    let page = c
-        .send(
-            Method::GET,
-            "/account/password",
-            None,
-            &[("cookie", jar.header().as_str())],
-            None,
-        )
-        .await;
+    let page = get_page(&mut c, &jar, "/account/password").await;
     check(&page, "password page");
     assert!(
         page.text().contains(
@@ -1034,7 +972,7 @@ async fn the_password_form_marks_each_field_and_changes_the_password(w: World) {
         let form = format!(
             "csrf={csrf}&current_password={current}&new_password={new_password}&confirm_password={again}"
         );
-        let a = post_form(&mut c, &jar, "/account/password", &form, &[]).await;
+        let a = post(&mut c, &jar, "/account/password", &form).await;
         let what = format!("{field}: {words}");
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}");
         let text = a.text();
@@ -1050,14 +988,13 @@ async fn the_password_form_marks_each_field_and_changes_the_password(w: World) {
     }
     // Past the back-off the one wrong current password started.
     w.clock.advance(chrono::Duration::minutes(5));
-    let a = post_form(
+    let a = post(
         &mut c,
         &jar,
         "/account/password",
         &format!(
             "csrf={csrf}&current_password={PASSWORD}&new_password={new}&confirm_password={new}"
         ),
-        &[],
     )
     .await;
     assert_eq!(location(&a), "/account?m=password-changed");

@@ -474,6 +474,11 @@ async fn sign_in_page(headers: HeaderMap, q: Result<Query<Notice>, QueryRejectio
     )
 }
 
+/// The email typed, to show again in the form: only one the field takes.
+fn shown_email(email: &str) -> Option<&str> {
+    (email.chars().count() <= MAX_EMAIL).then_some(email)
+}
+
 fn unreadable() -> Errors {
     Errors::form(
         "The form could not be read: a field is far too long, or it was not sent by this page. Shorten it and try again.",
@@ -489,14 +494,13 @@ async fn sign_in(
     let form = match anonymous_form(&headers, form) {
         Ok(f) => f,
         Err(r) => {
-            // The email typed is shown again (when it is one a field takes).
             let email = r.form.and_then(|f| f.email);
-            let shown = email.as_deref().filter(|e| e.chars().count() <= MAX_EMAIL);
+            let shown = email.as_deref().and_then(shown_email);
             return sign_in_answer(r.status, &headers, shown, None, &r.errors);
         }
     };
     let email = form.email.unwrap_or_default();
-    let shown = (email.chars().count() <= MAX_EMAIL).then_some(email.as_str());
+    let shown = shown_email(&email);
     let mut errors = Errors::none();
     if email.trim().is_empty() {
         errors.add("email", "Enter your email address.");
