@@ -20,6 +20,16 @@
 //! - an attempt whose record fails to write (the log's store is down) is
 //!   still delivered, acked or retried: the log misses that attempt.
 //!
+//! **Group commit.** The relay writes the log through batches
+//! ([`DeliveryLog::record_messages`], [`DeliveryLog::record_attempts`]):
+//! accepts (and attempts) that run at the same time share one store call,
+//! on Postgres one statement and one commit, instead of one each. A
+//! writer still waits for its own record's result before it answers (an
+//! accept is not acknowledged before its message is in the log), so
+//! nothing above changes; a lone writer is written at once, and under
+//! load each commit takes everyone who arrived during the one before (at
+//! most 64). Measured in BENCHMARKS.md (issue 19).
+//!
 //! Who may do what, through the voter: reading the log (messages,
 //! deliveries, attempts, dead letters, counts) is [`ConfigRead`] — every
 //! member and key of the project, viewers included (no body, no secret is

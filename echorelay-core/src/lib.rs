@@ -33,6 +33,7 @@ pub mod config;
 pub mod deliveries;
 pub mod egress;
 pub mod error;
+mod group_commit;
 pub mod ids;
 pub mod keys;
 pub mod ports;

@@ -89,7 +89,7 @@ use crate::deliveries::{
     AttemptRecord, DeliveryCounts, DeliveryRecord, MessageCursor, MessageRecord,
 };
 use crate::error::StoreError;
-use crate::ids::{DeviceId, KeyId, MessageId, ProjectId, SessionId, TargetId, UserId};
+use crate::ids::{DeviceId, EndpointId, KeyId, MessageId, ProjectId, SessionId, TargetId, UserId};
 use crate::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use crate::vault::Ciphertext;
 
@@ -256,6 +256,17 @@ pub trait ConfigStore: Send + Sync {
     async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()>;
     /// The project's whole tree. `NotFound` for an unknown project.
     async fn tree(&self, project: ProjectId) -> StoreResult<ProjectTree>;
+    /// Where a message accepted at `endpoint` goes: the ids of the targets
+    /// of the endpoint's line, in the tree's order (by creation time, then
+    /// id). `None` if the project has no such endpoint (an unknown project,
+    /// or an endpoint of another project). The relay's accept path reads
+    /// this for every inbound message: one read, not the whole
+    /// [`ConfigStore::tree`].
+    async fn endpoint_targets(
+        &self,
+        project: ProjectId,
+        endpoint: EndpointId,
+    ) -> StoreResult<Option<Vec<TargetId>>>;
     /// One target of the project; `None` if absent or of another project.
     async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>>;
     /// Targets of every project: one page, ids after `after`, ascending by
@@ -655,6 +666,23 @@ pub trait DeliveryLog: Send + Sync {
         message: MessageRecord,
         deliveries: Vec<DeliveryRecord>,
     ) -> StoreResult<()>;
+    /// Records several messages, each with its deliveries, as
+    /// [`DeliveryLog::record_message`] would one at a time: one result per
+    /// message, in order (a taken id refuses that message only, and so
+    /// does a second copy of an id within the batch). `Err` if the whole
+    /// call failed. The relay's accept path writes through this, so
+    /// concurrent accepts share a commit ([`crate::deliveries`]); the
+    /// default calls `record_message` for each.
+    async fn record_messages(
+        &self,
+        batch: Vec<(MessageRecord, Vec<DeliveryRecord>)>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for (message, deliveries) in batch {
+            results.push(self.record_message(message, deliveries).await);
+        }
+        Ok(results)
+    }
     /// Removes a message and its deliveries and attempts (its jobs could
     /// not be enqueued). Removing nothing is not an error.
     async fn delete_message(&self, project: ProjectId, id: MessageId) -> StoreResult<()>;
@@ -665,6 +693,21 @@ pub trait DeliveryLog: Send + Sync {
     /// — the state its result gives, at the attempt's time. `NotFound`
     /// (nothing written) if the delivery is not in the log.
     async fn record_attempt(&self, attempt: AttemptRecord) -> StoreResult<()>;
+    /// Records several attempts as [`DeliveryLog::record_attempt`] would
+    /// one at a time, in order (two attempts of one delivery both count,
+    /// the later one's state last): one result per attempt. `Err` if the
+    /// whole call failed. The delivery worker writes through this; the
+    /// default calls `record_attempt` for each.
+    async fn record_attempts(
+        &self,
+        batch: Vec<AttemptRecord>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for attempt in batch {
+            results.push(self.record_attempt(attempt).await);
+        }
+        Ok(results)
+    }
     /// Atomically: if the delivery is `dead` and still has exactly
     /// `attempts` attempts recorded, makes it `pending` at `at` and
     /// returns `true`; otherwise changes nothing and returns `false`.
@@ -974,6 +1017,7 @@ forward!(ConfigStore => durable: D {
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
     async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()>;
     async fn tree(&self, project: ProjectId) -> StoreResult<ProjectTree>;
+    async fn endpoint_targets(&self, project: ProjectId, endpoint: EndpointId) -> StoreResult<Option<Vec<TargetId>>>;
     async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>>;
     async fn targets_page(&self, after: Option<TargetId>, limit: usize) -> StoreResult<Vec<Target>>;
     async fn import_tree(&self, import: TreeImport, audit: AuditDraft) -> StoreResult<()>;
@@ -1117,8 +1161,10 @@ forward!(SnapshotStore => durable: D {
 
 forward!(DeliveryLog => durable: D {
     async fn record_message(&self, message: MessageRecord, deliveries: Vec<DeliveryRecord>) -> StoreResult<()>;
+    async fn record_messages(&self, batch: Vec<(MessageRecord, Vec<DeliveryRecord>)>) -> StoreResult<Vec<StoreResult<()>>>;
     async fn delete_message(&self, project: ProjectId, id: MessageId) -> StoreResult<()>;
     async fn record_attempt(&self, attempt: AttemptRecord) -> StoreResult<()>;
+    async fn record_attempts(&self, batch: Vec<AttemptRecord>) -> StoreResult<Vec<StoreResult<()>>>;
     async fn mark_redriven(&self, project: ProjectId, message: MessageId, target: TargetId, attempts: u32, at: DateTime<Utc>) -> StoreResult<bool>;
     async fn message(&self, project: ProjectId, id: MessageId) -> StoreResult<Option<MessageRecord>>;
     async fn messages_page(&self, project: ProjectId, cursor: Option<MessageCursor>, limit: usize) -> StoreResult<Vec<MessageRecord>>;

@@ -14,7 +14,8 @@
 //!   ([`DeliveryJob`], docs/FORMATS.md Part 7), never a secret.
 //! - [`DeliveryService::run_once`] reserves jobs, opens each target's
 //!   secrets only through the audited delivery capability
-//!   ([`Voter::dangerous_delivery_grant`] +
+//!   ([`Voter::dangerous_delivery_grant`], asked once per project and
+//!   kept until a target read through it is gone, +
 //!   [`ConfigService::delivery_secrets`]), cached per target version so a
 //!   delivery costs no audit event unless the target changed, signs,
 //!   sends through a [`Transport`] (the HTTP client with the SSRF guard of
@@ -39,13 +40,14 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{Caller, Voter, surface};
+use crate::access::{Caller, Grant, Voter, surface};
 use crate::clock::Clock;
 use crate::config::{AuthInput, ConfigService, DeliverySecrets};
 use crate::deliveries::{
     AttemptRecord, AttemptResult, DeliveryRecord, DeliveryState, MessageRecord, excerpt_of,
 };
 use crate::egress::EgressError;
+use crate::group_commit::GroupCommit;
 use crate::ids::{EndpointId, MessageId, ProjectId, TargetId};
 use crate::keys::KeyService;
 use crate::ports::{
@@ -66,6 +68,11 @@ pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 
 /// Room for a job's header beside its body in the queue's payload limit.
 const JOB_HEADER_ROOM: usize = 8 * 1024;
+
+/// The most messages (on accept) or attempts (on delivery) one write to
+/// the delivery log holds: concurrent writers share a commit
+/// ([`crate::deliveries`], "Group commit").
+const LOG_BATCH: usize = 64;
 
 /// The longest content type kept with a message.
 pub const MAX_CONTENT_TYPE: usize = 255;
@@ -306,6 +313,7 @@ pub struct RelayService<S, V, Q: Queue> {
     queue: QueueService<Q>,
     config: RelayConfig,
     clock: Arc<dyn Clock>,
+    messages: Arc<GroupCommit<(MessageRecord, Vec<DeliveryRecord>)>>,
 }
 
 impl<S: Clone, V: Clone, Q: Queue + Clone> Clone for RelayService<S, V, Q> {
@@ -317,6 +325,7 @@ impl<S: Clone, V: Clone, Q: Queue + Clone> Clone for RelayService<S, V, Q> {
             queue: self.queue.clone(),
             config: self.config,
             clock: self.clock.clone(),
+            messages: self.messages.clone(),
         }
     }
 }
@@ -330,7 +339,8 @@ where
         + AccountStore
         + IdempotencyStore
         + DeliveryLog
-        + Clone,
+        + Clone
+        + 'static,
     V: SecretVault,
     Q: Queue,
 {
@@ -345,6 +355,11 @@ where
         config: RelayConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let log = store.clone();
+        let messages = GroupCommit::new(LOG_BATCH, move |batch| {
+            let log = log.clone();
+            async move { log.record_messages(batch).await }
+        });
         Self {
             keys,
             voter,
@@ -352,6 +367,7 @@ where
             queue,
             config,
             clock,
+            messages: Arc::new(messages),
         }
     }
 
@@ -400,20 +416,14 @@ where
         if idempotency_key.is_some_and(|k| !idempotency_key_ok(k)) {
             return Err(RelayError::BadIdempotencyKey);
         }
-        let tree = self
+        let Some(targets) = self
             .store
-            .tree(grant.project_id())
+            .endpoint_targets(grant.project_id(), endpoint)
             .await
-            .map_err(crate::Error::from)?;
-        let Some(ep) = tree.endpoints.iter().find(|e| e.id == endpoint) else {
+            .map_err(crate::Error::from)?
+        else {
             return Err(RelayError::UnknownEndpoint);
         };
-        let targets: Vec<TargetId> = tree
-            .targets
-            .iter()
-            .filter(|t| t.line == ep.line)
-            .map(|t| t.id)
-            .collect();
         if targets.len() > MAX_BATCH {
             return Err(RelayError::TooManyTargets {
                 targets: targets.len(),
@@ -484,7 +494,7 @@ where
                 last_class: None,
             })
             .collect();
-        let logged = self.store.record_message(record, deliveries).await;
+        let logged = self.messages.write((record, deliveries)).await;
         let enqueued = match logged {
             Ok(()) => self
                 .queue
@@ -738,21 +748,20 @@ impl Settle {
 /// Delivers jobs; see the module docs.
 pub struct DeliveryService<S, V, Q: Queue, T> {
     config: ConfigService<S, V>,
-    log: S,
     voter: Voter<S>,
     queue: QueueService<Q>,
     transport: T,
     relay: RelayConfig,
     clock: Arc<dyn Clock>,
     secrets: Arc<Mutex<HashMap<TargetId, Arc<DeliverySecrets>>>>,
+    grants: Mutex<HashMap<ProjectId, Arc<Grant<surface::Delivery>>>>,
+    attempts: GroupCommit<AttemptRecord>,
 }
 
 impl<S, V, Q, T> DeliveryService<S, V, Q, T>
 where
-    S: ConfigStore + MembershipStore + AuditSink + DeliveryLog + Clone,
-    V: SecretVault,
+    S: DeliveryLog + Clone + 'static,
     Q: Queue,
-    T: Transport,
 {
     /// A worker delivering jobs of `queue` through `transport`, recording
     /// each attempt in `log`'s delivery log.
@@ -765,18 +774,34 @@ where
         relay: RelayConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let attempts = GroupCommit::new(LOG_BATCH, {
+            let log = log.clone();
+            move |batch| {
+                let log = log.clone();
+                async move { log.record_attempts(batch).await }
+            }
+        });
         Self {
+            attempts,
             config,
-            log,
             voter,
             queue,
             transport,
             relay,
             clock,
             secrets: Arc::new(Mutex::new(HashMap::new())),
+            grants: Mutex::new(HashMap::new()),
         }
     }
+}
 
+impl<S, V, Q, T> DeliveryService<S, V, Q, T>
+where
+    S: ConfigStore + MembershipStore + AuditSink + DeliveryLog + Clone,
+    V: SecretVault,
+    Q: Queue,
+    T: Transport,
+{
     /// Reserves up to `n` due jobs (1 to [`MAX_BATCH`]) and delivers them
     /// concurrently; returns one [`Attempt`] per job (none if nothing was
     /// due).
@@ -910,7 +935,7 @@ where
                 next_attempt_at,
                 excerpt: s.excerpt,
             };
-            if let Err(e) = self.log.record_attempt(record).await {
+            if let Err(e) = self.attempts.write(record).await {
                 tracing::warn!(job = %job.id(), error = %e, "relay: could not record a delivery attempt");
             }
         }
@@ -932,7 +957,7 @@ where
         project: ProjectId,
         target: TargetId,
     ) -> Result<Arc<DeliverySecrets>, &'static str> {
-        let grant = match self.voter.dangerous_delivery_grant(project).await {
+        let grant = match self.grant_for(project).await {
             Ok(g) => g,
             Err(crate::Error::Store(crate::error::StoreError::NotFound { .. })) => {
                 return Err("target_gone");
@@ -942,7 +967,12 @@ where
         let version = match self.config.delivery_version(&grant, target).await {
             Ok(v) => v,
             Err(crate::Error::Store(crate::error::StoreError::NotFound { .. })) => {
+                // The target is gone, perhaps with its project: neither
+                // is kept.
                 self.forget(target);
+                if let Ok(mut g) = self.grants.lock() {
+                    g.remove(&project);
+                }
                 return Err("target_gone");
             }
             Err(_) => return Err("store"),
@@ -966,6 +996,26 @@ where
             Err(crate::Error::Vault(_)) => Err("secret_unavailable"),
             Err(_) => Err("store"),
         }
+    }
+
+    /// The project's delivery capability, asked of the voter once per
+    /// project and kept: it names the project and no one's role, so it
+    /// changes only when the project goes, and then every target read
+    /// through it is `NotFound`, which drops it.
+    async fn grant_for(&self, project: ProjectId) -> crate::Result<Arc<Grant<surface::Delivery>>> {
+        if let Some(g) = self
+            .grants
+            .lock()
+            .ok()
+            .and_then(|g| g.get(&project).cloned())
+        {
+            return Ok(g);
+        }
+        let g = Arc::new(self.voter.dangerous_delivery_grant(project).await?);
+        if let Ok(mut grants) = self.grants.lock() {
+            grants.insert(project, g.clone());
+        }
+        Ok(g)
     }
 
     fn cached(&self, target: TargetId) -> Option<Arc<DeliverySecrets>> {

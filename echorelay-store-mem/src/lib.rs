@@ -756,6 +756,20 @@ impl ConfigStore for MemStore {
         })
     }
 
+    async fn endpoint_targets(
+        &self,
+        project: ProjectId,
+        endpoint: EndpointId,
+    ) -> StoreResult<Option<Vec<TargetId>>> {
+        let s = self.read()?;
+        let Some(ep) = s.endpoints.get(&endpoint).filter(|e| e.project == project) else {
+            return Ok(None);
+        };
+        let mut targets: Vec<&Target> = s.targets.values().filter(|t| t.line == ep.line).collect();
+        targets.sort_by_key(|t| (t.created_at, t.id));
+        Ok(Some(targets.iter().map(|t| t.id).collect()))
+    }
+
     async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>> {
         Ok(self
             .read()?

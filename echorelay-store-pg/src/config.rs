@@ -14,7 +14,7 @@ use echorelay_core::config::{
     ConfigChange, Endpoint, Line, Project, ProjectTree, Slug, Target, Write,
 };
 use echorelay_core::error::StoreError;
-use echorelay_core::ids::{ProjectId, TargetId, UserId};
+use echorelay_core::ids::{EndpointId, ProjectId, TargetId, UserId};
 use echorelay_core::ports::{ConfigStore, MembershipStore, StoreResult, TreeImport, rules};
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
@@ -477,6 +477,36 @@ impl ConfigStore for PgStore {
             endpoints,
             targets,
         })
+    }
+
+    async fn endpoint_targets(
+        &self,
+        project: ProjectId,
+        endpoint: EndpointId,
+    ) -> StoreResult<Option<Vec<TargetId>>> {
+        // One row per target of the endpoint's line, or one row with a
+        // NULL target for a line without targets; no row: no endpoint.
+        let rows = sqlx::query(
+            "SELECT t.id AS target FROM endpoints e \
+             LEFT JOIN targets t ON t.line = e.line \
+             WHERE e.id = $1 AND e.project = $2 \
+             ORDER BY t.created_at, t.id",
+        )
+        .bind(idb(&endpoint))
+        .bind(idb(&project))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut targets = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(t) = Reader::new(row, "targets", "target").opt_id("target")? {
+                targets.push(t);
+            }
+        }
+        Ok(Some(targets))
     }
 
     async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>> {

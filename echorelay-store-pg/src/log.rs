@@ -1,9 +1,13 @@
 //! `DeliveryLog`: the relay's delivery log, tables `relay_messages`,
 //! `relay_deliveries` and `relay_attempts` (migration 0008).
 //!
-//! A message and its deliveries are inserted in one transaction; an
-//! attempt is one statement (a CTE that updates the delivery and inserts
-//! the attempt only if the delivery exists); the redrive mark is one
+//! Writes come in batches (the relay's group commit, `echorelay_core`'s
+//! `deliveries` docs) and each batch is one statement: messages with
+//! `INSERT … SELECT FROM UNNEST … ON CONFLICT DO NOTHING RETURNING`, and
+//! in the same statement the deliveries of the messages it inserted;
+//! attempts with a CTE that updates each delivery and inserts the attempt
+//! only where the delivery exists (a batch holding two attempts of one
+//! delivery takes one statement per repeat, in one transaction); the redrive mark is one
 //! conditional `UPDATE … WHERE state = 'dead' AND attempts = $n`.
 
 use async_trait::async_trait;
@@ -87,6 +91,111 @@ fn attempt_of(row: &PgRow) -> StoreResult<AttemptRecord> {
     })
 }
 
+/// Messages as columns, for `UNNEST`.
+#[derive(Default)]
+struct MessageColumns {
+    project: Vec<Vec<u8>>,
+    id: Vec<Vec<u8>>,
+    endpoint: Vec<Vec<u8>>,
+    received_at: Vec<DateTime<Utc>>,
+    content_type: Vec<Option<String>>,
+    size: Vec<i64>,
+}
+
+impl MessageColumns {
+    fn push(&mut self, m: &MessageRecord) -> StoreResult<()> {
+        self.size.push(i64_of(m.size)?);
+        self.project.push(idb(&m.project).to_vec());
+        self.id.push(idb(&m.id).to_vec());
+        self.endpoint.push(idb(&m.endpoint).to_vec());
+        self.received_at.push(m.received_at);
+        self.content_type.push(m.content_type.clone());
+        Ok(())
+    }
+}
+
+/// Deliveries as columns, for `UNNEST`.
+#[derive(Default)]
+struct DeliveryColumns {
+    project: Vec<Vec<u8>>,
+    message: Vec<Vec<u8>>,
+    target: Vec<Vec<u8>>,
+    state: Vec<&'static str>,
+    attempts: Vec<i64>,
+    job: Vec<Option<Vec<u8>>>,
+    updated_at: Vec<DateTime<Utc>>,
+    next_attempt_at: Vec<Option<DateTime<Utc>>>,
+    last_status: Vec<Option<i32>>,
+    last_class: Vec<Option<String>>,
+}
+
+impl DeliveryColumns {
+    fn push(&mut self, d: &DeliveryRecord) {
+        self.project.push(idb(&d.project).to_vec());
+        self.message.push(idb(&d.message).to_vec());
+        self.target.push(idb(&d.target).to_vec());
+        self.state.push(d.state.as_str());
+        self.attempts.push(i64::from(d.attempts));
+        self.job.push(opt_idb(&d.job));
+        self.updated_at.push(d.updated_at);
+        self.next_attempt_at.push(d.next_attempt_at);
+        self.last_status.push(d.last_status.map(i32::from));
+        self.last_class.push(d.last_class.clone());
+    }
+}
+
+/// Attempts as columns, for `UNNEST`; `ord` is the attempt's place in
+/// its batch.
+#[derive(Default)]
+struct AttemptColumns {
+    ord: Vec<i64>,
+    project: Vec<Vec<u8>>,
+    message: Vec<Vec<u8>>,
+    target: Vec<Vec<u8>>,
+    job: Vec<Vec<u8>>,
+    attempt: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+    status: Vec<Option<i32>>,
+    class: Vec<Option<String>>,
+    latency_ms: Vec<i64>,
+    result: Vec<&'static str>,
+    next_attempt_at: Vec<Option<DateTime<Utc>>>,
+    excerpt: Vec<Option<String>>,
+    state: Vec<Option<&'static str>>,
+}
+
+impl AttemptColumns {
+    fn push(&mut self, ord: usize, a: &AttemptRecord) -> StoreResult<()> {
+        self.ord.push(i64_of(ord as u64)?);
+        self.project.push(idb(&a.project).to_vec());
+        self.message.push(idb(&a.message).to_vec());
+        self.target.push(idb(&a.target).to_vec());
+        self.job.push(idb(&a.job).to_vec());
+        self.attempt.push(i64::from(a.attempt));
+        self.at.push(a.at);
+        self.status.push(a.status.map(i32::from));
+        self.class.push(a.class.clone());
+        self.latency_ms.push(i64::from(a.latency_ms));
+        self.result.push(a.result.as_str());
+        self.next_attempt_at.push(a.next_attempt_at);
+        self.excerpt.push(a.excerpt.clone());
+        self.state.push(a.result.state().map(DeliveryState::as_str));
+        Ok(())
+    }
+}
+
+/// The one result of a batch of one.
+fn one_of(results: Vec<StoreResult<()>>) -> StoreResult<()> {
+    results
+        .into_iter()
+        .next()
+        .unwrap_or(Err(StoreError::Corrupt {
+            table: "relay_messages",
+            id: String::new(),
+            problem: "no result for a batch of one".into(),
+        }))
+}
+
 #[async_trait]
 impl DeliveryLog for PgStore {
     async fn record_message(
@@ -94,63 +203,106 @@ impl DeliveryLog for PgStore {
         message: MessageRecord,
         deliveries: Vec<DeliveryRecord>,
     ) -> StoreResult<()> {
-        if deliveries
-            .iter()
-            .any(|d| d.message != message.id || d.project != message.project)
-        {
-            return Err(StoreError::Conflict {
-                reason: "deliveries must be of this message, one per target",
-            });
-        }
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query(&format!(
-            "INSERT INTO relay_messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-        ))
-        .bind(idb(&message.project))
-        .bind(idb(&message.id))
-        .bind(idb(&message.endpoint))
-        .bind(message.received_at)
-        .bind(&message.content_type)
-        .bind(i64_of(message.size)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("message"))?;
-        if !deliveries.is_empty() {
-            let targets: Vec<Vec<u8>> =
-                deliveries.iter().map(|d| idb(&d.target).to_vec()).collect();
-            let states: Vec<&str> = deliveries.iter().map(|d| d.state.as_str()).collect();
-            let attempts: Vec<i64> = deliveries.iter().map(|d| i64::from(d.attempts)).collect();
-            let jobs: Vec<Option<Vec<u8>>> = deliveries.iter().map(|d| opt_idb(&d.job)).collect();
-            let updated: Vec<DateTime<Utc>> = deliveries.iter().map(|d| d.updated_at).collect();
-            let next: Vec<Option<DateTime<Utc>>> =
-                deliveries.iter().map(|d| d.next_attempt_at).collect();
-            let status: Vec<Option<i32>> = deliveries
+        one_of(self.record_messages(vec![(message, deliveries)]).await?)
+    }
+
+    async fn record_messages(
+        &self,
+        batch: Vec<(MessageRecord, Vec<DeliveryRecord>)>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        // Refused before the statement: deliveries of another message or
+        // a target twice, and a second copy of an id in the batch.
+        let mut results: Vec<Option<StoreResult<()>>> = Vec::with_capacity(batch.len());
+        let mut seen = std::collections::HashSet::new();
+        for (m, deliveries) in &batch {
+            let mut targets = std::collections::HashSet::new();
+            let refused = if deliveries
                 .iter()
-                .map(|d| d.last_status.map(i32::from))
-                .collect();
-            let class: Vec<Option<String>> =
-                deliveries.iter().map(|d| d.last_class.clone()).collect();
-            sqlx::query(&format!(
-                "INSERT INTO relay_deliveries ({DELIVERY_COLUMNS}) \
-                 SELECT $1, $2, * FROM UNNEST($3::bytea[], $4::text[], $5::bigint[], $6::bytea[], \
-                     $7::timestamptz[], $8::timestamptz[], $9::integer[], $10::text[])"
-            ))
-            .bind(idb(&message.project))
-            .bind(idb(&message.id))
-            .bind(targets)
-            .bind(states)
-            .bind(attempts)
-            .bind(jobs)
-            .bind(updated)
-            .bind(next)
-            .bind(status)
-            .bind(class)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("delivery"))?;
+                .any(|d| d.message != m.id || d.project != m.project || !targets.insert(d.target))
+            {
+                Some(Err(StoreError::Conflict {
+                    reason: "deliveries must be of this message, one per target",
+                }))
+            } else if !seen.insert((m.project, m.id)) {
+                Some(Err(StoreError::AlreadyExists { kind: "message" }))
+            } else {
+                None
+            };
+            results.push(refused);
         }
-        tx.commit().await.map_err(backend)?;
-        Ok(())
+        let sent: Vec<&(MessageRecord, Vec<DeliveryRecord>)> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_none())
+            .map(|(b, _)| b)
+            .collect();
+        let mut inserted = std::collections::HashSet::new();
+        if !sent.is_empty() {
+            let mut m = MessageColumns::default();
+            let mut d = DeliveryColumns::default();
+            for (message, deliveries) in &sent {
+                m.push(message)?;
+                for delivery in deliveries {
+                    d.push(delivery);
+                }
+            }
+            // One statement: the messages whose ids were free, then the
+            // deliveries of exactly those; RETURNING names them.
+            let rows = sqlx::query(&format!(
+                "WITH m AS ( \
+                     INSERT INTO relay_messages ({MESSAGE_COLUMNS}) \
+                     SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], \
+                         $4::timestamptz[], $5::text[], $6::bigint[]) \
+                     ON CONFLICT (project, id) DO NOTHING \
+                     RETURNING project, id \
+                 ), d AS ( \
+                     INSERT INTO relay_deliveries ({DELIVERY_COLUMNS}) \
+                     SELECT u.* FROM UNNEST($7::bytea[], $8::bytea[], $9::bytea[], \
+                         $10::text[], $11::bigint[], $12::bytea[], $13::timestamptz[], \
+                         $14::timestamptz[], $15::integer[], $16::text[]) \
+                         AS u(project, message, target, state, attempts, job, updated_at, \
+                              next_attempt_at, last_status, last_class) \
+                     JOIN m ON m.project = u.project AND m.id = u.message \
+                 ) \
+                 SELECT project, id FROM m"
+            ))
+            .bind(m.project)
+            .bind(m.id)
+            .bind(m.endpoint)
+            .bind(m.received_at)
+            .bind(m.content_type)
+            .bind(m.size)
+            .bind(d.project)
+            .bind(d.message)
+            .bind(d.target)
+            .bind(d.state)
+            .bind(d.attempts)
+            .bind(d.job)
+            .bind(d.updated_at)
+            .bind(d.next_attempt_at)
+            .bind(d.last_status)
+            .bind(d.last_class)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+            for row in &rows {
+                let r = Reader::new(row, "relay_messages", "id");
+                inserted.insert((r.id::<ProjectId>("project")?, r.id::<MessageId>("id")?));
+            }
+        }
+        Ok(batch
+            .iter()
+            .zip(results)
+            .map(|((m, _), r)| {
+                r.unwrap_or_else(|| {
+                    if inserted.contains(&(m.project, m.id)) {
+                        Ok(())
+                    } else {
+                        Err(StoreError::AlreadyExists { kind: "message" })
+                    }
+                })
+            })
+            .collect())
     }
 
     async fn delete_message(&self, project: ProjectId, id: MessageId) -> StoreResult<()> {
@@ -164,40 +316,102 @@ impl DeliveryLog for PgStore {
     }
 
     async fn record_attempt(&self, a: AttemptRecord) -> StoreResult<()> {
-        let state = a.result.state().map(DeliveryState::as_str);
-        let row = sqlx::query(&format!(
-            "WITH d AS ( \
-                 UPDATE relay_deliveries SET attempts = attempts + 1, job = $4, \
-                     last_status = $7, last_class = $8, next_attempt_at = $11, \
-                     state = COALESCE($13, state), \
-                     updated_at = CASE WHEN $13 IS NULL THEN updated_at ELSE $6 END \
-                 WHERE project = $1 AND message = $2 AND target = $3 \
-                 RETURNING 1 \
-             ) \
-             INSERT INTO relay_attempts ({ATTEMPT_COLUMNS}) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM d \
-             RETURNING 1"
-        ))
-        .bind(idb(&a.project))
-        .bind(idb(&a.message))
-        .bind(idb(&a.target))
-        .bind(idb(&a.job))
-        .bind(i64::from(a.attempt))
-        .bind(a.at)
-        .bind(a.status.map(i32::from))
-        .bind(&a.class)
-        .bind(i64::from(a.latency_ms))
-        .bind(a.result.as_str())
-        .bind(a.next_attempt_at)
-        .bind(&a.excerpt)
-        .bind(state)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err("attempt"))?;
-        match row {
-            Some(_) => Ok(()),
-            None => Err(StoreError::NotFound { kind: "delivery" }),
+        one_of(self.record_attempts(vec![a]).await?)
+    }
+
+    async fn record_attempts(
+        &self,
+        batch: Vec<AttemptRecord>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        // One statement per round; a round holds each delivery at most
+        // once (an UPDATE changes a row once per statement), so a second
+        // attempt of one delivery goes in the next round, after the first.
+        let mut round_of = Vec::with_capacity(batch.len());
+        let mut seen: std::collections::HashMap<(ProjectId, MessageId, TargetId), usize> =
+            std::collections::HashMap::new();
+        for a in &batch {
+            let n = seen.entry((a.project, a.message, a.target)).or_insert(0);
+            round_of.push(*n);
+            *n += 1;
         }
+        let rounds = round_of.iter().max().map_or(0, |m| m + 1);
+        let mut done = vec![false; batch.len()];
+        let mut tx = if rounds > 1 {
+            Some(self.pool.begin().await.map_err(backend)?)
+        } else {
+            None
+        };
+        let sql = format!(
+            "WITH a AS ( \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[], \
+                     $5::bytea[], $6::bigint[], $7::timestamptz[], $8::integer[], $9::text[], \
+                     $10::bigint[], $11::text[], $12::timestamptz[], $13::text[], $14::text[]) \
+                     AS a(ord, project, message, target, job, attempt, at, status, class, \
+                          latency_ms, result, next_attempt_at, excerpt, state) \
+             ), d AS ( \
+                 UPDATE relay_deliveries r SET attempts = r.attempts + 1, job = a.job, \
+                     last_status = a.status, last_class = a.class, \
+                     next_attempt_at = a.next_attempt_at, \
+                     state = COALESCE(a.state, r.state), \
+                     updated_at = CASE WHEN a.state IS NULL THEN r.updated_at ELSE a.at END \
+                 FROM a \
+                 WHERE r.project = a.project AND r.message = a.message AND r.target = a.target \
+                 RETURNING a.ord \
+             ), i AS ( \
+                 INSERT INTO relay_attempts ({ATTEMPT_COLUMNS}) \
+                 SELECT a.project, a.message, a.target, a.job, a.attempt, a.at, a.status, \
+                     a.class, a.latency_ms, a.result, a.next_attempt_at, a.excerpt \
+                 FROM a JOIN d ON d.ord = a.ord \
+             ) \
+             SELECT ord FROM d"
+        );
+        for round in 0..rounds {
+            let mut c = AttemptColumns::default();
+            for (i, a) in batch.iter().enumerate() {
+                if round_of[i] == round {
+                    c.push(i, a)?;
+                }
+            }
+            let query = sqlx::query(&sql)
+                .bind(c.ord)
+                .bind(c.project)
+                .bind(c.message)
+                .bind(c.target)
+                .bind(c.job)
+                .bind(c.attempt)
+                .bind(c.at)
+                .bind(c.status)
+                .bind(c.class)
+                .bind(c.latency_ms)
+                .bind(c.result)
+                .bind(c.next_attempt_at)
+                .bind(c.excerpt)
+                .bind(c.state);
+            let rows = match tx.as_mut() {
+                Some(tx) => query.fetch_all(&mut **tx).await,
+                None => query.fetch_all(&self.pool).await,
+            }
+            .map_err(db_err("attempt"))?;
+            for row in &rows {
+                let ord: i64 = Reader::new(row, "relay_attempts", "ord").get("ord")?;
+                if let Some(d) = usize::try_from(ord).ok().and_then(|i| done.get_mut(i)) {
+                    *d = true;
+                }
+            }
+        }
+        if let Some(tx) = tx {
+            tx.commit().await.map_err(backend)?;
+        }
+        Ok(done
+            .into_iter()
+            .map(|d| {
+                if d {
+                    Ok(())
+                } else {
+                    Err(StoreError::NotFound { kind: "delivery" })
+                }
+            })
+            .collect())
     }
 
     async fn mark_redriven(

@@ -8,6 +8,7 @@ use echorelay_core::config::{
     AuthInput, AuthView, ConfigChange, ConfigError, NewTarget, TargetPatch, Write,
 };
 use echorelay_core::error::StoreError;
+use echorelay_core::ids::{EndpointId, ProjectId};
 
 use echorelay_core::vault::VaultError;
 use secrecy::{ExposeSecret, SecretString};
@@ -668,6 +669,89 @@ pub async fn lines_read_back_with_their_own_endpoints_and_targets<B: Backend>(h:
         let targets: Vec<_> = view.targets.iter().map(|t| t.id).collect();
         assert_eq!((endpoints, targets), (vec![endpoint], vec![target]));
     }
+}
+
+/// The relay's route ([`ConfigStore::endpoint_targets`]): an endpoint
+/// leads to every target of its own line, oldest first (ids break ties),
+/// and to no other line's; a line without targets is an empty route, not
+/// a missing one; an unknown endpoint, another project's endpoint and an
+/// unknown project have none.
+///
+/// [`ConfigStore::endpoint_targets`]: echorelay_core::ports::ConfigStore::endpoint_targets
+pub async fn endpoints_lead_to_the_targets_of_their_line<B: Backend>(h: Harness<B>) {
+    let (p, owner) = h.project().await;
+    let w = h.grant::<ConfigWrite>(&owner, &p).await;
+    let orders = h.config.create_line(&w, "orders").await.unwrap();
+    let refunds = h.config.create_line(&w, "refunds").await.unwrap();
+    let empty = h.config.create_line(&w, "empty").await.unwrap();
+    let e_orders = h.config.create_endpoint(&w, orders.id, "in").await.unwrap();
+    let e_empty = h.config.create_endpoint(&w, empty.id, "in").await.unwrap();
+    let mut made = Vec::new();
+    for (i, line) in [orders.id, refunds.id, orders.id, orders.id]
+        .into_iter()
+        .enumerate()
+    {
+        // The last two share a creation time: their ids decide.
+        if i < 3 {
+            h.clock.advance(chrono::Duration::seconds(1));
+        }
+        let t = h
+            .config
+            .create_target(
+                &w,
+                line,
+                NewTarget {
+                    name: format!("t{i}"),
+                    ..bearer_target()
+                },
+            )
+            .await
+            .unwrap();
+        made.push((line, t.view.id));
+    }
+    let mut expected: Vec<_> = made
+        .iter()
+        .filter(|(l, _)| *l == orders.id)
+        .map(|(_, t)| *t)
+        .collect();
+    let (first, rest) = expected.split_at_mut(1);
+    rest.sort();
+    let expected: Vec<_> = first.iter().chain(rest.iter()).copied().collect();
+    assert_eq!(
+        h.store.endpoint_targets(p.id, e_orders.id).await.unwrap(),
+        Some(expected),
+        "the line's targets, oldest first, ids breaking ties"
+    );
+    assert_eq!(
+        h.store.endpoint_targets(p.id, e_empty.id).await.unwrap(),
+        Some(vec![]),
+        "a line without targets"
+    );
+    assert_eq!(
+        h.store
+            .endpoint_targets(p.id, EndpointId::random())
+            .await
+            .unwrap(),
+        None,
+        "an unknown endpoint"
+    );
+    let (other, _) = h.project().await;
+    assert_eq!(
+        h.store
+            .endpoint_targets(other.id, e_orders.id)
+            .await
+            .unwrap(),
+        None,
+        "another project's endpoint"
+    );
+    assert_eq!(
+        h.store
+            .endpoint_targets(ProjectId::random(), e_orders.id)
+            .await
+            .unwrap(),
+        None,
+        "an unknown project"
+    );
 }
 
 /// An import is refused, writing nothing, when a sealed secret was moved to

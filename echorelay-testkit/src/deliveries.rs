@@ -210,6 +210,140 @@ pub async fn the_log_round_trips_and_attempts_move_the_state<B: Backend>(h: Harn
     s.delete_message(p, m.id).await.unwrap();
 }
 
+/// Batches ([`DeliveryLog::record_messages`], `record_attempts`: what the
+/// relay's group commit writes) answer each record as the one-at-a-time
+/// calls would, in order: a taken id, a second copy of an id in the batch
+/// and deliveries that are not the message's refuse that message only
+/// (and write none of it); two attempts of one delivery both count, the
+/// later one's state last; an attempt of a delivery not in the log is
+/// `NotFound` beside others that are written.
+///
+/// [`DeliveryLog::record_messages`]: echorelay_core::ports::DeliveryLog::record_messages
+pub async fn batches_answer_each_record_as_one_call_would<B: Backend>(h: Harness<B>) {
+    let s = &h.store;
+    let now = now_of(&h);
+    let p = ProjectId::random();
+    let (t1, t2) = (TargetId::from_bytes([1; 16]), TargetId::from_bytes([2; 16]));
+    let taken = message(p, now);
+    s.record_message(taken.clone(), vec![pending(&taken, t1)])
+        .await
+        .unwrap();
+    let ok1 = message(p, now);
+    let ok2 = message(p, now + Duration::seconds(1));
+    let stray = message(p, now);
+    let twice = message(p, now);
+    let mut retaken = taken.clone();
+    retaken.size = 7;
+    let results = s
+        .record_messages(vec![
+            (ok1.clone(), vec![pending(&ok1, t1), pending(&ok1, t2)]),
+            (retaken, vec![pending(&taken, t2)]),
+            (stray.clone(), vec![pending(&ok1, t1)]),
+            (
+                twice.clone(),
+                vec![pending(&twice, t1), pending(&twice, t1)],
+            ),
+            (ok1.clone(), vec![]),
+            (ok2.clone(), vec![]),
+        ])
+        .await
+        .unwrap();
+    let kinds: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Ok(()) => "ok".into(),
+            Err(StoreError::AlreadyExists { .. }) => "taken".into(),
+            Err(StoreError::Conflict { .. }) => "conflict".into(),
+            Err(e) => format!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ok", "taken", "conflict", "conflict", "taken", "ok"],
+        "one result per message, in order"
+    );
+    assert_eq!(s.message(p, ok1.id).await.unwrap(), Some(ok1.clone()));
+    assert_eq!(s.deliveries_of(p, ok1.id).await.unwrap().len(), 2);
+    assert_eq!(s.message(p, ok2.id).await.unwrap(), Some(ok2.clone()));
+    assert_eq!(s.message(p, taken.id).await.unwrap(), Some(taken.clone()));
+    assert_eq!(
+        s.deliveries_of(p, taken.id).await.unwrap(),
+        vec![pending(&taken, t1)],
+        "the taken message is as it was"
+    );
+    for refused in [&stray, &twice] {
+        assert_eq!(s.message(p, refused.id).await.unwrap(), None);
+        assert_eq!(s.deliveries_of(p, refused.id).await.unwrap(), vec![]);
+    }
+
+    let job = JobId::random();
+    let first = attempt(
+        &ok1,
+        t1,
+        job,
+        1,
+        now + Duration::seconds(2),
+        AttemptResult::Retrying,
+    );
+    let lost = attempt(
+        &stray,
+        t1,
+        job,
+        1,
+        now + Duration::seconds(2),
+        AttemptResult::Retrying,
+    );
+    let second = attempt(
+        &ok1,
+        t1,
+        job,
+        2,
+        now + Duration::seconds(3),
+        AttemptResult::Delivered,
+    );
+    let other = attempt(
+        &ok1,
+        t2,
+        job,
+        1,
+        now + Duration::seconds(4),
+        AttemptResult::Dead,
+    );
+    let results = s
+        .record_attempts(vec![first.clone(), lost, second.clone(), other.clone()])
+        .await
+        .unwrap();
+    assert!(
+        results[0].is_ok() && results[2].is_ok() && results[3].is_ok(),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[1], Err(StoreError::NotFound { .. })),
+        "{:?}",
+        results[1]
+    );
+    let d1 = s.delivery(p, ok1.id, t1).await.unwrap().unwrap();
+    assert_eq!(
+        (d1.attempts, d1.state, d1.updated_at, d1.last_status),
+        (2, DeliveryState::Delivered, second.at, Some(200)),
+        "both attempts counted, the later one's state last"
+    );
+    assert_eq!(
+        s.attempts_of(p, ok1.id, 10).await.unwrap(),
+        vec![first, second, other.clone()],
+        "every attempt, oldest first"
+    );
+    let d2 = s.delivery(p, ok1.id, t2).await.unwrap().unwrap();
+    assert_eq!((d2.attempts, d2.state), (1, DeliveryState::Dead));
+    assert_eq!(s.attempts_of(p, stray.id, 10).await.unwrap(), vec![]);
+    assert_eq!(
+        s.record_attempts(vec![]).await.unwrap().len(),
+        0,
+        "an empty batch"
+    );
+    assert_eq!(s.record_messages(vec![]).await.unwrap().len(), 0);
+}
+
 /// Messages page newest first (time, then id, descending) from a cursor,
 /// exclusive; dead letters page per target by message id; counts by
 /// state; purge removes exactly the messages received before its time.
