@@ -487,6 +487,19 @@ impl<S: ConfigStore + MembershipStore> Voter<S> {
         project: ProjectId,
     ) -> Result<Grant<K>> {
         let found = self.store.project(project).await?;
+        self.authorize_found(caller, found).await
+    }
+
+    /// As [`Voter::authorize_id`], for a project the caller has just read
+    /// from the store (`None`: it is not there), so that a read that
+    /// fetches more than the project (the relay's
+    /// [`ConfigStore::ingest_route`](crate::ports::ConfigStore::ingest_route))
+    /// is one round trip.
+    pub(crate) async fn authorize_found<K: SurfaceKind>(
+        &self,
+        caller: &Caller,
+        found: Option<Project>,
+    ) -> Result<Grant<K>> {
         let decided = self.decide_for(caller, found, K::SURFACE).await?;
         Self::grant(caller, decided)
     }

@@ -256,17 +256,18 @@ pub trait ConfigStore: Send + Sync {
     async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()>;
     /// The project's whole tree. `NotFound` for an unknown project.
     async fn tree(&self, project: ProjectId) -> StoreResult<ProjectTree>;
-    /// Where a message accepted at `endpoint` goes: the ids of the targets
-    /// of the endpoint's line, in the tree's order (by creation time, then
-    /// id). `None` if the project has no such endpoint (an unknown project,
-    /// or an endpoint of another project). The relay's accept path reads
-    /// this for every inbound message: one read, not the whole
-    /// [`ConfigStore::tree`].
-    async fn endpoint_targets(
+    /// What the relay's accept path needs for a message at `endpoint`, in
+    /// one read (it runs for every inbound message): the project, and
+    /// where the message goes, the ids of the targets of the endpoint's
+    /// line in the tree's order (by creation time, then id). `None` for
+    /// an unknown project; [`IngestRoute::targets`] is `None` if the
+    /// project has no such endpoint (an endpoint of another project
+    /// included).
+    async fn ingest_route(
         &self,
         project: ProjectId,
         endpoint: EndpointId,
-    ) -> StoreResult<Option<Vec<TargetId>>>;
+    ) -> StoreResult<Option<IngestRoute>>;
     /// One target of the project; `None` if absent or of another project.
     async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>>;
     /// Targets of every project: one page, ids after `after`, ascending by
@@ -289,6 +290,17 @@ pub trait ConfigStore: Send + Sync {
     /// [`MAX_TREE_ENTITIES`](crate::config::MAX_TREE_ENTITIES) lines,
     /// endpoints and targets ([`rules::tree_has_room`]).
     async fn import_tree(&self, import: TreeImport, audit: AuditDraft) -> StoreResult<()>;
+}
+
+/// What [`ConfigStore::ingest_route`] reads: a project and where a
+/// message at one of its endpoints goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestRoute {
+    /// The project.
+    pub project: Project,
+    /// The targets of the endpoint's line, oldest first; `None` if the
+    /// project has no such endpoint.
+    pub targets: Option<Vec<TargetId>>,
 }
 
 /// What [`ConfigStore::import_tree`] writes.
@@ -1017,7 +1029,7 @@ forward!(ConfigStore => durable: D {
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
     async fn apply(&self, change: ConfigChange, audit: AuditDraft) -> StoreResult<()>;
     async fn tree(&self, project: ProjectId) -> StoreResult<ProjectTree>;
-    async fn endpoint_targets(&self, project: ProjectId, endpoint: EndpointId) -> StoreResult<Option<Vec<TargetId>>>;
+    async fn ingest_route(&self, project: ProjectId, endpoint: EndpointId) -> StoreResult<Option<IngestRoute>>;
     async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>>;
     async fn targets_page(&self, after: Option<TargetId>, limit: usize) -> StoreResult<Vec<Target>>;
     async fn import_tree(&self, import: TreeImport, audit: AuditDraft) -> StoreResult<()>;

@@ -401,9 +401,18 @@ where
         let key = self.keys.verify(presented_key).await?;
         let project = key.project();
         let caller = Caller::api_key(key, ip);
+        let (found, route) = match self
+            .store
+            .ingest_route(project, endpoint)
+            .await
+            .map_err(crate::Error::from)?
+        {
+            Some(r) => (Some(r.project), r.targets),
+            None => (None, None),
+        };
         let grant = self
             .voter
-            .authorize_id::<surface::Ingest>(&caller, project)
+            .authorize_found::<surface::Ingest>(&caller, found)
             .await?;
         if body.len() > self.config.max_body {
             return Err(RelayError::BodyTooLarge {
@@ -416,12 +425,7 @@ where
         if idempotency_key.is_some_and(|k| !idempotency_key_ok(k)) {
             return Err(RelayError::BadIdempotencyKey);
         }
-        let Some(targets) = self
-            .store
-            .endpoint_targets(grant.project_id(), endpoint)
-            .await
-            .map_err(crate::Error::from)?
-        else {
+        let Some(targets) = route else {
             return Err(RelayError::UnknownEndpoint);
         };
         if targets.len() > MAX_BATCH {

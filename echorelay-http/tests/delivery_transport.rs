@@ -2,7 +2,9 @@
 //! real sockets: TLS to a receiver whose certificate names the URL's host,
 //! the SSRF guard (loopback, metadata, `[::1]`, a name that resolves to a
 //! private address, a redirect to loopback), a hanging receiver and one
-//! that answers far more than the excerpt (issue 19).
+//! that answers far more than the excerpt, and the kept-alive connections
+//! (reused only for the host and the address just checked, closed when
+//! their answer was not read to the end) (issue 19).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -297,4 +299,149 @@ async fn https_verifies_the_certificate_for_the_urls_host() {
         .await
         .unwrap_err();
     assert_eq!(e.class(), "tls", "{e}");
+}
+
+/// A keep-alive HTTP/1.1 receiver (hyper) on `ip` (port 0: any) answering
+/// 200 with `body`; counts the connections it accepted.
+async fn keep_alive_receiver(
+    ip: &str,
+    port: u16,
+    body: &'static [u8],
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (c, _) = l.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(body)),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(c), service)
+                    .await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn deliveries_to_one_host_and_address_share_a_kept_alive_connection() {
+    let (addr, connections) = keep_alive_receiver("127.0.0.1", 0, b"ok").await;
+    let t = HttpTransport::new(local()).unwrap();
+    let url = format!("http://127.0.0.1:{}/hook", addr.port());
+    for _ in 0..3 {
+        let r = t.post(request(&url)).await.unwrap();
+        assert_eq!((r.status, r.excerpt.as_slice()), (200, &b"ok"[..]));
+        assert_eq!(t.idle_connections(), 1);
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one connection for three deliveries"
+    );
+    // A clone shares the idle set.
+    t.clone().post(request(&url)).await.unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_answer_longer_than_the_excerpt_closes_its_connection() {
+    let (addr, connections) = keep_alive_receiver("127.0.0.1", 0, &[b'x'; 65]).await;
+    let t = HttpTransport::new(local()).unwrap();
+    let url = format!("http://127.0.0.1:{}/hook", addr.port());
+    for n in 1..=2 {
+        let r = t.post(request(&url)).await.unwrap();
+        assert_eq!(r.excerpt.len(), 64, "read up to the excerpt");
+        assert_eq!(
+            t.idle_connections(),
+            0,
+            "not kept: its answer was not read to the end"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), n);
+    }
+    // Exactly the excerpt's length is read to the end: kept.
+    let (addr, connections) = keep_alive_receiver("127.0.0.1", 0, &[b'x'; 64]).await;
+    let url = format!("http://127.0.0.1:{}/hook", addr.port());
+    for _ in 0..2 {
+        assert_eq!(t.post(request(&url)).await.unwrap().excerpt.len(), 64);
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_target_closed_is_replaced_and_the_delivery_still_goes_out() {
+    // The raw receiver answers and closes every connection.
+    let (addr, seen) = receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+    let t = HttpTransport::new(local()).unwrap();
+    let url = format!("http://127.0.0.1:{}/hook", addr.port());
+    for _ in 0..3 {
+        assert_eq!(t.post(request(&url)).await.unwrap().status, 200);
+        // Let the close arrive.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "every delivery reached the receiver"
+    );
+}
+
+/// A resolver whose answer the test changes.
+struct Moving(std::sync::Mutex<IpAddr>);
+
+#[async_trait::async_trait]
+impl echorelay_http::delivery::Resolve for Moving {
+    async fn resolve(&self, _host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
+        Ok(vec![*self.0.lock().unwrap()])
+    }
+}
+
+#[tokio::test]
+async fn a_kept_connection_is_used_only_for_the_address_just_checked() {
+    let (a, on_a) = keep_alive_receiver("127.0.0.1", 0, b"a").await;
+    let (_, on_b) = keep_alive_receiver("127.0.0.2", a.port(), b"b").await;
+    let resolver = Arc::new(Moving(std::sync::Mutex::new("127.0.0.1".parse().unwrap())));
+    let policy = EgressPolicy::default()
+        .allow_http(true)
+        .allow("127.0.0.1/32".parse().unwrap());
+    let t = HttpTransport::new(policy)
+        .unwrap()
+        .resolver(resolver.clone());
+    let url = format!("http://hooks.example:{}/hook", a.port());
+    assert_eq!(t.post(request(&url)).await.unwrap().excerpt, b"a");
+    assert_eq!(t.idle_connections(), 1);
+    // The name now resolves to an address the policy refuses: refused,
+    // although a connection to the old address is idle.
+    *resolver.0.lock().unwrap() = "127.0.0.2".parse().unwrap();
+    assert!(matches!(
+        t.post(request(&url)).await,
+        Err(TransportError::Refused(_))
+    ));
+    // Allowed, it goes to the new address on a new connection.
+    let t2 = HttpTransport::new(
+        EgressPolicy::default()
+            .allow_http(true)
+            .allow("127.0.0.0/8".parse().unwrap()),
+    )
+    .unwrap()
+    .resolver(resolver.clone());
+    *resolver.0.lock().unwrap() = "127.0.0.1".parse().unwrap();
+    assert_eq!(t2.post(request(&url)).await.unwrap().excerpt, b"a");
+    *resolver.0.lock().unwrap() = "127.0.0.2".parse().unwrap();
+    assert_eq!(t2.post(request(&url)).await.unwrap().excerpt, b"b");
+    assert_eq!(
+        (on_a.load(Ordering::SeqCst), on_b.load(Ordering::SeqCst)),
+        (2, 1)
+    );
+    // And another host name at the same address does not share it.
+    let other = format!("http://other.example:{}/hook", a.port());
+    assert_eq!(t2.post(request(&other)).await.unwrap().excerpt, b"b");
+    assert_eq!(on_b.load(Ordering::SeqCst), 2);
 }

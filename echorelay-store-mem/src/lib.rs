@@ -41,8 +41,9 @@ use echorelay_core::ids::{
 };
 use echorelay_core::keys::{KeyHash, KeyRecord, KeyStatus, PendingReveal, Supersession};
 use echorelay_core::ports::{
-    AccountStore, AuditLog, AuditSink, ConfigStore, IdempotencyStore, KeyStore, MembershipStore,
-    SessionStore, SnapshotData, SnapshotStore, StoreResult, ThrottleStore, TreeImport, rules,
+    AccountStore, AuditLog, AuditSink, ConfigStore, IdempotencyStore, IngestRoute, KeyStore,
+    MembershipStore, SessionStore, SnapshotData, SnapshotStore, StoreResult, ThrottleStore,
+    TreeImport, rules,
 };
 use echorelay_core::vault::Ciphertext;
 
@@ -756,18 +757,29 @@ impl ConfigStore for MemStore {
         })
     }
 
-    async fn endpoint_targets(
+    async fn ingest_route(
         &self,
         project: ProjectId,
         endpoint: EndpointId,
-    ) -> StoreResult<Option<Vec<TargetId>>> {
+    ) -> StoreResult<Option<IngestRoute>> {
         let s = self.read()?;
-        let Some(ep) = s.endpoints.get(&endpoint).filter(|e| e.project == project) else {
+        let Some(p) = s.projects.get(&project) else {
             return Ok(None);
         };
-        let mut targets: Vec<&Target> = s.targets.values().filter(|t| t.line == ep.line).collect();
-        targets.sort_by_key(|t| (t.created_at, t.id));
-        Ok(Some(targets.iter().map(|t| t.id).collect()))
+        let targets = s
+            .endpoints
+            .get(&endpoint)
+            .filter(|e| e.project == project)
+            .map(|ep| {
+                let mut targets: Vec<&Target> =
+                    s.targets.values().filter(|t| t.line == ep.line).collect();
+                targets.sort_by_key(|t| (t.created_at, t.id));
+                targets.iter().map(|t| t.id).collect()
+            });
+        Ok(Some(IngestRoute {
+            project: p.clone(),
+            targets,
+        }))
     }
 
     async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>> {

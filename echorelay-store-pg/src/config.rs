@@ -15,7 +15,9 @@ use echorelay_core::config::{
 };
 use echorelay_core::error::StoreError;
 use echorelay_core::ids::{EndpointId, ProjectId, TargetId, UserId};
-use echorelay_core::ports::{ConfigStore, MembershipStore, StoreResult, TreeImport, rules};
+use echorelay_core::ports::{
+    ConfigStore, IngestRoute, MembershipStore, StoreResult, TreeImport, rules,
+};
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
@@ -479,34 +481,51 @@ impl ConfigStore for PgStore {
         })
     }
 
-    async fn endpoint_targets(
+    async fn ingest_route(
         &self,
         project: ProjectId,
         endpoint: EndpointId,
-    ) -> StoreResult<Option<Vec<TargetId>>> {
-        // One row per target of the endpoint's line, or one row with a
-        // NULL target for a line without targets; no row: no endpoint.
-        let rows = sqlx::query(
-            "SELECT t.id AS target FROM endpoints e \
+    ) -> StoreResult<Option<IngestRoute>> {
+        // One row per target of the endpoint's line (the project's columns
+        // on each), one with a NULL target for a line without targets, one
+        // with a NULL endpoint for a project without that endpoint; no row:
+        // no project.
+        let columns = PROJECT_COLUMNS
+            .split(", ")
+            .map(|c| format!("p.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(&format!(
+            "SELECT {columns}, e.id AS endpoint, t.id AS target FROM projects p \
+             LEFT JOIN endpoints e ON e.project = p.id AND e.id = $2 \
              LEFT JOIN targets t ON t.line = e.line \
-             WHERE e.id = $1 AND e.project = $2 \
-             ORDER BY t.created_at, t.id",
-        )
-        .bind(idb(&endpoint))
+             WHERE p.id = $1 \
+             ORDER BY t.created_at, t.id"
+        ))
         .bind(idb(&project))
+        .bind(idb(&endpoint))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        if rows.is_empty() {
+        let Some(first) = rows.first() else {
             return Ok(None);
-        }
-        let mut targets = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(t) = Reader::new(row, "targets", "target").opt_id("target")? {
-                targets.push(t);
+        };
+        let project = project_of(first)?;
+        let found: Option<EndpointId> =
+            Reader::new(first, "endpoints", "endpoint").opt_id("endpoint")?;
+        let targets = match found {
+            None => None,
+            Some(_) => {
+                let mut targets = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    if let Some(t) = Reader::new(row, "targets", "target").opt_id("target")? {
+                        targets.push(t);
+                    }
+                }
+                Some(targets)
             }
-        }
-        Ok(Some(targets))
+        };
+        Ok(Some(IngestRoute { project, targets }))
     }
 
     async fn target(&self, project: ProjectId, id: TargetId) -> StoreResult<Option<Target>> {

@@ -9,6 +9,7 @@ use echorelay_core::config::{
 };
 use echorelay_core::error::StoreError;
 use echorelay_core::ids::{EndpointId, ProjectId};
+use echorelay_core::ports::IngestRoute;
 
 use echorelay_core::vault::VaultError;
 use secrecy::{ExposeSecret, SecretString};
@@ -671,13 +672,14 @@ pub async fn lines_read_back_with_their_own_endpoints_and_targets<B: Backend>(h:
     }
 }
 
-/// The relay's route ([`ConfigStore::endpoint_targets`]): an endpoint
-/// leads to every target of its own line, oldest first (ids break ties),
-/// and to no other line's; a line without targets is an empty route, not
-/// a missing one; an unknown endpoint, another project's endpoint and an
-/// unknown project have none.
+/// The relay's route ([`ConfigStore::ingest_route`]): the project as
+/// stored, and an endpoint leads to every target of its own line, oldest
+/// first (ids break ties), and to no other line's; a line without targets
+/// is an empty route, not a missing one; an unknown endpoint and another
+/// project's endpoint have no route (the project is still read); an
+/// unknown project is `None`.
 ///
-/// [`ConfigStore::endpoint_targets`]: echorelay_core::ports::ConfigStore::endpoint_targets
+/// [`ConfigStore::ingest_route`]: echorelay_core::ports::ConfigStore::ingest_route
 pub async fn endpoints_lead_to_the_targets_of_their_line<B: Backend>(h: Harness<B>) {
     let (p, owner) = h.project().await;
     let w = h.grant::<ConfigWrite>(&owner, &p).await;
@@ -714,39 +716,45 @@ pub async fn endpoints_lead_to_the_targets_of_their_line<B: Backend>(h: Harness<
         .filter(|(l, _)| *l == orders.id)
         .map(|(_, t)| *t)
         .collect();
-    let (first, rest) = expected.split_at_mut(1);
-    rest.sort();
-    let expected: Vec<_> = first.iter().chain(rest.iter()).copied().collect();
+    expected[1..].sort();
+    let stored = h.store.project(p.id).await.unwrap().unwrap();
+    let route = |targets| {
+        Some(IngestRoute {
+            project: stored.clone(),
+            targets,
+        })
+    };
     assert_eq!(
-        h.store.endpoint_targets(p.id, e_orders.id).await.unwrap(),
-        Some(expected),
+        h.store.ingest_route(p.id, e_orders.id).await.unwrap(),
+        route(Some(expected)),
         "the line's targets, oldest first, ids breaking ties"
     );
     assert_eq!(
-        h.store.endpoint_targets(p.id, e_empty.id).await.unwrap(),
-        Some(vec![]),
+        h.store.ingest_route(p.id, e_empty.id).await.unwrap(),
+        route(Some(vec![])),
         "a line without targets"
     );
     assert_eq!(
         h.store
-            .endpoint_targets(p.id, EndpointId::random())
+            .ingest_route(p.id, EndpointId::random())
             .await
             .unwrap(),
-        None,
+        route(None),
         "an unknown endpoint"
     );
     let (other, _) = h.project().await;
+    let other_stored = h.store.project(other.id).await.unwrap().unwrap();
     assert_eq!(
-        h.store
-            .endpoint_targets(other.id, e_orders.id)
-            .await
-            .unwrap(),
-        None,
+        h.store.ingest_route(other.id, e_orders.id).await.unwrap(),
+        Some(IngestRoute {
+            project: other_stored,
+            targets: None
+        }),
         "another project's endpoint"
     );
     assert_eq!(
         h.store
-            .endpoint_targets(ProjectId::random(), e_orders.id)
+            .ingest_route(ProjectId::random(), e_orders.id)
             .await
             .unwrap(),
         None,
