@@ -25,7 +25,7 @@
 # and made again; Redis dbs 11 (echorelay) and 10 (Svix) are flushed.
 #
 # Knobs (environment): SYSTEMS ("echorelay svix"; one of them for a
-# check), ER_CONCURRENCY (echorelay's delivery loops, 64; Svix's worker runs
+# check), ER_CONCURRENCY (echorelay's delivery loops, 128; Svix's worker runs
 # up to 500 tasks by default, worker_max_tasks),
 # DRAIN_TIMEOUT (s, 180), BUILD=0 (skip the cargo build), KEEP_LOGS=1
 # (keep the servers' logs), ECHORELAY_KEY_CACHE=1 (echorelay's API-key
@@ -47,7 +47,7 @@ conns="${3:-16}"
 PG="${BENCH_PG:-postgresql://root@127.0.0.1:5432}"
 REDIS="${BENCH_REDIS:-redis://127.0.0.1:6379}"
 SVIX_BIN="${SVIX_BIN:-/work/svix/svix-webhooks/server/target/release/svix-server}"
-ER_CONCURRENCY="${ER_CONCURRENCY:-64}"
+ER_CONCURRENCY="${ER_CONCURRENCY:-128}"
 DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-180}"
 ER_DB=relaybench
 SVIX_DB=svixbench
