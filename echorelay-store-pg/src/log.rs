@@ -372,7 +372,11 @@ impl DeliveryLog for PgStore {
                     c.push(i, a)?;
                 }
             }
+            // Planned for each batch (not a cached generic plan): a plan
+            // made while the table was small would go on scanning it
+            // whole as it grows, where the primary key finds each row.
             let query = sqlx::query(&sql)
+                .persistent(false)
                 .bind(c.ord)
                 .bind(c.project)
                 .bind(c.message)
