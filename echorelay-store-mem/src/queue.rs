@@ -27,8 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use echorelay_core::queue::{
-    DeadJob, DedupKey, ErrorClass, JobId, LeaseNonce, LeaseToken, NackOutcome, NewJob, Queue,
-    QueueError, QueueName, QueueStats, ReservedJob, Retry,
+    DeadJob, DedupKey, ErrorClass, JobId, LeaseNonce, LeaseToken, MAX_BATCH, NackOutcome, NewJob,
+    Queue, QueueError, QueueName, QueueStats, ReservedJob, Retry,
 };
 use tokio::sync::Notify;
 
@@ -251,9 +251,15 @@ impl State {
         }
     }
 
-    fn notify(&self, lane: usize) {
+    /// Wakes one waiter of `lane` per job made due (at most a batch's
+    /// worth), not all of them: a waiter that was not needed would only
+    /// reserve nothing. A job made due while no one waits leaves a permit,
+    /// so the next waiter looks at once.
+    fn notify(&self, lane: usize, jobs: usize) {
         if let Some(l) = self.lanes.get(lane) {
-            l.notify.notify_waiters();
+            for _ in 0..jobs.min(MAX_BATCH) {
+                l.notify.notify_one();
+            }
         }
     }
 
@@ -277,7 +283,7 @@ impl State {
                 }
             }
         }
-        self.notify(lane);
+        self.notify(lane, 1);
     }
 }
 
@@ -424,7 +430,7 @@ fn apply_enqueue(
 ) -> Vec<JobId> {
     let lane = s.lane_or_new(queue);
     let mut ids = Vec::with_capacity(placements.len());
-    let mut inserted = false;
+    let mut inserted = 0;
     for p in placements {
         match p {
             Placement::Existing(id) => ids.push(id),
@@ -451,12 +457,12 @@ fn apply_enqueue(
                     },
                 );
                 ids.push(job.id);
-                inserted = true;
+                inserted += 1;
             }
         }
     }
-    if inserted {
-        s.notify(lane);
+    if inserted > 0 {
+        s.notify(lane, inserted);
     }
     ids
 }
@@ -623,7 +629,7 @@ impl Queue for MemQueue {
                     NackOutcome::Retrying(t) => {
                         s.set_state(id, JobState::Ready { run_at: t });
                         if let Some(lane) = s.jobs.get(&id).map(|j| j.lane) {
-                            s.notify(lane);
+                            s.notify(lane, 1);
                         }
                     }
                     NackOutcome::Dead => s.set_state(

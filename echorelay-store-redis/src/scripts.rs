@@ -61,15 +61,15 @@ for i = 0, count - 1 do
   if result == id then store[#store + 1] = b end
   out[#out + 1] = result
 end
-local wake = false
+local due = 0
 for _, b in ipairs(store) do
   local id, key = ARGV[b], ARGV[b + 4]
   redis.call('HSET', jp .. id, 'q', q, 'p', ARGV[b + 1], 'a', '0', 'm', ARGV[b + 3], 'e', nowS, 'k', key)
   redis.call('ZADD', KEYS[1], ARGV[b + 2], id)
   if key ~= '' then redis.call('HSET', KEYS[2], key, id) end
-  if tonumber(ARGV[b + 2]) <= now then wake = true end
+  if tonumber(ARGV[b + 2]) <= now then due = due + 1 end
 end
-if wake then redis.call('PUBLISH', chan, '1') end
+if due > 0 then redis.call('PUBLISH', chan, tostring(due)) end
 return out
 "#,
     )
@@ -317,7 +317,7 @@ for _, id in ipairs(ids) do
     done = done + 1
   end
 end
-if done > 0 then redis.call('PUBLISH', chan, '1') end
+if done > 0 then redis.call('PUBLISH', chan, tostring(done)) end
 return done
 "#,
     )

@@ -1,7 +1,11 @@
 //! Waking idle consumers: the enqueue, nack and redrive scripts `PUBLISH`
-//! on `{tag}:wake:<queue>` when they make a job due; a [`RedisQueue`]
-//! that is asked to wait opens one pub/sub connection of its own (lazily,
-//! `PSUBSCRIBE {tag}:wake:*`) and wakes the waiters of that queue.
+//! on `{tag}:wake:<queue>` when they make jobs due, with how many as the
+//! message; a [`RedisQueue`] that is asked to wait opens one pub/sub
+//! connection of its own (lazily, `PSUBSCRIBE {tag}:wake:*`) and wakes
+//! that many waiters of that queue, one per job (not every waiter: the
+//! others would only reserve nothing, and with many idle consumers that
+//! was most of the queue's traffic). A message that is not a count wakes
+//! them all.
 //!
 //! Missed and spurious wake-ups are allowed by the contract: a lost
 //! subscription wakes every waiter (they reserve again) and is reopened
@@ -18,6 +22,8 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use echorelay_core::queue::MAX_BATCH;
 
 /// The subscriber of one [`RedisQueue`](crate::RedisQueue).
 pub(crate) struct Wakeups {
@@ -42,14 +48,20 @@ impl Shared {
         Some(waiters.entry(queue.to_owned()).or_default().clone())
     }
 
-    fn wake(&self, queue: Option<&str>) {
+    /// Wakes `jobs` waiters of `queue` (`None`: every waiter of every
+    /// queue). A job made due while no one waits leaves a permit, so the
+    /// next waiter looks at once.
+    fn wake(&self, queue: Option<(&str, Option<usize>)>) {
         let Ok(waiters) = self.waiters.lock() else {
             return;
         };
         match queue {
-            Some(q) => {
+            Some((q, jobs)) => {
                 if let Some(n) = waiters.get(q) {
-                    n.notify_waiters();
+                    match jobs {
+                        Some(jobs) => (0..jobs.min(MAX_BATCH)).for_each(|_| n.notify_one()),
+                        None => n.notify_waiters(),
+                    }
                 }
             }
             None => waiters.values().for_each(|n| n.notify_waiters()),
@@ -151,7 +163,8 @@ async fn subscribe(
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
                         if let Some(queue) = msg.get_channel_name().strip_prefix(&channel_prefix) {
-                            shared.wake(Some(queue));
+                            let jobs = msg.get_payload::<usize>().ok();
+                            shared.wake(Some((queue, jobs)));
                         }
                     }
                     shared.subscribed.send_replace(false);
