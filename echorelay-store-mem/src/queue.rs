@@ -833,6 +833,56 @@ mod tests {
         assert_eq!(indexed, s.jobs.len());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_due_job_wakes_one_waiter_and_a_job_made_due_unwatched_is_not_missed() {
+        let q = std::sync::Arc::new(MemQueue::new());
+        let name = QueueName::new("q").unwrap();
+        let waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let (q, name) = (q.clone(), name.clone());
+                tokio::spawn(async move {
+                    q.wait_for_jobs(&name, Duration::from_secs(10))
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        let settle = Duration::from_millis(200);
+        let woken =
+            |w: &[tokio::task::JoinHandle<()>]| w.iter().filter(|w| w.is_finished()).count();
+        tokio::time::sleep(settle).await;
+        assert_eq!(woken(&waiting), 0);
+        q.enqueue(&name, vec![job(t(0)), job(t(0))], t(0))
+            .await
+            .unwrap();
+        tokio::time::sleep(settle).await;
+        assert_eq!(woken(&waiting), 2, "one waiter per job");
+        let got = q
+            .reserve(&name, 1, LeaseNonce::random(), t(30), t(0))
+            .await
+            .unwrap();
+        q.nack(
+            &got[0].token,
+            Retry::At(t(0)),
+            &ErrorClass::new("x").unwrap(),
+            t(0),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(settle).await;
+        assert_eq!(woken(&waiting), 3, "a retry due now wakes one more");
+        for w in waiting {
+            w.abort();
+        }
+        // Made due while no one waits: the next waiter looks at once.
+        q.enqueue(&name, vec![job(t(0))], t(0)).await.unwrap();
+        let started = std::time::Instant::now();
+        q.wait_for_jobs(&name, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
     #[tokio::test]
     async fn indexes_follow_every_transition() {
         let q = MemQueue::new();

@@ -40,7 +40,7 @@
 //! | `{prefix}:q:<queue>:dead` | zset | the dead-letter set, every score 0, so `ZRANGEBYLEX` pages it by id |
 //! | `{prefix}:q:<queue>:dedup` | hash | de-duplication key → job id, for jobs waiting, delayed or in flight |
 //! | `{prefix}:j:<id>` | hash | one job: queue, payload, attempts, max attempts, enqueue time, de-duplication key, the lease's nonce while leased, the last error class, when it went dead |
-//! | `{prefix}:wake:<queue>` | pub/sub channel | "a job may be due": published by enqueue, nack and redrive |
+//! | `{prefix}:wake:<queue>` | pub/sub channel | "jobs may be due", the message their number (decimal): published by enqueue, nack and redrive; a waiter is woken per job, every waiter for a message that is not a number |
 //!
 //! Ids are the 32 lowercase hex digits of the job id, which sort like the
 //! id's bytes: the dead-letter set pages by id ascending. Times are

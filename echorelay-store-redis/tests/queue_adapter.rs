@@ -697,6 +697,68 @@ async fn wait_for_jobs_is_woken_by_an_enqueue_on_another_connection() {
     }
 }
 
+/// Spawns `n` waiters of `name` (10 s each); returns their handles.
+fn waiters(queue: &RedisQueue, name: &QueueName, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (queue, name) = (queue.clone(), name.clone());
+            tokio::spawn(async move {
+                queue
+                    .wait_for_jobs(&name, Duration::from_secs(10))
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect()
+}
+
+/// How many of `waiting` have returned, after `settle`.
+async fn woken(waiting: &[tokio::task::JoinHandle<()>], settle: Duration) -> usize {
+    tokio::time::sleep(settle).await;
+    waiting.iter().filter(|w| w.is_finished()).count()
+}
+
+#[tokio::test]
+async fn an_enqueue_wakes_one_waiter_per_due_job_and_an_unreadable_message_wakes_all() {
+    let Some((redis, queue)) = fresh().await else {
+        return;
+    };
+    let producer = redis.another_process(&queue).await.unwrap();
+    let name = q("herd");
+    let waiting = waiters(&queue, &name, 5);
+    let settle = Duration::from_millis(300);
+    assert_eq!(woken(&waiting, settle).await, 0);
+    // Two due jobs and a delayed one in one batch: two waiters.
+    producer
+        .enqueue(
+            &name,
+            vec![
+                job(b"a", t(0), 1, None),
+                job(b"b", t(0), 1, None),
+                job(b"c", t(60_000), 1, None),
+            ],
+            t(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(woken(&waiting, settle).await, 2, "one waiter per due job");
+    producer
+        .enqueue(&name, vec![job(b"d", t(0), 1, None)], t(0))
+        .await
+        .unwrap();
+    assert_eq!(woken(&waiting, settle).await, 3);
+    // A message that is not a count (an older writer's, say) wakes all.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{{{}}}:wake:herd", queue.prefix()))
+        .arg("?")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(woken(&waiting, settle).await, 5);
+}
+
 #[tokio::test]
 async fn records_it_cannot_read_are_corrupt_and_change_nothing() {
     let Some((redis, queue)) = fresh().await else {
