@@ -116,10 +116,20 @@ type PoolKey = (bool, String, SocketAddr);
 type Sender = SendRequest<Full<Bytes>>;
 
 /// Idle kept-alive connections; see the module docs.
-#[derive(Default)]
 struct Pool {
     idle: HashMap<PoolKey, Vec<(Sender, Instant)>>,
     swept: Option<Instant>,
+    timeout: Duration,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            idle: HashMap::new(),
+            swept: None,
+            timeout: IDLE_TIMEOUT,
+        }
+    }
 }
 
 impl Pool {
@@ -128,7 +138,7 @@ impl Pool {
         let list = self.idle.get_mut(key)?;
         let mut found = None;
         while let Some((sender, since)) = list.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+            if !sender.is_closed() && since.elapsed() < self.timeout {
                 found = Some(sender);
                 break;
             }
@@ -143,15 +153,11 @@ impl Pool {
     /// and once per timeout drops every closed or stale connection.
     fn put(&mut self, key: PoolKey, sender: Sender) {
         let now = Instant::now();
-        if self
-            .swept
-            .is_none_or(|t| now.duration_since(t) >= IDLE_TIMEOUT)
-        {
+        let timeout = self.timeout;
+        if self.swept.is_none_or(|t| now.duration_since(t) >= timeout) {
             self.swept = Some(now);
             self.idle.retain(|_, list| {
-                list.retain(|(s, since)| {
-                    !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
-                });
+                list.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
                 !list.is_empty()
             });
         }
@@ -226,6 +232,16 @@ impl HttpTransport {
     /// The egress policy.
     pub fn policy(&self) -> &EgressPolicy {
         &self.policy
+    }
+
+    /// Closes kept-alive connections after `timeout` idle (default
+    /// [`IDLE_TIMEOUT`]; zero keeps none).
+    #[must_use]
+    pub fn idle_timeout(self, timeout: Duration) -> Self {
+        if let Ok(mut p) = self.pool.lock() {
+            p.timeout = timeout;
+        }
+        self
     }
 
     /// Idle kept-alive connections held now.

@@ -445,3 +445,111 @@ async fn a_kept_connection_is_used_only_for_the_address_just_checked() {
     assert_eq!(t2.post(request(&other)).await.unwrap().excerpt, b"b");
     assert_eq!(on_b.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_its_timeout_and_swept_from_every_host() {
+    let (a, on_a) = keep_alive_receiver("127.0.0.1", 0, b"a").await;
+    let (b, _) = keep_alive_receiver("127.0.0.1", 0, b"b").await;
+    let t = HttpTransport::new(local())
+        .unwrap()
+        .idle_timeout(Duration::from_millis(200));
+    let to_a = format!("http://127.0.0.1:{}/hook", a.port());
+    t.post(request(&to_a)).await.unwrap();
+    t.post(request(&to_a)).await.unwrap();
+    assert_eq!(on_a.load(Ordering::SeqCst), 1, "reused within the timeout");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Another host's delivery sweeps the expired one away.
+    t.post(request(&format!("http://127.0.0.1:{}/hook", b.port())))
+        .await
+        .unwrap();
+    assert_eq!(t.idle_connections(), 1, "only the new one is kept");
+    t.post(request(&to_a)).await.unwrap();
+    assert_eq!(on_a.load(Ordering::SeqCst), 2, "expired: a new connection");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    t.post(request(&to_a)).await.unwrap();
+    assert_eq!(
+        on_a.load(Ordering::SeqCst),
+        3,
+        "expired again, without a sweep first"
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_keeps_the_live_connections_of_other_hosts() {
+    let (a, _) = keep_alive_receiver("127.0.0.1", 0, b"a").await;
+    let (b, _) = keep_alive_receiver("127.0.0.1", 0, b"b").await;
+    let (c, _) = keep_alive_receiver("127.0.0.1", 0, b"c").await;
+    let t = HttpTransport::new(local())
+        .unwrap()
+        .idle_timeout(Duration::from_secs(3));
+    let url = |p: u16| format!("http://127.0.0.1:{p}/hook");
+    // The first put sweeps (nothing yet) and starts the sweep timer.
+    t.post(request(&url(a.port()))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    t.post(request(&url(c.port()))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // a's is 3.2 s old (expired), c's 2.2 s (live): the sweep with b's
+    // put drops a's only.
+    t.post(request(&url(b.port()))).await.unwrap();
+    assert_eq!(t.idle_connections(), 2);
+}
+
+#[tokio::test]
+async fn at_most_max_idle_connections_are_kept_per_host() {
+    // A receiver that answers once MAX + 1 requests are in flight, so
+    // each has its own connection.
+    let n = echorelay_http::delivery::MAX_IDLE_PER_HOST + 1;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    tokio::spawn(async move {
+        loop {
+            let (c, _) = l.accept().await.unwrap();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let barrier = barrier.clone();
+                    async move {
+                        barrier.wait().await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(c), service)
+                    .await;
+            });
+        }
+    });
+    let t = HttpTransport::new(local()).unwrap();
+    let url = format!("http://127.0.0.1:{}/hook", addr.port());
+    let sends: Vec<_> = (0..n)
+        .map(|_| {
+            let (t, url) = (t.clone(), url.clone());
+            tokio::spawn(async move { t.post(request(&url)).await.unwrap() })
+        })
+        .collect();
+    for s in sends {
+        assert_eq!(s.await.unwrap().status, 200);
+    }
+    assert_eq!(t.idle_connections(), n - 1);
+}
+
+#[tokio::test]
+async fn an_answer_in_several_frames_is_cut_at_the_excerpt() {
+    // Two chunks of 40 bytes: the second is cut to the 24 that fit in 64.
+    let (addr, _) = receiver(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+          28\r\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\
+          28\r\nbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n0\r\n\r\n",
+    )
+    .await;
+    let t = HttpTransport::new(local()).unwrap();
+    let r = t
+        .post(request(&format!("http://127.0.0.1:{}/hook", addr.port())))
+        .await
+        .unwrap();
+    assert_eq!(r.excerpt, [&[b'a'; 40][..], &[b'b'; 24][..]].concat());
+    assert_eq!(t.idle_connections(), 0);
+}
