@@ -18,6 +18,8 @@ use echorelay_core::ids::{EndpointId, ProjectId, TargetId, UserId};
 use echorelay_core::ports::{
     ConfigStore, IngestRoute, MembershipStore, StoreResult, TreeImport, rules,
 };
+use std::sync::LazyLock;
+
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
@@ -490,23 +492,23 @@ impl ConfigStore for PgStore {
         // on each), one with a NULL target for a line without targets, one
         // with a NULL endpoint for a project without that endpoint; no row:
         // no project.
-        let columns = PROJECT_COLUMNS
-            .split(", ")
-            .map(|c| format!("p.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = sqlx::query(&format!(
-            "SELECT {columns}, e.id AS endpoint, t.id AS target FROM projects p \
-             LEFT JOIN endpoints e ON e.project = p.id AND e.id = $2 \
-             LEFT JOIN targets t ON t.line = e.line \
-             WHERE p.id = $1 \
-             ORDER BY t.created_at, t.id"
-        ))
-        .bind(idb(&project))
-        .bind(idb(&endpoint))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        // The statement is built once: the project's columns come from a
+        // subquery, so the outer select names them as `p.*`.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT p.*, e.id AS endpoint, t.id AS target \
+                 FROM (SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1) p \
+                 LEFT JOIN endpoints e ON e.project = p.id AND e.id = $2 \
+                 LEFT JOIN targets t ON t.line = e.line \
+                 ORDER BY t.created_at, t.id"
+            )
+        });
+        let rows = sqlx::query(SQL.as_str())
+            .bind(idb(&project))
+            .bind(idb(&endpoint))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };

@@ -32,8 +32,11 @@
 //!
 //! An enqueue with a job due now, a nack whose retry is due now and a
 //! redrive send `pg_notify('echorelay_queue_' ‖ left(md5(current_schema()),
-//! 16), <queue>)` inside their statement, so the notification is delivered
-//! at commit and only if it commits. Each [`PgStore`] (shared by its
+//! 16), '<queue> <n>')` inside their statement, `n` the number of jobs made
+//! due, so the notification is delivered at commit and only if it commits.
+//! A listener wakes `n` waiters of the queue (one per job, not all of
+//! them: with many idle consumers, waking all sent most of them to reserve
+//! nothing); a payload without a count wakes every waiter of the queue. Each [`PgStore`] (shared by its
 //! clones) runs at most one listener, started by the first
 //! [`Queue::wait_for_jobs`] on its own connection (`application_name`:
 //! the store's name + `-queue-listener`), reconnecting after any error.
@@ -52,8 +55,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use echorelay_core::queue::{
-    DeadJob, ErrorClass, JobId, LeaseNonce, LeaseToken, MAX_ATTEMPTS, NackOutcome, NewJob, Queue,
-    QueueError, QueueName, QueueStats, ReservedJob, Retry, check_batch,
+    DeadJob, ErrorClass, JobId, LeaseNonce, LeaseToken, MAX_ATTEMPTS, MAX_BATCH, NackOutcome,
+    NewJob, Queue, QueueError, QueueName, QueueStats, ReservedJob, Retry, check_batch,
 };
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -239,7 +242,11 @@ impl Queue for PgStore {
             keys.push(key);
             payloads.push(&job.payload);
         }
-        let due_now = jobs.iter().any(|j| j.run_at <= now);
+        // How many waiters to wake: the jobs due now (a job whose key
+        // resolved to a live one may count; a spare wake-up only reserves
+        // nothing).
+        let due_now =
+            i32::try_from(jobs.iter().filter(|j| j.run_at <= now).count()).unwrap_or(i32::MAX);
         let rows = sqlx::query(&format!(
             "WITH ins AS ( \
                  INSERT INTO queue_jobs (id, queue, state, run_at, attempts, max_attempts, \
@@ -251,7 +258,8 @@ impl Queue for PgStore {
                  DO UPDATE SET dedup_key = EXCLUDED.dedup_key \
                  RETURNING id, dedup_key \
              ), \
-             woke AS (SELECT pg_notify({CHANNEL_SQL}, $1)::text AS x WHERE $8) \
+             woke AS (SELECT pg_notify({CHANNEL_SQL}, $1 || ' ' || $8::int4)::text AS x \
+                 WHERE $8::int4 > 0) \
              SELECT id, dedup_key FROM ins \
              UNION ALL SELECT NULL::bytea, x FROM woke"
         ))
@@ -443,7 +451,7 @@ impl Queue for PgStore {
              ) \
              SELECT state, run_at, \
                  CASE WHEN state = 'ready' AND run_at <= $3 \
-                      THEN pg_notify({CHANNEL_SQL}, queue)::text END AS woke \
+                      THEN pg_notify({CHANNEL_SQL}, queue || ' 1')::text END AS woke \
              FROM u"
         ))
         .bind(&token.job().as_bytes()[..])
@@ -550,7 +558,7 @@ impl Queue for PgStore {
                      WHERE o.queue = j.queue AND o.state = 'ready' AND o.dedup_key = j.dedup_key) \
                  THEN NULL ELSE j.dedup_key END \
              WHERE j.queue = $1 AND j.id = $2 AND j.state = 'dead' \
-             RETURNING pg_notify({CHANNEL_SQL}, j.queue)::text AS woke"
+             RETURNING pg_notify({CHANNEL_SQL}, j.queue || ' 1')::text AS woke"
         );
         for _ in 0..REDRIVE_ROUNDS {
             let done = sqlx::query(&sql)
@@ -599,7 +607,8 @@ impl Queue for PgStore {
                  RETURNING j.id \
              ) \
              SELECT count(*) AS n, \
-                 CASE WHEN count(*) > 0 THEN pg_notify({CHANNEL_SQL}, $1)::text END AS woke \
+                 CASE WHEN count(*) > 0 \
+                      THEN pg_notify({CHANNEL_SQL}, $1 || ' ' || count(*))::text END AS woke \
              FROM u"
         );
         for _ in 0..REDRIVE_ROUNDS {
@@ -681,6 +690,18 @@ impl Queue for PgStore {
     }
 }
 
+/// A notification's payload read as (queue, jobs made due): `<queue> <n>`,
+/// or a bare queue name (no count: every waiter looks).
+fn wake_payload(payload: &str) -> (&str, Option<usize>) {
+    match payload.rsplit_once(' ') {
+        Some((queue, n)) => match n.parse::<usize>() {
+            Ok(n) => (queue, Some(n)),
+            Err(_) => (payload, None),
+        },
+        None => (payload, None),
+    }
+}
+
 /// The store's queue listener: one LISTEN connection shared by every clone
 /// of a [`PgStore`], started by the first wait. Its `Debug` never shows the
 /// connect options (they hold the password).
@@ -736,10 +757,19 @@ impl QueueWaker {
             .clone()
     }
 
-    fn wake(&self, queue: &str) {
+    /// Wakes the waiters a notification's payload names:
+    /// `<queue> <jobs>` wakes `jobs` waiters of the queue (at most
+    /// [`MAX_BATCH`]; a job made due while no one waits leaves a permit, so
+    /// the next waiter looks at once); a payload without a count (a bare
+    /// queue name) wakes every waiter of that queue.
+    fn wake(&self, payload: &str) {
+        let (queue, jobs) = wake_payload(payload);
         let q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = q.get(queue) {
-            n.notify_waiters();
+            match jobs {
+                Some(jobs) => (0..jobs.min(MAX_BATCH)).for_each(|_| n.notify_one()),
+                None => n.notify_waiters(),
+            }
         }
     }
 

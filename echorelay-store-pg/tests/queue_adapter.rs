@@ -678,6 +678,104 @@ async fn listen_notify_wakes_a_waiter_in_another_process() {
     }
 }
 
+/// `n` waiters of `name` on `store`, each with a 10 s backstop.
+fn waiters(store: &PgStore, name: &QueueName, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (store, name) = (store.clone(), name.clone());
+            tokio::spawn(async move {
+                store
+                    .wait_for_jobs(&name, Duration::from_secs(10))
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect()
+}
+
+/// How many of `waiting` have returned, after `settle`.
+async fn woken(waiting: &[tokio::task::JoinHandle<()>], settle: Duration) -> usize {
+    tokio::time::sleep(settle).await;
+    waiting.iter().filter(|w| w.is_finished()).count()
+}
+
+/// A notification wakes one waiter per job it made due (enqueue, a nack
+/// retrying now, a redrive of several), not every idle consumer; a
+/// notification without a count (a bare queue name) wakes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_wakes_one_waiter_per_due_job_and_a_bare_name_wakes_all() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let producer = db.fresh_store().await.unwrap();
+    let consumer = db
+        .another_process(&producer, |o| o.application_name(unique("er-queue-herd")))
+        .await
+        .unwrap();
+    let name = q("herd");
+    // The listener is up before anyone waits (its connecting wakes all).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !consumer.queue_listener_connected() && Instant::now() < deadline {
+        consumer
+            .wait_for_jobs(&name, Duration::from_millis(100))
+            .await
+            .unwrap();
+    }
+    assert!(consumer.queue_listener_connected());
+    let settle = Duration::from_millis(400);
+
+    let waiting = waiters(&consumer, &name, 8);
+    assert_eq!(woken(&waiting, settle).await, 0);
+    // Two due jobs and a delayed one in one batch: two waiters.
+    producer
+        .enqueue(
+            &name,
+            vec![job(b"a", t0()), job(b"b", t0()), job(b"c", t0() + secs(60))],
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(woken(&waiting, settle).await, 2, "one waiter per due job");
+    // A nack whose retry is due now: one more.
+    let r = producer
+        .reserve(&name, 2, LeaseNonce::random(), t0() + secs(30), t0())
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    producer
+        .nack(&r[0].token, Retry::At(t0()), &class("x"), t0())
+        .await
+        .unwrap();
+    assert_eq!(woken(&waiting, settle).await, 3);
+    // Two dead jobs redriven in one call: two more.
+    producer
+        .nack(&r[1].token, Retry::Never, &class("x"), t0())
+        .await
+        .unwrap();
+    let again = producer
+        .reserve(&name, 1, LeaseNonce::random(), t0() + secs(30), t0())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    producer
+        .nack(&again[0].token, Retry::Never, &class("x"), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        woken(&waiting, settle).await,
+        3,
+        "dead-lettering wakes no one"
+    );
+    assert_eq!(producer.redrive_dead(&name, 10, t0()).await.unwrap(), 2);
+    assert_eq!(woken(&waiting, settle).await, 5);
+    // A payload without a count wakes every waiter of its queue.
+    sqlx::query("SELECT pg_notify('echorelay_queue_' || left(md5(current_schema()), 16), 'herd')")
+        .execute(producer.pool())
+        .await
+        .unwrap();
+    assert_eq!(woken(&waiting, settle).await, 8);
+}
+
 /// Postgres plans the reserve statement over the partial index
 /// `queue_jobs_due`, and the blocks it touches do not grow with the
 /// backlog (1,000 vs 100,000 waiting jobs).
