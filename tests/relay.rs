@@ -1040,3 +1040,64 @@ async fn redrive_all_takes_every_dead_letter_of_a_target() {
     let counts = w.relay.operations().counts(&read).await.unwrap();
     assert_eq!((counts.delivered, counts.dead), (7, 0));
 }
+
+/// One message's delivery jobs are one enqueue, and an enqueue holds at
+/// most `MAX_BATCH` (1,000) jobs: a line of 1,000 targets takes a message,
+/// one of 1,001 refuses it whole and enqueues nothing.
+#[tokio::test]
+async fn a_line_of_more_targets_than_one_enqueue_holds_refuses_the_message_whole() {
+    use echorelay::core::queue::MAX_BATCH;
+    let w = world(MAX_BATCH, &[]).await;
+    let relay = w.relay.relay();
+    let q = QueueName::new(DELIVERY_QUEUE).unwrap();
+    let accepted = relay
+        .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(accepted.deliveries, MAX_BATCH);
+    assert_eq!(w.relay.queue().stats(&q).await.unwrap().waiting, 1000);
+
+    let owner = w
+        .relay
+        .store()
+        .members_page(w.project, None, 10)
+        .await
+        .unwrap()[0]
+        .0;
+    let grant = w
+        .relay
+        .voter()
+        .authorize::<ConfigWrite>(&Caller::dangerous_user_stepped_up(owner, None), "relay")
+        .await
+        .unwrap();
+    let line = w
+        .relay
+        .store()
+        .target(w.project, w.targets[0].0)
+        .await
+        .unwrap()
+        .unwrap()
+        .line;
+    w.relay
+        .config()
+        .create_target(
+            &grant,
+            line,
+            NewTarget {
+                name: "one-too-many".into(),
+                url: "https://hooks.example.com/in".into(),
+                auth: AuthInput::None,
+                signing_secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    let refused = relay
+        .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
+        .await;
+    assert!(
+        matches!(refused, Err(RelayError::TooManyTargets { targets: 1001 })),
+        "{refused:?}"
+    );
+    assert_eq!(w.relay.queue().stats(&q).await.unwrap().waiting, 1000);
+}

@@ -334,4 +334,33 @@ mod tests {
         g.write(2).await.unwrap();
         assert_eq!(*sizes.lock().unwrap(), vec![1, 1]);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_task_ends_when_the_group_commit_is_dropped() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(1000));
+        let g = GroupCommit::new(8, recording(sizes.clone(), gate.clone()));
+        g.write(1).await.unwrap();
+        // The task holds the batch function, and with it `gate` and `sizes`.
+        assert_eq!(Arc::strong_count(&sizes), 2);
+        drop(g);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&sizes) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(Arc::strong_count(&sizes), 1, "the task ended");
+        assert_eq!(*sizes.lock().unwrap(), vec![1], "and wrote no empty batch");
+    }
+
+    #[test]
+    fn debug_shows_the_batch_limit_only() {
+        let g = GroupCommit::new(
+            5,
+            recording(
+                Arc::new(Mutex::new(Vec::new())),
+                Arc::new(tokio::sync::Semaphore::new(0)),
+            ),
+        );
+        assert_eq!(format!("{g:?}"), "GroupCommit { max: 5, .. }");
+    }
 }
