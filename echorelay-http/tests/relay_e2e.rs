@@ -357,12 +357,38 @@ async fn a_webhook_is_delivered_signed_to_every_target_and_retried_until_it_land
         inbound(&mut c, &key, "nonsense", b"{}").await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        inbound(&mut c, &key, &endpoint, &vec![b' '; 256 * 1024 + 1])
+    let over = inbound(&mut c, &key, &endpoint, &vec![b' '; 256 * 1024 + 1]).await;
+    assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(over.json()["error"], "too_large");
+    // Far over the limit, the body is refused before it is read, with the
+    // same answer.
+    let mut c = Server { addr: srv.addr }.connect().await;
+    let far = inbound(&mut c, &key, &endpoint, &vec![b' '; 1024 * 1024]).await;
+    assert_eq!(far.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(far.json()["error"], "too_large");
+    // A body that cannot be read (a chunk size that is not hex) is a bad
+    // request, not an oversized one.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        raw.write_all(
+            format!(
+                "POST /v1/in/{endpoint} HTTP/1.1\r\nhost: relay\r\n\
+                 authorization: Bearer {key}\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
             .await
-            .status,
-        StatusCode::PAYLOAD_TOO_LARGE
-    );
+            .expect("the server answers and closes")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(answer.contains("invalid_body"), "{answer}");
+    }
     // A key revoked between two requests on one keep-alive connection:
     // the second is refused. (A new connection for the setup: the server
     // closes one after refusing an oversized body unread.)
