@@ -467,6 +467,42 @@ async fn the_concurrency_flag_bounds_the_deliveries_in_flight() {
     }
 }
 
+/// A delivery loop takes the next job as soon as it has finished one: it
+/// pauses (a second) only after the queue failed. One loop delivers eight
+/// waiting messages in well under the seven seconds that a pause after
+/// each delivery would take.
+#[tokio::test]
+async fn a_delivery_loop_takes_waiting_jobs_back_to_back() {
+    let (raddr, seen) = receiver().await;
+    let (srv, key) = server(&[
+        "--allow-http",
+        "--allow-net",
+        "127.0.0.1/32",
+        "--concurrency",
+        "1",
+    ]);
+    let mut c = Server { addr: srv.addr }.connect().await;
+    let (endpoint, _) = configure(
+        &mut c,
+        &key,
+        &[("ok", format!("http://127.0.0.1:{}/ok", raddr.port()))],
+    )
+    .await;
+    let start = std::time::Instant::now();
+    for _ in 0..8 {
+        assert_eq!(
+            inbound(&mut c, &key, &endpoint, b"{}").await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+    until("eight deliveries", &srv, || seen.hits("/ok").len() == 8).await;
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "eight deliveries took {took:?}"
+    );
+}
+
 /// Without `--allow-http` an `http://` target is dead-lettered
 /// (`url_scheme`); without `--allow-net` a loopback one is too
 /// (`ssrf_loopback`); the receiver sees neither.
