@@ -914,6 +914,13 @@ async fn a_dead_letter_is_listed_and_redriven_over_rest_and_the_log_is_kept_by_i
     );
     assert_eq!(dead["dead_letters"][0]["last_status"], 422);
     assert_eq!(dead["dead_letters"][0]["last_class"], "http_422");
+    // A short page has no next page; a full one names where it ends.
+    assert_eq!(dead["next_after"], json!(null), "{dead}");
+    let one = c
+        .get(&format!("{dead_path}?limit=1"), Some(&key))
+        .await
+        .json();
+    assert_eq!(one["next_after"], message.as_str(), "{one}");
     let detail_path = format!("/v1/projects/demo/messages/{message}");
     let detail = c.get(&detail_path, Some(&key)).await;
     assert_eq!(detail.status, StatusCode::OK, "{}", detail.text());
@@ -958,6 +965,45 @@ async fn a_dead_letter_is_listed_and_redriven_over_rest_and_the_log_is_kept_by_i
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let listed = c.get("/v1/projects/demo/messages", Some(&key)).await.json();
     assert_eq!(listed["messages"][0]["id"], message.as_str(), "{listed}");
+    // Pages: two more messages; without a limit all three (the default
+    // page is 100) and no next page; by two, a full page then the rest.
+    for _ in 0..2 {
+        let a = inbound(&mut c, &key, &endpoint, b"{}").await;
+        assert_eq!(a.status, StatusCode::ACCEPTED);
+    }
+    let all = c.get("/v1/projects/demo/messages", Some(&key)).await.json();
+    assert_eq!(all["messages"].as_array().map(Vec::len), Some(3), "{all}");
+    assert_eq!(all["next_before"], json!(null), "{all}");
+    let first = c
+        .get("/v1/projects/demo/messages?limit=2", Some(&key))
+        .await
+        .json();
+    assert_eq!(
+        first["messages"].as_array().map(Vec::len),
+        Some(2),
+        "{first}"
+    );
+    assert_eq!(first["next_before"], first["messages"][1]["id"], "{first}");
+    let before = first["next_before"].as_str().unwrap();
+    let rest = c
+        .get(
+            &format!("/v1/projects/demo/messages?limit=2&before={before}"),
+            Some(&key),
+        )
+        .await
+        .json();
+    assert_eq!(rest["messages"].as_array().map(Vec::len), Some(1), "{rest}");
+    assert_eq!(rest["messages"][0], all["messages"][2], "{rest}");
+    assert_eq!(rest["next_before"], json!(null), "{rest}");
+    for bad in ["0", "501"] {
+        let r = c
+            .get(
+                &format!("/v1/projects/demo/messages?limit={bad}"),
+                Some(&key),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
     drop(srv);
 
     // With 0 days, the next pass purges it.
