@@ -141,6 +141,12 @@ pub async fn the_log_round_trips_and_attempts_move_the_state<B: Backend>(h: Harn
         d.updated_at, a1.at,
         "deliveries: a lost lease moved the time"
     );
+    let c = s.delivery_counts(p).await.unwrap();
+    assert_eq!(
+        (c.retrying, c.delivered, c.dead),
+        (1, 0, 0),
+        "deliveries: a retrying delivery is counted as retrying"
+    );
     let a2 = attempt(
         &m,
         t1,
