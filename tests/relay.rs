@@ -1101,3 +1101,92 @@ async fn a_line_of_more_targets_than_one_enqueue_holds_refuses_the_message_whole
     );
     assert_eq!(w.relay.queue().stats(&q).await.unwrap().waiting, 1000);
 }
+
+/// The delivery log's retention: messages received more than `keep` ago
+/// go, with their deliveries; a retention of zero takes everything up to
+/// now; a negative one is refused.
+#[tokio::test]
+async fn purge_log_removes_the_messages_older_than_the_retention() {
+    let w = world(1, &[]).await;
+    let relay = w.relay.relay();
+    let ops = w.relay.operations();
+    let old = relay
+        .accept(&w.key, w.endpoint, None, None, b"old".to_vec(), None)
+        .await
+        .unwrap();
+    w.clock.advance(chrono::Duration::hours(1));
+    for _ in 0..2 {
+        relay
+            .accept(&w.key, w.endpoint, None, None, b"new".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    w.clock.advance(chrono::Duration::minutes(1));
+    let listed = |w: &World| {
+        let store = w.relay.store().clone();
+        let project = w.project;
+        async move {
+            store
+                .messages_page(project, None, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    // Kept for 30 minutes: the message of an hour ago goes.
+    assert_eq!(
+        ops.purge_log(chrono::Duration::minutes(30)).await.unwrap(),
+        1
+    );
+    let left = listed(&w).await;
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&old.message));
+    assert!(matches!(
+        ops.purge_log(chrono::Duration::seconds(-1)).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(listed(&w).await.len(), 2, "a refused purge removes nothing");
+    assert_eq!(ops.purge_log(chrono::Duration::zero()).await.unwrap(), 2);
+    assert!(listed(&w).await.is_empty());
+}
+
+/// One redrive-all takes at most `MAX_REDRIVE_ALL` (1,000) dead letters,
+/// in full pages, and says whether more are left; the next one takes them.
+#[tokio::test]
+async fn redrive_all_stops_at_its_cap_and_says_more_are_left() {
+    use echorelay::core::access::surface::Ingest;
+    use echorelay::core::deliveries::MAX_REDRIVE_ALL;
+    let w = world(1, &[]).await;
+    let caller = Caller::api_key(w.relay.keys().verify(&w.key).await.unwrap(), None);
+    let ingest = w
+        .relay
+        .voter()
+        .authorize::<Ingest>(&caller, "relay")
+        .await
+        .unwrap();
+    let n = MAX_REDRIVE_ALL + 1;
+    for _ in 0..n {
+        w.relay
+            .relay()
+            .accept(&w.key, w.endpoint, None, None, b"x".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    let worker = w
+        .relay
+        .delivery(Scripted::answering((0..n).map(|_| status(410)).collect()));
+    let mut died = 0;
+    while died < n {
+        let ran = worker.run_once(100).await.unwrap();
+        assert!(!ran.is_empty());
+        died += ran.len();
+    }
+    let t = w.targets[0].0;
+    let ops = w.relay.operations();
+    let first = ops.redrive_all(&ingest, t).await.unwrap();
+    assert_eq!((first.redriven, first.more), (1000, true));
+    let rest = ops.redrive_all(&ingest, t).await.unwrap();
+    assert_eq!((rest.redriven, rest.more), (1, false));
+}
